@@ -1,0 +1,14 @@
+// Writes dist/build-info.json (commit and build time) for `autonomy-orchestrator version`.
+import { execSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+
+let sha = process.env.AUTONOMY_BUILD_SHA ?? "";
+if (!sha) {
+  try {
+    sha = execSync("git rev-parse HEAD", { stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+  } catch {
+    sha = "unknown";
+  }
+}
+mkdirSync("dist", { recursive: true });
+writeFileSync("dist/build-info.json", JSON.stringify({ sha, date: new Date().toISOString() }) + "\n");

@@ -1,0 +1,15 @@
+#!/usr/bin/env node
+import { Command } from "commander";
+import { serveCommand } from "./serve.js";
+import { versionCommand } from "./version.js";
+
+const program = new Command("autonomy-orchestrator")
+  .description(
+    "Self-hosted control plane for fleets of edge nodes.\n" +
+      "Run `autonomy-orchestrator serve` to start the API on its embedded SQLite store.",
+  )
+  .addCommand(serveCommand())
+  .addCommand(versionCommand())
+  .showHelpAfterError("(run with --help for usage)");
+
+await program.parseAsync(process.argv);

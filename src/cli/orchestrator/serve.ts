@@ -1,0 +1,121 @@
+import os from "node:os";
+import path from "node:path";
+import { Command, Option } from "commander";
+import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
+import { startServer } from "../../server.js";
+import { parseDuration, parseSize } from "../shared/parse.js";
+
+/** `$XDG_CACHE_HOME/autonomyops/orchestrator`, falling back to `~/.cache/autonomyops/orchestrator`. */
+export function defaultDataDir(): string {
+  const cache = process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache");
+  return path.join(cache, "autonomyops", "orchestrator");
+}
+
+interface ServeOptions {
+  dataDir: string;
+  listen: string;
+  logFormat: LogFormat;
+  logLevel: LogLevel;
+  metricsAddr?: string;
+  postgresUrl?: string;
+  busyTimeout: number;
+  maxDbSize: number;
+}
+
+export function serveCommand(): Command {
+  return new Command("serve")
+    .summary("Start the control-plane API on the embedded SQLite store (or PostgreSQL)")
+    .description(
+      "Start the control-plane API: Connect, gRPC, gRPC-Web and REST on one port (HTTP/2 cleartext and HTTP/1.1).\n" +
+        "Stores events in an embedded SQLite database under --data-dir, or in PostgreSQL with --postgres-url.\n\n" +
+        "REST endpoints:\n" +
+        '  POST /v1/events   ingest {"events":[...]} -> {"received":N,"inserted":N,"deduped":N}\n' +
+        "  GET  /v1/events   newest first; node_id, event_type, limit (default 100, max 1000), before\n" +
+        '  GET  /v1/health   {"status":"ok"}\n' +
+        "  GET  /metrics     Prometheus exposition\n\n" +
+        "Errors: 400 bad input, 405 wrong method, 413 too large, 503 database busy (Retry-After), 507 disk full.\n" +
+        "A corrupt database makes the process log one line and exit with status 1.\n" +
+        "Every flag can also be set with an AUTONOMY_ environment variable (shown in brackets).",
+    )
+    .addOption(
+      new Option("--data-dir <dir>", "data directory for SQLite storage")
+        .env("AUTONOMY_DATA_DIR")
+        .default(defaultDataDir(), "$XDG_CACHE_HOME/autonomyops/orchestrator"),
+    )
+    .addOption(new Option("--listen <host:port>", "TCP address to listen on").env("AUTONOMY_LISTEN").default("0.0.0.0:8888"))
+    .addOption(
+      new Option("--log-format <format>", "log output format: json (machine-readable) or text (human-readable)")
+        .env("AUTONOMY_LOG_FORMAT")
+        .choices(LOG_FORMATS)
+        .default("json"),
+    )
+    .addOption(
+      new Option("--log-level <level>", "minimum log level").env("AUTONOMY_LOG_LEVEL").choices(LOG_LEVELS).default("info"),
+    )
+    .addOption(
+      new Option("--metrics-addr <host:port>", 'extra listener serving only /metrics (e.g. ":9090"); /metrics is always on the API port too').env(
+        "AUTONOMY_METRICS_ADDR",
+      ),
+    )
+    .addOption(
+      new Option("--postgres-url <url>", "store in PostgreSQL instead of the embedded SQLite database").env(
+        "AUTONOMY_POSTGRES_URL",
+      ),
+    )
+    .addOption(
+      new Option("--busy-timeout <duration>", "how long a SQLite write waits for the lock before answering 503")
+        .env("AUTONOMY_BUSY_TIMEOUT")
+        .argParser(parseDuration)
+        .default(5000, "5s"),
+    )
+    .addOption(
+      new Option("--max-db-size <size>", "SQLite: answer writes with 507 once the database reaches this size (0: no limit)")
+        .env("AUTONOMY_MAX_DB_SIZE")
+        .argParser(parseSize)
+        .default(0, "0"),
+    )
+    .action(async (opts: ServeOptions) => {
+      const logger = createLogger({ format: opts.logFormat, level: opts.logLevel });
+      const fatal = (err: Error) => {
+        logger.fatal(`fatal: ${err.message}; stopping`);
+        process.exit(1);
+      };
+      let server;
+      try {
+        server = await startServer(
+          {
+            listen: opts.listen,
+            dataDir: path.resolve(opts.dataDir),
+            postgresUrl: opts.postgresUrl,
+            busyTimeoutMs: opts.busyTimeout,
+            maxDbBytes: opts.maxDbSize,
+            metricsAddr: opts.metricsAddr,
+          },
+          { logger, onFatal: fatal },
+        );
+      } catch (err) {
+        logger.fatal(`cannot start: ${(err as Error).message}`);
+        process.exit(1);
+      }
+      logger.info(
+        {
+          url: server.url,
+          listen: `${server.address.host}:${server.address.port}`,
+          store: server.store.dialect,
+          data_dir: server.store.dialect === "sqlite" ? path.resolve(opts.dataDir) : undefined,
+          metrics: server.metricsAddress ? `${server.metricsAddress.host}:${server.metricsAddress.port}` : undefined,
+        },
+        "serving",
+      );
+      let stopping = false;
+      const stop = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        logger.info({ signal }, "shutting down");
+        await server.close();
+        process.exit(0);
+      };
+      process.on("SIGTERM", () => void stop("SIGTERM"));
+      process.on("SIGINT", () => void stop("SIGINT"));
+    });
+}

@@ -1,0 +1,39 @@
+import { InvalidArgumentError } from "commander";
+
+const DURATION_UNITS: Record<string, number> = { ns: 1e-6, us: 1e-3, "µs": 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** Parses a Go-style duration ("250ms", "5s", "1m30s", "0") into milliseconds. */
+export function parseDuration(value: string): number {
+  const text = value.trim();
+  if (text === "0") return 0;
+  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/gy;
+  let total = 0;
+  let consumed = 0;
+  for (let m = re.exec(text); m; m = re.exec(text)) {
+    total += Number(m[1]) * DURATION_UNITS[m[2]];
+    consumed = re.lastIndex;
+  }
+  if (consumed === 0 || consumed !== text.length) {
+    throw new InvalidArgumentError(`"${value}" is not a duration (examples: 500ms, 5s, 2m, 1h30m)`);
+  }
+  return total;
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  "": 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4,
+};
+
+/** Parses a byte size ("0", "4096", "512MiB", "2GB") into bytes. */
+export function parseSize(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
+  if (!m || unit === undefined) throw new InvalidArgumentError(`"${value}" is not a size (examples: 0, 500MB, 2GiB)`);
+  return Math.floor(Number(m[1]) * unit);
+}
+
+/** Parses a positive whole number. */
+export function parsePositiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`"${value}" is not a positive whole number`);
+  return n;
+}

@@ -1,0 +1,77 @@
+import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/**
+ * The server's Prometheus metrics, all named `cp_*`. One registry per server instance, so
+ * several servers in one process (tests) keep separate counts. Labels are bounded: routes
+ * are RPC names or REST path templates, never raw paths.
+ */
+export interface Metrics {
+  readonly registry: Registry;
+  readonly httpRequests: Counter<"method" | "route" | "status">;
+  readonly httpDuration: Histogram<"method" | "route">;
+  readonly rpcRequests: Counter<"rpc" | "protocol" | "code">;
+  readonly rpcDuration: Histogram<"rpc" | "protocol">;
+  readonly eventsReceived: Counter;
+  readonly eventsInserted: Counter;
+  readonly eventsDeduped: Counter;
+  readonly storeDuration: Histogram<"operation" | "outcome">;
+}
+
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: "cp_" });
+  const registers = [registry];
+  return {
+    registry,
+    httpRequests: new Counter({
+      name: "cp_http_requests_total",
+      help: "HTTP requests answered, by method, route (RPC or REST path template) and status.",
+      labelNames: ["method", "route", "status"],
+      registers,
+    }),
+    httpDuration: new Histogram({
+      name: "cp_http_request_duration_seconds",
+      help: "Time from receiving a request to the end of its answer, by method and route.",
+      labelNames: ["method", "route"],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    rpcRequests: new Counter({
+      name: "cp_rpc_requests_total",
+      help: "RPCs handled, by RPC, protocol (connect, grpc, grpcweb, rest) and result code.",
+      labelNames: ["rpc", "protocol", "code"],
+      registers,
+    }),
+    rpcDuration: new Histogram({
+      name: "cp_rpc_duration_seconds",
+      help: "Time spent in an RPC handler, by RPC and protocol.",
+      labelNames: ["rpc", "protocol"],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+    eventsReceived: new Counter({
+      name: "cp_events_received_total",
+      help: "Events received in accepted ingest batches.",
+      registers,
+    }),
+    eventsInserted: new Counter({
+      name: "cp_events_ingested_total",
+      help: "Events newly stored by ingestion.",
+      registers,
+    }),
+    eventsDeduped: new Counter({
+      name: "cp_events_deduped_total",
+      help: "Events ignored by ingestion because their event_id was already stored or repeated in the batch.",
+      registers,
+    }),
+    storeDuration: new Histogram({
+      name: "cp_store_operation_duration_seconds",
+      help: "Latency of store operations, by operation and outcome.",
+      labelNames: ["operation", "outcome"],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    }),
+  };
+}

@@ -1,0 +1,154 @@
+import http from "node:http";
+import { createContextValues } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { MAX_BODY_BYTES } from "./domain/events.js";
+import type { Logger } from "./observability/logger.js";
+import { createMetrics, type Metrics } from "./observability/metrics.js";
+import { PostgresStore } from "./store/pg/store.js";
+import { SqliteStore } from "./store/sqlite/store.js";
+import type { Store } from "./store/store.js";
+import { requestInfoKey, type RequestInfo } from "./transport/context.js";
+import { createErrorInterceptor, createObserveInterceptor } from "./transport/interceptors.js";
+import { listenCleartext, parseListenAddress, type Listener, type ListenAddress } from "./transport/listener.js";
+import { createRestHandler, type NodeRequest, type NodeResponse, type PlainRoute } from "./transport/rest.js";
+import { createServices, registerServices } from "./transport/services.js";
+
+export interface ServerConfig {
+  /** host:port of the API. */
+  listen: string;
+  /** SQLite data directory (ignored with postgresUrl). */
+  dataDir: string;
+  /** PostgreSQL URL: use PostgreSQL instead of the embedded SQLite store. */
+  postgresUrl?: string;
+  busyTimeoutMs: number;
+  /** SQLite only: refuse writes (507) once the database reaches this many bytes; 0 = no limit. */
+  maxDbBytes?: number;
+  /** host:port of a second listener that serves only GET /metrics. */
+  metricsAddr?: string;
+}
+
+export interface RunningServer {
+  readonly address: ListenAddress;
+  /** Base URL of the API, e.g. http://127.0.0.1:8888. */
+  readonly url: string;
+  readonly metricsAddress?: ListenAddress;
+  readonly metrics: Metrics;
+  readonly store: Store;
+  close(): Promise<void>;
+}
+
+function urlOf(a: ListenAddress): string {
+  const host = a.host === "0.0.0.0" || a.host === "::" ? "127.0.0.1" : a.host;
+  return `http://${host.includes(":") ? `[${host}]` : host}:${a.port}`;
+}
+
+function metricsRoute(metrics: Metrics): PlainRoute {
+  return {
+    method: "GET",
+    path: "/metrics",
+    async handle(_req, res) {
+      const body = await metrics.registry.metrics();
+      (res as http.ServerResponse).writeHead(200, { "content-type": metrics.registry.contentType });
+      res.end(body);
+    },
+  };
+}
+
+/**
+ * Opens the store, then serves every service as Connect, gRPC, gRPC-Web and REST on one
+ * port, with one log line and one metrics sample per request.
+ */
+export async function startServer(
+  config: ServerConfig,
+  deps: { logger: Logger; onFatal: (err: Error) => void },
+): Promise<RunningServer> {
+  const { logger } = deps;
+  const listenAddress = parseListenAddress(config.listen);
+  const metricsAddress = config.metricsAddr ? parseListenAddress(config.metricsAddr) : undefined;
+  const store: Store = config.postgresUrl
+    ? await PostgresStore.open({ url: config.postgresUrl })
+    : await SqliteStore.open({
+        dataDir: config.dataDir,
+        busyTimeoutMs: config.busyTimeoutMs,
+        maxDbBytes: config.maxDbBytes,
+        onFatal: deps.onFatal,
+      });
+
+  const metrics = createMetrics();
+  const services = createServices({ store, metrics });
+  const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger)];
+  const infos = new WeakMap<NodeRequest, RequestInfo>();
+  const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
+  const rest = createRestHandler({
+    services,
+    plainRoutes: [metricsRoute(metrics)],
+    interceptors,
+    contextValues,
+    maxBodyBytes: MAX_BODY_BYTES,
+  });
+  const rpc = connectNodeAdapter({
+    routes: (router) => registerServices(router, services),
+    interceptors,
+    contextValues: (req) => contextValues(req as NodeRequest),
+    readMaxBytes: MAX_BODY_BYTES,
+    fallback: (req, res) => void rest(req as NodeRequest, res as NodeResponse),
+  });
+
+  const handler = (req: NodeRequest, res: NodeResponse) => {
+    const started = process.hrtime.bigint();
+    const info: RequestInfo = {};
+    infos.set(req, info);
+    res.once("close", () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      const route = info.route ?? "unmatched";
+      metrics.httpRequests.inc({ method: req.method, route, status: res.statusCode });
+      metrics.httpDuration.observe({ method: req.method, route }, seconds);
+      logger.info(
+        {
+          method: req.method,
+          path: req.url,
+          route,
+          protocol: info.protocol,
+          status: res.statusCode,
+          code: info.code,
+          duration_ms: Math.round(seconds * 1e6) / 1e3,
+        },
+        "request",
+      );
+    });
+    rpc(req, res);
+  };
+
+  let api: Listener | undefined;
+  let metricsServer: Listener | undefined;
+  try {
+    api = await listenCleartext(listenAddress, handler);
+    if (metricsAddress) {
+      const onlyMetrics = createRestHandler({
+        services: [],
+        plainRoutes: [metricsRoute(metrics)],
+        interceptors: [],
+        contextValues,
+        maxBodyBytes: 0,
+      });
+      metricsServer = await listenCleartext(metricsAddress, (req, res) => void onlyMetrics(req, res));
+    }
+  } catch (err) {
+    await api?.close();
+    await store.close();
+    throw err;
+  }
+  const apiListener = api;
+
+  return {
+    address: apiListener.address,
+    url: urlOf(apiListener.address),
+    metricsAddress: metricsServer?.address,
+    metrics,
+    store,
+    async close() {
+      await Promise.all([apiListener.close(), metricsServer?.close()]);
+      await store.close();
+    },
+  };
+}

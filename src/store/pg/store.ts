@@ -1,0 +1,114 @@
+import { and, desc, eq, lt, sql, type SQL } from "drizzle-orm";
+import { drizzle, type NodePgDatabase } from "drizzle-orm/node-postgres";
+import { migrate } from "drizzle-orm/node-postgres/migrator";
+import pg from "pg";
+import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
+import { StoreBusyError, StoreFullError, StoreUnavailableError } from "../../domain/errors.js";
+import { migrationsFolder } from "../../paths.js";
+import { eventToRow, rowToEvent } from "../event-rows.js";
+import type { EventQuery, Store } from "../store.js";
+import { events } from "./schema.js";
+
+export interface PostgresStoreOptions {
+  url: string;
+  /** Connections in the pool. */
+  poolSize?: number;
+}
+
+// PostgreSQL allows 65,535 bind parameters a statement; nine columns a row.
+const ROWS_PER_INSERT = 5000;
+// Any constant: serialises schema migrations of replicas starting together.
+const MIGRATION_LOCK_KEY = 7_340_021;
+
+/** Maps a pg failure to a typed error, or returns it unchanged (it then becomes `internal`). */
+function translate(err: unknown): unknown {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== "string") return err;
+  if (code === "53100") return new StoreFullError("the database is full: no space left for writes");
+  if (code === "40001" || code === "40P01" || code === "55P03" || code === "53300") {
+    return new StoreBusyError("the database is busy; retry shortly");
+  }
+  if (code.startsWith("08") || code === "57P01" || code === "57P03" || code === "ECONNREFUSED" || code === "ECONNRESET") {
+    return new StoreUnavailableError("the database cannot be reached; retry shortly");
+  }
+  return err;
+}
+
+/** The high-availability store: PostgreSQL over a connection pool, shared by every replica. */
+export class PostgresStore implements Store {
+  readonly dialect = "postgres" as const;
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly db: NodePgDatabase,
+  ) {}
+
+  /** Connects and applies the schema migrations, one replica at a time. */
+  static async open(opts: PostgresStoreOptions): Promise<PostgresStore> {
+    const pool = new pg.Pool({ connectionString: opts.url, max: opts.poolSize ?? 10 });
+    // An idle client losing its connection must not crash the process; the next query reports it.
+    pool.on("error", () => {});
+    const db = drizzle({ client: pool });
+    try {
+      const client = await pool.connect();
+      try {
+        await client.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
+        await migrate(drizzle({ client }), { migrationsFolder: migrationsFolder("pg") });
+      } finally {
+        await client.query("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]).catch(() => {});
+        client.release();
+      }
+    } catch (err) {
+      await pool.end();
+      throw err;
+    }
+    return new PostgresStore(pool, db);
+  }
+
+  async ingestEvents(batch: readonly Event[]): Promise<number> {
+    const receivedAtMs = Date.now();
+    const rows = batch.map((e) => eventToRow(e, receivedAtMs));
+    try {
+      return await this.db.transaction(async (tx) => {
+        let inserted = 0;
+        for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) {
+          const result = await tx
+            .insert(events)
+            .values(rows.slice(i, i + ROWS_PER_INSERT))
+            .onConflictDoNothing();
+          inserted += result.rowCount ?? 0;
+        }
+        return inserted;
+      });
+    } catch (err) {
+      throw translate(err);
+    }
+  }
+
+  async queryEvents(q: EventQuery): Promise<Event[]> {
+    const where: SQL[] = [];
+    if (q.nodeId) where.push(eq(events.nodeId, q.nodeId));
+    if (q.eventType) where.push(eq(events.eventType, q.eventType));
+    if (q.before) where.push(lt(events.seq, Number(q.before)));
+    try {
+      const rows = await this.db
+        .select()
+        .from(events)
+        .where(and(...where))
+        .orderBy(desc(events.seq))
+        .limit(q.limit);
+      return rows.map(rowToEvent);
+    } catch (err) {
+      throw translate(err);
+    }
+  }
+
+  /** Round trip to the database; used by readiness checks. */
+  async ping(): Promise<void> {
+    await this.db.execute(sql`SELECT 1`);
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}

@@ -1,0 +1,31 @@
+import Database from "better-sqlite3";
+
+/** Options shared by the writer and reader connections of one SQLite store. */
+export interface SqliteConnectionOptions {
+  file: string;
+  /** How long a connection waits for the write lock before SQLITE_BUSY, in milliseconds. */
+  busyTimeoutMs: number;
+  /** Largest database size in bytes; writes beyond it fail as "full". 0 or undefined: unlimited. */
+  maxDbBytes?: number;
+}
+
+/**
+ * Opens a connection with the durability settings every connection of the store shares:
+ * WAL, synchronous=FULL (a committed transaction survives power loss), a bounded busy timeout.
+ */
+export function openConnection(opts: SqliteConnectionOptions, role: "writer" | "reader"): Database.Database {
+  const db = new Database(opts.file);
+  db.pragma(`busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs))}`);
+  if (role === "writer") {
+    db.pragma("journal_mode = WAL");
+    db.pragma("synchronous = FULL");
+    db.pragma("foreign_keys = ON");
+    if (opts.maxDbBytes && opts.maxDbBytes > 0) {
+      const pageSize = db.pragma("page_size", { simple: true }) as number;
+      db.pragma(`max_page_count = ${Math.max(1, Math.floor(opts.maxDbBytes / pageSize))}`);
+    }
+  } else {
+    db.pragma("query_only = ON");
+  }
+  return db;
+}

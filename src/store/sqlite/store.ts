@@ -1,0 +1,144 @@
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import { Worker } from "node:worker_threads";
+import { and, desc, eq, lt, type SQL } from "drizzle-orm";
+import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
+import type Database from "better-sqlite3";
+import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
+import { StoreCorruptError, StoreUnavailableError } from "../../domain/errors.js";
+import { packageRoot } from "../../paths.js";
+import { eventToRow, rowToEvent } from "../event-rows.js";
+import type { EventQuery, Store } from "../store.js";
+import { openConnection, type SqliteConnectionOptions } from "./connection.js";
+import { classifySqliteError, sqliteDomainError } from "./errors.js";
+import { events } from "./schema.js";
+import type { WriterReply, WriterRequest } from "./writer.js";
+
+/** The database file inside `--data-dir`. */
+export const DB_FILE_NAME = "orchestrator.db";
+
+export interface SqliteStoreOptions {
+  dataDir: string;
+  busyTimeoutMs: number;
+  maxDbBytes?: number;
+  /**
+   * Called once when the store can no longer be trusted (a corrupt file, a dead writer
+   * thread). The server logs it and exits: serving on would risk acknowledged writes.
+   */
+  onFatal: (err: Error) => void;
+}
+
+// The worker runs compiled JavaScript, also when the caller runs from TypeScript sources.
+const WRITER_SCRIPT = path.join(packageRoot, "dist", "src", "store", "sqlite", "writer.js");
+
+/**
+ * The embedded default store: one SQLite file in WAL mode. Writes go through a dedicated
+ * writer thread (./writer.ts); reads use a second connection on the calling thread, which
+ * WAL lets proceed while a write is in progress.
+ */
+export class SqliteStore implements Store {
+  readonly dialect = "sqlite" as const;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (n: number) => void; reject: (e: Error) => void }>();
+  private fatal: Error | undefined;
+  private closed = false;
+
+  private constructor(
+    private readonly worker: Worker,
+    private readonly reader: Database.Database,
+    private readonly db: BetterSQLite3Database,
+    private readonly onFatal: (err: Error) => void,
+  ) {
+    worker.on("message", (reply: WriterReply) => this.onReply(reply));
+    worker.on("error", () => this.fail(new StoreUnavailableError("the database writer stopped")));
+    worker.on("exit", () => {
+      if (!this.closed) this.fail(new StoreUnavailableError("the database writer stopped"));
+    });
+  }
+
+  /** Creates the data dir, starts the writer (which applies migrations), then opens the reader. */
+  static async open(opts: SqliteStoreOptions): Promise<SqliteStore> {
+    mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+    const connection: SqliteConnectionOptions = {
+      file: path.join(opts.dataDir, DB_FILE_NAME),
+      busyTimeoutMs: opts.busyTimeoutMs,
+      maxDbBytes: opts.maxDbBytes,
+    };
+    const worker = new Worker(WRITER_SCRIPT, { workerData: connection });
+    const first = await new Promise<WriterReply>((resolve, reject) => {
+      worker.once("message", resolve);
+      worker.once("error", reject);
+    });
+    if (!("ready" in first)) {
+      await worker.terminate();
+      const failure = "startFailure" in first ? first.startFailure : "other";
+      const detail = "detail" in first ? first.detail : "";
+      throw failure === "corrupt"
+        ? new StoreCorruptError(`the database file is corrupt: ${connection.file}`)
+        : new Error(`cannot open the database ${connection.file}: ${detail}`);
+    }
+    const reader = openConnection(connection, "reader");
+    return new SqliteStore(worker, reader, drizzle({ client: reader }), opts.onFatal);
+  }
+
+  ingestEvents(batch: readonly Event[]): Promise<number> {
+    if (this.fatal) return Promise.reject(this.fatal);
+    const receivedAtMs = Date.now();
+    const request: WriterRequest = { id: this.nextId++, rows: batch.map((e) => eventToRow(e, receivedAtMs)) };
+    return new Promise((resolve, reject) => {
+      this.pending.set(request.id, { resolve, reject });
+      this.worker.postMessage(request);
+    });
+  }
+
+  async queryEvents(q: EventQuery): Promise<Event[]> {
+    if (this.fatal) throw this.fatal;
+    const where: SQL[] = [];
+    if (q.nodeId) where.push(eq(events.nodeId, q.nodeId));
+    if (q.eventType) where.push(eq(events.eventType, q.eventType));
+    if (q.before) where.push(lt(events.seq, Number(q.before)));
+    try {
+      const rows = this.db
+        .select()
+        .from(events)
+        .where(and(...where))
+        .orderBy(desc(events.seq))
+        .limit(q.limit)
+        .all();
+      return rows.map(rowToEvent);
+    } catch (err) {
+      throw this.translate(err);
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.worker.terminate();
+    this.reader.close();
+  }
+
+  private onReply(reply: WriterReply): void {
+    if (!("id" in reply)) return;
+    const waiter = this.pending.get(reply.id);
+    if (!waiter) return;
+    this.pending.delete(reply.id);
+    if ("inserted" in reply) waiter.resolve(reply.inserted);
+    else waiter.reject(this.translate(new Error(reply.detail), reply.failure));
+  }
+
+  /** Maps a driver failure to a typed error; corruption is also reported as fatal. */
+  private translate(err: unknown, kind = classifySqliteError(err)): Error {
+    const typed = sqliteDomainError(kind);
+    if (typed instanceof StoreCorruptError) this.fail(typed);
+    return typed ?? (err instanceof Error ? err : new Error("sqlite failure"));
+  }
+
+  private fail(err: Error): void {
+    if (this.fatal) return;
+    this.fatal = err;
+    for (const waiter of this.pending.values()) waiter.reject(err);
+    this.pending.clear();
+    this.onFatal(err);
+  }
+}

@@ -1,0 +1,17 @@
+import { createContextKey } from "@connectrpc/connect";
+
+/**
+ * What the per-request log line and metrics need to know that only inner layers learn:
+ * the route (RPC name or REST template), the protocol and the result code. The HTTP
+ * wrapper creates it; the REST transcoder and the interceptors fill it in.
+ */
+export interface RequestInfo {
+  route?: string;
+  rpc?: string;
+  protocol?: string;
+  code?: string;
+}
+
+export const requestInfoKey = createContextKey<RequestInfo | undefined>(undefined, {
+  description: "request info for logs and metrics",
+});

@@ -1,0 +1,52 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
+import {
+  ConflictError,
+  NotFoundError,
+  PayloadTooLargeError,
+  StoreBusyError,
+  StoreCorruptError,
+  StoreFullError,
+  StoreUnavailableError,
+  ValidationError,
+} from "../domain/errors.js";
+
+type ErrorClass = abstract new (...args: never[]) => Error;
+
+/** Each domain error class: its RPC code and, where it differs from Connect's mapping, its REST status. */
+const MAPPING: ReadonlyArray<{ type: ErrorClass; code: Code; status?: number }> = [
+  { type: ValidationError, code: Code.InvalidArgument },
+  { type: PayloadTooLargeError, code: Code.ResourceExhausted, status: 413 },
+  { type: NotFoundError, code: Code.NotFound },
+  { type: ConflictError, code: Code.AlreadyExists },
+  { type: StoreBusyError, code: Code.Unavailable },
+  { type: StoreUnavailableError, code: Code.Unavailable },
+  { type: StoreFullError, code: Code.ResourceExhausted, status: 507 },
+  { type: StoreCorruptError, code: Code.Internal },
+];
+
+/**
+ * The ConnectError for a typed domain error, keeping the domain error as `cause` so the
+ * REST layer can pick its status. Returns undefined for anything else: the caller answers
+ * `internal` without detail, because a driver's message may carry SQL or paths.
+ */
+export function domainToConnectError(err: unknown): ConnectError | undefined {
+  const entry = MAPPING.find((m) => err instanceof m.type);
+  if (!entry) return undefined;
+  const metadata = new Headers();
+  const retryAfter = (err as { retryAfterSeconds?: number }).retryAfterSeconds;
+  if (retryAfter !== undefined) metadata.set("retry-after", String(retryAfter));
+  const message = entry.code === Code.Internal ? "internal error" : (err as Error).message;
+  return new ConnectError(message, entry.code, metadata, undefined, err);
+}
+
+/** The HTTP status of an error on a REST path: Connect's mapping, refined by the domain error. */
+export function restStatus(err: ConnectError): number {
+  const entry = err.cause === undefined ? undefined : MAPPING.find((m) => err.cause instanceof m.type);
+  return entry?.status ?? codeToHttpStatus(err.code);
+}
+
+/** The JSON body of a REST error: `{"code":"invalid_argument","message":"..."}`. */
+export function restErrorBody(err: ConnectError): string {
+  return JSON.stringify({ code: codeToString(err.code), message: err.rawMessage });
+}

@@ -1,0 +1,99 @@
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { NodeRequest, NodeResponse } from "./rest.js";
+
+export type RequestHandler = (req: NodeRequest, res: NodeResponse) => void;
+
+/** A parsed `host:port` listen address. */
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+/** Parses "0.0.0.0:8888", "127.0.0.1:0", ":9090" (all interfaces) or "[::1]:8888". */
+export function parseListenAddress(value: string): ListenAddress {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(value.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new Error(`invalid listen address "${value}": expected host:port, e.g. 0.0.0.0:8888`);
+  return { host: m[1] ?? (m[2] || "0.0.0.0"), port };
+}
+
+export interface Listener {
+  /** The address actually bound (the real port when 0 was asked for). */
+  readonly address: ListenAddress;
+  /** Stops accepting, then ends every open connection and HTTP/2 session. */
+  close(): Promise<void>;
+}
+
+const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+
+/**
+ * Serves one handler on one cleartext port for both HTTP/2 with prior knowledge (h2c, as
+ * gRPC and `curl --http2-prior-knowledge` speak it) and HTTP/1.1: it reads the first bytes
+ * of each connection and hands the socket to the matching server. TLS, where ALPN chooses
+ * the protocol, will use `http2.createSecureServer({ allowHTTP1: true })` with the same handler.
+ */
+export async function listenCleartext(address: ListenAddress, handler: RequestHandler): Promise<Listener> {
+  const h2 = http2.createServer({}, handler);
+  const h1 = http.createServer(handler as http.RequestListener);
+  const sessions = new Set<http2.Http2Session>();
+  const sockets = new Set<net.Socket>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, H2_PREFACE.length);
+      const isH2Prefix = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      // Wait while the bytes so far could still be the start of the HTTP/2 preface.
+      if (isH2Prefix && n < H2_PREFACE.length) return;
+      socket.off("data", onData);
+      socket.pause();
+      socket.unshift(head);
+      if (isH2Prefix) {
+        // The HTTP/2 session drains the bytes put back into the socket's buffer itself;
+        // resuming here would flush them past it.
+        h2.emit("connection", socket);
+      } else {
+        h1.emit("connection", socket);
+        socket.resume();
+      }
+    };
+    socket.on("data", onData);
+    socket.on("error", () => socket.destroy());
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(address.port, address.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const bound = server.address() as net.AddressInfo;
+
+  return {
+    address: { host: bound.address, port: bound.port },
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const session of sessions) session.close();
+      h1.closeIdleConnections();
+      // Give in-flight requests a moment, then cut what is left.
+      const deadline = setTimeout(() => {
+        for (const session of sessions) session.destroy();
+        for (const socket of sockets) socket.destroy();
+      }, 2000);
+      deadline.unref();
+      h1.closeIdleConnections();
+      await closed;
+      clearTimeout(deadline);
+    },
+  };
+}

@@ -1,0 +1,326 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
+import {
+  fromJson,
+  getOption,
+  hasOption,
+  ScalarType,
+  toJson,
+  type DescField,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  type JsonObject,
+  type JsonValue,
+} from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  createHandlerContext,
+  createMethodImplSpec,
+  type ContextValues,
+  type Interceptor,
+  type MethodImplSpec,
+} from "@connectrpc/connect";
+import { invokeUnaryImplementation } from "@connectrpc/connect/protocol";
+import { codeToString } from "@connectrpc/connect/protocol-connect";
+import { http } from "../../gen/google/api/annotations_pb.js";
+import { PayloadTooLargeError, ValidationError } from "../domain/errors.js";
+import { requestInfoKey } from "./context.js";
+import { domainToConnectError, restErrorBody, restStatus } from "./errors.js";
+import { compilePathTemplate, type PathTemplate } from "./path-template.js";
+import type { ServiceEntry } from "./services.js";
+
+export type NodeRequest = IncomingMessage | Http2ServerRequest;
+export type NodeResponse = ServerResponse | Http2ServerResponse;
+
+/** A path answered outside the RPCs (metrics, CRL); it shares 404/405 handling with the RPC paths. */
+export interface PlainRoute {
+  method: string;
+  path: string;
+  handle(req: NodeRequest, res: NodeResponse): void | Promise<void>;
+}
+
+/** One REST binding of an RPC: a `google.api.http` rule or one of its `additional_bindings`. */
+interface RpcRoute {
+  kind: "rpc";
+  method: string;
+  template: PathTemplate;
+  /** "*" (the whole body is the request), a field name, or "" (no body: query parameters). */
+  body: string;
+  responseBody: string;
+  spec: UnarySpec;
+}
+
+type UnarySpec = Extract<MethodImplSpec, { kind: "unary" }>;
+
+type Route = RpcRoute | (PlainRoute & { kind: "plain"; template: PathTemplate });
+
+const PATTERN_METHOD = { get: "GET", put: "PUT", post: "POST", delete: "DELETE", patch: "PATCH" } as const;
+
+/** The REST bindings declared on the RPCs of the given services, read from their options at run time. */
+export function collectRpcRoutes(services: readonly ServiceEntry[]): RpcRoute[] {
+  const routes: RpcRoute[] = [];
+  for (const { service, impl } of services) {
+    for (const method of service.methods) {
+      if (!hasOption(method, http)) continue;
+      const fn = (impl as Record<string, unknown>)[method.localName];
+      if (typeof fn !== "function") continue;
+      const spec = createMethodImplSpec(method, fn.bind(impl) as never);
+      // REST bindings on streaming RPCs are not transcoded: JSON bodies are single messages.
+      if (spec.kind !== "unary") continue;
+      const rule = getOption(method, http);
+      for (const binding of [rule, ...rule.additionalBindings]) {
+        const pattern = binding.pattern;
+        if (pattern.case === undefined) continue;
+        const [verb, path] =
+          pattern.case === "custom"
+            ? [pattern.value.kind.toUpperCase(), pattern.value.path]
+            : [PATTERN_METHOD[pattern.case], pattern.value];
+        routes.push({
+          kind: "rpc",
+          method: verb,
+          template: compilePathTemplate(path),
+          body: binding.body,
+          responseBody: binding.responseBody,
+          spec,
+        });
+      }
+    }
+  }
+  return routes;
+}
+
+/** Finds a field by dotted path of proto or JSON names. */
+function findField(message: DescMessage, path: string[]): DescField | undefined {
+  let current: DescMessage | undefined = message;
+  let field: DescField | undefined;
+  for (const name of path) {
+    if (!current) return undefined;
+    field = current.fields.find((f) => f.name === name || f.jsonName === name);
+    if (!field) return undefined;
+    current = field.fieldKind === "message" ? field.message : undefined;
+  }
+  return field;
+}
+
+function setPath(target: JsonObject, path: string[], value: JsonValue): void {
+  let obj = target;
+  for (const key of path.slice(0, -1)) {
+    const next = obj[key];
+    if (typeof next !== "object" || next === null || Array.isArray(next)) obj[key] = {};
+    obj = obj[key] as JsonObject;
+  }
+  obj[path[path.length - 1]] = value;
+}
+
+/** A query-string value as the JSON the field's type expects (protobuf JSON accepts numbers as strings). */
+function queryValue(field: DescField, raw: string): JsonValue {
+  const scalar =
+    field.fieldKind === "scalar" || (field.fieldKind === "list" && field.listKind === "scalar") ? field.scalar : undefined;
+  if (scalar === ScalarType.BOOL) {
+    if (raw === "true" || raw === "1") return true;
+    if (raw === "false" || raw === "0") return false;
+    throw new ValidationError(field.name, `must be true or false, got "${raw}"`);
+  }
+  return raw;
+}
+
+function applyQuery(input: JsonObject, message: DescMessage, query: URLSearchParams, bound: Set<string>): void {
+  for (const [key, raw] of query) {
+    if (bound.has(key)) continue;
+    const path = key.split(".");
+    const field = findField(message, path);
+    // Scalars, enums and well-known types (a Timestamp as RFC 3339, say) can come from a query string.
+    const queryable =
+      field !== undefined &&
+      field.fieldKind !== "map" &&
+      (field.fieldKind !== "message" || field.message.typeName.startsWith("google.protobuf."));
+    if (!queryable) {
+      throw new ValidationError(key, "unknown query parameter");
+    }
+    if (field.fieldKind === "list") {
+      let obj: JsonObject = input;
+      for (const k of path.slice(0, -1)) obj = (obj[k] ??= {}) as JsonObject;
+      ((obj[path[path.length - 1]] ??= []) as JsonValue[]).push(queryValue(field, raw));
+    } else {
+      setPath(input, path, queryValue(field, raw));
+    }
+  }
+}
+
+/**
+ * Locates a JSON decoding failure inside a repeated message field, so that the error names
+ * the element (`events[3]: ...`) and not only the message type.
+ */
+function locateDecodeError(message: DescMessage, json: JsonObject, err: unknown): string {
+  for (const field of message.fields) {
+    const value = json[field.name] ?? json[field.jsonName];
+    if (field.fieldKind !== "list" || field.listKind !== "message" || !Array.isArray(value)) continue;
+    for (let i = 0; i < value.length; i++) {
+      try {
+        fromJson(field.message, value[i]);
+      } catch (inner) {
+        return `${field.name}[${i}]: ${(inner as Error).message}`;
+      }
+    }
+  }
+  return (err as Error).message;
+}
+
+async function readBody(req: NodeRequest, limit: number): Promise<Buffer> {
+  const declared = Number(req.headers["content-length"]);
+  if (declared > limit) throw new PayloadTooLargeError(`request body: larger than ${limit} bytes`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new PayloadTooLargeError(`request body: larger than ${limit} bytes`);
+    chunks.push(chunk);
+  }
+  return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+}
+
+function headersOf(req: NodeRequest): Headers {
+  const headers = new Headers();
+  for (const [key, value] of Object.entries(req.headers)) {
+    if (key.startsWith(":") || value === undefined) continue;
+    headers.set(key, Array.isArray(value) ? value.join(", ") : value);
+  }
+  return headers;
+}
+
+function sendJson(res: NodeResponse, status: number, body: string, extra?: Headers): void {
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  extra?.forEach((value, key) => {
+    headers[key] = value;
+  });
+  (res as ServerResponse).writeHead(status, headers);
+  res.end(body);
+}
+
+export interface RestHandlerOptions {
+  services: readonly ServiceEntry[];
+  plainRoutes?: readonly PlainRoute[];
+  interceptors: Interceptor[];
+  contextValues: (req: NodeRequest) => ContextValues;
+  maxBodyBytes: number;
+}
+
+/**
+ * The REST transcoder: answers the `google.api.http` paths of every RPC by turning path
+ * variables, query parameters and the JSON body into the request message, calling the same
+ * implementation through the same interceptors as Connect and gRPC, and writing the
+ * response as JSON with proto field names. Unknown paths are 404, a wrong method 405 with
+ * `Allow`. Adding a REST path to an RPC is one option in its .proto file.
+ */
+export function createRestHandler(opts: RestHandlerOptions): (req: NodeRequest, res: NodeResponse) => Promise<void> {
+  const routes: Route[] = [
+    ...collectRpcRoutes(opts.services),
+    ...(opts.plainRoutes ?? []).map((r) => ({ ...r, kind: "plain" as const, template: compilePathTemplate(r.path) })),
+  ];
+
+  return async function handleRest(req, res) {
+    const url = new URL(req.url ?? "/", "http://localhost");
+    const contextValues = opts.contextValues(req);
+    const info = contextValues.get(requestInfoKey);
+    try {
+      let best: { route: Route; vars: Record<string, string> } | undefined;
+      const allowed = new Set<string>();
+      for (const route of routes) {
+        let vars: Record<string, string> | undefined;
+        try {
+          vars = route.template.match(url.pathname);
+        } catch {
+          throw new ValidationError("path", "malformed percent-encoding");
+        }
+        if (!vars) continue;
+        allowed.add(route.method);
+        if (route.method !== req.method) continue;
+        if (!best || route.template.specificity > best.route.template.specificity) best = { route, vars };
+      }
+      if (!best) {
+        if (info) info.route = allowed.size > 0 ? "method_not_allowed" : "not_found";
+        if (allowed.size > 0) {
+          const allow = [...allowed].sort().join(", ");
+          sendJson(res, 405, JSON.stringify({ code: "method_not_allowed", message: `${req.method} is not allowed on ${url.pathname}; allowed: ${allow}` }), new Headers({ allow }));
+        } else {
+          sendJson(res, 404, JSON.stringify({ code: "not_found", message: `no such path: ${url.pathname}` }));
+        }
+        return;
+      }
+      const { route, vars } = best;
+      if (info) info.route = `${route.method} ${route.template.source}`;
+      if (route.kind === "plain") {
+        await route.handle(req, res);
+        return;
+      }
+      await invoke(route, vars, url, req, res, contextValues);
+    } catch (err) {
+      const connectErr = err instanceof ConnectError ? err : (domainToConnectError(err) ?? new ConnectError("internal error", Code.Internal));
+      if (info) info.code ??= codeToString(connectErr.code);
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      if (err instanceof PayloadTooLargeError && "shouldKeepAlive" in res) {
+        // HTTP/1.1: the unread rest of the body would be taken for the next request.
+        res.setHeader("connection", "close");
+      }
+      sendJson(res, restStatus(connectErr), restErrorBody(connectErr), connectErr.metadata);
+    }
+  };
+
+  async function invoke(
+    route: RpcRoute,
+    vars: Record<string, string>,
+    url: URL,
+    req: NodeRequest,
+    res: NodeResponse,
+    contextValues: ContextValues,
+  ): Promise<void> {
+    const method: DescMethod = route.spec.method;
+    let input: JsonObject = {};
+    if (route.body !== "") {
+      const raw = await readBody(req, opts.maxBodyBytes);
+      let parsed: JsonValue;
+      try {
+        parsed = raw.length === 0 ? {} : (JSON.parse(raw.toString("utf8")) as JsonValue);
+      } catch (err) {
+        throw new ValidationError("", `malformed JSON: ${(err as Error).message}`);
+      }
+      if (route.body === "*") {
+        if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+          throw new ValidationError("", "request body must be a JSON object");
+        }
+        input = parsed;
+      } else {
+        setPath(input, route.body.split("."), parsed);
+      }
+    }
+    for (const [field, value] of Object.entries(vars)) setPath(input, field.split("."), value);
+    if (route.body !== "*") applyQuery(input, method.input, url.searchParams, new Set(Object.keys(vars)));
+
+    let message;
+    try {
+      message = fromJson(method.input, input, { ignoreUnknownFields: false });
+    } catch (err) {
+      throw new ValidationError("", locateDecodeError(method.input, input, err));
+    }
+    const info = contextValues.get(requestInfoKey);
+    if (info) info.protocol = "rest";
+    const context = createHandlerContext({
+      service: method.parent as DescService,
+      method,
+      protocolName: "rest",
+      requestMethod: req.method ?? "GET",
+      url: url.toString(),
+      requestHeader: headersOf(req),
+      contextValues,
+    });
+    const output = await invokeUnaryImplementation(route.spec, context, message, opts.interceptors);
+    let json = toJson(method.output, output, { useProtoFieldName: true, alwaysEmitImplicit: true }) as JsonObject;
+    if (route.responseBody) json = json[route.responseBody] as JsonObject;
+    sendJson(res, 200, JSON.stringify(json), context.responseHeader);
+  }
+}

@@ -1,0 +1,36 @@
+import type { DescService } from "@bufbuild/protobuf";
+import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import { EventService } from "../../gen/autonomy/v1/events_pb.js";
+import { HealthService } from "../../gen/autonomy/v1/health_pb.js";
+import type { Metrics } from "../observability/metrics.js";
+import { createEventService } from "../services/event-service.js";
+import { createHealthService } from "../services/health-service.js";
+import type { Store } from "../store/store.js";
+
+/** A service and its implementation, served over Connect, gRPC, gRPC-Web and REST alike. */
+export interface ServiceEntry<S extends DescService = DescService> {
+  service: S;
+  impl: ServiceImpl<S>;
+}
+
+function entry<S extends DescService>(service: S, impl: ServiceImpl<S>): ServiceEntry {
+  return { service, impl } as unknown as ServiceEntry;
+}
+
+export interface ServiceDeps {
+  store: Store;
+  metrics: Metrics;
+}
+
+/** The one list of served services: the RPC router and the REST transcoder both read it. */
+export function createServices(deps: ServiceDeps): ServiceEntry[] {
+  return [
+    entry(EventService, createEventService(deps)),
+    entry(HealthService, createHealthService()),
+  ];
+}
+
+/** Registers every service on a Connect router. */
+export function registerServices(router: ConnectRouter, services: readonly ServiceEntry[]): void {
+  for (const { service, impl } of services) router.service(service, impl);
+}
