@@ -65,9 +65,9 @@ export function dedupeWithinBatch(events: readonly Event[]): Event[] {
 }
 
 /** The page size a query asked for, defaulted and bounded. */
-export function queryLimit(requested: number): number {
-  if (requested === 0) return DEFAULT_QUERY_LIMIT;
-  if (requested < 0 || requested > MAX_QUERY_LIMIT) {
+export function queryLimit(requested: number | undefined): number {
+  if (requested === undefined) return DEFAULT_QUERY_LIMIT;
+  if (requested < 1 || requested > MAX_QUERY_LIMIT) {
     throw new ValidationError("limit", `must be between 1 and ${MAX_QUERY_LIMIT}`);
   }
   return requested;

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { usageErrorsExit2 } from "../shared/exit-codes.js";
 import { Command } from "commander";
 import { serveCommand } from "./serve.js";
 import { versionCommand } from "./version.js";
@@ -10,6 +11,5 @@ const program = new Command("autonomy-orchestrator")
   )
   .addCommand(serveCommand())
   .addCommand(versionCommand())
-  .showHelpAfterError("(run with --help for usage)");
 
-await program.parseAsync(process.argv);
+await usageErrorsExit2(program).parseAsync(process.argv);

@@ -1,0 +1,83 @@
+/**
+ * Typed clients of every orchestrator service, for edge agents, the CLI and scripts.
+ *
+ *   const api = createOrchestratorClients({ baseUrl: "http://127.0.0.1:8888" });
+ *   await api.events.ingestEvents({ events: [...] });
+ *   api.close();
+ *
+ * The generated service descriptors and message schemas are re-exported, so one import
+ * gives both the clients and the types they speak.
+ */
+import type { DescService } from "@bufbuild/protobuf";
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+  Http2SessionManager,
+} from "@connectrpc/connect-node";
+import { EventService } from "../gen/autonomy/v1/events_pb.js";
+import { HealthService } from "../gen/autonomy/v1/health_pb.js";
+
+export * from "../gen/autonomy/v1/events_pb.js";
+export * from "../gen/autonomy/v1/health_pb.js";
+
+/** Every service a client can reach, by the property name of the returned object. */
+const SERVICES = { events: EventService, health: HealthService } as const;
+
+export type OrchestratorClients = { [K in keyof typeof SERVICES]: Client<(typeof SERVICES)[K]> } & {
+  readonly transport: Transport;
+  /** Closes the HTTP/2 connection, so a short-lived process can exit. */
+  close(): void;
+};
+
+export interface ClientOptions {
+  /** Base URL of the orchestrator, e.g. http://127.0.0.1:8888. */
+  baseUrl: string;
+  /** Wire protocol: connect (default), grpc or grpc-web. */
+  protocol?: "connect" | "grpc" | "grpc-web";
+  /** Connect only: protobuf binary (default) or JSON bodies. */
+  useBinaryFormat?: boolean;
+  interceptors?: Interceptor[];
+  /** Default deadline of each call, in milliseconds. */
+  timeoutMs?: number;
+}
+
+/** One HTTP/2 transport for the chosen protocol (h2c with prior knowledge on http:// URLs). */
+export function createOrchestratorTransport(opts: ClientOptions): { transport: Transport; close(): void } {
+  let url: URL;
+  try {
+    url = new URL(opts.baseUrl);
+  } catch {
+    throw new Error(`invalid orchestrator URL "${opts.baseUrl}": expected e.g. http://127.0.0.1:8888`);
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:") {
+    throw new Error(`invalid orchestrator URL "${opts.baseUrl}": the scheme must be http or https`);
+  }
+  const baseUrl = url.toString().replace(/\/$/, "");
+  const sessionManager = new Http2SessionManager(baseUrl);
+  const common = {
+    baseUrl,
+    httpVersion: "2" as const,
+    sessionManager,
+    interceptors: opts.interceptors,
+    defaultTimeoutMs: opts.timeoutMs,
+  };
+  const protocol = opts.protocol ?? "connect";
+  const transport =
+    protocol === "grpc"
+      ? createGrpcTransport(common)
+      : protocol === "grpc-web"
+        ? createGrpcWebTransport({ ...common, useBinaryFormat: opts.useBinaryFormat ?? true })
+        : createConnectTransport({ ...common, useBinaryFormat: opts.useBinaryFormat ?? true });
+  return { transport, close: () => sessionManager.abort() };
+}
+
+/** Typed clients for every service, over one shared transport. */
+export function createOrchestratorClients(opts: ClientOptions): OrchestratorClients {
+  const { transport, close } = createOrchestratorTransport(opts);
+  const clients = Object.fromEntries(
+    Object.entries(SERVICES).map(([name, service]) => [name, createClient(service as DescService, transport)]),
+  );
+  return { ...(clients as Omit<OrchestratorClients, "transport" | "close">), transport, close };
+}

@@ -1,0 +1,30 @@
+import type { Command } from "commander";
+import { createOrchestratorClients, type OrchestratorClients } from "../../../clients/index.js";
+import { configPath, getConfigValue, readConfig } from "../shared/config.js";
+import type { OutputFormat } from "../shared/output.js";
+
+export interface GlobalOptions {
+  orchestratorUrl?: string;
+  output: OutputFormat;
+}
+
+/** The orchestrator URL: --orchestrator-url, else AUTONOMY_ORCHESTRATOR_URL, else the config file. */
+export function resolveOrchestratorUrl(flag: string | undefined): string {
+  if (flag) return flag;
+  if (process.env.AUTONOMY_ORCHESTRATOR_URL) return process.env.AUTONOMY_ORCHESTRATOR_URL;
+  const fromFile = getConfigValue(readConfig(), "orchestrator.url");
+  if (typeof fromFile === "string" && fromFile) return fromFile;
+  throw new Error(
+    `no orchestrator URL: pass --orchestrator-url, set AUTONOMY_ORCHESTRATOR_URL, or run ` +
+      `\`autonomy config set orchestrator.url URL\` (writes ${configPath()})`,
+  );
+}
+
+/** Global options and connected clients for a command; the caller closes the clients. */
+export function commandContext(cmd: Command): { options: GlobalOptions; clients: () => OrchestratorClients } {
+  const options = cmd.optsWithGlobals() as GlobalOptions;
+  return {
+    options,
+    clients: () => createOrchestratorClients({ baseUrl: resolveOrchestratorUrl(options.orchestratorUrl), timeoutMs: 30_000 }),
+  };
+}

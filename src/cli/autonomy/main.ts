@@ -1,0 +1,18 @@
+#!/usr/bin/env node
+import { usageErrorsExit2 } from "../shared/exit-codes.js";
+import { Command, Option } from "commander";
+import { OUTPUT_FORMATS } from "../shared/output.js";
+import { configCommand } from "./config.js";
+import { logsCommand } from "./logs.js";
+
+const program = new Command("autonomy")
+  .description("Operator CLI of the autonomy orchestrator.")
+  .option(
+    "--orchestrator-url <url>",
+    "orchestrator base URL (default: AUTONOMY_ORCHESTRATOR_URL, then orchestrator.url in the config file)",
+  )
+  .addOption(new Option("--output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
+  .addCommand(logsCommand())
+  .addCommand(configCommand())
+
+await usageErrorsExit2(program).parseAsync(process.argv);

@@ -1,0 +1,185 @@
+import { ConnectError, Code } from "@connectrpc/connect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createOrchestratorClients } from "../clients/index.js";
+import { TRANSPORTS } from "./helpers/http.js";
+import { STORE_KINDS, startTestServer, type TestServer } from "./helpers/server.js";
+
+const T0 = "2026-11-22T10:00:00Z";
+const event = (id: string, node = "n1", extra: Record<string, unknown> = {}) => ({
+  event_id: id,
+  event_type: "boot",
+  node_id: node,
+  timestamp: T0,
+  ...extra,
+});
+
+describe.each(STORE_KINDS)("REST API on %s", (kind) => {
+  let server: TestServer;
+  beforeAll(async () => (server = await startTestServer(kind)));
+  afterAll(async () => server.stop());
+
+  describe.each(TRANSPORTS)("over %s", (name, request) => {
+    const tag = name === "HTTP/1.1" ? "h1" : "h2";
+    const post = (body: unknown) =>
+      request(`${server.url}/v1/events`, {
+        method: "POST",
+        body: typeof body === "string" ? body : JSON.stringify(body),
+        headers: { "content-type": "application/json" },
+      });
+
+    it("ingests a batch and answers counts as JSON numbers", async () => {
+      const res = await post({
+        events: [event(`${tag}-a`), event(`${tag}-a`), event(`${tag}-b`, "n2", { release_id: "r1", lock_fingerprint: "lf", payload: { k: [1, { x: null }] } })],
+      });
+      expect(res.status).toBe(200);
+      expect(res.headers["content-type"]).toMatch(/^application\/json/);
+      expect(res.text).toBe('{"received":3,"inserted":2,"deduped":1}');
+      const again = await post({ events: [event(`${tag}-a`)] });
+      expect(again.json()).toEqual({ received: 1, inserted: 0, deduped: 1 });
+    });
+
+    it("answers an empty batch with zero counts", async () => {
+      expect((await post({ events: [] })).json()).toEqual({ received: 0, inserted: 0, deduped: 0 });
+      expect((await post({})).json()).toEqual({ received: 0, inserted: 0, deduped: 0 });
+    });
+
+    it("queries newest first with snake_case fields, filters and a count", async () => {
+      await post({ events: [event(`${tag}-q1`, `${tag}-qnode`), event(`${tag}-q2`, `${tag}-qnode`, { payload: { n: 1 } })] });
+      const res = await request(`${server.url}/v1/events?node_id=${tag}-qnode&event_type=boot&limit=10`);
+      expect(res.status).toBe(200);
+      const body = res.json();
+      expect(body.count).toBe(2);
+      expect(body.events.map((e: { event_id: string }) => e.event_id)).toEqual([`${tag}-q2`, `${tag}-q1`]);
+      expect(body.events[0]).toMatchObject({ event_id: `${tag}-q2`, event_type: "boot", node_id: `${tag}-qnode`, timestamp: T0, payload: { n: 1 } });
+      expect(Object.keys(body.events[0]).every((k) => /^[a-z_]+$/.test(k))).toBe(true);
+      const page2 = await request(`${server.url}/v1/events?node_id=${tag}-qnode&before=${body.events[0].seq}`);
+      expect(page2.json().events.map((e: { event_id: string }) => e.event_id)).toEqual([`${tag}-q1`]);
+    });
+
+    it("answers the health probe", async () => {
+      const res = await request(`${server.url}/v1/health`);
+      expect(res.status).toBe(200);
+      expect(res.text).toBe('{"status":"ok"}');
+    });
+
+    it.each([
+      ["malformed JSON", '{"events":[', "malformed JSON"],
+      ["a body that is not an object", "[1,2]", "request body must be a JSON object"],
+      ["a missing node_id", { events: [event("v1"), { event_id: "v2", event_type: "t", timestamp: T0 }] }, "events[1].node_id: required"],
+      ["a bad timestamp", { events: [event("v3", "n", { timestamp: "yesterday" })] }, "events[0]: cannot decode message google.protobuf.Timestamp"],
+      ["an unknown field", { events: [event("v4", "n", { colour: "red" })] }, 'events[0]: cannot decode message autonomy.v1.Event from JSON: key "colour" is unknown'],
+      ["a wrong type", { events: [event("v5", "n", { node_id: 7 })] }, "events[0]"],
+      ["a payload that is not an object", { events: [event("v6", "n", { payload: [1] })] }, "events[0]"],
+    ])("rejects %s with 400 naming the problem, and stores nothing", async (_name, body, message) => {
+      const res = await post(body);
+      expect(res.status).toBe(400);
+      expect(res.json().code).toBe("invalid_argument");
+      expect(res.json().message).toContain(message);
+      const stored = (await request(`${server.url}/v1/events?limit=1000`)).json().events.map((e: { event_id: string }) => e.event_id);
+      expect(stored.filter((id: string) => /^v\d$/.test(id))).toEqual([]);
+    });
+
+    it("rejects a batch with one bad event whole", async () => {
+      const res = await post({ events: [event(`${tag}-whole-1`, `${tag}-whole`), { ...event(`${tag}-whole-2`, `${tag}-whole`), event_type: "" }] });
+      expect(res.status).toBe(400);
+      expect(res.json().message).toBe("events[1].event_type: required");
+      expect((await request(`${server.url}/v1/events?node_id=${tag}-whole`)).json().count).toBe(0);
+    });
+
+    it.each([
+      ["limit=0", "limit: must be between 1 and 1000"],
+      ["limit=1001", "limit: must be between 1 and 1000"],
+      ["limit=ten", "limit"],
+      ["before=-1", "before: must not be negative"],
+      ["colour=red", "colour: unknown query parameter"],
+    ])("rejects the query %s with 400", async (query, message) => {
+      const res = await request(`${server.url}/v1/events?${query}`);
+      expect(res.status).toBe(400);
+      expect(res.json().message).toContain(message);
+    });
+
+    it("answers a wrong method on a known path with 405 and Allow", async () => {
+      const res = await request(`${server.url}/v1/events`, { method: "DELETE" });
+      expect(res.status).toBe(405);
+      expect(res.headers.allow).toBe("GET, POST");
+      const health = await request(`${server.url}/v1/health`, { method: "POST", body: "{}" });
+      expect(health.status).toBe(405);
+      expect(health.headers.allow).toBe("GET");
+    });
+
+    it("answers an unknown path with 404", async () => {
+      const res = await request(`${server.url}/v1/nothing-here`);
+      expect(res.status).toBe(404);
+      expect(res.json().code).toBe("not_found");
+    });
+
+    it("answers more than 10,000 events with 413", async () => {
+      const events = Array.from({ length: 10_001 }, (_, i) => ({ event_id: `big${i}`, event_type: "t", node_id: "n", timestamp: T0 }));
+      const res = await post({ events });
+      expect(res.status).toBe(413);
+      expect(res.json().message).toContain("at most 10000 events");
+    });
+
+    it("answers a body over 8 MiB with 413", async () => {
+      const res = await post(" ".repeat(8 * 1024 * 1024 + 1));
+      expect(res.status).toBe(413);
+    });
+  });
+
+  it("serves Prometheus metrics with the cp_ names", async () => {
+    const res = await TRANSPORTS[0][1](`${server.url}/metrics`);
+    expect(res.status).toBe(200);
+    expect(res.headers["content-type"]).toMatch(/^text\/plain/);
+    expect(res.text).toMatch(/^cp_events_ingested_total \d+$/m);
+    expect(res.text).toMatch(/^cp_events_deduped_total \d+$/m);
+    expect(res.text).toContain('cp_rpc_duration_seconds_bucket{le="0.005",rpc="autonomy.v1.EventService/IngestEvents",protocol="rest"}');
+    expect(res.text).toMatch(/cp_http_requests_total\{method="POST",route="POST \/v1\/events",status="400"\} \d+/);
+  });
+
+  it("logs one line per request with method, path, route, status and duration", async () => {
+    const before = server.log.lines.length;
+    await TRANSPORTS[0][1](`${server.url}/v1/health`);
+    await new Promise((r) => setTimeout(r, 50));
+    const lines = server.log.lines.slice(before).filter((l) => l.msg === "request");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ method: "GET", path: "/v1/health", route: "GET /v1/health", status: 200, code: "ok" });
+    expect(typeof lines[0].duration_ms).toBe("number");
+  });
+});
+
+describe.each(["connect", "grpc", "grpc-web"] as const)("RPC over %s", (protocol) => {
+  let server: TestServer;
+  beforeAll(async () => (server = await startTestServer("sqlite")));
+  afterAll(async () => server.stop());
+
+  it("serves every RPC with typed clients", async () => {
+    const api = createOrchestratorClients({ baseUrl: server.url, protocol });
+    try {
+      const ingested = await api.events.ingestEvents({
+        events: [
+          { eventId: "r1", eventType: "boot", nodeId: "rpc", timestamp: { seconds: 1n, nanos: 0 }, payload: { a: "b" } },
+          { eventId: "r1", eventType: "boot", nodeId: "rpc", timestamp: { seconds: 1n, nanos: 0 } },
+        ],
+      });
+      expect(ingested).toMatchObject({ received: 2, inserted: 1, deduped: 1 });
+      const queried = await api.events.queryEvents({ nodeId: "rpc" });
+      expect(queried.count).toBe(1);
+      expect(queried.events[0].payload).toEqual({ a: "b" });
+      expect((await api.health.check({})).status).toBe("ok");
+    } finally {
+      api.close();
+    }
+  });
+
+  it("answers invalid input with InvalidArgument naming the field", async () => {
+    const api = createOrchestratorClients({ baseUrl: server.url, protocol });
+    try {
+      const err = await api.events.ingestEvents({ events: [{ eventId: "x", eventType: "t", timestamp: { seconds: 1n, nanos: 0 } }] }).catch((e) => e);
+      expect(err).toBeInstanceOf(ConnectError);
+      expect((err as ConnectError).code).toBe(Code.InvalidArgument);
+      expect((err as ConnectError).rawMessage).toBe("events[0].node_id: required");
+    } finally {
+      api.close();
+    }
+  });
+});

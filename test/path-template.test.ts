@@ -1,0 +1,35 @@
+import { describe, expect, it } from "vitest";
+import { compilePathTemplate, PathTemplateError } from "../src/transport/path-template.js";
+
+describe("compilePathTemplate", () => {
+  it.each([
+    ["/v1/events", "/v1/events", {}],
+    ["/v1/releases/{release_id}/acks/{node_id}", "/v1/releases/r%201/acks/n-7", { release_id: "r 1", node_id: "n-7" }],
+    ["/v1/{name=shelves/*}", "/v1/shelves/s1", { name: "shelves/s1" }],
+    ["/v1/{name=files/**}", "/v1/files/a/b/c", { name: "files/a/b/c" }],
+    ["/v1/items/*/parts", "/v1/items/x/parts", {}],
+    ["/v1/{item.id}:cancel", "/v1/abc:cancel", { "item.id": "abc" }],
+  ])("%s matches %s", (template, path, vars) => {
+    expect(compilePathTemplate(template).match(path)).toEqual(vars);
+  });
+
+  it.each([
+    ["/v1/events", "/v1/events/x"],
+    ["/v1/events", "/v1/event"],
+    ["/v1/releases/{release_id}/acks", "/v1/releases//acks"],
+    ["/v1/{name=shelves/*}", "/v1/shelves/s1/x"],
+    ["/v1/{id}:cancel", "/v1/abc"],
+  ])("%s does not match %s", (template, path) => {
+    expect(compilePathTemplate(template).match(path)).toBeUndefined();
+  });
+
+  it("ranks a literal segment above a variable, so /v1/rollouts/stuck beats /v1/rollouts/{plan_id}", () => {
+    expect(compilePathTemplate("/v1/rollouts/stuck").specificity).toBeGreaterThan(
+      compilePathTemplate("/v1/rollouts/{plan_id}").specificity,
+    );
+  });
+
+  it.each(["v1/events", "/v1//events", "/v1/{a"])("refuses the malformed template %s", (template) => {
+    expect(() => compilePathTemplate(template)).toThrow(PathTemplateError);
+  });
+});

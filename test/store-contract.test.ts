@@ -1,0 +1,104 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { EventSchema, type Event } from "../gen/autonomy/v1/events_pb.js";
+import { PostgresStore } from "../src/store/pg/store.js";
+import { SqliteStore } from "../src/store/sqlite/store.js";
+import type { Store } from "../src/store/store.js";
+import { createTestDatabase } from "./helpers/postgres.js";
+import { STORE_KINDS, type StoreKind } from "./helpers/server.js";
+
+function ev(id: string, node = "n1", type = "boot", extra: Partial<Event> = {}): Event {
+  return create(EventSchema, { eventId: id, nodeId: node, eventType: type, timestamp: { seconds: 1_790_000_000n, nanos: 5 }, ...extra });
+}
+
+async function openStore(kind: StoreKind): Promise<{ store: Store; cleanup: () => Promise<void> }> {
+  if (kind === "postgres") {
+    const db = await createTestDatabase();
+    const store = await PostgresStore.open({ url: db.url });
+    return { store, cleanup: async () => (await store.close(), await db.drop()) };
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), "ao-store-"));
+  const store = await SqliteStore.open({ dataDir: dir, busyTimeoutMs: 1000, onFatal: () => {} });
+  return { store, cleanup: async () => (await store.close(), rmSync(dir, { recursive: true, force: true })) };
+}
+
+describe.each(STORE_KINDS)("store contract: %s", (kind) => {
+  let store: Store;
+  let cleanup: () => Promise<void>;
+  beforeAll(async () => ({ store, cleanup } = await openStore(kind)));
+  afterAll(async () => cleanup());
+
+  it("reports its dialect", () => {
+    expect(store.dialect).toBe(kind);
+  });
+
+  it("stores new events and skips ids already stored", async () => {
+    expect(await store.ingestEvents([ev("c1"), ev("c2")])).toBe(2);
+    expect(await store.ingestEvents([ev("c2"), ev("c3")])).toBe(1);
+    const ids = (await store.queryEvents({ limit: 1000 })).map((e) => e.eventId);
+    expect(ids.filter((id) => id.startsWith("c"))).toEqual(["c3", "c2", "c1"]);
+  });
+
+  it("keeps a duplicate's first content", async () => {
+    await store.ingestEvents([ev("dup", "n1", "first")]);
+    await store.ingestEvents([ev("dup", "n1", "second")]);
+    const [stored] = (await store.queryEvents({ limit: 1000 })).filter((e) => e.eventId === "dup");
+    expect(stored.eventType).toBe("first");
+  });
+
+  it("orders by insertion, not by timestamp", async () => {
+    await store.ingestEvents([
+      ev("late", "order", "t", { timestamp: { seconds: 2_000_000_000n, nanos: 0 } }),
+      ev("early", "order", "t", { timestamp: { seconds: 1n, nanos: 0 } }),
+    ]);
+    const ids = (await store.queryEvents({ nodeId: "order", limit: 10 })).map((e) => e.eventId);
+    expect(ids).toEqual(["early", "late"]);
+  });
+
+  it("round-trips every field: nanosecond timestamps, optional ids and a nested JSON payload", async () => {
+    const payload = { a: 1.5, b: [true, null, "x"], c: { d: "é€😀" } };
+    await store.ingestEvents([
+      ev("full", "rt", "t", { timestamp: { seconds: 1_790_000_000n, nanos: 123_456_789 }, releaseId: "r1", lockFingerprint: "fp", payload }),
+      ev("bare", "rt", "t"),
+    ]);
+    const [bare, full] = await store.queryEvents({ nodeId: "rt", limit: 10 });
+    expect(full.timestamp).toMatchObject({ seconds: 1_790_000_000n, nanos: 123_456_789 });
+    expect(full.releaseId).toBe("r1");
+    expect(full.lockFingerprint).toBe("fp");
+    expect(full.payload).toEqual(payload);
+    expect(full.seq).toBeGreaterThan(0n);
+    expect(full.receivedAt).toBeDefined();
+    expect(bare.releaseId).toBeUndefined();
+    expect(bare.lockFingerprint).toBeUndefined();
+    expect(bare.payload).toBeUndefined();
+  });
+
+  it("filters by node, by type, and by both", async () => {
+    await store.ingestEvents([ev("f1", "fa", "x"), ev("f2", "fa", "y"), ev("f3", "fb", "x")]);
+    expect((await store.queryEvents({ nodeId: "fa", limit: 10 })).map((e) => e.eventId)).toEqual(["f2", "f1"]);
+    expect((await store.queryEvents({ eventType: "x", limit: 1000 })).map((e) => e.eventId)).toEqual(["f3", "f1"]);
+    expect((await store.queryEvents({ nodeId: "fa", eventType: "x", limit: 10 })).map((e) => e.eventId)).toEqual(["f1"]);
+  });
+
+  it("pages back with the before cursor, without gaps or repeats", async () => {
+    await store.ingestEvents(Array.from({ length: 25 }, (_, i) => ev(`p${i}`, "pager")));
+    const seen: string[] = [];
+    let before: bigint | undefined;
+    for (;;) {
+      const page = await store.queryEvents({ nodeId: "pager", limit: 10, before });
+      if (page.length === 0) break;
+      seen.push(...page.map((e) => e.eventId));
+      before = page[page.length - 1].seq;
+    }
+    expect(seen).toEqual(Array.from({ length: 25 }, (_, i) => `p${24 - i}`));
+  });
+
+  it("takes a batch of 10,000 events in one call", async () => {
+    const batch = Array.from({ length: 10_000 }, (_, i) => ev(`big${i}`, "big"));
+    expect(await store.ingestEvents(batch)).toBe(10_000);
+    expect(await store.queryEvents({ nodeId: "big", limit: 1 })).toHaveLength(1);
+  });
+});
