@@ -17,11 +17,24 @@ export interface Metrics {
   readonly storeDuration: Histogram<"operation" | "outcome">;
 }
 
+// prom-client names these gauges *_total, which Prometheus reserves for counters (promtool refuses them).
+const MISNAMED_DEFAULTS = /^cp_nodejs_active_(handles|requests|resources)_total$/;
+
+/** prom-client's process and Node.js runtime metrics, prefixed cp_, less the misnamed gauges. */
+function registerProcessMetrics(registry: Registry): void {
+  const scratch = new Registry();
+  collectDefaultMetrics({ register: scratch, prefix: "cp_" });
+  for (const { name } of scratch.getMetricsAsArray()) {
+    const metric = scratch.getSingleMetric(name);
+    if (metric && !MISNAMED_DEFAULTS.test(name)) registry.registerMetric(metric);
+  }
+}
+
 const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics {
   const registry = new Registry();
-  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: "cp_" });
+  if (opts.processMetrics ?? true) registerProcessMetrics(registry);
   const registers = [registry];
   return {
     registry,

@@ -39,6 +39,19 @@ export async function listenCleartext(address: ListenAddress, handler: RequestHa
   const h1 = http.createServer(handler as http.RequestListener);
   const sessions = new Set<http2.Http2Session>();
   const sockets = new Set<net.Socket>();
+  // Requests in flight per HTTP/1.1 socket: http.Server tracks idle connections only for
+  // sockets it accepted itself, so closing lets go of idle keep-alive sockets here.
+  const inFlight = new Map<net.Socket, number>();
+  let closing = false;
+  h1.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const socket = req.socket;
+    inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
+    res.once("close", () => {
+      const left = (inFlight.get(socket) ?? 1) - 1;
+      inFlight.set(socket, left);
+      if (closing && left === 0) socket.destroy();
+    });
+  });
   h2.on("session", (session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
@@ -46,7 +59,10 @@ export async function listenCleartext(address: ListenAddress, handler: RequestHa
 
   const server = net.createServer((socket) => {
     sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+    socket.once("close", () => {
+      sockets.delete(socket);
+      inFlight.delete(socket);
+    });
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
@@ -62,6 +78,7 @@ export async function listenCleartext(address: ListenAddress, handler: RequestHa
         // resuming here would flush them past it.
         h2.emit("connection", socket);
       } else {
+        inFlight.set(socket, 0);
         h1.emit("connection", socket);
         socket.resume();
       }
@@ -82,16 +99,16 @@ export async function listenCleartext(address: ListenAddress, handler: RequestHa
   return {
     address: { host: bound.address, port: bound.port },
     async close() {
+      closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const session of sessions) session.close();
-      h1.closeIdleConnections();
+      for (const [socket, requests] of inFlight) if (requests === 0) socket.destroy();
       // Give in-flight requests a moment, then cut what is left.
       const deadline = setTimeout(() => {
         for (const session of sessions) session.destroy();
         for (const socket of sockets) socket.destroy();
       }, 2000);
       deadline.unref();
-      h1.closeIdleConnections();
       await closed;
       clearTimeout(deadline);
     },

@@ -1,0 +1,72 @@
+import fc from "fast-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { h1, h2 } from "./helpers/http.js";
+import { startTestServer, type TestServer } from "./helpers/server.js";
+
+const ALLOWED = new Set([200, 400, 413]);
+
+/** An event-shaped object whose fields are sometimes right, sometimes any JSON at all. */
+const hostileEvent = fc.record(
+  {
+    event_id: fc.oneof(fc.string({ maxLength: 300 }), fc.jsonValue()),
+    event_type: fc.oneof(fc.string(), fc.jsonValue()),
+    node_id: fc.oneof(fc.string({ unit: "grapheme", maxLength: 100 }), fc.jsonValue()),
+    timestamp: fc.oneof(
+      fc.date({ noInvalidDate: true }).map((d) => d.toISOString()),
+      fc.string(),
+      fc.constantFrom("0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999Z", "2026-02-30T00:00:00Z", "1e400"),
+      fc.jsonValue(),
+    ),
+    payload: fc.oneof(fc.dictionary(fc.string(), fc.jsonValue({ maxDepth: 6 })), fc.jsonValue()),
+    release_id: fc.oneof(fc.string(), fc.jsonValue()),
+    lock_fingerprint: fc.oneof(fc.string(), fc.jsonValue()),
+    seq: fc.oneof(fc.bigInt().map(String), fc.jsonValue()),
+    __proto__: fc.jsonValue(),
+    constructor: fc.jsonValue(),
+  },
+  { requiredKeys: [] },
+);
+
+const hostileBody = fc.oneof(
+  fc.json(),
+  fc.string(),
+  fc.uint8Array({ maxLength: 2000 }).map((b) => Buffer.from(b)),
+  fc.record({ events: fc.array(hostileEvent, { maxLength: 20 }) }).map((b) => JSON.stringify(b)),
+  fc.record({ events: fc.jsonValue() }).map((b) => JSON.stringify(b)),
+  fc.nat({ max: 5000 }).map((depth) => "[".repeat(depth) + "]".repeat(depth)),
+  fc.nat({ max: 5000 }).map((depth) => '{"events":' + '{"a":'.repeat(depth) + "1" + "}".repeat(depth + 1)),
+);
+
+describe("hostile input", () => {
+  let server: TestServer;
+  beforeAll(async () => (server = await startTestServer("sqlite")));
+  afterAll(async () => server.stop());
+
+  it("never answers POST /v1/events with a 500", async () => {
+    await fc.assert(
+      fc.asyncProperty(hostileBody, fc.boolean(), async (body, useH2) => {
+        const res = await (useH2 ? h2 : h1)(`${server.url}/v1/events`, { method: "POST", body });
+        expect(ALLOWED.has(res.status), `${res.status} ${res.text}`).toBe(true);
+        expect(() => JSON.parse(res.text)).not.toThrow();
+      }),
+      { numRuns: 400 },
+    );
+  });
+
+  it("never answers GET /v1/events with a 500, whatever the query string", async () => {
+    const param = fc.constantFrom("node_id", "event_type", "limit", "before", "payload", "events", "x", "limit.x", "%");
+    const value = fc.oneof(fc.string(), fc.integer().map(String), fc.bigInt().map(String), fc.constant("%E0%A4%A"));
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.tuple(param, value), { maxLength: 5 }), async (pairs) => {
+        const query = pairs.map(([k, v]) => `${k}=${v.startsWith("%") ? v : encodeURIComponent(v)}`).join("&");
+        const res = await h1(`${server.url}/v1/events?${query}`);
+        expect(ALLOWED.has(res.status), `${query} -> ${res.status} ${res.text}`).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("logged no unexpected handler error", () => {
+    expect(server.log.lines.filter((l) => l.msg === "unexpected error in handler")).toEqual([]);
+  });
+});
