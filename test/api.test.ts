@@ -38,6 +38,19 @@ describe.each(STORE_KINDS)("REST API on %s", (kind) => {
       expect(again.json()).toEqual({ received: 1, inserted: 0, deduped: 1 });
     });
 
+    it("stores each id once when concurrent batches share ids", async () => {
+      const ids = Array.from({ length: 11 * 20 + 100 }, (_, i) => `${tag}-shared-${i}`);
+      const replies = await Promise.all(
+        Array.from({ length: 12 }, (_, k) => post({ events: ids.slice(k * 20, k * 20 + 100).map((id) => event(id, `${tag}-shared`)) })),
+      );
+      expect(replies.every((r) => r.status === 200)).toBe(true);
+      const bodies = replies.map((r) => r.json());
+      const unique = new Set(Array.from({ length: 12 }, (_, k) => ids.slice(k * 20, k * 20 + 100)).flat()).size;
+      expect(bodies.reduce((n, b) => n + b.inserted, 0)).toBe(unique);
+      expect(bodies.reduce((n, b) => n + b.deduped, 0)).toBe(12 * 100 - unique);
+      expect((await request(`${server.url}/v1/events?node_id=${tag}-shared&limit=1000`)).json().count).toBe(unique);
+    });
+
     it("answers an empty batch with zero counts", async () => {
       expect((await post({ events: [] })).json()).toEqual({ received: 0, inserted: 0, deduped: 0 });
       expect((await post({})).json()).toEqual({ received: 0, inserted: 0, deduped: 0 });

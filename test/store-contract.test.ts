@@ -70,7 +70,6 @@ describe.each(STORE_KINDS)("store contract: %s", (kind) => {
     expect(full.lockFingerprint).toBe("fp");
     expect(full.payload).toEqual(payload);
     expect(full.seq).toBeGreaterThan(0n);
-    expect(full.receivedAt).toBeDefined();
     expect(bare.releaseId).toBeUndefined();
     expect(bare.lockFingerprint).toBeUndefined();
     expect(bare.payload).toBeUndefined();

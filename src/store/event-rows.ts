@@ -1,8 +1,10 @@
 import { create, type JsonObject } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema, type Event } from "../../gen/autonomy/v1/events_pb.js";
 
-/** One event as both dialects store it: the timestamp split into seconds and nanos, the payload as JSON text. */
+/**
+ * One event as both dialects store it: the timestamp split into seconds and nanos, the
+ * payload as JSON text, and the server's receive time (kept for retention, not served).
+ */
 export interface EventRow {
   seq: number;
   eventId: string;
@@ -17,6 +19,19 @@ export interface EventRow {
 }
 
 export type NewEventRow = Omit<EventRow, "seq">;
+
+/** The columns of a new row, in the order flattened rows carry them (see appendEventRow). */
+export const EVENT_COLUMNS = [
+  "eventId",
+  "eventType",
+  "nodeId",
+  "tsSeconds",
+  "tsNanos",
+  "lockFingerprint",
+  "releaseId",
+  "payload",
+  "receivedAtMs",
+] as const satisfies readonly (keyof NewEventRow)[];
 
 /** The row of a validated event; the timestamp's range was checked by the domain. */
 export function eventToRow(e: Event, receivedAtMs: number): NewEventRow {
@@ -33,7 +48,13 @@ export function eventToRow(e: Event, receivedAtMs: number): NewEventRow {
   };
 }
 
-export function rowToEvent(r: EventRow): Event {
+/** Appends an event's row to a flat array, in EVENT_COLUMNS order (cheap to pass to another thread). */
+export function appendEventRow(out: unknown[], e: Event, receivedAtMs: number): void {
+  const row = eventToRow(e, receivedAtMs);
+  for (const column of EVENT_COLUMNS) out.push(row[column]);
+}
+
+export function rowToEvent(r: Omit<EventRow, "receivedAtMs">): Event {
   return create(EventSchema, {
     seq: BigInt(r.seq),
     eventId: r.eventId,
@@ -43,6 +64,5 @@ export function rowToEvent(r: EventRow): Event {
     lockFingerprint: r.lockFingerprint ?? undefined,
     releaseId: r.releaseId ?? undefined,
     payload: r.payload === null ? undefined : (JSON.parse(r.payload) as JsonObject),
-    receivedAt: timestampFromMs(r.receivedAtMs),
   });
 }

@@ -1,4 +1,4 @@
-import { and, desc, eq, lt, sql, type SQL } from "drizzle-orm";
+import { and, desc, eq, getTableColumns, lt, sql, type SQL } from "drizzle-orm";
 import { drizzle, type NodePgDatabase } from "drizzle-orm/node-postgres";
 import { migrate } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
@@ -6,6 +6,7 @@ import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import { StoreBusyError, StoreFullError, StoreUnavailableError } from "../../domain/errors.js";
 import { migrationsFolder } from "../../paths.js";
 import { eventToRow, rowToEvent } from "../event-rows.js";
+import { PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
 import type { EventQuery, Store } from "../store.js";
 import { events } from "./schema.js";
 
@@ -19,6 +20,23 @@ export interface PostgresStoreOptions {
 const ROWS_PER_INSERT = 5000;
 // Any constant: serialises schema migrations of replicas starting together.
 const MIGRATION_LOCK_KEY = 7_340_021;
+
+/** The query of one filter shape, a named prepared statement on each pooled connection. */
+function prepareEventQuery(db: NodePgDatabase, shape: EventQueryShape) {
+  const where: SQL[] = [];
+  if (shape.nodeId) where.push(eq(events.nodeId, sql.placeholder("nodeId")));
+  if (shape.eventType) where.push(eq(events.eventType, sql.placeholder("eventType")));
+  if (shape.before) where.push(lt(events.seq, sql.placeholder("before")));
+  const { receivedAtMs: _, ...columns } = getTableColumns(events);
+  const name = `events_query_${+shape.nodeId}${+shape.eventType}${+shape.before}`;
+  return db
+    .select(columns)
+    .from(events)
+    .where(and(...where))
+    .orderBy(desc(events.seq))
+    .limit(sql.placeholder("limit"))
+    .prepare(name);
+}
 
 /** Maps a pg failure to a typed error, or returns it unchanged (it then becomes `internal`). */
 function translate(err: unknown): unknown {
@@ -37,6 +55,7 @@ function translate(err: unknown): unknown {
 /** The high-availability store: PostgreSQL over a connection pool, shared by every replica. */
 export class PostgresStore implements Store {
   readonly dialect = "postgres" as const;
+  private readonly queries = new PreparedEventQueries((shape) => prepareEventQuery(this.db, shape));
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -86,17 +105,9 @@ export class PostgresStore implements Store {
   }
 
   async queryEvents(q: EventQuery): Promise<Event[]> {
-    const where: SQL[] = [];
-    if (q.nodeId) where.push(eq(events.nodeId, q.nodeId));
-    if (q.eventType) where.push(eq(events.eventType, q.eventType));
-    if (q.before) where.push(lt(events.seq, Number(q.before)));
+    const query = this.queries.get(q);
     try {
-      const rows = await this.db
-        .select()
-        .from(events)
-        .where(and(...where))
-        .orderBy(desc(events.seq))
-        .limit(q.limit);
+      const rows = await query.execute({ nodeId: q.nodeId, eventType: q.eventType, before: Number(q.before ?? 0), limit: q.limit });
       return rows.map(rowToEvent);
     } catch (err) {
       throw translate(err);

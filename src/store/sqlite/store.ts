@@ -1,13 +1,14 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { Worker } from "node:worker_threads";
-import { and, desc, eq, lt, type SQL } from "drizzle-orm";
+import { and, desc, eq, getTableColumns, lt, sql, type SQL } from "drizzle-orm";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type Database from "better-sqlite3";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import { StoreCorruptError, StoreUnavailableError } from "../../domain/errors.js";
 import { packageRoot } from "../../paths.js";
-import { eventToRow, rowToEvent } from "../event-rows.js";
+import { appendEventRow, rowToEvent } from "../event-rows.js";
+import { PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
 import type { EventQuery, Store } from "../store.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, sqliteDomainError } from "./errors.js";
@@ -28,6 +29,22 @@ export interface SqliteStoreOptions {
   onFatal: (err: Error) => void;
 }
 
+/** The query of one filter shape, prepared once: only the columns an Event carries. */
+function prepareEventQuery(db: BetterSQLite3Database, shape: EventQueryShape) {
+  const where: SQL[] = [];
+  if (shape.nodeId) where.push(eq(events.nodeId, sql.placeholder("nodeId")));
+  if (shape.eventType) where.push(eq(events.eventType, sql.placeholder("eventType")));
+  if (shape.before) where.push(lt(events.seq, sql.placeholder("before")));
+  const { receivedAtMs: _, ...columns } = getTableColumns(events);
+  return db
+    .select(columns)
+    .from(events)
+    .where(and(...where))
+    .orderBy(desc(events.seq))
+    .limit(sql.placeholder("limit"))
+    .prepare();
+}
+
 // The worker runs compiled JavaScript, also when the caller runs from TypeScript sources.
 const WRITER_SCRIPT = path.join(packageRoot, "dist", "src", "store", "sqlite", "writer.js");
 
@@ -42,6 +59,7 @@ export class SqliteStore implements Store {
   private readonly pending = new Map<number, { resolve: (n: number) => void; reject: (e: Error) => void }>();
   private fatal: Error | undefined;
   private closed = false;
+  private readonly queries: PreparedEventQueries<ReturnType<typeof prepareEventQuery>>;
 
   private constructor(
     private readonly worker: Worker,
@@ -49,6 +67,7 @@ export class SqliteStore implements Store {
     private readonly db: BetterSQLite3Database,
     private readonly onFatal: (err: Error) => void,
   ) {
+    this.queries = new PreparedEventQueries((shape) => prepareEventQuery(db, shape));
     worker.on("message", (reply: WriterReply) => this.onReply(reply));
     worker.on("error", () => this.fail(new StoreUnavailableError("the database writer stopped")));
     worker.on("exit", () => {
@@ -84,7 +103,9 @@ export class SqliteStore implements Store {
   ingestEvents(batch: readonly Event[]): Promise<number> {
     if (this.fatal) return Promise.reject(this.fatal);
     const receivedAtMs = Date.now();
-    const request: WriterRequest = { id: this.nextId++, rows: batch.map((e) => eventToRow(e, receivedAtMs)) };
+    const rows: unknown[] = [];
+    for (const e of batch) appendEventRow(rows, e, receivedAtMs);
+    const request: WriterRequest = { id: this.nextId++, rows };
     return new Promise((resolve, reject) => {
       this.pending.set(request.id, { resolve, reject });
       this.worker.postMessage(request);
@@ -93,19 +114,9 @@ export class SqliteStore implements Store {
 
   async queryEvents(q: EventQuery): Promise<Event[]> {
     if (this.fatal) throw this.fatal;
-    const where: SQL[] = [];
-    if (q.nodeId) where.push(eq(events.nodeId, q.nodeId));
-    if (q.eventType) where.push(eq(events.eventType, q.eventType));
-    if (q.before) where.push(lt(events.seq, Number(q.before)));
+    const query = this.queries.get(q);
     try {
-      const rows = this.db
-        .select()
-        .from(events)
-        .where(and(...where))
-        .orderBy(desc(events.seq))
-        .limit(q.limit)
-        .all();
-      return rows.map(rowToEvent);
+      return query.all({ nodeId: q.nodeId, eventType: q.eventType, before: Number(q.before ?? 0), limit: q.limit }).map(rowToEvent);
     } catch (err) {
       throw this.translate(err);
     }

@@ -1,23 +1,29 @@
 /**
  * The SQLite writer thread. It owns the only write connection of the store, applies the
- * schema migrations at start, and commits each ingest batch as one durable transaction.
- * Running writes here keeps the server's event loop free while a commit waits on fsync or
- * on another process's write lock, and lets request decoding overlap with inserts.
+ * schema migrations at start, and commits ingest batches durably.
+ *
+ * Group commit: batches that arrive while a commit waits on fsync are committed together
+ * in the next transaction, each inside its own savepoint. A batch that fails rolls back to
+ * its savepoint alone (all of it or none, as always); the others commit. Every batch is
+ * answered only after the commit that holds it is durable, so an answered batch survives
+ * kill -9 and power loss. Running writes here also keeps the server's event loop free while
+ * a commit waits on the disk or on another process's write lock.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/better-sqlite3";
 import { migrate } from "drizzle-orm/better-sqlite3/migrator";
+import type Database from "better-sqlite3";
 import { migrationsFolder } from "../../paths.js";
-import type { NewEventRow } from "../event-rows.js";
+import { EVENT_COLUMNS } from "../event-rows.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, type SqliteFailure } from "./errors.js";
 import { events } from "./schema.js";
 
-/** A message from the store to this thread. */
+/** A batch to store: its rows flattened, EVENT_COLUMNS.length values per row. */
 export interface WriterRequest {
   id: number;
-  rows: NewEventRow[];
+  rows: unknown[];
 }
 
 /** This thread's answer: how many rows were new, or the kind of failure. */
@@ -27,50 +33,100 @@ export type WriterReply =
   | { ready: true }
   | { startFailure: SqliteFailure; detail: string };
 
+/** Most batches one transaction takes; the rest wait for the next one. */
+const MAX_GROUP = 32;
+
 const port = parentPort!;
 const post = (reply: WriterReply) => port.postMessage(reply);
+const failure = (id: number, err: unknown): WriterReply => ({
+  id,
+  failure: classifySqliteError(err),
+  detail: String((err as Error)?.message ?? err),
+});
+
+/** Rows per multi-row INSERT: fewer statement executions, 450 bound values (well under SQLite's limit). */
+const ROWS_PER_STATEMENT = 50;
+
+function prepareStatements(sqlite: Database.Database) {
+  const db = drizzle({ client: sqlite });
+  migrate(db, { migrationsFolder: migrationsFolder("sqlite") });
+  // The statement text comes from the drizzle schema. Flattened rows bind as they are, so
+  // their column order (EVENT_COLUMNS) must be the order drizzle binds parameters in.
+  const row = Object.fromEntries(EVENT_COLUMNS.map((c) => [c, sql.placeholder(c)]));
+  const insertOf = (rows: number) => {
+    const query = db.insert(events).values(Array(rows).fill(row)).onConflictDoNothing().toSQL();
+    const names = query.params.map((p) => (p as { value?: { name?: string } }).value?.name);
+    if (names.some((name, i) => name !== EVENT_COLUMNS[i % EVENT_COLUMNS.length])) {
+      throw new Error("insert parameters are not in EVENT_COLUMNS order");
+    }
+    return sqlite.prepare(query.sql);
+  };
+  return {
+    insertOne: insertOf(1),
+    insertMany: insertOf(ROWS_PER_STATEMENT),
+    begin: sqlite.prepare("BEGIN IMMEDIATE"),
+    commit: sqlite.prepare("COMMIT"),
+    rollback: sqlite.prepare("ROLLBACK"),
+    savepoint: sqlite.prepare("SAVEPOINT batch"),
+    release: sqlite.prepare("RELEASE batch"),
+    rollbackTo: sqlite.prepare("ROLLBACK TO batch"),
+  };
+}
 
 function start(): void {
-  let ingest: (rows: NewEventRow[]) => number;
+  let sqlite: Database.Database;
+  let s: ReturnType<typeof prepareStatements>;
   try {
-    const sqlite = openConnection(workerData as SqliteConnectionOptions, "writer");
-    const db = drizzle({ client: sqlite });
-    migrate(db, { migrationsFolder: migrationsFolder("sqlite") });
-    const insert = db
-      .insert(events)
-      .values({
-        eventId: sql.placeholder("eventId"),
-        eventType: sql.placeholder("eventType"),
-        nodeId: sql.placeholder("nodeId"),
-        tsSeconds: sql.placeholder("tsSeconds"),
-        tsNanos: sql.placeholder("tsNanos"),
-        lockFingerprint: sql.placeholder("lockFingerprint"),
-        releaseId: sql.placeholder("releaseId"),
-        payload: sql.placeholder("payload"),
-        receivedAtMs: sql.placeholder("receivedAtMs"),
-      })
-      .onConflictDoNothing()
-      .prepare();
-    ingest = (rows) =>
-      db.transaction(
-        () => {
-          let inserted = 0;
-          for (const row of rows) inserted += insert.run(row).changes;
-          return inserted;
-        },
-        { behavior: "immediate" },
-      );
+    sqlite = openConnection(workerData as SqliteConnectionOptions, "writer");
+    s = prepareStatements(sqlite);
   } catch (err) {
     // The detail goes to the server log only (it may name the file); callers see the kind.
     post({ startFailure: classifySqliteError(err), detail: String((err as Error)?.message ?? err) });
     return;
   }
-  port.on("message", (req: WriterRequest) => {
+  const width = EVENT_COLUMNS.length;
+  const chunk = ROWS_PER_STATEMENT * width;
+  const insertRows = (rows: unknown[]): number => {
+    let inserted = 0;
+    let i = 0;
+    for (; i + chunk <= rows.length; i += chunk) inserted += s.insertMany.run(rows.slice(i, i + chunk)).changes;
+    for (; i < rows.length; i += width) inserted += s.insertOne.run(rows.slice(i, i + width)).changes;
+    return inserted;
+  };
+
+  const queue: WriterRequest[] = [];
+  const flush = () => {
+    const group = queue.splice(0, MAX_GROUP);
+    if (queue.length > 0) setImmediate(flush);
+    const replies: WriterReply[] = [];
     try {
-      post({ id: req.id, inserted: ingest(req.rows) });
+      s.begin.run();
+      for (const req of group) {
+        s.savepoint.run();
+        try {
+          replies.push({ id: req.id, inserted: insertRows(req.rows) });
+          s.release.run();
+        } catch (err) {
+          // Some errors (SQLITE_FULL among them) may roll back the whole transaction: then the group fails together.
+          if (!sqlite.inTransaction) throw err;
+          s.rollbackTo.run();
+          s.release.run();
+          replies.push(failure(req.id, err));
+        }
+      }
+      s.commit.run();
     } catch (err) {
-      post({ id: req.id, failure: classifySqliteError(err), detail: String((err as Error)?.message ?? err) });
+      // BEGIN or COMMIT failed, or the transaction was lost: nothing of the group is stored.
+      if (sqlite.inTransaction) s.rollback.run();
+      for (const req of group) post(failure(req.id, err));
+      return;
     }
+    for (const reply of replies) post(reply);
+  };
+
+  port.on("message", (req: WriterRequest) => {
+    queue.push(req);
+    if (queue.length === 1) setImmediate(flush);
   });
   post({ ready: true });
 }

@@ -1,0 +1,142 @@
+/**
+ * Load generator, run as its own process so it does not share a thread with the server
+ * under test. One HTTP/2 session (cleartext, prior knowledge) with several concurrent
+ * streams; bodies are encoded before the clock starts. Prints one JSON result line.
+ *
+ *   node dist/bench/load.js '{"kind":"ingest","url":"http://127.0.0.1:8888","mode":"rest","batches":400,"concurrency":8}'
+ *   node dist/bench/load.js '{"kind":"query","url":"...","paths":["/v1/events?node_id=n1&limit=100"],"durationMs":10000,"concurrency":8}'
+ */
+import http2 from "node:http2";
+import { fromBinary } from "@bufbuild/protobuf";
+import { IngestEventsResponseSchema } from "../gen/autonomy/v1/events_pb.js";
+import { BATCH_SIZE, protoBody, restBody } from "./workload.js";
+
+export type IngestMode = "rest" | "connect" | "grpc";
+export interface IngestSpec {
+  kind: "ingest";
+  url: string;
+  mode: IngestMode;
+  batches: number;
+  concurrency: number;
+}
+export interface QuerySpec {
+  kind: "query";
+  url: string;
+  paths: string[];
+  durationMs: number;
+  concurrency: number;
+}
+export interface IngestResult {
+  events: number;
+  seconds: number;
+  eventsPerSecond: number;
+}
+export interface QueryResult {
+  requests: number;
+  seconds: number;
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+interface Reply {
+  status: number;
+  trailers: http2.IncomingHttpHeaders;
+  body: Buffer;
+}
+
+function request(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: Uint8Array): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request(headers, { endStream: body === undefined });
+    let status = 0;
+    let trailers: http2.IncomingHttpHeaders = {};
+    const chunks: Buffer[] = [];
+    stream.on("response", (h) => (status = Number(h[":status"])));
+    stream.on("trailers", (t) => (trailers = t));
+    stream.on("data", (c: Buffer) => chunks.push(c));
+    stream.on("end", () => resolve({ status, trailers, body: Buffer.concat(chunks) }));
+    stream.on("error", reject);
+    if (body !== undefined) stream.end(body);
+  });
+}
+
+function grpcFrame(message: Uint8Array): Buffer {
+  const frame = Buffer.alloc(5 + message.length);
+  frame.writeUInt32BE(message.length, 1);
+  frame.set(message, 5);
+  return frame;
+}
+
+/** Checks an ingest answer and returns how many events it inserted. */
+function inserted(mode: IngestMode, reply: Reply): number {
+  if (mode === "rest") {
+    if (reply.status !== 200) throw new Error(`status ${reply.status}: ${reply.body}`);
+    return (JSON.parse(reply.body.toString()) as { inserted: number }).inserted;
+  }
+  if (mode === "connect") {
+    if (reply.status !== 200) throw new Error(`status ${reply.status}: ${reply.body}`);
+    return fromBinary(IngestEventsResponseSchema, reply.body).inserted;
+  }
+  if (reply.trailers["grpc-status"] !== "0") throw new Error(`grpc-status ${reply.trailers["grpc-status"]}: ${reply.trailers["grpc-message"]}`);
+  return fromBinary(IngestEventsResponseSchema, reply.body.subarray(5)).inserted;
+}
+
+async function ingest(spec: IngestSpec): Promise<IngestResult> {
+  const path = spec.mode === "rest" ? "/v1/events" : "/autonomy.v1.EventService/IngestEvents";
+  const headers: http2.OutgoingHttpHeaders = {
+    ":method": "POST",
+    ":path": path,
+    "content-type": spec.mode === "rest" ? "application/json" : spec.mode === "connect" ? "application/proto" : "application/grpc",
+    ...(spec.mode === "grpc" ? { te: "trailers" } : {}),
+  };
+  const bodies = Array.from({ length: spec.batches }, (_, b) =>
+    spec.mode === "rest" ? restBody(b) : spec.mode === "connect" ? protoBody(b) : grpcFrame(protoBody(b)),
+  );
+  const session = http2.connect(spec.url, { settings: { initialWindowSize: 1 << 20 } });
+  session.on("error", () => {});
+  let next = 0;
+  let total = 0;
+  const started = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: spec.concurrency }, async () => {
+      while (next < bodies.length) {
+        const body = bodies[next++];
+        const n = inserted(spec.mode, await request(session, headers, body));
+        if (n !== BATCH_SIZE) throw new Error(`a batch inserted ${n} of ${BATCH_SIZE} events`);
+        total += n;
+      }
+    }),
+  );
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  session.close();
+  return { events: total, seconds, eventsPerSecond: total / seconds };
+}
+
+async function query(spec: QuerySpec): Promise<QueryResult> {
+  const session = http2.connect(spec.url);
+  session.on("error", () => {});
+  const latencies: number[] = [];
+  const started = process.hrtime.bigint();
+  const deadline = Date.now() + spec.durationMs;
+  let i = 0;
+  await Promise.all(
+    Array.from({ length: spec.concurrency }, async () => {
+      while (Date.now() < deadline) {
+        const path = spec.paths[i++ % spec.paths.length];
+        const t0 = process.hrtime.bigint();
+        const reply = await request(session, { ":method": "GET", ":path": path });
+        if (reply.status !== 200) throw new Error(`status ${reply.status}: ${reply.body}`);
+        latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+    }),
+  );
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  session.close();
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
+  return { requests: latencies.length, seconds, requestsPerSecond: latencies.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
+}
+
+const spec = JSON.parse(process.argv[2]) as IngestSpec | QuerySpec;
+const result = spec.kind === "ingest" ? await ingest(spec) : await query(spec);
+process.stdout.write(JSON.stringify(result) + "\n");

@@ -1,0 +1,55 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+
+export interface Child {
+  proc: ChildProcess;
+  /** The first stdout/stderr line that matched, parsed by the caller's matcher. */
+  ready: string;
+  /** Peak resident set size so far, in MiB (Linux VmHWM). */
+  peakRssMiB(): number;
+  stop(): Promise<void>;
+}
+
+/** Spawns `node script args` and waits for a line on stdout or stderr that `match` accepts. */
+export async function spawnUntil(script: string, args: string[], match: (line: string) => string | undefined): Promise<Child> {
+  const proc = spawn(process.execPath, [script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+  const ready = await new Promise<string>((resolve, reject) => {
+    let seen = "";
+    const onData = (chunk: Buffer) => {
+      seen += chunk.toString();
+      for (const line of seen.split("\n")) {
+        const value = match(line);
+        if (value !== undefined) return resolve(value);
+      }
+    };
+    proc.stdout!.on("data", onData);
+    proc.stderr!.on("data", onData);
+    void exited.then(() => reject(new Error(`${script} exited before it was ready:\n${seen}`)));
+  });
+  // Keep draining the pipes so the child never blocks on a full one.
+  proc.stdout!.resume();
+  proc.stderr!.resume();
+  return {
+    proc,
+    ready,
+    peakRssMiB() {
+      const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${proc.pid}/status`, "utf8"));
+      return m ? Number(m[1]) / 1024 : NaN;
+    },
+    async stop() {
+      proc.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+/** Runs a script to completion and returns its stdout. */
+export async function runToEnd(script: string, args: string[]): Promise<string> {
+  const proc = spawn(process.execPath, [script, ...args], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  proc.stdout!.on("data", (c: Buffer) => (out += c.toString()));
+  const code = await new Promise<number | null>((resolve) => proc.once("exit", resolve));
+  if (code !== 0) throw new Error(`${script} failed with ${code}`);
+  return out;
+}
