@@ -10,9 +10,18 @@ export interface Child {
   stop(): Promise<void>;
 }
 
-/** Spawns `node script args` and waits for a line on stdout or stderr that `match` accepts. */
-export async function spawnUntil(script: string, args: string[], match: (line: string) => string | undefined): Promise<Child> {
-  const proc = spawn(process.execPath, [script, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+/**
+ * Spawns `node script args` (or, with `direct`, the executable script itself, through its #!
+ * line, as users run it) and waits for a line on stdout or stderr that `match` accepts.
+ */
+export async function spawnUntil(
+  script: string,
+  args: string[],
+  match: (line: string) => string | undefined,
+  direct = false,
+): Promise<Child> {
+  const [command, argv] = direct ? [script, args] : [process.execPath, [script, ...args]];
+  const proc = spawn(command, argv, { stdio: ["ignore", "pipe", "pipe"] });
   const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
   const ready = await new Promise<string>((resolve, reject) => {
     let seen = "";

@@ -1,6 +1,7 @@
-// Writes dist/build-info.json (commit and build time) for `autonomy-orchestrator version`.
+// Writes dist/build-info.json (commit and build time) for `autonomy-orchestrator version`,
+// and makes the compiled programs executable (they start through their #! line).
 import { execSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 
 let sha = process.env.AUTONOMY_BUILD_SHA ?? "";
 if (!sha) {
@@ -12,3 +13,4 @@ if (!sha) {
 }
 mkdirSync("dist", { recursive: true });
 writeFileSync("dist/build-info.json", JSON.stringify({ sha, date: new Date().toISOString() }) + "\n");
+for (const bin of ["dist/src/cli/orchestrator/main.js", "dist/src/cli/autonomy/main.js"]) chmodSync(bin, 0o755);

@@ -1,3 +1,4 @@
+import { and, eq, lt, sql, type Column, type SQL } from "drizzle-orm";
 import type { EventQuery } from "./store.js";
 
 /** Which optional filters a query uses; each combination is one prepared statement. */
@@ -26,4 +27,18 @@ export class PreparedEventQueries<Q> {
     }
     return query;
   }
+}
+
+/** The WHERE clause of a filter shape, with placeholders named as in eventQueryParams. */
+export function eventQueryWhere(columns: { nodeId: Column; eventType: Column; seq: Column }, shape: EventQueryShape): SQL | undefined {
+  const where: SQL[] = [];
+  if (shape.nodeId) where.push(eq(columns.nodeId, sql.placeholder("nodeId")));
+  if (shape.eventType) where.push(eq(columns.eventType, sql.placeholder("eventType")));
+  if (shape.before) where.push(lt(columns.seq, sql.placeholder("before")));
+  return and(...where);
+}
+
+/** The placeholder values of a query. */
+export function eventQueryParams(q: EventQuery): Record<string, unknown> {
+  return { nodeId: q.nodeId, eventType: q.eventType, before: Number(q.before ?? 0), limit: q.limit };
 }

@@ -104,14 +104,17 @@ function findField(message: DescMessage, path: string[]): DescField | undefined 
   return field;
 }
 
-function setPath(target: JsonObject, path: string[], value: JsonValue): void {
+/** Sets (or, for a repeated field, appends to) the value at a dotted field path, creating objects on the way. */
+function setPath(target: JsonObject, path: string[], value: JsonValue, append = false): void {
   let obj = target;
   for (const key of path.slice(0, -1)) {
     const next = obj[key];
     if (typeof next !== "object" || next === null || Array.isArray(next)) obj[key] = {};
     obj = obj[key] as JsonObject;
   }
-  obj[path[path.length - 1]] = value;
+  const last = path[path.length - 1];
+  if (append) ((obj[last] ??= []) as JsonValue[]).push(value);
+  else obj[last] = value;
 }
 
 /** A query-string value as the JSON the field's type expects (protobuf JSON accepts numbers as strings). */
@@ -139,13 +142,7 @@ function applyQuery(input: JsonObject, message: DescMessage, query: URLSearchPar
     if (!queryable) {
       throw new ValidationError(key, "unknown query parameter");
     }
-    if (field.fieldKind === "list") {
-      let obj: JsonObject = input;
-      for (const k of path.slice(0, -1)) obj = (obj[k] ??= {}) as JsonObject;
-      ((obj[path[path.length - 1]] ??= []) as JsonValue[]).push(queryValue(field, raw));
-    } else {
-      setPath(input, path, queryValue(field, raw));
-    }
+    setPath(input, path, queryValue(field, raw), field.fieldKind === "list");
   }
 }
 

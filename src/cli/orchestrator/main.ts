@@ -1,4 +1,6 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=32
+// A 32 MiB young generation: request handling allocates many short-lived objects, and fewer
+// scavenges measurably raise throughput and cut tail latency (npm run bench).
 import { usageErrorsExit2 } from "../shared/exit-codes.js";
 import { Command } from "commander";
 import { serveCommand } from "./serve.js";

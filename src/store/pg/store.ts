@@ -1,4 +1,4 @@
-import { and, desc, eq, getTableColumns, lt, sql, type SQL } from "drizzle-orm";
+import { desc, getTableColumns, sql } from "drizzle-orm";
 import { drizzle, type NodePgDatabase } from "drizzle-orm/node-postgres";
 import { migrate } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
@@ -6,7 +6,7 @@ import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import { StoreBusyError, StoreFullError, StoreUnavailableError } from "../../domain/errors.js";
 import { migrationsFolder } from "../../paths.js";
 import { eventToRow, rowToEvent } from "../event-rows.js";
-import { PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
+import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
 import type { EventQuery, Store } from "../store.js";
 import { events } from "./schema.js";
 
@@ -23,16 +23,12 @@ const MIGRATION_LOCK_KEY = 7_340_021;
 
 /** The query of one filter shape, a named prepared statement on each pooled connection. */
 function prepareEventQuery(db: NodePgDatabase, shape: EventQueryShape) {
-  const where: SQL[] = [];
-  if (shape.nodeId) where.push(eq(events.nodeId, sql.placeholder("nodeId")));
-  if (shape.eventType) where.push(eq(events.eventType, sql.placeholder("eventType")));
-  if (shape.before) where.push(lt(events.seq, sql.placeholder("before")));
   const { receivedAtMs: _, ...columns } = getTableColumns(events);
   const name = `events_query_${+shape.nodeId}${+shape.eventType}${+shape.before}`;
   return db
     .select(columns)
     .from(events)
-    .where(and(...where))
+    .where(eventQueryWhere(events, shape))
     .orderBy(desc(events.seq))
     .limit(sql.placeholder("limit"))
     .prepare(name);
@@ -107,7 +103,7 @@ export class PostgresStore implements Store {
   async queryEvents(q: EventQuery): Promise<Event[]> {
     const query = this.queries.get(q);
     try {
-      const rows = await query.execute({ nodeId: q.nodeId, eventType: q.eventType, before: Number(q.before ?? 0), limit: q.limit });
+      const rows = await query.execute(eventQueryParams(q));
       return rows.map(rowToEvent);
     } catch (err) {
       throw translate(err);

@@ -1,14 +1,14 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { Worker } from "node:worker_threads";
-import { and, desc, eq, getTableColumns, lt, sql, type SQL } from "drizzle-orm";
+import { desc, getTableColumns, sql } from "drizzle-orm";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type Database from "better-sqlite3";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import { StoreCorruptError, StoreUnavailableError } from "../../domain/errors.js";
 import { packageRoot } from "../../paths.js";
 import { appendEventRow, rowToEvent } from "../event-rows.js";
-import { PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
+import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
 import type { EventQuery, Store } from "../store.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, sqliteDomainError } from "./errors.js";
@@ -31,15 +31,11 @@ export interface SqliteStoreOptions {
 
 /** The query of one filter shape, prepared once: only the columns an Event carries. */
 function prepareEventQuery(db: BetterSQLite3Database, shape: EventQueryShape) {
-  const where: SQL[] = [];
-  if (shape.nodeId) where.push(eq(events.nodeId, sql.placeholder("nodeId")));
-  if (shape.eventType) where.push(eq(events.eventType, sql.placeholder("eventType")));
-  if (shape.before) where.push(lt(events.seq, sql.placeholder("before")));
   const { receivedAtMs: _, ...columns } = getTableColumns(events);
   return db
     .select(columns)
     .from(events)
-    .where(and(...where))
+    .where(eventQueryWhere(events, shape))
     .orderBy(desc(events.seq))
     .limit(sql.placeholder("limit"))
     .prepare();
@@ -116,7 +112,7 @@ export class SqliteStore implements Store {
     if (this.fatal) throw this.fatal;
     const query = this.queries.get(q);
     try {
-      return query.all({ nodeId: q.nodeId, eventType: q.eventType, before: Number(q.before ?? 0), limit: q.limit }).map(rowToEvent);
+      return query.all(eventQueryParams(q)).map(rowToEvent);
     } catch (err) {
       throw this.translate(err);
     }
