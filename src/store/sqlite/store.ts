@@ -29,16 +29,34 @@ export interface SqliteStoreOptions {
   onFatal: (err: Error) => void;
 }
 
-/** The query of one filter shape, prepared once: only the columns an Event carries. */
-function prepareEventQuery(db: BetterSQLite3Database, shape: EventQueryShape) {
+/**
+ * The query of one filter shape, prepared once on the reader connection. Drizzle builds the
+ * SQL; the statement returns rows as arrays, mapped here without drizzle's per-row decoding,
+ * which cost about a tenth of a query (npm run bench).
+ */
+function prepareEventQuery(db: BetterSQLite3Database, reader: Database.Database, shape: EventQueryShape) {
   const { receivedAtMs: _, ...columns } = getTableColumns(events);
-  return db
+  const query = db
     .select(columns)
     .from(events)
     .where(eventQueryWhere(events, shape))
     .orderBy(desc(events.seq))
     .limit(sql.placeholder("limit"))
-    .prepare();
+    .toSQL();
+  // A placeholder comes either wrapped in a Param (column comparisons) or bare (LIMIT).
+  const paramNames = query.params.map((p) => {
+    const name = (p as { name?: string }).name ?? (p as { value?: { name?: string } }).value?.name;
+    if (!name) throw new Error("event query parameter without a placeholder name");
+    return name;
+  });
+  const keys = Object.keys(columns) as (keyof typeof columns)[];
+  const statement = reader.prepare(query.sql).raw(true);
+  return (params: Record<string, unknown>): Event[] =>
+    (statement.all(paramNames.map((name) => params[name])) as unknown[][]).map((values) => {
+      const row: Record<string, unknown> = {};
+      for (let i = 0; i < keys.length; i++) row[keys[i]] = values[i];
+      return rowToEvent(row as unknown as Parameters<typeof rowToEvent>[0]);
+    });
 }
 
 // The worker runs compiled JavaScript, also when the caller runs from TypeScript sources.
@@ -63,7 +81,7 @@ export class SqliteStore implements Store {
     private readonly db: BetterSQLite3Database,
     private readonly onFatal: (err: Error) => void,
   ) {
-    this.queries = new PreparedEventQueries((shape) => prepareEventQuery(db, shape));
+    this.queries = new PreparedEventQueries((shape) => prepareEventQuery(db, reader, shape));
     worker.on("message", (reply: WriterReply) => this.onReply(reply));
     worker.on("error", () => this.fail(new StoreUnavailableError("the database writer stopped")));
     worker.on("exit", () => {
@@ -112,7 +130,7 @@ export class SqliteStore implements Store {
     if (this.fatal) throw this.fatal;
     const query = this.queries.get(q);
     try {
-      return query.all(eventQueryParams(q)).map(rowToEvent);
+      return query(eventQueryParams(q));
     } catch (err) {
       throw this.translate(err);
     }
