@@ -38,20 +38,26 @@ async function load(server: ChildServer, first: number, stop: { now: boolean }):
 }
 
 describe("crash safety", () => {
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), "ao-crash-"));
-  afterAll(() => rmSync(dataDir, { recursive: true, force: true }));
+  const dirs: string[] = [];
+  afterAll(() => dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
 
-  it("keeps every batch answered 200 across kill -9, and never keeps part of a batch", async () => {
+  it.each([
+    ["kill -9", "SIGKILL", 3],
+    ["a clean stop (SIGTERM)", "SIGTERM", 1],
+  ] as const)("keeps every batch answered 200 across %s under load, and never keeps part of a batch", async (_name, signal, rounds) => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "ao-crash-"));
+    dirs.push(dataDir);
     const allAcked: number[] = [];
     const allSent: number[] = [];
     let first = 0;
-    for (let round = 0; round < 3; round++) {
+    for (let round = 0; round < rounds; round++) {
       const server = await startChildServer(["--data-dir", dataDir]);
       const stop = { now: false };
       const running = load(server, first, stop);
       await new Promise((r) => setTimeout(r, 700 + round * 300));
-      server.proc.kill("SIGKILL");
-      await server.exited;
+      server.proc.kill(signal);
+      const { code } = await server.exited;
+      if (signal === "SIGTERM") expect(code).toBe(0);
       stop.now = true;
       const { acked, sent } = await running;
       allAcked.push(...acked);

@@ -78,7 +78,7 @@ export class SqliteStore implements Store {
   private constructor(
     private readonly worker: Worker,
     private readonly reader: Database.Database,
-    private readonly db: BetterSQLite3Database,
+    db: BetterSQLite3Database,
     private readonly onFatal: (err: Error) => void,
   ) {
     this.queries = new PreparedEventQueries((shape) => prepareEventQuery(db, reader, shape));
@@ -119,7 +119,8 @@ export class SqliteStore implements Store {
     const receivedAtMs = Date.now();
     const rows: unknown[] = [];
     for (const e of batch) appendEventRow(rows, e, receivedAtMs);
-    const request: WriterRequest = { id: this.nextId++, rows };
+    if (this.closed) return Promise.reject(new StoreUnavailableError("the store is closed"));
+    const request = { id: this.nextId++, rows } satisfies WriterRequest;
     return new Promise((resolve, reject) => {
       this.pending.set(request.id, { resolve, reject });
       this.worker.postMessage(request);
@@ -136,11 +137,22 @@ export class SqliteStore implements Store {
     }
   }
 
+  /** Lets the writer commit what it holds and close its connection, then closes the reader. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.worker.terminate();
     this.reader.close();
+    if (!this.fatal) {
+      const exited = new Promise<void>((resolve) => this.worker.once("exit", () => resolve()));
+      this.worker.postMessage({ close: true } satisfies WriterRequest);
+      const stuck = setTimeout(() => void this.worker.terminate(), 10_000);
+      await exited;
+      clearTimeout(stuck);
+    } else {
+      await this.worker.terminate();
+    }
+    for (const waiter of this.pending.values()) waiter.reject(new StoreUnavailableError("the store is closed"));
+    this.pending.clear();
   }
 
   private onReply(reply: WriterReply): void {

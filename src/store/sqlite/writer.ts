@@ -20,17 +20,15 @@ import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, type SqliteFailure } from "./errors.js";
 import { events } from "./schema.js";
 
-/** A batch to store: its rows flattened, EVENT_COLUMNS.length values per row. */
-export interface WriterRequest {
-  id: number;
-  rows: unknown[];
-}
+/** A batch to store (its rows flattened, EVENT_COLUMNS.length values per row), or the request to stop. */
+export type WriterRequest = { id: number; rows: unknown[] } | { close: true };
 
 /** This thread's answer: how many rows were new, or the kind of failure. */
 export type WriterReply =
   | { id: number; inserted: number }
   | { id: number; failure: SqliteFailure; detail: string }
   | { ready: true }
+  | { closed: true }
   | { startFailure: SqliteFailure; detail: string };
 
 /** Most batches one transaction takes; the rest wait for the next one. */
@@ -94,7 +92,7 @@ function start(): void {
     return inserted;
   };
 
-  const queue: WriterRequest[] = [];
+  const queue: { id: number; rows: unknown[] }[] = [];
   const flush = () => {
     const group = queue.splice(0, MAX_GROUP);
     if (queue.length > 0) setImmediate(flush);
@@ -125,6 +123,14 @@ function start(): void {
   };
 
   port.on("message", (req: WriterRequest) => {
+    if ("close" in req) {
+      // Commit what is queued, then close the connection so the WAL is folded back into the file.
+      while (queue.length > 0) flush();
+      sqlite.close();
+      post({ closed: true });
+      port.close();
+      return;
+    }
     queue.push(req);
     if (queue.length === 1) setImmediate(flush);
   });
