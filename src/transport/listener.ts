@@ -27,6 +27,8 @@ export interface Listener {
 }
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+/** How long a new connection may stay silent before its first bytes tell the protocol. */
+const FIRST_BYTES_TIMEOUT_MS = 10_000;
 
 /**
  * Serves one handler on one cleartext port for both HTTP/2 with prior knowledge (h2c, as
@@ -57,12 +59,17 @@ export async function listenCleartext(address: ListenAddress, handler: RequestHa
     session.once("close", () => sessions.delete(session));
   });
 
+  // Connections whose first bytes have not arrived yet: nothing to finish on close.
+  const undecided = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     sockets.add(socket);
+    undecided.add(socket);
     socket.once("close", () => {
       sockets.delete(socket);
+      undecided.delete(socket);
       inFlight.delete(socket);
     });
+    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
@@ -71,6 +78,8 @@ export async function listenCleartext(address: ListenAddress, handler: RequestHa
       // Wait while the bytes so far could still be the start of the HTTP/2 preface.
       if (isH2Prefix && n < H2_PREFACE.length) return;
       socket.off("data", onData);
+      socket.setTimeout(0);
+      undecided.delete(socket);
       socket.pause();
       socket.unshift(head);
       if (isH2Prefix) {
@@ -103,6 +112,7 @@ export async function listenCleartext(address: ListenAddress, handler: RequestHa
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const session of sessions) session.close();
       for (const [socket, requests] of inFlight) if (requests === 0) socket.destroy();
+      for (const socket of undecided) socket.destroy();
       // Give in-flight requests a moment, then cut what is left.
       const deadline = setTimeout(() => {
         for (const session of sessions) session.destroy();
