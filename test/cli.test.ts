@@ -1,10 +1,11 @@
 import { execFile, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AUTONOMY_BIN, ORCHESTRATOR_BIN } from "./helpers/child.js";
+import { AUTONOMY_BIN, ORCHESTRATOR_BIN, startChildServer } from "./helpers/child.js";
+import { createTestDatabase } from "./helpers/postgres.js";
 import { h1 } from "./helpers/http.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -62,6 +63,23 @@ describe("autonomy-orchestrator", () => {
     const { code, stderr } = await run(ORCHESTRATOR_BIN, args);
     expect(code).toBe(2);
     expect(stderr).toContain(message);
+  });
+
+  it("serves on PostgreSQL with AUTONOMY_POSTGRES_URL, writing nothing to the data dir", async () => {
+    const db = await createTestDatabase();
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "ao-cli-"));
+    const server = await startChildServer(["--data-dir", dataDir], { AUTONOMY_POSTGRES_URL: db.url });
+    try {
+      expect(server.lines.find((l) => l.msg === "serving")).toMatchObject({ store: "postgres" });
+      const body = JSON.stringify({ events: [{ event_id: "pg-1", event_type: "t", node_id: "pg", timestamp: "2026-01-01T00:00:00Z" }] });
+      expect((await h1(`${server.url}/v1/events`, { method: "POST", body })).json()).toEqual({ received: 1, inserted: 1, deduped: 0 });
+      expect((await h1(`${server.url}/v1/events?node_id=pg`)).json().count).toBe(1);
+      expect(readdirSync(dataDir)).toEqual([]);
+    } finally {
+      await server.kill();
+      await db.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 
   it("exits 1 with one line when the listen address is taken", async () => {
