@@ -36,14 +36,16 @@ export interface ClientOptions {
   baseUrl: string;
   /** Wire protocol: connect (default), grpc or grpc-web. */
   protocol?: "connect" | "grpc" | "grpc-web";
-  /** Connect only: protobuf binary (default) or JSON bodies. */
+  /** Connect and gRPC-Web only: protobuf binary (default) or JSON bodies. */
   useBinaryFormat?: boolean;
+  /** HTTP/2 (default; h2c with prior knowledge on http:// URLs) or HTTP/1.1 (Connect and gRPC-Web only). */
+  httpVersion?: "2" | "1.1";
   interceptors?: Interceptor[];
   /** Default deadline of each call, in milliseconds. */
   timeoutMs?: number;
 }
 
-/** One HTTP/2 transport for the chosen protocol (h2c with prior knowledge on http:// URLs). */
+/** One transport for the chosen protocol and HTTP version. */
 export function createOrchestratorTransport(opts: ClientOptions): { transport: Transport; close(): void } {
   let url: URL;
   try {
@@ -54,23 +56,20 @@ export function createOrchestratorTransport(opts: ClientOptions): { transport: T
   if (url.protocol !== "http:" && url.protocol !== "https:") {
     throw new Error(`invalid orchestrator URL "${opts.baseUrl}": the scheme must be http or https`);
   }
-  const baseUrl = url.toString().replace(/\/$/, "");
-  const sessionManager = new Http2SessionManager(baseUrl);
-  const common = {
-    baseUrl,
-    httpVersion: "2" as const,
-    sessionManager,
-    interceptors: opts.interceptors,
-    defaultTimeoutMs: opts.timeoutMs,
-  };
   const protocol = opts.protocol ?? "connect";
+  if (protocol === "grpc" && opts.httpVersion === "1.1") throw new Error("gRPC needs HTTP/2");
+  const baseUrl = url.toString().replace(/\/$/, "");
+  const sessionManager = opts.httpVersion === "1.1" ? undefined : new Http2SessionManager(baseUrl);
+  const common = { baseUrl, interceptors: opts.interceptors, defaultTimeoutMs: opts.timeoutMs };
+  const http = sessionManager ? { httpVersion: "2" as const, sessionManager } : { httpVersion: "1.1" as const };
+  const useBinaryFormat = opts.useBinaryFormat ?? true;
   const transport =
     protocol === "grpc"
-      ? createGrpcTransport(common)
+      ? createGrpcTransport({ ...common, ...http })
       : protocol === "grpc-web"
-        ? createGrpcWebTransport({ ...common, useBinaryFormat: opts.useBinaryFormat ?? true })
-        : createConnectTransport({ ...common, useBinaryFormat: opts.useBinaryFormat ?? true });
-  return { transport, close: () => sessionManager.abort() };
+        ? createGrpcWebTransport({ ...common, ...http, useBinaryFormat })
+        : createConnectTransport({ ...common, ...http, useBinaryFormat });
+  return { transport, close: () => sessionManager?.abort() };
 }
 
 /** Typed clients for every service, over one shared transport. */

@@ -160,13 +160,20 @@ describe.each(STORE_KINDS)("REST API on %s", (kind) => {
   });
 });
 
-describe.each(["connect", "grpc", "grpc-web"] as const)("RPC over %s", (protocol) => {
+describe.each([
+  ["connect", "2", true],
+  ["connect", "2", false],
+  ["connect", "1.1", true],
+  ["grpc", "2", true],
+  ["grpc-web", "2", true],
+  ["grpc-web", "1.1", true],
+] as const)("RPC over %s, HTTP/%s, binary %s", (protocol, httpVersion, useBinaryFormat) => {
   let server: TestServer;
   beforeAll(async () => (server = await startTestServer("sqlite")));
   afterAll(async () => server.stop());
 
   it("serves every RPC with typed clients", async () => {
-    const api = createOrchestratorClients({ baseUrl: server.url, protocol });
+    const api = createOrchestratorClients({ baseUrl: server.url, protocol, httpVersion, useBinaryFormat });
     try {
       const ingested = await api.events.ingestEvents({
         events: [
@@ -185,7 +192,7 @@ describe.each(["connect", "grpc", "grpc-web"] as const)("RPC over %s", (protocol
   });
 
   it("answers invalid input with InvalidArgument naming the field", async () => {
-    const api = createOrchestratorClients({ baseUrl: server.url, protocol });
+    const api = createOrchestratorClients({ baseUrl: server.url, protocol, httpVersion, useBinaryFormat });
     try {
       const err = await api.events.ingestEvents({ events: [{ eventId: "x", eventType: "t", timestamp: { seconds: 1n, nanos: 0 } }] }).catch((e) => e);
       expect(err).toBeInstanceOf(ConnectError);

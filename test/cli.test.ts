@@ -1,4 +1,5 @@
-import { execFile, spawnSync } from "node:child_process";
+import { execFile, spawn, spawnSync } from "node:child_process";
+import net from "node:net";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -10,6 +11,14 @@ import { h1 } from "./helpers/http.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const exec = promisify(execFile);
+
+async function freePort(): Promise<number> {
+  const server = net.createServer().listen(0, "127.0.0.1");
+  await new Promise((r) => server.once("listening", r));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
 
 interface Run {
   code: number;
@@ -78,6 +87,32 @@ describe("autonomy-orchestrator", () => {
     } finally {
       await server.kill();
       await db.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it.each([
+    ["text", "debug", true],
+    ["json", "warn", false],
+  ])("--log-format %s --log-level %s writes request lines: %s", async (format, level, expectLines) => {
+    const port = await freePort();
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "ao-cli-"));
+    const proc = spawn(process.execPath, [ORCHESTRATOR_BIN, "serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--log-format", format, "--log-level", level]);
+    let stderr = "";
+    proc.stderr.on("data", (c: Buffer) => (stderr += c));
+    try {
+      let health;
+      for (let i = 0; i < 100 && !health; i++) health = await h1(`http://127.0.0.1:${port}/v1/health`).catch(() => new Promise((r) => setTimeout(r, 50)));
+      await new Promise((r) => setTimeout(r, 100));
+      if (expectLines) {
+        expect(stderr).toMatch(/^\[[\d\-T:.]+\] INFO: serving/m);
+        expect(stderr).toMatch(/INFO: request .*"path":"\/v1\/health".*"status":200/);
+      } else {
+        expect(stderr).toBe("");
+      }
+    } finally {
+      proc.kill();
+      await new Promise((r) => proc.once("exit", r));
       rmSync(dataDir, { recursive: true, force: true });
     }
   });
