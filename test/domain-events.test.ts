@@ -1,11 +1,13 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
 import { EventSchema, type Event } from "../gen/autonomy/v1/events_pb.js";
+
+type EventInit = Omit<MessageInitShape<typeof EventSchema>, "$typeName">;
 import { PayloadTooLargeError, ValidationError } from "../src/domain/errors.js";
 import { dedupeWithinBatch, queryCursor, queryLimit, validateEventBatch } from "../src/domain/events.js";
 
 const ts = { seconds: 1_790_000_000n, nanos: 0 };
-function event(overrides: Partial<Event> = {}): Event {
+function event(overrides: EventInit = {}): Event {
   return create(EventSchema, { eventId: "e1", eventType: "boot", nodeId: "n1", timestamp: ts, ...overrides });
 }
 
@@ -25,7 +27,7 @@ describe("validateEventBatch", () => {
     ["a timestamp past year 9999", { timestamp: { seconds: 253402300800n, nanos: 0 } }, "events[1].timestamp: out of range"],
     ["negative nanos", { timestamp: { seconds: 1n, nanos: -1 } }, "events[1].timestamp: out of range"],
   ] as const)("rejects %s, naming the index and the field", (_name, overrides, message) => {
-    const batch = [event({ eventId: "ok" }), event(overrides as Partial<Event>)];
+    const batch = [event({ eventId: "ok" }), event(overrides as EventInit)];
     expect(() => validateEventBatch(batch)).toThrow(ValidationError);
     expect(() => validateEventBatch(batch)).toThrow(message);
   });

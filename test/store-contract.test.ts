@@ -1,16 +1,18 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EventSchema, type Event } from "../gen/autonomy/v1/events_pb.js";
+
+type EventInit = Omit<MessageInitShape<typeof EventSchema>, "$typeName">;
 import { PostgresStore } from "../src/store/pg/store.js";
 import { SqliteStore } from "../src/store/sqlite/store.js";
 import type { Store } from "../src/store/store.js";
 import { createTestDatabase } from "./helpers/postgres.js";
 import { STORE_KINDS, type StoreKind } from "./helpers/server.js";
 
-function ev(id: string, node = "n1", type = "boot", extra: Partial<Event> = {}): Event {
+function ev(id: string, node = "n1", type = "boot", extra: EventInit = {}): Event {
   return create(EventSchema, { eventId: id, nodeId: node, eventType: type, timestamp: { seconds: 1_790_000_000n, nanos: 5 }, ...extra });
 }
 
