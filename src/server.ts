@@ -37,6 +37,13 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+const KNOWN_METHODS = new Set(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
+
+/** The method as a metric label: HTTP/2 allows any token, and labels must stay a bounded set. */
+function methodLabel(method: string | undefined): string {
+  return method && KNOWN_METHODS.has(method) ? method : "OTHER";
+}
+
 function urlOf(a: ListenAddress): string {
   const host = a.host === "0.0.0.0" || a.host === "::" ? "127.0.0.1" : a.host;
   return `http://${host.includes(":") ? `[${host}]` : host}:${a.port}`;
@@ -101,8 +108,9 @@ export async function startServer(
     res.once("close", () => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const route = info.route ?? "unmatched";
-      metrics.httpRequests.inc({ method: req.method, route, status: res.statusCode });
-      metrics.httpDuration.observe({ method: req.method, route }, seconds);
+      const method = methodLabel(req.method);
+      metrics.httpRequests.inc({ method, route, status: res.statusCode });
+      metrics.httpDuration.observe({ method, route }, seconds);
       logger.info(
         {
           method: req.method,

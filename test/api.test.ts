@@ -1,7 +1,7 @@
 import { ConnectError, Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createOrchestratorClients } from "../clients/index.js";
-import { TRANSPORTS } from "./helpers/http.js";
+import { h2, TRANSPORTS } from "./helpers/http.js";
 import { STORE_KINDS, startTestServer, type TestServer } from "./helpers/server.js";
 
 const T0 = "2026-11-22T10:00:00Z";
@@ -147,6 +147,17 @@ describe.each(STORE_KINDS)("REST API on %s", (kind) => {
     expect(res.text).toMatch(/^cp_events_deduped_total \d+$/m);
     expect(res.text).toContain('cp_rpc_duration_seconds_bucket{le="0.005",rpc="autonomy.v1.EventService/IngestEvents",protocol="rest"}');
     expect(res.text).toMatch(/cp_http_requests_total\{method="POST",route="POST \/v1\/events",status="400"\} \d+/);
+  });
+
+  it("keeps metric labels bounded whatever method or path a client sends", async () => {
+    for (let i = 0; i < 5; i++) {
+      await h2(`${server.url}/random/${i}`, { method: `X-CUSTOM-${i}` });
+      await h2(`${server.url}/v1/events/${i}`);
+    }
+    const text = (await h2(`${server.url}/metrics`)).text;
+    expect(text).not.toContain("X-CUSTOM");
+    expect(text).not.toContain("/random/");
+    expect(text).toMatch(/cp_http_requests_total\{method="OTHER",route="not_found",status="404"\} 5/);
   });
 
   it("logs one line per request with method, path, route, status and duration", async () => {
