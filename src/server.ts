@@ -44,6 +44,19 @@ function methodLabel(method: string | undefined): string {
   return method && KNOWN_METHODS.has(method) ? method : "OTHER";
 }
 
+/**
+ * HTTP/1.1: an answer sent before the request body was read (a body over the limit, say)
+ * leaves the connection mid-request, and a client reusing it would stall or fail. Such an
+ * answer carries `Connection: close`, decided when its head is written.
+ */
+function closeIfBodyUnread(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const writeHead = res.writeHead;
+  res.writeHead = function (this: http.ServerResponse, ...args: unknown[]) {
+    if (!req.complete) this.shouldKeepAlive = false;
+    return (writeHead as (...a: unknown[]) => http.ServerResponse).apply(this, args);
+  } as typeof res.writeHead;
+}
+
 function urlOf(a: ListenAddress): string {
   const host = a.host === "0.0.0.0" || a.host === "::" ? "127.0.0.1" : a.host;
   return `http://${host.includes(":") ? `[${host}]` : host}:${a.port}`;
@@ -103,6 +116,7 @@ export async function startServer(
 
   const handler = (req: NodeRequest, res: NodeResponse) => {
     const started = process.hrtime.bigint();
+    if (req.httpVersionMajor === 1) closeIfBodyUnread(req as http.IncomingMessage, res as http.ServerResponse);
     const info: RequestInfo = {};
     infos.set(req, info);
     res.once("close", () => {

@@ -202,6 +202,30 @@ describe.each([
     }
   });
 
+  it("refuses more than 10,000 events with ResourceExhausted", async () => {
+    const api = createOrchestratorClients({ baseUrl: server.url, protocol, httpVersion, useBinaryFormat });
+    try {
+      const events = Array.from({ length: 10_001 }, (_, i) => ({ eventId: `x${i}`, eventType: "t", nodeId: "n", timestamp: { seconds: 1n, nanos: 0 } }));
+      const err = await api.events.ingestEvents({ events }).catch((e) => e);
+      expect((err as ConnectError).code).toBe(Code.ResourceExhausted);
+      expect((await api.events.queryEvents({ nodeId: "n" })).count).toBe(0);
+    } finally {
+      api.close();
+    }
+  });
+
+  it("refuses a message over 8 MiB with ResourceExhausted", async () => {
+    const api = createOrchestratorClients({ baseUrl: server.url, protocol, httpVersion, useBinaryFormat });
+    try {
+      const err = await api.events
+        .ingestEvents({ events: [{ eventId: "huge", eventType: "t", nodeId: "n", timestamp: { seconds: 1n, nanos: 0 }, payload: { pad: "x".repeat(9 * 1024 * 1024) } }] })
+        .catch((e) => e);
+      expect((err as ConnectError).code).toBe(Code.ResourceExhausted);
+    } finally {
+      api.close();
+    }
+  });
+
   it("answers invalid input with InvalidArgument naming the field", async () => {
     const api = createOrchestratorClients({ baseUrl: server.url, protocol, httpVersion, useBinaryFormat });
     try {

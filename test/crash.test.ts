@@ -3,6 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { startChildServer, type ChildServer } from "./helpers/child.js";
+import { createTestDatabase } from "./helpers/postgres.js";
 import { h1 } from "./helpers/http.js";
 
 const BATCH = 200;
@@ -39,19 +40,27 @@ async function load(server: ChildServer, first: number, stop: { now: boolean }):
 
 describe("crash safety", () => {
   const dirs: string[] = [];
-  afterAll(() => dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+  const drops: (() => Promise<void>)[] = [];
+  afterAll(async () => {
+    dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true }));
+    for (const drop of drops) await drop();
+  });
 
   it.each([
-    ["kill -9", "SIGKILL", 3],
-    ["a clean stop (SIGTERM)", "SIGTERM", 1],
-  ] as const)("keeps every batch answered 200 across %s under load, and never keeps part of a batch", async (_name, signal, rounds) => {
+    ["kill -9 on SQLite", "SIGKILL", 3, "sqlite"],
+    ["a clean stop (SIGTERM) on SQLite", "SIGTERM", 1, "sqlite"],
+    ["kill -9 on PostgreSQL", "SIGKILL", 2, "postgres"],
+  ] as const)("keeps every batch answered 200 across %s under load, and never keeps part of a batch", async (_name, signal, rounds, store) => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "ao-crash-"));
     dirs.push(dataDir);
+    const database = store === "postgres" ? await createTestDatabase() : undefined;
+    if (database) drops.push(database.drop);
+    const env = database ? { AUTONOMY_POSTGRES_URL: database.url } : {};
     const allAcked: number[] = [];
     const allSent: number[] = [];
     let first = 0;
     for (let round = 0; round < rounds; round++) {
-      const server = await startChildServer(["--data-dir", dataDir]);
+      const server = await startChildServer(["--data-dir", dataDir], env);
       const stop = { now: false };
       const running = load(server, first, stop);
       await new Promise((r) => setTimeout(r, 700 + round * 300));
@@ -66,7 +75,7 @@ describe("crash safety", () => {
     }
     expect(allAcked.length).toBeGreaterThan(10);
 
-    const server = await startChildServer(["--data-dir", dataDir]);
+    const server = await startChildServer(["--data-dir", dataDir], env);
     try {
       const counts = new Map<number, number>();
       for (const k of allSent) {

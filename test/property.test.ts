@@ -53,6 +53,22 @@ describe("hostile input", () => {
     );
   });
 
+  it("never answers the Connect JSON endpoint with a 500", async () => {
+    // Connect's own answers: 400 bad input, 413/429 too large, 415 a content type it does not take.
+    const connectAllowed = new Set([200, 400, 413, 415, 429]);
+    await fc.assert(
+      fc.asyncProperty(hostileBody, fc.boolean(), async (body, useH2) => {
+        const res = await (useH2 ? h2 : h1)(`${server.url}/autonomy.v1.EventService/IngestEvents`, {
+          method: "POST",
+          body,
+          headers: { "content-type": "application/json" },
+        });
+        expect(connectAllowed.has(res.status), `${res.status} ${res.text}`).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
   it("never answers GET /v1/events with a 500, whatever the query string", async () => {
     const param = fc.constantFrom("node_id", "event_type", "limit", "before", "payload", "events", "x", "limit.x", "%");
     const value = fc.oneof(fc.string(), fc.integer().map(String), fc.bigInt().map(String), fc.constant("%E0%A4%A"));

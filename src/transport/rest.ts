@@ -260,10 +260,6 @@ export function createRestHandler(opts: RestHandlerOptions): (req: NodeRequest, 
         res.destroy();
         return;
       }
-      if (err instanceof PayloadTooLargeError && "shouldKeepAlive" in res) {
-        // HTTP/1.1: the unread rest of the body would be taken for the next request.
-        res.setHeader("connection", "close");
-      }
       sendJson(res, restStatus(connectErr), restErrorBody(connectErr), connectErr.metadata);
     }
   };
