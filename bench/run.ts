@@ -12,7 +12,7 @@
  * bench/results/bench-<time>.json. BENCH_REPS (default 3) and BENCH_BATCHES (default 400
  * batches of 500 events) size the run.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import Database from "better-sqlite3";
@@ -117,6 +117,10 @@ async function fillStore(dir: string): Promise<void> {
   for (let b = 0; b < QUERY_EVENTS / BATCH_SIZE; b += 100) tx(b);
   db.pragma("wal_checkpoint(TRUNCATE)");
   db.close();
+  // Flush the file to disk now, so that writeback does not run during the measurement.
+  const fd = openSync(path.join(dir, DB_FILE_NAME), "r+");
+  fsyncSync(fd);
+  closeSync(fd);
 }
 
 interface QueryRuns {
