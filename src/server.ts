@@ -6,6 +6,7 @@ import type { Logger } from "./observability/logger.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { PostgresStore } from "./store/pg/store.js";
 import { SqliteStore } from "./store/sqlite/store.js";
+import { instrumentStore } from "./store/instrumented.js";
 import type { Store } from "./store/store.js";
 import { requestInfoKey, type RequestInfo } from "./transport/context.js";
 import { createErrorInterceptor, createObserveInterceptor } from "./transport/interceptors.js";
@@ -95,7 +96,7 @@ export async function startServer(
       });
 
   const metrics = createMetrics();
-  const services = createServices({ store, metrics });
+  const services = createServices({ store: instrumentStore(store, metrics), metrics });
   const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger)];
   const infos = new WeakMap<NodeRequest, RequestInfo>();
   const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));

@@ -147,6 +147,8 @@ describe.each(STORE_KINDS)("REST API on %s", (kind) => {
     expect(res.text).toMatch(/^cp_events_deduped_total \d+$/m);
     expect(res.text).toContain('cp_rpc_duration_seconds_bucket{le="0.005",rpc="autonomy.v1.EventService/IngestEvents",protocol="rest"}');
     expect(res.text).toMatch(/cp_http_requests_total\{method="POST",route="POST \/v1\/events",status="400"\} \d+/);
+    expect(res.text).toMatch(/^cp_store_operation_duration_seconds_count\{operation="ingest_events",outcome="ok"\} [1-9]\d*$/m);
+    expect(res.text).toMatch(/^cp_store_operation_duration_seconds_count\{operation="query_events",outcome="ok"\} [1-9]\d*$/m);
   });
 
   it("keeps metric labels bounded whatever method or path a client sends", async () => {

@@ -11,7 +11,7 @@ export function createEventService(deps: { store: Store; metrics: Metrics }): Se
     async ingestEvents(req) {
       validateEventBatch(req.events);
       const unique = dedupeWithinBatch(req.events);
-      const inserted = unique.length === 0 ? 0 : await timed(metrics, "ingest_events", () => store.ingestEvents(unique));
+      const inserted = unique.length === 0 ? 0 : await store.ingestEvents(unique);
       const received = req.events.length;
       metrics.eventsReceived.inc(received);
       metrics.eventsInserted.inc(inserted);
@@ -22,22 +22,8 @@ export function createEventService(deps: { store: Store; metrics: Metrics }): Se
     async queryEvents(req) {
       const limit = queryLimit(req.limit);
       const before = queryCursor(req.before);
-      const events = await timed(metrics, "query_events", () =>
-        store.queryEvents({ nodeId: req.nodeId || undefined, eventType: req.eventType || undefined, limit, before }),
-      );
+      const events = await store.queryEvents({ nodeId: req.nodeId || undefined, eventType: req.eventType || undefined, limit, before });
       return { events, count: events.length };
     },
   };
-}
-
-async function timed<T>(metrics: Metrics, operation: string, fn: () => Promise<T>): Promise<T> {
-  const end = metrics.storeDuration.startTimer({ operation });
-  try {
-    const result = await fn();
-    end({ outcome: "ok" });
-    return result;
-  } catch (err) {
-    end({ outcome: "error" });
-    throw err;
-  }
 }
