@@ -81,18 +81,23 @@ describe("database full", () => {
     return last!;
   }
 
+  /** Fills the store until writes answer 507; then a refused batch leaves nothing, reads work, nothing is fatal. */
+  async function expectFullButReadable(server: TestServer, dataDir: string) {
+    await post(server.url, batch("kept", 5));
+    await fillUntilFull(server, dataDir);
+    const refused = await post(server.url, batch("refused", 40, 2000));
+    expect(refused.status).toBe(507);
+    expect((await h1(`${server.url}/v1/events?node_id=refused`)).json().count).toBe(0);
+    const read = await h1(`${server.url}/v1/events?node_id=kept`);
+    expect(read.status).toBe(200);
+    expect(read.json().count).toBe(5);
+    expect(server.fatal).toEqual([]);
+  }
+
   it("answers 507 at the --max-db-size limit, stores nothing of the refused batch, and keeps serving reads", async () => {
     const server = await startTestServer("sqlite", { maxDbBytes: 512 * 1024 });
     try {
-      await post(server.url, batch("kept", 5));
-      await fillUntilFull(server, server.dataDir);
-      const refused = await post(server.url, batch("refused", 40, 2000));
-      expect(refused.status).toBe(507);
-      expect((await h1(`${server.url}/v1/events?node_id=refused`)).json().count).toBe(0);
-      const read = await h1(`${server.url}/v1/events?node_id=kept`);
-      expect(read.status).toBe(200);
-      expect(read.json().count).toBe(5);
-      expect(server.fatal).toEqual([]);
+      await expectFullButReadable(server, server.dataDir);
     } finally {
       await server.stop();
     }
@@ -106,12 +111,7 @@ describe("database full", () => {
     expect(mounted.status, String(mounted.stderr)).toBe(0);
     const server = await startTestServer("sqlite", { dataDir: mnt });
     try {
-      await post(server.url, batch("kept", 5));
-      await fillUntilFull(server, mnt);
-      const read = await h1(`${server.url}/v1/events?node_id=kept`);
-      expect(read.status).toBe(200);
-      expect(read.json().count).toBe(5);
-      expect(server.fatal).toEqual([]);
+      await expectFullButReadable(server, mnt);
     } finally {
       await server.close();
       spawnSync("umount", [mnt]);
