@@ -42,3 +42,15 @@ export function eventQueryWhere(columns: { nodeId: Column; eventType: Column; se
 export function eventQueryParams(q: EventQuery): Record<string, unknown> {
   return { nodeId: q.nodeId, eventType: q.eventType, before: Number(q.before ?? 0), limit: q.limit };
 }
+
+/**
+ * The placeholder names of a drizzle query's parameters, in binding order. A placeholder comes
+ * either bare (LIMIT) or wrapped in a Param (column comparisons, inserted values).
+ */
+export function placeholderNames(params: readonly unknown[]): string[] {
+  return params.map((p) => {
+    const name = (p as { name?: string }).name ?? (p as { value?: { name?: string } }).value?.name;
+    if (!name) throw new Error("query parameter without a placeholder name");
+    return name;
+  });
+}

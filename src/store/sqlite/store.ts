@@ -8,7 +8,13 @@ import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import { StoreCorruptError, StoreUnavailableError } from "../../domain/errors.js";
 import { packageRoot } from "../../paths.js";
 import { appendEventRow, rowToEvent } from "../event-rows.js";
-import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
+import {
+  eventQueryParams,
+  eventQueryWhere,
+  placeholderNames,
+  PreparedEventQueries,
+  type EventQueryShape,
+} from "../prepared-queries.js";
 import type { EventQuery, Store } from "../store.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, sqliteDomainError } from "./errors.js";
@@ -43,12 +49,7 @@ function prepareEventQuery(db: BetterSQLite3Database, reader: Database.Database,
     .orderBy(desc(events.seq))
     .limit(sql.placeholder("limit"))
     .toSQL();
-  // A placeholder comes either wrapped in a Param (column comparisons) or bare (LIMIT).
-  const paramNames = query.params.map((p) => {
-    const name = (p as { name?: string }).name ?? (p as { value?: { name?: string } }).value?.name;
-    if (!name) throw new Error("event query parameter without a placeholder name");
-    return name;
-  });
+  const paramNames = placeholderNames(query.params);
   const keys = Object.keys(columns) as (keyof typeof columns)[];
   const statement = reader.prepare(query.sql).raw(true);
   return (params: Record<string, unknown>): Event[] =>
@@ -116,10 +117,10 @@ export class SqliteStore implements Store {
 
   ingestEvents(batch: readonly Event[]): Promise<number> {
     if (this.fatal) return Promise.reject(this.fatal);
+    if (this.closed) return Promise.reject(new StoreUnavailableError("the store is closed"));
     const receivedAtMs = Date.now();
     const rows: unknown[] = [];
     for (const e of batch) appendEventRow(rows, e, receivedAtMs);
-    if (this.closed) return Promise.reject(new StoreUnavailableError("the store is closed"));
     const request = { id: this.nextId++, rows } satisfies WriterRequest;
     return new Promise((resolve, reject) => {
       this.pending.set(request.id, { resolve, reject });

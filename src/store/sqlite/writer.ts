@@ -16,6 +16,7 @@ import { migrate } from "drizzle-orm/better-sqlite3/migrator";
 import type Database from "better-sqlite3";
 import { migrationsFolder } from "../../paths.js";
 import { EVENT_COLUMNS } from "../event-rows.js";
+import { placeholderNames } from "../prepared-queries.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, type SqliteFailure } from "./errors.js";
 import { events } from "./schema.js";
@@ -36,11 +37,9 @@ const MAX_GROUP = 32;
 
 const port = parentPort!;
 const post = (reply: WriterReply) => port.postMessage(reply);
-const failure = (id: number, err: unknown): WriterReply => ({
-  id,
-  failure: classifySqliteError(err),
-  detail: String((err as Error)?.message ?? err),
-});
+/** The driver's message, for the server log only (it may name the file); callers see the kind. */
+const detailOf = (err: unknown) => String((err as Error)?.message ?? err);
+const failure = (id: number, err: unknown): WriterReply => ({ id, failure: classifySqliteError(err), detail: detailOf(err) });
 
 /** Rows per multi-row INSERT: fewer statement executions, 450 bound values (well under SQLite's limit). */
 const ROWS_PER_STATEMENT = 50;
@@ -53,8 +52,7 @@ function prepareStatements(sqlite: Database.Database) {
   const row = Object.fromEntries(EVENT_COLUMNS.map((c) => [c, sql.placeholder(c)]));
   const insertOf = (rows: number) => {
     const query = db.insert(events).values(Array(rows).fill(row)).onConflictDoNothing().toSQL();
-    const names = query.params.map((p) => (p as { value?: { name?: string } }).value?.name);
-    if (names.some((name, i) => name !== EVENT_COLUMNS[i % EVENT_COLUMNS.length])) {
+    if (placeholderNames(query.params).some((name, i) => name !== EVENT_COLUMNS[i % EVENT_COLUMNS.length])) {
       throw new Error("insert parameters are not in EVENT_COLUMNS order");
     }
     return sqlite.prepare(query.sql);
@@ -78,8 +76,7 @@ function start(): void {
     sqlite = openConnection(workerData as SqliteConnectionOptions, "writer");
     s = prepareStatements(sqlite);
   } catch (err) {
-    // The detail goes to the server log only (it may name the file); callers see the kind.
-    post({ startFailure: classifySqliteError(err), detail: String((err as Error)?.message ?? err) });
+    post({ startFailure: classifySqliteError(err), detail: detailOf(err) });
     return;
   }
   const width = EVENT_COLUMNS.length;
