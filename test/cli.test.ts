@@ -1,24 +1,16 @@
 import { execFile, spawn, spawnSync } from "node:child_process";
-import net from "node:net";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AUTONOMY_BIN, ORCHESTRATOR_BIN, startChildServer } from "./helpers/child.js";
+import { freePort } from "./helpers/net.js";
 import { createTestDatabase } from "./helpers/postgres.js";
 import { h1 } from "./helpers/http.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const exec = promisify(execFile);
-
-async function freePort(): Promise<number> {
-  const server = net.createServer().listen(0, "127.0.0.1");
-  await new Promise((r) => server.once("listening", r));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 interface Run {
   code: number;
