@@ -7,6 +7,8 @@ import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { PostgresStore } from "./store/pg/store.js";
 import { SqliteStore } from "./store/sqlite/store.js";
 import { instrumentStore } from "./store/instrumented.js";
+import { SightingBuffer } from "./store/sightings.js";
+import { countLifecycles } from "./services/node-service.js";
 import type { Store } from "./store/store.js";
 import { requestInfoKey, type RequestInfo } from "./transport/context.js";
 import { createErrorInterceptor, createObserveInterceptor } from "./transport/interceptors.js";
@@ -26,7 +28,14 @@ export interface ServerConfig {
   maxDbBytes?: number;
   /** host:port of a second listener that serves only GET /metrics. */
   metricsAddr?: string;
+  /** A node not seen for longer is STALE (--node-stale-after); 2 minutes when unset. */
+  nodeStaleAfterMs?: number;
+  /** How often coalesced heartbeats are written (--heartbeat-flush-interval); 5 seconds when unset. */
+  heartbeatFlushMs?: number;
 }
+
+export const DEFAULT_NODE_STALE_AFTER_MS = 120_000;
+export const DEFAULT_HEARTBEAT_FLUSH_MS = 5_000;
 
 export interface RunningServer {
   readonly address: ListenAddress;
@@ -96,7 +105,22 @@ export async function startServer(
       });
 
   const metrics = createMetrics();
-  const services = createServices({ store: instrumentStore(store, metrics), metrics });
+  const instrumented = instrumentStore(store, metrics);
+  const sightings = new SightingBuffer({
+    store: instrumented,
+    flushIntervalMs: config.heartbeatFlushMs ?? DEFAULT_HEARTBEAT_FLUSH_MS,
+    onFlush: (nodes) => {
+      metrics.sightingFlushes.inc({ outcome: "ok" });
+      metrics.sightingsWritten.inc(nodes);
+    },
+    onFlushError: (err) => {
+      metrics.sightingFlushes.inc({ outcome: "error" });
+      logger.warn({ err: (err as Error).message }, "writing node last-seen times failed; kept for the next flush");
+    },
+  });
+  const fleet = { store: instrumented, sightings, staleAfterMs: config.nodeStaleAfterMs ?? DEFAULT_NODE_STALE_AFTER_MS };
+  metrics.countNodes = () => countLifecycles(fleet);
+  const services = createServices({ ...fleet, metrics });
   const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger)];
   const infos = new WeakMap<NodeRequest, RequestInfo>();
   const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
@@ -158,6 +182,7 @@ export async function startServer(
     }
   } catch (err) {
     await api?.close();
+    await sightings.close();
     await store.close();
     throw err;
   }
@@ -171,6 +196,7 @@ export async function startServer(
     store,
     async close() {
       await Promise.all([apiListener.close(), metricsServer?.close()]);
+      await sightings.close();
       await store.close();
     },
   };

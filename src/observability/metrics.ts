@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 
 /**
  * The server's Prometheus metrics, all named `cp_*`. One registry per server instance, so
@@ -15,6 +15,14 @@ export interface Metrics {
   readonly eventsInserted: Counter;
   readonly eventsDeduped: Counter;
   readonly storeDuration: Histogram<"operation" | "outcome">;
+  readonly releasesPublished: Counter;
+  readonly acks: Counter<"state" | "outcome">;
+  readonly heartbeats: Counter;
+  readonly sightingFlushes: Counter<"outcome">;
+  readonly sightingsWritten: Counter;
+  /** Enrolled nodes per lifecycle state, counted at scrape time by the function the server sets here. */
+  readonly nodes: Gauge<"lifecycle">;
+  countNodes?: () => Promise<Record<string, number>>;
 }
 
 // prom-client names these gauges *_total, which Prometheus reserves for counters (promtool refuses them).
@@ -36,7 +44,7 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
   const registry = new Registry();
   if (opts.processMetrics ?? true) registerProcessMetrics(registry);
   const registers = [registry];
-  return {
+  const metrics: Metrics = {
     registry,
     httpRequests: new Counter({
       name: "cp_http_requests_total",
@@ -86,5 +94,45 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
       buckets: LATENCY_BUCKETS,
       registers,
     }),
+    releasesPublished: new Counter({
+      name: "cp_releases_published_total",
+      help: "Releases newly published (identical republications are not counted).",
+      registers,
+    }),
+    acks: new Counter({
+      name: "cp_release_acks_total",
+      help: "Acks received, by state and outcome (stored, or stale: older than the stored one and ignored).",
+      labelNames: ["state", "outcome"],
+      registers,
+    }),
+    heartbeats: new Counter({
+      name: "cp_node_heartbeats_total",
+      help: "Heartbeats accepted.",
+      registers,
+    }),
+    sightingFlushes: new Counter({
+      name: "cp_node_sighting_flushes_total",
+      help: "Writes of coalesced last-seen times (one transaction each), by outcome.",
+      labelNames: ["outcome"],
+      registers,
+    }),
+    sightingsWritten: new Counter({
+      name: "cp_node_sightings_written_total",
+      help: "Node last-seen updates written by those flushes.",
+      registers,
+    }),
+    nodes: new Gauge({
+      name: "cp_nodes",
+      help: "Enrolled nodes by lifecycle state (HEALTHY, STALE, DRAINING, UNAVAILABLE), computed when scraped.",
+      labelNames: ["lifecycle"],
+      registers,
+      async collect() {
+        // A failed count leaves the gauge empty for this scrape rather than failing /metrics.
+        const counts = await metrics.countNodes?.().catch(() => undefined);
+        this.reset();
+        if (counts) for (const [lifecycle, n] of Object.entries(counts)) this.set({ lifecycle }, n);
+      },
+    }),
   };
+  return metrics;
 }

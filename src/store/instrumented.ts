@@ -13,12 +13,31 @@ async function timed<T>(metrics: Metrics, operation: string, fn: () => Promise<T
   }
 }
 
+/** The operation label of each store method, in snake_case; every method of the contract is listed. */
+const OPERATIONS = {
+  ingestEvents: "ingest_events",
+  queryEvents: "query_events",
+  publishRelease: "publish_release",
+  latestRelease: "latest_release",
+  getRelease: "get_release",
+  upsertAck: "upsert_ack",
+  acksOfRelease: "acks_of_release",
+  acksOfNode: "acks_of_node",
+  enrollNode: "enroll_node",
+  getNode: "get_node",
+  listNodes: "list_nodes",
+  setDrained: "set_drained",
+  recordSightings: "record_sightings",
+  lastEventsByType: "last_events_by_type",
+  lastLockFingerprint: "last_lock_fingerprint",
+} as const satisfies Record<Exclude<keyof Store, "dialect" | "close">, string>;
+
 /** The store with each operation's latency and outcome recorded in cp_store_operation_duration_seconds. */
 export function instrumentStore(store: Store, metrics: Metrics): Store {
-  return {
-    dialect: store.dialect,
-    ingestEvents: (events) => timed(metrics, "ingest_events", () => store.ingestEvents(events)),
-    queryEvents: (query) => timed(metrics, "query_events", () => store.queryEvents(query)),
-    close: () => store.close(),
-  };
+  const instrumented: Record<string, unknown> = { dialect: store.dialect, close: () => store.close() };
+  for (const [method, operation] of Object.entries(OPERATIONS)) {
+    const fn = (store[method as keyof typeof OPERATIONS] as (...args: unknown[]) => Promise<unknown>).bind(store);
+    instrumented[method] = (...args: unknown[]) => timed(metrics, operation, () => fn(...args));
+  }
+  return instrumented as unknown as Store;
 }

@@ -1,4 +1,7 @@
 import type { Event } from "../../gen/autonomy/v1/events_pb.js";
+import type { Node } from "../../gen/autonomy/v1/nodes_pb.js";
+import type { NodeAck, Release } from "../../gen/autonomy/v1/releases_pb.js";
+import type { AckRow, NodeSighting, ReleaseRow } from "./fleet-rows.js";
 
 /** Filter and page of a stored-event query. */
 export interface EventQuery {
@@ -8,6 +11,23 @@ export interface EventQuery {
   limit: number;
   /** Only events with a sequence number below this one; undefined or 0n for the newest. */
   before?: bigint;
+}
+
+/** A node's enrolment: who it is and what it follows. */
+export interface Enrollment {
+  nodeId: string;
+  channel: string;
+  labels: Record<string, string>;
+  agentVersion: string;
+}
+
+/** A page of the inventory, in node id order. */
+export interface NodeQuery {
+  channel?: string;
+  /** Only nodes whose id sorts after this one. */
+  afterNodeId?: string;
+  /** At most this many; every match when undefined. */
+  limit?: number;
 }
 
 /**
@@ -25,6 +45,39 @@ export interface Store {
   ingestEvents(events: readonly Event[]): Promise<number>;
   /** Stored events newest first (by insertion sequence). */
   queryEvents(query: EventQuery): Promise<Event[]>;
+  /**
+   * Publishes a release. The same id with the same content is a no-op (created false); with
+   * other content it throws ConflictError.
+   */
+  publishRelease(row: ReleaseRow): Promise<{ release: Release; created: boolean }>;
+  /** The release published last on a channel. */
+  latestRelease(channel: string): Promise<Release | undefined>;
+  getRelease(releaseId: string): Promise<Release | undefined>;
+  /**
+   * Stores an ack unless the stored one for the same release and node was observed later
+   * (then stale is true and the stored one is returned). NotFoundError names an unknown
+   * release or node.
+   */
+  upsertAck(row: AckRow): Promise<{ ack: NodeAck; stale: boolean }>;
+  /** A release's acks by node id. */
+  acksOfRelease(releaseId: string): Promise<NodeAck[]>;
+  /** A node's acks, most recently updated first. */
+  acksOfNode(nodeId: string): Promise<NodeAck[]>;
+  /** Registers a node or updates its channel, labels and agent version; drain and last-seen stay. */
+  enrollNode(e: Enrollment, nowMs: number): Promise<Node>;
+  getNode(nodeId: string): Promise<Node | undefined>;
+  listNodes(q: NodeQuery): Promise<Node[]>;
+  /** Drains or undrains a node; NotFoundError when it is not enrolled. */
+  setDrained(nodeId: string, drained: boolean, reason: string): Promise<Node>;
+  /**
+   * Writes coalesced sightings in one transaction. last_seen never moves back (replicas may
+   * flush out of order); unknown nodes are skipped.
+   */
+  recordSightings(sightings: readonly NodeSighting[]): Promise<void>;
+  /** The newest event of each type a node has sent, by type. */
+  lastEventsByType(nodeId: string): Promise<Event[]>;
+  /** The lock_fingerprint of the node's newest event that carries one. */
+  lastLockFingerprint(nodeId: string): Promise<string | undefined>;
   /** Releases connections and workers. */
   close(): Promise<void>;
 }

@@ -2,9 +2,14 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import { EventService } from "../../gen/autonomy/v1/events_pb.js";
 import { HealthService } from "../../gen/autonomy/v1/health_pb.js";
+import { NodeService } from "../../gen/autonomy/v1/nodes_pb.js";
+import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
 import type { Metrics } from "../observability/metrics.js";
 import { createEventService } from "../services/event-service.js";
 import { createHealthService } from "../services/health-service.js";
+import { createNodeService } from "../services/node-service.js";
+import { createReleaseService } from "../services/release-service.js";
+import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
 
 /** A service and its implementation, served over Connect, gRPC, gRPC-Web and REST alike. */
@@ -20,12 +25,17 @@ function entry<S extends DescService>(service: S, impl: ServiceImpl<S>): Service
 export interface ServiceDeps {
   store: Store;
   metrics: Metrics;
+  sightings: SightingBuffer;
+  /** --node-stale-after, in milliseconds. */
+  staleAfterMs: number;
 }
 
 /** The one list of served services: the RPC router and the REST transcoder both read it. */
 export function createServices(deps: ServiceDeps): ServiceEntry[] {
   return [
     entry(EventService, createEventService(deps)),
+    entry(ReleaseService, createReleaseService(deps)),
+    entry(NodeService, createNodeService(deps)),
     entry(HealthService, createHealthService()),
   ];
 }

@@ -3,7 +3,7 @@ import path from "node:path";
 import { Command, Option } from "commander";
 import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
 import { startServer } from "../../server.js";
-import { parseDuration, parseSize } from "../shared/parse.js";
+import { parseDuration, parsePositiveDuration, parseSize } from "../shared/parse.js";
 
 /** `$XDG_CACHE_HOME/autonomyops/orchestrator`, falling back to `~/.cache/autonomyops/orchestrator`. */
 export function defaultDataDir(): string {
@@ -20,6 +20,8 @@ interface ServeOptions {
   postgresUrl?: string;
   busyTimeout: number;
   maxDbSize: number;
+  nodeStaleAfter: number;
+  heartbeatFlushInterval: number;
 }
 
 export function serveCommand(): Command {
@@ -31,9 +33,17 @@ export function serveCommand(): Command {
         "REST endpoints:\n" +
         '  POST /v1/events   ingest {"events":[...]} -> {"received":N,"inserted":N,"deduped":N}\n' +
         "  GET  /v1/events   newest first; node_id, event_type, limit (default 100, max 1000), before\n" +
+        "  POST /v1/releases                          publish a release (immutable; artifacts pinned by sha256 digest)\n" +
+        "  GET  /v1/releases/latest?channel=C         latest release of a channel\n" +
+        "  GET  /v1/releases/{release_id}/acks        every node's ack of a release\n" +
+        "  PUT  /v1/releases/{release_id}/acks/{node_id}, POST /v1/nodes/{node_id}/ack   upsert an ack\n" +
+        "  POST /v1/nodes, /v1/nodes/{node_id}/heartbeat, /v1/nodes/{node_id}/drain   enrol, heartbeat, drain\n" +
+        "  GET  /v1/nodes, /v1/nodes/{node_id}/summary, /v1/nodes/{node_id}/acks, /v1/nodes/{node_id}/desired-release\n" +
+        "  GET  /v1/fleet?channel=C&stale_threshold_seconds=N   totals and one row per node (paged)\n" +
         '  GET  /v1/health   {"status":"ok"}\n' +
         "  GET  /metrics     Prometheus exposition\n\n" +
-        "Errors: 400 bad input, 405 wrong method, 413 too large, 503 database busy (Retry-After), 507 disk full.\n" +
+        "Errors: 400 bad input, 404 unknown resource, 405 wrong method, 409 conflict, 413 too large,\n" +
+        "503 database busy (Retry-After), 507 disk full.\n" +
         "A corrupt database makes the process log one line and exit with status 1.\n" +
         "Every flag can also be set with an AUTONOMY_ environment variable (shown in brackets).",
     )
@@ -74,6 +84,21 @@ export function serveCommand(): Command {
         .argParser(parseSize)
         .default(0, "0"),
     )
+    .addOption(
+      new Option("--node-stale-after <duration>", "a node without a heartbeat for this long is STALE (5x: UNAVAILABLE)")
+        .env("AUTONOMY_NODE_STALE_AFTER")
+        .argParser(parsePositiveDuration)
+        .default(120_000, "2m"),
+    )
+    .addOption(
+      new Option(
+        "--heartbeat-flush-interval <duration>",
+        "how often coalesced heartbeats are written; a crash loses at most this much of last-seen times",
+      )
+        .env("AUTONOMY_HEARTBEAT_FLUSH_INTERVAL")
+        .argParser(parsePositiveDuration)
+        .default(5000, "5s"),
+    )
     .action(async (opts: ServeOptions) => {
       const logger = createLogger({ format: opts.logFormat, level: opts.logLevel });
       const fatal = (err: Error) => {
@@ -90,6 +115,8 @@ export function serveCommand(): Command {
             busyTimeoutMs: opts.busyTimeout,
             maxDbBytes: opts.maxDbSize,
             metricsAddr: opts.metricsAddr,
+            nodeStaleAfterMs: opts.nodeStaleAfter,
+            heartbeatFlushMs: opts.heartbeatFlushInterval,
           },
           { logger, onFatal: fatal },
         );

@@ -19,6 +19,13 @@ export function parseDuration(value: string): number {
   return total;
 }
 
+/** Parses a duration that must be at least one millisecond. */
+export function parsePositiveDuration(value: string): number {
+  const ms = parseDuration(value);
+  if (ms < 1) throw new InvalidArgumentError(`"${value}" must be a duration of at least 1ms`);
+  return ms;
+}
+
 const SIZE_UNITS: Record<string, number> = {
   "": 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4,
 };

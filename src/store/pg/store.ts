@@ -7,7 +7,9 @@ import { StoreBusyError, StoreFullError, StoreUnavailableError } from "../../dom
 import { migrationsFolder } from "../../paths.js";
 import { eventToRow, rowToEvent } from "../event-rows.js";
 import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
-import type { EventQuery, Store } from "../store.js";
+import type { AckRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
+import type { Enrollment, EventQuery, NodeQuery, Store } from "../store.js";
+import { pgFleet } from "./fleet.js";
 import { events } from "./schema.js";
 
 export interface PostgresStoreOptions {
@@ -105,6 +107,55 @@ export class PostgresStore implements Store {
     try {
       const rows = await query.execute(eventQueryParams(q));
       return rows.map(rowToEvent);
+    } catch (err) {
+      throw translate(err);
+    }
+  }
+
+  publishRelease(row: ReleaseRow) {
+    return this.run(() => pgFleet.publishRelease(this.db, row));
+  }
+  latestRelease(channel: string) {
+    return this.run(() => pgFleet.latestRelease(this.db, channel));
+  }
+  getRelease(releaseId: string) {
+    return this.run(() => pgFleet.getRelease(this.db, releaseId));
+  }
+  upsertAck(row: AckRow) {
+    return this.run(() => pgFleet.upsertAck(this.db, row));
+  }
+  acksOfRelease(releaseId: string) {
+    return this.run(() => pgFleet.acksOfRelease(this.db, releaseId));
+  }
+  acksOfNode(nodeId: string) {
+    return this.run(() => pgFleet.acksOfNode(this.db, nodeId));
+  }
+  enrollNode(enrollment: Enrollment, nowMs: number) {
+    return this.run(() => pgFleet.enrollNode(this.db, enrollment, nowMs));
+  }
+  getNode(nodeId: string) {
+    return this.run(() => pgFleet.getNode(this.db, nodeId));
+  }
+  listNodes(q: NodeQuery) {
+    return this.run(() => pgFleet.listNodes(this.db, q));
+  }
+  setDrained(nodeId: string, drained: boolean, reason: string) {
+    return this.run(() => pgFleet.setDrained(this.db, nodeId, drained, reason));
+  }
+  recordSightings(sightings: readonly NodeSighting[]) {
+    return this.run(() => pgFleet.recordSightings(this.db, sightings));
+  }
+  lastEventsByType(nodeId: string) {
+    return this.run(() => pgFleet.lastEventsByType(this.db, nodeId));
+  }
+  lastLockFingerprint(nodeId: string) {
+    return this.run(() => pgFleet.lastLockFingerprint(this.db, nodeId));
+  }
+
+  /** Runs an operation with driver failures translated; typed domain errors pass through. */
+  private async run<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
     } catch (err) {
       throw translate(err);
     }

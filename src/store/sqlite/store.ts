@@ -5,7 +5,9 @@ import { desc, getTableColumns, sql } from "drizzle-orm";
 import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type Database from "better-sqlite3";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
-import { StoreCorruptError, StoreUnavailableError } from "../../domain/errors.js";
+import type { Node } from "../../../gen/autonomy/v1/nodes_pb.js";
+import type { NodeAck, Release } from "../../../gen/autonomy/v1/releases_pb.js";
+import { ConflictError, NotFoundError, StoreCorruptError, StoreUnavailableError } from "../../domain/errors.js";
 import { packageRoot } from "../../paths.js";
 import { appendEventRow, rowToEvent } from "../event-rows.js";
 import {
@@ -15,9 +17,12 @@ import {
   PreparedEventQueries,
   type EventQueryShape,
 } from "../prepared-queries.js";
-import type { EventQuery, Store } from "../store.js";
+import { rowToAck, rowToNode, rowToRelease, type AckRow, type NodeRow, type NodeSighting, type ReleaseRow } from "../fleet-rows.js";
+import type { Enrollment, EventQuery, NodeQuery, Store } from "../store.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, sqliteDomainError } from "./errors.js";
+import { prepareFleetReads } from "./fleet-reads.js";
+import type { FleetWrite, FleetWriteResult } from "./fleet-writes.js";
 import { events } from "./schema.js";
 import type { WriterReply, WriterRequest } from "./writer.js";
 
@@ -71,10 +76,11 @@ const WRITER_SCRIPT = path.join(packageRoot, "dist", "src", "store", "sqlite", "
 export class SqliteStore implements Store {
   readonly dialect = "sqlite" as const;
   private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (n: number) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (r: WriterReply) => void; reject: (e: Error) => void }>();
   private fatal: Error | undefined;
   private closed = false;
   private readonly queries: PreparedEventQueries<ReturnType<typeof prepareEventQuery>>;
+  private readonly fleet: ReturnType<typeof prepareFleetReads>;
 
   private constructor(
     private readonly worker: Worker,
@@ -83,6 +89,7 @@ export class SqliteStore implements Store {
     private readonly onFatal: (err: Error) => void,
   ) {
     this.queries = new PreparedEventQueries((shape) => prepareEventQuery(db, reader, shape));
+    this.fleet = prepareFleetReads(db);
     worker.on("message", (reply: WriterReply) => this.onReply(reply));
     worker.on("error", () => this.fail(new StoreUnavailableError("the database writer stopped")));
     worker.on("exit", () => {
@@ -115,27 +122,94 @@ export class SqliteStore implements Store {
     return new SqliteStore(worker, reader, drizzle({ client: reader }), opts.onFatal);
   }
 
-  ingestEvents(batch: readonly Event[]): Promise<number> {
-    if (this.fatal) return Promise.reject(this.fatal);
-    if (this.closed) return Promise.reject(new StoreUnavailableError("the store is closed"));
+  async ingestEvents(batch: readonly Event[]): Promise<number> {
+    this.checkOpen();
     const receivedAtMs = Date.now();
     const rows: unknown[] = [];
     for (const e of batch) appendEventRow(rows, e, receivedAtMs);
-    const request = { id: this.nextId++, rows } satisfies WriterRequest;
+    const reply = await this.send({ id: this.nextId++, rows });
+    return (reply as { inserted: number }).inserted;
+  }
+
+  async publishRelease(row: ReleaseRow): Promise<{ release: Release; created: boolean }> {
+    const r = await this.write<{ release: ReleaseRow; created: boolean }>({ op: "publishRelease", row });
+    return { release: rowToRelease(r.release), created: r.created };
+  }
+
+  async upsertAck(row: AckRow): Promise<{ ack: NodeAck; stale: boolean }> {
+    const r = await this.write<{ ack: AckRow; stale: boolean }>({ op: "upsertAck", row });
+    return { ack: rowToAck(r.ack), stale: r.stale };
+  }
+
+  async enrollNode(enrollment: Enrollment, nowMs: number): Promise<Node> {
+    return rowToNode((await this.write<{ node: NodeRow }>({ op: "enrollNode", enrollment, nowMs })).node);
+  }
+
+  async setDrained(nodeId: string, drained: boolean, reason: string): Promise<Node> {
+    return rowToNode((await this.write<{ node: NodeRow }>({ op: "setDrained", nodeId, drained, reason })).node);
+  }
+
+  async recordSightings(sightings: readonly NodeSighting[]): Promise<void> {
+    if (sightings.length > 0) await this.write({ op: "recordSightings", sightings });
+  }
+
+  latestRelease(channel: string) {
+    return this.read(() => this.fleet.latestRelease(channel));
+  }
+  getRelease(releaseId: string) {
+    return this.read(() => this.fleet.getRelease(releaseId));
+  }
+  acksOfRelease(releaseId: string) {
+    return this.read(() => this.fleet.acksOfRelease(releaseId));
+  }
+  acksOfNode(nodeId: string) {
+    return this.read(() => this.fleet.acksOfNode(nodeId));
+  }
+  getNode(nodeId: string) {
+    return this.read(() => this.fleet.getNode(nodeId));
+  }
+  listNodes(q: NodeQuery) {
+    return this.read(() => this.fleet.listNodes(q));
+  }
+  lastEventsByType(nodeId: string) {
+    return this.read(() => this.fleet.lastEventsByType(nodeId));
+  }
+  lastLockFingerprint(nodeId: string) {
+    return this.read(() => this.fleet.lastLockFingerprint(nodeId));
+  }
+
+  queryEvents(q: EventQuery): Promise<Event[]> {
+    const query = this.queries.get(q);
+    return this.read(() => query(eventQueryParams(q)));
+  }
+
+  /** Runs a read on the reader connection, with driver failures translated. */
+  private async read<T>(fn: () => T): Promise<T> {
+    if (this.fatal) throw this.fatal;
+    if (this.closed) throw new StoreUnavailableError("the store is closed");
+    try {
+      return fn();
+    } catch (err) {
+      throw this.translate(err);
+    }
+  }
+
+  private async write<T extends FleetWriteResult>(write: FleetWrite): Promise<T> {
+    this.checkOpen();
+    return ((await this.send({ id: this.nextId++, write })) as { result: FleetWriteResult }).result as T;
+  }
+
+  private checkOpen(): void {
+    if (this.fatal) throw this.fatal;
+    if (this.closed) throw new StoreUnavailableError("the store is closed");
+  }
+
+  /** Hands a request to the writer thread; resolves with its successful reply. */
+  private send(request: Exclude<WriterRequest, { close: true }>): Promise<WriterReply> {
     return new Promise((resolve, reject) => {
       this.pending.set(request.id, { resolve, reject });
       this.worker.postMessage(request);
     });
-  }
-
-  async queryEvents(q: EventQuery): Promise<Event[]> {
-    if (this.fatal) throw this.fatal;
-    const query = this.queries.get(q);
-    try {
-      return query(eventQueryParams(q));
-    } catch (err) {
-      throw this.translate(err);
-    }
   }
 
   /** Lets the writer commit what it holds and close its connection, then closes the reader. */
@@ -161,8 +235,11 @@ export class SqliteStore implements Store {
     const waiter = this.pending.get(reply.id);
     if (!waiter) return;
     this.pending.delete(reply.id);
-    if ("inserted" in reply) waiter.resolve(reply.inserted);
-    else waiter.reject(this.translate(new Error(reply.detail), reply.failure));
+    if ("inserted" in reply || "result" in reply) waiter.resolve(reply);
+    else if ("refused" in reply) {
+      const { kind, message } = reply.refused;
+      waiter.reject(kind === "notFound" ? new NotFoundError(message) : new ConflictError(message));
+    } else waiter.reject(this.translate(new Error(reply.detail), reply.failure));
   }
 
   /** Maps a driver failure to a typed error; corruption is also reported as fatal. */

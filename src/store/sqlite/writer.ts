@@ -2,6 +2,9 @@
  * The SQLite writer thread. It owns the only write connection of the store, applies the
  * schema migrations at start, and commits ingest batches durably.
  *
+ * The same transactions carry the fleet writes (releases, acks, nodes), each in its own
+ * savepoint, so an ack storm is committed in groups too.
+ *
  * Group commit: batches that arrive while a commit waits on fsync are committed together
  * in the next transaction, each inside its own savepoint. A batch that fails rolls back to
  * its savepoint alone (all of it or none, as always); the others commit. Every batch is
@@ -19,14 +22,21 @@ import { EVENT_COLUMNS } from "../event-rows.js";
 import { placeholderNames } from "../prepared-queries.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, type SqliteFailure } from "./errors.js";
+import { prepareFleetWrites, WriteRefusal, type FleetWrite, type FleetWriteResult } from "./fleet-writes.js";
 import { events } from "./schema.js";
 
-/** A batch to store (its rows flattened, EVENT_COLUMNS.length values per row), or the request to stop. */
-export type WriterRequest = { id: number; rows: unknown[] } | { close: true };
+/**
+ * An event batch to store (its rows flattened, EVENT_COLUMNS.length values per row), a
+ * fleet write, or the request to stop.
+ */
+export type WriterRequest = { id: number; rows: unknown[] } | { id: number; write: FleetWrite } | { close: true };
+type Work = Exclude<WriterRequest, { close: true }>;
 
-/** This thread's answer: how many rows were new, or the kind of failure. */
+/** This thread's answer: how many rows were new, a fleet write's result or refusal, or the kind of failure. */
 export type WriterReply =
   | { id: number; inserted: number }
+  | { id: number; result: FleetWriteResult }
+  | { id: number; refused: { kind: WriteRefusal["kind"]; message: string } }
   | { id: number; failure: SqliteFailure; detail: string }
   | { ready: true }
   | { closed: true }
@@ -58,6 +68,7 @@ function prepareStatements(sqlite: Database.Database) {
     return sqlite.prepare(query.sql);
   };
   return {
+    fleet: prepareFleetWrites(db),
     insertOne: insertOf(1),
     insertMany: insertOf(ROWS_PER_STATEMENT),
     begin: sqlite.prepare("BEGIN IMMEDIATE"),
@@ -89,7 +100,10 @@ function start(): void {
     return inserted;
   };
 
-  const queue: { id: number; rows: unknown[] }[] = [];
+  const run = (req: Work): WriterReply =>
+    "rows" in req ? { id: req.id, inserted: insertRows(req.rows) } : { id: req.id, result: s.fleet(req.write) };
+
+  const queue: Work[] = [];
   const flush = () => {
     const group = queue.splice(0, MAX_GROUP);
     if (queue.length > 0) setImmediate(flush);
@@ -99,9 +113,15 @@ function start(): void {
       for (const req of group) {
         s.savepoint.run();
         try {
-          replies.push({ id: req.id, inserted: insertRows(req.rows) });
+          replies.push(run(req));
           s.release.run();
         } catch (err) {
+          if (err instanceof WriteRefusal) {
+            s.rollbackTo.run();
+            s.release.run();
+            replies.push({ id: req.id, refused: { kind: err.kind, message: err.message } });
+            continue;
+          }
           // Some errors (SQLITE_FULL among them) may roll back the whole transaction: then the group fails together.
           if (!sqlite.inTransaction) throw err;
           s.rollbackTo.run();

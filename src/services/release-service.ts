@@ -1,0 +1,61 @@
+import type { ServiceImpl } from "@connectrpc/connect";
+import type { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
+import { NotFoundError } from "../domain/errors.js";
+import { checkId } from "../domain/fields.js";
+import { validateAck, validateRelease } from "../domain/releases.js";
+import type { Metrics } from "../observability/metrics.js";
+import { ackToRow, releaseToRow } from "../store/fleet-rows.js";
+import type { SightingBuffer } from "../store/sightings.js";
+import type { Store } from "../store/store.js";
+
+/** ReleaseService: immutable releases, and the acks nodes send about them. */
+export function createReleaseService(deps: {
+  store: Store;
+  metrics: Metrics;
+  sightings: SightingBuffer;
+}): ServiceImpl<typeof ReleaseService> {
+  const { store, metrics, sightings } = deps;
+  return {
+    async publishRelease(req) {
+      validateRelease(req.release);
+      const result = await store.publishRelease(releaseToRow(req.release, Date.now()));
+      if (result.created) metrics.releasesPublished.inc();
+      return result;
+    },
+
+    async getLatestRelease(req) {
+      checkId(req.channel, "channel", true);
+      const release = await store.latestRelease(req.channel);
+      if (!release) throw new NotFoundError(`no release is published on channel "${req.channel}"`);
+      return { release };
+    },
+
+    async listReleaseAcks(req) {
+      checkId(req.releaseId, "release_id", true);
+      const [release, acks] = await Promise.all([store.getRelease(req.releaseId), store.acksOfRelease(req.releaseId)]);
+      if (!release) throw new NotFoundError(`release "${req.releaseId}" not found`);
+      return { acks, count: acks.length };
+    },
+
+    async upsertAck(req) {
+      validateAck(req);
+      const nowMs = Date.now();
+      const result = await store.upsertAck(ackToRow(req, nowMs));
+      metrics.acks.inc({ state: req.state, outcome: result.stale ? "stale" : "stored" });
+      // A late ack still proves the node is alive, but what it says it runs is old news.
+      sightings.record({
+        nodeId: req.nodeId,
+        lastSeenMs: nowMs,
+        reportedReleaseId: result.stale || req.reportedReleaseId === "" ? undefined : req.reportedReleaseId,
+      });
+      return result;
+    },
+
+    async listNodeAcks(req) {
+      checkId(req.nodeId, "node_id", true);
+      const [node, acks] = await Promise.all([store.getNode(req.nodeId), store.acksOfNode(req.nodeId)]);
+      if (!node) throw new NotFoundError(`node "${req.nodeId}" is not enrolled`);
+      return { acks, count: acks.length };
+    },
+  };
+}

@@ -1,0 +1,188 @@
+import { and, asc, desc, eq, getTableColumns, gt, isNotNull, max, sql, type SQL } from "drizzle-orm";
+import type { NodePgDatabase } from "drizzle-orm/node-postgres";
+import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
+import type { Node } from "../../../gen/autonomy/v1/nodes_pb.js";
+import type { NodeAck, Release } from "../../../gen/autonomy/v1/releases_pb.js";
+import { ConflictError, NotFoundError } from "../../domain/errors.js";
+import { rowToEvent } from "../event-rows.js";
+import {
+  labelsToJson,
+  rowToAck,
+  rowToNode,
+  rowToRelease,
+  sameReleaseContent,
+  type AckRow,
+  type NodeSighting,
+  type ReleaseRow,
+} from "../fleet-rows.js";
+import type { Enrollment, NodeQuery } from "../store.js";
+import { events, nodeAcks, nodes, releases } from "./schema.js";
+
+type Db = NodePgDatabase;
+
+async function nodeRow(db: Db, id: string) {
+  const [row] = await db.select().from(nodes).where(eq(nodes.nodeId, id));
+  return row;
+}
+
+async function enrolledNode(db: Db, id: string) {
+  const row = await nodeRow(db, id);
+  if (!row) throw new NotFoundError(`node "${id}" is not enrolled`);
+  return row;
+}
+
+/**
+ * The fleet operations of the PostgreSQL store. Each write is one transaction; conflicts
+ * between replicas are settled by the database (ON CONFLICT, row locks), not by the caller.
+ */
+export const pgFleet = {
+  async publishRelease(db: Db, row: ReleaseRow): Promise<{ release: Release; created: boolean }> {
+    return db.transaction(async (tx) => {
+      const inserted = await tx.insert(releases).values(row).onConflictDoNothing().returning({ seq: releases.seq });
+      const [stored] = await tx.select().from(releases).where(eq(releases.releaseId, row.releaseId));
+      if (inserted.length === 0 && !sameReleaseContent(stored, row)) {
+        throw new ConflictError(`release "${row.releaseId}" is already published with other content; releases are immutable`);
+      }
+      return { release: rowToRelease(stored), created: inserted.length === 1 };
+    });
+  },
+
+  async latestRelease(db: Db, channel: string): Promise<Release | undefined> {
+    const [row] = await db.select().from(releases).where(eq(releases.channel, channel)).orderBy(desc(releases.seq)).limit(1);
+    return row && rowToRelease(row);
+  },
+
+  async getRelease(db: Db, id: string): Promise<Release | undefined> {
+    const [row] = await db.select().from(releases).where(eq(releases.releaseId, id));
+    return row && rowToRelease(row);
+  },
+
+  async upsertAck(db: Db, row: AckRow): Promise<{ ack: NodeAck; stale: boolean }> {
+    return db.transaction(async (tx) => {
+      const [release] = await tx.select({ id: releases.releaseId }).from(releases).where(eq(releases.releaseId, row.releaseId));
+      if (!release) throw new NotFoundError(`release "${row.releaseId}" not found`);
+      await enrolledNode(tx, row.nodeId);
+      const changed = await tx
+        .insert(nodeAcks)
+        .values(row)
+        .onConflictDoUpdate({
+          target: [nodeAcks.releaseId, nodeAcks.nodeId],
+          set: {
+            state: sql`excluded.state`,
+            message: sql`excluded.message`,
+            reportedReleaseId: sql`excluded.reported_release_id`,
+            observedAtMs: sql`excluded.observed_at_ms`,
+            updatedAtMs: sql`excluded.updated_at_ms`,
+          },
+          // An ack observed before the stored one arrived late: it changes nothing.
+          setWhere: sql`${nodeAcks.observedAtMs} <= excluded.observed_at_ms`,
+        })
+        .returning({ state: nodeAcks.state });
+      const [stored] = await tx
+        .select()
+        .from(nodeAcks)
+        .where(and(eq(nodeAcks.releaseId, row.releaseId), eq(nodeAcks.nodeId, row.nodeId)));
+      return { ack: rowToAck(stored), stale: changed.length === 0 };
+    });
+  },
+
+  async acksOfRelease(db: Db, id: string): Promise<NodeAck[]> {
+    const rows = await db.select().from(nodeAcks).where(eq(nodeAcks.releaseId, id)).orderBy(asc(nodeAcks.nodeId));
+    return rows.map(rowToAck);
+  },
+
+  async acksOfNode(db: Db, id: string): Promise<NodeAck[]> {
+    const rows = await db
+      .select()
+      .from(nodeAcks)
+      .where(eq(nodeAcks.nodeId, id))
+      .orderBy(desc(nodeAcks.updatedAtMs), asc(nodeAcks.releaseId));
+    return rows.map(rowToAck);
+  },
+
+  async enrollNode(db: Db, e: Enrollment, nowMs: number): Promise<Node> {
+    const labels = labelsToJson(e.labels);
+    const [row] = await db
+      .insert(nodes)
+      .values({
+        nodeId: e.nodeId,
+        channel: e.channel,
+        labels,
+        agentVersion: e.agentVersion,
+        enrolledAtMs: nowMs,
+        drained: false,
+        drainReason: "",
+      })
+      .onConflictDoUpdate({ target: nodes.nodeId, set: { channel: e.channel, labels, agentVersion: e.agentVersion } })
+      .returning();
+    return rowToNode(row);
+  },
+
+  async getNode(db: Db, id: string): Promise<Node | undefined> {
+    const row = await nodeRow(db, id);
+    return row && rowToNode(row);
+  },
+
+  async listNodes(db: Db, q: NodeQuery): Promise<Node[]> {
+    const where: SQL[] = [];
+    if (q.channel !== undefined) where.push(eq(nodes.channel, q.channel));
+    if (q.afterNodeId !== undefined) where.push(gt(nodes.nodeId, q.afterNodeId));
+    const query = db.select().from(nodes).where(and(...where)).orderBy(asc(nodes.nodeId));
+    const rows = q.limit === undefined ? await query : await query.limit(q.limit);
+    return rows.map(rowToNode);
+  },
+
+  async setDrained(db: Db, id: string, drained: boolean, reason: string): Promise<Node> {
+    const [row] = await db
+      .update(nodes)
+      .set({ drained, drainReason: drained ? reason : "" })
+      .where(eq(nodes.nodeId, id))
+      .returning();
+    if (!row) throw new NotFoundError(`node "${id}" is not enrolled`);
+    return rowToNode(row);
+  },
+
+  /** One statement for the whole flush: the sightings travel as arrays and are joined by node id. */
+  async recordSightings(db: Db, sightings: readonly NodeSighting[]): Promise<void> {
+    if (sightings.length === 0) return;
+    const ids = sightings.map((s) => s.nodeId);
+    const seen = sightings.map((s) => s.lastSeenMs);
+    const rels = sightings.map((s) => s.reportedReleaseId ?? null);
+    const versions = sightings.map((s) => s.agentVersion ?? null);
+    // Set expressions read the old row, so the reported release follows only a newer sighting.
+    await db.execute(sql`
+      UPDATE ${nodes} SET
+        last_seen_ms = greatest(coalesce(${nodes.lastSeenMs}, 0), s.seen),
+        reported_release_id = CASE WHEN s.rel IS NOT NULL AND s.seen >= coalesce(${nodes.lastSeenMs}, 0)
+          THEN s.rel ELSE ${nodes.reportedReleaseId} END,
+        agent_version = coalesce(s.version, ${nodes.agentVersion})
+      FROM unnest(${sql.param(ids)}::text[], ${sql.param(seen)}::bigint[], ${sql.param(rels)}::text[], ${sql.param(versions)}::text[]) AS s(node_id, seen, rel, version)
+      WHERE ${nodes.nodeId} = s.node_id`);
+  },
+
+  async lastEventsByType(db: Db, id: string): Promise<Event[]> {
+    const newest = db
+      .select({ seq: max(events.seq).as("newest_seq") })
+      .from(events)
+      .where(eq(events.nodeId, id))
+      .groupBy(events.eventType)
+      .as("newest");
+    const { receivedAtMs: _, ...columns } = getTableColumns(events);
+    const rows = await db
+      .select(columns)
+      .from(events)
+      .innerJoin(newest, eq(events.seq, newest.seq))
+      .orderBy(asc(events.eventType));
+    return rows.map(rowToEvent);
+  },
+
+  async lastLockFingerprint(db: Db, id: string): Promise<string | undefined> {
+    const [row] = await db
+      .select({ fp: events.lockFingerprint })
+      .from(events)
+      .where(and(eq(events.nodeId, id), isNotNull(events.lockFingerprint)))
+      .orderBy(desc(events.seq))
+      .limit(1);
+    return row?.fp ?? undefined;
+  },
+};

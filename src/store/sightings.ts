@@ -1,0 +1,100 @@
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { Node } from "../../gen/autonomy/v1/nodes_pb.js";
+import { livenessOf } from "../domain/nodes.js";
+import type { NodeSighting } from "./fleet-rows.js";
+import type { Store } from "./store.js";
+
+export interface SightingBufferOptions {
+  store: Store;
+  /** How often buffered sightings are written, in milliseconds. */
+  flushIntervalMs: number;
+  /** Called when a flush fails; the sightings stay buffered for the next one. */
+  onFlushError: (err: unknown) => void;
+  /** Called after each successful flush with how many nodes it wrote. */
+  onFlush?: (nodes: number) => void;
+}
+
+/**
+ * Coalesces what heartbeats and acks say about a node's liveness (last seen, reported
+ * release, agent version) in memory and writes it for all nodes in one transaction per
+ * interval, so 10,000 nodes heartbeating do not cost 10,000 fsyncs. Reads overlay the
+ * buffer, so this server always answers with the newest sighting; what a crash can lose is
+ * at most one interval of last-seen times, which the next heartbeat restores.
+ */
+export class SightingBuffer {
+  private buffered = new Map<string, NodeSighting>();
+  /** Sightings being written; still overlaid on reads until the write commits. */
+  private inFlight = new Map<string, NodeSighting>();
+  private flushing: Promise<void> | undefined;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly opts: SightingBufferOptions) {
+    this.timer = setInterval(() => void this.flush(), opts.flushIntervalMs);
+    this.timer.unref();
+  }
+
+  record(s: NodeSighting): void {
+    this.buffered.set(s.nodeId, merge(this.buffered.get(s.nodeId), s));
+  }
+
+  /** The newest sighting of a node not yet visible in the store, if any. */
+  latest(nodeId: string): NodeSighting | undefined {
+    const a = this.buffered.get(nodeId);
+    const b = this.inFlight.get(nodeId);
+    return a && b ? merge(b, a) : (a ?? b);
+  }
+
+  /** A stored node with its buffered sighting applied. */
+  overlay(node: Node): Node {
+    const s = this.latest(node.nodeId);
+    if (!s) return node;
+    if (s.lastSeenMs < (livenessOf(node).lastSeenMs ?? -1)) return node;
+    node.lastSeen = timestampFromMs(s.lastSeenMs);
+    if (s.reportedReleaseId !== undefined) node.reportedReleaseId = s.reportedReleaseId;
+    if (s.agentVersion !== undefined) node.agentVersion = s.agentVersion;
+    return node;
+  }
+
+  /** Writes everything buffered; resolves when it is stored (or the write failed and was kept). */
+  flush(): Promise<void> {
+    if (this.flushing) return this.flushing.then(() => this.flush());
+    if (this.buffered.size === 0) return Promise.resolve();
+    this.inFlight = this.buffered;
+    this.buffered = new Map();
+    const batch = [...this.inFlight.values()];
+    this.flushing = this.opts.store
+      .recordSightings(batch)
+      .then(
+        () => this.opts.onFlush?.(batch.length),
+        (err: unknown) => {
+          // Keep them: a newer sighting recorded meanwhile wins field by field.
+          for (const s of batch) this.buffered.set(s.nodeId, merge(s, this.buffered.get(s.nodeId)));
+          this.opts.onFlushError(err);
+        },
+      )
+      .finally(() => {
+        this.inFlight = new Map();
+        this.flushing = undefined;
+      });
+    return this.flushing;
+  }
+
+  /** Stops the timer and writes what is buffered. */
+  async close(): Promise<void> {
+    clearInterval(this.timer);
+    await this.flush();
+  }
+}
+
+/** The newer of two sightings of one node, keeping fields the newer one does not carry. */
+function merge(older: NodeSighting | undefined, newer: NodeSighting | undefined): NodeSighting {
+  if (!older) return newer!;
+  if (!newer) return older;
+  const [a, b] = newer.lastSeenMs >= older.lastSeenMs ? [older, newer] : [newer, older];
+  return {
+    nodeId: b.nodeId,
+    lastSeenMs: b.lastSeenMs,
+    reportedReleaseId: b.reportedReleaseId ?? a.reportedReleaseId,
+    agentVersion: b.agentVersion ?? a.agentVersion,
+  };
+}

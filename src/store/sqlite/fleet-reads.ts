@@ -1,0 +1,81 @@
+import { and, asc, desc, eq, getTableColumns, gt, isNotNull, max, sql, type SQL } from "drizzle-orm";
+import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
+import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
+import type { Node } from "../../../gen/autonomy/v1/nodes_pb.js";
+import type { NodeAck, Release } from "../../../gen/autonomy/v1/releases_pb.js";
+import { rowToEvent } from "../event-rows.js";
+import { rowToAck, rowToNode, rowToRelease } from "../fleet-rows.js";
+import type { NodeQuery } from "../store.js";
+import { events, nodeAcks, nodes, releases } from "./schema.js";
+
+/** The fleet reads of the SQLite store, on the reader connection (synchronous, like the driver). */
+export function prepareFleetReads(db: BetterSQLite3Database) {
+  const latest = db
+    .select()
+    .from(releases)
+    .where(eq(releases.channel, sql.placeholder("channel")))
+    .orderBy(desc(releases.seq))
+    .limit(1)
+    .prepare();
+  const release = db.select().from(releases).where(eq(releases.releaseId, sql.placeholder("id"))).prepare();
+  const node = db.select().from(nodes).where(eq(nodes.nodeId, sql.placeholder("id"))).prepare();
+  const acksOfRelease = db
+    .select()
+    .from(nodeAcks)
+    .where(eq(nodeAcks.releaseId, sql.placeholder("id")))
+    .orderBy(asc(nodeAcks.nodeId))
+    .prepare();
+  const acksOfNode = db
+    .select()
+    .from(nodeAcks)
+    .where(eq(nodeAcks.nodeId, sql.placeholder("id")))
+    .orderBy(desc(nodeAcks.updatedAtMs), asc(nodeAcks.releaseId))
+    .prepare();
+  // The newest event of each type: the node's index yields its rows, grouped by type.
+  const newestPerType = db
+    .select({ seq: max(events.seq).as("newest_seq") })
+    .from(events)
+    .where(eq(events.nodeId, sql.placeholder("id")))
+    .groupBy(events.eventType)
+    .as("newest");
+  const { receivedAtMs: _, ...eventColumns } = getTableColumns(events);
+  const lastEvents = db
+    .select(eventColumns)
+    .from(events)
+    .innerJoin(newestPerType, eq(events.seq, newestPerType.seq))
+    .orderBy(asc(events.eventType))
+    .prepare();
+  const fingerprint = db
+    .select({ fp: events.lockFingerprint })
+    .from(events)
+    .where(and(eq(events.nodeId, sql.placeholder("id")), isNotNull(events.lockFingerprint)))
+    .orderBy(desc(events.seq))
+    .limit(1)
+    .prepare();
+
+  return {
+    latestRelease: (channel: string): Release | undefined => {
+      const row = latest.get({ channel });
+      return row && rowToRelease(row);
+    },
+    getRelease: (id: string): Release | undefined => {
+      const row = release.get({ id });
+      return row && rowToRelease(row);
+    },
+    acksOfRelease: (id: string): NodeAck[] => acksOfRelease.all({ id }).map(rowToAck),
+    acksOfNode: (id: string): NodeAck[] => acksOfNode.all({ id }).map(rowToAck),
+    getNode: (id: string): Node | undefined => {
+      const row = node.get({ id });
+      return row && rowToNode(row);
+    },
+    listNodes: (q: NodeQuery): Node[] => {
+      const where: SQL[] = [];
+      if (q.channel !== undefined) where.push(eq(nodes.channel, q.channel));
+      if (q.afterNodeId !== undefined) where.push(gt(nodes.nodeId, q.afterNodeId));
+      const query = db.select().from(nodes).where(and(...where)).orderBy(asc(nodes.nodeId));
+      return (q.limit === undefined ? query.all() : query.limit(q.limit).all()).map(rowToNode);
+    },
+    lastEventsByType: (id: string): Event[] => lastEvents.all({ id }).map(rowToEvent),
+    lastLockFingerprint: (id: string): string | undefined => fingerprint.get({ id })?.fp ?? undefined,
+  };
+}

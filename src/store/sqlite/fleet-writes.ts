@@ -1,0 +1,137 @@
+import { and, eq, sql } from "drizzle-orm";
+import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
+import type { AckRow, NodeRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
+import { labelsToJson, sameReleaseContent } from "../fleet-rows.js";
+import type { Enrollment } from "../store.js";
+import { nodeAcks, nodes, releases } from "./schema.js";
+
+/** A fleet write, run by the writer thread inside its own savepoint. */
+export type FleetWrite =
+  | { op: "publishRelease"; row: ReleaseRow }
+  | { op: "upsertAck"; row: AckRow }
+  | { op: "enrollNode"; enrollment: Enrollment; nowMs: number }
+  | { op: "setDrained"; nodeId: string; drained: boolean; reason: string }
+  | { op: "recordSightings"; sightings: readonly NodeSighting[] };
+
+/** What a fleet write answers, by operation. */
+export type FleetWriteResult =
+  | { release: ReleaseRow; created: boolean }
+  | { ack: AckRow; stale: boolean }
+  | { node: NodeRow }
+  | { recorded: number };
+
+/** A write refused for a reason the caller must see (the savepoint is rolled back). */
+export class WriteRefusal extends Error {
+  constructor(
+    readonly kind: "notFound" | "conflict",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The fleet writes of the SQLite store. They run synchronously on the writer connection, so
+ * each is atomic inside the writer's transaction and commits durably with its group.
+ */
+export function prepareFleetWrites(db: BetterSQLite3Database) {
+  const releaseById = db.select().from(releases).where(eq(releases.releaseId, sql.placeholder("id"))).prepare();
+  const nodeById = db.select().from(nodes).where(eq(nodes.nodeId, sql.placeholder("id"))).prepare();
+  const ackOf = db
+    .select()
+    .from(nodeAcks)
+    .where(and(eq(nodeAcks.releaseId, sql.placeholder("releaseId")), eq(nodeAcks.nodeId, sql.placeholder("nodeId"))))
+    .prepare();
+  const p = (name: keyof AckRow) => sql.placeholder(name);
+  const upsertAck = db
+    .insert(nodeAcks)
+    .values({
+      releaseId: p("releaseId"),
+      nodeId: p("nodeId"),
+      state: p("state"),
+      message: p("message"),
+      reportedReleaseId: p("reportedReleaseId"),
+      observedAtMs: p("observedAtMs"),
+      updatedAtMs: p("updatedAtMs"),
+    })
+    .onConflictDoUpdate({
+      target: [nodeAcks.releaseId, nodeAcks.nodeId],
+      set: {
+        state: sql`excluded.state`,
+        message: sql`excluded.message`,
+        reportedReleaseId: sql`excluded.reported_release_id`,
+        observedAtMs: sql`excluded.observed_at_ms`,
+        updatedAtMs: sql`excluded.updated_at_ms`,
+      },
+      // An ack observed before the stored one arrived late: it changes nothing.
+      setWhere: sql`${nodeAcks.observedAtMs} <= excluded.observed_at_ms`,
+    })
+    .prepare();
+  // Set expressions read the old row, so the reported release follows only a newer sighting.
+  const sighting = db
+    .update(nodes)
+    .set({
+      lastSeenMs: sql`max(coalesce(${nodes.lastSeenMs}, 0), ${sql.placeholder("seen")})`,
+      reportedReleaseId: sql`case when ${sql.placeholder("release")} is not null and ${sql.placeholder("seen")} >= coalesce(${nodes.lastSeenMs}, 0) then ${sql.placeholder("release")} else ${nodes.reportedReleaseId} end`,
+      agentVersion: sql`coalesce(${sql.placeholder("version")}, ${nodes.agentVersion})`,
+    })
+    .where(eq(nodes.nodeId, sql.placeholder("id")))
+    .prepare();
+
+  const node = (id: string): NodeRow => {
+    const row = nodeById.get({ id });
+    if (!row) throw new WriteRefusal("notFound", `node "${id}" is not enrolled`);
+    return row;
+  };
+
+  return (w: FleetWrite): FleetWriteResult => {
+    switch (w.op) {
+      case "publishRelease": {
+        const inserted = db.insert(releases).values(w.row).onConflictDoNothing().run().changes;
+        const stored = releaseById.get({ id: w.row.releaseId })!;
+        if (inserted === 0 && !sameReleaseContent(stored, w.row)) {
+          throw new WriteRefusal("conflict", `release "${w.row.releaseId}" is already published with other content; releases are immutable`);
+        }
+        return { release: stored, created: inserted === 1 };
+      }
+      case "upsertAck": {
+        if (!releaseById.get({ id: w.row.releaseId })) {
+          throw new WriteRefusal("notFound", `release "${w.row.releaseId}" not found`);
+        }
+        node(w.row.nodeId);
+        const changed = upsertAck.run({ ...w.row }).changes;
+        const stored = ackOf.get({ releaseId: w.row.releaseId, nodeId: w.row.nodeId })!;
+        return { ack: stored, stale: changed === 0 };
+      }
+      case "enrollNode": {
+        const { nodeId, channel, labels, agentVersion } = w.enrollment;
+        const json = labelsToJson(labels);
+        db.insert(nodes)
+          .values({ nodeId, channel, labels: json, agentVersion, enrolledAtMs: w.nowMs, drained: false, drainReason: "" })
+          .onConflictDoUpdate({ target: nodes.nodeId, set: { channel, labels: json, agentVersion } })
+          .run();
+        return { node: node(nodeId) };
+      }
+      case "setDrained": {
+        node(w.nodeId);
+        db.update(nodes)
+          .set({ drained: w.drained, drainReason: w.drained ? w.reason : "" })
+          .where(eq(nodes.nodeId, w.nodeId))
+          .run();
+        return { node: node(w.nodeId) };
+      }
+      case "recordSightings": {
+        let recorded = 0;
+        for (const s of w.sightings) {
+          recorded += sighting.run({
+            id: s.nodeId,
+            seen: s.lastSeenMs,
+            release: s.reportedReleaseId ?? null,
+            version: s.agentVersion ?? null,
+          }).changes;
+        }
+        return { recorded };
+      }
+    }
+  };
+}
