@@ -18,12 +18,16 @@ import {
 } from "@connectrpc/connect-node";
 import { EventService } from "../gen/autonomy/v1/events_pb.js";
 import { HealthService } from "../gen/autonomy/v1/health_pb.js";
+import { NodeService } from "../gen/autonomy/v1/nodes_pb.js";
+import { ReleaseService } from "../gen/autonomy/v1/releases_pb.js";
 
 export * from "../gen/autonomy/v1/events_pb.js";
 export * from "../gen/autonomy/v1/health_pb.js";
+export * from "../gen/autonomy/v1/nodes_pb.js";
+export * from "../gen/autonomy/v1/releases_pb.js";
 
 /** Every service a client can reach, by the property name of the returned object. */
-const SERVICES = { events: EventService, health: HealthService } as const;
+const SERVICES = { events: EventService, releases: ReleaseService, nodes: NodeService, health: HealthService } as const;
 
 export type OrchestratorClients = { [K in keyof typeof SERVICES]: Client<(typeof SERVICES)[K]> } & {
   readonly transport: Transport;

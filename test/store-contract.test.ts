@@ -1,30 +1,14 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EventSchema, type Event } from "../gen/autonomy/v1/events_pb.js";
 
 type EventInit = Omit<MessageInitShape<typeof EventSchema>, "$typeName">;
-import { PostgresStore } from "../src/store/pg/store.js";
-import { SqliteStore } from "../src/store/sqlite/store.js";
 import type { Store } from "../src/store/store.js";
-import { createTestDatabase } from "./helpers/postgres.js";
-import { STORE_KINDS, type StoreKind } from "./helpers/server.js";
+import { STORE_KINDS } from "./helpers/server.js";
+import { openStore } from "./helpers/store.js";
 
 function ev(id: string, node = "n1", type = "boot", extra: EventInit = {}): Event {
   return create(EventSchema, { eventId: id, nodeId: node, eventType: type, timestamp: { seconds: 1_790_000_000n, nanos: 5 }, ...extra });
-}
-
-async function openStore(kind: StoreKind): Promise<{ store: Store; cleanup: () => Promise<void> }> {
-  if (kind === "postgres") {
-    const db = await createTestDatabase();
-    const store = await PostgresStore.open({ url: db.url });
-    return { store, cleanup: async () => (await store.close(), await db.drop()) };
-  }
-  const dir = mkdtempSync(path.join(os.tmpdir(), "ao-store-"));
-  const store = await SqliteStore.open({ dataDir: dir, busyTimeoutMs: 1000, onFatal: () => {} });
-  return { store, cleanup: async () => (await store.close(), rmSync(dir, { recursive: true, force: true })) };
 }
 
 describe.each(STORE_KINDS)("store contract: %s", (kind) => {

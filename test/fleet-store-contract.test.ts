@@ -1,0 +1,140 @@
+import { create } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { EventSchema } from "../gen/autonomy/v1/events_pb.js";
+import { ReleaseSchema } from "../gen/autonomy/v1/releases_pb.js";
+import { ConflictError, NotFoundError } from "../src/domain/errors.js";
+import { ackToRow, releaseToRow, type AckRow } from "../src/store/fleet-rows.js";
+import type { Store } from "../src/store/store.js";
+import { STORE_KINDS } from "./helpers/server.js";
+import { openStore } from "./helpers/store.js";
+
+const DIGEST = `sha256:${"ab".repeat(32)}`;
+const release = (id: string, channel = "stable", version = "1.0") =>
+  releaseToRow(create(ReleaseSchema, { releaseId: id, channel, version, artifacts: [{ name: "app", digest: DIGEST }] }), 1_000);
+const ack = (releaseId: string, nodeId: string, state: string, observedAtMs: number, reportedReleaseId = ""): AckRow =>
+  ({ ...ackToRow({ releaseId, nodeId, state, message: "", reportedReleaseId }, observedAtMs), updatedAtMs: observedAtMs + 1 });
+const enrol = (store: Store, nodeId: string, channel = "stable", labels: Record<string, string> = {}) =>
+  store.enrollNode({ nodeId, channel, labels, agentVersion: "1" }, 500);
+const seenMs = (n: { lastSeen?: Parameters<typeof timestampMs>[0] } | undefined) => (n?.lastSeen ? timestampMs(n.lastSeen) : undefined);
+
+describe.each(STORE_KINDS)("fleet store contract: %s", (kind) => {
+  let store: Store;
+  let cleanup: () => Promise<void>;
+  beforeAll(async () => ({ store, cleanup } = await openStore(kind)));
+  afterAll(async () => cleanup());
+
+  describe("releases", () => {
+    it("publishes once; the same content again is a no-op, other content a conflict", async () => {
+      const first = await store.publishRelease(release("rel-a"));
+      expect(first.created).toBe(true);
+      expect(first.release.artifacts).toMatchObject([{ name: "app", digest: DIGEST }]);
+      const again = await store.publishRelease({ ...release("rel-a"), publishedAtMs: 9_999 });
+      expect(again.created).toBe(false);
+      expect(timestampMs(again.release.publishedAt!)).toBe(1_000);
+      await expect(store.publishRelease(release("rel-a", "stable", "2.0"))).rejects.toBeInstanceOf(ConflictError);
+      await expect(store.publishRelease(release("rel-a", "beta"))).rejects.toBeInstanceOf(ConflictError);
+      expect((await store.getRelease("rel-a"))?.version).toBe("1.0");
+    });
+
+    it("answers the release published last on each channel", async () => {
+      await store.publishRelease(release("ch-1", "edge"));
+      await store.publishRelease(release("ch-2", "edge"));
+      await store.publishRelease(release("ch-3", "other"));
+      expect((await store.latestRelease("edge"))?.releaseId).toBe("ch-2");
+      expect((await store.latestRelease("other"))?.releaseId).toBe("ch-3");
+      expect(await store.latestRelease("nowhere")).toBeUndefined();
+      expect(await store.getRelease("nowhere")).toBeUndefined();
+    });
+  });
+
+  describe("nodes", () => {
+    it("enrols, re-enrols without losing drain or enrolment time, and drains", async () => {
+      const n = await enrol(store, "node-e", "stable", { site: "a" });
+      expect(n).toMatchObject({ nodeId: "node-e", channel: "stable", labels: { site: "a" }, drained: false });
+      expect(n.lastSeen).toBeUndefined();
+      const drained = await store.setDrained("node-e", true, "maintenance");
+      expect(drained).toMatchObject({ drained: true, drainReason: "maintenance" });
+      const again = await store.enrollNode({ nodeId: "node-e", channel: "beta", labels: { site: "b", rack: "2" }, agentVersion: "2" }, 900);
+      expect(again).toMatchObject({ channel: "beta", labels: { rack: "2", site: "b" }, agentVersion: "2", drained: true });
+      expect(timestampMs(again.enrolledAt!)).toBe(500);
+      expect(await store.setDrained("node-e", false, "")).toMatchObject({ drained: false, drainReason: "" });
+      await expect(store.setDrained("ghost", true, "x")).rejects.toBeInstanceOf(NotFoundError);
+      expect(await store.getNode("ghost")).toBeUndefined();
+    });
+
+    it("lists by channel in node id order, in pages", async () => {
+      for (const id of ["p-03", "p-01", "p-02", "p-04"]) await enrol(store, id, "paged");
+      await enrol(store, "p-00", "elsewhere");
+      const ids = async (q: Parameters<Store["listNodes"]>[0]) => (await store.listNodes(q)).map((n) => n.nodeId);
+      expect(await ids({ channel: "paged" })).toEqual(["p-01", "p-02", "p-03", "p-04"]);
+      expect(await ids({ channel: "paged", limit: 2 })).toEqual(["p-01", "p-02"]);
+      expect(await ids({ channel: "paged", afterNodeId: "p-02", limit: 5 })).toEqual(["p-03", "p-04"]);
+      expect((await ids({})).length).toBeGreaterThanOrEqual(5);
+    });
+
+    it("records sightings: last seen never moves back, the reported release follows only newer ones", async () => {
+      await enrol(store, "seen");
+      await store.recordSightings([{ nodeId: "seen", lastSeenMs: 2_000, reportedReleaseId: "r2", agentVersion: "a2" }, { nodeId: "ghost", lastSeenMs: 1 }]);
+      let n = await store.getNode("seen");
+      expect([seenMs(n), n?.reportedReleaseId, n?.agentVersion]).toEqual([2_000, "r2", "a2"]);
+      await store.recordSightings([{ nodeId: "seen", lastSeenMs: 1_500, reportedReleaseId: "r1" }]);
+      n = await store.getNode("seen");
+      expect([seenMs(n), n?.reportedReleaseId]).toEqual([2_000, "r2"]);
+      await store.recordSightings([{ nodeId: "seen", lastSeenMs: 3_000 }]);
+      n = await store.getNode("seen");
+      expect([seenMs(n), n?.reportedReleaseId, n?.agentVersion]).toEqual([3_000, "r2", "a2"]);
+      expect(await store.getNode("ghost")).toBeUndefined();
+    });
+  });
+
+  describe("acks", () => {
+    beforeAll(async () => {
+      await store.publishRelease(release("ack-r1"));
+      await store.publishRelease(release("ack-r2"));
+      await enrol(store, "ack-n1");
+      await enrol(store, "ack-n2");
+    });
+
+    it("refuses an ack of an unknown release or from a node that is not enrolled", async () => {
+      await expect(store.upsertAck(ack("nope", "ack-n1", "pending", 1))).rejects.toThrow(/release "nope" not found/);
+      await expect(store.upsertAck(ack("ack-r1", "nope", "pending", 1))).rejects.toThrow(/node "nope" is not enrolled/);
+      await expect(store.upsertAck(ack("ack-r1", "nope", "pending", 1))).rejects.toBeInstanceOf(NotFoundError);
+      expect(await store.acksOfNode("nope")).toEqual([]);
+    });
+
+    it("keeps the newest observation and ignores one that arrives late", async () => {
+      expect((await store.upsertAck(ack("ack-r1", "ack-n1", "downloading", 100))).stale).toBe(false);
+      const newer = await store.upsertAck(ack("ack-r1", "ack-n1", "healthy", 300, "ack-r1"));
+      expect(newer).toMatchObject({ stale: false, ack: { state: "healthy", reportedReleaseId: "ack-r1" } });
+      const late = await store.upsertAck(ack("ack-r1", "ack-n1", "applied", 200));
+      expect(late).toMatchObject({ stale: true, ack: { state: "healthy", reportedReleaseId: "ack-r1" } });
+      expect(timestampMs(late.ack.observedAt!)).toBe(300);
+      const same = await store.upsertAck(ack("ack-r1", "ack-n1", "failed", 300));
+      expect(same).toMatchObject({ stale: false, ack: { state: "failed" } });
+    });
+
+    it("lists a release's acks by node and a node's acks newest first", async () => {
+      await store.upsertAck(ack("ack-r2", "ack-n2", "pending", 400));
+      await store.upsertAck(ack("ack-r2", "ack-n1", "pending", 500));
+      await store.upsertAck(ack("ack-r1", "ack-n2", "pending", 450));
+      expect((await store.acksOfRelease("ack-r2")).map((a) => a.nodeId)).toEqual(["ack-n1", "ack-n2"]);
+      expect((await store.acksOfNode("ack-n2")).map((a) => a.releaseId)).toEqual(["ack-r1", "ack-r2"]);
+      expect(await store.acksOfRelease("unknown")).toEqual([]);
+    });
+  });
+
+  describe("what events say about a node", () => {
+    it("finds the newest event of each type and the newest lock fingerprint", async () => {
+      const e = (id: string, type: string, fp?: string) =>
+        create(EventSchema, { eventId: id, eventType: type, nodeId: "ev-node", timestamp: { seconds: 1n }, lockFingerprint: fp });
+      await store.ingestEvents([e("x1", "boot", "fp-1"), e("x2", "crash"), e("x3", "boot"), e("x4", "crash", "fp-2"), e("x5", "boot")]);
+      await store.ingestEvents([create(EventSchema, { eventId: "x6", eventType: "boot", nodeId: "other", timestamp: { seconds: 1n }, lockFingerprint: "fp-x" })]);
+      const last = await store.lastEventsByType("ev-node");
+      expect(last.map((x) => [x.eventType, x.eventId])).toEqual([["boot", "x5"], ["crash", "x4"]]);
+      expect(await store.lastLockFingerprint("ev-node")).toBe("fp-2");
+      expect(await store.lastEventsByType("silent")).toEqual([]);
+      expect(await store.lastLockFingerprint("silent")).toBeUndefined();
+    });
+  });
+});
