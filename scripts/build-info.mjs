@@ -1,7 +1,7 @@
 // Writes dist/build-info.json (commit and build time) for `autonomy-orchestrator version`,
 // and makes the compiled programs executable (they start through their #! line).
 import { execSync } from "node:child_process";
-import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 
 let sha = process.env.AUTONOMY_BUILD_SHA ?? "";
 if (!sha) {
@@ -13,4 +13,5 @@ if (!sha) {
 }
 mkdirSync("dist", { recursive: true });
 writeFileSync("dist/build-info.json", JSON.stringify({ sha, date: new Date().toISOString() }) + "\n");
-for (const bin of ["dist/src/cli/orchestrator/main.js", "dist/src/cli/autonomy/main.js"]) chmodSync(bin, 0o755);
+const pkg = JSON.parse(readFileSync("package.json", "utf8"));
+for (const bin of Object.values(pkg.bin)) chmodSync(bin, 0o755);

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { createOrchestratorClients, type OrchestratorClients } from "../../../clients/index.js";
 import { configPath, getConfigValue, readConfig } from "../shared/config.js";
-import type { OutputFormat } from "../shared/output.js";
+import { runCommand, type OutputFormat } from "../shared/output.js";
 
 export interface GlobalOptions {
   orchestratorUrl?: string;
@@ -27,4 +27,23 @@ export function commandContext(cmd: Command): { options: GlobalOptions; clients:
     options,
     clients: () => createOrchestratorClients({ baseUrl: resolveOrchestratorUrl(options.orchestratorUrl), timeoutMs: 30_000 }),
   };
+}
+
+/**
+ * Runs a command body with connected clients and the global options: errors go to stderr
+ * as one line with exit status 1, and the clients are closed whatever happens.
+ */
+export function withClients(
+  cmd: Command,
+  body: (api: OrchestratorClients, options: GlobalOptions) => Promise<void>,
+): Promise<void> {
+  return runCommand("autonomy", async () => {
+    const { options, clients } = commandContext(cmd);
+    const api = clients();
+    try {
+      await body(api, options);
+    } finally {
+      api.close();
+    }
+  });
 }

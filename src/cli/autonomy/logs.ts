@@ -1,10 +1,8 @@
-import { toJson } from "@bufbuild/protobuf";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Command, Option } from "commander";
 import { QueryEventsResponseSchema } from "../../../clients/index.js";
-import { formatTable, runCommand } from "../shared/output.js";
+import { formatTable, formatTime, printJson } from "../shared/output.js";
 import { parsePositiveInt } from "../shared/parse.js";
-import { commandContext } from "./context.js";
+import { withClients } from "./context.js";
 
 interface LogsOptions {
   nodeId?: string;
@@ -24,41 +22,31 @@ export function logsCommand(): Command {
     .addOption(new Option("--limit <n>", "how many events at most (1-1000)").argParser(parsePositiveInt).default(100))
     .option("--before <seq>", "only events older than this sequence number")
     .action(async (opts: LogsOptions, cmd: Command) =>
-      runCommand("autonomy", async () => {
-        const { options, clients } = commandContext(cmd);
+      withClients(cmd, async (api, options) => {
         if (opts.before !== undefined && !/^\d+$/.test(opts.before)) {
           throw new Error(`--before: "${opts.before}" is not a sequence number`);
         }
-        const api = clients();
-        try {
-          const res = await api.events.queryEvents({
-            nodeId: opts.nodeId,
-            eventType: opts.eventType,
-            limit: opts.limit,
-            before: opts.before === undefined ? 0n : BigInt(opts.before),
-          });
-          if (options.output === "json") {
-            const json = toJson(QueryEventsResponseSchema, res, { useProtoFieldName: true, alwaysEmitImplicit: true });
-            process.stdout.write(JSON.stringify(json, null, 2) + "\n");
-            return;
-          }
-          if (res.events.length === 0) {
-            process.stdout.write("no events\n");
-            return;
-          }
-          const rows = res.events.map((e) => [
-            String(e.seq),
-            e.timestamp ? timestampDate(e.timestamp).toISOString() : "",
-            e.nodeId,
-            e.eventType,
-            e.eventId,
-            e.releaseId ?? "",
-            e.payload ? JSON.stringify(e.payload) : "",
-          ]);
-          process.stdout.write(formatTable(["SEQ", "TIMESTAMP", "NODE", "TYPE", "EVENT ID", "RELEASE", "PAYLOAD"], rows));
-        } finally {
-          api.close();
+        const res = await api.events.queryEvents({
+          nodeId: opts.nodeId,
+          eventType: opts.eventType,
+          limit: opts.limit,
+          before: opts.before === undefined ? 0n : BigInt(opts.before),
+        });
+        if (options.output === "json") return printJson(QueryEventsResponseSchema, res);
+        if (res.events.length === 0) {
+          process.stdout.write("no events\n");
+          return;
         }
+        const rows = res.events.map((e) => [
+          String(e.seq),
+          formatTime(e.timestamp),
+          e.nodeId,
+          e.eventType,
+          e.eventId,
+          e.releaseId ?? "",
+          e.payload ? JSON.stringify(e.payload) : "",
+        ]);
+        process.stdout.write(formatTable(["SEQ", "TIMESTAMP", "NODE", "TYPE", "EVENT ID", "RELEASE", "PAYLOAD"], rows));
       }),
     );
 }

@@ -3,7 +3,10 @@ import { usageErrorsExit2 } from "../shared/exit-codes.js";
 import { Command, Option } from "commander";
 import { OUTPUT_FORMATS } from "../shared/output.js";
 import { configCommand } from "./config.js";
+import { fleetCommand } from "./fleet.js";
 import { logsCommand } from "./logs.js";
+import { nodeCommand } from "./node.js";
+import { releaseCommand } from "./release.js";
 
 const program = new Command("autonomy")
   .description("Operator CLI of the autonomy orchestrator.")
@@ -12,7 +15,10 @@ const program = new Command("autonomy")
     "orchestrator base URL (default: AUTONOMY_ORCHESTRATOR_URL, then orchestrator.url in the config file)",
   )
   .addOption(new Option("--output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
+  .addCommand(fleetCommand())
   .addCommand(logsCommand())
-  .addCommand(configCommand())
+  .addCommand(releaseCommand())
+  .addCommand(nodeCommand())
+  .addCommand(configCommand());
 
 await usageErrorsExit2(program).parseAsync(process.argv);

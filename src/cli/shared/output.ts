@@ -1,3 +1,5 @@
+import { toJson, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { ConnectError } from "@connectrpc/connect";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 
@@ -32,4 +34,25 @@ export async function runCommand(program: string, body: () => Promise<void>): Pr
     process.stderr.write(`${program}: error: ${describeError(err)}\n`);
     process.exitCode = 1;
   }
+}
+
+/** Writes a message as indented JSON with the proto field names, as the REST API answers. */
+export function printJson<D extends DescMessage>(schema: D, message: MessageShape<D>): void {
+  const json = toJson(schema, message, { useProtoFieldName: true, alwaysEmitImplicit: true });
+  process.stdout.write(JSON.stringify(json, null, 2) + "\n");
+}
+
+/** An RFC 3339 time, or "-" when unset. */
+export function formatTime(ts: Timestamp | undefined): string {
+  return ts ? timestampDate(ts).toISOString() : "-";
+}
+
+/** How long ago a time was, for tables: "12s ago", "3m ago", "never". */
+export function formatAge(ts: Timestamp | undefined, nowMs = Date.now()): string {
+  if (!ts) return "never";
+  const s = Math.max(0, Math.round((nowMs - timestampDate(ts).getTime()) / 1000));
+  if (s < 120) return `${s}s ago`;
+  if (s < 7200) return `${Math.round(s / 60)}m ago`;
+  if (s < 172800) return `${Math.round(s / 3600)}h ago`;
+  return `${Math.round(s / 86400)}d ago`;
 }

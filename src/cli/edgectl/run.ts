@@ -1,0 +1,93 @@
+import { Command, Option } from "commander";
+import { runAgent } from "../../agent/agent.js";
+import { readState } from "../../agent/state.js";
+import { buildInfo } from "../../build-info.js";
+import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
+import { runCommand } from "../shared/output.js";
+import { parsePositiveDuration } from "../shared/parse.js";
+import { parseLabelOption } from "./enroll.js";
+import { edgeClients, type EdgeOptions } from "./options.js";
+
+interface RunOptions {
+  nodeId?: string;
+  channel?: string;
+  label?: Record<string, string>;
+  applyCommand?: string;
+  healthCommand?: string;
+  heartbeatInterval: number;
+  pollInterval: number;
+  logFormat: LogFormat;
+  logLevel: LogLevel;
+}
+
+export function runAgentCommand(): Command {
+  return new Command("run")
+    .description(
+      "Run the agent: heartbeat, poll the desired release, install it with --apply-command, and\n" +
+        "acknowledge each step (downloading, applied, healthy or failed). Stops cleanly on SIGTERM.\n\n" +
+        "Hooks run with /bin/sh -c and get AUTONOMY_NODE_ID, AUTONOMY_RELEASE_ID, AUTONOMY_RELEASE_VERSION,\n" +
+        "AUTONOMY_RELEASE_CHANNEL and AUTONOMY_RELEASE_FILE (the release as JSON, with artifact digests).\n" +
+        "Exit status 0 of --apply-command means applied; of --health-command (after it), healthy.\n" +
+        "Without hooks a release is acknowledged healthy as soon as it is seen.\n" +
+        "Node id, channel and labels default to what `edgectl enroll` stored in the state dir.",
+    )
+    .option("--node-id <id>", "this node's id")
+    .option("--channel <name>", "the release channel the node follows")
+    .option("--label <key=value>", "a label rollouts can select the node by (repeatable)", parseLabelOption)
+    .addOption(new Option("--apply-command <cmd>", "shell command that installs a release").env("AUTONOMY_APPLY_COMMAND"))
+    .addOption(new Option("--health-command <cmd>", "shell command that checks the node after an install").env("AUTONOMY_HEALTH_COMMAND"))
+    .addOption(
+      new Option("--heartbeat-interval <duration>", "time between heartbeats").argParser(parsePositiveDuration).default(15_000, "15s"),
+    )
+    .addOption(
+      new Option("--poll-interval <duration>", "time between polls of the desired release").argParser(parsePositiveDuration).default(10_000, "10s"),
+    )
+    .addOption(new Option("--log-format <format>", "log output format").choices(LOG_FORMATS).default("text"))
+    .addOption(new Option("--log-level <level>", "minimum log level").choices(LOG_LEVELS).default("info"))
+    .action((opts: RunOptions, cmd: Command) =>
+      runCommand("edgectl", async () => {
+        const global = cmd.optsWithGlobals() as EdgeOptions;
+        const state = readState(global.stateDir);
+        const nodeId = opts.nodeId ?? state.nodeId;
+        const channel = opts.channel ?? state.channel;
+        if (!nodeId) throw new Error("no node id: pass --node-id or run `edgectl enroll` first");
+        if (!channel) throw new Error("no channel: pass --channel or run `edgectl enroll` first");
+        if (state.nodeId !== undefined && state.nodeId !== nodeId) {
+          throw new Error(`the state dir belongs to node "${state.nodeId}", not "${nodeId}"; use another --state-dir`);
+        }
+        const logger = createLogger({ format: opts.logFormat, level: opts.logLevel });
+        const stop = new AbortController();
+        const onSignal = (signal: string) => {
+          logger.info({ signal }, "stopping");
+          stop.abort();
+        };
+        process.once("SIGTERM", () => onSignal("SIGTERM"));
+        process.once("SIGINT", () => onSignal("SIGINT"));
+        const api = edgeClients(global);
+        try {
+          await runAgent(
+            {
+              api,
+              logger,
+              stateDir: global.stateDir,
+              nodeId,
+              channel,
+              labels: opts.label ?? state.labels ?? {},
+              agentVersion: buildInfo().version,
+              applyCommand: opts.applyCommand,
+              healthCommand: opts.healthCommand,
+              heartbeatIntervalMs: opts.heartbeatInterval,
+              pollIntervalMs: opts.pollInterval,
+              signal: stop.signal,
+            },
+            state,
+          );
+        } catch (err) {
+          if (!stop.signal.aborted) throw err;
+          logger.info("stopped");
+        } finally {
+          api.close();
+        }
+      }),
+    );
+}
