@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { startChildServer, type ChildServer } from "./helpers/child.js";
 import { createTestDatabase } from "./helpers/postgres.js";
 import { h1 } from "./helpers/http.js";
+import { STORE_KINDS } from "./helpers/server.js";
 
 const BATCH = 200;
 
@@ -88,6 +89,62 @@ describe("crash safety", () => {
       expect(partial).toEqual([]);
     } finally {
       await server.kill();
+    }
+  });
+});
+
+describe("crash safety of fleet writes", () => {
+  it.each(STORE_KINDS)("keeps every release and ack answered 200 across kill -9 on %s", async (store) => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "ao-crash-fleet-"));
+    const database = store === "postgres" ? await createTestDatabase() : undefined;
+    const env = database ? { AUTONOMY_POSTGRES_URL: database.url } : {};
+    const post = (server: ChildServer, p: string, body: unknown) =>
+      h1(`${server.url}${p}`, { method: p.includes("/acks/") ? "PUT" : "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" } });
+    try {
+      const server = await startChildServer(["--data-dir", dataDir], env);
+      const nodes = Array.from({ length: 20 }, (_, i) => `crash-n${i}`);
+      for (const node_id of nodes) expect((await post(server, "/v1/nodes", { node_id, channel: "c" })).status).toBe(200);
+      const releases: string[] = [];
+      const lastAcked = new Map<string, number>();
+      let stop = false;
+      const sender = async (node: string) => {
+        for (let k = 1; !stop; k++) {
+          try {
+            const release_id = `crash-r-${node}-${k}`;
+            const pub = await post(server, "/v1/releases", { release_id, channel: "c", version: String(k), artifacts: [{ name: "a", digest: `sha256:${"0".repeat(64)}` }] });
+            if (pub.status !== 200) return;
+            releases.push(release_id);
+            const ack = await post(server, `/v1/releases/${release_id}/acks/${node}`, { state: "healthy", observed_at: new Date(1_800_000_000_000 + k).toISOString() });
+            if (ack.status === 200) lastAcked.set(node, k);
+          } catch {
+            return; // the server is gone
+          }
+        }
+      };
+      const running = Promise.all(nodes.map(sender));
+      await new Promise((r) => setTimeout(r, 800));
+      server.proc.kill("SIGKILL");
+      await server.exited;
+      stop = true;
+      await running;
+      expect(lastAcked.size).toBe(nodes.length);
+
+      const again = await startChildServer(["--data-dir", dataDir], env);
+      try {
+        for (const [node, k] of lastAcked) {
+          const acks = (await h1(`${again.url}/v1/nodes/${node}/acks`)).json().acks as { release_id: string }[];
+          expect(acks.map((a) => a.release_id)).toContain(`crash-r-${node}-${k}`);
+        }
+        for (const id of releases) {
+          const res = await h1(`${again.url}/v1/releases/${id}/acks`);
+          expect(res.status, id).toBe(200);
+        }
+      } finally {
+        await again.kill();
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+      await database?.drop();
     }
   });
 });

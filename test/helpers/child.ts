@@ -4,6 +4,7 @@ import { packageRoot } from "../../src/paths.js";
 
 export const ORCHESTRATOR_BIN = path.join(packageRoot, "dist", "src", "cli", "orchestrator", "main.js");
 export const AUTONOMY_BIN = path.join(packageRoot, "dist", "src", "cli", "autonomy", "main.js");
+export const EDGECTL_BIN = path.join(packageRoot, "dist", "src", "cli", "edgectl", "main.js");
 
 export interface ChildServer {
   url: string;
