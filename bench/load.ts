@@ -10,6 +10,7 @@ import http2 from "node:http2";
 import { fromBinary } from "@bufbuild/protobuf";
 import { IngestEventsResponseSchema } from "../gen/autonomy/v1/events_pb.js";
 import { BATCH_SIZE, protoBody, restBody } from "./workload.js";
+import { request, type Reply } from "./h2-request.js";
 
 export type IngestMode = "rest" | "connect" | "grpc";
 export interface IngestSpec {
@@ -37,27 +38,6 @@ export interface QueryResult {
   requestsPerSecond: number;
   p50Ms: number;
   p99Ms: number;
-}
-
-interface Reply {
-  status: number;
-  trailers: http2.IncomingHttpHeaders;
-  body: Buffer;
-}
-
-function request(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: Uint8Array): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const stream = session.request(headers, { endStream: body === undefined });
-    let status = 0;
-    let trailers: http2.IncomingHttpHeaders = {};
-    const chunks: Buffer[] = [];
-    stream.on("response", (h) => (status = Number(h[":status"])));
-    stream.on("trailers", (t) => (trailers = t));
-    stream.on("data", (c: Buffer) => chunks.push(c));
-    stream.on("end", () => resolve({ status, trailers, body: Buffer.concat(chunks) }));
-    stream.on("error", reject);
-    if (body !== undefined) stream.end(body);
-  });
 }
 
 function grpcFrame(message: Uint8Array): Buffer {

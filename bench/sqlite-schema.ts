@@ -1,12 +1,15 @@
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import type Database from "better-sqlite3";
 import { migrationsFolder } from "../src/paths.js";
 
 /** Applies the server's own SQLite migration SQL, so every bench database has the same schema. */
 export function applySchema(db: Database.Database): void {
-  const sql = readFileSync(path.join(migrationsFolder("sqlite"), "0000_events.sql"), "utf8");
-  for (const statement of sql.split("--> statement-breakpoint")) db.exec(statement);
+  const folder = migrationsFolder("sqlite");
+  for (const file of readdirSync(folder).filter((f) => f.endsWith(".sql")).sort()) {
+    const sql = readFileSync(path.join(folder, file), "utf8");
+    for (const statement of sql.split("--> statement-breakpoint")) db.exec(statement);
+  }
 }
 
 /** The server's durability settings: WAL and synchronous=FULL. */

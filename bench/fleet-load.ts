@@ -1,0 +1,79 @@
+/**
+ * Fleet load generator, its own process like bench/load.ts: enrols, heartbeats or acks for
+ * N simulated nodes over one HTTP/2 session with concurrent streams, through the REST paths.
+ * Prints one JSON result line.
+ *
+ *   node dist/bench/fleet-load.js '{"op":"heartbeat","url":"...","nodes":10000,"durationMs":15000,"concurrency":32}'
+ */
+import http2 from "node:http2";
+import { request } from "./h2-request.js";
+
+export interface FleetLoadSpec {
+  op: "enroll" | "heartbeat" | "ack";
+  url: string;
+  nodes: number;
+  concurrency: number;
+  /** heartbeat: keep cycling through the nodes this long. enroll and ack: each node once. */
+  durationMs?: number;
+  /** ack: the release acked and the state reported. */
+  releaseId?: string;
+  state?: string;
+}
+
+export interface FleetLoadResult {
+  requests: number;
+  seconds: number;
+  requestsPerSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+export const nodeName = (n: number) => `fleet-${String(n).padStart(5, "0")}`;
+
+function call(spec: FleetLoadSpec, n: number): { headers: http2.OutgoingHttpHeaders; body: Buffer } {
+  const node = nodeName(n);
+  const json = (method: string, path: string, body: unknown) => ({
+    headers: { ":method": method, ":path": path, "content-type": "application/json" },
+    body: Buffer.from(JSON.stringify(body)),
+  });
+  switch (spec.op) {
+    case "enroll":
+      return json("POST", "/v1/nodes", { node_id: node, channel: "bench", labels: { ring: String(n % 10) }, agent_version: "bench" });
+    case "heartbeat":
+      return json("POST", `/v1/nodes/${node}/heartbeat`, { reported_release_id: "bench-r0" });
+    case "ack":
+      return json("PUT", `/v1/releases/${spec.releaseId}/acks/${node}`, {
+        state: spec.state,
+        reported_release_id: spec.state === "healthy" ? spec.releaseId : "bench-r0",
+        observed_at: new Date().toISOString(),
+      });
+  }
+}
+
+async function run(spec: FleetLoadSpec): Promise<FleetLoadResult> {
+  const session = http2.connect(spec.url);
+  session.on("error", () => {});
+  const latencies: number[] = [];
+  const deadline = spec.durationMs === undefined ? Infinity : Date.now() + spec.durationMs;
+  const total = spec.durationMs === undefined ? spec.nodes : Infinity;
+  let next = 0;
+  const started = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: spec.concurrency }, async () => {
+      while (next < total && Date.now() < deadline) {
+        const { headers, body } = call(spec, next++ % spec.nodes);
+        const t0 = process.hrtime.bigint();
+        const reply = await request(session, headers, body);
+        if (reply.status !== 200) throw new Error(`${spec.op}: status ${reply.status}: ${reply.body}`);
+        latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+    }),
+  );
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  session.close();
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
+  return { requests: latencies.length, seconds, requestsPerSecond: latencies.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
+}
+
+if (process.argv[2]) process.stdout.write(JSON.stringify(await run(JSON.parse(process.argv[2]) as FleetLoadSpec)) + "\n");

@@ -1,0 +1,23 @@
+import type http2 from "node:http2";
+
+export interface Reply {
+  status: number;
+  trailers: http2.IncomingHttpHeaders;
+  body: Buffer;
+}
+
+/** One request on an HTTP/2 session, its whole answer collected. */
+export function request(session: http2.ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: Uint8Array): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request(headers, { endStream: body === undefined });
+    let status = 0;
+    let trailers: http2.IncomingHttpHeaders = {};
+    const chunks: Buffer[] = [];
+    stream.on("response", (h) => (status = Number(h[":status"])));
+    stream.on("trailers", (t) => (trailers = t));
+    stream.on("data", (c: Buffer) => chunks.push(c));
+    stream.on("end", () => resolve({ status, trailers, body: Buffer.concat(chunks) }));
+    stream.on("error", reject);
+    if (body !== undefined) stream.end(body);
+  });
+}
