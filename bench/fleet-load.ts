@@ -6,7 +6,7 @@
  *   node dist/bench/fleet-load.js '{"op":"heartbeat","url":"...","nodes":10000,"durationMs":15000,"concurrency":32}'
  */
 import http2 from "node:http2";
-import { request } from "./h2-request.js";
+import { request, summarize } from "./h2-request.js";
 
 export interface FleetLoadSpec {
   op: "enroll" | "heartbeat" | "ack";
@@ -71,9 +71,7 @@ async function run(spec: FleetLoadSpec): Promise<FleetLoadResult> {
   );
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   session.close();
-  latencies.sort((a, b) => a - b);
-  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
-  return { requests: latencies.length, seconds, requestsPerSecond: latencies.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
+  return summarize(latencies, seconds);
 }
 
 if (process.argv[2]) process.stdout.write(JSON.stringify(await run(JSON.parse(process.argv[2]) as FleetLoadSpec)) + "\n");

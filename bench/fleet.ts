@@ -20,7 +20,7 @@ import { DB_FILE_NAME } from "../src/store/sqlite/store.js";
 import type { FleetLoadResult, FleetLoadSpec } from "./fleet-load.js";
 import { nodeName } from "./fleet-load.js";
 import type { QueryResult, QuerySpec } from "./load.js";
-import { runToEnd, spawnUntil, type Child } from "./processes.js";
+import { runToEnd, startOrchestrator, startPort } from "./processes.js";
 import { applySchema, durablePragmas, INSERT_SQL } from "./sqlite-schema.js";
 import { BATCH_SIZE, jsonBatch, rowOf } from "./workload.js";
 
@@ -32,7 +32,6 @@ const QUERY_MS = 10_000;
 const ACK_STATES = ["downloading", "applied", "healthy"];
 
 const dist = path.join(packageRoot, "dist");
-const ORCHESTRATOR = path.join(dist, "src", "cli", "orchestrator", "main.js");
 const LOAD = path.join(dist, "bench", "load.js");
 const FLEET_LOAD = path.join(dist, "bench", "fleet-load.js");
 const BARE = path.join(dist, "bench", "bare-h2.js");
@@ -41,25 +40,14 @@ const DIGEST = `sha256:${"be".repeat(32)}`;
 const log = (line: string) => process.stderr.write(line + "\n");
 const fmt = (n: number, digits = 0) => n.toLocaleString("en", { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
-async function startOrchestrator(dataDir: string): Promise<Child & { url: string }> {
-  // Default flags, as an operator runs it: a log line per request included.
-  const args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--heartbeat-flush-interval", `${FLUSH_MS}ms`];
-  const child = await spawnUntil(ORCHESTRATOR, args, (line) => {
-    try {
-      const record = JSON.parse(line) as { msg?: string; url?: string };
-      return record.msg === "serving" ? record.url : undefined;
-    } catch {
-      return undefined;
-    }
-  }, true);
-  return { ...child, url: child.ready };
-}
+/** Default flags, as an operator runs it (a log line per request included), with the bench's flush interval. */
+const startServer = (dataDir: string) => startOrchestrator(dataDir, ["--heartbeat-flush-interval", `${FLUSH_MS}ms`]);
 
-async function bare(body: string | Buffer, dir: string): Promise<Child & { url: string }> {
+/** The bare node:http2 server answering every request with `body`. */
+function bare(body: string | Buffer, dir: string) {
   const file = path.join(dir, `bare-${Date.now()}.json`);
   writeFileSync(file, body);
-  const child = await spawnUntil(BARE, [file], (line) => (/^\d+$/.test(line.trim()) ? line.trim() : undefined));
-  return { ...child, url: `http://127.0.0.1:${child.ready}` };
+  return startPort(BARE, [file]);
 }
 
 const fleetLoad = async (spec: FleetLoadSpec) => JSON.parse(await runToEnd(FLEET_LOAD, [JSON.stringify(spec)])) as FleetLoadResult;
@@ -120,14 +108,14 @@ async function main(): Promise<void> {
   const dataDir = path.join(dir, "data");
   try {
     log(`fleet: ${fmt(NODES)} nodes, ${fmt(EVENTS)} events stored`);
-    const first = await startOrchestrator(dataDir); // applies the migrations
+    const first = await startServer(dataDir); // applies the migrations
     await first.stop();
     log("  filling the events...");
     fillEvents(dataDir);
     log("  ack ceiling (better-sqlite3, one durable commit per ack)...");
     const ceilingAcks = ackCeiling(dir);
 
-    const server = await startOrchestrator(dataDir);
+    const server = await startServer(dataDir);
     let results;
     try {
       const enrol = await fleetLoad({ op: "enroll", url: server.url, nodes: NODES, concurrency: 64 });
@@ -192,7 +180,7 @@ async function main(): Promise<void> {
     out += `  SQLite tx per heartbeat  ${fmt(r.heartbeats.txPerHeartbeat, 5)} (${r.heartbeats.flushes} flushes for ${fmt(r.heartbeats.accepted)} heartbeats in ${HEARTBEAT_MS / 1000}s; target < 0.05)\n`;
     out += `    at the real rate (${fmt(NODES)} nodes once a minute, ${FLUSH_MS / 1000}s flushes): ${fmt(1 / perFlush, 5)} (one per ${fmt(perFlush)} heartbeats)\n`;
     out += `  acks         ${fmt(r.acks.perSecond).padStart(7)}/s  (3 storms: every node acks downloading, applied, healthy)   better-sqlite3 one commit per ack ${fmt(r.acks.ceiling)}/s   ratio ${fmt(r.acks.perSecond / r.acks.ceiling, 2)}\n`;
-    out += `  GET /v1/fleet (1,000 rows of ${fmt(NODES)}, ${fmt(r.fleet.bytes)} bytes)  p50 ${fmt(r.fleet.p50Ms, 1)} ms  p99 ${fmt(r.fleet.p99Ms, 1)} ms  ${fmt(r.fleet.requestsPerSecond, 1)} req/s   bare ${fmt(r.fleet.ceiling)} req/s   ratio ${fmt(r.fleet.requestsPerSecond / r.fleet.ceiling, 3)}\n`;
+    out += `  GET /v1/fleet (${fmt(Math.min(1000, NODES))} rows of ${fmt(NODES)}, ${fmt(r.fleet.bytes)} bytes)  p50 ${fmt(r.fleet.p50Ms, 1)} ms  p99 ${fmt(r.fleet.p99Ms, 1)} ms  ${fmt(r.fleet.requestsPerSecond, 1)} req/s   bare ${fmt(r.fleet.ceiling)} req/s   ratio ${fmt(r.fleet.requestsPerSecond / r.fleet.ceiling, 3)}\n`;
     out += `  GET /v1/nodes/{id}/summary (${fmt(r.summary.bytes)} bytes)  p50 ${fmt(r.summary.p50Ms, 2)} ms  p99 ${fmt(r.summary.p99Ms, 2)} ms  ${fmt(r.summary.requestsPerSecond)} req/s   bare ${fmt(r.summary.ceiling)} req/s   ratio ${fmt(r.summary.requestsPerSecond / r.summary.ceiling, 2)}\n`;
     out += `  enrolment ${fmt(r.enrolPerSecond)}/s; server peak RSS ${fmt(r.peakRssMiB, 1)} MiB\n`;
     process.stdout.write(out);

@@ -21,3 +21,10 @@ export function request(session: http2.ClientHttp2Session, headers: http2.Outgoi
     if (body !== undefined) stream.end(body);
   });
 }
+
+/** Requests per second and latency percentiles of a run (sorts `latencies` in place). */
+export function summarize(latencies: number[], seconds: number) {
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
+  return { requests: latencies.length, seconds, requestsPerSecond: latencies.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
+}

@@ -10,7 +10,7 @@ import http2 from "node:http2";
 import { fromBinary } from "@bufbuild/protobuf";
 import { IngestEventsResponseSchema } from "../gen/autonomy/v1/events_pb.js";
 import { BATCH_SIZE, protoBody, restBody } from "./workload.js";
-import { request, type Reply } from "./h2-request.js";
+import { request, summarize, type Reply } from "./h2-request.js";
 
 export type IngestMode = "rest" | "connect" | "grpc";
 export interface IngestSpec {
@@ -112,9 +112,7 @@ async function query(spec: QuerySpec): Promise<QueryResult> {
   );
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   session.close();
-  latencies.sort((a, b) => a - b);
-  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
-  return { requests: latencies.length, seconds, requestsPerSecond: latencies.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
+  return summarize(latencies, seconds);
 }
 
 const spec = JSON.parse(process.argv[2]) as IngestSpec | QuerySpec;

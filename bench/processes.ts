@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
+import path from "node:path";
+import { packageRoot } from "../src/paths.js";
 
 export interface Child {
   proc: ChildProcess;
@@ -61,4 +63,27 @@ export async function runToEnd(script: string, args: string[]): Promise<string> 
   const code = await new Promise<number | null>((resolve) => proc.once("exit", resolve));
   if (code !== 0) throw new Error(`${script} failed with ${code}`);
   return out;
+}
+
+const dist = path.join(packageRoot, "dist");
+const ORCHESTRATOR = path.join(dist, "src", "cli", "orchestrator", "main.js");
+
+/** `autonomy-orchestrator serve` on port 0, run through its #! line as users run it; ready once it logs "serving". */
+export async function startOrchestrator(dataDir: string, extraArgs: string[] = []): Promise<Child & { url: string }> {
+  const args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...extraArgs];
+  const child = await spawnUntil(ORCHESTRATOR, args, (line) => {
+    try {
+      const record = JSON.parse(line) as { msg?: string; url?: string };
+      return record.msg === "serving" ? record.url : undefined;
+    } catch {
+      return undefined;
+    }
+  }, true);
+  return { ...child, url: child.ready };
+}
+
+/** A bench helper server (bare-h2.js, peer.js) that prints its port when it listens. */
+export async function startPort(script: string, args: string[]): Promise<Child & { url: string }> {
+  const child = await spawnUntil(script, args, (line) => (/^\d+$/.test(line.trim()) ? line.trim() : undefined));
+  return { ...child, url: `http://127.0.0.1:${child.ready}` };
 }

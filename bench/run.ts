@@ -19,7 +19,7 @@ import Database from "better-sqlite3";
 import { packageRoot } from "../src/paths.js";
 import { DB_FILE_NAME } from "../src/store/sqlite/store.js";
 import type { IngestMode, IngestResult, IngestSpec, QueryResult, QuerySpec } from "./load.js";
-import { runToEnd, spawnUntil, type Child } from "./processes.js";
+import { runToEnd, startOrchestrator, startPort } from "./processes.js";
 import { applySchema, durablePragmas, INSERT_SQL } from "./sqlite-schema.js";
 import { BATCH_SIZE, jsonBatch, rowOf } from "./workload.js";
 
@@ -32,7 +32,6 @@ const QUERY_SECONDS = 10;
 const QUERY_CONCURRENCIES = [1, 4];
 
 const dist = path.join(packageRoot, "dist");
-const ORCHESTRATOR = path.join(dist, "src", "cli", "orchestrator", "main.js");
 const LOAD = path.join(dist, "bench", "load.js");
 const PEER = path.join(dist, "bench", "peer.js");
 const BARE = path.join(dist, "bench", "bare-h2.js");
@@ -66,23 +65,6 @@ function ceiling(durable = true): number {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-async function startOrchestrator(dataDir: string): Promise<Child & { url: string }> {
-  const child = await spawnUntil(ORCHESTRATOR, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], (line) => {
-    try {
-      const record = JSON.parse(line) as { msg?: string; url?: string };
-      return record.msg === "serving" ? record.url : undefined;
-    } catch {
-      return undefined;
-    }
-  }, true);
-  return { ...child, url: child.ready };
-}
-
-async function startPort(script: string, args: string[]): Promise<Child & { url: string }> {
-  const child = await spawnUntil(script, args, (line) => (/^\d+$/.test(line.trim()) ? line.trim() : undefined));
-  return { ...child, url: `http://127.0.0.1:${child.ready}` };
 }
 
 async function load<R>(spec: IngestSpec | QuerySpec): Promise<R> {
