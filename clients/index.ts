@@ -20,14 +20,25 @@ import { EventService } from "../gen/autonomy/v1/events_pb.js";
 import { HealthService } from "../gen/autonomy/v1/health_pb.js";
 import { NodeService } from "../gen/autonomy/v1/nodes_pb.js";
 import { ReleaseService } from "../gen/autonomy/v1/releases_pb.js";
+import { RolloutService } from "../gen/autonomy/v1/rollouts_pb.js";
 
 export * from "../gen/autonomy/v1/events_pb.js";
 export * from "../gen/autonomy/v1/health_pb.js";
 export * from "../gen/autonomy/v1/nodes_pb.js";
 export * from "../gen/autonomy/v1/releases_pb.js";
+export * from "../gen/autonomy/v1/rollouts_pb.js";
 
 /** Every service a client can reach, by the property name of the returned object. */
-const SERVICES = { events: EventService, releases: ReleaseService, nodes: NodeService, health: HealthService } as const;
+const SERVICES = {
+  events: EventService,
+  releases: ReleaseService,
+  nodes: NodeService,
+  rollouts: RolloutService,
+  health: HealthService,
+} as const;
+
+/** The request header that names the operator a call is made for (AUTONOMY_OPERATOR); it goes into the audit trail. */
+export const OPERATOR_HEADER = "autonomy-operator";
 
 export type OrchestratorClients = { [K in keyof typeof SERVICES]: Client<(typeof SERVICES)[K]> } & {
   readonly transport: Transport;
@@ -47,6 +58,8 @@ export interface ClientOptions {
   interceptors?: Interceptor[];
   /** Default deadline of each call, in milliseconds. */
   timeoutMs?: number;
+  /** The operator the calls are made for, sent in the autonomy-operator header. */
+  operator?: string;
 }
 
 /** One transport for the chosen protocol and HTTP version. */
@@ -64,7 +77,15 @@ export function createOrchestratorTransport(opts: ClientOptions): { transport: T
   if (protocol === "grpc" && opts.httpVersion === "1.1") throw new Error("gRPC needs HTTP/2");
   const baseUrl = url.toString().replace(/\/$/, "");
   const sessionManager = opts.httpVersion === "1.1" ? undefined : new Http2SessionManager(baseUrl);
-  const common = { baseUrl, interceptors: opts.interceptors, defaultTimeoutMs: opts.timeoutMs };
+  const interceptors = [...(opts.interceptors ?? [])];
+  const operator = opts.operator;
+  if (operator) {
+    interceptors.push((next) => (req) => {
+      req.header.set(OPERATOR_HEADER, operator);
+      return next(req);
+    });
+  }
+  const common = { baseUrl, interceptors, defaultTimeoutMs: opts.timeoutMs };
   const http = sessionManager ? { httpVersion: "2" as const, sessionManager } : { httpVersion: "1.1" as const };
   const useBinaryFormat = opts.useBinaryFormat ?? true;
   const transport =

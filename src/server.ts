@@ -9,6 +9,8 @@ import { SqliteStore } from "./store/sqlite/store.js";
 import { instrumentStore } from "./store/instrumented.js";
 import { SightingBuffer } from "./store/sightings.js";
 import { countLifecycles } from "./services/node-service.js";
+import { RolloutController } from "./rollouts/controller.js";
+import { SpecSigner } from "./rollouts/signing.js";
 import type { Store } from "./store/store.js";
 import { requestInfoKey, type RequestInfo } from "./transport/context.js";
 import { createErrorInterceptor, createObserveInterceptor } from "./transport/interceptors.js";
@@ -120,7 +122,19 @@ export async function startServer(
   });
   const fleet = { store: instrumented, sightings, staleAfterMs: config.nodeStaleAfterMs ?? DEFAULT_NODE_STALE_AFTER_MS };
   metrics.countNodes = () => countLifecycles(fleet);
-  const services = createServices({ ...fleet, metrics });
+  let signer: SpecSigner;
+  const controller = new RolloutController({ ...fleet, metrics, logger });
+  try {
+    signer = SpecSigner.load(config.dataDir);
+    await instrumented.registerSigningKey(signer.row(Date.now()));
+    await controller.start();
+  } catch (err) {
+    await controller.stop();
+    await sightings.close();
+    await store.close();
+    throw err;
+  }
+  const services = createServices({ ...fleet, metrics, controller, signer });
   const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger)];
   const infos = new WeakMap<NodeRequest, RequestInfo>();
   const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
@@ -182,6 +196,7 @@ export async function startServer(
     }
   } catch (err) {
     await api?.close();
+    await controller.stop();
     await sightings.close();
     await store.close();
     throw err;
@@ -196,6 +211,7 @@ export async function startServer(
     store,
     async close() {
       await Promise.all([apiListener.close(), metricsServer?.close()]);
+      await controller.stop();
       await sightings.close();
       await store.close();
     },

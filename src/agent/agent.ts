@@ -7,6 +7,7 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { ReleaseSchema, type OrchestratorClients, type Release } from "../../clients/index.js";
 import type { Logger } from "../observability/logger.js";
+import { verifySpecSignature } from "../rollouts/signing.js";
 import { writeState, type AgentState } from "./state.js";
 
 export interface AgentOptions {
@@ -24,6 +25,38 @@ export interface AgentOptions {
   heartbeatIntervalMs: number;
   pollIntervalMs: number;
   signal: AbortSignal;
+  /** Public key (PEM) plan specs must be signed with; else the keys the orchestrator serves. */
+  planPublicKeyPem?: string;
+}
+
+/**
+ * Checks the signed spec of the plan that moved this node: the signature must verify and the
+ * spec must name this plan and release. Resolves with the reason it does not, or undefined.
+ */
+export async function checkPlanSpec(
+  api: OrchestratorClients,
+  planId: string,
+  releaseId: string,
+  pinnedPem: string | undefined,
+  signal?: AbortSignal,
+): Promise<string | undefined> {
+  const spec = await api.rollouts.getRolloutSpec({ planId }, { signal });
+  let pem = pinnedPem;
+  if (pem === undefined) {
+    const { keys } = await api.rollouts.listSigningKeys({}, { signal });
+    pem = keys.find((k) => k.keyId === spec.keyId)?.publicKeyPem;
+    if (pem === undefined) return `the orchestrator serves no key "${spec.keyId}"`;
+  }
+  if (!verifySpecSignature(spec.canonicalSpec, spec.signature, pem)) return "its signature does not verify";
+  let signed: { plan_id?: unknown; release_id?: unknown };
+  try {
+    signed = JSON.parse(Buffer.from(spec.canonicalSpec).toString("utf8")) as typeof signed;
+  } catch {
+    return "the signed spec is not JSON";
+  }
+  if (signed.plan_id !== planId) return `the signed spec names plan "${String(signed.plan_id)}"`;
+  if (signed.release_id !== releaseId) return `the signed spec targets release "${String(signed.release_id)}", not "${releaseId}"`;
+  return undefined;
 }
 
 /** Most output of a hook kept for the ack message. */
@@ -75,6 +108,22 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
 
   // Acks the server has confirmed, so an ack lost to a network failure is sent again.
   const confirmedHealthy = new Set<string>();
+  // Plans whose signed spec verified (plan id → release id), and those refused (logged once).
+  const verifiedPlans = new Map<string, string>();
+  const refusedPlans = new Set<string>();
+  const planAllows = async (planId: string, release: Release): Promise<boolean> => {
+    if (planId === "" || verifiedPlans.get(planId) === release.releaseId) return true;
+    const refusal = await checkPlanSpec(api, planId, release.releaseId, opts.planPublicKeyPem, signal);
+    if (refusal === undefined) {
+      verifiedPlans.set(planId, release.releaseId);
+      return true;
+    }
+    if (!refusedPlans.has(planId)) {
+      refusedPlans.add(planId);
+      logger.error({ plan_id: planId, release_id: release.releaseId, refusal }, "refusing to act on a rollout plan whose signed spec does not check out");
+    }
+    return false;
+  };
   const ack = (release: Release, ackState: string, message = "") =>
     retrying(
       `ack ${ackState}`,
@@ -135,9 +184,9 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
         nextHeartbeat = Date.now() + opts.heartbeatIntervalMs;
       }
       if (Date.now() >= nextPoll) {
-        const { release } = await api.nodes.getDesiredRelease({ nodeId }, { signal });
+        const { release, planId } = await api.nodes.getDesiredRelease({ nodeId }, { signal });
         nextPoll = Date.now() + opts.pollIntervalMs;
-        if (release && release.releaseId !== state.failedReleaseId) {
+        if (release && release.releaseId !== state.failedReleaseId && (await planAllows(planId, release))) {
           if (release.releaseId !== state.currentReleaseId) await install(release);
           else if (!confirmedHealthy.has(release.releaseId)) {
             await ack(release, "healthy");

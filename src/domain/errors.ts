@@ -29,6 +29,12 @@ export class NotFoundError extends DomainError {}
 /** The request conflicts with what is stored (for example an immutable record with other content). */
 export class ConflictError extends DomainError {}
 
+/** The resource is not in a state that allows the request (a rollout action its phase forbids). */
+export class FailedPreconditionError extends DomainError {}
+
+/** The request was based on a version that has since changed (optimistic concurrency). */
+export class AbortedError extends DomainError {}
+
 /** The store could not take the write in time (SQLite writer lock held elsewhere, pool exhausted). */
 export class StoreBusyError extends DomainError {
   constructor(

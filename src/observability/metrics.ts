@@ -23,6 +23,9 @@ export interface Metrics {
   /** Enrolled nodes per lifecycle state, counted at scrape time by the function the server sets here. */
   readonly nodes: Gauge<"lifecycle">;
   countNodes?: () => Promise<Record<string, number>>;
+  readonly rolloutPlans: Counter;
+  readonly rolloutTransitions: Counter<"action" | "phase">;
+  readonly rolloutEvaluations: Counter;
 }
 
 // prom-client names these gauges *_total, which Prometheus reserves for counters (promtool refuses them).
@@ -132,6 +135,22 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
         this.reset();
         if (counts) for (const [lifecycle, n] of Object.entries(counts)) this.set({ lifecycle }, n);
       },
+    }),
+    rolloutPlans: new Counter({
+      name: "cp_rollout_plans_total",
+      help: "Rollout plans newly published.",
+      registers,
+    }),
+    rolloutTransitions: new Counter({
+      name: "cp_rollout_transitions_total",
+      help: "Rollout status changes written, by action and the phase they led to.",
+      labelNames: ["action", "phase"],
+      registers,
+    }),
+    rolloutEvaluations: new Counter({
+      name: "cp_rollout_evaluations_total",
+      help: "Gate evaluations of rollout plans (each after an ack, a heartbeat change, an event or a timer affecting the plan).",
+      registers,
     }),
   };
   return metrics;

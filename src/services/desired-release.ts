@@ -1,19 +1,60 @@
 import type { Node } from "../../gen/autonomy/v1/nodes_pb.js";
 import type { Release } from "../../gen/autonomy/v1/releases_pb.js";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Store } from "../store/store.js";
+
+/** What a node should run, and the rollout plan that decided it (none: its channel's latest unstaged release). */
+export interface DesiredRelease {
+  release: Release;
+  planId?: string;
+}
+
+/** Above this many nodes, every node's newest move is read in one query instead of by id. */
+const MOVES_BY_ID_LIMIT = 1000;
 
 /**
  * The release each node should run, by node id (undefined: none). This is the one place
- * that decides it: today a node follows the latest release of its channel; staged rollouts
- * will decide it from the plans that include the node.
+ * that decides it. The newest decision wins:
+ *
+ * - a rollout plan moving the node to its release (the node's newest move, whatever became
+ *   of the plan afterwards: a halted, cancelled or rolled-back plan leaves its nodes where
+ *   they are), or
+ * - the latest unstaged release of the node's channel, which every node of the channel
+ *   follows from the moment it is published.
+ *
+ * Staged releases reach nodes only through plans.
  */
-export async function desiredReleases(store: Store, nodes: readonly Node[]): Promise<Map<string, Release | undefined>> {
-  const latest = new Map<string, Promise<Release | undefined>>();
-  const desired = new Map<string, Release | undefined>();
+export async function desiredReleases(store: Store, nodes: readonly Node[]): Promise<Map<string, DesiredRelease | undefined>> {
+  const ids = nodes.map((n) => n.nodeId);
+  const [moves, channelReleases] = await Promise.all([
+    store.newestMoves(ids.length > MOVES_BY_ID_LIMIT ? undefined : ids),
+    latestUnstaged(store, nodes),
+  ]);
+  const released = new Map<string, Promise<Release | undefined>>();
+  const releaseOf = (id: string) => {
+    let r = released.get(id);
+    if (!r) released.set(id, (r = store.getRelease(id)));
+    return r;
+  };
+  const desired = new Map<string, DesiredRelease | undefined>();
   for (const node of nodes) {
-    let release = latest.get(node.channel);
-    if (!release) latest.set(node.channel, (release = store.latestRelease(node.channel)));
-    desired.set(node.nodeId, await release);
+    const move = moves.get(node.nodeId);
+    const latest = channelReleases.get(node.channel);
+    const latestMs = latest?.publishedAt ? timestampMs(latest.publishedAt) : -1;
+    if (move && move.movedAtMs >= latestMs) {
+      const release = await releaseOf(move.releaseId);
+      if (release) {
+        desired.set(node.nodeId, { release, planId: move.planId });
+        continue;
+      }
+    }
+    desired.set(node.nodeId, latest && { release: latest });
   }
   return desired;
+}
+
+async function latestUnstaged(store: Store, nodes: readonly Node[]): Promise<Map<string, Release | undefined>> {
+  const channels = [...new Set(nodes.map((n) => n.channel))];
+  const releases = await Promise.all(channels.map((c) => store.latestRelease(c, { unstagedOnly: true })));
+  return new Map(channels.map((c, i) => [c, releases[i]]));
 }

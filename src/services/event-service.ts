@@ -2,11 +2,16 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { EventService } from "../../gen/autonomy/v1/events_pb.js";
 import { dedupeWithinBatch, queryCursor, queryLimit, validateEventBatch } from "../domain/events.js";
 import type { Metrics } from "../observability/metrics.js";
+import type { RolloutController } from "../rollouts/controller.js";
 import type { Store } from "../store/store.js";
 
 /** EventService: validates, dedupes within the batch, and hands the rest to the store. */
-export function createEventService(deps: { store: Store; metrics: Metrics }): ServiceImpl<typeof EventService> {
-  const { store, metrics } = deps;
+export function createEventService(deps: {
+  store: Store;
+  metrics: Metrics;
+  controller?: RolloutController;
+}): ServiceImpl<typeof EventService> {
+  const { store, metrics, controller } = deps;
   return {
     async ingestEvents(req) {
       validateEventBatch(req.events);
@@ -16,6 +21,7 @@ export function createEventService(deps: { store: Store; metrics: Metrics }): Se
       metrics.eventsReceived.inc(received);
       metrics.eventsInserted.inc(inserted);
       metrics.eventsDeduped.inc(received - inserted);
+      if (inserted > 0) controller?.onEvents(unique, inserted === unique.length);
       return { received, inserted, deduped: received - inserted };
     },
 

@@ -105,7 +105,7 @@ export function createNodeService(deps: NodeServiceDeps): ServiceImpl<typeof Nod
         store.acksOfNode(node.nodeId),
         desiredReleases(store, [node]),
       ]);
-      const desiredRelease = desired.get(node.nodeId);
+      const desiredRelease = desired.get(node.nodeId)?.release;
       return {
         node,
         lastEvents,
@@ -119,7 +119,8 @@ export function createNodeService(deps: NodeServiceDeps): ServiceImpl<typeof Nod
 
     async getDesiredRelease(req) {
       const node = await enrolled(req.nodeId);
-      return { release: (await desiredReleases(store, [node])).get(node.nodeId) };
+      const desired = (await desiredReleases(store, [node])).get(node.nodeId);
+      return { release: desired?.release, planId: desired?.planId ?? "" };
     },
 
     async getFleetStatus(req) {
@@ -146,7 +147,7 @@ export function createNodeService(deps: NodeServiceDeps): ServiceImpl<typeof Nod
         else if (nowMs - seenMs <= thresholdMs) totals.up++;
         else totals.stale++;
         if (node.drained) totals.draining++;
-        const desiredId = desired.get(node.nodeId)?.releaseId ?? "";
+        const desiredId = desired.get(node.nodeId)?.release.releaseId ?? "";
         const drift = desiredId !== "" && desiredId !== node.reportedReleaseId;
         if (drift) totals.drifted++;
         if (rows.length <= limit && (afterNodeId === undefined || node.nodeId > afterNodeId)) {

@@ -4,6 +4,7 @@ import { NotFoundError } from "../domain/errors.js";
 import { checkId } from "../domain/fields.js";
 import { validateAck, validateRelease } from "../domain/releases.js";
 import type { Metrics } from "../observability/metrics.js";
+import type { RolloutController } from "../rollouts/controller.js";
 import { ackToRow, releaseToRow } from "../store/fleet-rows.js";
 import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
@@ -13,8 +14,9 @@ export function createReleaseService(deps: {
   store: Store;
   metrics: Metrics;
   sightings: SightingBuffer;
+  controller?: RolloutController;
 }): ServiceImpl<typeof ReleaseService> {
-  const { store, metrics, sightings } = deps;
+  const { store, metrics, sightings, controller } = deps;
   return {
     async publishRelease(req) {
       validateRelease(req.release);
@@ -48,6 +50,7 @@ export function createReleaseService(deps: {
         lastSeenMs: nowMs,
         reportedReleaseId: result.stale || req.reportedReleaseId === "" ? undefined : req.reportedReleaseId,
       });
+      if (!result.stale) controller?.onAck(result.ack);
       return result;
     },
 

@@ -12,6 +12,8 @@ export interface ReleaseRow {
   artifacts: string;
   notes: string;
   publishedAtMs: number;
+  /** Nodes move to it only through rollout plans. */
+  staged: boolean;
 }
 
 export interface NodeRow {
@@ -55,6 +57,7 @@ export function releaseToRow(r: Release, publishedAtMs: number): ReleaseRow {
     artifacts: JSON.stringify(r.artifacts.map((a) => ({ name: a.name, digest: a.digest, url: a.url }))),
     notes: r.notes,
     publishedAtMs,
+    staged: r.staged,
   };
 }
 
@@ -65,7 +68,8 @@ export function sameReleaseContent(a: ReleaseRow, b: ReleaseRow): boolean {
     a.channel === b.channel &&
     a.version === b.version &&
     a.artifacts === b.artifacts &&
-    a.notes === b.notes
+    a.notes === b.notes &&
+    a.staged === b.staged
   );
 }
 
@@ -77,6 +81,7 @@ export function rowToRelease(r: ReleaseRow): Release {
     artifacts: JSON.parse(r.artifacts) as { name: string; digest: string; url: string }[],
     notes: r.notes,
     publishedAt: timestampFromMs(r.publishedAtMs),
+    staged: r.staged,
   });
 }
 

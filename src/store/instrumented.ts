@@ -30,6 +30,17 @@ const OPERATIONS = {
   recordSightings: "record_sightings",
   lastEventsByType: "last_events_by_type",
   lastLockFingerprint: "last_lock_fingerprint",
+  createRollout: "create_rollout",
+  getRollout: "get_rollout",
+  listRollouts: "list_rollouts",
+  commitRollout: "commit_rollout",
+  movesOfPlan: "moves_of_plan",
+  newestMoves: "newest_moves",
+  eventCountsSince: "event_counts_since",
+  newestEventSeq: "newest_event_seq",
+  auditRecords: "audit_records",
+  registerSigningKey: "register_signing_key",
+  signingKeys: "signing_keys",
 } as const satisfies Record<Exclude<keyof Store, "dialect" | "close">, string>;
 
 /** The store with each operation's latency and outcome recorded in cp_store_operation_duration_seconds. */

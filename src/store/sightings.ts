@@ -33,8 +33,16 @@ export class SightingBuffer {
     this.timer.unref();
   }
 
+  private readonly listeners: ((s: NodeSighting) => void)[] = [];
+
   record(s: NodeSighting): void {
     this.buffered.set(s.nodeId, merge(this.buffered.get(s.nodeId), s));
+    for (const listener of this.listeners) listener(s);
+  }
+
+  /** Calls fn with every sighting recorded from now on (the rollout controller watches liveness). */
+  subscribe(fn: (s: NodeSighting) => void): void {
+    this.listeners.push(fn);
   }
 
   /** The newest sighting of a node not yet visible in the store, if any. */

@@ -2,6 +2,7 @@ import type { Event } from "../../gen/autonomy/v1/events_pb.js";
 import type { Node } from "../../gen/autonomy/v1/nodes_pb.js";
 import type { NodeAck, Release } from "../../gen/autonomy/v1/releases_pb.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "./fleet-rows.js";
+import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "./rollout-rows.js";
 
 /** Filter and page of a stored-event query. */
 export interface EventQuery {
@@ -30,6 +31,23 @@ export interface NodeQuery {
   limit?: number;
 }
 
+/** A selection of rollout plans. */
+export interface RolloutQuery {
+  phase?: string;
+  /** Only plans not in a terminal phase. */
+  unfinished?: boolean;
+  /** Only plans of this channel. */
+  channel?: string;
+  limit?: number;
+}
+
+/** A selection of audit records. */
+export interface AuditQuery {
+  resourceType?: string;
+  resource?: string;
+  limit: number;
+}
+
 /**
  * The store contract: async and dialect-neutral, spoken in proto messages. SQLite and
  * PostgreSQL implement it alike and pass one contract suite (test/store-contract.test.ts).
@@ -50,8 +68,8 @@ export interface Store {
    * other content it throws ConflictError.
    */
   publishRelease(row: ReleaseRow): Promise<{ release: Release; created: boolean }>;
-  /** The release published last on a channel. */
-  latestRelease(channel: string): Promise<Release | undefined>;
+  /** The release published last on a channel; with unstagedOnly, the last one that is not staged. */
+  latestRelease(channel: string, opts?: { unstagedOnly?: boolean }): Promise<Release | undefined>;
   getRelease(releaseId: string): Promise<Release | undefined>;
   /**
    * Stores an ack unless the stored one for the same release and node was observed later
@@ -78,6 +96,33 @@ export interface Store {
   lastEventsByType(nodeId: string): Promise<Event[]>;
   /** The lock_fingerprint of the node's newest event that carries one. */
   lastLockFingerprint(nodeId: string): Promise<string | undefined>;
+  /**
+   * Publishes a rollout plan with its first status and audit record, in one transaction.
+   * The same plan id with the same spec is a no-op (created false). ConflictError for the
+   * same id with another spec, or while another plan of the channel is not finished.
+   */
+  createRollout(plan: PlanRow, status: StatusRow, audit: AuditRow): Promise<{ record: RolloutRecord; created: boolean }>;
+  getRollout(planId: string): Promise<RolloutRecord | undefined>;
+  /** Plans newest first; `unfinished` keeps those not in a terminal phase. */
+  listRollouts(q: RolloutQuery): Promise<RolloutRecord[]>;
+  /**
+   * Writes a status change with its node moves and audit records in one transaction, only
+   * while the stored version is change.expectedVersion (else AbortedError, nothing written).
+   */
+  commitRollout(change: RolloutChange): Promise<void>;
+  /** The nodes a plan moved, in move order. */
+  movesOfPlan(planId: string): Promise<MoveRow[]>;
+  /** Each node's newest move by any plan, by node id: of the given nodes, or of every node. */
+  newestMoves(nodeIds?: readonly string[]): Promise<Map<string, MoveRow>>;
+  /** How many events of a type each node sent after an event sequence number. */
+  eventCountsSince(eventType: string, afterSeq: bigint): Promise<Map<string, number>>;
+  /** The newest event sequence number (0 when there is none). */
+  newestEventSeq(): Promise<bigint>;
+  /** Audit records, newest first. */
+  auditRecords(q: AuditQuery): Promise<(AuditRow & { seq: number })[]>;
+  /** Stores a public signing key; a key already stored stays as it is. */
+  registerSigningKey(row: SigningKeyRow): Promise<void>;
+  signingKeys(): Promise<SigningKeyRow[]>;
   /** Releases connections and workers. */
   close(): Promise<void>;
 }

@@ -1,7 +1,9 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
 import {
+  AbortedError,
   ConflictError,
+  FailedPreconditionError,
   NotFoundError,
   PayloadTooLargeError,
   StoreBusyError,
@@ -19,6 +21,8 @@ const MAPPING: ReadonlyArray<{ type: ErrorClass; code: Code; status?: number }> 
   { type: PayloadTooLargeError, code: Code.ResourceExhausted, status: 413 },
   { type: NotFoundError, code: Code.NotFound },
   { type: ConflictError, code: Code.AlreadyExists },
+  { type: FailedPreconditionError, code: Code.FailedPrecondition, status: 409 },
+  { type: AbortedError, code: Code.Aborted, status: 409 },
   { type: StoreBusyError, code: Code.Unavailable },
   { type: StoreUnavailableError, code: Code.Unavailable },
   { type: StoreFullError, code: Code.ResourceExhausted, status: 507 },

@@ -4,6 +4,10 @@ import { EventService } from "../../gen/autonomy/v1/events_pb.js";
 import { HealthService } from "../../gen/autonomy/v1/health_pb.js";
 import { NodeService } from "../../gen/autonomy/v1/nodes_pb.js";
 import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
+import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
+import type { RolloutController } from "../rollouts/controller.js";
+import type { SpecSigner } from "../rollouts/signing.js";
+import { createRolloutService } from "../services/rollout-service.js";
 import type { Metrics } from "../observability/metrics.js";
 import { createEventService } from "../services/event-service.js";
 import { createHealthService } from "../services/health-service.js";
@@ -28,6 +32,8 @@ export interface ServiceDeps {
   sightings: SightingBuffer;
   /** --node-stale-after, in milliseconds. */
   staleAfterMs: number;
+  controller: RolloutController;
+  signer: SpecSigner;
 }
 
 /** The one list of served services: the RPC router and the REST transcoder both read it. */
@@ -36,6 +42,7 @@ export function createServices(deps: ServiceDeps): ServiceEntry[] {
     entry(EventService, createEventService(deps)),
     entry(ReleaseService, createReleaseService(deps)),
     entry(NodeService, createNodeService(deps)),
+    entry(RolloutService, createRolloutService(deps)),
     entry(HealthService, createHealthService()),
   ];
 }

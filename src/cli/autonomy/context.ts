@@ -25,7 +25,11 @@ export function commandContext(cmd: Command): { options: GlobalOptions; clients:
   const options = cmd.optsWithGlobals() as GlobalOptions;
   return {
     options,
-    clients: () => createOrchestratorClients({ baseUrl: resolveOrchestratorUrl(options.orchestratorUrl), timeoutMs: 30_000 }),
+    clients: () => createOrchestratorClients({
+        baseUrl: resolveOrchestratorUrl(options.orchestratorUrl),
+        timeoutMs: 30_000,
+        operator: process.env.AUTONOMY_OPERATOR || undefined,
+      }),
   };
 }
 

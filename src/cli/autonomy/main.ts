@@ -7,6 +7,7 @@ import { fleetCommand } from "./fleet.js";
 import { logsCommand } from "./logs.js";
 import { nodeCommand } from "./node.js";
 import { releaseCommand } from "./release.js";
+import { rollbackCommand, rolloutCommand } from "./rollout.js";
 
 const program = new Command("autonomy")
   .description("Operator CLI of the autonomy orchestrator.")
@@ -18,6 +19,8 @@ const program = new Command("autonomy")
   .addCommand(fleetCommand())
   .addCommand(logsCommand())
   .addCommand(releaseCommand())
+  .addCommand(rolloutCommand())
+  .addCommand(rollbackCommand())
   .addCommand(nodeCommand())
   .addCommand(configCommand());
 

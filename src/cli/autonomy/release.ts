@@ -18,6 +18,9 @@ export function readReleaseFile(file: string): Release {
   try {
     // Every field of a release is a string: the failsafe schema keeps "1.10" from becoming the number 1.1.
     parsed = YAML.parse(readFileSync(file, "utf8"), { schema: "failsafe" });
+    // failsafe reads every scalar as a string; staged is the one boolean.
+    const staged = (parsed as { staged?: unknown } | null)?.staged;
+    if (staged === "true" || staged === "false") (parsed as { staged: unknown }).staged = staged === "true";
   } catch (err) {
     throw new Error(`${file}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`);
   }
@@ -37,6 +40,7 @@ function describeRelease(r: Release): string {
     `channel    ${r.channel}`,
     `version    ${r.version}`,
     `published  ${formatTime(r.publishedAt)}`,
+    `staged     ${r.staged ? "yes: nodes move to it only through rollout plans" : "no: every node of the channel follows it"}`,
   ];
   if (r.notes) lines.push(`notes      ${r.notes}`);
   lines.push("artifacts");
@@ -51,6 +55,7 @@ export function releaseCommand(): Command {
     .description(
       "Publish a release from a YAML or JSON file:\n" +
         "  release_id: r-2026-11-23\n  channel: stable\n  version: 1.4.2\n  notes: optional\n" +
+        "  staged: true     # optional: nodes move only through rollout plans (autonomy rollout plan create)\n" +
         "  artifacts:\n    - name: app\n      digest: sha256:<64 hex digits>\n      url: https://...   # optional\n" +
         "Releases are immutable: the same id with the same content is a no-op, with other content an error.",
     )

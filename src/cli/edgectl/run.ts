@@ -1,3 +1,5 @@
+import { readFileSync } from "node:fs";
+import { createPublicKey } from "node:crypto";
 import { Command, Option } from "commander";
 import { runAgent } from "../../agent/agent.js";
 import { readState } from "../../agent/state.js";
@@ -8,7 +10,24 @@ import { parsePositiveDuration } from "../shared/parse.js";
 import { parseLabelOption } from "./enroll.js";
 import { edgeClients, type EdgeOptions } from "./options.js";
 
+/** Reads a PEM public key file, naming the file in errors. */
+function readPublicKeyFile(file: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new Error(`--plan-public-key-file ${file}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`);
+  }
+  try {
+    createPublicKey(pem);
+  } catch {
+    throw new Error(`--plan-public-key-file ${file}: not a PEM public key`);
+  }
+  return pem;
+}
+
 interface RunOptions {
+  planPublicKeyFile?: string;
   nodeId?: string;
   channel?: string;
   label?: Record<string, string>;
@@ -41,6 +60,12 @@ export function runAgentCommand(): Command {
     )
     .addOption(
       new Option("--poll-interval <duration>", "time between polls of the desired release").argParser(parsePositiveDuration).default(10_000, "10s"),
+    )
+    .addOption(
+      new Option(
+        "--plan-public-key-file <path>",
+        "PEM public key rollout plan specs must be signed with (default: the keys the orchestrator serves)",
+      ).env("AUTONOMY_PLAN_PUBLIC_KEY_FILE"),
     )
     .addOption(new Option("--log-format <format>", "log output format").choices(LOG_FORMATS).default("text"))
     .addOption(new Option("--log-level <level>", "minimum log level").choices(LOG_LEVELS).default("info"))
@@ -77,6 +102,7 @@ export function runAgentCommand(): Command {
               applyCommand: opts.applyCommand,
               healthCommand: opts.healthCommand,
               heartbeatIntervalMs: opts.heartbeatInterval,
+              planPublicKeyPem: opts.planPublicKeyFile === undefined ? undefined : readPublicKeyFile(opts.planPublicKeyFile),
               pollIntervalMs: opts.pollInterval,
               signal: stop.signal,
             },

@@ -47,8 +47,9 @@ export const pgFleet = {
     });
   },
 
-  async latestRelease(db: Db, channel: string): Promise<Release | undefined> {
-    const [row] = await db.select().from(releases).where(eq(releases.channel, channel)).orderBy(desc(releases.seq)).limit(1);
+  async latestRelease(db: Db, channel: string, unstagedOnly = false): Promise<Release | undefined> {
+    const where = unstagedOnly ? and(eq(releases.channel, channel), eq(releases.staged, false)) : eq(releases.channel, channel);
+    const [row] = await db.select().from(releases).where(where).orderBy(desc(releases.seq)).limit(1);
     return row && rowToRelease(row);
   },
 

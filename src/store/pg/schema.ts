@@ -1,4 +1,4 @@
-import { bigint, bigserial, boolean, index, integer, pgTable, primaryKey, text } from "drizzle-orm/pg-core";
+import { bigint, bigserial, boolean, index, integer, pgTable, primaryKey, text, uniqueIndex } from "drizzle-orm/pg-core";
 
 /** Mirrors ../sqlite/schema.ts: same tables, columns and indexes, under the same names. */
 export const events = pgTable(
@@ -44,6 +44,7 @@ export const releases = pgTable(
     artifacts: text("artifacts").notNull(),
     notes: text("notes").notNull(),
     publishedAtMs: bigint("published_at_ms", { mode: "number" }).notNull(),
+    staged: boolean("staged").notNull().default(false),
   },
   (t) => [index("releases_channel_seq").on(t.channel, t.seq)],
 );
@@ -65,3 +66,81 @@ export const nodeAcks = pgTable(
   },
   (t) => [primaryKey({ columns: [t.releaseId, t.nodeId] }), index("node_acks_node_updated").on(t.nodeId, t.updatedAtMs)],
 );
+
+/** Rollout plans: the signed spec never changes after the insert. */
+export const rolloutPlans = pgTable(
+  "rollout_plans",
+  {
+    seq: bigserial("seq", { mode: "number" }).primaryKey(),
+    planId: text("plan_id").notNull().unique(),
+    releaseId: text("release_id")
+      .notNull()
+      .references(() => releases.releaseId),
+    channel: text("channel").notNull(),
+    spec: text("spec").notNull(),
+    signature: text("signature").notNull(),
+    keyId: text("key_id").notNull(),
+    createdAtMs: bigint("created_at_ms", { mode: "number" }).notNull(),
+  },
+  (t) => [index("rollout_plans_channel").on(t.channel, t.seq)],
+);
+
+/** The mutable, versioned status of each plan; stages as JSON (see src/domain/rollouts.ts). */
+export const rolloutStatus = pgTable(
+  "rollout_status",
+  {
+    planId: text("plan_id")
+      .primaryKey()
+      .references(() => rolloutPlans.planId),
+    version: integer("version").notNull(),
+    phase: text("phase").notNull(),
+    currentStage: integer("current_stage").notNull(),
+    reason: text("reason").notNull(),
+    updatedAtMs: bigint("updated_at_ms", { mode: "number" }).notNull(),
+    stages: text("stages").notNull(),
+  },
+  (t) => [index("rollout_status_phase").on(t.phase)],
+);
+
+/** Which node each plan moved, in which stage: a node is moved once per plan. */
+export const rolloutMoves = pgTable(
+  "rollout_moves",
+  {
+    seq: bigserial("seq", { mode: "number" }).primaryKey(),
+    planId: text("plan_id")
+      .notNull()
+      .references(() => rolloutPlans.planId),
+    stageId: text("stage_id").notNull(),
+    nodeId: text("node_id").notNull(),
+    releaseId: text("release_id").notNull(),
+    movedAtMs: bigint("moved_at_ms", { mode: "number" }).notNull(),
+  },
+  (t) => [uniqueIndex("rollout_moves_plan_node").on(t.planId, t.nodeId), index("rollout_moves_node_seq").on(t.nodeId, t.seq)],
+);
+
+/** The audit trail: appended in the same transaction as the change it records. */
+export const auditRecords = pgTable(
+  "audit_records",
+  {
+    seq: bigserial("seq", { mode: "number" }).primaryKey(),
+    atMs: bigint("at_ms", { mode: "number" }).notNull(),
+    eventName: text("event_name").notNull(),
+    category: text("category").notNull(),
+    action: text("action").notNull(),
+    outcome: text("outcome").notNull(),
+    actor: text("actor").notNull(),
+    resourceType: text("resource_type").notNull(),
+    resource: text("resource").notNull(),
+    source: text("source").notNull(),
+    fieldsJson: text("fields_json").notNull(),
+    reason: text("reason").notNull(),
+  },
+  (t) => [index("audit_records_resource").on(t.resourceType, t.resource, t.seq)],
+);
+
+/** Public keys that rollout specs are signed with; every replica serves every key. */
+export const signingKeys = pgTable("signing_keys", {
+  keyId: text("key_id").primaryKey(),
+  publicKeyPem: text("public_key_pem").notNull(),
+  createdAtMs: bigint("created_at_ms", { mode: "number" }).notNull(),
+});

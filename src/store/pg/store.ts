@@ -8,8 +8,10 @@ import { migrationsFolder } from "../../paths.js";
 import { eventToRow, rowToEvent } from "../event-rows.js";
 import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
-import type { Enrollment, EventQuery, NodeQuery, Store } from "../store.js";
+import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, Store } from "../store.js";
 import { pgFleet } from "./fleet.js";
+import { pgRollouts } from "./rollouts.js";
+import type { AuditRow, PlanRow, RolloutChange, SigningKeyRow, StatusRow } from "../rollout-rows.js";
 import { events } from "./schema.js";
 
 export interface PostgresStoreOptions {
@@ -115,8 +117,8 @@ export class PostgresStore implements Store {
   publishRelease(row: ReleaseRow) {
     return this.run(() => pgFleet.publishRelease(this.db, row));
   }
-  latestRelease(channel: string) {
-    return this.run(() => pgFleet.latestRelease(this.db, channel));
+  latestRelease(channel: string, opts?: { unstagedOnly?: boolean }) {
+    return this.run(() => pgFleet.latestRelease(this.db, channel, opts?.unstagedOnly));
   }
   getRelease(releaseId: string) {
     return this.run(() => pgFleet.getRelease(this.db, releaseId));
@@ -150,6 +152,40 @@ export class PostgresStore implements Store {
   }
   lastLockFingerprint(nodeId: string) {
     return this.run(() => pgFleet.lastLockFingerprint(this.db, nodeId));
+  }
+
+  createRollout(plan: PlanRow, status: StatusRow, audit: AuditRow) {
+    return this.run(() => pgRollouts.createRollout(this.db, plan, status, audit));
+  }
+  commitRollout(change: RolloutChange) {
+    return this.run(() => pgRollouts.commitRollout(this.db, change));
+  }
+  registerSigningKey(row: SigningKeyRow) {
+    return this.run(() => pgRollouts.registerSigningKey(this.db, row));
+  }
+  getRollout(planId: string) {
+    return this.run(() => pgRollouts.getRollout(this.db, planId));
+  }
+  listRollouts(q: RolloutQuery) {
+    return this.run(() => pgRollouts.listRollouts(this.db, q));
+  }
+  movesOfPlan(planId: string) {
+    return this.run(() => pgRollouts.movesOfPlan(this.db, planId));
+  }
+  newestMoves(nodeIds?: readonly string[]) {
+    return this.run(() => pgRollouts.newestMoves(this.db, nodeIds));
+  }
+  eventCountsSince(eventType: string, afterSeq: bigint) {
+    return this.run(() => pgRollouts.eventCountsSince(this.db, eventType, afterSeq));
+  }
+  newestEventSeq() {
+    return this.run(() => pgRollouts.newestEventSeq(this.db));
+  }
+  auditRecords(q: AuditQuery) {
+    return this.run(() => pgRollouts.auditRecords(this.db, q));
+  }
+  signingKeys() {
+    return this.run(() => pgRollouts.signingKeys(this.db));
   }
 
   /** Runs an operation with driver failures translated; typed domain errors pass through. */

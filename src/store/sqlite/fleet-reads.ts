@@ -17,6 +17,13 @@ export function prepareFleetReads(db: BetterSQLite3Database) {
     .orderBy(desc(releases.seq))
     .limit(1)
     .prepare();
+  const latestUnstaged = db
+    .select()
+    .from(releases)
+    .where(and(eq(releases.channel, sql.placeholder("channel")), eq(releases.staged, false)))
+    .orderBy(desc(releases.seq))
+    .limit(1)
+    .prepare();
   const release = db.select().from(releases).where(eq(releases.releaseId, sql.placeholder("id"))).prepare();
   const node = db.select().from(nodes).where(eq(nodes.nodeId, sql.placeholder("id"))).prepare();
   const acksOfRelease = db
@@ -54,8 +61,8 @@ export function prepareFleetReads(db: BetterSQLite3Database) {
     .prepare();
 
   return {
-    latestRelease: (channel: string): Release | undefined => {
-      const row = latest.get({ channel });
+    latestRelease: (channel: string, unstagedOnly = false): Release | undefined => {
+      const row = (unstagedOnly ? latestUnstaged : latest).get({ channel });
       return row && rowToRelease(row);
     },
     getRelease: (id: string): Release | undefined => {

@@ -23,7 +23,7 @@ export type FleetWriteResult =
 /** A write refused for a reason the caller must see (the savepoint is rolled back). */
 export class WriteRefusal extends Error {
   constructor(
-    readonly kind: "notFound" | "conflict",
+    readonly kind: "notFound" | "conflict" | "aborted",
     message: string,
   ) {
     super(message);

@@ -7,7 +7,7 @@ import type Database from "better-sqlite3";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import type { Node } from "../../../gen/autonomy/v1/nodes_pb.js";
 import type { NodeAck, Release } from "../../../gen/autonomy/v1/releases_pb.js";
-import { ConflictError, NotFoundError, StoreCorruptError, StoreUnavailableError } from "../../domain/errors.js";
+import { AbortedError, ConflictError, NotFoundError, StoreCorruptError, StoreUnavailableError } from "../../domain/errors.js";
 import { packageRoot } from "../../paths.js";
 import { appendEventRow, rowToEvent } from "../event-rows.js";
 import {
@@ -18,13 +18,14 @@ import {
   type EventQueryShape,
 } from "../prepared-queries.js";
 import { rowToAck, rowToNode, rowToRelease, type AckRow, type NodeRow, type NodeSighting, type ReleaseRow } from "../fleet-rows.js";
-import type { Enrollment, EventQuery, NodeQuery, Store } from "../store.js";
+import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, Store } from "../store.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, sqliteDomainError } from "./errors.js";
 import { prepareFleetReads } from "./fleet-reads.js";
-import type { FleetWrite, FleetWriteResult } from "./fleet-writes.js";
+import type { AuditRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "../rollout-rows.js";
+import { prepareRolloutReads } from "./rollout-reads.js";
 import { events } from "./schema.js";
-import type { WriterReply, WriterRequest } from "./writer.js";
+import type { StoreWrite, StoreWriteResult, WriterReply, WriterRequest } from "./writer.js";
 
 /** The database file inside `--data-dir`. */
 export const DB_FILE_NAME = "orchestrator.db";
@@ -81,6 +82,7 @@ export class SqliteStore implements Store {
   private closed = false;
   private readonly queries: PreparedEventQueries<ReturnType<typeof prepareEventQuery>>;
   private readonly fleet: ReturnType<typeof prepareFleetReads>;
+  private readonly rollouts: ReturnType<typeof prepareRolloutReads>;
 
   private constructor(
     private readonly worker: Worker,
@@ -90,6 +92,7 @@ export class SqliteStore implements Store {
   ) {
     this.queries = new PreparedEventQueries((shape) => prepareEventQuery(db, reader, shape));
     this.fleet = prepareFleetReads(db);
+    this.rollouts = prepareRolloutReads(db);
     worker.on("message", (reply: WriterReply) => this.onReply(reply));
     worker.on("error", () => this.fail(new StoreUnavailableError("the database writer stopped")));
     worker.on("exit", () => {
@@ -153,8 +156,8 @@ export class SqliteStore implements Store {
     if (sightings.length > 0) await this.write({ op: "recordSightings", sightings });
   }
 
-  latestRelease(channel: string) {
-    return this.read(() => this.fleet.latestRelease(channel));
+  latestRelease(channel: string, opts?: { unstagedOnly?: boolean }) {
+    return this.read(() => this.fleet.latestRelease(channel, opts?.unstagedOnly));
   }
   getRelease(releaseId: string) {
     return this.read(() => this.fleet.getRelease(releaseId));
@@ -178,6 +181,40 @@ export class SqliteStore implements Store {
     return this.read(() => this.fleet.lastLockFingerprint(nodeId));
   }
 
+  createRollout(plan: PlanRow, status: StatusRow, audit: AuditRow) {
+    return this.write<{ record: RolloutRecord; created: boolean }>({ op: "createRollout", plan, status, audit });
+  }
+  async commitRollout(change: RolloutChange): Promise<void> {
+    await this.write({ op: "commitRollout", change });
+  }
+  async registerSigningKey(row: SigningKeyRow): Promise<void> {
+    await this.write({ op: "registerSigningKey", row });
+  }
+  getRollout(planId: string) {
+    return this.read(() => this.rollouts.getRollout(planId));
+  }
+  listRollouts(q: RolloutQuery) {
+    return this.read(() => this.rollouts.listRollouts(q));
+  }
+  movesOfPlan(planId: string) {
+    return this.read(() => this.rollouts.movesOfPlan(planId));
+  }
+  newestMoves(nodeIds?: readonly string[]) {
+    return this.read(() => this.rollouts.newestMoves(nodeIds));
+  }
+  eventCountsSince(eventType: string, afterSeq: bigint) {
+    return this.read(() => this.rollouts.eventCountsSince(eventType, afterSeq));
+  }
+  newestEventSeq() {
+    return this.read(() => this.rollouts.newestEventSeq());
+  }
+  auditRecords(q: AuditQuery) {
+    return this.read(() => this.rollouts.auditRecords(q));
+  }
+  signingKeys() {
+    return this.read(() => this.rollouts.signingKeys());
+  }
+
   queryEvents(q: EventQuery): Promise<Event[]> {
     const query = this.queries.get(q);
     return this.read(() => query(eventQueryParams(q)));
@@ -194,9 +231,9 @@ export class SqliteStore implements Store {
     }
   }
 
-  private async write<T extends FleetWriteResult>(write: FleetWrite): Promise<T> {
+  private async write<T extends StoreWriteResult>(write: StoreWrite): Promise<T> {
     this.checkOpen();
-    return ((await this.send({ id: this.nextId++, write })) as { result: FleetWriteResult }).result as T;
+    return ((await this.send({ id: this.nextId++, write })) as { result: StoreWriteResult }).result as T;
   }
 
   private checkOpen(): void {
@@ -238,7 +275,8 @@ export class SqliteStore implements Store {
     if ("inserted" in reply || "result" in reply) waiter.resolve(reply);
     else if ("refused" in reply) {
       const { kind, message } = reply.refused;
-      waiter.reject(kind === "notFound" ? new NotFoundError(message) : new ConflictError(message));
+      const error = { notFound: NotFoundError, conflict: ConflictError, aborted: AbortedError }[kind];
+      waiter.reject(new error(message));
     } else waiter.reject(this.translate(new Error(reply.detail), reply.failure));
   }
 

@@ -2,7 +2,8 @@
  * The SQLite writer thread. It owns the only write connection of the store, applies the
  * schema migrations at start, and commits ingest batches durably.
  *
- * The same transactions carry the fleet writes (releases, acks, nodes), each in its own
+ * The same transactions carry the fleet writes (releases, acks, nodes) and the rollout
+ * writes (plans, status changes with their node moves and audit records), each in its own
  * savepoint, so an ack storm is committed in groups too.
  *
  * Group commit: batches that arrive while a commit waits on fsync are committed together
@@ -23,19 +24,24 @@ import { placeholderNames } from "../prepared-queries.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, type SqliteFailure } from "./errors.js";
 import { prepareFleetWrites, WriteRefusal, type FleetWrite, type FleetWriteResult } from "./fleet-writes.js";
+import { prepareRolloutWrites, type RolloutWrite, type RolloutWriteResult } from "./rollout-writes.js";
 import { events } from "./schema.js";
 
 /**
  * An event batch to store (its rows flattened, EVENT_COLUMNS.length values per row), a
  * fleet write, or the request to stop.
  */
-export type WriterRequest = { id: number; rows: unknown[] } | { id: number; write: FleetWrite } | { close: true };
+export type WriterRequest = { id: number; rows: unknown[] } | { id: number; write: StoreWrite } | { close: true };
+/** A write of the fleet or rollout tables. */
+export type StoreWrite = FleetWrite | RolloutWrite;
+export type StoreWriteResult = FleetWriteResult | RolloutWriteResult;
+const ROLLOUT_OPS: ReadonlySet<string> = new Set<RolloutWrite["op"]>(["createRollout", "commitRollout", "registerSigningKey"]);
 type Work = Exclude<WriterRequest, { close: true }>;
 
 /** This thread's answer: how many rows were new, a fleet write's result or refusal, or the kind of failure. */
 export type WriterReply =
   | { id: number; inserted: number }
-  | { id: number; result: FleetWriteResult }
+  | { id: number; result: StoreWriteResult }
   | { id: number; refused: { kind: WriteRefusal["kind"]; message: string } }
   | { id: number; failure: SqliteFailure; detail: string }
   | { ready: true }
@@ -69,6 +75,7 @@ function prepareStatements(sqlite: Database.Database) {
   };
   return {
     fleet: prepareFleetWrites(db),
+    rollout: prepareRolloutWrites(db),
     insertOne: insertOf(1),
     insertMany: insertOf(ROWS_PER_STATEMENT),
     begin: sqlite.prepare("BEGIN IMMEDIATE"),
@@ -100,8 +107,10 @@ function start(): void {
     return inserted;
   };
 
+  const write = (w: StoreWrite): StoreWriteResult =>
+    ROLLOUT_OPS.has(w.op) ? s.rollout(w as RolloutWrite) : s.fleet(w as FleetWrite);
   const run = (req: Work): WriterReply =>
-    "rows" in req ? { id: req.id, inserted: insertRows(req.rows) } : { id: req.id, result: s.fleet(req.write) };
+    "rows" in req ? { id: req.id, inserted: insertRows(req.rows) } : { id: req.id, result: write(req.write) };
 
   const queue: Work[] = [];
   const flush = () => {

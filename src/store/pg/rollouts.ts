@@ -1,0 +1,149 @@
+import { and, asc, count, desc, eq, gt, inArray, max, notInArray, sql, type SQL } from "drizzle-orm";
+import type { NodePgDatabase } from "drizzle-orm/node-postgres";
+import { AbortedError, ConflictError, NotFoundError } from "../../domain/errors.js";
+import { TERMINAL_PHASES } from "../../domain/rollouts.js";
+import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "../rollout-rows.js";
+import type { AuditQuery, RolloutQuery } from "../store.js";
+import { auditRecords, events, releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
+
+type Db = NodePgDatabase;
+
+/** Rows per multi-row INSERT of moves: 5 parameters a row, well under PostgreSQL's 65,535. */
+const MOVES_PER_INSERT = 5000;
+// Any constant: serialises plan creation, so two replicas cannot both start a plan on one channel.
+const PLAN_CREATE_LOCK_KEY = 7_340_022;
+
+const records = (db: Db) =>
+  db.select({ plan: rolloutPlans, status: rolloutStatus }).from(rolloutPlans).innerJoin(rolloutStatus, eq(rolloutStatus.planId, rolloutPlans.planId));
+
+/** The rollout operations of the PostgreSQL store; each write is one transaction. */
+export const pgRollouts = {
+  async createRollout(db: Db, plan: PlanRow, status: StatusRow, audit: AuditRow): Promise<{ record: RolloutRecord; created: boolean }> {
+    return db.transaction(async (tx) => {
+      await tx.execute(sql`SELECT pg_advisory_xact_lock(${PLAN_CREATE_LOCK_KEY})`);
+      const [stored] = await records(tx).where(eq(rolloutPlans.planId, plan.planId));
+      if (stored) {
+        if (stored.plan.spec !== plan.spec) {
+          throw new ConflictError(`plan "${plan.planId}" is already published with another spec; plans are immutable`);
+        }
+        return { record: stored, created: false };
+      }
+      const [release] = await tx.select({ id: releases.releaseId }).from(releases).where(eq(releases.releaseId, plan.releaseId));
+      if (!release) throw new NotFoundError(`release "${plan.releaseId}" not found`);
+      const [busy] = await tx
+        .select({ planId: rolloutPlans.planId, phase: rolloutStatus.phase })
+        .from(rolloutPlans)
+        .innerJoin(rolloutStatus, eq(rolloutStatus.planId, rolloutPlans.planId))
+        .where(and(eq(rolloutPlans.channel, plan.channel), notInArray(rolloutStatus.phase, [...TERMINAL_PHASES])))
+        .limit(1);
+      if (busy) {
+        throw new ConflictError(
+          `plan "${busy.planId}" of channel "${plan.channel}" is ${busy.phase}; cancel or roll it back before publishing another`,
+        );
+      }
+      const [row] = await tx.insert(rolloutPlans).values(plan).returning();
+      await tx.insert(rolloutStatus).values(status);
+      await tx.insert(auditRecords).values(audit);
+      const { seq: _, ...planRow } = row;
+      return { record: { plan: planRow, status }, created: true };
+    });
+  },
+
+  async commitRollout(db: Db, change: RolloutChange): Promise<void> {
+    await db.transaction(async (tx) => {
+      const updated = await tx
+        .update(rolloutStatus)
+        .set(change.status)
+        .where(and(eq(rolloutStatus.planId, change.status.planId), eq(rolloutStatus.version, change.expectedVersion)))
+        .returning({ version: rolloutStatus.version });
+      if (updated.length === 0) {
+        const [current] = await tx.select().from(rolloutStatus).where(eq(rolloutStatus.planId, change.status.planId));
+        if (!current) throw new NotFoundError(`plan "${change.status.planId}" not found`);
+        throw new AbortedError(
+          `plan "${change.status.planId}" is at version ${current.version}, not ${change.expectedVersion}: it changed since it was read`,
+        );
+      }
+      for (let i = 0; i < change.moves.length; i += MOVES_PER_INSERT) {
+        await tx.insert(rolloutMoves).values(change.moves.slice(i, i + MOVES_PER_INSERT));
+      }
+      if (change.audit.length > 0) await tx.insert(auditRecords).values([...change.audit]);
+    });
+  },
+
+  async registerSigningKey(db: Db, row: SigningKeyRow): Promise<void> {
+    await db.insert(signingKeys).values(row).onConflictDoNothing();
+  },
+
+  async getRollout(db: Db, id: string): Promise<RolloutRecord | undefined> {
+    const [row] = await records(db).where(eq(rolloutPlans.planId, id));
+    return row && strip(row);
+  },
+
+  async listRollouts(db: Db, q: RolloutQuery): Promise<RolloutRecord[]> {
+    const where: SQL[] = [];
+    if (q.phase) where.push(eq(rolloutStatus.phase, q.phase));
+    if (q.unfinished) where.push(notInArray(rolloutStatus.phase, [...TERMINAL_PHASES]));
+    if (q.channel !== undefined) where.push(eq(rolloutPlans.channel, q.channel));
+    const query = records(db).where(and(...where)).orderBy(desc(rolloutPlans.seq));
+    const rows = q.limit === undefined ? await query : await query.limit(q.limit);
+    return rows.map(strip);
+  },
+
+  async movesOfPlan(db: Db, id: string): Promise<MoveRow[]> {
+    const rows = await db.select().from(rolloutMoves).where(eq(rolloutMoves.planId, id)).orderBy(asc(rolloutMoves.seq));
+    return rows.map(stripMove);
+  },
+
+  async newestMoves(db: Db, nodeIds?: readonly string[]): Promise<Map<string, MoveRow>> {
+    const out = new Map<string, MoveRow>();
+    if (nodeIds !== undefined && nodeIds.length === 0) return out;
+    const rows =
+      nodeIds === undefined
+        ? await db
+            .selectDistinctOn([rolloutMoves.nodeId])
+            .from(rolloutMoves)
+            .orderBy(rolloutMoves.nodeId, desc(rolloutMoves.seq))
+        : await db
+            .select()
+            .from(rolloutMoves)
+            .where(inArray(rolloutMoves.nodeId, [...nodeIds]))
+            .orderBy(asc(rolloutMoves.seq));
+    for (const row of rows) out.set(row.nodeId, stripMove(row));
+    return out;
+  },
+
+  async eventCountsSince(db: Db, type: string, after: bigint): Promise<Map<string, number>> {
+    const rows = await db
+      .select({ nodeId: events.nodeId, n: count() })
+      .from(events)
+      .where(and(eq(events.eventType, type), gt(events.seq, Number(after))))
+      .groupBy(events.nodeId);
+    return new Map(rows.map((r) => [r.nodeId, Number(r.n)]));
+  },
+
+  async newestEventSeq(db: Db): Promise<bigint> {
+    const [row] = await db.select({ seq: max(events.seq) }).from(events);
+    return BigInt(row?.seq ?? 0);
+  },
+
+  async auditRecords(db: Db, q: AuditQuery): Promise<(AuditRow & { seq: number })[]> {
+    const where: SQL[] = [];
+    if (q.resourceType) where.push(eq(auditRecords.resourceType, q.resourceType));
+    if (q.resource) where.push(eq(auditRecords.resource, q.resource));
+    return db.select().from(auditRecords).where(and(...where)).orderBy(desc(auditRecords.seq)).limit(q.limit);
+  },
+
+  async signingKeys(db: Db): Promise<SigningKeyRow[]> {
+    return db.select().from(signingKeys).orderBy(asc(signingKeys.createdAtMs));
+  },
+};
+
+function strip(r: { plan: PlanRow & { seq: number }; status: StatusRow }): RolloutRecord {
+  const { seq: _, ...plan } = r.plan;
+  return { plan, status: r.status };
+}
+
+function stripMove(r: MoveRow & { seq: number }): MoveRow {
+  const { seq: _, ...move } = r;
+  return move;
+}

@@ -1,0 +1,76 @@
+import { and, asc, count, desc, eq, gt, inArray, max, notInArray, sql, type SQL } from "drizzle-orm";
+import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
+import { TERMINAL_PHASES } from "../../domain/rollouts.js";
+import type { AuditRow, MoveRow, RolloutRecord, SigningKeyRow } from "../rollout-rows.js";
+import type { AuditQuery, RolloutQuery } from "../store.js";
+import { auditRecords, events, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
+
+/** Node ids per IN list: far below SQLite's bound-parameter limit. */
+const IDS_PER_QUERY = 500;
+
+/** The rollout reads of the SQLite store, on the reader connection. */
+export function prepareRolloutReads(db: BetterSQLite3Database) {
+  // Drizzle builders change in place: each query starts from a fresh one.
+  const records = () =>
+    db.select({ plan: rolloutPlans, status: rolloutStatus }).from(rolloutPlans).innerJoin(rolloutStatus, eq(rolloutStatus.planId, rolloutPlans.planId));
+  const byId = records().where(eq(rolloutPlans.planId, sql.placeholder("id"))).prepare();
+  const movesOfPlan = db
+    .select()
+    .from(rolloutMoves)
+    .where(eq(rolloutMoves.planId, sql.placeholder("id")))
+    .orderBy(asc(rolloutMoves.seq))
+    .prepare();
+  const newest = db.select({ seq: max(rolloutMoves.seq).as("newest_seq") }).from(rolloutMoves).groupBy(rolloutMoves.nodeId).as("newest");
+  const allNewest = db
+    .select({ move: rolloutMoves })
+    .from(rolloutMoves)
+    .innerJoin(newest, eq(rolloutMoves.seq, newest.seq))
+    .prepare();
+  const eventCounts = db
+    .select({ nodeId: events.nodeId, n: count() })
+    .from(events)
+    .where(and(eq(events.eventType, sql.placeholder("type")), gt(events.seq, sql.placeholder("after"))))
+    .groupBy(events.nodeId)
+    .prepare();
+  const newestSeq = db.select({ seq: max(events.seq) }).from(events).prepare();
+
+  return {
+    getRollout: (id: string): RolloutRecord | undefined => byId.get({ id }),
+    listRollouts: (q: RolloutQuery): RolloutRecord[] => {
+      const where: SQL[] = [];
+      if (q.phase) where.push(eq(rolloutStatus.phase, q.phase));
+      if (q.unfinished) where.push(notInArray(rolloutStatus.phase, [...TERMINAL_PHASES]));
+      if (q.channel !== undefined) where.push(eq(rolloutPlans.channel, q.channel));
+      const query = records().where(and(...where)).orderBy(desc(rolloutPlans.seq));
+      return q.limit === undefined ? query.all() : query.limit(q.limit).all();
+    },
+    movesOfPlan: (id: string): MoveRow[] => movesOfPlan.all({ id }),
+    newestMoves: (nodeIds?: readonly string[]): Map<string, MoveRow> => {
+      const out = new Map<string, MoveRow>();
+      if (nodeIds === undefined) {
+        for (const { move } of allNewest.all()) out.set(move.nodeId, move);
+        return out;
+      }
+      for (let i = 0; i < nodeIds.length; i += IDS_PER_QUERY) {
+        const rows = db
+          .select()
+          .from(rolloutMoves)
+          .where(inArray(rolloutMoves.nodeId, nodeIds.slice(i, i + IDS_PER_QUERY)))
+          .orderBy(asc(rolloutMoves.seq))
+          .all();
+        for (const row of rows) out.set(row.nodeId, row);
+      }
+      return out;
+    },
+    eventCountsSince: (type: string, after: bigint): Map<string, number> =>
+      new Map(eventCounts.all({ type, after: Number(after) }).map((r) => [r.nodeId, r.n])),
+    newestEventSeq: (): bigint => BigInt(newestSeq.get()?.seq ?? 0),
+    auditRecords: (q: AuditQuery): (AuditRow & { seq: number })[] => {
+      const where: SQL[] = [];
+      if (q.resourceType) where.push(eq(auditRecords.resourceType, q.resourceType));
+      if (q.resource) where.push(eq(auditRecords.resource, q.resource));
+      return db.select().from(auditRecords).where(and(...where)).orderBy(desc(auditRecords.seq)).limit(q.limit).all();
+    },
+    signingKeys: (): SigningKeyRow[] => db.select().from(signingKeys).orderBy(asc(signingKeys.createdAtMs)).all(),
+  };
+}

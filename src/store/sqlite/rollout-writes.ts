@@ -1,0 +1,86 @@
+import { and, eq, notInArray, sql } from "drizzle-orm";
+import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
+import { TERMINAL_PHASES } from "../../domain/rollouts.js";
+import type { AuditRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "../rollout-rows.js";
+import { WriteRefusal } from "./fleet-writes.js";
+import { auditRecords, releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
+
+/** A rollout write, run by the writer thread inside its own savepoint. */
+export type RolloutWrite =
+  | { op: "createRollout"; plan: PlanRow; status: StatusRow; audit: AuditRow }
+  | { op: "commitRollout"; change: RolloutChange }
+  | { op: "registerSigningKey"; row: SigningKeyRow };
+
+export type RolloutWriteResult = { record: RolloutRecord; created: boolean } | { done: true };
+
+/** Rows per multi-row INSERT of moves: 5 values a row, well under SQLite's bound-value limit. */
+const MOVES_PER_STATEMENT = 500;
+
+/** The rollout writes of the SQLite store, synchronous on the writer connection. */
+export function prepareRolloutWrites(db: BetterSQLite3Database) {
+  const planById = db.select().from(rolloutPlans).where(eq(rolloutPlans.planId, sql.placeholder("id"))).prepare();
+  const statusById = db.select().from(rolloutStatus).where(eq(rolloutStatus.planId, sql.placeholder("id"))).prepare();
+
+  const audit = (rows: readonly AuditRow[]) => {
+    if (rows.length > 0) db.insert(auditRecords).values([...rows]).run();
+  };
+
+  return (w: RolloutWrite): RolloutWriteResult => {
+    switch (w.op) {
+      case "createRollout": {
+        const stored = planById.get({ id: w.plan.planId });
+        if (stored) {
+          if (stored.spec !== w.plan.spec) {
+            throw new WriteRefusal("conflict", `plan "${w.plan.planId}" is already published with another spec; plans are immutable`);
+          }
+          return { record: { plan: stored, status: statusById.get({ id: w.plan.planId })! }, created: false };
+        }
+        if (!db.select({ id: releases.releaseId }).from(releases).where(eq(releases.releaseId, w.plan.releaseId)).get()) {
+          throw new WriteRefusal("notFound", `release "${w.plan.releaseId}" not found`);
+        }
+        const busy = db
+          .select({ planId: rolloutPlans.planId, phase: rolloutStatus.phase })
+          .from(rolloutPlans)
+          .innerJoin(rolloutStatus, eq(rolloutStatus.planId, rolloutPlans.planId))
+          .where(and(eq(rolloutPlans.channel, w.plan.channel), notInArray(rolloutStatus.phase, [...TERMINAL_PHASES])))
+          .get();
+        if (busy) {
+          throw new WriteRefusal(
+            "conflict",
+            `plan "${busy.planId}" of channel "${w.plan.channel}" is ${busy.phase}; cancel or roll it back before publishing another`,
+          );
+        }
+        db.insert(rolloutPlans).values(w.plan).run();
+        db.insert(rolloutStatus).values(w.status).run();
+        audit([w.audit]);
+        return { record: { plan: planById.get({ id: w.plan.planId })!, status: w.status }, created: true };
+      }
+      case "commitRollout": {
+        const { change } = w;
+        const updated = db
+          .update(rolloutStatus)
+          .set(change.status)
+          .where(and(eq(rolloutStatus.planId, change.status.planId), eq(rolloutStatus.version, change.expectedVersion)))
+          .run().changes;
+        if (updated === 0) {
+          const current = statusById.get({ id: change.status.planId });
+          if (!current) throw new WriteRefusal("notFound", `plan "${change.status.planId}" not found`);
+          throw new WriteRefusal(
+            "aborted",
+            `plan "${change.status.planId}" is at version ${current.version}, not ${change.expectedVersion}: it changed since it was read`,
+          );
+        }
+        for (let i = 0; i < change.moves.length; i += MOVES_PER_STATEMENT) {
+          db.insert(rolloutMoves)
+            .values(change.moves.slice(i, i + MOVES_PER_STATEMENT))
+            .run();
+        }
+        audit(change.audit);
+        return { done: true };
+      }
+      case "registerSigningKey":
+        db.insert(signingKeys).values(w.row).onConflictDoNothing().run();
+        return { done: true };
+    }
+  };
+}

@@ -1,0 +1,196 @@
+import { create } from "@bufbuild/protobuf";
+import { describe, expect, it } from "vitest";
+import { GateSchema, RolloutPlanSchema, StageSchema, type Stage } from "../gen/autonomy/v1/rollouts_pb.js";
+import { FailedPreconditionError, ValidationError } from "../src/domain/errors.js";
+import {
+  ACTIONS,
+  PLAN_PHASES,
+  TRANSITIONS,
+  canonicalJson,
+  evaluateStage,
+  pastDeadline,
+  selectStageNodes,
+  transition,
+  validateRolloutPlan,
+  type Action,
+  type PlanPhase,
+  type StageState,
+  type StageTally,
+} from "../src/domain/rollouts.js";
+
+/** The phase machine of SPEC §3, written out cell by cell, independently of the module's table. */
+const EXPECTED: Record<PlanPhase, Partial<Record<Action, PlanPhase>>> = {
+  published: { start: "active", retry: "active", cancel: "cancelled", rollback: "rolled_back" },
+  active: {
+    pause: "paused",
+    halt: "halted",
+    auto_halt: "halted",
+    promote: "active",
+    advance: "active",
+    approve: "active",
+    retry: "active",
+    skip_failed: "active",
+    cancel: "cancelled",
+    rollback: "rolled_back",
+  },
+  paused: { resume: "active", approve: "paused", cancel: "cancelled", rollback: "rolled_back" },
+  halted: { resume: "active", retry: "active", skip_failed: "active", cancel: "cancelled", rollback: "rolled_back" },
+  completed: {},
+  cancelled: {},
+  rolled_back: {},
+};
+
+describe("rollout phase machine", () => {
+  const cells = PLAN_PHASES.flatMap((phase) => ACTIONS.map((action) => [phase, action] as const));
+
+  it("has one cell per phase and action: 7 × 12", () => {
+    expect(cells).toHaveLength(84);
+    expect(Object.keys(TRANSITIONS).sort()).toEqual([...PLAN_PHASES].sort());
+  });
+
+  it.each(cells)("%s × %s", (phase, action) => {
+    const expected = EXPECTED[phase][action];
+    if (expected === undefined) {
+      expect(() => transition(phase, action)).toThrow(FailedPreconditionError);
+      expect(() => transition(phase, action)).toThrow(`the plan is ${phase}`);
+    } else {
+      expect(transition(phase, action)).toBe(expected);
+    }
+  });
+});
+
+const stage = (fields: Partial<Stage> & { gates?: Parameters<typeof create<typeof GateSchema>>[1][] }) =>
+  create(StageSchema, { stageId: "s", ...fields, gates: (fields.gates ?? []).map((g) => create(GateSchema, g)) });
+const open = (openedAtMs = 0): StageState => ({ stageId: "s", phase: "open", nodeCount: 10, openedAtMs, manualApproved: false, detail: "" });
+const tally = (t: Partial<StageTally>): StageTally => ({ nodeCount: 10, healthy: 0, failed: 0, unreachable: 0, gatedEvents: 0, ...t });
+
+describe("gate evaluation", () => {
+  it("success_ratio needs the share and the minimum sample", () => {
+    const s = stage({ percent: 10, gates: [{ kind: "success_ratio", minRatio: 0.8, minSample: 9 }] });
+    expect(evaluateStage(s, open(), tally({ healthy: 8 }), 0).allPassed).toBe(false);
+    expect(evaluateStage(s, open(), tally({ healthy: 9 }), 0).allPassed).toBe(true);
+    expect(evaluateStage(s, open(), tally({ nodeCount: 0 }), 0).gates[0]).toMatchObject({ passed: false, detail: "the stage selected no node" });
+  });
+
+  it("max_failure_ratio halts once crossed, and passes only when every node has a final ack", () => {
+    const s = stage({ percent: 10, gates: [{ kind: "max_failure_ratio", maxRatio: 0.2 }] });
+    expect(evaluateStage(s, open(), tally({ failed: 2, healthy: 3 }), 0)).toMatchObject({ allPassed: false, halt: undefined });
+    expect(evaluateStage(s, open(), tally({ failed: 2, healthy: 8 }), 0)).toMatchObject({ allPassed: true });
+    const crossed = evaluateStage(s, open(), tally({ failed: 3 }), 0);
+    expect(crossed.allPassed).toBe(false);
+    expect(crossed.halt).toMatch(/3 of 10 node\(s\) failed \(0.3\), above max_failure_ratio 0.2/);
+  });
+
+  it("time_soak starts when every node has acked and asks to be woken when it ends", () => {
+    const s = stage({ percent: 10, gates: [{ kind: "time_soak", seconds: 60 }] });
+    expect(evaluateStage(s, open(), tally({ healthy: 9 }), 0).gates[0].passed).toBe(false);
+    const soaking = evaluateStage(s, open(), tally({ healthy: 10, settledAtMs: 1000 }), 30_000);
+    expect(soaking).toMatchObject({ allPassed: false, wakeAtMs: 61_000 });
+    expect(evaluateStage(s, open(), tally({ healthy: 10, settledAtMs: 1000 }), 61_000).allPassed).toBe(true);
+  });
+
+  it("event_rate counts per node per hour, at least one hour, and halts above the limit", () => {
+    const s = stage({ percent: 10, gates: [{ kind: "event_rate", eventType: "crash", maxPerNodeHour: 0.5 }] });
+    expect(evaluateStage(s, open(0), tally({ gatedEvents: 5 }), 60_000).halt).toBeUndefined();
+    expect(evaluateStage(s, open(0), tally({ gatedEvents: 6 }), 60_000).halt).toMatch(/6 crash event\(s\) from 10 node\(s\)/);
+    // Over two hours the same count is half the rate.
+    expect(evaluateStage(s, open(0), tally({ gatedEvents: 9 }), 7_200_000).halt).toBeUndefined();
+  });
+
+  it("manual passes only once approved; a stage without gates passes at once", () => {
+    const s = stage({ percent: 10, gates: [{ kind: "manual" }] });
+    expect(evaluateStage(s, open(), tally({}), 0).gates[0]).toEqual({ kind: "manual", passed: false, detail: "awaiting operator approval" });
+    expect(evaluateStage(s, { ...open(), manualApproved: true }, tally({}), 0).allPassed).toBe(true);
+    expect(evaluateStage(stage({ percent: 10 }), open(), tally({}), 0).allPassed).toBe(true);
+  });
+
+  it("reports a stage open past its deadline", () => {
+    const s = stage({ percent: 10, deadlineSeconds: 60 });
+    expect(pastDeadline(s, open(0), 60_000)).toBeUndefined();
+    expect(pastDeadline(s, open(0), 61_000)).toMatch(/past its deadline of 60s/);
+    expect(pastDeadline(stage({ percent: 10 }), open(0), 1e9)).toBeUndefined();
+  });
+});
+
+describe("stage node selection", () => {
+  const fleet = Array.from({ length: 20 }, (_, i) => ({
+    nodeId: `n${String(i).padStart(2, "0")}`,
+    labels: { site: i % 2 === 0 ? "berlin" : "oslo" },
+    healthy: i !== 3,
+  }));
+
+  it("picks the same nodes for the same plan whatever the fleet order, and others for another plan", () => {
+    const s = stage({ percent: 25 });
+    const a = selectStageNodes("plan-a", s, fleet, new Set()).nodeIds;
+    expect(a).toHaveLength(5);
+    expect(selectStageNodes("plan-a", s, [...fleet].reverse(), new Set()).nodeIds).toEqual(a);
+    expect(selectStageNodes("plan-b", s, fleet, new Set()).nodeIds).not.toEqual(a);
+    expect(a).not.toContain("n03");
+  });
+
+  it("counts percentages cumulatively and never takes a node twice", () => {
+    const first = selectStageNodes("p", stage({ percent: 25 }), fleet, new Set()).nodeIds;
+    const second = selectStageNodes("p", stage({ percent: 50 }), fleet, new Set(first)).nodeIds;
+    expect(second).toHaveLength(5);
+    expect(second.filter((id) => first.includes(id))).toEqual([]);
+    const rest = selectStageNodes("p", stage({ percent: 100 }), fleet, new Set([...first, ...second]));
+    expect(rest.nodeIds).toHaveLength(9);
+    expect(rest.detail).toBe("selected 9 of 10: too few HEALTHY nodes");
+  });
+
+  it("explicit ids keep their order and name the ones left out", () => {
+    const s = stage({ nodeIds: ["n05", "n03", "zz", "n01"] });
+    expect(selectStageNodes("p", s, fleet, new Set(["n01"]))).toEqual({
+      nodeIds: ["n05"],
+      detail: "left out: n03 (not HEALTHY), zz (not in the channel), n01 (in an earlier stage)",
+    });
+  });
+
+  it("label selectors take every matching HEALTHY node", () => {
+    const sel = selectStageNodes("p", stage({ matchLabels: { site: "oslo" } }), fleet, new Set());
+    expect(sel.nodeIds).toHaveLength(9);
+    expect(sel.detail).toMatch(/left out 1 matching node/);
+  });
+});
+
+describe("plan validation", () => {
+  const valid = () =>
+    create(RolloutPlanSchema, {
+      releaseId: "r1",
+      stages: [
+        { stageId: "canary", nodeIds: ["a"], gates: [{ kind: "manual" }] },
+        { stageId: "rest", percent: 100, gates: [{ kind: "success_ratio", minRatio: 0.9 }] },
+      ],
+    });
+
+  it("accepts a valid plan", () => {
+    expect(() => validateRolloutPlan(valid())).not.toThrow();
+  });
+
+  it.each<[string, (p: ReturnType<typeof valid>) => void, string]>([
+    ["no release", (p) => (p.releaseId = ""), "plan.release_id: required"],
+    ["no stages", (p) => (p.stages = []), "plan.stages: at least one stage"],
+    ["a duplicate stage id", (p) => (p.stages[1].stageId = "canary"), 'plan.stages[1].stage_id: duplicate stage id "canary"'],
+    ["two selectors", (p) => (p.stages[0].percent = 10), "plan.stages[0]: select nodes in exactly one way"],
+    ["no selector", (p) => (p.stages[1].percent = 0), "plan.stages[1]: select nodes in exactly one way"],
+    ["a percentage above 100", (p) => (p.stages[1].percent = 150), "plan.stages[1].percent"],
+    ["an unknown gate", (p) => (p.stages[0].gates[0].kind = "vibes"), "plan.stages[0].gates[0].kind: must be one of"],
+    ["a ratio above 1", (p) => (p.stages[1].gates[0].minRatio = 2), "plan.stages[1].gates[0].min_ratio"],
+    ["a parameter of another gate", (p) => (p.stages[0].gates[0].seconds = 5), "plan.stages[0].gates[0].seconds: not a parameter of a manual gate"],
+    ["the same gate twice", (p) => p.stages[0].gates.push(create(GateSchema, { kind: "manual" })), "at most one manual gate"],
+    ["a node in two stages", (p) => (p.stages[1] = create(StageSchema, { stageId: "b", nodeIds: ["a"] })), 'node "a" is already in stage "canary"'],
+    ["an event_rate gate without a type", (p) => (p.stages[0].gates[0] = create(GateSchema, { kind: "event_rate", maxPerNodeHour: 1 })), "event_type: required"],
+    ["a negative deadline", (p) => (p.stages[0].deadlineSeconds = -1), "plan.stages[0].deadline_seconds"],
+  ])("refuses %s, naming the field", (_name, spoil, message) => {
+    const p = valid();
+    spoil(p);
+    expect(() => validateRolloutPlan(p)).toThrow(ValidationError);
+    expect(() => validateRolloutPlan(p)).toThrow(message);
+  });
+});
+
+describe("canonical JSON", () => {
+  it("sorts keys at every level, so equal values give equal bytes", () => {
+    expect(canonicalJson({ b: 1, a: { d: [2, { f: 1, e: 0 }], c: "x" } })).toBe('{"a":{"c":"x","d":[2,{"e":0,"f":1}]},"b":1}');
+  });
+});

@@ -1,0 +1,318 @@
+import { verify, createPublicKey } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
+import { startServer } from "../src/server.js";
+import { h1 } from "./helpers/http.js";
+import { memoryLogger, STORE_KINDS, startTestServer, type TestServer } from "./helpers/server.js";
+
+const DIGEST = `sha256:${"ab".repeat(32)}`;
+const release = (id: string, channel: string, staged: boolean) => ({
+  release_id: id,
+  channel,
+  version: id,
+  staged,
+  artifacts: [{ name: "app", digest: DIGEST }],
+});
+
+/** Polls until check returns a value (the controller acts asynchronously after a signal). */
+async function until<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 5000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe.each(STORE_KINDS)("rollouts on %s", (kind) => {
+  let server: TestServer;
+  let api: OrchestratorClients;
+  const call = async (method: string, p: string, body?: unknown) => {
+    const res = await h1(`${server.url}${p}`, {
+      method,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      headers: { "content-type": "application/json", "autonomy-operator": "alice" },
+    });
+    return { status: res.status, body: res.json() };
+  };
+  const status = async (planId: string) => (await call("GET", `/v1/rollouts/${planId}/status`)).body.status;
+  const phaseIs = (planId: string, phase: string) =>
+    until(`plan ${planId} ${phase}`, async () => {
+      const s = await status(planId);
+      return s.phase === phase ? s : undefined;
+    });
+  const enrol = async (channel: string, ids: string[], labels: Record<string, string> = {}) => {
+    for (const nodeId of ids) {
+      await api.nodes.enrollNode({ nodeId, channel, labels });
+      await api.nodes.heartbeat({ nodeId });
+    }
+  };
+  const ack = (nodeId: string, releaseId: string, state: string) =>
+    call("POST", `/v1/nodes/${nodeId}/ack`, { release_id: releaseId, state, reported_release_id: state === "healthy" ? releaseId : "" });
+  const desired = async (nodeId: string) => (await call("GET", `/v1/nodes/${nodeId}/desired-release`)).body;
+
+  beforeAll(async () => {
+    server = await startTestServer(kind, { heartbeatFlushMs: 3_600_000 });
+    api = createOrchestratorClients({ baseUrl: server.url });
+  });
+  afterAll(async () => {
+    api.close();
+    await server.stop();
+  });
+
+  it("keeps nodes off a staged release until a plan moves them; an unstaged one reaches every node", async () => {
+    await enrol("stage-test", ["st-1", "st-2"]);
+    await call("POST", "/v1/releases", release("st-r1", "stage-test", false));
+    await call("POST", "/v1/releases", release("st-r2", "stage-test", true));
+    expect(await desired("st-1")).toMatchObject({ release: { release_id: "st-r1" }, plan_id: "" });
+    const created = await call("POST", "/v1/rollouts", {
+      plan_id: "st-plan",
+      release_id: "st-r2",
+      stages: [{ stage_id: "one", node_ids: ["st-1"], gates: [{ kind: "manual" }] }],
+    });
+    expect(created.status).toBe(200);
+    await until("the move", async () => ((await desired("st-1")).release.release_id === "st-r2" ? true : undefined));
+    expect(await desired("st-1")).toMatchObject({ plan_id: "st-plan" });
+    expect(await desired("st-2")).toMatchObject({ release: { release_id: "st-r1" }, plan_id: "" });
+    // A later unstaged release is the newer decision: every node follows it.
+    await call("POST", "/v1/releases", release("st-r3", "stage-test", false));
+    expect((await desired("st-1")).release.release_id).toBe("st-r3");
+    expect((await call("POST", "/v1/rollouts/st-plan/cancel", { reason: "done with this test" })).status).toBe(200);
+  });
+
+  it("walks a three-stage plan: canary, manual gate, 50 %, a failure that halts it by itself, recovery", async () => {
+    const nodes = Array.from({ length: 6 }, (_, i) => `w-${i}`);
+    await enrol("walk", nodes);
+    await call("POST", "/v1/releases", release("walk-r1", "walk", true));
+    const plan = {
+      plan_id: "walk-plan",
+      release_id: "walk-r1",
+      description: "walk through",
+      stages: [
+        { stage_id: "canary", node_ids: ["w-0"], gates: [{ kind: "success_ratio", min_ratio: 1 }, { kind: "manual" }] },
+        { stage_id: "half", percent: 50, gates: [{ kind: "max_failure_ratio", max_ratio: 0.4 }] },
+        { stage_id: "rest", percent: 100, gates: [{ kind: "success_ratio", min_ratio: 1 }] },
+      ],
+    };
+    const created = await call("POST", "/v1/rollouts", plan);
+    expect(created.body).toMatchObject({ created: true, plan: { plan_id: "walk-plan", channel: "walk" }, status: { phase: "published", version: 1 } });
+
+    // Immutable: the same spec again is a no-op, another spec a conflict; one unfinished plan per channel.
+    expect((await call("POST", "/v1/rollouts", plan)).body).toMatchObject({ created: false });
+    const changed = await call("POST", "/v1/rollouts", { ...plan, description: "other" });
+    expect(changed.status).toBe(409);
+    expect(changed.body.message).toMatch(/another spec/);
+    const second = await call("POST", "/v1/rollouts", { ...plan, plan_id: "walk-plan-2" });
+    expect(second.status).toBe(409);
+    expect(second.body.message).toMatch(/plan "walk-plan" of channel "walk" is (published|active)/);
+
+    // The controller starts it: the canary is moved.
+    let s = await phaseIs("walk-plan", "active");
+    expect(s.stages[0]).toMatchObject({ stage_id: "canary", phase: "open", node_count: 1, pending: 1 });
+
+    // The signed spec verifies against the served key, over exactly the canonical bytes.
+    const spec = (await api.rollouts.getRolloutSpec({ planId: "walk-plan" }))!;
+    const { keys } = await api.rollouts.listSigningKeys({});
+    const key = keys.find((k) => k.keyId === spec.keyId)!;
+    expect(key.current).toBe(true);
+    expect(verify(null, spec.canonicalSpec, createPublicKey(key.publicKeyPem), spec.signature)).toBe(true);
+    const tampered = Buffer.from(spec.canonicalSpec);
+    tampered[tampered.length - 2] ^= 1;
+    expect(verify(null, tampered, createPublicKey(key.publicKeyPem), spec.signature)).toBe(false);
+    expect(JSON.parse(Buffer.from(spec.canonicalSpec).toString())).toMatchObject({ plan_id: "walk-plan", release_id: "walk-r1", channel: "walk" });
+
+    // Healthy canary: success passes, the manual gate holds the stage.
+    await ack("w-0", "walk-r1", "healthy");
+    const gates = await until("canary success", async () => {
+      const g = (await call("GET", "/v1/rollouts/walk-plan/stages/canary/gates")).body;
+      return g.gates[0].passed ? g : undefined;
+    });
+    expect(gates).toEqual({
+      stage_phase: "open",
+      gates: [
+        { kind: "success_ratio", passed: true, detail: "1 of 1 healthy (1; needs 1 and at least 1)" },
+        { kind: "manual", passed: false, detail: "awaiting operator approval" },
+      ],
+      manual_approved: false,
+      all_passed: false,
+    });
+
+    // Actions the phase forbids are refused naming it; a stale version is refused too.
+    const resume = await call("POST", "/v1/rollouts/walk-plan/resume", { reason: "r" });
+    expect(resume).toMatchObject({ status: 409, body: { code: "failed_precondition", message: expect.stringContaining("the plan is active") } });
+    expect((await call("POST", "/v1/rollouts/walk-plan/pause", { reason: "" })).body.message).toMatch(/^reason: required/);
+    const version = (await status("walk-plan")).version;
+    const stale = await call("POST", "/v1/rollouts/walk-plan/pause", { reason: "r", expected_version: version - 1 });
+    expect(stale).toMatchObject({ status: 409, body: { code: "aborted" } });
+
+    // Approval opens the 50 % stage: ceil(50 % of 6) = 3 covered, so 2 more nodes.
+    const approved = await call("POST", "/v1/rollouts/walk-plan/stages/canary/gates/approve", { reason: "canary fine" });
+    expect(approved.body).toMatchObject({ approved: true, promoted: true });
+    s = approved.body.status;
+    expect(s.current_stage_id).toBe("half");
+    expect(s.stages.map((x: { phase: string }) => x.phase)).toEqual(["passed", "open", "pending"]);
+    expect(s.stages[1].node_count).toBe(2);
+
+    // One of two failing is 0.5 > 0.4: the plan halts by itself, with the reason.
+    const moves = await server.store.movesOfPlan("walk-plan");
+    const half = moves.filter((m) => m.stageId === "half").map((m) => m.nodeId);
+    await ack(half[0], "walk-r1", "failed");
+    s = await phaseIs("walk-plan", "halted");
+    expect(s.reason).toBe('stage "half": 1 of 2 node(s) failed (0.5), above max_failure_ratio 0.4');
+    expect(s.stages[1]).toMatchObject({ phase: "halted", failed: 1, pending: 1 });
+
+    // Rollback preview writes nothing; rollback ends the plan and lists the moved nodes.
+    const preview = await call("POST", "/v1/rollouts/walk-plan/recover", { strategy: "rollback", reason: "bad", dry_run: true });
+    expect(preview.body).toMatchObject({ dry_run: true, from_phase: "halted", to_phase: "rolled_back" });
+    expect((await status("walk-plan")).phase).toBe("halted");
+    const rolled = await call("POST", "/v1/rollouts/walk-plan/recover", { strategy: "rollback", reason: "bad release" });
+    expect(rolled.body).toMatchObject({ from_phase: "halted", to_phase: "rolled_back" });
+    expect(rolled.body.moved_nodes.map((m: { node_id: string }) => m.node_id).sort()).toEqual(["w-0", ...half].sort());
+    // Terminal: nothing is allowed, and the moved nodes keep the release.
+    for (const action of ["pause", "resume", "promote", "halt", "cancel"]) {
+      const res = await call("POST", `/v1/rollouts/walk-plan/${action}`, { reason: "r" });
+      expect(res.body.message).toMatch(/the plan is rolled_back \(it is finished\)/);
+    }
+    expect((await desired(half[0])).release.release_id).toBe("walk-r1");
+
+    // Every transition has its audit record, with the version it wrote.
+    const audit = await server.store.auditRecords({ resourceType: "rollout_plan", resource: "walk-plan", limit: 100 });
+    expect(audit.map((a) => a.eventName).reverse()).toEqual([
+      "rollout.plan.created",
+      "rollout.plan.started",
+      "rollout.gate.approved",
+      "rollout.stage.passed",
+      "rollout.plan.auto_halted",
+      "rollout.plan.rolled_back",
+    ]);
+    const rollback = audit[0];
+    expect(rollback).toMatchObject({ actor: "alice", category: "rollback", outcome: "success", reason: "bad release" });
+    expect(JSON.parse(rollback.fieldsJson)).toMatchObject({ from_phase: "halted", to_phase: "rolled_back", version: (await status("walk-plan")).version });
+    expect(audit.find((a) => a.eventName === "rollout.plan.auto_halted")).toMatchObject({ actor: "system:rollout-controller" });
+  });
+
+  it("halts on an event_rate gate, skips a failed stage, and completes", async () => {
+    await enrol("ev", ["ev-1", "ev-2", "ev-3"]);
+    await call("POST", "/v1/releases", release("ev-r1", "ev", true));
+    await call("POST", "/v1/rollouts", {
+      plan_id: "ev-plan",
+      release_id: "ev-r1",
+      stages: [
+        { stage_id: "a", node_ids: ["ev-1"], gates: [{ kind: "event_rate", event_type: "crash", max_per_node_hour: 2 }, { kind: "manual" }] },
+        { stage_id: "b", percent: 100 },
+      ],
+    });
+    await phaseIs("ev-plan", "active");
+    const crash = (i: number, nodeId: string) => ({ event_id: `crash-${i}-${nodeId}`, event_type: "crash", node_id: nodeId, timestamp: "2026-11-23T00:00:00Z" });
+    // Crashes from nodes outside the stage do not count; resent duplicates do not either.
+    await call("POST", "/v1/events", { events: [crash(1, "ev-2"), crash(2, "ev-2"), crash(3, "ev-2"), crash(1, "ev-1"), crash(2, "ev-1")] });
+    await call("POST", "/v1/events", { events: [crash(1, "ev-1"), crash(2, "ev-1")] });
+    expect((await status("ev-plan")).stages[0]).toMatchObject({ gated_events: 2, phase: "open" });
+    await call("POST", "/v1/events", { events: [crash(3, "ev-1")] });
+    const halted = await phaseIs("ev-plan", "halted");
+    expect(halted.reason).toMatch(/3 crash event\(s\) from 1 node\(s\)/);
+    const skipped = await call("POST", "/v1/rollouts/ev-plan/recover", { strategy: "skip_failed", reason: "known crash, fixed in agent", stage_id: "a" });
+    expect(skipped.body).toMatchObject({ from_phase: "halted", to_phase: "active", status: { current_stage_id: "b" } });
+    // Stage b has no gates: it passes as soon as it opens.
+    const done = await phaseIs("ev-plan", "completed");
+    expect(done.stages.map((x: { phase: string; node_count: number }) => [x.phase, x.node_count])).toEqual([
+      ["skipped", 1],
+      ["passed", 2],
+    ]);
+  });
+
+  it("reports a stage past its deadline as stuck, with a diagnosis, until it moves", async () => {
+    await enrol("dl", ["dl-1"]);
+    await call("POST", "/v1/releases", release("dl-r1", "dl", true));
+    await call("POST", "/v1/rollouts", {
+      plan_id: "dl-plan",
+      release_id: "dl-r1",
+      stages: [{ stage_id: "only", node_ids: ["dl-1"], deadline_seconds: 1, gates: [{ kind: "manual" }] }],
+    });
+    await phaseIs("dl-plan", "active");
+    const stuck = await until("stuck", async () => {
+      const { body } = await call("GET", "/v1/rollouts/stuck?threshold_seconds=3600");
+      return body.stuck_plans.find((p: { plan_id: string }) => p.plan_id === "dl-plan");
+    });
+    expect(stuck.current_stage_id).toBe("only");
+    expect(stuck.stuck_reason).toMatch(/past its deadline of 1s; waiting on manual: awaiting operator approval/);
+    await call("POST", "/v1/rollouts/dl-plan/promote", { reason: "ship it" });
+    expect((await status("dl-plan")).phase).toBe("completed");
+    const { body } = await call("GET", "/v1/rollouts/stuck?threshold_seconds=0");
+    expect(body.stuck_plans.map((p: { plan_id: string }) => p.plan_id)).not.toContain("dl-plan");
+  });
+
+  it("answers 400 naming the field, and 404 for unknown plans, stages and releases", async () => {
+    const bad = await call("POST", "/v1/rollouts", { release_id: "x", stages: [{ stage_id: "s", percent: 120 }] });
+    expect(bad).toMatchObject({ status: 400, body: { message: expect.stringContaining("plan.stages[0].percent") } });
+    expect((await call("POST", "/v1/rollouts", { release_id: "nope", stages: [{ stage_id: "s", percent: 10 }] })).status).toBe(404);
+    expect((await call("GET", "/v1/rollouts/nope")).status).toBe(404);
+    expect((await call("GET", "/v1/rollouts/walk-plan/stages/nope/gates")).status).toBe(404);
+    expect((await call("POST", "/v1/rollouts/walk-plan/recover", { strategy: "undo", reason: "r" })).body.message).toMatch(/^strategy: must be one of/);
+    expect((await call("GET", "/v1/rollouts?phase=done")).status).toBe(400);
+    const list = await call("GET", "/v1/rollouts?phase=rolled_back");
+    expect(list.body.rollouts.map((r: { plan: { plan_id: string } }) => r.plan.plan_id)).toContain("walk-plan");
+  });
+});
+
+describe("the rollout controller across a restart", () => {
+  it("resumes a plan in the middle of a stage without moving a node twice or losing a decision", async () => {
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "ao-rollout-restart-"));
+    const start = () =>
+      startServer({ listen: "127.0.0.1:0", dataDir, busyTimeoutMs: 2000, heartbeatFlushMs: 50 }, { logger: memoryLogger().logger, onFatal: () => {} });
+    let server = await start();
+    let api = createOrchestratorClients({ baseUrl: server.url });
+    try {
+      for (const nodeId of ["rs-1", "rs-2", "rs-3", "rs-4"]) {
+        await api.nodes.enrollNode({ nodeId, channel: "rs" });
+        await api.nodes.heartbeat({ nodeId });
+      }
+      await api.releases.publishRelease({ release: { releaseId: "rs-r1", channel: "rs", version: "1", staged: true, artifacts: [{ name: "a", digest: DIGEST }] } });
+      await api.rollouts.createRolloutPlan({
+        plan: {
+          planId: "rs-plan",
+          releaseId: "rs-r1",
+          stages: [
+            { stageId: "first", percent: 50, gates: [{ kind: "success_ratio", minRatio: 1 }] },
+            { stageId: "second", percent: 100, gates: [{ kind: "success_ratio", minRatio: 1 }] },
+          ],
+        },
+      });
+      const first = await until("first stage", async () => {
+        const moves = await server.store.movesOfPlan("rs-plan");
+        return moves.length === 2 ? moves.map((m) => m.nodeId) : undefined;
+      });
+      // One of the two acks before the restart, one after.
+      const ackOf = (nodeId: string) =>
+        api.releases.upsertAck({ releaseId: "rs-r1", nodeId, state: "healthy", reportedReleaseId: "rs-r1" });
+      await ackOf(first[0]);
+      api.close();
+      await server.close();
+
+      server = await start();
+      api = createOrchestratorClients({ baseUrl: server.url });
+      let s = (await api.rollouts.getRolloutStatus({ planId: "rs-plan" })).status!;
+      expect(s).toMatchObject({ phase: "active", currentStageId: "first" });
+      expect(s.stages[0]).toMatchObject({ nodeCount: 2, healthy: 1, pending: 1 });
+      await ackOf(first[1]);
+      s = await until("second stage", async () => {
+        const st = (await api.rollouts.getRolloutStatus({ planId: "rs-plan" })).status!;
+        return st.currentStageId === "second" ? st : undefined;
+      });
+      const moves = await server.store.movesOfPlan("rs-plan");
+      expect(moves).toHaveLength(4);
+      expect(new Set(moves.map((m) => m.nodeId)).size).toBe(4);
+      expect(moves.slice(0, 2).map((m) => m.nodeId)).toEqual(first);
+      const audit = await server.store.auditRecords({ resource: "rs-plan", limit: 10 });
+      expect(audit.filter((a) => a.eventName === "rollout.stage.passed")).toHaveLength(1);
+    } finally {
+      api.close();
+      await server.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});
