@@ -1,5 +1,5 @@
 import { execFile, spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -9,6 +9,7 @@ import { freePort } from "./helpers/net.js";
 import { createTestDatabase } from "./helpers/postgres.js";
 import { h1 } from "./helpers/http.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
+import { SIGNING_KEY_FILE } from "../src/rollouts/signing.js";
 
 const exec = promisify(execFile);
 
@@ -66,7 +67,7 @@ describe("autonomy-orchestrator", () => {
     expect(stderr).toContain(message);
   });
 
-  it("serves on PostgreSQL with AUTONOMY_POSTGRES_URL, writing nothing to the data dir", async () => {
+  it("serves on PostgreSQL with AUTONOMY_POSTGRES_URL, writing only the plan signing key to the data dir", async () => {
     const db = await createTestDatabase();
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "ao-cli-"));
     const server = await startChildServer(["--data-dir", dataDir], { AUTONOMY_POSTGRES_URL: db.url });
@@ -75,7 +76,8 @@ describe("autonomy-orchestrator", () => {
       const body = JSON.stringify({ events: [{ event_id: "pg-1", event_type: "t", node_id: "pg", timestamp: "2026-01-01T00:00:00Z" }] });
       expect((await h1(`${server.url}/v1/events`, { method: "POST", body })).json()).toEqual({ received: 1, inserted: 1, deduped: 0 });
       expect((await h1(`${server.url}/v1/events?node_id=pg`)).json().count).toBe(1);
-      expect(readdirSync(dataDir)).toEqual([]);
+      expect(readdirSync(dataDir)).toEqual([SIGNING_KEY_FILE]);
+      expect(statSync(path.join(dataDir, SIGNING_KEY_FILE)).mode & 0o777).toBe(0o600);
     } finally {
       await server.kill();
       await db.drop();

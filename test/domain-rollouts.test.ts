@@ -1,6 +1,6 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { describe, expect, it } from "vitest";
-import { GateSchema, RolloutPlanSchema, StageSchema, type Stage } from "../gen/autonomy/v1/rollouts_pb.js";
+import { GateSchema, RolloutPlanSchema, StageSchema } from "../gen/autonomy/v1/rollouts_pb.js";
 import { FailedPreconditionError, ValidationError } from "../src/domain/errors.js";
 import {
   ACTIONS,
@@ -59,8 +59,7 @@ describe("rollout phase machine", () => {
   });
 });
 
-const stage = (fields: Partial<Stage> & { gates?: Parameters<typeof create<typeof GateSchema>>[1][] }) =>
-  create(StageSchema, { stageId: "s", ...fields, gates: (fields.gates ?? []).map((g) => create(GateSchema, g)) });
+const stage = (fields: MessageInitShape<typeof StageSchema>) => create(StageSchema, { stageId: "s", ...fields });
 const open = (openedAtMs = 0): StageState => ({ stageId: "s", phase: "open", nodeCount: 10, openedAtMs, manualApproved: false, detail: "" });
 const tally = (t: Partial<StageTally>): StageTally => ({ nodeCount: 10, healthy: 0, failed: 0, unreachable: 0, gatedEvents: 0, ...t });
 
