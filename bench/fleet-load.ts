@@ -5,6 +5,7 @@
  *
  *   node dist/bench/fleet-load.js '{"op":"heartbeat","url":"...","nodes":10000,"durationMs":15000,"concurrency":32}'
  */
+import { readFileSync } from "node:fs";
 import http2 from "node:http2";
 import { request, summarize } from "./h2-request.js";
 
@@ -18,6 +19,8 @@ export interface FleetLoadSpec {
   /** ack: the release acked and the state reported. */
   releaseId?: string;
   state?: string;
+  /** ack: a JSON file holding the node ids to ack, instead of the first `nodes` simulated ones. */
+  nodeIdsFile?: string;
 }
 
 export interface FleetLoadResult {
@@ -30,15 +33,14 @@ export interface FleetLoadResult {
 
 export const nodeName = (n: number) => `fleet-${String(n).padStart(5, "0")}`;
 
-function call(spec: FleetLoadSpec, n: number): { headers: http2.OutgoingHttpHeaders; body: Buffer } {
-  const node = nodeName(n);
+function call(spec: FleetLoadSpec, node: string): { headers: http2.OutgoingHttpHeaders; body: Buffer } {
   const json = (method: string, path: string, body: unknown) => ({
     headers: { ":method": method, ":path": path, "content-type": "application/json" },
     body: Buffer.from(JSON.stringify(body)),
   });
   switch (spec.op) {
     case "enroll":
-      return json("POST", "/v1/nodes", { node_id: node, channel: "bench", labels: { ring: String(n % 10) }, agent_version: "bench" });
+      return json("POST", "/v1/nodes", { node_id: node, channel: "bench", labels: { ring: node.slice(-1) }, agent_version: "bench" });
     case "heartbeat":
       return json("POST", `/v1/nodes/${node}/heartbeat`, { reported_release_id: "bench-r0" });
     case "ack":
@@ -51,17 +53,20 @@ function call(spec: FleetLoadSpec, n: number): { headers: http2.OutgoingHttpHead
 }
 
 async function run(spec: FleetLoadSpec): Promise<FleetLoadResult> {
+  const ids = spec.nodeIdsFile === undefined ? undefined : (JSON.parse(readFileSync(spec.nodeIdsFile, "utf8")) as string[]);
+  const nodes = ids?.length ?? spec.nodes;
   const session = http2.connect(spec.url);
   session.on("error", () => {});
   const latencies: number[] = [];
   const deadline = spec.durationMs === undefined ? Infinity : Date.now() + spec.durationMs;
-  const total = spec.durationMs === undefined ? spec.nodes : Infinity;
+  const total = spec.durationMs === undefined ? nodes : Infinity;
   let next = 0;
   const started = process.hrtime.bigint();
   await Promise.all(
     Array.from({ length: spec.concurrency }, async () => {
       while (next < total && Date.now() < deadline) {
-        const { headers, body } = call(spec, next++ % spec.nodes);
+        const n = next++ % nodes;
+        const { headers, body } = call(spec, ids?.[n] ?? nodeName(n));
         const t0 = process.hrtime.bigint();
         const reply = await request(session, headers, body);
         if (reply.status !== 200) throw new Error(`${spec.op}: status ${reply.status}: ${reply.body}`);

@@ -46,6 +46,7 @@ export interface RunningServer {
   readonly metricsAddress?: ListenAddress;
   readonly metrics: Metrics;
   readonly store: Store;
+  readonly rollouts: RolloutController;
   close(): Promise<void>;
 }
 
@@ -209,6 +210,7 @@ export async function startServer(
     metricsAddress: metricsServer?.address,
     metrics,
     store,
+    rollouts: controller,
     async close() {
       await Promise.all([apiListener.close(), metricsServer?.close()]);
       await controller.stop();

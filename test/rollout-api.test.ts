@@ -316,3 +316,38 @@ describe("the rollout controller across a restart", () => {
     }
   });
 });
+
+describe("stage nodes that stop heartbeating", () => {
+  it("are counted unreachable, apart from failed, and reachable again when they are seen", async () => {
+    const server = await startTestServer("sqlite", { nodeStaleAfterMs: 300, heartbeatFlushMs: 50 });
+    const api = createOrchestratorClients({ baseUrl: server.url });
+    try {
+      for (const nodeId of ["un-1", "un-2"]) {
+        await api.nodes.enrollNode({ nodeId, channel: "un" });
+        await api.nodes.heartbeat({ nodeId });
+      }
+      await api.releases.publishRelease({ release: { releaseId: "un-r1", channel: "un", version: "1", staged: true, artifacts: [{ name: "a", digest: DIGEST }] } });
+      await api.rollouts.createRolloutPlan({
+        plan: { planId: "un-plan", releaseId: "un-r1", stages: [{ stageId: "all", percent: 100, gates: [{ kind: "success_ratio", minRatio: 1 }] }] },
+      });
+      await api.releases.upsertAck({ releaseId: "un-r1", nodeId: "un-1", state: "failed", message: "no space" });
+      // un-2 never answers: after --node-stale-after and the next liveness check it is unreachable.
+      const stage = await until("unreachable", async () => {
+        const st = (await api.rollouts.getRolloutStatus({ planId: "un-plan" })).status!.stages[0];
+        return st.unreachable === 1 ? st : undefined;
+      });
+      expect(stage).toMatchObject({ nodeCount: 2, failed: 1, unreachable: 1, healthy: 0, pending: 0 });
+      await api.nodes.heartbeat({ nodeId: "un-2" });
+      const back = (await api.rollouts.getRolloutStatus({ planId: "un-plan" })).status!.stages[0];
+      expect(back).toMatchObject({ failed: 1, unreachable: 0, pending: 1 });
+      // Pause and resume through the versioned actions.
+      const paused = await api.rollouts.pauseRollout({ planId: "un-plan", reason: "weekend", expectedVersion: 2 });
+      expect(paused.status).toMatchObject({ phase: "paused", version: 3 });
+      const resumed = await api.rollouts.resumeRollout({ planId: "un-plan", reason: "monday" });
+      expect(resumed.status).toMatchObject({ phase: "active", version: 4 });
+    } finally {
+      api.close();
+      await server.stop();
+    }
+  });
+});

@@ -79,6 +79,8 @@ interface Runtime {
   gatedType?: string;
   /** While the stage's counts are read from the store, acks are held here and applied after. */
   building?: NodeAck[];
+  /** What opening a stage learnt about the channel's nodes, for tracking it once it is written. */
+  opened?: { stageId: string; lastSeen: ReadonlyMap<string, number | undefined> };
   /** Set when the gated event count must be read again from the store. */
   recount?: boolean;
   chain: Promise<unknown>;
@@ -151,6 +153,15 @@ export class RolloutController {
   liveTally(planId: string, stageIndex: number): StageTally | undefined {
     const rt = this.runtimes.get(planId);
     return rt && rt.state.currentStage === stageIndex ? { ...rt.tally } : undefined;
+  }
+
+  /** Resolves when the plan has no evaluation or action queued (benchmarks and tests wait on it). */
+  async settled(planId: string): Promise<void> {
+    for (let rt = this.runtimes.get(planId); rt; rt = this.runtimes.get(planId)) {
+      const chain = rt.chain;
+      await chain;
+      if (rt.chain === chain && !rt.scheduled) return;
+    }
   }
 
   /** The current status of a tracked plan (newer than the store's only by nothing: it is written first). */
@@ -284,8 +295,12 @@ export class RolloutController {
     this.schedule(rt);
   }
 
-  /** Reads the current stage's nodes, acks and gated events from the store. */
-  private async trackStage(rt: Runtime, moves?: readonly MoveRow[]): Promise<void> {
+  /**
+   * Reads the current stage's nodes, acks and gated events from the store. A stage just
+   * opened passes what its opening knew (its moves, its nodes' last-seen times), which spares
+   * reading every node of the channel again.
+   */
+  private async trackStage(rt: Runtime, moves?: readonly MoveRow[], lastSeen?: ReadonlyMap<string, number | undefined>): Promise<void> {
     this.untrackGatedType(rt);
     clearInterval(rt.sweep);
     rt.nodes = new Map();
@@ -297,12 +312,14 @@ export class RolloutController {
     rt.building = [];
     try {
       const { store, sightings } = this.deps;
-      const [allMoves, acks, nodes] = await Promise.all([
+      const [allMoves, acks, seen] = await Promise.all([
         moves ?? store.movesOfPlan(rt.plan.planId),
         store.acksOfRelease(rt.plan.releaseId),
-        store.listNodes({ channel: rt.row.channel }),
+        lastSeen ??
+          store
+            .listNodes({ channel: rt.row.channel })
+            .then((nodes) => new Map(nodes.map((n) => [n.nodeId, livenessOf(sightings.overlay(n)).lastSeenMs]))),
       ]);
-      const seen = new Map(nodes.map((n) => [n.nodeId, livenessOf(sightings.overlay(n)).lastSeenMs]));
       for (const m of allMoves) {
         if (m.stageId !== stage.stageId) continue;
         rt.nodes.set(m.nodeId, { ack: "other", ackUpdatedMs: 0, lastSeenMs: seen.get(m.nodeId) ?? m.movedAtMs, unreachable: false });
@@ -428,11 +445,14 @@ export class RolloutController {
     const { store, sightings, staleAfterMs } = this.deps;
     const nowMs = this.now();
     const stage = rt.plan.stages[index];
+    const seen = new Map<string, number | undefined>();
     const fleet = (await store.listNodes({ channel: rt.row.channel })).map((n) => {
       const node = nodeView(n, sightings, nowMs, staleAfterMs);
+      seen.set(node.nodeId, livenessOf(node).lastSeenMs);
       return { nodeId: node.nodeId, labels: node.labels, healthy: node.lifecycle === "HEALTHY" };
     });
     const selection = selectStageNodes(rt.plan.planId, stage, fleet, rt.taken);
+    rt.opened = { stageId: stage.stageId, lastSeen: seen };
     const eventSeq = gatedEventType(stage) === undefined ? undefined : String(await store.newestEventSeq());
     draft.currentStage = index;
     draft.stages[index] = {
@@ -496,7 +516,10 @@ export class RolloutController {
       draft.stages[draft.currentStage].tally = { ...rt.tally };
     }
     const moves = await change(draft);
-    if (dryRun) return { draft, moves };
+    if (dryRun) {
+      rt.opened = undefined;
+      return { draft, moves };
+    }
     draft.version = before.version + 1;
     draft.updatedAtMs = this.now();
     const audit: AuditRow = {
@@ -523,7 +546,11 @@ export class RolloutController {
     rt.state = draft;
     for (const m of moves) rt.taken.add(m.nodeId);
     if (isTerminal(draft.phase)) this.drop(rt);
-    else if (draft.currentStage !== before.currentStage) await this.trackStage(rt, undefined);
+    else if (draft.currentStage !== before.currentStage) {
+      const opened = rt.opened?.stageId === draft.stages[draft.currentStage].stageId ? rt.opened : undefined;
+      await this.trackStage(rt, opened && moves, opened?.lastSeen);
+    }
+    rt.opened = undefined;
     return { draft, moves };
   }
 

@@ -1,0 +1,125 @@
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
+import { AUTONOMY_BIN } from "./helpers/child.js";
+import { startTestServer, type TestServer } from "./helpers/server.js";
+
+const exec = promisify(execFile);
+const DIGEST = `sha256:${"e5".repeat(32)}`;
+
+describe("autonomy rollout and rollback commands", () => {
+  let server: TestServer;
+  let api: OrchestratorClients;
+  let dir: string;
+  const cli = async (...args: string[]) => {
+    try {
+      const { stdout, stderr } = await exec(process.execPath, [AUTONOMY_BIN, "--orchestrator-url", server.url, ...args], {
+        env: { ...process.env, AUTONOMY_OPERATOR: "carol" },
+      });
+      return { code: 0, stdout, stderr };
+    } catch (err) {
+      const e = err as { code: number; stdout: string; stderr: string };
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+    }
+  };
+  const file = (name: string, text: string) => {
+    const p = path.join(dir, name);
+    writeFileSync(p, text);
+    return p;
+  };
+
+  beforeAll(async () => {
+    server = await startTestServer("sqlite");
+    api = createOrchestratorClients({ baseUrl: server.url });
+    dir = mkdtempSync(path.join(os.tmpdir(), "ao-rollout-cli-"));
+    for (const nodeId of ["c-1", "c-2", "c-3"]) {
+      await api.nodes.enrollNode({ nodeId, channel: "cli", labels: { site: nodeId === "c-3" ? "oslo" : "berlin" } });
+      await api.nodes.heartbeat({ nodeId });
+    }
+    const release = file("r.yaml", `release_id: cli-r1\nchannel: cli\nversion: 1.0\nstaged: true\nartifacts:\n  - name: app\n    digest: ${DIGEST}\n`);
+    expect((await cli("release", "publish", "--file", release)).code).toBe(0);
+  });
+  afterAll(async () => {
+    api.close();
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("publishes a staged release and shows it as staged", async () => {
+    expect((await cli("release", "latest", "--channel", "cli")).stdout).toMatch(/^staged\s+yes: nodes move to it only through rollout plans$/m);
+  });
+
+  it("creates a plan from YAML, lists and describes it, pauses and resumes it, and previews a rollback", async () => {
+    const plan = file(
+      "plan.yaml",
+      [
+        "plan_id: cli-plan",
+        "release_id: cli-r1",
+        "stages:",
+        "  - stage_id: berlin",
+        "    match_labels: {site: berlin}",
+        "    gates: [{kind: manual}, {kind: time_soak, seconds: 60}]",
+        "    deadline_seconds: 600",
+        "  - stage_id: rest",
+        "    percent: 100",
+        "",
+      ].join("\n"),
+    );
+    expect(await cli("rollout", "plan", "create", "--file", plan)).toMatchObject({
+      code: 0,
+      stdout: "published plan cli-plan: release cli-r1 to channel cli in 2 stage(s)\n",
+    });
+    expect((await cli("rollout", "plan", "create", "--file", plan)).stdout).toMatch(/already published with this spec; nothing changed/);
+    let list = "";
+    for (let i = 0; i < 50 && !/active/.test(list); i++) list = (await cli("rollout", "plan", "list")).stdout;
+    expect(list).toMatch(/^PLAN\s+RELEASE\s+CHANNEL\s+PHASE\s+STAGE\s+DONE\s+UPDATED$/m);
+    expect(list).toMatch(/^cli-plan\s+cli-r1\s+cli\s+active\s+berlin\s+0\/2\s/m);
+
+    const described = (await cli("rollout", "plan", "describe", "--plan-id", "cli-plan")).stdout;
+    expect(described).toMatch(/^\*berlin\s+site=berlin\s+open\s+2\s+0\s+0\s+0\s+2\s+manual, time_soak 60s$/m);
+    expect(described).toMatch(/^ rest\s+100%\s+pending\s+0/m);
+    expect(described).toMatch(/\[ \] manual: awaiting operator approval/);
+
+    expect((await cli("rollout", "plan", "pause", "--plan-id", "cli-plan", "--reason", "lunch")).stdout).toMatch(/plan cli-plan: active -> paused \(stage berlin\), version 3/);
+    const again = await cli("rollout", "plan", "pause", "--plan-id", "cli-plan", "--reason", "lunch");
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/failed_precondition: cannot pause: the plan is paused \(allowed: resume, approve, cancel, rollback\)/);
+    expect((await cli("rollout", "plan", "resume", "--plan-id", "cli-plan", "--reason", "back")).stdout).toMatch(/paused -> active/);
+
+    const preview = await cli("rollback", "preview", "--target", "rollout_stage", "--resource", "cli-plan/berlin", "--strategy", "rollback", "--reason", "try");
+    expect(preview.stdout).toMatch(/^preview: would rollback: active -> rolled_back\nphase active -> rolled_back\n2 node\(s\) moved/);
+    expect((await api.rollouts.getRolloutStatus({ planId: "cli-plan" })).status!.phase).toBe("active");
+    const wrongStage = await cli("rollback", "execute", "--target", "rollout_stage", "--resource", "cli-plan/rest", "--strategy", "skip_failed", "--reason", "x");
+    expect(wrongStage.stderr).toMatch(/stage "rest" is not the plan's current stage \("berlin" is\)/);
+    const badResource = await cli("rollback", "execute", "--target", "rollout_stage", "--resource", "cli-plan", "--strategy", "retry", "--reason", "x");
+    expect(badResource.stderr).toMatch(/--resource: a rollout_stage is named PLAN_ID\/STAGE_ID/);
+
+    const json = JSON.parse((await cli("--output", "json", "rollout", "gate", "list", "--plan-id", "cli-plan", "--stage-id", "berlin")).stdout);
+    expect(json).toMatchObject({ stage_phase: "open", manual_approved: false, all_passed: false });
+    expect((await cli("rollout", "stuck", "--threshold-seconds", "3600")).stdout).toBe("no stuck plans\n");
+
+    const audit = await server.store.auditRecords({ resource: "cli-plan", limit: 10 });
+    expect(audit.filter((a) => a.source === "api").map((a) => a.actor)).toEqual(["carol", "carol", "carol"]);
+  });
+
+  it.each([
+    ["a stage with two selectors", "release_id: cli-r1\nstages:\n  - stage_id: a\n    percent: 10\n    node_ids: [c-1]\n", "invalid_argument: plan.stages[0]: select nodes in exactly one way"],
+    ["an unknown field", "release_id: cli-r1\nstagez: []\n", 'key "stagez" is unknown'],
+    ["a missing file", null, "no such file"],
+  ])("refuses %s in one line, exit 1", async (_name, text, message) => {
+    const res = await cli("rollout", "plan", "create", "--file", text === null ? path.join(dir, "nope.yaml") : file("bad.yaml", text));
+    expect(res.code).toBe(1);
+    expect(res.stderr.trim().split("\n")).toHaveLength(1);
+    expect(res.stderr).toContain(message);
+  });
+
+  it("names the missing flags of an action (exit 2)", async () => {
+    const res = await cli("rollout", "plan", "promote", "--plan-id", "cli-plan");
+    expect(res.code).toBe(2);
+    expect(res.stderr).toMatch(/required option '--reason <text>' not specified/);
+  });
+});
