@@ -7,6 +7,7 @@
  */
 import { readFileSync } from "node:fs";
 import http2 from "node:http2";
+import { pathToFileURL } from "node:url";
 import { request, summarize } from "./h2-request.js";
 
 export interface FleetLoadSpec {
@@ -79,4 +80,7 @@ async function run(spec: FleetLoadSpec): Promise<FleetLoadResult> {
   return summarize(latencies, seconds);
 }
 
-if (process.argv[2]) process.stdout.write(JSON.stringify(await run(JSON.parse(process.argv[2]) as FleetLoadSpec)) + "\n");
+// Run only as a program: the bench scripts import nodeName from here.
+if (import.meta.url === pathToFileURL(process.argv[1]).href) {
+  process.stdout.write(JSON.stringify(await run(JSON.parse(process.argv[2]) as FleetLoadSpec)) + "\n");
+}
