@@ -1,0 +1,152 @@
+import path from "node:path";
+import { Command, Option } from "commander";
+import {
+  CA_CERT,
+  CRL_FILE,
+  checkRevocation,
+  DEFAULT_CRL_DAYS,
+  DEFAULT_LEAF_DAYS,
+  initCa,
+  issueCert,
+  listCerts,
+  revokeCerts,
+  type IssuedCert,
+} from "../../security/ca.js";
+import { PROFILES, type Profile } from "../../security/pki.js";
+import { formatTable, runCommand } from "../shared/output.js";
+
+const positiveInt = (flag: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${flag}: expected a whole number, got "${v}"`);
+  return n;
+};
+const collect = (v: string, all: string[] = []) => [...all, v];
+
+interface CaDirOption {
+  caDir: string;
+}
+
+const caDirOption = () =>
+  new Option("--ca-dir <dir>", "the CA directory (ca.pem, ca-key.pem, crl.pem, certs.json)").env("AUTONOMY_CA_DIR").makeOptionMandatory();
+
+function printIssued(c: IssuedCert, verb: string): void {
+  process.stdout.write(
+    `${verb} ${c.profile} certificate for ${c.name}: serial ${c.serial}, valid until ${c.notAfter}\n  certificate ${c.certFile}\n  key         ${c.keyFile} (mode 0600)\n`,
+  );
+}
+
+/** `autonomy cert`: a small CA for mutual TLS, kept in a directory. */
+export function certCommand(): Command {
+  const cert = new Command("cert").description(
+    "A certificate authority for mutual TLS, kept in --ca-dir: ECDSA P-256 keys, certificates for servers, nodes and operators, and the CRL servers read.",
+  );
+  cert
+    .command("init-ca")
+    .description("Create the CA (certificate, key and an empty CRL) in an empty directory.")
+    .addOption(caDirOption())
+    .option("--common-name <name>", "the CA's common name", "autonomy orchestrator CA")
+    .option("--days <n>", "validity of the CA certificate", positiveInt("--days"), 3650)
+    .action((opts: CaDirOption & { commonName: string; days: number }) =>
+      runCommand("autonomy", async () => {
+        await initCa(opts.caDir, { commonName: opts.commonName, days: opts.days });
+        process.stdout.write(
+          `created the CA in ${opts.caDir}\n  ${path.join(opts.caDir, CA_CERT)}   give it to servers (--tls-ca-file) and clients (--tls-ca-file)\n` +
+            `  ${path.join(opts.caDir, CRL_FILE)}  give it to servers (--tls-crl-file)\n`,
+        );
+      }),
+    );
+  cert
+    .command("issue")
+    .description(
+      "Issue a certificate. node: a node's client certificate (CN = node id); operator: an operator's client certificate " +
+        "(CN = operator name); server: a server certificate for the names given (localhost and 127.0.0.1 by default).",
+    )
+    .addOption(caDirOption())
+    .addOption(new Option("--profile <profile>", "what the certificate is for").choices(PROFILES).makeOptionMandatory())
+    .requiredOption("--name <name>", "node id, operator name or server name")
+    .option("--days <n>", "validity in days", positiveInt("--days"), DEFAULT_LEAF_DAYS)
+    .option("--dns <name>", "server: a DNS name (repeatable)", collect)
+    .option("--ip <address>", "server: an IP address (repeatable)", collect)
+    .option("--out-dir <dir>", "where to write the certificate and key (default: the CA directory)")
+    .action((opts: CaDirOption & { profile: Profile; name: string; days: number; dns?: string[]; ip?: string[]; outDir?: string }) =>
+      runCommand("autonomy", async () => {
+        const issued = await issueCert(opts.caDir, { profile: opts.profile, name: opts.name, days: opts.days, dns: opts.dns, ips: opts.ip, outDir: opts.outDir });
+        printIssued(issued, "issued");
+      }),
+    );
+  cert
+    .command("rotate")
+    .description("Issue a fresh certificate for the same profile and name; --revoke-old also revokes the ones it replaces (and writes the CRL).")
+    .addOption(caDirOption())
+    .addOption(new Option("--profile <profile>", "profile of the certificate").choices(PROFILES).makeOptionMandatory())
+    .requiredOption("--name <name>", "node id, operator name or server name")
+    .option("--days <n>", "validity in days", positiveInt("--days"), DEFAULT_LEAF_DAYS)
+    .option("--out-dir <dir>", "where to write the certificate and key (default: the CA directory)")
+    .option("--revoke-old", "revoke the certificates of this name issued before")
+    .action((opts: CaDirOption & { profile: Profile; name: string; days: number; outDir?: string; revokeOld?: boolean }) =>
+      runCommand("autonomy", async () => {
+        const before = listCerts(opts.caDir).filter((c) => c.profile === opts.profile && c.name === opts.name && c.state !== "revoked");
+        if (before.length === 0) throw new Error(`no ${opts.profile} certificate named "${opts.name}" to rotate; use \`cert issue\``);
+        const issued = await issueCert(opts.caDir, { profile: opts.profile, name: opts.name, days: opts.days, outDir: opts.outDir });
+        printIssued(issued, "rotated:");
+        if (opts.revokeOld) {
+          for (const old of before) {
+            const r = await revokeCerts(opts.caDir, { serial: old.serial });
+            process.stdout.write(`revoked ${old.serial}; CRL number ${r.crlNumber} written to ${r.crlFile}\n`);
+          }
+        }
+      }),
+    );
+  cert
+    .command("revoke")
+    .description("Revoke by --serial, or every valid certificate of --name, and write the next CRL; a server watching that file applies it within a second. --refresh re-signs the CRL without revoking anything (before it expires).")
+    .addOption(caDirOption())
+    .option("--serial <hex>", "serial number of the certificate")
+    .option("--name <name>", "revoke every valid certificate of this name")
+    .addOption(new Option("--profile <profile>", "with --name: only this profile").choices(PROFILES))
+    .option("--refresh", "revoke nothing; write a new CRL number and validity")
+    .option("--crl-days <n>", "validity of the CRL written", positiveInt("--crl-days"), DEFAULT_CRL_DAYS)
+    .action((opts: CaDirOption & { serial?: string; name?: string; profile?: Profile; refresh?: boolean; crlDays: number }) =>
+      runCommand("autonomy", async () => {
+        const targets = [opts.serial, opts.name, opts.refresh].filter((x) => x !== undefined).length;
+        if (targets !== 1) throw new Error("say what to revoke: one of --serial, --name or --refresh");
+        const r = await revokeCerts(opts.caDir, { serial: opts.serial, name: opts.name, profile: opts.profile, crlDays: opts.crlDays });
+        for (const c of r.revoked) process.stdout.write(`revoked ${c.profile} ${c.name} (serial ${c.serial})\n`);
+        process.stdout.write(`CRL number ${r.crlNumber} written to ${r.crlFile}, valid ${opts.crlDays} days\n`);
+      }),
+    );
+  cert
+    .command("list")
+    .description("List the certificates issued, with their state (valid, expiring, expired, revoked).")
+    .addOption(caDirOption())
+    .option("--expiring-within-days <n>", "mark (and list only) certificates that end within this many days", positiveInt("--expiring-within-days"))
+    .action((opts: CaDirOption & { expiringWithinDays?: number }) =>
+      runCommand("autonomy", async () => {
+        let certs = listCerts(opts.caDir, { expiringWithinDays: opts.expiringWithinDays });
+        if (opts.expiringWithinDays !== undefined) certs = certs.filter((c) => c.state === "expiring");
+        if (certs.length === 0) {
+          process.stdout.write(opts.expiringWithinDays !== undefined ? `no certificate ends within ${opts.expiringWithinDays} days\n` : "no certificates issued\n");
+          return;
+        }
+        process.stdout.write(formatTable(["SERIAL", "PROFILE", "NAME", "NOT AFTER", "STATE"], certs.map((c) => [c.serial, c.profile, c.name, c.notAfter, c.state])));
+      }),
+    );
+  cert
+    .command("check-revocation")
+    .description("Check a certificate against a CRL (verified against the CA first). Exit status 0: not revoked; 3: revoked.")
+    .requiredOption("--cert <file>", "the certificate (PEM)")
+    .option("--crl <file>", "the CRL (default: crl.pem of --ca-dir)")
+    .option("--ca <file>", "the CA certificate (default: ca.pem of --ca-dir)")
+    .addOption(new Option("--ca-dir <dir>", "the CA directory").env("AUTONOMY_CA_DIR"))
+    .action((opts: { cert: string; crl?: string; ca?: string; caDir?: string }) =>
+      runCommand("autonomy", async () => {
+        const crlFile = opts.crl ?? (opts.caDir && path.join(opts.caDir, CRL_FILE));
+        const caFile = opts.ca ?? (opts.caDir && path.join(opts.caDir, CA_CERT));
+        if (!crlFile || !caFile) throw new Error("name the CRL and CA: --crl and --ca, or --ca-dir");
+        const r = await checkRevocation({ certFile: opts.cert, crlFile, caFile });
+        process.stdout.write(`${r.subject} (serial ${r.serial}): ${r.revoked ? "REVOKED" : "not revoked"} by CRL number ${r.crlNumber}\n`);
+        if (r.revoked) process.exitCode = 3;
+      }),
+    );
+  return cert;
+}
