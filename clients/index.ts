@@ -60,6 +60,11 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** The operator the calls are made for, sent in the autonomy-operator header. */
   operator?: string;
+  /**
+   * https:// URLs: the CA that signed the server's certificate (else the system's), and for
+   * mutual TLS this client's certificate and key (PEM).
+   */
+  tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
 }
 
 /** One transport for the chosen protocol and HTTP version. */
@@ -76,7 +81,9 @@ export function createOrchestratorTransport(opts: ClientOptions): { transport: T
   const protocol = opts.protocol ?? "connect";
   if (protocol === "grpc" && opts.httpVersion === "1.1") throw new Error("gRPC needs HTTP/2");
   const baseUrl = url.toString().replace(/\/$/, "");
-  const sessionManager = opts.httpVersion === "1.1" ? undefined : new Http2SessionManager(baseUrl);
+  if (opts.tls && url.protocol !== "https:") throw new Error(`TLS options need an https:// orchestrator URL, not "${opts.baseUrl}"`);
+  const tlsOptions = opts.tls ? { ca: opts.tls.ca, cert: opts.tls.cert, key: opts.tls.key } : undefined;
+  const sessionManager = opts.httpVersion === "1.1" ? undefined : new Http2SessionManager(baseUrl, undefined, tlsOptions);
   const interceptors = [...(opts.interceptors ?? [])];
   const operator = opts.operator;
   if (operator) {
@@ -86,7 +93,9 @@ export function createOrchestratorTransport(opts: ClientOptions): { transport: T
     });
   }
   const common = { baseUrl, interceptors, defaultTimeoutMs: opts.timeoutMs };
-  const http = sessionManager ? { httpVersion: "2" as const, sessionManager } : { httpVersion: "1.1" as const };
+  const http = sessionManager
+    ? { httpVersion: "2" as const, sessionManager }
+    : { httpVersion: "1.1" as const, nodeOptions: tlsOptions };
   const useBinaryFormat = opts.useBinaryFormat ?? true;
   const transport =
     protocol === "grpc"

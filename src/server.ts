@@ -17,6 +17,9 @@ import { createErrorInterceptor, createObserveInterceptor } from "./transport/in
 import { listenCleartext, parseListenAddress, type Listener, type ListenAddress } from "./transport/listener.js";
 import { createRestHandler, type NodeRequest, type NodeResponse, type PlainRoute } from "./transport/rest.js";
 import { createServices, registerServices } from "./transport/services.js";
+import { loadTlsFiles, watchCrlFile, type TlsFiles } from "./security/crl-watch.js";
+import type { CheckedCrl } from "./security/pki.js";
+import { listenTls, type TlsListener } from "./transport/tls-listener.js";
 
 export interface ServerConfig {
   /** host:port of the API. */
@@ -34,6 +37,8 @@ export interface ServerConfig {
   nodeStaleAfterMs?: number;
   /** How often coalesced heartbeats are written (--heartbeat-flush-interval); 5 seconds when unset. */
   heartbeatFlushMs?: number;
+  /** TLS (cert and key), mutual TLS (ca) and revocation (crl): --tls-* files. Cleartext when unset. */
+  tls?: TlsFiles;
 }
 
 export const DEFAULT_NODE_STALE_AFTER_MS = 120_000;
@@ -70,9 +75,30 @@ function closeIfBodyUnread(req: http.IncomingMessage, res: http.ServerResponse):
   } as typeof res.writeHead;
 }
 
-function urlOf(a: ListenAddress): string {
+function urlOf(a: ListenAddress, tls: boolean): string {
   const host = a.host === "0.0.0.0" || a.host === "::" ? "127.0.0.1" : a.host;
-  return `http://${host.includes(":") ? `[${host}]` : host}:${a.port}`;
+  return `${tls ? "https" : "http"}://${host.includes(":") ? `[${host}]` : host}:${a.port}`;
+}
+
+const isLoopback = (host: string) => host === "localhost" || host === "::1" || host.startsWith("127.");
+
+/** GET /v1/crl: the CRL in force, as it was read (PEM or DER). */
+function crlRoute(current: () => CheckedCrl | undefined): PlainRoute {
+  return {
+    method: "GET",
+    path: "/v1/crl",
+    async handle(_req, res) {
+      const crl = current();
+      const r = res as http.ServerResponse;
+      if (!crl) {
+        r.writeHead(404, { "content-type": "application/json" });
+        r.end(JSON.stringify({ code: "not_found", message: "this server has no CRL (--tls-crl-file)" }));
+        return;
+      }
+      r.writeHead(200, { "content-type": "application/pkix-crl" });
+      r.end(crl.raw);
+    },
+  };
 }
 
 function metricsRoute(metrics: Metrics): PlainRoute {
@@ -98,6 +124,9 @@ export async function startServer(
   const { logger } = deps;
   const listenAddress = parseListenAddress(config.listen);
   const metricsAddress = config.metricsAddr ? parseListenAddress(config.metricsAddr) : undefined;
+  // TLS files first: a bad one stops the start before anything is opened.
+  const tls = config.tls ? await loadTlsFiles(config.tls) : undefined;
+  let crl = tls?.crl;
   const store: Store = config.postgresUrl
     ? await PostgresStore.open({ url: config.postgresUrl })
     : await SqliteStore.open({
@@ -108,6 +137,7 @@ export async function startServer(
       });
 
   const metrics = createMetrics();
+  metrics.currentCrl = () => crl;
   const instrumented = instrumentStore(store, metrics);
   const sightings = new SightingBuffer({
     store: instrumented,
@@ -141,7 +171,7 @@ export async function startServer(
   const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
   const rest = createRestHandler({
     services,
-    plainRoutes: [metricsRoute(metrics)],
+    plainRoutes: [metricsRoute(metrics), crlRoute(() => crl)],
     interceptors,
     contextValues,
     maxBodyBytes: MAX_BODY_BYTES,
@@ -181,10 +211,41 @@ export async function startServer(
     rpc(req, res);
   };
 
-  let api: Listener | undefined;
+  let api: Listener | TlsListener | undefined;
   let metricsServer: Listener | undefined;
+  let crlWatch: { close(): void } | undefined;
   try {
-    api = await listenCleartext(listenAddress, handler);
+    if (tls) {
+      const tlsApi = await listenTls(listenAddress, handler, tls, {
+        onRefused: (reason) => metrics.tlsRefusals.inc({ reason }),
+        onRevokedClosed: () => metrics.tlsRevokedClosed.inc(),
+      });
+      api = tlsApi;
+      if (config.tls?.crlFile && crl) {
+        const file = config.tls.crlFile;
+        crlWatch = watchCrlFile(file, tls.ca!.toString("utf8"), crl, {
+          onGood(next) {
+            crl = next;
+            const closed = tlsApi.updateCrl(next);
+            metrics.crlReloadFailing.set(0);
+            logger.info({ crl_number: String(next.number), revoked: next.revoked.size, connections_closed: closed }, "CRL reloaded");
+          },
+          onBad(err) {
+            metrics.crlReloadFailures.inc();
+            metrics.crlReloadFailing.set(1);
+            logger.error({ file, err: err.message }, "CRL file refused; the last good CRL stays in force");
+          },
+        });
+      }
+    } else {
+      api = await listenCleartext(listenAddress, handler);
+      if (!isLoopback(listenAddress.host)) {
+        logger.warn(
+          { listen: config.listen },
+          "serving cleartext HTTP beyond loopback: anyone on the network can read and send requests; set --tls-cert-file and --tls-key-file (and --tls-ca-file for mutual TLS)",
+        );
+      }
+    }
     if (metricsAddress) {
       const onlyMetrics = createRestHandler({
         services: [],
@@ -196,6 +257,7 @@ export async function startServer(
       metricsServer = await listenCleartext(metricsAddress, (req, res) => void onlyMetrics(req, res));
     }
   } catch (err) {
+    crlWatch?.close();
     await api?.close();
     await controller.stop();
     await sightings.close();
@@ -206,12 +268,13 @@ export async function startServer(
 
   return {
     address: apiListener.address,
-    url: urlOf(apiListener.address),
+    url: urlOf(apiListener.address, tls !== undefined),
     metricsAddress: metricsServer?.address,
     metrics,
     store,
     rollouts: controller,
     async close() {
+      crlWatch?.close();
       await Promise.all([apiListener.close(), metricsServer?.close()]);
       await controller.stop();
       await sightings.close();

@@ -26,6 +26,14 @@ export interface Metrics {
   readonly rolloutPlans: Counter;
   readonly rolloutTransitions: Counter<"action" | "phase">;
   readonly rolloutEvaluations: Counter;
+  readonly tlsRefusals: Counter<"reason">;
+  readonly tlsRevokedClosed: Counter;
+  readonly crlReloadFailures: Counter;
+  readonly crlReloadFailing: Gauge;
+  readonly crlNumber: Gauge;
+  readonly crlAge: Gauge;
+  /** The CRL in force, read by the CRL gauges at scrape time. */
+  currentCrl?: () => { number: bigint; thisUpdate: Date } | undefined;
 }
 
 // prom-client names these gauges *_total, which Prometheus reserves for counters (promtool refuses them).
@@ -151,6 +159,45 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
       name: "cp_rollout_evaluations_total",
       help: "Gate evaluations of rollout plans (each after an ack, a heartbeat change, an event or a timer affecting the plan).",
       registers,
+    }),
+    tlsRefusals: new Counter({
+      name: "cp_tls_handshake_failures_total",
+      help: "Client connections refused at the TLS handshake, by reason (CERT_REVOKED: a revoked certificate; CERT_HAS_EXPIRED; UNABLE_TO_VERIFY_LEAF_SIGNATURE: another CA; no certificate ...).",
+      labelNames: ["reason"],
+      registers,
+    }),
+    tlsRevokedClosed: new Counter({
+      name: "cp_tls_revoked_connections_closed_total",
+      help: "Open connections closed because a new CRL revoked their client certificate.",
+      registers,
+    }),
+    crlReloadFailures: new Counter({
+      name: "cp_tls_crl_reload_failures_total",
+      help: "Changes of --tls-crl-file that were refused (unreadable, not signed by the CA, expired); the last good CRL stays in force.",
+      registers,
+    }),
+    crlReloadFailing: new Gauge({
+      name: "cp_tls_crl_reload_failing",
+      help: "1 while the CRL file on disk is refused and an older CRL is in force: alert on it.",
+      registers,
+    }),
+    crlNumber: new Gauge({
+      name: "cp_tls_crl_number",
+      help: "The CRL number of the CRL in force.",
+      registers,
+      collect() {
+        const crl = metrics.currentCrl?.();
+        if (crl) this.set(Number(crl.number));
+      },
+    }),
+    crlAge: new Gauge({
+      name: "cp_tls_crl_age_seconds",
+      help: "Seconds since the thisUpdate of the CRL in force.",
+      registers,
+      collect() {
+        const crl = metrics.currentCrl?.();
+        if (crl) this.set((Date.now() - crl.thisUpdate.getTime()) / 1000);
+      },
     }),
   };
   return metrics;

@@ -26,6 +26,19 @@ export interface Listener {
   close(): Promise<void>;
 }
 
+/** Binds a server to an address; resolves with the address actually bound. */
+export async function listenOn(server: net.Server, address: ListenAddress): Promise<ListenAddress> {
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(address.port, address.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const bound = server.address() as net.AddressInfo;
+  return { host: bound.address, port: bound.port };
+}
+
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 /** How long a new connection may stay silent before its first bytes tell the protocol. */
 const FIRST_BYTES_TIMEOUT_MS = 10_000;
@@ -96,17 +109,10 @@ export async function listenCleartext(address: ListenAddress, handler: RequestHa
     socket.on("error", () => socket.destroy());
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(address.port, address.host, () => {
-      server.off("error", reject);
-      resolve();
-    });
-  });
-  const bound = server.address() as net.AddressInfo;
+  const bound = await listenOn(server, address);
 
   return {
-    address: { host: bound.address, port: bound.port },
+    address: bound,
     async close() {
       closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -2,8 +2,9 @@ import type { Command } from "commander";
 import { createOrchestratorClients, type OrchestratorClients } from "../../../clients/index.js";
 import { configPath, getConfigValue, readConfig } from "../shared/config.js";
 import { runCommand, type OutputFormat } from "../shared/output.js";
+import { clientTls, type ClientTlsFlags } from "../shared/tls-options.js";
 
-export interface GlobalOptions {
+export interface GlobalOptions extends ClientTlsFlags {
   orchestratorUrl?: string;
   output: OutputFormat;
 }
@@ -29,6 +30,7 @@ export function commandContext(cmd: Command): { options: GlobalOptions; clients:
         baseUrl: resolveOrchestratorUrl(options.orchestratorUrl),
         timeoutMs: 30_000,
         operator: process.env.AUTONOMY_OPERATOR || undefined,
+        tls: clientTls(options),
       }),
   };
 }

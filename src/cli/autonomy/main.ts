@@ -2,6 +2,8 @@
 import { usageErrorsExit2 } from "../shared/exit-codes.js";
 import { Command, Option } from "commander";
 import { OUTPUT_FORMATS } from "../shared/output.js";
+import { addClientTlsOptions } from "../shared/tls-options.js";
+import { certCommand } from "./cert.js";
 import { configCommand } from "./config.js";
 import { fleetCommand } from "./fleet.js";
 import { logsCommand } from "./logs.js";
@@ -9,7 +11,7 @@ import { nodeCommand } from "./node.js";
 import { releaseCommand } from "./release.js";
 import { rollbackCommand, rolloutCommand } from "./rollout.js";
 
-const program = new Command("autonomy")
+const program = addClientTlsOptions(new Command("autonomy"))
   .description("Operator CLI of the autonomy orchestrator.")
   .option(
     "--orchestrator-url <url>",
@@ -22,6 +24,7 @@ const program = new Command("autonomy")
   .addCommand(rolloutCommand())
   .addCommand(rollbackCommand())
   .addCommand(nodeCommand())
+  .addCommand(certCommand())
   .addCommand(configCommand());
 
 await usageErrorsExit2(program).parseAsync(process.argv);

@@ -1,15 +1,16 @@
 import { Command, Option } from "commander";
 import { createOrchestratorClients, type OrchestratorClients } from "../../../clients/index.js";
 import { defaultStateDir } from "../../agent/state.js";
+import { addClientTlsOptions, clientTls, type ClientTlsFlags } from "../shared/tls-options.js";
 
-export interface EdgeOptions {
+export interface EdgeOptions extends ClientTlsFlags {
   orchestratorUrl?: string;
   stateDir: string;
 }
 
 /** The global options of edgectl, shared by every command. */
 export function addEdgeGlobalOptions(cmd: Command): Command {
-  return cmd
+  return addClientTlsOptions(cmd)
     .addOption(new Option("--orchestrator-url <url>", "orchestrator base URL").env("AUTONOMY_ORCHESTRATOR_URL"))
     .addOption(
       new Option("--state-dir <dir>", "where the agent keeps what the node runs")
@@ -21,7 +22,7 @@ export function addEdgeGlobalOptions(cmd: Command): Command {
 /** Clients for the orchestrator the options name; the caller closes them. */
 export function edgeClients(options: EdgeOptions): OrchestratorClients {
   if (!options.orchestratorUrl) throw new Error("no orchestrator URL: pass --orchestrator-url or set AUTONOMY_ORCHESTRATOR_URL");
-  return createOrchestratorClients({ baseUrl: options.orchestratorUrl, timeoutMs: 30_000 });
+  return createOrchestratorClients({ baseUrl: options.orchestratorUrl, timeoutMs: 30_000, tls: clientTls(options) });
 }
 
 /** Collects repeatable `--label key=value` options. */

@@ -22,13 +22,17 @@ interface ServeOptions {
   maxDbSize: number;
   nodeStaleAfter: number;
   heartbeatFlushInterval: number;
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  tlsCaFile?: string;
+  tlsCrlFile?: string;
 }
 
 export function serveCommand(): Command {
   return new Command("serve")
     .summary("Start the control-plane API on the embedded SQLite store (or PostgreSQL)")
     .description(
-      "Start the control-plane API: Connect, gRPC, gRPC-Web and REST on one port (HTTP/2 cleartext and HTTP/1.1).\n" +
+      "Start the control-plane API: Connect, gRPC, gRPC-Web and REST on one port (HTTP/2 and HTTP/1.1, cleartext or TLS).\n" +
         "Stores events in an embedded SQLite database under --data-dir, or in PostgreSQL with --postgres-url.\n\n" +
         "REST endpoints:\n" +
         '  POST /v1/events   ingest {"events":[...]} -> {"received":N,"inserted":N,"deduped":N}\n' +
@@ -40,9 +44,14 @@ export function serveCommand(): Command {
         "  POST /v1/nodes, /v1/nodes/{node_id}/heartbeat, /v1/nodes/{node_id}/drain   enrol, heartbeat, drain\n" +
         "  GET  /v1/nodes, /v1/nodes/{node_id}/summary, /v1/nodes/{node_id}/acks, /v1/nodes/{node_id}/desired-release\n" +
         "  GET  /v1/fleet?channel=C&stale_threshold_seconds=N   totals and one row per node (paged)\n" +
+        "  POST /v1/rollouts, GET /v1/rollouts, GET /v1/rollouts/{plan_id}[/spec|/status], GET /v1/rollouts/stuck\n" +
+        "  POST /v1/rollouts/{plan_id}/pause|resume|promote|halt|cancel|recover   operator actions (reason required)\n" +
+        "  GET  /v1/rollouts/{plan_id}/stages/{stage_id}/gates, POST .../gates/approve   gate status, manual approval\n" +
+        "  GET  /v1/rollouts/signing-keys   public keys of the signed plan specs\n" +
+        "  GET  /v1/crl      the CRL in force (with --tls-crl-file)\n" +
         '  GET  /v1/health   {"status":"ok"}\n' +
         "  GET  /metrics     Prometheus exposition\n\n" +
-        "Errors: 400 bad input, 404 unknown resource, 405 wrong method, 409 conflict, 413 too large,\n" +
+        "Errors: 400 bad input, 404 unknown resource, 405 wrong method, 409 conflict (or a rollout action its phase forbids),\n413 too large, " +
         "503 database busy (Retry-After), 507 disk full.\n" +
         "A corrupt database makes the process log one line and exit with status 1.\n" +
         "Every flag can also be set with an AUTONOMY_ environment variable (shown in brackets).",
@@ -99,6 +108,21 @@ export function serveCommand(): Command {
         .argParser(parsePositiveDuration)
         .default(5000, "5s"),
     )
+    .addOption(
+      new Option("--tls-cert-file <path>", "server TLS certificate (PEM); enables TLS when set with --tls-key-file").env("AUTONOMY_TLS_CERT_FILE"),
+    )
+    .addOption(new Option("--tls-key-file <path>", "server TLS private key (PEM)").env("AUTONOMY_TLS_KEY_FILE"))
+    .addOption(
+      new Option("--tls-ca-file <path>", "CA certificate (PEM) client certificates must be signed by: enables mutual TLS").env(
+        "AUTONOMY_TLS_CA_FILE",
+      ),
+    )
+    .addOption(
+      new Option(
+        "--tls-crl-file <path>",
+        "CRL (PEM or DER) of revoked client certificates, reloaded when it changes; requires --tls-ca-file. Fail closed: missing, not signed by the CA or expired stops the start",
+      ).env("AUTONOMY_TLS_CRL_FILE"),
+    )
     .action(async (opts: ServeOptions) => {
       const logger = createLogger({ format: opts.logFormat, level: opts.logLevel });
       const fatal = (err: Error) => {
@@ -107,6 +131,12 @@ export function serveCommand(): Command {
       };
       let server;
       try {
+        if ((opts.tlsCertFile === undefined) !== (opts.tlsKeyFile === undefined)) {
+          throw new Error("--tls-cert-file and --tls-key-file go together");
+        }
+        if (opts.tlsCertFile === undefined && (opts.tlsCaFile !== undefined || opts.tlsCrlFile !== undefined)) {
+          throw new Error("--tls-ca-file and --tls-crl-file need --tls-cert-file and --tls-key-file");
+        }
         server = await startServer(
           {
             listen: opts.listen,
@@ -117,6 +147,10 @@ export function serveCommand(): Command {
             metricsAddr: opts.metricsAddr,
             nodeStaleAfterMs: opts.nodeStaleAfter,
             heartbeatFlushMs: opts.heartbeatFlushInterval,
+            tls:
+              opts.tlsCertFile && opts.tlsKeyFile
+                ? { certFile: opts.tlsCertFile, keyFile: opts.tlsKeyFile, caFile: opts.tlsCaFile, crlFile: opts.tlsCrlFile }
+                : undefined,
           },
           { logger, onFatal: fatal },
         );

@@ -1,0 +1,38 @@
+import { readFileSync } from "node:fs";
+import { Option, type Command } from "commander";
+
+/** The TLS flags of the client programs (autonomy, edgectl). */
+export interface ClientTlsFlags {
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  tlsCaFile?: string;
+}
+
+export function addClientTlsOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option("--tls-ca-file <path>", "CA certificate (PEM) the server's certificate must be signed by (https:// URLs)").env("AUTONOMY_TLS_CA_FILE"))
+    .addOption(new Option("--tls-cert-file <path>", "this client's certificate (PEM), for servers that require mutual TLS").env("AUTONOMY_TLS_CERT_FILE"))
+    .addOption(new Option("--tls-key-file <path>", "this client's private key (PEM)").env("AUTONOMY_TLS_KEY_FILE"));
+}
+
+function read(flag: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(`${flag} ${file}: ${code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (err as Error).message}`);
+  }
+}
+
+/** The client TLS options the flags name, read from their files; undefined without any flag. */
+export function clientTls(flags: ClientTlsFlags): { ca?: Buffer; cert?: Buffer; key?: Buffer } | undefined {
+  if ((flags.tlsCertFile === undefined) !== (flags.tlsKeyFile === undefined)) {
+    throw new Error("--tls-cert-file and --tls-key-file go together");
+  }
+  if (!flags.tlsCaFile && !flags.tlsCertFile) return undefined;
+  return {
+    ca: flags.tlsCaFile ? read("--tls-ca-file", flags.tlsCaFile) : undefined,
+    cert: flags.tlsCertFile ? read("--tls-cert-file", flags.tlsCertFile) : undefined,
+    key: flags.tlsKeyFile ? read("--tls-key-file", flags.tlsKeyFile) : undefined,
+  };
+}

@@ -1,0 +1,114 @@
+import http2 from "node:http2";
+import type net from "node:net";
+import type tls from "node:tls";
+import { normalizeSerial, type CheckedCrl } from "../security/pki.js";
+import { listenOn, type Listener, type ListenAddress, type RequestHandler } from "./listener.js";
+
+export interface TlsSettings {
+  cert: Buffer;
+  key: Buffer;
+  /** Mutual TLS: client certificates must be signed by this CA. */
+  ca?: Buffer;
+  /** Revoked client certificates are refused (requires ca). */
+  crl?: CheckedCrl;
+}
+
+export interface TlsEvents {
+  /** A client failed certificate verification (the code Node reports, e.g. CERT_REVOKED). */
+  onRefused(reason: string): void;
+  /** An open connection of a certificate the new CRL revokes was closed. */
+  onRevokedClosed(): void;
+}
+
+export interface TlsListener extends Listener {
+  /** Takes a new CRL for new handshakes and closes open connections of the certificates it revokes. */
+  updateCrl(crl: CheckedCrl): number;
+}
+
+/**
+ * Serves the handler over TLS on one port, HTTP/2 and HTTP/1.1 chosen by ALPN, so Connect,
+ * gRPC, gRPC-Web and REST all work. With a CA, every client must present a certificate it
+ * signed; a client that does not, or whose certificate is expired or revoked, is cut off right
+ * after the handshake, before any request is read.
+ */
+export async function listenTls(address: ListenAddress, handler: RequestHandler, settings: TlsSettings, events: TlsEvents): Promise<TlsListener> {
+  const mutual = settings.ca !== undefined;
+  const contextOptions = (crl?: CheckedCrl): tls.SecureContextOptions => ({
+    cert: settings.cert,
+    key: settings.key,
+    ca: settings.ca,
+    crl: crl?.pem,
+  });
+  const server = http2.createSecureServer(
+    {
+      ...contextOptions(settings.crl),
+      allowHTTP1: true,
+      requestCert: mutual,
+      // Verified below, so a refusal can say why (Node would only reset the connection).
+      rejectUnauthorized: false,
+    },
+    handler,
+  );
+  const peers = new Map<tls.TLSSocket, string>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  const sockets = new Set<net.Socket>();
+  server.on("connection", (socket: net.Socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  });
+  // http2 opens its session in its own listener of this event, which runs first; destroying the
+  // socket here, in the same turn, ends that session before it reads a request.
+  server.on("secureConnection", (socket: tls.TLSSocket) => {
+    if (!mutual) return;
+    if (!socket.authorized) {
+      const presented = Object.keys(socket.getPeerCertificate() ?? {}).length > 0;
+      const code = (socket.authorizationError as unknown as { code?: string } | null)?.code ?? String(socket.authorizationError ?? "unknown");
+      events.onRefused(presented ? code : "NO_CERTIFICATE");
+      socket.destroy();
+      return;
+    }
+    const serial = socket.getPeerCertificate()?.serialNumber;
+    if (serial) {
+      peers.set(socket, normalizeSerial(serial));
+      socket.once("close", () => peers.delete(socket));
+    }
+  });
+  server.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+  // A failed handshake (no certificate at all when one is required, a protocol error).
+  server.on("tlsClientError", (err: Error & { code?: string }, socket) => {
+    events.onRefused(err.code ?? "handshake_failed");
+    socket.destroy();
+  });
+
+  const bound = await listenOn(server, address);
+
+  return {
+    address: bound,
+    updateCrl(crl) {
+      server.setSecureContext(contextOptions(crl));
+      let closed = 0;
+      for (const [socket, serial] of peers) {
+        if (!crl.revoked.has(serial)) continue;
+        socket.destroy();
+        closed++;
+        events.onRevokedClosed();
+      }
+      return closed;
+    },
+    async close() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const session of sessions) session.close();
+      // Sessions and HTTP/1.1 keep-alive sockets that have not finished after 2 seconds are cut.
+      const deadline = setTimeout(() => {
+        for (const session of sessions) session.destroy();
+        for (const socket of sockets) socket.destroy();
+      }, 2000);
+      deadline.unref();
+      await closed;
+      clearTimeout(deadline);
+    },
+  };
+}
