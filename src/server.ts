@@ -17,7 +17,8 @@ import { createErrorInterceptor, createObserveInterceptor } from "./transport/in
 import { listenCleartext, parseListenAddress, type Listener, type ListenAddress } from "./transport/listener.js";
 import { createRestHandler, type NodeRequest, type NodeResponse, type PlainRoute } from "./transport/rest.js";
 import { createServices, registerServices } from "./transport/services.js";
-import { loadTlsFiles, watchCrlFile, type TlsFiles } from "./security/crl-watch.js";
+import { loadTlsFiles, readFlagFile, watchCrlFile, type TlsFiles } from "./security/crl-watch.js";
+import { syncCrlOnce, type CrlSyncSettings } from "./security/crl-sync.js";
 import type { CheckedCrl } from "./security/pki.js";
 import { listenTls, type TlsListener } from "./transport/tls-listener.js";
 
@@ -80,6 +81,23 @@ function urlOf(a: ListenAddress, tls: boolean): string {
   return `${tls ? "https" : "http"}://${host.includes(":") ? `[${host}]` : host}:${a.port}`;
 }
 
+/** The CRL sync settings of the TLS flags, with their files read; undefined without sync URLs. */
+function crlSyncSettings(files: TlsFiles | undefined): CrlSyncSettings | undefined {
+  if (!files?.crlSync || files.crlSync.urls.length === 0) return undefined;
+  if (!files.crlFile || !files.caFile) throw new Error("--tls-crl-sync-url needs --tls-crl-file and --tls-ca-file");
+  const { minSources } = files.crlSync;
+  if (!Number.isInteger(minSources) || minSources < 1 || minSources > files.crlSync.urls.length) {
+    throw new Error(`--tls-crl-sync-min-sources ${minSources}: must be 1 to the number of --tls-crl-sync-url (${files.crlSync.urls.length})`);
+  }
+  return {
+    ...files.crlSync,
+    crlFile: files.crlFile,
+    caPem: readFlagFile("--tls-ca-file", files.caFile),
+    cert: readFlagFile("--tls-cert-file", files.certFile),
+    key: readFlagFile("--tls-key-file", files.keyFile),
+  };
+}
+
 const isLoopback = (host: string) => host === "localhost" || host === "::1" || host.startsWith("127.");
 
 /** GET /v1/crl: the CRL in force, as it was read (PEM or DER). */
@@ -124,7 +142,20 @@ export async function startServer(
   const { logger } = deps;
   const listenAddress = parseListenAddress(config.listen);
   const metricsAddress = config.metricsAddr ? parseListenAddress(config.metricsAddr) : undefined;
-  // TLS files first: a bad one stops the start before anything is opened.
+  const metrics = createMetrics();
+  // TLS files first: a bad one stops the start before anything is opened. A CRL synced from
+  // other control planes is fetched before the CRL file is read.
+  const sync = crlSyncSettings(config.tls);
+  const syncRound = async () => {
+    if (!sync) return;
+    const result = await syncCrlOnce(sync, (publisher, reason) => {
+      metrics.crlSyncFailures.inc({ publisher });
+      logger.warn({ publisher, reason }, "CRL sync: publisher failed");
+    });
+    metrics.crlSyncRounds.inc({ outcome: result.outcome });
+    logger[result.outcome === "accepted" || result.outcome === "unchanged" ? "info" : "warn"]({ outcome: result.outcome }, `CRL sync: ${result.detail}`);
+  };
+  await syncRound();
   const tls = config.tls ? await loadTlsFiles(config.tls) : undefined;
   let crl = tls?.crl;
   const store: Store = config.postgresUrl
@@ -136,7 +167,6 @@ export async function startServer(
         onFatal: deps.onFatal,
       });
 
-  const metrics = createMetrics();
   metrics.currentCrl = () => crl;
   const instrumented = instrumentStore(store, metrics);
   const sightings = new SightingBuffer({
@@ -214,6 +244,7 @@ export async function startServer(
   let api: Listener | TlsListener | undefined;
   let metricsServer: Listener | undefined;
   let crlWatch: { close(): void } | undefined;
+  let syncTimer: NodeJS.Timeout | undefined;
   try {
     if (tls) {
       const tlsApi = await listenTls(listenAddress, handler, tls, {
@@ -237,6 +268,10 @@ export async function startServer(
           },
         });
       }
+      if (sync && sync.intervalMs > 0) {
+        syncTimer = setInterval(() => void syncRound().catch((err: Error) => logger.error({ err: err.message }, "CRL sync failed")), sync.intervalMs);
+        syncTimer.unref();
+      }
     } else {
       api = await listenCleartext(listenAddress, handler);
       if (!isLoopback(listenAddress.host)) {
@@ -257,6 +292,7 @@ export async function startServer(
       metricsServer = await listenCleartext(metricsAddress, (req, res) => void onlyMetrics(req, res));
     }
   } catch (err) {
+    clearInterval(syncTimer);
     crlWatch?.close();
     await api?.close();
     await controller.stop();
@@ -274,6 +310,7 @@ export async function startServer(
     store,
     rollouts: controller,
     async close() {
+      clearInterval(syncTimer);
       crlWatch?.close();
       await Promise.all([apiListener.close(), metricsServer?.close()]);
       await controller.stop();

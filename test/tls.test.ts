@@ -328,3 +328,125 @@ describe("autonomy cert and the CLI over mutual TLS", () => {
     }
   });
 });
+
+describe("CRL sync from other control planes", () => {
+  let work: string;
+  let ca: string;
+  let api: IssuedCert;
+  const publishers: TestServer[] = [];
+  const crlOf = (n: number) => path.join(work, `crl-${n}.pem`);
+  const pubFile = (i: number) => path.join(work, `pub-${i}.pem`);
+  const serve = (i: number, n: number) => writeFileAtomic(pubFile(i), readFileSync(crlOf(n)));
+
+  beforeAll(async () => {
+    work = mkdtempSync(path.join(os.tmpdir(), "ao-crl-sync-"));
+    ca = path.join(work, "ca");
+    await initCa(ca);
+    api = await issueCert(ca, { profile: "server", name: "api" });
+    writeFileSync(crlOf(1), readFileSync(path.join(ca, CRL_FILE)));
+    for (const n of [2, 3]) {
+      await revokeCerts(ca, {});
+      writeFileSync(crlOf(n), readFileSync(path.join(ca, CRL_FILE)));
+    }
+    for (const i of [0, 1]) {
+      serve(i, 1);
+      publishers.push(
+        await startTestServer("sqlite", { tls: { certFile: api.certFile, keyFile: api.keyFile, caFile: path.join(ca, CA_CERT), crlFile: pubFile(i) } }),
+      );
+    }
+  });
+  afterAll(async () => {
+    for (const p of publishers) await p.stop();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  const settings = (file: string, minSources: number, urls = publishers.map((p) => `${p.url}/v1/crl`)) => ({
+    urls,
+    minSources,
+    intervalMs: 0,
+    crlFile: file,
+    caPem: readFileSync(path.join(ca, CA_CERT)),
+    cert: readFileSync(api.certFile),
+    key: readFileSync(api.keyFile),
+  });
+  const published = async (i: number, n: number) => {
+    serve(i, n);
+    await until(`publisher ${i} serving CRL ${n}`, async () => (await metricValue(publishers[i], "cp_tls_crl_number"))[0] === `cp_tls_crl_number ${n}`);
+  };
+
+  it("takes a CRL only when min-sources publishers agree, never an older one, and counts failing publishers", async () => {
+    const { syncCrlOnce } = await import("../src/security/crl-sync.js");
+    const file = path.join(work, "synced.pem");
+    writeFileSync(file, readFileSync(crlOf(1)));
+    const failures: string[] = [];
+    const onFailure = (url: string, reason: string) => failures.push(`${url} ${reason}`);
+
+    // 1 of 2 serves number 2: not enough with min-sources 2.
+    await published(0, 2);
+    expect(await syncCrlOnce(settings(file, 2), onFailure)).toMatchObject({ outcome: "no_quorum", detail: expect.stringContaining("at most 1 agree") });
+    expect(readFileSync(file).equals(readFileSync(crlOf(1)))).toBe(true);
+    // With min-sources 1 the newest wins.
+    expect(await syncCrlOnce(settings(file, 1), onFailure)).toMatchObject({ outcome: "accepted", detail: "CRL number 2 from 1 publisher(s)" });
+    expect(readFileSync(file).equals(readFileSync(crlOf(2)))).toBe(true);
+
+    // 2 of 2 serve number 3.
+    await published(0, 3);
+    await published(1, 3);
+    expect(await syncCrlOnce(settings(file, 2), onFailure)).toMatchObject({ outcome: "accepted", detail: "CRL number 3 from 2 publisher(s)" });
+    expect(await syncCrlOnce(settings(file, 2), onFailure)).toMatchObject({ outcome: "unchanged" });
+
+    // Both fall back to number 2: an older CRL is refused.
+    await published(0, 2);
+    await published(1, 2);
+    expect(await syncCrlOnce(settings(file, 2), onFailure)).toMatchObject({
+      outcome: "rollback_refused",
+      detail: "the publishers agree on CRL number 2, not newer than number 3 in force",
+    });
+    expect(readFileSync(file).equals(readFileSync(crlOf(3)))).toBe(true);
+    expect(failures).toEqual([]);
+
+    // A publisher that cannot be reached is a failure of its own.
+    const down = "https://127.0.0.1:1/v1/crl";
+    expect(await syncCrlOnce(settings(file, 1, [down, `${publishers[0].url}/v1/crl`]), onFailure)).toMatchObject({ outcome: "rollback_refused" });
+    expect(failures).toEqual([expect.stringMatching(/^https:\/\/127\.0\.0\.1:1\/v1\/crl connect ECONNREFUSED/)]);
+  });
+
+  it("fetches the CRL before the start and keeps pulling it on the interval", async () => {
+    await published(0, 2);
+    await published(1, 2);
+    const file = path.join(work, "fresh.pem");
+    const server = await startTestServer("sqlite", {
+      tls: {
+        certFile: api.certFile,
+        keyFile: api.keyFile,
+        caFile: path.join(ca, CA_CERT),
+        crlFile: file,
+        crlSync: { urls: publishers.map((p) => `${p.url}/v1/crl`), minSources: 2, intervalMs: 100 },
+      },
+    });
+    try {
+      expect(readFileSync(file).equals(readFileSync(crlOf(2)))).toBe(true);
+      expect(await metricValue(server, "cp_tls_crl_number")).toEqual(["cp_tls_crl_number 2"]);
+      await published(0, 3);
+      await published(1, 3);
+      await until("the synced CRL in force", async () => (await metricValue(server, "cp_tls_crl_number"))[0] === "cp_tls_crl_number 3");
+      const rounds = await metricValue(server, 'cp_tls_crl_sync_rounds_total{outcome="accepted"}');
+      expect(Number(rounds[0].split(" ").pop())).toBeGreaterThanOrEqual(2);
+    } finally {
+      await server.stop();
+    }
+    // Without a quorum and without a CRL file, the start fails closed.
+    await published(1, 1);
+    await expect(
+      startTestServer("sqlite", {
+        tls: {
+          certFile: api.certFile,
+          keyFile: api.keyFile,
+          caFile: path.join(ca, CA_CERT),
+          crlFile: path.join(work, "never.pem"),
+          crlSync: { urls: publishers.map((p) => `${p.url}/v1/crl`), minSources: 2, intervalMs: 0 },
+        },
+      }),
+    ).rejects.toThrow(/--tls-crl-file .*never\.pem: no such file/);
+  });
+});

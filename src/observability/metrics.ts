@@ -32,6 +32,8 @@ export interface Metrics {
   readonly crlReloadFailing: Gauge;
   readonly crlNumber: Gauge;
   readonly crlAge: Gauge;
+  readonly crlSyncFailures: Counter<"publisher">;
+  readonly crlSyncRounds: Counter<"outcome">;
   /** The CRL in force, read by the CRL gauges at scrape time. */
   currentCrl?: () => { number: bigint; thisUpdate: Date } | undefined;
 }
@@ -179,6 +181,18 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     crlReloadFailing: new Gauge({
       name: "cp_tls_crl_reload_failing",
       help: "1 while the CRL file on disk is refused and an older CRL is in force: alert on it.",
+      registers,
+    }),
+    crlSyncFailures: new Counter({
+      name: "cp_tls_crl_sync_failures_total",
+      help: "CRL sync fetches that failed or brought a CRL that does not check out, by publisher (--tls-crl-sync-url).",
+      labelNames: ["publisher"],
+      registers,
+    }),
+    crlSyncRounds: new Counter({
+      name: "cp_tls_crl_sync_rounds_total",
+      help: "CRL sync rounds by outcome: accepted, unchanged, no_quorum (fewer than --tls-crl-sync-min-sources agree), rollback_refused.",
+      labelNames: ["outcome"],
       registers,
     }),
     crlNumber: new Gauge({

@@ -122,7 +122,10 @@ export async function issueCert(
   const extensions: x509.Extension[] = [
     new x509.BasicConstraintsExtension(false, undefined, true),
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
-    new x509.ExtendedKeyUsageExtension([opts.profile === "server" ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth]),
+    // Servers are clients too when they pull CRLs from their peers.
+    new x509.ExtendedKeyUsageExtension(
+      opts.profile === "server" ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth] : [x509.ExtendedKeyUsage.clientAuth],
+    ),
     await x509.AuthorityKeyIdentifierExtension.create(ca.cert.publicKey),
   ];
   if (opts.profile === "server") {

@@ -8,6 +8,8 @@ export interface TlsFiles {
   keyFile: string;
   caFile?: string;
   crlFile?: string;
+  /** Pull the CRL from other control planes into crlFile (--tls-crl-sync-*). */
+  crlSync?: { urls: string[]; minSources: number; intervalMs: number; serverName?: string };
 }
 
 export interface LoadedTls {
@@ -17,7 +19,7 @@ export interface LoadedTls {
   crl?: CheckedCrl;
 }
 
-function readFlagFile(flag: string, file: string): Buffer {
+export function readFlagFile(flag: string, file: string): Buffer {
   try {
     return readFileSync(file);
   } catch (err) {

@@ -1,6 +1,6 @@
 import os from "node:os";
 import path from "node:path";
-import { Command, Option } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
 import { startServer } from "../../server.js";
 import { parseDuration, parsePositiveDuration, parseSize } from "../shared/parse.js";
@@ -26,6 +26,25 @@ interface ServeOptions {
   tlsKeyFile?: string;
   tlsCaFile?: string;
   tlsCrlFile?: string;
+  tlsCrlSyncUrl?: string[];
+  tlsCrlSyncMinSources: number;
+  tlsCrlSyncInterval: number;
+  tlsCrlServerName?: string;
+}
+
+/** Repeatable --tls-crl-sync-url; the environment variable may hold several, comma-separated. */
+function collectUrls(value: string, previous: string[] = []): string[] {
+  const urls = value.split(",").map((u) => u.trim()).filter(Boolean);
+  for (const u of urls) {
+    let parsed: URL;
+    try {
+      parsed = new URL(u);
+    } catch {
+      throw new InvalidArgumentError(`"${u}" is not a URL`);
+    }
+    if (parsed.protocol !== "https:") throw new InvalidArgumentError(`"${u}": CRLs are pulled over https only`);
+  }
+  return [...previous, ...urls];
 }
 
 export function serveCommand(): Command {
@@ -123,6 +142,35 @@ export function serveCommand(): Command {
         "CRL (PEM or DER) of revoked client certificates, reloaded when it changes; requires --tls-ca-file. Fail closed: missing, not signed by the CA or expired stops the start",
       ).env("AUTONOMY_TLS_CRL_FILE"),
     )
+    .addOption(
+      new Option(
+        "--tls-crl-sync-url <url>",
+        "a control plane's CRL endpoint (https://host:port/v1/crl) to pull into --tls-crl-file before startup and on a timer (repeat to define the publisher set)",
+      )
+        .env("AUTONOMY_TLS_CRL_SYNC_URL")
+        .argParser(collectUrls),
+    )
+    .addOption(
+      new Option("--tls-crl-sync-min-sources <n>", "publishers that must serve the same CRL before it is accepted")
+        .env("AUTONOMY_TLS_CRL_SYNC_MIN_SOURCES")
+        .argParser((v) => {
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("a whole number, at least 1");
+          return n;
+        })
+        .default(1),
+    )
+    .addOption(
+      new Option("--tls-crl-sync-interval <duration>", "CRL pull interval; 0 disables background refresh after the initial sync")
+        .env("AUTONOMY_TLS_CRL_SYNC_INTERVAL")
+        .argParser(parseDuration)
+        .default(60_000, "1m"),
+    )
+    .addOption(
+      new Option("--tls-crl-server-name <name>", "TLS server name expected of the --tls-crl-sync-url publishers (instead of their host)").env(
+        "AUTONOMY_TLS_CRL_SERVER_NAME",
+      ),
+    )
     .action(async (opts: ServeOptions) => {
       const logger = createLogger({ format: opts.logFormat, level: opts.logLevel });
       const fatal = (err: Error) => {
@@ -134,8 +182,8 @@ export function serveCommand(): Command {
         if ((opts.tlsCertFile === undefined) !== (opts.tlsKeyFile === undefined)) {
           throw new Error("--tls-cert-file and --tls-key-file go together");
         }
-        if (opts.tlsCertFile === undefined && (opts.tlsCaFile !== undefined || opts.tlsCrlFile !== undefined)) {
-          throw new Error("--tls-ca-file and --tls-crl-file need --tls-cert-file and --tls-key-file");
+        if (opts.tlsCertFile === undefined && (opts.tlsCaFile !== undefined || opts.tlsCrlFile !== undefined || opts.tlsCrlSyncUrl !== undefined)) {
+          throw new Error("--tls-ca-file, --tls-crl-file and --tls-crl-sync-url need --tls-cert-file and --tls-key-file");
         }
         server = await startServer(
           {
@@ -149,7 +197,18 @@ export function serveCommand(): Command {
             heartbeatFlushMs: opts.heartbeatFlushInterval,
             tls:
               opts.tlsCertFile && opts.tlsKeyFile
-                ? { certFile: opts.tlsCertFile, keyFile: opts.tlsKeyFile, caFile: opts.tlsCaFile, crlFile: opts.tlsCrlFile }
+                ? {
+                    certFile: opts.tlsCertFile,
+                    keyFile: opts.tlsKeyFile,
+                    caFile: opts.tlsCaFile,
+                    crlFile: opts.tlsCrlFile,
+                    crlSync: opts.tlsCrlSyncUrl && {
+                      urls: opts.tlsCrlSyncUrl,
+                      minSources: opts.tlsCrlSyncMinSources,
+                      intervalMs: opts.tlsCrlSyncInterval,
+                      serverName: opts.tlsCrlServerName,
+                    },
+                  }
                 : undefined,
           },
           { logger, onFatal: fatal },
