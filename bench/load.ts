@@ -6,19 +6,28 @@
  *   node dist/bench/load.js '{"kind":"ingest","url":"http://127.0.0.1:8888","mode":"rest","batches":400,"concurrency":8}'
  *   node dist/bench/load.js '{"kind":"query","url":"...","paths":["/v1/events?node_id=n1&limit=100"],"durationMs":10000,"concurrency":8}'
  */
+import { readFileSync } from "node:fs";
 import http2 from "node:http2";
+import tls from "node:tls";
 import { fromBinary } from "@bufbuild/protobuf";
 import { IngestEventsResponseSchema } from "../gen/autonomy/v1/events_pb.js";
 import { BATCH_SIZE, protoBody, restBody } from "./workload.js";
 import { request, summarize, type Reply } from "./h2-request.js";
 
 export type IngestMode = "rest" | "connect" | "grpc";
+/** https:// URLs: the CA to trust and the client certificate to present (PEM files). */
+export interface TlsFilesSpec {
+  caFile: string;
+  certFile?: string;
+  keyFile?: string;
+}
 export interface IngestSpec {
   kind: "ingest";
   url: string;
   mode: IngestMode;
   batches: number;
   concurrency: number;
+  tls?: TlsFilesSpec;
 }
 export interface QuerySpec {
   kind: "query";
@@ -26,6 +35,15 @@ export interface QuerySpec {
   paths: string[];
   durationMs: number;
   concurrency: number;
+  tls?: TlsFilesSpec;
+}
+/** A new connection (and, over TLS, a full handshake) for every GET /v1/health. */
+export interface ConnectionsSpec {
+  kind: "connections";
+  url: string;
+  durationMs: number;
+  concurrency: number;
+  tls?: TlsFilesSpec;
 }
 export interface IngestResult {
   events: number;
@@ -38,6 +56,18 @@ export interface QueryResult {
   requestsPerSecond: number;
   p50Ms: number;
   p99Ms: number;
+}
+
+/** One secure context for every connection, so the client does not parse the PEM files each time. */
+function connectOptions(files: TlsFilesSpec | undefined): http2.SecureClientSessionOptions {
+  if (!files) return {};
+  return {
+    secureContext: tls.createSecureContext({
+      ca: readFileSync(files.caFile),
+      cert: files.certFile ? readFileSync(files.certFile) : undefined,
+      key: files.keyFile ? readFileSync(files.keyFile) : undefined,
+    }),
+  };
 }
 
 function grpcFrame(message: Uint8Array): Buffer {
@@ -72,7 +102,7 @@ async function ingest(spec: IngestSpec): Promise<IngestResult> {
   const bodies = Array.from({ length: spec.batches }, (_, b) =>
     spec.mode === "rest" ? restBody(b) : spec.mode === "connect" ? protoBody(b) : grpcFrame(protoBody(b)),
   );
-  const session = http2.connect(spec.url, { settings: { initialWindowSize: 1 << 20 } });
+  const session = http2.connect(spec.url, { settings: { initialWindowSize: 1 << 20 }, ...connectOptions(spec.tls) });
   session.on("error", () => {});
   let next = 0;
   let total = 0;
@@ -93,7 +123,7 @@ async function ingest(spec: IngestSpec): Promise<IngestResult> {
 }
 
 async function query(spec: QuerySpec): Promise<QueryResult> {
-  const session = http2.connect(spec.url);
+  const session = http2.connect(spec.url, connectOptions(spec.tls));
   session.on("error", () => {});
   const latencies: number[] = [];
   const started = process.hrtime.bigint();
@@ -115,6 +145,27 @@ async function query(spec: QuerySpec): Promise<QueryResult> {
   return summarize(latencies, seconds);
 }
 
-const spec = JSON.parse(process.argv[2]) as IngestSpec | QuerySpec;
-const result = spec.kind === "ingest" ? await ingest(spec) : await query(spec);
+async function connections(spec: ConnectionsSpec): Promise<QueryResult> {
+  const options = connectOptions(spec.tls);
+  const latencies: number[] = [];
+  const started = process.hrtime.bigint();
+  const deadline = Date.now() + spec.durationMs;
+  await Promise.all(
+    Array.from({ length: spec.concurrency }, async () => {
+      while (Date.now() < deadline) {
+        const t0 = process.hrtime.bigint();
+        const session = http2.connect(spec.url, options);
+        session.on("error", () => {});
+        const reply = await request(session, { ":method": "GET", ":path": "/v1/health" });
+        session.destroy();
+        if (reply.status !== 200) throw new Error(`status ${reply.status}: ${reply.body}`);
+        latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+      }
+    }),
+  );
+  return summarize(latencies, Number(process.hrtime.bigint() - started) / 1e9);
+}
+
+const spec = JSON.parse(process.argv[2]) as IngestSpec | QuerySpec | ConnectionsSpec;
+const result = spec.kind === "ingest" ? await ingest(spec) : spec.kind === "query" ? await query(spec) : await connections(spec);
 process.stdout.write(JSON.stringify(result) + "\n");
