@@ -16,12 +16,14 @@ import {
   createGrpcWebTransport,
   Http2SessionManager,
 } from "@connectrpc/connect-node";
+import { AuditService } from "../gen/autonomy/v1/audit_pb.js";
 import { EventService } from "../gen/autonomy/v1/events_pb.js";
 import { HealthService } from "../gen/autonomy/v1/health_pb.js";
 import { NodeService } from "../gen/autonomy/v1/nodes_pb.js";
 import { ReleaseService } from "../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../gen/autonomy/v1/rollouts_pb.js";
 
+export * from "../gen/autonomy/v1/audit_pb.js";
 export * from "../gen/autonomy/v1/events_pb.js";
 export * from "../gen/autonomy/v1/health_pb.js";
 export * from "../gen/autonomy/v1/nodes_pb.js";
@@ -34,6 +36,7 @@ const SERVICES = {
   releases: ReleaseService,
   nodes: NodeService,
   rollouts: RolloutService,
+  audit: AuditService,
   health: HealthService,
 } as const;
 

@@ -35,9 +35,10 @@ import type { Logger } from "../observability/logger.js";
 import type { Metrics } from "../observability/metrics.js";
 import { nodeView } from "../services/node-service.js";
 import type { NodeSighting } from "../store/fleet-rows.js";
-import { rowToPlan, rowToState, stateToRow, type AuditRow, type MoveRow, type PlanRow, type RolloutRecord } from "../store/rollout-rows.js";
+import { rowToPlan, rowToState, stateToRow, type MoveRow, type PlanRow, type RolloutRecord } from "../store/rollout-rows.js";
 import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
+import { auditRecord, type Actor } from "../services/audit-record.js";
 
 export interface ControllerDeps {
   store: Store;
@@ -49,11 +50,6 @@ export interface ControllerDeps {
   now?: () => number;
 }
 
-/** Who asked for a change, for the audit record. */
-export interface Actor {
-  actor: string;
-  source: string;
-}
 
 export const CONTROLLER_ACTOR: Actor = { actor: "system:rollout-controller", source: "controller" };
 
@@ -522,25 +518,25 @@ export class RolloutController {
     }
     draft.version = before.version + 1;
     draft.updatedAtMs = this.now();
-    const audit: AuditRow = {
-      atMs: draft.updatedAtMs,
-      eventName: ACTION_EVENT_NAMES[action],
-      category: action === "rollback" ? "rollback" : "rollout",
-      action,
-      outcome: "success",
-      actor: who.actor,
-      resourceType: "rollout_plan",
-      resource: before.planId,
-      source: who.source,
-      fieldsJson: JSON.stringify({
-        from_phase: before.phase,
-        to_phase: draft.phase,
-        version: draft.version,
-        stage_id: draft.currentStage >= 0 ? draft.stages[draft.currentStage].stageId : "",
-        moved_nodes: moves.length,
-      }),
-      reason,
-    };
+    const audit = auditRecord(
+      who,
+      {
+        eventName: ACTION_EVENT_NAMES[action],
+        category: action === "rollback" ? "rollback" : "rollout",
+        action,
+        resourceType: "rollout_plan",
+        resource: before.planId,
+        fields: {
+          from_phase: before.phase,
+          to_phase: draft.phase,
+          version: draft.version,
+          stage_id: draft.currentStage >= 0 ? draft.stages[draft.currentStage].stageId : "",
+          moved_nodes: moves.length,
+        },
+        reason,
+      },
+      draft.updatedAtMs,
+    );
     await this.deps.store.commitRollout({ expectedVersion: before.version, status: stateToRow(draft), moves, audit: [audit] });
     this.deps.metrics.rolloutTransitions.inc({ action, phase: draft.phase });
     rt.state = draft;

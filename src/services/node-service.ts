@@ -14,6 +14,7 @@ import {
   type Lifecycle,
 } from "../domain/nodes.js";
 import type { Metrics } from "../observability/metrics.js";
+import { actorOf, auditRecord } from "./audit-record.js";
 import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
 import { desiredReleases } from "./desired-release.js";
@@ -57,9 +58,17 @@ export function createNodeService(deps: NodeServiceDeps): ServiceImpl<typeof Nod
   }
 
   return {
-    async enrollNode(req) {
+    async enrollNode(req, ctx) {
       validateEnrollment(req);
-      const node = await store.enrollNode(req, Date.now());
+      const audit = auditRecord(actorOf(ctx), {
+        eventName: "node.enrolled",
+        category: "system",
+        action: "enroll",
+        resourceType: "node",
+        resource: req.nodeId,
+        fields: { channel: req.channel, labels: req.labels, agent_version: req.agentVersion },
+      });
+      const node = await store.enrollNode(req, Date.now(), audit);
       return { node: nodeView(node, sightings, Date.now(), staleAfterMs) };
     },
 
@@ -78,11 +87,19 @@ export function createNodeService(deps: NodeServiceDeps): ServiceImpl<typeof Nod
       return { lifecycle: node.drained ? "DRAINING" : "HEALTHY", serverTime: timestampFromMs(nowMs) };
     },
 
-    async drainNode(req) {
+    async drainNode(req, ctx) {
       checkId(req.nodeId, "node_id", true);
       if (!req.undrain && req.reason === "") throw new ValidationError("reason", "required when draining");
       checkBytes(req.reason, "reason", MAX_DRAIN_REASON_BYTES);
-      const node = await store.setDrained(req.nodeId, !req.undrain, req.reason);
+      const audit = auditRecord(actorOf(ctx), {
+        eventName: req.undrain ? "node.undrained" : "node.drained",
+        category: "system",
+        action: req.undrain ? "undrain" : "drain",
+        resourceType: "node",
+        resource: req.nodeId,
+        reason: req.reason,
+      });
+      const node = await store.setDrained(req.nodeId, !req.undrain, req.reason, audit);
       return { node: nodeView(node, sightings, Date.now(), staleAfterMs) };
     },
 

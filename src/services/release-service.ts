@@ -4,6 +4,7 @@ import { NotFoundError } from "../domain/errors.js";
 import { checkId } from "../domain/fields.js";
 import { validateAck, validateRelease } from "../domain/releases.js";
 import type { Metrics } from "../observability/metrics.js";
+import { actorOf, auditRecord } from "./audit-record.js";
 import type { RolloutController } from "../rollouts/controller.js";
 import { ackToRow, releaseToRow } from "../store/fleet-rows.js";
 import type { SightingBuffer } from "../store/sightings.js";
@@ -18,9 +19,18 @@ export function createReleaseService(deps: {
 }): ServiceImpl<typeof ReleaseService> {
   const { store, metrics, sightings, controller } = deps;
   return {
-    async publishRelease(req) {
+    async publishRelease(req, ctx) {
       validateRelease(req.release);
-      const result = await store.publishRelease(releaseToRow(req.release, Date.now()));
+      const r = req.release;
+      const audit = auditRecord(actorOf(ctx), {
+        eventName: "release.published",
+        category: "system",
+        action: "publish",
+        resourceType: "release",
+        resource: r.releaseId,
+        fields: { channel: r.channel, version: r.version, staged: r.staged, artifacts: r.artifacts.map((a) => a.digest) },
+      });
+      const result = await store.publishRelease(releaseToRow(r, Date.now()), audit);
       if (result.created) metrics.releasesPublished.inc();
       return result;
     },

@@ -2,7 +2,6 @@ import { create, toJson } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { randomUUID } from "node:crypto";
-import { OPERATOR_HEADER } from "../../clients/index.js";
 import {
   GateStatusSchema,
   RolloutPlanSchema,
@@ -28,7 +27,8 @@ import {
   type RecoveryStrategy,
 } from "../domain/rollouts.js";
 import type { Metrics } from "../observability/metrics.js";
-import type { Actor, RolloutController } from "../rollouts/controller.js";
+import type { RolloutController } from "../rollouts/controller.js";
+import { actorOf, auditRecord } from "./audit-record.js";
 import type { SpecSigner } from "../rollouts/signing.js";
 import {
   rowToMovedNode,
@@ -42,13 +42,6 @@ import type { Store } from "../store/store.js";
 
 const MAX_LIST = 1000;
 const DEFAULT_LIST = 100;
-
-/** Who is calling, for the audit trail. */
-export function actorOf(ctx: HandlerContext): Actor {
-  const claimed = ctx.requestHeader.get(OPERATOR_HEADER)?.trim() ?? "";
-  if (claimed !== "") checkId(claimed, OPERATOR_HEADER, false);
-  return { actor: claimed === "" ? "anonymous" : claimed, source: "api" };
-}
 
 export interface RolloutServiceDeps {
   store: Store;
@@ -124,19 +117,19 @@ export function createRolloutService(deps: RolloutServiceDeps): ServiceImpl<type
           createdAtMs: nowMs,
         },
         stateToRow(state),
-        {
-          atMs: nowMs,
-          eventName: "rollout.plan.created",
-          category: "rollout",
-          action: "create",
-          outcome: "success",
-          actor: who.actor,
-          resourceType: "rollout_plan",
-          resource: plan.planId,
-          source: who.source,
-          fieldsJson: JSON.stringify({ release_id: plan.releaseId, channel: plan.channel, stages: plan.stages.length }),
-          reason: plan.description,
-        },
+        auditRecord(
+          who,
+          {
+            eventName: "rollout.plan.created",
+            category: "rollout",
+            action: "create",
+            resourceType: "rollout_plan",
+            resource: plan.planId,
+            fields: { release_id: plan.releaseId, channel: plan.channel, stages: plan.stages.length },
+            reason: plan.description,
+          },
+          nowMs,
+        ),
       );
       if (created) {
         metrics.rolloutPlans.inc();

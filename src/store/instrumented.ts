@@ -39,6 +39,7 @@ const OPERATIONS = {
   eventCountsSince: "event_counts_since",
   newestEventSeq: "newest_event_seq",
   auditRecords: "audit_records",
+  pruneAudit: "prune_audit",
   registerSigningKey: "register_signing_key",
   signingKeys: "signing_keys",
 } as const satisfies Record<Exclude<keyof Store, "dialect" | "close">, string>;

@@ -2,6 +2,7 @@ import type { Event } from "../../gen/autonomy/v1/events_pb.js";
 import type { Node } from "../../gen/autonomy/v1/nodes_pb.js";
 import type { NodeAck, Release } from "../../gen/autonomy/v1/releases_pb.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "./fleet-rows.js";
+import type { ChainedAuditRow } from "../domain/audit.js";
 import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "./rollout-rows.js";
 
 /** Filter and page of a stored-event query. */
@@ -41,10 +42,23 @@ export interface RolloutQuery {
   limit?: number;
 }
 
-/** A selection of audit records. */
+/** A selection of audit records: every field given must match. */
 export interface AuditQuery {
+  eventName?: string;
+  category?: string;
+  action?: string;
+  outcome?: string;
+  actor?: string;
   resourceType?: string;
   resource?: string;
+  source?: string;
+  /** at_ms >= sinceMs */
+  sinceMs?: number;
+  /** at_ms < untilMs */
+  untilMs?: number;
+  /** Only records after this seq (asc) or before it (desc): the paging cursor. */
+  cursorSeq?: number;
+  order?: "asc" | "desc";
   limit: number;
 }
 
@@ -65,9 +79,11 @@ export interface Store {
   queryEvents(query: EventQuery): Promise<Event[]>;
   /**
    * Publishes a release. The same id with the same content is a no-op (created false); with
-   * other content it throws ConflictError.
+   * other content it throws ConflictError. A new release's audit record is written with it.
+   * (Every write that takes an `audit` row appends it to the hash-chained trail in the same
+   * transaction as the change.)
    */
-  publishRelease(row: ReleaseRow): Promise<{ release: Release; created: boolean }>;
+  publishRelease(row: ReleaseRow, audit?: AuditRow): Promise<{ release: Release; created: boolean }>;
   /** The release published last on a channel; with unstagedOnly, the last one that is not staged. */
   latestRelease(channel: string, opts?: { unstagedOnly?: boolean }): Promise<Release | undefined>;
   getRelease(releaseId: string): Promise<Release | undefined>;
@@ -82,11 +98,11 @@ export interface Store {
   /** A node's acks, most recently updated first. */
   acksOfNode(nodeId: string): Promise<NodeAck[]>;
   /** Registers a node or updates its channel, labels and agent version; drain and last-seen stay. */
-  enrollNode(e: Enrollment, nowMs: number): Promise<Node>;
+  enrollNode(e: Enrollment, nowMs: number, audit?: AuditRow): Promise<Node>;
   getNode(nodeId: string): Promise<Node | undefined>;
   listNodes(q: NodeQuery): Promise<Node[]>;
   /** Drains or undrains a node; NotFoundError when it is not enrolled. */
-  setDrained(nodeId: string, drained: boolean, reason: string): Promise<Node>;
+  setDrained(nodeId: string, drained: boolean, reason: string, audit?: AuditRow): Promise<Node>;
   /**
    * Writes coalesced sightings in one transaction. last_seen never moves back (replicas may
    * flush out of order); unknown nodes are skipped.
@@ -118,8 +134,13 @@ export interface Store {
   eventCountsSince(eventType: string, afterSeq: bigint): Promise<Map<string, number>>;
   /** The newest event sequence number (0 when there is none). */
   newestEventSeq(): Promise<bigint>;
-  /** Audit records, newest first. */
-  auditRecords(q: AuditQuery): Promise<(AuditRow & { seq: number })[]>;
+  /** Audit records matching every filter given, newest first (or oldest first with order "asc"). */
+  auditRecords(q: AuditQuery): Promise<ChainedAuditRow[]>;
+  /**
+   * Removes the audit records older than beforeMs and appends `audit` (the record of the prune,
+   * its fields completed with how many were removed and the first seq kept), in one transaction.
+   */
+  pruneAudit(beforeMs: number, audit: AuditRow): Promise<{ removed: number; firstKeptSeq?: number }>;
   /** Stores a public signing key; a key already stored stays as it is. */
   registerSigningKey(row: SigningKeyRow): Promise<void>;
   signingKeys(): Promise<SigningKeyRow[]>;

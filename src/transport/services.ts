@@ -1,5 +1,6 @@
 import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import { AuditService } from "../../gen/autonomy/v1/audit_pb.js";
 import { EventService } from "../../gen/autonomy/v1/events_pb.js";
 import { HealthService } from "../../gen/autonomy/v1/health_pb.js";
 import { NodeService } from "../../gen/autonomy/v1/nodes_pb.js";
@@ -9,6 +10,7 @@ import type { RolloutController } from "../rollouts/controller.js";
 import type { SpecSigner } from "../rollouts/signing.js";
 import { createRolloutService } from "../services/rollout-service.js";
 import type { Metrics } from "../observability/metrics.js";
+import { createAuditService } from "../services/audit-service.js";
 import { createEventService } from "../services/event-service.js";
 import { createHealthService } from "../services/health-service.js";
 import { createNodeService } from "../services/node-service.js";
@@ -43,6 +45,7 @@ export function createServices(deps: ServiceDeps): ServiceEntry[] {
     entry(ReleaseService, createReleaseService(deps)),
     entry(NodeService, createNodeService(deps)),
     entry(RolloutService, createRolloutService(deps)),
+    entry(AuditService, createAuditService(deps)),
     entry(HealthService, createHealthService()),
   ];
 }

@@ -28,6 +28,8 @@ export function memoryLogger(): { logger: Logger; log: TestLog } {
 export interface TestServer extends RunningServer {
   log: TestLog;
   dataDir: string;
+  /** The PostgreSQL database of a postgres server. */
+  databaseUrl?: string;
   fatal: Error[];
   stop(): Promise<void>;
 }
@@ -46,6 +48,7 @@ export async function startTestServer(kind: StoreKind = "sqlite", overrides: Par
     ...server,
     log,
     dataDir,
+    databaseUrl: database?.url,
     fatal,
     async stop() {
       await server.close();

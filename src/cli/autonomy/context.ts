@@ -24,6 +24,9 @@ export function resolveOrchestratorUrl(flag: string | undefined): string {
 /** Global options and connected clients for a command; the caller closes the clients. */
 export function commandContext(cmd: Command): { options: GlobalOptions; clients: () => OrchestratorClients } {
   const options = cmd.optsWithGlobals() as GlobalOptions;
+  // An --output given after the command wins over the global one (whose default is text).
+  const local = cmd.opts().output as OutputFormat | undefined;
+  if (local === "text" || local === "json") options.output = local;
   return {
     options,
     clients: () => createOrchestratorClients({

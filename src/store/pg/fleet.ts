@@ -16,6 +16,8 @@ import {
   type ReleaseRow,
 } from "../fleet-rows.js";
 import type { Enrollment, NodeQuery } from "../store.js";
+import type { AuditRow } from "../rollout-rows.js";
+import { appendAudit } from "./rollouts.js";
 import { events, nodeAcks, nodes, releases } from "./schema.js";
 
 type Db = NodePgDatabase;
@@ -36,9 +38,10 @@ async function enrolledNode(db: Db, id: string) {
  * between replicas are settled by the database (ON CONFLICT, row locks), not by the caller.
  */
 export const pgFleet = {
-  async publishRelease(db: Db, row: ReleaseRow): Promise<{ release: Release; created: boolean }> {
+  async publishRelease(db: Db, row: ReleaseRow, audit?: AuditRow): Promise<{ release: Release; created: boolean }> {
     return db.transaction(async (tx) => {
       const inserted = await tx.insert(releases).values(row).onConflictDoNothing().returning({ seq: releases.seq });
+      if (inserted.length === 1 && audit) await appendAudit(tx, [audit]);
       const [stored] = await tx.select().from(releases).where(eq(releases.releaseId, row.releaseId));
       if (inserted.length === 0 && !sameReleaseContent(stored, row)) {
         throw new ConflictError(`release "${row.releaseId}" is already published with other content; releases are immutable`);
@@ -101,22 +104,17 @@ export const pgFleet = {
     return rows.map(rowToAck);
   },
 
-  async enrollNode(db: Db, e: Enrollment, nowMs: number): Promise<Node> {
+  async enrollNode(db: Db, e: Enrollment, nowMs: number, audit?: AuditRow): Promise<Node> {
     const labels = labelsToJson(e.labels);
-    const [row] = await db
-      .insert(nodes)
-      .values({
-        nodeId: e.nodeId,
-        channel: e.channel,
-        labels,
-        agentVersion: e.agentVersion,
-        enrolledAtMs: nowMs,
-        drained: false,
-        drainReason: "",
-      })
-      .onConflictDoUpdate({ target: nodes.nodeId, set: { channel: e.channel, labels, agentVersion: e.agentVersion } })
-      .returning();
-    return rowToNode(row);
+    return db.transaction(async (tx) => {
+      const [row] = await tx
+        .insert(nodes)
+        .values({ nodeId: e.nodeId, channel: e.channel, labels, agentVersion: e.agentVersion, enrolledAtMs: nowMs, drained: false, drainReason: "" })
+        .onConflictDoUpdate({ target: nodes.nodeId, set: { channel: e.channel, labels, agentVersion: e.agentVersion } })
+        .returning();
+      if (audit) await appendAudit(tx, [audit]);
+      return rowToNode(row);
+    });
   },
 
   async getNode(db: Db, id: string): Promise<Node | undefined> {
@@ -133,14 +131,17 @@ export const pgFleet = {
     return rows.map(rowToNode);
   },
 
-  async setDrained(db: Db, id: string, drained: boolean, reason: string): Promise<Node> {
-    const [row] = await db
-      .update(nodes)
-      .set({ drained, drainReason: drained ? reason : "" })
-      .where(eq(nodes.nodeId, id))
-      .returning();
-    if (!row) throw new NotFoundError(`node "${id}" is not enrolled`);
-    return rowToNode(row);
+  async setDrained(db: Db, id: string, drained: boolean, reason: string, audit?: AuditRow): Promise<Node> {
+    return db.transaction(async (tx) => {
+      const [row] = await tx
+        .update(nodes)
+        .set({ drained, drainReason: drained ? reason : "" })
+        .where(eq(nodes.nodeId, id))
+        .returning();
+      if (!row) throw new NotFoundError(`node "${id}" is not enrolled`);
+      if (audit) await appendAudit(tx, [audit]);
+      return rowToNode(row);
+    });
   },
 
   /** One statement for the whole flush: the sightings travel as arrays and are joined by node id. */

@@ -1,10 +1,12 @@
-import { and, asc, count, desc, eq, gt, inArray, max, notInArray, sql, type SQL } from "drizzle-orm";
+import { and, asc, count, desc, eq, gt, gte, inArray, lt, max, min, notInArray, sql, type SQL } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import { AbortedError, ConflictError, NotFoundError } from "../../domain/errors.js";
 import { TERMINAL_PHASES } from "../../domain/rollouts.js";
 import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "../rollout-rows.js";
 import type { AuditQuery, RolloutQuery } from "../store.js";
-import { auditRecords, events, releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
+import { chainAudit, type ChainedAuditRow } from "../../domain/audit.js";
+import { auditQueryParts } from "../audit-query.js";
+import { auditPruneGate, auditRecords, events, releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
 
 type Db = NodePgDatabase;
 
@@ -12,6 +14,17 @@ type Db = NodePgDatabase;
 const MOVES_PER_INSERT = 5000;
 // Any constant: serialises plan creation, so two replicas cannot both start a plan on one channel.
 const PLAN_CREATE_LOCK_KEY = 7_340_022;
+
+// Any constant: serialises appends to the audit chain across replicas (each links to the newest record).
+const AUDIT_CHAIN_LOCK_KEY = 7_340_023;
+
+/** Appends audit records to the chain inside the caller's transaction. */
+export async function appendAudit(tx: Db, rows: readonly AuditRow[]): Promise<void> {
+  if (rows.length === 0) return;
+  await tx.execute(sql`SELECT pg_advisory_xact_lock(${AUDIT_CHAIN_LOCK_KEY})`);
+  const [last] = await tx.select({ hash: auditRecords.hash }).from(auditRecords).orderBy(desc(auditRecords.seq)).limit(1);
+  await tx.insert(auditRecords).values(chainAudit(rows, last?.hash ?? ""));
+}
 
 const records = (db: Db) =>
   db.select({ plan: rolloutPlans, status: rolloutStatus }).from(rolloutPlans).innerJoin(rolloutStatus, eq(rolloutStatus.planId, rolloutPlans.planId));
@@ -43,7 +56,7 @@ export const pgRollouts = {
       }
       const [row] = await tx.insert(rolloutPlans).values(plan).returning();
       await tx.insert(rolloutStatus).values(status);
-      await tx.insert(auditRecords).values(audit);
+      await appendAudit(tx, [audit]);
       const { seq: _, ...planRow } = row;
       return { record: { plan: planRow, status }, created: true };
     });
@@ -66,7 +79,7 @@ export const pgRollouts = {
       for (let i = 0; i < change.moves.length; i += MOVES_PER_INSERT) {
         await tx.insert(rolloutMoves).values(change.moves.slice(i, i + MOVES_PER_INSERT));
       }
-      if (change.audit.length > 0) await tx.insert(auditRecords).values([...change.audit]);
+      await appendAudit(tx, change.audit);
     });
   },
 
@@ -126,11 +139,30 @@ export const pgRollouts = {
     return BigInt(row?.seq ?? 0);
   },
 
-  async auditRecords(db: Db, q: AuditQuery): Promise<(AuditRow & { seq: number })[]> {
-    const where: SQL[] = [];
-    if (q.resourceType) where.push(eq(auditRecords.resourceType, q.resourceType));
-    if (q.resource) where.push(eq(auditRecords.resource, q.resource));
-    return db.select().from(auditRecords).where(and(...where)).orderBy(desc(auditRecords.seq)).limit(q.limit);
+  async auditRecords(db: Db, q: AuditQuery): Promise<ChainedAuditRow[]> {
+    const { where, orderBy } = auditQueryParts(auditRecords, q);
+    return db.select().from(auditRecords).where(where).orderBy(orderBy).limit(q.limit);
+  },
+
+  /** Removes a prefix of the chain: the records before the first one at or after beforeMs. */
+  async pruneAudit(db: Db, beforeMs: number, record: AuditRow): Promise<{ removed: number; firstKeptSeq?: number }> {
+    return db.transaction(async (tx) => {
+      await tx.execute(sql`SELECT pg_advisory_xact_lock(${AUDIT_CHAIN_LOCK_KEY})`);
+      const [last] = await tx.select({ hash: auditRecords.hash }).from(auditRecords).orderBy(desc(auditRecords.seq)).limit(1);
+      const [kept] = await tx.select({ seq: min(auditRecords.seq) }).from(auditRecords).where(gte(auditRecords.atMs, beforeMs));
+      const keepFrom = kept?.seq ?? undefined;
+      await tx.update(auditPruneGate).set({ open: 1 }).where(eq(auditPruneGate.id, 1));
+      const removed = (
+        await tx
+          .delete(auditRecords)
+          .where(keepFrom === undefined ? undefined : lt(auditRecords.seq, keepFrom))
+          .returning({ seq: auditRecords.seq })
+      ).length;
+      await tx.update(auditPruneGate).set({ open: 0 }).where(eq(auditPruneGate.id, 1));
+      const fields = { ...(JSON.parse(record.fieldsJson) as object), removed, first_kept_seq: keepFrom ?? null };
+      await tx.insert(auditRecords).values(chainAudit([{ ...record, fieldsJson: JSON.stringify(fields) }], last?.hash ?? ""));
+      return { removed, firstKeptSeq: keepFrom };
+    });
   },
 
   async signingKeys(db: Db): Promise<SigningKeyRow[]> {

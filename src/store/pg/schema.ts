@@ -134,6 +134,10 @@ export const auditRecords = pgTable(
     source: text("source").notNull(),
     fieldsJson: text("fields_json").notNull(),
     reason: text("reason").notNull(),
+    /** The hash of the record before (empty for the first record ever written). */
+    prevHash: text("prev_hash").notNull().default(""),
+    /** SHA-256 of prev_hash and this record's fields (src/domain/audit.ts). */
+    hash: text("hash").notNull().default(""),
   },
   (t) => [index("audit_records_resource").on(t.resourceType, t.resource, t.seq)],
 );
@@ -143,4 +147,13 @@ export const signingKeys = pgTable("signing_keys", {
   keyId: text("key_id").primaryKey(),
   publicKeyPem: text("public_key_pem").notNull(),
   createdAtMs: bigint("created_at_ms", { mode: "number" }).notNull(),
+});
+
+/**
+ * One row: 1 only inside the transaction of an audit prune. The database refuses UPDATE of
+ * audit records always, and DELETE unless this is 1 (triggers in the migrations).
+ */
+export const auditPruneGate = pgTable("audit_prune_gate", {
+  id: integer("id").primaryKey(),
+  open: integer("open").notNull(),
 });

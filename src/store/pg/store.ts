@@ -114,8 +114,8 @@ export class PostgresStore implements Store {
     }
   }
 
-  publishRelease(row: ReleaseRow) {
-    return this.run(() => pgFleet.publishRelease(this.db, row));
+  publishRelease(row: ReleaseRow, audit?: AuditRow) {
+    return this.run(() => pgFleet.publishRelease(this.db, row, audit));
   }
   latestRelease(channel: string, opts?: { unstagedOnly?: boolean }) {
     return this.run(() => pgFleet.latestRelease(this.db, channel, opts?.unstagedOnly));
@@ -132,8 +132,8 @@ export class PostgresStore implements Store {
   acksOfNode(nodeId: string) {
     return this.run(() => pgFleet.acksOfNode(this.db, nodeId));
   }
-  enrollNode(enrollment: Enrollment, nowMs: number) {
-    return this.run(() => pgFleet.enrollNode(this.db, enrollment, nowMs));
+  enrollNode(enrollment: Enrollment, nowMs: number, audit?: AuditRow) {
+    return this.run(() => pgFleet.enrollNode(this.db, enrollment, nowMs, audit));
   }
   getNode(nodeId: string) {
     return this.run(() => pgFleet.getNode(this.db, nodeId));
@@ -141,8 +141,11 @@ export class PostgresStore implements Store {
   listNodes(q: NodeQuery) {
     return this.run(() => pgFleet.listNodes(this.db, q));
   }
-  setDrained(nodeId: string, drained: boolean, reason: string) {
-    return this.run(() => pgFleet.setDrained(this.db, nodeId, drained, reason));
+  setDrained(nodeId: string, drained: boolean, reason: string, audit?: AuditRow) {
+    return this.run(() => pgFleet.setDrained(this.db, nodeId, drained, reason, audit));
+  }
+  pruneAudit(beforeMs: number, audit: AuditRow) {
+    return this.run(() => pgRollouts.pruneAudit(this.db, beforeMs, audit));
   }
   recordSightings(sightings: readonly NodeSighting[]) {
     return this.run(() => pgFleet.recordSightings(this.db, sightings));

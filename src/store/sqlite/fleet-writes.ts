@@ -2,15 +2,17 @@ import { and, eq, sql } from "drizzle-orm";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type { AckRow, NodeRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
 import { labelsToJson, sameReleaseContent } from "../fleet-rows.js";
+import type { AuditRow } from "../rollout-rows.js";
 import type { Enrollment } from "../store.js";
+import type { AppendAudit } from "./audit-writes.js";
 import { nodeAcks, nodes, releases } from "./schema.js";
 
 /** A fleet write, run by the writer thread inside its own savepoint. */
 export type FleetWrite =
-  | { op: "publishRelease"; row: ReleaseRow }
+  | { op: "publishRelease"; row: ReleaseRow; audit?: AuditRow }
   | { op: "upsertAck"; row: AckRow }
-  | { op: "enrollNode"; enrollment: Enrollment; nowMs: number }
-  | { op: "setDrained"; nodeId: string; drained: boolean; reason: string }
+  | { op: "enrollNode"; enrollment: Enrollment; nowMs: number; audit?: AuditRow }
+  | { op: "setDrained"; nodeId: string; drained: boolean; reason: string; audit?: AuditRow }
   | { op: "recordSightings"; sightings: readonly NodeSighting[] };
 
 /** What a fleet write answers, by operation. */
@@ -34,7 +36,7 @@ export class WriteRefusal extends Error {
  * The fleet writes of the SQLite store. They run synchronously on the writer connection, so
  * each is atomic inside the writer's transaction and commits durably with its group.
  */
-export function prepareFleetWrites(db: BetterSQLite3Database) {
+export function prepareFleetWrites(db: BetterSQLite3Database, audit: AppendAudit) {
   const releaseById = db.select().from(releases).where(eq(releases.releaseId, sql.placeholder("id"))).prepare();
   const nodeById = db.select().from(nodes).where(eq(nodes.nodeId, sql.placeholder("id"))).prepare();
   const ackOf = db
@@ -92,6 +94,7 @@ export function prepareFleetWrites(db: BetterSQLite3Database) {
         if (inserted === 0 && !sameReleaseContent(stored, w.row)) {
           throw new WriteRefusal("conflict", `release "${w.row.releaseId}" is already published with other content; releases are immutable`);
         }
+        if (inserted === 1 && w.audit) audit([w.audit]);
         return { release: stored, created: inserted === 1 };
       }
       case "upsertAck": {
@@ -110,6 +113,7 @@ export function prepareFleetWrites(db: BetterSQLite3Database) {
           .values({ nodeId, channel, labels: json, agentVersion, enrolledAtMs: w.nowMs, drained: false, drainReason: "" })
           .onConflictDoUpdate({ target: nodes.nodeId, set: { channel, labels: json, agentVersion } })
           .run();
+        if (w.audit) audit([w.audit]);
         return { node: node(nodeId) };
       }
       case "setDrained": {
@@ -118,6 +122,7 @@ export function prepareFleetWrites(db: BetterSQLite3Database) {
           .set({ drained: w.drained, drainReason: w.drained ? w.reason : "" })
           .where(eq(nodes.nodeId, w.nodeId))
           .run();
+        if (w.audit) audit([w.audit]);
         return { node: node(w.nodeId) };
       }
       case "recordSightings": {

@@ -1,7 +1,9 @@
 import { and, asc, count, desc, eq, gt, inArray, max, notInArray, sql, type SQL } from "drizzle-orm";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { TERMINAL_PHASES } from "../../domain/rollouts.js";
-import type { AuditRow, MoveRow, RolloutRecord, SigningKeyRow } from "../rollout-rows.js";
+import type { ChainedAuditRow } from "../../domain/audit.js";
+import { auditQueryParts } from "../audit-query.js";
+import type { MoveRow, RolloutRecord, SigningKeyRow } from "../rollout-rows.js";
 import type { AuditQuery, RolloutQuery } from "../store.js";
 import { auditRecords, events, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
 
@@ -65,11 +67,9 @@ export function prepareRolloutReads(db: BetterSQLite3Database) {
     eventCountsSince: (type: string, after: bigint): Map<string, number> =>
       new Map(eventCounts.all({ type, after: Number(after) }).map((r) => [r.nodeId, r.n])),
     newestEventSeq: (): bigint => BigInt(newestSeq.get()?.seq ?? 0),
-    auditRecords: (q: AuditQuery): (AuditRow & { seq: number })[] => {
-      const where: SQL[] = [];
-      if (q.resourceType) where.push(eq(auditRecords.resourceType, q.resourceType));
-      if (q.resource) where.push(eq(auditRecords.resource, q.resource));
-      return db.select().from(auditRecords).where(and(...where)).orderBy(desc(auditRecords.seq)).limit(q.limit).all();
+    auditRecords: (q: AuditQuery): ChainedAuditRow[] => {
+      const { where, orderBy } = auditQueryParts(auditRecords, q);
+      return db.select().from(auditRecords).where(where).orderBy(orderBy).limit(q.limit).all();
     },
     signingKeys: (): SigningKeyRow[] => db.select().from(signingKeys).orderBy(asc(signingKeys.createdAtMs)).all(),
   };

@@ -3,27 +3,26 @@ import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { TERMINAL_PHASES } from "../../domain/rollouts.js";
 import type { AuditRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "../rollout-rows.js";
 import { WriteRefusal } from "./fleet-writes.js";
-import { auditRecords, releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
+import type { AppendAudit } from "./audit-writes.js";
+import { releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
 
 /** A rollout write, run by the writer thread inside its own savepoint. */
 export type RolloutWrite =
   | { op: "createRollout"; plan: PlanRow; status: StatusRow; audit: AuditRow }
   | { op: "commitRollout"; change: RolloutChange }
-  | { op: "registerSigningKey"; row: SigningKeyRow };
+  | { op: "registerSigningKey"; row: SigningKeyRow }
+  | { op: "pruneAudit"; beforeMs: number; audit: AuditRow };
 
-export type RolloutWriteResult = { record: RolloutRecord; created: boolean } | { done: true };
+export type RolloutWriteResult = { record: RolloutRecord; created: boolean } | { done: true } | { removed: number; firstKeptSeq?: number };
 
 /** Rows per multi-row INSERT of moves: 5 values a row, well under SQLite's bound-value limit. */
 const MOVES_PER_STATEMENT = 500;
 
 /** The rollout writes of the SQLite store, synchronous on the writer connection. */
-export function prepareRolloutWrites(db: BetterSQLite3Database) {
+export function prepareRolloutWrites(db: BetterSQLite3Database, audit: AppendAudit, pruneAudit: (beforeMs: number, record: AuditRow) => { removed: number; firstKeptSeq?: number }) {
   const planById = db.select().from(rolloutPlans).where(eq(rolloutPlans.planId, sql.placeholder("id"))).prepare();
   const statusById = db.select().from(rolloutStatus).where(eq(rolloutStatus.planId, sql.placeholder("id"))).prepare();
 
-  const audit = (rows: readonly AuditRow[]) => {
-    if (rows.length > 0) db.insert(auditRecords).values([...rows]).run();
-  };
 
   return (w: RolloutWrite): RolloutWriteResult => {
     switch (w.op) {
@@ -81,6 +80,8 @@ export function prepareRolloutWrites(db: BetterSQLite3Database) {
       case "registerSigningKey":
         db.insert(signingKeys).values(w.row).onConflictDoNothing().run();
         return { done: true };
+      case "pruneAudit":
+        return pruneAudit(w.beforeMs, w.audit);
     }
   };
 }

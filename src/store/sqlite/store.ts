@@ -134,8 +134,8 @@ export class SqliteStore implements Store {
     return (reply as { inserted: number }).inserted;
   }
 
-  async publishRelease(row: ReleaseRow): Promise<{ release: Release; created: boolean }> {
-    const r = await this.write<{ release: ReleaseRow; created: boolean }>({ op: "publishRelease", row });
+  async publishRelease(row: ReleaseRow, audit?: AuditRow): Promise<{ release: Release; created: boolean }> {
+    const r = await this.write<{ release: ReleaseRow; created: boolean }>({ op: "publishRelease", row, audit });
     return { release: rowToRelease(r.release), created: r.created };
   }
 
@@ -144,12 +144,16 @@ export class SqliteStore implements Store {
     return { ack: rowToAck(r.ack), stale: r.stale };
   }
 
-  async enrollNode(enrollment: Enrollment, nowMs: number): Promise<Node> {
-    return rowToNode((await this.write<{ node: NodeRow }>({ op: "enrollNode", enrollment, nowMs })).node);
+  async enrollNode(enrollment: Enrollment, nowMs: number, audit?: AuditRow): Promise<Node> {
+    return rowToNode((await this.write<{ node: NodeRow }>({ op: "enrollNode", enrollment, nowMs, audit })).node);
   }
 
-  async setDrained(nodeId: string, drained: boolean, reason: string): Promise<Node> {
-    return rowToNode((await this.write<{ node: NodeRow }>({ op: "setDrained", nodeId, drained, reason })).node);
+  async setDrained(nodeId: string, drained: boolean, reason: string, audit?: AuditRow): Promise<Node> {
+    return rowToNode((await this.write<{ node: NodeRow }>({ op: "setDrained", nodeId, drained, reason, audit })).node);
+  }
+
+  pruneAudit(beforeMs: number, audit: AuditRow) {
+    return this.write<{ removed: number; firstKeptSeq?: number }>({ op: "pruneAudit", beforeMs, audit });
   }
 
   async recordSightings(sightings: readonly NodeSighting[]): Promise<void> {

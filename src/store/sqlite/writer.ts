@@ -24,6 +24,7 @@ import { placeholderNames } from "../prepared-queries.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, type SqliteFailure } from "./errors.js";
 import { prepareFleetWrites, WriteRefusal, type FleetWrite, type FleetWriteResult } from "./fleet-writes.js";
+import { prepareAuditWrites } from "./audit-writes.js";
 import { prepareRolloutWrites, type RolloutWrite, type RolloutWriteResult } from "./rollout-writes.js";
 import { events } from "./schema.js";
 
@@ -35,7 +36,7 @@ export type WriterRequest = { id: number; rows: unknown[] } | { id: number; writ
 /** A write of the fleet or rollout tables. */
 export type StoreWrite = FleetWrite | RolloutWrite;
 export type StoreWriteResult = FleetWriteResult | RolloutWriteResult;
-const ROLLOUT_OPS: ReadonlySet<string> = new Set<RolloutWrite["op"]>(["createRollout", "commitRollout", "registerSigningKey"]);
+const ROLLOUT_OPS: ReadonlySet<string> = new Set<RolloutWrite["op"]>(["createRollout", "commitRollout", "registerSigningKey", "pruneAudit"]);
 type Work = Exclude<WriterRequest, { close: true }>;
 
 /** This thread's answer: how many rows were new, a fleet write's result or refusal, or the kind of failure. */
@@ -73,9 +74,10 @@ function prepareStatements(sqlite: Database.Database) {
     }
     return sqlite.prepare(query.sql);
   };
+  const audit = prepareAuditWrites(db);
   return {
-    fleet: prepareFleetWrites(db),
-    rollout: prepareRolloutWrites(db),
+    fleet: prepareFleetWrites(db, audit.append),
+    rollout: prepareRolloutWrites(db, audit.append, audit.prune),
     insertOne: insertOf(1),
     insertMany: insertOf(ROWS_PER_STATEMENT),
     begin: sqlite.prepare("BEGIN IMMEDIATE"),

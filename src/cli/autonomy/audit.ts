@@ -1,0 +1,163 @@
+import { closeSync, openSync, writeSync } from "node:fs";
+import { toJsonString, type MessageInitShape } from "@bufbuild/protobuf";
+import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { Command, InvalidArgumentError, Option } from "commander";
+import {
+  AuditRecordSchema,
+  PruneAuditRecordsResponseSchema,
+  QueryAuditRecordsResponseSchema,
+  VerifyAuditChainResponseSchema,
+  type AuditRecord,
+  type QueryAuditRecordsRequestSchema,
+} from "../../../clients/index.js";
+import { formatTable, formatTime, printJson } from "../shared/output.js";
+import { parseDuration } from "../shared/parse.js";
+import { withClients } from "./context.js";
+
+/** An RFC 3339 time, or a duration meaning that long ago ("24h", "7d" is 7 × 24h). */
+function parseTime(value: string): Timestamp {
+  const days = /^(\d+)d$/.exec(value);
+  if (days) return timestampFromMs(Date.now() - Number(days[1]) * 86_400_000);
+  if (/^\d+(ms|s|m|h)$/.test(value)) return timestampFromMs(Date.now() - parseDuration(value));
+  const ms = Date.parse(value);
+  if (Number.isNaN(ms) || !/^\d{4}-\d\d-\d\dT/.test(value)) {
+    throw new InvalidArgumentError(`expected an RFC 3339 time (2026-11-23T10:00:00Z) or a duration ago (24h, 7d), got "${value}"`);
+  }
+  return timestampFromMs(ms);
+}
+
+const FILTERS = [
+  ["event-name", "eventName", "event name, e.g. rollout.plan.created"],
+  ["category", "category", "rollout, ha, cert, auth, system or rollback"],
+  ["action", "action", "action, e.g. pause"],
+  ["outcome", "outcome", "success, failure or denied"],
+  ["actor", "actor", "who: an operator, a node, system:rollout-controller"],
+  ["resource-type", "resourceType", "e.g. rollout_plan, release, node"],
+  ["resource", "resource", "the resource's id"],
+  ["source", "source", "api or controller"],
+] as const;
+
+type FilterOptions = Partial<Record<(typeof FILTERS)[number][1], string>> & { since?: Timestamp; until?: Timestamp };
+
+function withFilters(cmd: Command): Command {
+  for (const [flag, , help] of FILTERS) cmd.option(`--${flag} <value>`, help);
+  return cmd
+    .option("--since <time>", "records at or after this time (RFC 3339, or a duration ago: 24h, 7d)", parseTime)
+    .option("--until <time>", "records before this time", parseTime);
+}
+
+function queryOf(opts: FilterOptions): MessageInitShape<typeof QueryAuditRecordsRequestSchema> {
+  const q: MessageInitShape<typeof QueryAuditRecordsRequestSchema> = { since: opts.since, until: opts.until };
+  for (const [, key] of FILTERS) if (opts[key] !== undefined) q[key] = opts[key];
+  return q;
+}
+
+const CSV_COLUMNS = ["seq", "timestamp", "event_name", "category", "action", "outcome", "actor", "resource_type", "resource", "source", "fields_json", "reason", "prev_hash", "hash"] as const;
+
+function csvCell(value: string): string {
+  return /[",\n\r]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
+}
+
+function csvRow(r: AuditRecord): string {
+  const values: Record<(typeof CSV_COLUMNS)[number], string> = {
+    seq: String(r.seq),
+    timestamp: formatTime(r.timestamp),
+    event_name: r.eventName,
+    category: r.category,
+    action: r.action,
+    outcome: r.outcome,
+    actor: r.actor,
+    resource_type: r.resourceType,
+    resource: r.resource,
+    source: r.source,
+    fields_json: r.fieldsJson,
+    reason: r.reason,
+    prev_hash: r.prevHash,
+    hash: r.hash,
+  };
+  return CSV_COLUMNS.map((c) => csvCell(values[c])).join(",");
+}
+
+/** `autonomy audit`: the hash-chained audit trail. */
+export function auditCommand(): Command {
+  const audit = new Command("audit").description("Query, export, verify and prune the audit trail.");
+  withFilters(audit.command("query"))
+    .description("Show audit records, newest first; every filter given must match.")
+    .option("--limit <n>", "at most this many (1-1000)", (v) => Number(v), 50)
+    .addOption(new Option("--order <order>", "newest first (desc) or oldest first (asc)").choices(["desc", "asc"]).default("desc"))
+    .action((opts: FilterOptions & { limit: number; order: string }, cmd: Command) =>
+      withClients(cmd, async (api, options) => {
+        const res = await api.audit.queryAuditRecords({ ...queryOf(opts), limit: opts.limit, order: opts.order });
+        if (options.output === "json") return printJson(QueryAuditRecordsResponseSchema, res);
+        if (res.records.length === 0) {
+          process.stdout.write("no audit records match\n");
+          return;
+        }
+        const rows = res.records.map((r) => [String(r.seq), formatTime(r.timestamp), r.eventName, r.outcome, r.actor, `${r.resourceType}/${r.resource}`, r.reason]);
+        process.stdout.write(formatTable(["SEQ", "TIME", "EVENT", "OUTCOME", "ACTOR", "RESOURCE", "REASON"], rows));
+        if (res.nextCursor !== 0n) process.stdout.write(`(more: narrow the filters or raise --limit)\n`);
+      }),
+    );
+  withFilters(audit.command("export"))
+    .description("Write every matching record, oldest first, to a file: JSON lines (one record a line) or CSV with a header.")
+    .addOption(new Option("--format <format>", "file format").choices(["json", "csv"]).makeOptionMandatory())
+    .requiredOption("--output <file>", "the file to write (replaced)")
+    .action((opts: FilterOptions & { format: "json" | "csv"; output: string }, cmd: Command) =>
+      withClients(cmd, async (api) => {
+        const fd = openSync(opts.output, "w", 0o600);
+        let written = 0;
+        try {
+          if (opts.format === "csv") writeSync(fd, CSV_COLUMNS.join(",") + "\n");
+          for (let cursor = 0n; ; ) {
+            const page = await api.audit.queryAuditRecords({ ...queryOf(opts), order: "asc", limit: 1000, cursor });
+            for (const r of page.records) {
+              writeSync(fd, (opts.format === "csv" ? csvRow(r) : toJsonString(AuditRecordSchema, r, { useProtoFieldName: true })) + "\n");
+            }
+            written += page.records.length;
+            if (written > 0 && written % 10_000 === 0) process.stderr.write(`exported ${written} records...\n`);
+            if (page.nextCursor === 0n) break;
+            cursor = page.nextCursor;
+          }
+        } finally {
+          closeSync(fd);
+        }
+        process.stdout.write(`exported ${written} records to ${opts.output}\n`);
+      }),
+    );
+  audit
+    .command("verify")
+    .description("Check the hash chain of the whole trail. Exit status 0: intact; 3: a record was altered, removed or inserted.")
+    .action((_opts: unknown, cmd: Command) =>
+      withClients(cmd, async (api, options) => {
+        const res = await api.audit.verifyAuditChain({});
+        if (options.output === "json") printJson(VerifyAuditChainResponseSchema, res);
+        else if (res.ok) {
+          process.stdout.write(
+            `audit trail intact: ${res.recordsChecked} records, seq ${res.firstSeq} to ${res.lastSeq}` +
+              `${res.startsAfterPrune ? " (older records were pruned; see the audit.pruned record)" : ""}\n`,
+          );
+        } else {
+          process.stdout.write(`audit trail BROKEN: ${res.problems.length} problem(s) in ${res.recordsChecked} records\n`);
+          for (const p of res.problems) process.stdout.write(`  seq ${p.seq}: ${p.problem}\n`);
+        }
+        if (!res.ok) process.exitCode = 3;
+      }),
+    );
+  audit
+    .command("prune")
+    .description("Remove records older than N days (the only way records leave the trail); the prune is recorded itself.")
+    .requiredOption("--older-than <Nd>", "age in days, e.g. 365d", (v) => {
+      const m = /^(\d+)d$/.exec(v);
+      if (!m || Number(m[1]) < 1) throw new InvalidArgumentError(`expected a number of days such as 90d, got "${v}"`);
+      return Number(m[1]);
+    })
+    .requiredOption("--reason <text>", "why (recorded in the trail)")
+    .action((opts: { olderThan: number; reason: string }, cmd: Command) =>
+      withClients(cmd, async (api, options) => {
+        const res = await api.audit.pruneAuditRecords({ olderThanDays: opts.olderThan, reason: opts.reason });
+        if (options.output === "json") return printJson(PruneAuditRecordsResponseSchema, res);
+        process.stdout.write(`removed ${res.removed} records older than ${opts.olderThan} days${res.firstKeptSeq ? `; the trail now starts at seq ${res.firstKeptSeq}` : ""}\n`);
+      }),
+    );
+  return audit;
+}

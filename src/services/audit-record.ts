@@ -1,0 +1,38 @@
+import type { HandlerContext } from "@connectrpc/connect";
+import { OPERATOR_HEADER } from "../../clients/index.js";
+import { checkId } from "../domain/fields.js";
+import type { AuditRow } from "../store/rollout-rows.js";
+
+/** Who made a change and through what, for its audit record. */
+export interface Actor {
+  actor: string;
+  source: string;
+}
+
+/** Who is calling: the operator the autonomy-operator header names, else anonymous. */
+export function actorOf(ctx: HandlerContext): Actor {
+  const claimed = ctx.requestHeader.get(OPERATOR_HEADER)?.trim() ?? "";
+  if (claimed !== "") checkId(claimed, OPERATOR_HEADER, false);
+  return { actor: claimed === "" ? "anonymous" : claimed, source: "api" };
+}
+
+/** An audit record of a successful change. */
+export function auditRecord(
+  who: Actor,
+  what: { eventName: string; category: string; action: string; resourceType: string; resource: string; fields?: object; reason?: string },
+  atMs = Date.now(),
+): AuditRow {
+  return {
+    atMs,
+    eventName: what.eventName,
+    category: what.category,
+    action: what.action,
+    outcome: "success",
+    actor: who.actor,
+    resourceType: what.resourceType,
+    resource: what.resource,
+    source: who.source,
+    fieldsJson: JSON.stringify(what.fields ?? {}),
+    reason: what.reason ?? "",
+  };
+}
