@@ -21,9 +21,10 @@ export async function spawnUntil(
   args: string[],
   match: (line: string) => string | undefined,
   direct = false,
+  env: NodeJS.ProcessEnv = {},
 ): Promise<Child> {
   const [command, argv] = direct ? [script, args] : [process.execPath, [script, ...args]];
-  const proc = spawn(command, argv, { stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(command, argv, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
   const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
   const ready = await new Promise<string>((resolve, reject) => {
     let seen = "";
@@ -68,6 +69,12 @@ export async function runToEnd(script: string, args: string[]): Promise<string> 
 const dist = path.join(packageRoot, "dist");
 const ORCHESTRATOR = path.join(dist, "src", "cli", "orchestrator", "main.js");
 
+/**
+ * The load generators send no credentials, so the servers under test run with RBAC
+ * enforcement off (the authorization interceptor still runs and identifies every call).
+ */
+const BENCH_ENV = { AUTONOMY_RBAC_ENFORCEMENT: "0" };
+
 /** `autonomy-orchestrator serve` on port 0, run through its #! line as users run it; ready once it logs "serving". */
 export async function startOrchestrator(dataDir: string, extraArgs: string[] = []): Promise<Child & { url: string }> {
   const args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...extraArgs];
@@ -78,7 +85,7 @@ export async function startOrchestrator(dataDir: string, extraArgs: string[] = [
     } catch {
       return undefined;
     }
-  }, true);
+  }, true, BENCH_ENV);
   return { ...child, url: child.ready };
 }
 

@@ -20,6 +20,7 @@ import { AuditService } from "../gen/autonomy/v1/audit_pb.js";
 import { EventService } from "../gen/autonomy/v1/events_pb.js";
 import { HealthService } from "../gen/autonomy/v1/health_pb.js";
 import { NodeService } from "../gen/autonomy/v1/nodes_pb.js";
+import { RbacService } from "../gen/autonomy/v1/rbac_pb.js";
 import { ReleaseService } from "../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../gen/autonomy/v1/rollouts_pb.js";
 
@@ -27,6 +28,7 @@ export * from "../gen/autonomy/v1/audit_pb.js";
 export * from "../gen/autonomy/v1/events_pb.js";
 export * from "../gen/autonomy/v1/health_pb.js";
 export * from "../gen/autonomy/v1/nodes_pb.js";
+export * from "../gen/autonomy/v1/rbac_pb.js";
 export * from "../gen/autonomy/v1/releases_pb.js";
 export * from "../gen/autonomy/v1/rollouts_pb.js";
 
@@ -37,6 +39,7 @@ const SERVICES = {
   nodes: NodeService,
   rollouts: RolloutService,
   audit: AuditService,
+  rbac: RbacService,
   health: HealthService,
 } as const;
 
@@ -63,6 +66,8 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** The operator the calls are made for, sent in the autonomy-operator header. */
   operator?: string;
+  /** A bearer token (autonomy rbac token create), sent as Authorization: Bearer. */
+  token?: string;
   /**
    * https:// URLs: the CA that signed the server's certificate (else the system's), and for
    * mutual TLS this client's certificate and key (PEM).
@@ -88,10 +93,11 @@ export function createOrchestratorTransport(opts: ClientOptions): { transport: T
   const tlsOptions = opts.tls ? { ca: opts.tls.ca, cert: opts.tls.cert, key: opts.tls.key } : undefined;
   const sessionManager = opts.httpVersion === "1.1" ? undefined : new Http2SessionManager(baseUrl, undefined, tlsOptions);
   const interceptors = [...(opts.interceptors ?? [])];
-  const operator = opts.operator;
-  if (operator) {
+  const { operator, token } = opts;
+  if (operator || token) {
     interceptors.push((next) => (req) => {
-      req.header.set(OPERATOR_HEADER, operator);
+      if (operator) req.header.set(OPERATOR_HEADER, operator);
+      if (token) req.header.set("authorization", `Bearer ${token}`);
       return next(req);
     });
   }

@@ -1,4 +1,7 @@
+import { mkdirSync } from "node:fs";
 import http from "node:http";
+import type http2 from "node:http2";
+import path from "node:path";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { MAX_BODY_BYTES } from "./domain/events.js";
@@ -21,6 +24,10 @@ import { loadTlsFiles, readFlagFile, watchCrlFile, type TlsFiles } from "./secur
 import { syncCrlOnce, type CrlSyncSettings } from "./security/crl-sync.js";
 import type { CheckedCrl } from "./security/pki.js";
 import { listenTls, type TlsListener } from "./transport/tls-listener.js";
+import { Authorizer, newToken, peerIdentity } from "./security/authz.js";
+import { writeFileAtomic } from "./security/ca.js";
+import { auditRecord } from "./services/audit-record.js";
+import { ENFORCEMENT_OFF_WARNING } from "./services/health-service.js";
 
 export interface ServerConfig {
   /** host:port of the API. */
@@ -40,6 +47,41 @@ export interface ServerConfig {
   heartbeatFlushMs?: number;
   /** TLS (cert and key), mutual TLS (ca) and revocation (crl): --tls-* files. Cleartext when unset. */
   tls?: TlsFiles;
+  /** RBAC enforcement; on unless false (AUTONOMY_RBAC_ENFORCEMENT=0). */
+  rbacEnforcement?: boolean;
+}
+
+/** The one-time admin token written into the data dir on the first start of an empty RBAC store. */
+export const BOOTSTRAP_TOKEN_FILE = "bootstrap-admin-token";
+const BOOTSTRAP_PRINCIPAL = "operator:admin";
+const BOOTSTRAP_TTL_MS = 24 * 3_600_000;
+
+/**
+ * On an RBAC store with no binding and no token: a token for operator:admin, who gets the
+ * admin role, written to the data dir (mode 0600). It expires after 24 hours; use it to give
+ * people their roles and tokens, then revoke it.
+ */
+async function bootstrapRbac(store: Store, dataDir: string, logger: Logger): Promise<void> {
+  const counts = await store.rbacCounts();
+  if (counts.bindings > 0 || counts.tokens > 0) return;
+  const { token, hash, id } = newToken();
+  const now = Date.now();
+  const who = { actor: "system:bootstrap", source: "server" };
+  await store.assignRole(
+    { principal: BOOTSTRAP_PRINCIPAL, role: "admin", createdAtMs: now },
+    auditRecord(who, { eventName: "rbac.role.assigned", category: "auth", action: "assign", resourceType: "principal", resource: BOOTSTRAP_PRINCIPAL, fields: { role: "admin" }, reason: "bootstrap of an empty RBAC store" }),
+  );
+  await store.createToken(
+    { tokenId: id, tokenHash: hash, principal: BOOTSTRAP_PRINCIPAL, description: "bootstrap admin token", createdAtMs: now, expiresAtMs: now + BOOTSTRAP_TTL_MS, revokedAtMs: null },
+    auditRecord(who, { eventName: "rbac.token.created", category: "auth", action: "create", resourceType: "token", resource: id, fields: { principal: BOOTSTRAP_PRINCIPAL, ttl_hours: 24 }, reason: "bootstrap of an empty RBAC store" }),
+  );
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const file = path.join(dataDir, BOOTSTRAP_TOKEN_FILE);
+  writeFileAtomic(file, `${token}\n`, 0o600);
+  logger.warn(
+    { file, principal: BOOTSTRAP_PRINCIPAL, token_id: id, expires_in: "24h" },
+    "RBAC store was empty: wrote a one-time admin token; use it (autonomy --token-file FILE) to assign roles and create tokens, then revoke it",
+  );
 }
 
 export const DEFAULT_NODE_STALE_AFTER_MS = 120_000;
@@ -185,6 +227,7 @@ export async function startServer(
   metrics.countNodes = () => countLifecycles(fleet);
   let signer: SpecSigner;
   const controller = new RolloutController({ ...fleet, metrics, logger });
+  const authorizer = new Authorizer({ store: instrumented, logger, enforced: config.rbacEnforcement !== false });
   try {
     signer = SpecSigner.load(config.dataDir);
     await instrumented.registerSigningKey(signer.row(Date.now()));
@@ -195,8 +238,9 @@ export async function startServer(
     await store.close();
     throw err;
   }
-  const services = createServices({ ...fleet, metrics, controller, signer });
-  const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger)];
+  if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
+  const services = createServices({ ...fleet, metrics, controller, signer, authorizer });
+  const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
   const infos = new WeakMap<NodeRequest, RequestInfo>();
   const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
   const rest = createRestHandler({
@@ -217,7 +261,7 @@ export async function startServer(
   const handler = (req: NodeRequest, res: NodeResponse) => {
     const started = process.hrtime.bigint();
     if (req.httpVersionMajor === 1) closeIfBodyUnread(req as http.IncomingMessage, res as http.ServerResponse);
-    const info: RequestInfo = {};
+    const info: RequestInfo = { peer: tls ? peerIdentity((req as http2.Http2ServerRequest).stream?.session?.socket ?? req.socket) : undefined };
     infos.set(req, info);
     res.once("close", () => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -291,6 +335,8 @@ export async function startServer(
       });
       metricsServer = await listenCleartext(metricsAddress, (req, res) => void onlyMetrics(req, res));
     }
+    // With enforcement off nobody needs a credential; the token is made at the first enforced start.
+    if (authorizer.enforced) await bootstrapRbac(instrumented, config.dataDir, logger);
   } catch (err) {
     clearInterval(syncTimer);
     crlWatch?.close();

@@ -1,4 +1,5 @@
 import { ConnectError, Code } from "@connectrpc/connect";
+import { ENFORCEMENT_OFF_WARNING } from "../src/services/health-service.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createOrchestratorClients } from "../clients/index.js";
 import { h2, TRANSPORTS } from "./helpers/http.js";
@@ -72,7 +73,8 @@ describe.each(STORE_KINDS)("REST API on %s", (kind) => {
     it("answers the health probe", async () => {
       const res = await request(`${server.url}/v1/health`);
       expect(res.status).toBe(200);
-      expect(res.text).toBe('{"status":"ok"}');
+      // Test servers run with RBAC enforcement off, which the probe says (test/rbac.test.ts has it on).
+      expect(JSON.parse(res.text)).toEqual({ status: "ok", warning: ENFORCEMENT_OFF_WARNING });
     });
 
     it.each([

@@ -263,7 +263,10 @@ describe("the rollout controller across a restart", () => {
   it("resumes a plan in the middle of a stage without moving a node twice or losing a decision", async () => {
     const dataDir = mkdtempSync(path.join(os.tmpdir(), "ao-rollout-restart-"));
     const start = () =>
-      startServer({ listen: "127.0.0.1:0", dataDir, busyTimeoutMs: 2000, heartbeatFlushMs: 50 }, { logger: memoryLogger().logger, onFatal: () => {} });
+      startServer(
+        { listen: "127.0.0.1:0", dataDir, busyTimeoutMs: 2000, heartbeatFlushMs: 50, rbacEnforcement: false },
+        { logger: memoryLogger().logger, onFatal: () => {} },
+      );
     let server = await start();
     let api = createOrchestratorClients({ baseUrl: server.url });
     try {

@@ -1,11 +1,14 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { HealthService } from "../../gen/autonomy/v1/health_pb.js";
 
-/** HealthService: a liveness probe; it answers while the process serves requests. */
-export function createHealthService(): ServiceImpl<typeof HealthService> {
+export const ENFORCEMENT_OFF_WARNING =
+  "RBAC enforcement is off (AUTONOMY_RBAC_ENFORCEMENT=0): every caller may call every RPC; calls are still identified and audited";
+
+/** HealthService: a liveness probe; it answers while the process serves requests, with a warning an operator must see. */
+export function createHealthService(deps: { rbacEnforced: boolean }): ServiceImpl<typeof HealthService> {
   return {
     check() {
-      return { status: "ok" };
+      return deps.rbacEnforced ? { status: "ok" } : { status: "ok", warning: ENFORCEMENT_OFF_WARNING };
     },
   };
 }

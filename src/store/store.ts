@@ -3,6 +3,7 @@ import type { Node } from "../../gen/autonomy/v1/nodes_pb.js";
 import type { NodeAck, Release } from "../../gen/autonomy/v1/releases_pb.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "./fleet-rows.js";
 import type { ChainedAuditRow } from "../domain/audit.js";
+import type { BindingRow, RoleRow, TokenRow } from "./rbac-rows.js";
 import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "./rollout-rows.js";
 
 /** Filter and page of a stored-event query. */
@@ -144,6 +145,24 @@ export interface Store {
   /** Stores a public signing key; a key already stored stays as it is. */
   registerSigningKey(row: SigningKeyRow): Promise<void>;
   signingKeys(): Promise<SigningKeyRow[]>;
+  /** Appends audit records on their own (a denial: there is no change to record them with). */
+  appendAudit(rows: readonly AuditRow[]): Promise<void>;
+  /** Custom roles. */
+  listRoles(): Promise<RoleRow[]>;
+  /** Creates or redefines a custom role, with its audit record. */
+  putRole(row: RoleRow, audit: AuditRow): Promise<RoleRow>;
+  listBindings(principal?: string): Promise<BindingRow[]>;
+  /** Gives a principal a role (no-op when held), with its audit record. */
+  assignRole(row: BindingRow, audit: AuditRow): Promise<BindingRow>;
+  /** Takes a role from a principal; false when it did not hold it (then nothing is recorded). */
+  revokeRole(principal: string, role: string, audit: AuditRow): Promise<boolean>;
+  createToken(row: TokenRow, audit: AuditRow): Promise<TokenRow>;
+  listTokens(): Promise<TokenRow[]>;
+  /** Revokes a token (NotFoundError for an unknown id); revoking twice changes nothing. */
+  revokeToken(tokenId: string, atMs: number, audit: AuditRow): Promise<TokenRow>;
+  tokenByHash(hash: string): Promise<TokenRow | undefined>;
+  /** How many role bindings and tokens exist (both 0: a store never set up). */
+  rbacCounts(): Promise<{ bindings: number; tokens: number }>;
   /** Releases connections and workers. */
   close(): Promise<void>;
 }

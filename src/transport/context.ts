@@ -1,4 +1,6 @@
 import { createContextKey } from "@connectrpc/connect";
+import type { Principal } from "../domain/rbac.js";
+import type { PeerIdentity } from "../security/authz.js";
 
 /**
  * What the per-request log line and metrics need to know that only inner layers learn:
@@ -10,6 +12,10 @@ export interface RequestInfo {
   rpc?: string;
   protocol?: string;
   code?: string;
+  /** The verified client certificate of the connection (mutual TLS). */
+  peer?: PeerIdentity;
+  /** Who the authorization interceptor took the caller for. */
+  principal?: Principal;
 }
 
 export const requestInfoKey = createContextKey<RequestInfo | undefined>(undefined, {

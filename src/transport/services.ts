@@ -6,6 +6,9 @@ import { HealthService } from "../../gen/autonomy/v1/health_pb.js";
 import { NodeService } from "../../gen/autonomy/v1/nodes_pb.js";
 import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
+import { RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
+import type { Authorizer } from "../security/authz.js";
+import { createRbacService } from "../services/rbac-service.js";
 import type { RolloutController } from "../rollouts/controller.js";
 import type { SpecSigner } from "../rollouts/signing.js";
 import { createRolloutService } from "../services/rollout-service.js";
@@ -36,6 +39,7 @@ export interface ServiceDeps {
   staleAfterMs: number;
   controller: RolloutController;
   signer: SpecSigner;
+  authorizer: Authorizer;
 }
 
 /** The one list of served services: the RPC router and the REST transcoder both read it. */
@@ -46,7 +50,8 @@ export function createServices(deps: ServiceDeps): ServiceEntry[] {
     entry(NodeService, createNodeService(deps)),
     entry(RolloutService, createRolloutService(deps)),
     entry(AuditService, createAuditService(deps)),
-    entry(HealthService, createHealthService()),
+    entry(RbacService, createRbacService(deps)),
+    entry(HealthService, createHealthService({ rbacEnforced: deps.authorizer.enforced })),
   ];
 }
 

@@ -15,10 +15,14 @@ export interface ChildServer {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Runs `autonomy-orchestrator serve` (the built program) on 127.0.0.1, port 0, and waits until it serves. */
+/**
+ * Runs `autonomy-orchestrator serve` (the built program) on 127.0.0.1, port 0, and waits until
+ * it serves. RBAC enforcement is off unless `env` says otherwise: the tests of other features
+ * call without credentials; test/rbac.test.ts runs with it on.
+ */
 export async function startChildServer(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ChildServer> {
   const proc = spawn(process.execPath, [ORCHESTRATOR_BIN, "serve", "--listen", "127.0.0.1:0", "--log-format", "json", ...args], {
-    env: { ...process.env, ...env },
+    env: { ...process.env, AUTONOMY_RBAC_ENFORCEMENT: "0", ...env },
     stdio: ["ignore", "ignore", "pipe"],
   });
   const lines: Record<string, unknown>[] = [];

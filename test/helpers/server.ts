@@ -34,14 +34,18 @@ export interface TestServer extends RunningServer {
   stop(): Promise<void>;
 }
 
-/** A real server on 127.0.0.1, port 0, on a fresh SQLite data dir or a fresh PostgreSQL database. */
+/**
+ * A real server on 127.0.0.1, port 0, on a fresh SQLite data dir or a fresh PostgreSQL
+ * database. RBAC enforcement is off unless overridden (the tests of other features call
+ * without credentials; test/rbac.test.ts turns it on).
+ */
 export async function startTestServer(kind: StoreKind = "sqlite", overrides: Partial<ServerConfig> = {}): Promise<TestServer> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), "ao-test-"));
   const database = kind === "postgres" ? await createTestDatabase() : undefined;
   const { logger, log } = memoryLogger();
   const fatal: Error[] = [];
   const server = await startServer(
-    { listen: "127.0.0.1:0", dataDir, postgresUrl: database?.url, busyTimeoutMs: 2000, ...overrides },
+    { listen: "127.0.0.1:0", dataDir, postgresUrl: database?.url, busyTimeoutMs: 2000, rbacEnforcement: false, ...overrides },
     { logger, onFatal: (err) => fatal.push(err) },
   );
   return {

@@ -4,6 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_autonomy_v1_options } from "./options_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -11,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file autonomy/v1/health.proto.
  */
 export const file_autonomy_v1_health: GenFile = /*@__PURE__*/
-  fileDesc("ChhhdXRvbm9teS92MS9oZWFsdGgucHJvdG8SC2F1dG9ub215LnYxIg4KDENoZWNrUmVxdWVzdCIfCg1DaGVja1Jlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCTJjCg1IZWFsdGhTZXJ2aWNlElIKBUNoZWNrEhkuYXV0b25vbXkudjEuQ2hlY2tSZXF1ZXN0GhouYXV0b25vbXkudjEuQ2hlY2tSZXNwb25zZSISgtPkkwIMEgovdjEvaGVhbHRoYgZwcm90bzM", [file_google_api_annotations]);
+  fileDesc("ChhhdXRvbm9teS92MS9oZWFsdGgucHJvdG8SC2F1dG9ub215LnYxIg4KDENoZWNrUmVxdWVzdCJBCg1DaGVja1Jlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIUCgd3YXJuaW5nGAIgASgJSACIAQFCCgoIX3dhcm5pbmcybQoNSGVhbHRoU2VydmljZRJcCgVDaGVjaxIZLmF1dG9ub215LnYxLkNoZWNrUmVxdWVzdBoaLmF1dG9ub215LnYxLkNoZWNrUmVzcG9uc2UiHIq1GAZwdWJsaWOC0+STAgwSCi92MS9oZWFsdGhiBnByb3RvMw", [file_autonomy_v1_options, file_google_api_annotations]);
 
 /**
  * CheckRequest has no fields.
@@ -40,6 +41,14 @@ export type CheckResponse = Message<"autonomy.v1.CheckResponse"> & {
    * @generated from field: string status = 1;
    */
   status: string;
+
+  /**
+   * Set only when something needs an operator's attention, such as RBAC enforcement being
+   * turned off (AUTONOMY_RBAC_ENFORCEMENT=0).
+   *
+   * @generated from field: optional string warning = 2;
+   */
+  warning?: string | undefined;
 };
 
 /**

@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { createOrchestratorClients, type OrchestratorClients } from "../../../clients/index.js";
 import { configPath, getConfigValue, readConfig } from "../shared/config.js";
 import { runCommand, type OutputFormat } from "../shared/output.js";
-import { clientTls, type ClientTlsFlags } from "../shared/tls-options.js";
+import { clientTls, clientToken, type ClientTlsFlags } from "../shared/tls-options.js";
 
 export interface GlobalOptions extends ClientTlsFlags {
   orchestratorUrl?: string;
@@ -34,6 +34,7 @@ export function commandContext(cmd: Command): { options: GlobalOptions; clients:
         timeoutMs: 30_000,
         operator: process.env.AUTONOMY_OPERATOR || undefined,
         tls: clientTls(options),
+        token: clientToken(options),
       }),
   };
 }

@@ -9,6 +9,7 @@ import { configCommand } from "./config.js";
 import { fleetCommand } from "./fleet.js";
 import { logsCommand } from "./logs.js";
 import { nodeCommand } from "./node.js";
+import { rbacCommand } from "./rbac.js";
 import { releaseCommand } from "./release.js";
 import { rollbackCommand, rolloutCommand } from "./rollout.js";
 
@@ -27,6 +28,7 @@ const program = addClientTlsOptions(new Command("autonomy"))
   .addCommand(nodeCommand())
   .addCommand(certCommand())
   .addCommand(auditCommand())
+  .addCommand(rbacCommand())
   .addCommand(configCommand());
 
 // Global options go before the command (so `audit export --output FILE` can mean a file);

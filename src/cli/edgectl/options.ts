@@ -1,7 +1,7 @@
 import { Command, Option } from "commander";
 import { createOrchestratorClients, type OrchestratorClients } from "../../../clients/index.js";
 import { defaultStateDir } from "../../agent/state.js";
-import { addClientTlsOptions, clientTls, type ClientTlsFlags } from "../shared/tls-options.js";
+import { addClientTlsOptions, clientTls, clientToken, type ClientTlsFlags } from "../shared/tls-options.js";
 
 export interface EdgeOptions extends ClientTlsFlags {
   orchestratorUrl?: string;
@@ -22,7 +22,7 @@ export function addEdgeGlobalOptions(cmd: Command): Command {
 /** Clients for the orchestrator the options name; the caller closes them. */
 export function edgeClients(options: EdgeOptions): OrchestratorClients {
   if (!options.orchestratorUrl) throw new Error("no orchestrator URL: pass --orchestrator-url or set AUTONOMY_ORCHESTRATOR_URL");
-  return createOrchestratorClients({ baseUrl: options.orchestratorUrl, timeoutMs: 30_000, tls: clientTls(options) });
+  return createOrchestratorClients({ baseUrl: options.orchestratorUrl, timeoutMs: 30_000, tls: clientTls(options), token: clientToken(options) });
 }
 
 /** Collects repeatable `--label key=value` options. */

@@ -73,7 +73,11 @@ export function serveCommand(): Command {
         "Errors: 400 bad input, 404 unknown resource, 405 wrong method, 409 conflict (or a rollout action its phase forbids),\n413 too large, " +
         "503 database busy (Retry-After), 507 disk full.\n" +
         "A corrupt database makes the process log one line and exit with status 1.\n" +
-        "Every flag can also be set with an AUTONOMY_ environment variable (shown in brackets).",
+        "Every flag can also be set with an AUTONOMY_ environment variable (shown in brackets).\n\n" +
+        "RBAC is enforced: every RPC needs a client certificate (mutual TLS) or a bearer token whose roles grant\n" +
+        "its permission. The first start on an empty store writes a one-time admin token to\n" +
+        "DATA_DIR/bootstrap-admin-token (mode 0600; valid 24h). AUTONOMY_RBAC_ENFORCEMENT=0 turns enforcement off\n" +
+        "(a warning at start and on /v1/health); /v1/health, /metrics and /v1/crl stay open.",
     )
     .addOption(
       new Option("--data-dir <dir>", "data directory for SQLite storage")
@@ -185,6 +189,10 @@ export function serveCommand(): Command {
         if (opts.tlsCertFile === undefined && (opts.tlsCaFile !== undefined || opts.tlsCrlFile !== undefined || opts.tlsCrlSyncUrl !== undefined)) {
           throw new Error("--tls-ca-file, --tls-crl-file and --tls-crl-sync-url need --tls-cert-file and --tls-key-file");
         }
+        const enforcement = (process.env.AUTONOMY_RBAC_ENFORCEMENT ?? "1").trim().toLowerCase();
+        if (!["0", "1", "false", "true", "off", "on"].includes(enforcement)) {
+          throw new Error(`AUTONOMY_RBAC_ENFORCEMENT="${process.env.AUTONOMY_RBAC_ENFORCEMENT}": expected 1 (the default) or 0`);
+        }
         server = await startServer(
           {
             listen: opts.listen,
@@ -195,6 +203,7 @@ export function serveCommand(): Command {
             metricsAddr: opts.metricsAddr,
             nodeStaleAfterMs: opts.nodeStaleAfter,
             heartbeatFlushMs: opts.heartbeatFlushInterval,
+            rbacEnforcement: !["0", "false", "off"].includes(enforcement),
             tls:
               opts.tlsCertFile && opts.tlsKeyFile
                 ? {

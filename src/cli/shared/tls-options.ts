@@ -1,18 +1,33 @@
 import { readFileSync } from "node:fs";
 import { Option, type Command } from "commander";
 
-/** The TLS flags of the client programs (autonomy, edgectl). */
+/** The TLS and credential flags of the client programs (autonomy, edgectl). */
 export interface ClientTlsFlags {
   tlsCertFile?: string;
   tlsKeyFile?: string;
   tlsCaFile?: string;
+  tokenFile?: string;
 }
 
 export function addClientTlsOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option("--tls-ca-file <path>", "CA certificate (PEM) the server's certificate must be signed by (https:// URLs)").env("AUTONOMY_TLS_CA_FILE"))
     .addOption(new Option("--tls-cert-file <path>", "this client's certificate (PEM), for servers that require mutual TLS").env("AUTONOMY_TLS_CERT_FILE"))
-    .addOption(new Option("--tls-key-file <path>", "this client's private key (PEM)").env("AUTONOMY_TLS_KEY_FILE"));
+    .addOption(new Option("--tls-key-file <path>", "this client's private key (PEM)").env("AUTONOMY_TLS_KEY_FILE"))
+    .addOption(
+      new Option("--token-file <path>", "a file holding a bearer token (autonomy rbac token create; AUTONOMY_TOKEN holds one directly)").env(
+        "AUTONOMY_TOKEN_FILE",
+      ),
+    );
+}
+
+/** The bearer token: AUTONOMY_TOKEN, else the --token-file, else none. */
+export function clientToken(flags: ClientTlsFlags): string | undefined {
+  if (process.env.AUTONOMY_TOKEN) return process.env.AUTONOMY_TOKEN.trim();
+  if (!flags.tokenFile) return undefined;
+  const token = read("--token-file", flags.tokenFile).toString("utf8").trim();
+  if (token === "") throw new Error(`--token-file ${flags.tokenFile}: the file is empty`);
+  return token;
 }
 
 function read(flag: string, file: string): Buffer {

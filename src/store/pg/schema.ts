@@ -157,3 +157,33 @@ export const auditPruneGate = pgTable("audit_prune_gate", {
   id: integer("id").primaryKey(),
   open: integer("open").notNull(),
 });
+
+/** Custom roles (the built-in ones live in src/domain/rbac.ts). */
+export const rbacRoles = pgTable("rbac_roles", {
+  name: text("name").primaryKey(),
+  /** JSON array of resource:verb strings. */
+  permissions: text("permissions").notNull(),
+  createdAtMs: bigint("created_at_ms", { mode: "number" }).notNull(),
+});
+
+/** Who holds which role. */
+export const rbacBindings = pgTable(
+  "rbac_bindings",
+  {
+    principal: text("principal").notNull(),
+    role: text("role").notNull(),
+    createdAtMs: bigint("created_at_ms", { mode: "number" }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.principal, t.role] })],
+);
+
+/** Bearer tokens, by the SHA-256 of their secret; the secret itself is never stored. */
+export const rbacTokens = pgTable("rbac_tokens", {
+  tokenId: text("token_id").primaryKey(),
+  tokenHash: text("token_hash").notNull().unique(),
+  principal: text("principal").notNull(),
+  description: text("description").notNull(),
+  createdAtMs: bigint("created_at_ms", { mode: "number" }).notNull(),
+  expiresAtMs: bigint("expires_at_ms", { mode: "number" }).notNull(),
+  revokedAtMs: bigint("revoked_at_ms", { mode: "number" }),
+});

@@ -10,7 +10,9 @@ import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQuer
 import type { AckRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
 import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, Store } from "../store.js";
 import { pgFleet } from "./fleet.js";
-import { pgRollouts } from "./rollouts.js";
+import { appendAudit, pgRollouts } from "./rollouts.js";
+import { pgRbac } from "./rbac.js";
+import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
 import type { AuditRow, PlanRow, RolloutChange, SigningKeyRow, StatusRow } from "../rollout-rows.js";
 import { events } from "./schema.js";
 
@@ -189,6 +191,40 @@ export class PostgresStore implements Store {
   }
   signingKeys() {
     return this.run(() => pgRollouts.signingKeys(this.db));
+  }
+
+  appendAudit(rows: readonly AuditRow[]) {
+    return this.run(() => this.db.transaction((tx) => appendAudit(tx, rows)));
+  }
+  putRole(row: RoleRow, audit: AuditRow) {
+    return this.run(() => pgRbac.putRole(this.db, row, audit));
+  }
+  assignRole(row: BindingRow, audit: AuditRow) {
+    return this.run(() => pgRbac.assignRole(this.db, row, audit));
+  }
+  revokeRole(principal: string, role: string, audit: AuditRow) {
+    return this.run(() => pgRbac.revokeRole(this.db, principal, role, audit));
+  }
+  createToken(row: TokenRow, audit: AuditRow) {
+    return this.run(() => pgRbac.createToken(this.db, row, audit));
+  }
+  revokeToken(tokenId: string, atMs: number, audit: AuditRow) {
+    return this.run(() => pgRbac.revokeToken(this.db, tokenId, atMs, audit));
+  }
+  listRoles() {
+    return this.run(() => pgRbac.listRoles(this.db));
+  }
+  listBindings(principal?: string) {
+    return this.run(() => pgRbac.listBindings(this.db, principal));
+  }
+  listTokens() {
+    return this.run(() => pgRbac.listTokens(this.db));
+  }
+  tokenByHash(hash: string) {
+    return this.run(() => pgRbac.tokenByHash(this.db, hash));
+  }
+  rbacCounts() {
+    return this.run(() => pgRbac.rbacCounts(this.db));
   }
 
   /** Runs an operation with driver failures translated; typed domain errors pass through. */

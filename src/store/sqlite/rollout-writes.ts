@@ -11,7 +11,8 @@ export type RolloutWrite =
   | { op: "createRollout"; plan: PlanRow; status: StatusRow; audit: AuditRow }
   | { op: "commitRollout"; change: RolloutChange }
   | { op: "registerSigningKey"; row: SigningKeyRow }
-  | { op: "pruneAudit"; beforeMs: number; audit: AuditRow };
+  | { op: "pruneAudit"; beforeMs: number; audit: AuditRow }
+  | { op: "appendAudit"; rows: readonly AuditRow[] };
 
 export type RolloutWriteResult = { record: RolloutRecord; created: boolean } | { done: true } | { removed: number; firstKeptSeq?: number };
 
@@ -82,6 +83,9 @@ export function prepareRolloutWrites(db: BetterSQLite3Database, audit: AppendAud
         return { done: true };
       case "pruneAudit":
         return pruneAudit(w.beforeMs, w.audit);
+      case "appendAudit":
+        audit(w.rows);
+        return { done: true };
     }
   };
 }

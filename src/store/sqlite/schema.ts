@@ -158,3 +158,33 @@ export const auditPruneGate = sqliteTable("audit_prune_gate", {
   id: integer("id").primaryKey(),
   open: integer("open").notNull(),
 });
+
+/** Custom roles (the built-in ones live in src/domain/rbac.ts). */
+export const rbacRoles = sqliteTable("rbac_roles", {
+  name: text("name").primaryKey(),
+  /** JSON array of resource:verb strings. */
+  permissions: text("permissions").notNull(),
+  createdAtMs: integer("created_at_ms").notNull(),
+});
+
+/** Who holds which role. */
+export const rbacBindings = sqliteTable(
+  "rbac_bindings",
+  {
+    principal: text("principal").notNull(),
+    role: text("role").notNull(),
+    createdAtMs: integer("created_at_ms").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.principal, t.role] })],
+);
+
+/** Bearer tokens, by the SHA-256 of their secret; the secret itself is never stored. */
+export const rbacTokens = sqliteTable("rbac_tokens", {
+  tokenId: text("token_id").primaryKey(),
+  tokenHash: text("token_hash").notNull().unique(),
+  principal: text("principal").notNull(),
+  description: text("description").notNull(),
+  createdAtMs: integer("created_at_ms").notNull(),
+  expiresAtMs: integer("expires_at_ms").notNull(),
+  revokedAtMs: integer("revoked_at_ms"),
+});

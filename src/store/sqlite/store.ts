@@ -24,6 +24,8 @@ import { classifySqliteError, sqliteDomainError } from "./errors.js";
 import { prepareFleetReads } from "./fleet-reads.js";
 import type { AuditRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "../rollout-rows.js";
 import { prepareRolloutReads } from "./rollout-reads.js";
+import { prepareRbacReads } from "./rbac.js";
+import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
 import { events } from "./schema.js";
 import type { StoreWrite, StoreWriteResult, WriterReply, WriterRequest } from "./writer.js";
 
@@ -83,6 +85,7 @@ export class SqliteStore implements Store {
   private readonly queries: PreparedEventQueries<ReturnType<typeof prepareEventQuery>>;
   private readonly fleet: ReturnType<typeof prepareFleetReads>;
   private readonly rollouts: ReturnType<typeof prepareRolloutReads>;
+  private readonly rbac: ReturnType<typeof prepareRbacReads>;
 
   private constructor(
     private readonly worker: Worker,
@@ -93,6 +96,7 @@ export class SqliteStore implements Store {
     this.queries = new PreparedEventQueries((shape) => prepareEventQuery(db, reader, shape));
     this.fleet = prepareFleetReads(db);
     this.rollouts = prepareRolloutReads(db);
+    this.rbac = prepareRbacReads(db);
     worker.on("message", (reply: WriterReply) => this.onReply(reply));
     worker.on("error", () => this.fail(new StoreUnavailableError("the database writer stopped")));
     worker.on("exit", () => {
@@ -217,6 +221,40 @@ export class SqliteStore implements Store {
   }
   signingKeys() {
     return this.read(() => this.rollouts.signingKeys());
+  }
+
+  async appendAudit(rows: readonly AuditRow[]) {
+    if (rows.length > 0) await this.write({ op: "appendAudit", rows });
+  }
+  async putRole(row: RoleRow, audit: AuditRow) {
+    return (await this.write<{ role: RoleRow }>({ op: "putRole", row, audit })).role;
+  }
+  async assignRole(row: BindingRow, audit: AuditRow) {
+    return (await this.write<{ binding: BindingRow }>({ op: "assignRole", row, audit })).binding;
+  }
+  async revokeRole(principal: string, role: string, audit: AuditRow) {
+    return (await this.write<{ revoked: boolean }>({ op: "revokeRole", principal, role, audit })).revoked;
+  }
+  async createToken(row: TokenRow, audit: AuditRow) {
+    return (await this.write<{ token: TokenRow }>({ op: "createToken", row, audit })).token;
+  }
+  async revokeToken(tokenId: string, atMs: number, audit: AuditRow) {
+    return (await this.write<{ token: TokenRow }>({ op: "revokeToken", tokenId, atMs, audit })).token;
+  }
+  listRoles() {
+    return this.read(() => this.rbac.listRoles());
+  }
+  listBindings(principal?: string) {
+    return this.read(() => this.rbac.listBindings(principal));
+  }
+  listTokens() {
+    return this.read(() => this.rbac.listTokens());
+  }
+  tokenByHash(hash: string) {
+    return this.read(() => this.rbac.tokenByHash(hash));
+  }
+  rbacCounts() {
+    return this.read(() => this.rbac.rbacCounts());
   }
 
   queryEvents(q: EventQuery): Promise<Event[]> {

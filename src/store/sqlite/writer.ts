@@ -25,6 +25,7 @@ import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, type SqliteFailure } from "./errors.js";
 import { prepareFleetWrites, WriteRefusal, type FleetWrite, type FleetWriteResult } from "./fleet-writes.js";
 import { prepareAuditWrites } from "./audit-writes.js";
+import { prepareRbacWrites, RBAC_OPS, type RbacWrite, type RbacWriteResult } from "./rbac.js";
 import { prepareRolloutWrites, type RolloutWrite, type RolloutWriteResult } from "./rollout-writes.js";
 import { events } from "./schema.js";
 
@@ -34,9 +35,9 @@ import { events } from "./schema.js";
  */
 export type WriterRequest = { id: number; rows: unknown[] } | { id: number; write: StoreWrite } | { close: true };
 /** A write of the fleet or rollout tables. */
-export type StoreWrite = FleetWrite | RolloutWrite;
-export type StoreWriteResult = FleetWriteResult | RolloutWriteResult;
-const ROLLOUT_OPS: ReadonlySet<string> = new Set<RolloutWrite["op"]>(["createRollout", "commitRollout", "registerSigningKey", "pruneAudit"]);
+export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite;
+export type StoreWriteResult = FleetWriteResult | RolloutWriteResult | RbacWriteResult;
+const ROLLOUT_OPS: ReadonlySet<string> = new Set<RolloutWrite["op"]>(["createRollout", "commitRollout", "registerSigningKey", "pruneAudit", "appendAudit"]);
 type Work = Exclude<WriterRequest, { close: true }>;
 
 /** This thread's answer: how many rows were new, a fleet write's result or refusal, or the kind of failure. */
@@ -78,6 +79,7 @@ function prepareStatements(sqlite: Database.Database) {
   return {
     fleet: prepareFleetWrites(db, audit.append),
     rollout: prepareRolloutWrites(db, audit.append, audit.prune),
+    rbac: prepareRbacWrites(db, audit.append),
     insertOne: insertOf(1),
     insertMany: insertOf(ROWS_PER_STATEMENT),
     begin: sqlite.prepare("BEGIN IMMEDIATE"),
@@ -110,7 +112,7 @@ function start(): void {
   };
 
   const write = (w: StoreWrite): StoreWriteResult =>
-    ROLLOUT_OPS.has(w.op) ? s.rollout(w as RolloutWrite) : s.fleet(w as FleetWrite);
+    ROLLOUT_OPS.has(w.op) ? s.rollout(w as RolloutWrite) : RBAC_OPS.has(w.op) ? s.rbac(w as RbacWrite) : s.fleet(w as FleetWrite);
   const run = (req: Work): WriterReply =>
     "rows" in req ? { id: req.id, inserted: insertRows(req.rows) } : { id: req.id, result: write(req.write) };
 

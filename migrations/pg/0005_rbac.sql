@@ -1,0 +1,23 @@
+CREATE TABLE "rbac_bindings" (
+	"principal" text NOT NULL,
+	"role" text NOT NULL,
+	"created_at_ms" bigint NOT NULL,
+	CONSTRAINT "rbac_bindings_principal_role_pk" PRIMARY KEY("principal","role")
+);
+--> statement-breakpoint
+CREATE TABLE "rbac_roles" (
+	"name" text PRIMARY KEY NOT NULL,
+	"permissions" text NOT NULL,
+	"created_at_ms" bigint NOT NULL
+);
+--> statement-breakpoint
+CREATE TABLE "rbac_tokens" (
+	"token_id" text PRIMARY KEY NOT NULL,
+	"token_hash" text NOT NULL,
+	"principal" text NOT NULL,
+	"description" text NOT NULL,
+	"created_at_ms" bigint NOT NULL,
+	"expires_at_ms" bigint NOT NULL,
+	"revoked_at_ms" bigint,
+	CONSTRAINT "rbac_tokens_token_hash_unique" UNIQUE("token_hash")
+);

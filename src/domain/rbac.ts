@@ -1,0 +1,55 @@
+import { ValidationError } from "./errors.js";
+
+/** The roles the server defines; they cannot be redefined. `*` grants every permission. */
+export const BUILTIN_ROLES: Readonly<Record<string, readonly string[]>> = {
+  admin: ["*"],
+  operator: ["fleet:read", "telemetry:read", "release:read", "release:publish", "node:drain", "rollout:read", "rollout:spec", "rollout:manage", "gate:approve"],
+  analyst: ["fleet:read", "telemetry:read", "release:read", "rollout:read", "rollout:spec"],
+  auditor: ["audit:read", "rbac:read", "fleet:read", "release:read", "rollout:read"],
+  integrator: ["telemetry:write", "telemetry:read", "release:read", "release:publish", "fleet:read", "rollout:read", "rollout:spec"],
+  edge: ["telemetry:write", "node:enroll", "node:heartbeat", "release:ack", "release:read", "rollout:spec"],
+};
+
+/** A node's certificate or token gives it the edge role without an assignment. */
+export const NODE_ROLE = "edge";
+
+export const PERMISSION_PATTERN = /^[a-z][a-z_]*:[a-z][a-z_]*$/;
+export const PRINCIPAL_PATTERN = /^(operator|node):[A-Za-z0-9._@-]{1,128}$/;
+export const ROLE_PATTERN = /^[a-z][a-z0-9_-]{0,63}$/;
+
+export type PrincipalKind = "operator" | "node" | "server" | "anonymous";
+
+/** Who is calling, as authenticated (or anonymous). */
+export interface Principal {
+  kind: PrincipalKind;
+  name: string;
+  /** certificate, token or none */
+  via: "certificate" | "token" | "none";
+}
+
+export const ANONYMOUS: Principal = { kind: "anonymous", name: "", via: "none" };
+
+export function principalId(p: Principal): string {
+  return p.kind === "anonymous" ? "anonymous" : `${p.kind}:${p.name}`;
+}
+
+export function checkPrincipal(value: string, field = "principal"): void {
+  if (!PRINCIPAL_PATTERN.test(value)) throw new ValidationError(field, 'must be "operator:NAME" or "node:ID" (letters, digits, . _ @ -)');
+}
+
+export function checkRoleName(value: string, field = "role"): void {
+  if (!ROLE_PATTERN.test(value)) throw new ValidationError(field, "a role name is lower case letters, digits, - and _, starting with a letter");
+}
+
+export function checkPermissions(values: readonly string[], field = "role.permissions"): void {
+  if (values.length === 0) throw new ValidationError(field, "at least one permission");
+  values.forEach((v, i) => {
+    if (v !== "*" && !PERMISSION_PATTERN.test(v)) throw new ValidationError(`${field}[${i}]`, `"${v}" is not resource:verb`);
+  });
+}
+
+/** Whether a set of permissions (with "*") grants one. */
+export function grants(permissions: Iterable<string>, needed: string): boolean {
+  for (const p of permissions) if (p === "*" || p === needed) return true;
+  return false;
+}
