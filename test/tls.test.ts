@@ -10,7 +10,7 @@ import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createOrchestratorClients, IngestEventsRequestSchema, IngestEventsResponseSchema } from "../clients/index.js";
 import { CA_CERT, CRL_FILE, initCa, issueCert, revokeCerts, writeFileAtomic, type IssuedCert } from "../src/security/ca.js";
-import { AUTONOMY_BIN, startChildServer } from "./helpers/child.js";
+import { AUTONOMY_BIN, EDGECTL_BIN, startChildServer } from "./helpers/child.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 interface Creds {
@@ -304,6 +304,11 @@ describe("autonomy cert and the CLI over mutual TLS", () => {
         const asOps = [...tlsArgs, "--tls-cert-file", path.join(ca, "operator-ops.pem"), "--tls-key-file", path.join(ca, "operator-ops-key.pem")];
         expect(await cli(...asOps, "rollout", "plan", "list")).toEqual({ code: 0, out: "no rollout plans\n" });
         expect((await cli(...tlsArgs, "rollout", "plan", "list")).code).toBe(1);
+        // edgectl takes the same flags.
+        expect((await cli("cert", "issue", "--profile", "node", "--name", "robot-9")).code).toBe(0);
+        const edge = await exec(process.execPath, [EDGECTL_BIN, ...tlsArgs, "--tls-cert-file", path.join(ca, "node-robot-9.pem"), "--tls-key-file", path.join(ca, "node-robot-9-key.pem"),
+          "--state-dir", path.join(work, "robot-9"), "enroll", "--node-id", "robot-9", "--channel", "stable"], { env });
+        expect(edge.stdout).toMatch(/robot-9/);
         expect((await cli(...tlsArgs, "--tls-cert-file", path.join(ca, "operator-ops.pem"), "rollout", "plan", "list")).out).toMatch(
           /--tls-cert-file and --tls-key-file go together/,
         );
