@@ -244,6 +244,9 @@ describe("autonomy rbac", () => {
       const list = await asAdmin("rbac", "role", "list");
       expect(list.out).toMatch(/^viewer\s+custom\s+fleet:read,rollout:read\s+operator:erin$/m);
       expect(list.out).toMatch(/^operator\s+built-in\s+fleet:read,.*\s+-$/m);
+      const json = JSON.parse((await asAdmin("--output", "json", "rbac", "role", "list")).out);
+      expect(json.roles.find((r: { name: string }) => r.name === "viewer")).toEqual({ name: "viewer", permissions: ["fleet:read", "rollout:read"], builtin: false });
+      expect(json.bindings.map((b: { principal: string }) => b.principal)).toEqual(["operator:admin", "operator:erin"]);
       expect((await asAdmin("rbac", "export")).out).toBe(`exported 1 custom role(s) and 2 binding(s) to ${path.join(work, "rbac")}\n`);
       expect(JSON.parse(readFileSync(path.join(work, "rbac", "bindings.json"), "utf8"))).toEqual([
         { principal: "operator:admin", role: "admin" },

@@ -167,7 +167,13 @@ describe("staged rollouts with real edgectl agents", () => {
     writeFileSync(rightKey, keys.find((k) => k.current)!.publicKeyPem);
     const refusing = startAgent("sig-1", "sig", 'echo "$AUTONOMY_RELEASE_ID" >> "$MARKS"', ["--plan-public-key-file", wrongKey]);
     startAgent("sig-2", "sig", 'echo "$AUTONOMY_RELEASE_ID" >> "$MARKS"', ["--plan-public-key-file", rightKey]);
-    await eventually(async () => expect(Object.keys(await reported("sig"))).toEqual(["sig-1", "sig-2"]));
+    // Both HEALTHY (heartbeating), not only enrolled: a stage admits HEALTHY nodes only.
+    await eventually(async () =>
+      expect((await api.nodes.getFleetStatus({ channel: "sig" })).nodes.map((n) => [n.nodeId, n.lifecycle])).toEqual([
+        ["sig-1", "HEALTHY"],
+        ["sig-2", "HEALTHY"],
+      ]),
+    );
     await publish("sig-r1", "sig", true);
     await api.rollouts.createRolloutPlan({ plan: { planId: "sig-plan", releaseId: "sig-r1", stages: [{ stageId: "all", percent: 100 }] } });
     await eventually(async () => {

