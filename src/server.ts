@@ -49,6 +49,8 @@ export interface ServerConfig {
   tls?: TlsFiles;
   /** RBAC enforcement; on unless false (AUTONOMY_RBAC_ENFORCEMENT=0). */
   rbacEnforcement?: boolean;
+  /** Also audit every ingested event batch and every stored ack (--audit-data-plane). */
+  auditDataPlane?: boolean;
 }
 
 /** The one-time admin token written into the data dir on the first start of an empty RBAC store. */
@@ -239,7 +241,7 @@ export async function startServer(
     throw err;
   }
   if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
-  const services = createServices({ ...fleet, metrics, controller, signer, authorizer });
+  const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditDataPlane: config.auditDataPlane });
   const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
   const infos = new WeakMap<NodeRequest, RequestInfo>();
   const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));

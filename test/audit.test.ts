@@ -190,3 +190,29 @@ describe("autonomy audit", () => {
     expect(broken).toEqual({ code: 3, out: "audit trail BROKEN: 1 problem(s) in 3 records\n  seq 2: its fields do not match its hash: the record was altered\n" });
   });
 });
+
+describe.each(STORE_KINDS)("--audit-data-plane on %s", (kind) => {
+  it("records every ingested batch that stored anything and every ack that changed, in the same transaction", async () => {
+    const server = await startTestServer(kind, { auditDataPlane: true });
+    const api = createOrchestratorClients({ baseUrl: server.url, operator: "ingestor" });
+    try {
+      const event = (id: string, nodeId: string) => ({ eventId: id, eventType: "t", nodeId, timestamp: { seconds: 1_700_000_000n } });
+      await api.events.ingestEvents({ events: [event("dp-1", "n1"), event("dp-2", "n2"), event("dp-1", "n1")] });
+      await api.events.ingestEvents({ events: [event("dp-1", "n1")] }); // all duplicates: nothing stored, nothing recorded
+      await api.releases.publishRelease({ release: { releaseId: "dp-r", channel: "dp", version: "1", artifacts: [{ name: "a", digest: DIGEST }] } });
+      await api.nodes.enrollNode({ nodeId: "n1", channel: "dp" });
+      const at = (s: number) => ({ seconds: BigInt(s) });
+      await api.releases.upsertAck({ releaseId: "dp-r", nodeId: "n1", state: "healthy", reportedReleaseId: "dp-r", observedAt: at(1_700_000_100) });
+      await api.releases.upsertAck({ releaseId: "dp-r", nodeId: "n1", state: "failed", observedAt: at(1_700_000_000) }); // stale: ignored
+      const records = (await api.audit.queryAuditRecords({ order: "asc" })).records;
+      expect(records.map((r) => r.eventName)).toEqual(["telemetry.events.ingested", "release.published", "node.enrolled", "release.ack.recorded"]);
+      expect(JSON.parse(records[0].fieldsJson)).toEqual({ received: 3, node_ids: ["n1", "n2"], inserted: 2 });
+      expect(records[0]).toMatchObject({ actor: "ingestor", resource: "2 nodes" });
+      expect(JSON.parse(records[3].fieldsJson)).toEqual({ node_id: "n1", state: "healthy", reported_release_id: "dp-r" });
+      expect((await api.audit.verifyAuditChain({})).ok).toBe(true);
+    } finally {
+      api.close();
+      await server.stop();
+    }
+  });
+});

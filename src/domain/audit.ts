@@ -34,6 +34,11 @@ export function auditHash(prevHash: string, r: AuditRow): string {
   return createHash("sha256").update(prevHash).update("\n").update(canonicalJson(fields)).digest("hex");
 }
 
+/** An ingest batch's audit record, its fields completed with how many events were new. */
+export function withInserted(r: AuditRow, inserted: number): AuditRow {
+  return { ...r, fieldsJson: JSON.stringify({ ...(JSON.parse(r.fieldsJson) as object), inserted }) };
+}
+
 /** Links rows to a chain whose last hash is `lastHash` (empty for an empty trail). */
 export function chainAudit(rows: readonly AuditRow[], lastHash: string): (AuditRow & { prevHash: string; hash: string })[] {
   let prev = lastHash;

@@ -3,6 +3,7 @@ import type { EventService } from "../../gen/autonomy/v1/events_pb.js";
 import { dedupeWithinBatch, queryCursor, queryLimit, validateEventBatch } from "../domain/events.js";
 import type { Metrics } from "../observability/metrics.js";
 import type { RolloutController } from "../rollouts/controller.js";
+import { actorOf, auditRecord } from "./audit-record.js";
 import type { Store } from "../store/store.js";
 
 /** EventService: validates, dedupes within the batch, and hands the rest to the store. */
@@ -10,13 +11,26 @@ export function createEventService(deps: {
   store: Store;
   metrics: Metrics;
   controller?: RolloutController;
+  /** --audit-data-plane: record every ingested batch in the audit trail. */
+  auditDataPlane?: boolean;
 }): ServiceImpl<typeof EventService> {
   const { store, metrics, controller } = deps;
   return {
-    async ingestEvents(req) {
+    async ingestEvents(req, ctx) {
       validateEventBatch(req.events);
       const unique = dedupeWithinBatch(req.events);
-      const inserted = unique.length === 0 ? 0 : await store.ingestEvents(unique);
+      const nodeIds = [...new Set(unique.map((e) => e.nodeId))];
+      const audit = deps.auditDataPlane
+        ? auditRecord(actorOf(ctx), {
+            eventName: "telemetry.events.ingested",
+            category: "system",
+            action: "ingest",
+            resourceType: "events",
+            resource: nodeIds.length === 1 ? nodeIds[0] : `${nodeIds.length} nodes`,
+            fields: { received: req.events.length, node_ids: nodeIds.slice(0, 20) },
+          })
+        : undefined;
+      const inserted = unique.length === 0 ? 0 : await store.ingestEvents(unique, audit);
       const received = req.events.length;
       metrics.eventsReceived.inc(received);
       metrics.eventsInserted.inc(inserted);

@@ -16,6 +16,8 @@ export function createReleaseService(deps: {
   metrics: Metrics;
   sightings: SightingBuffer;
   controller?: RolloutController;
+  /** --audit-data-plane: record every stored ack in the audit trail. */
+  auditDataPlane?: boolean;
 }): ServiceImpl<typeof ReleaseService> {
   const { store, metrics, sightings, controller } = deps;
   return {
@@ -49,10 +51,21 @@ export function createReleaseService(deps: {
       return { acks, count: acks.length };
     },
 
-    async upsertAck(req) {
+    async upsertAck(req, ctx) {
       validateAck(req);
       const nowMs = Date.now();
-      const result = await store.upsertAck(ackToRow(req, nowMs));
+      const audit = deps.auditDataPlane
+        ? auditRecord(actorOf(ctx), {
+            eventName: "release.ack.recorded",
+            category: "system",
+            action: "ack",
+            resourceType: "release",
+            resource: req.releaseId,
+            fields: { node_id: req.nodeId, state: req.state, reported_release_id: req.reportedReleaseId },
+            reason: req.message,
+          })
+        : undefined;
+      const result = await store.upsertAck(ackToRow(req, nowMs), audit);
       metrics.acks.inc({ state: req.state, outcome: result.stale ? "stale" : "stored" });
       // A late ack still proves the node is alive, but what it says it runs is old news.
       sightings.record({

@@ -73,9 +73,10 @@ export interface Store {
   /**
    * Stores events that are valid and unique within the batch, in one transaction, in the
    * order given, skipping ids already stored. Resolves with how many were new, only after
-   * the commit is durable.
+   * the commit is durable. With `audit`, a batch that stored anything is recorded in the
+   * same transaction (its fields completed with the number inserted).
    */
-  ingestEvents(events: readonly Event[]): Promise<number>;
+  ingestEvents(events: readonly Event[], audit?: AuditRow): Promise<number>;
   /** Stored events newest first (by insertion sequence). */
   queryEvents(query: EventQuery): Promise<Event[]>;
   /**
@@ -93,7 +94,7 @@ export interface Store {
    * (then stale is true and the stored one is returned). NotFoundError names an unknown
    * release or node.
    */
-  upsertAck(row: AckRow): Promise<{ ack: NodeAck; stale: boolean }>;
+  upsertAck(row: AckRow, audit?: AuditRow): Promise<{ ack: NodeAck; stale: boolean }>;
   /** A release's acks by node id. */
   acksOfRelease(releaseId: string): Promise<NodeAck[]>;
   /** A node's acks, most recently updated first. */

@@ -40,6 +40,8 @@ export interface ServiceDeps {
   controller: RolloutController;
   signer: SpecSigner;
   authorizer: Authorizer;
+  /** --audit-data-plane: also audit every ingested batch and every stored ack. */
+  auditDataPlane?: boolean;
 }
 
 /** The one list of served services: the RPC router and the REST transcoder both read it. */

@@ -30,6 +30,7 @@ interface ServeOptions {
   tlsCrlSyncMinSources: number;
   tlsCrlSyncInterval: number;
   tlsCrlServerName?: string;
+  auditDataPlane?: boolean;
 }
 
 /** Repeatable --tls-crl-sync-url; the environment variable may hold several, comma-separated. */
@@ -175,6 +176,12 @@ export function serveCommand(): Command {
         "AUTONOMY_TLS_CRL_SERVER_NAME",
       ),
     )
+    .addOption(
+      new Option(
+        "--audit-data-plane",
+        "also write an audit record for every ingested event batch and every stored ack (heavy at fleet scale)",
+      ).env("AUTONOMY_AUDIT_DATA_PLANE"),
+    )
     .action(async (opts: ServeOptions) => {
       const logger = createLogger({ format: opts.logFormat, level: opts.logLevel });
       const fatal = (err: Error) => {
@@ -204,6 +211,7 @@ export function serveCommand(): Command {
             nodeStaleAfterMs: opts.nodeStaleAfter,
             heartbeatFlushMs: opts.heartbeatFlushInterval,
             rbacEnforcement: !["0", "false", "off"].includes(enforcement),
+            auditDataPlane: opts.auditDataPlane === true,
             tls:
               opts.tlsCertFile && opts.tlsKeyFile
                 ? {

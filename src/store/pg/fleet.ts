@@ -61,7 +61,7 @@ export const pgFleet = {
     return row && rowToRelease(row);
   },
 
-  async upsertAck(db: Db, row: AckRow): Promise<{ ack: NodeAck; stale: boolean }> {
+  async upsertAck(db: Db, row: AckRow, audit?: AuditRow): Promise<{ ack: NodeAck; stale: boolean }> {
     return db.transaction(async (tx) => {
       const [release] = await tx.select({ id: releases.releaseId }).from(releases).where(eq(releases.releaseId, row.releaseId));
       if (!release) throw new NotFoundError(`release "${row.releaseId}" not found`);
@@ -82,6 +82,7 @@ export const pgFleet = {
           setWhere: sql`${nodeAcks.observedAtMs} <= excluded.observed_at_ms`,
         })
         .returning({ state: nodeAcks.state });
+      if (changed.length > 0 && audit) await appendAudit(tx, [audit]);
       const [stored] = await tx
         .select()
         .from(nodeAcks)

@@ -6,6 +6,7 @@ import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import { StoreBusyError, StoreFullError, StoreUnavailableError } from "../../domain/errors.js";
 import { migrationsFolder } from "../../paths.js";
 import { eventToRow, rowToEvent } from "../event-rows.js";
+import { withInserted } from "../../domain/audit.js";
 import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
 import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, Store } from "../store.js";
@@ -86,7 +87,7 @@ export class PostgresStore implements Store {
     return new PostgresStore(pool, db);
   }
 
-  async ingestEvents(batch: readonly Event[]): Promise<number> {
+  async ingestEvents(batch: readonly Event[], audit?: AuditRow): Promise<number> {
     const receivedAtMs = Date.now();
     const rows = batch.map((e) => eventToRow(e, receivedAtMs));
     try {
@@ -99,6 +100,7 @@ export class PostgresStore implements Store {
             .onConflictDoNothing();
           inserted += result.rowCount ?? 0;
         }
+        if (audit && inserted > 0) await appendAudit(tx, [withInserted(audit, inserted)]);
         return inserted;
       });
     } catch (err) {
@@ -125,8 +127,8 @@ export class PostgresStore implements Store {
   getRelease(releaseId: string) {
     return this.run(() => pgFleet.getRelease(this.db, releaseId));
   }
-  upsertAck(row: AckRow) {
-    return this.run(() => pgFleet.upsertAck(this.db, row));
+  upsertAck(row: AckRow, audit?: AuditRow) {
+    return this.run(() => pgFleet.upsertAck(this.db, row, audit));
   }
   acksOfRelease(releaseId: string) {
     return this.run(() => pgFleet.acksOfRelease(this.db, releaseId));

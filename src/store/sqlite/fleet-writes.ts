@@ -10,7 +10,7 @@ import { nodeAcks, nodes, releases } from "./schema.js";
 /** A fleet write, run by the writer thread inside its own savepoint. */
 export type FleetWrite =
   | { op: "publishRelease"; row: ReleaseRow; audit?: AuditRow }
-  | { op: "upsertAck"; row: AckRow }
+  | { op: "upsertAck"; row: AckRow; audit?: AuditRow }
   | { op: "enrollNode"; enrollment: Enrollment; nowMs: number; audit?: AuditRow }
   | { op: "setDrained"; nodeId: string; drained: boolean; reason: string; audit?: AuditRow }
   | { op: "recordSightings"; sightings: readonly NodeSighting[] };
@@ -103,6 +103,7 @@ export function prepareFleetWrites(db: BetterSQLite3Database, audit: AppendAudit
         }
         node(w.row.nodeId);
         const changed = upsertAck.run({ ...w.row }).changes;
+        if (changed > 0 && w.audit) audit([w.audit]);
         const stored = ackOf.get({ releaseId: w.row.releaseId, nodeId: w.row.nodeId })!;
         return { ack: stored, stale: changed === 0 };
       }

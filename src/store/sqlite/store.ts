@@ -129,12 +129,12 @@ export class SqliteStore implements Store {
     return new SqliteStore(worker, reader, drizzle({ client: reader }), opts.onFatal);
   }
 
-  async ingestEvents(batch: readonly Event[]): Promise<number> {
+  async ingestEvents(batch: readonly Event[], audit?: AuditRow): Promise<number> {
     this.checkOpen();
     const receivedAtMs = Date.now();
     const rows: unknown[] = [];
     for (const e of batch) appendEventRow(rows, e, receivedAtMs);
-    const reply = await this.send({ id: this.nextId++, rows });
+    const reply = await this.send({ id: this.nextId++, rows, audit });
     return (reply as { inserted: number }).inserted;
   }
 
@@ -143,8 +143,8 @@ export class SqliteStore implements Store {
     return { release: rowToRelease(r.release), created: r.created };
   }
 
-  async upsertAck(row: AckRow): Promise<{ ack: NodeAck; stale: boolean }> {
-    const r = await this.write<{ ack: AckRow; stale: boolean }>({ op: "upsertAck", row });
+  async upsertAck(row: AckRow, audit?: AuditRow): Promise<{ ack: NodeAck; stale: boolean }> {
+    const r = await this.write<{ ack: AckRow; stale: boolean }>({ op: "upsertAck", row, audit });
     return { ack: rowToAck(r.ack), stale: r.stale };
   }
 

@@ -25,6 +25,8 @@ import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, type SqliteFailure } from "./errors.js";
 import { prepareFleetWrites, WriteRefusal, type FleetWrite, type FleetWriteResult } from "./fleet-writes.js";
 import { prepareAuditWrites } from "./audit-writes.js";
+import { withInserted } from "../../domain/audit.js";
+import type { AuditRow } from "../rollout-rows.js";
 import { prepareRbacWrites, RBAC_OPS, type RbacWrite, type RbacWriteResult } from "./rbac.js";
 import { prepareRolloutWrites, type RolloutWrite, type RolloutWriteResult } from "./rollout-writes.js";
 import { events } from "./schema.js";
@@ -33,7 +35,7 @@ import { events } from "./schema.js";
  * An event batch to store (its rows flattened, EVENT_COLUMNS.length values per row), a
  * fleet write, or the request to stop.
  */
-export type WriterRequest = { id: number; rows: unknown[] } | { id: number; write: StoreWrite } | { close: true };
+export type WriterRequest = { id: number; rows: unknown[]; audit?: AuditRow } | { id: number; write: StoreWrite } | { close: true };
 /** A write of the fleet or rollout tables. */
 export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite;
 export type StoreWriteResult = FleetWriteResult | RolloutWriteResult | RbacWriteResult;
@@ -80,6 +82,7 @@ function prepareStatements(sqlite: Database.Database) {
     fleet: prepareFleetWrites(db, audit.append),
     rollout: prepareRolloutWrites(db, audit.append, audit.prune),
     rbac: prepareRbacWrites(db, audit.append),
+    audit,
     insertOne: insertOf(1),
     insertMany: insertOf(ROWS_PER_STATEMENT),
     begin: sqlite.prepare("BEGIN IMMEDIATE"),
@@ -111,10 +114,15 @@ function start(): void {
     return inserted;
   };
 
+  const ingest = (rows: unknown[], audit: AuditRow | undefined): number => {
+    const inserted = insertRows(rows);
+    if (audit && inserted > 0) s.audit.append([withInserted(audit, inserted)]);
+    return inserted;
+  };
   const write = (w: StoreWrite): StoreWriteResult =>
     ROLLOUT_OPS.has(w.op) ? s.rollout(w as RolloutWrite) : RBAC_OPS.has(w.op) ? s.rbac(w as RbacWrite) : s.fleet(w as FleetWrite);
   const run = (req: Work): WriterReply =>
-    "rows" in req ? { id: req.id, inserted: insertRows(req.rows) } : { id: req.id, result: write(req.write) };
+    "rows" in req ? { id: req.id, inserted: ingest(req.rows, req.audit) } : { id: req.id, result: write(req.write) };
 
   const queue: Work[] = [];
   const flush = () => {
