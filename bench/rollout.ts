@@ -281,7 +281,8 @@ async function reevaluation(dir: string, name: string, count: number) {
   const dataDir = await prepareDataDir(dir, name, count);
   const logger = createLogger({ format: "json", level: "error" });
   const server = await startInProcess(
-    { listen: "127.0.0.1:0", dataDir, busyTimeoutMs: 5000, nodeStaleAfterMs: 3_600_000 },
+    // Calls without credentials, like the other bench servers (enforcement off; the interceptor still runs).
+    { listen: "127.0.0.1:0", dataDir, busyTimeoutMs: 5000, nodeStaleAfterMs: 3_600_000, rbacEnforcement: false },
     { logger, onFatal: (err) => { throw err; } },
   );
   try {
