@@ -20,12 +20,12 @@ import { createErrorInterceptor, createObserveInterceptor } from "./transport/in
 import { listenCleartext, parseListenAddress, type Listener, type ListenAddress } from "./transport/listener.js";
 import { createRestHandler, type NodeRequest, type NodeResponse, type PlainRoute } from "./transport/rest.js";
 import { createServices, registerServices } from "./transport/services.js";
-import { loadTlsFiles, readFlagFile, watchCrlFile, type TlsFiles } from "./security/crl-watch.js";
+import { readFlagFile, writeFileAtomic } from "./files.js";
+import { loadTlsFiles, watchCrlFile, type TlsFiles } from "./security/crl-watch.js";
 import { syncCrlOnce, type CrlSyncSettings } from "./security/crl-sync.js";
 import type { CheckedCrl } from "./security/pki.js";
 import { listenTls, type TlsListener } from "./transport/tls-listener.js";
 import { Authorizer, newToken, peerIdentity } from "./security/authz.js";
-import { writeFileAtomic } from "./security/ca.js";
 import { auditRecord } from "./services/audit-record.js";
 import { ENFORCEMENT_OFF_WARNING } from "./services/health-service.js";
 

@@ -1,4 +1,5 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
+import { writeFileAtomic } from "../files.js";
 import os from "node:os";
 import path from "node:path";
 
@@ -33,20 +34,5 @@ export function readState(dir: string): AgentState {
 /** Replaces the state file atomically and durably: a crash leaves the old state or the new one. */
 export function writeState(dir: string, state: AgentState): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const target = path.join(dir, FILE);
-  const temp = `${target}.${process.pid}.tmp`;
-  const fd = openSync(temp, "w", 0o600);
-  try {
-    writeSync(fd, JSON.stringify(state, null, 2) + "\n");
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(temp, target);
-  const dirFd = openSync(dir, "r");
-  try {
-    fsyncSync(dirFd);
-  } finally {
-    closeSync(dirFd);
-  }
+  writeFileAtomic(path.join(dir, FILE), JSON.stringify(state, null, 2) + "\n", 0o600);
 }

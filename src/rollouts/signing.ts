@@ -1,6 +1,7 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
+import { writeFileAtomic } from "../files.js";
 import type { SigningKeyRow } from "../store/rollout-rows.js";
 
 /** The private key that signs rollout specs, inside --data-dir. */
@@ -12,19 +13,6 @@ export function keyIdOf(publicKey: KeyObject): string {
     .update(publicKey.export({ type: "spki", format: "der" }))
     .digest("hex")
     .slice(0, 16);
-}
-
-/** Writes a file atomically: a temporary file, fsync, rename. */
-function writeFileDurably(file: string, data: string, mode: number): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, "w", mode);
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
 }
 
 /**
@@ -50,7 +38,7 @@ export class SpecSigner {
       mkdirSync(dataDir, { recursive: true, mode: 0o700 });
       const { privateKey } = generateKeyPairSync("ed25519");
       pem = privateKey.export({ type: "pkcs8", format: "pem" }) as string;
-      writeFileDurably(file, pem, 0o600);
+      writeFileAtomic(file, pem, 0o600);
     }
     const privateKey = createPrivateKey(pem);
     if (privateKey.asymmetricKeyType !== "ed25519") throw new Error(`${SIGNING_KEY_FILE} does not hold an Ed25519 key`);

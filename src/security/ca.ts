@@ -10,7 +10,8 @@
  * Every file is written atomically (a temporary file, fsync, rename), so a server watching
  * crl.pem never reads half of one.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { writeFileAtomic } from "../files.js";
 import path from "node:path";
 import {
   checkCrl,
@@ -45,18 +46,6 @@ export interface IssuedCert {
   certFile: string;
   keyFile: string;
   revokedAt?: string;
-}
-
-export function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = openSync(tmp, "w", mode);
-  try {
-    writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, file);
 }
 
 function readRegistry(dir: string): IssuedCert[] {

@@ -9,7 +9,7 @@ import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import https from "node:https";
 import tls from "node:tls";
-import { writeFileAtomic } from "./ca.js";
+import { writeFileAtomic } from "../files.js";
 import { checkCrl, type CheckedCrl } from "./pki.js";
 
 export interface CrlSyncSettings {

@@ -1,4 +1,5 @@
 import { readFileSync, unwatchFile, watch, watchFile, type FSWatcher } from "node:fs";
+import { readFlagFile } from "../files.js";
 import path from "node:path";
 import { checkCrl, type CheckedCrl } from "./pki.js";
 
@@ -17,15 +18,6 @@ export interface LoadedTls {
   key: Buffer;
   ca?: Buffer;
   crl?: CheckedCrl;
-}
-
-export function readFlagFile(flag: string, file: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(`${flag} ${file}: ${code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (err as Error).message}`);
-  }
 }
 
 /**

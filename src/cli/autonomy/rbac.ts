@@ -4,7 +4,7 @@ import path from "node:path";
 import { toJson } from "@bufbuild/protobuf";
 import { Command, Option } from "commander";
 import { ListBindingsResponseSchema, ListRolesResponseSchema, ListTokensResponseSchema, WhoAmIResponseSchema } from "../../../clients/index.js";
-import { writeFileAtomic } from "../../security/ca.js";
+import { writeFileAtomic } from "../../files.js";
 import { formatTable, formatTime, printJson } from "../shared/output.js";
 import { withClients } from "./context.js";
 

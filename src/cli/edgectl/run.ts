@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFlagFile } from "../../files.js";
 import { createPublicKey } from "node:crypto";
 import { Command, Option } from "commander";
 import { runAgent } from "../../agent/agent.js";
@@ -12,12 +12,7 @@ import { edgeClients, type EdgeOptions } from "./options.js";
 
 /** Reads a PEM public key file, naming the file in errors. */
 function readPublicKeyFile(file: string): string {
-  let pem: string;
-  try {
-    pem = readFileSync(file, "utf8");
-  } catch (err) {
-    throw new Error(`--plan-public-key-file ${file}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`);
-  }
+  const pem = readFlagFile("--plan-public-key-file", file).toString("utf8");
   try {
     createPublicKey(pem);
   } catch {

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFlagFile } from "../../files.js";
 import { Option, type Command } from "commander";
 
 /** The TLS and credential flags of the client programs (autonomy, edgectl). */
@@ -25,18 +25,9 @@ export function addClientTlsOptions(cmd: Command): Command {
 export function clientToken(flags: ClientTlsFlags): string | undefined {
   if (process.env.AUTONOMY_TOKEN) return process.env.AUTONOMY_TOKEN.trim();
   if (!flags.tokenFile) return undefined;
-  const token = read("--token-file", flags.tokenFile).toString("utf8").trim();
+  const token = readFlagFile("--token-file", flags.tokenFile).toString("utf8").trim();
   if (token === "") throw new Error(`--token-file ${flags.tokenFile}: the file is empty`);
   return token;
-}
-
-function read(flag: string, file: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(`${flag} ${file}: ${code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (err as Error).message}`);
-  }
 }
 
 /** The client TLS options the flags name, read from their files; undefined without any flag. */
@@ -46,8 +37,8 @@ export function clientTls(flags: ClientTlsFlags): { ca?: Buffer; cert?: Buffer; 
   }
   if (!flags.tlsCaFile && !flags.tlsCertFile) return undefined;
   return {
-    ca: flags.tlsCaFile ? read("--tls-ca-file", flags.tlsCaFile) : undefined,
-    cert: flags.tlsCertFile ? read("--tls-cert-file", flags.tlsCertFile) : undefined,
-    key: flags.tlsKeyFile ? read("--tls-key-file", flags.tlsKeyFile) : undefined,
+    ca: flags.tlsCaFile ? readFlagFile("--tls-ca-file", flags.tlsCaFile) : undefined,
+    cert: flags.tlsCertFile ? readFlagFile("--tls-cert-file", flags.tlsCertFile) : undefined,
+    key: flags.tlsKeyFile ? readFlagFile("--tls-key-file", flags.tlsKeyFile) : undefined,
   };
 }

@@ -1,0 +1,35 @@
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import path from "node:path";
+
+/**
+ * Replaces a file atomically and durably: a temporary file written and fsynced, renamed over
+ * the target, and the directory fsynced, so a crash leaves the old content or the new one.
+ * Readers (a server watching a CRL, say) never see half a file.
+ */
+export function writeFileAtomic(file: string, data: string | Uint8Array, mode = 0o644): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  const fd = openSync(tmp, "w", mode);
+  try {
+    writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, file);
+  const dirFd = openSync(path.dirname(file), "r");
+  try {
+    fsyncSync(dirFd);
+  } finally {
+    closeSync(dirFd);
+  }
+}
+
+/** Reads a file a flag names; errors name the flag and the file, in one line. */
+export function readFlagFile(flag: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new Error(`${flag} ${file}: ${code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (err as Error).message}`);
+  }
+}
