@@ -6,6 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
 import { EDGECTL_BIN, startChildServer, type ChildServer } from "./helpers/child.js";
+import { eventually } from "./helpers/wait.js";
 
 const DIGEST = `sha256:${"5eed".repeat(16)}`;
 
@@ -15,19 +16,6 @@ interface Agent {
   proc: ChildProcess;
   output: () => string;
   exited: Promise<number | null>;
-}
-
-/** Polls until check passes (it throws while not yet); fails with the last reason after the deadline. */
-async function eventually(check: () => Promise<void>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await sleep(100);
-    }
-  }
 }
 
 describe("edgectl run against a real server", () => {

@@ -7,6 +7,7 @@ import { createOrchestratorClients, type OrchestratorClients } from "../clients/
 import { startServer } from "../src/server.js";
 import { h1 } from "./helpers/http.js";
 import { memoryLogger, STORE_KINDS, startTestServer, type TestServer } from "./helpers/server.js";
+import { until } from "./helpers/wait.js";
 
 const DIGEST = `sha256:${"ab".repeat(32)}`;
 const release = (id: string, channel: string, staged: boolean) => ({
@@ -16,17 +17,6 @@ const release = (id: string, channel: string, staged: boolean) => ({
   staged,
   artifacts: [{ name: "app", digest: DIGEST }],
 });
-
-/** Polls until check returns a value (the controller acts asynchronously after a signal). */
-async function until<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 5000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe.each(STORE_KINDS)("rollouts on %s", (kind) => {
   let server: TestServer;

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
 import { selectionRank } from "../src/domain/rollouts.js";
 import { AUTONOMY_BIN, EDGECTL_BIN, startChildServer, type ChildServer } from "./helpers/child.js";
+import { eventually } from "./helpers/wait.js";
 
 const DIGEST = `sha256:${"0123".repeat(16)}`;
 const NODES = ["ro-1", "ro-2", "ro-3", "ro-4", "ro-5"];
@@ -18,18 +19,6 @@ interface Agent {
   proc: ChildProcess;
   output: () => string;
   exited: Promise<number | null>;
-}
-
-async function eventually(check: () => Promise<void>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await sleep(100);
-    }
-  }
 }
 
 describe("staged rollouts with real edgectl agents", () => {

@@ -9,9 +9,11 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createOrchestratorClients, IngestEventsRequestSchema, IngestEventsResponseSchema } from "../clients/index.js";
-import { CA_CERT, CRL_FILE, initCa, issueCert, revokeCerts, writeFileAtomic, type IssuedCert } from "../src/security/ca.js";
+import { writeFileAtomic } from "../src/files.js";
+import { CA_CERT, CRL_FILE, initCa, issueCert, revokeCerts, type IssuedCert } from "../src/security/ca.js";
 import { AUTONOMY_BIN, EDGECTL_BIN, startChildServer } from "./helpers/child.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
+import { until } from "./helpers/wait.js";
 
 interface Creds {
   ca: Buffer;
@@ -46,14 +48,6 @@ function get(url: string, creds: Creds, p = "/v1/health"): Promise<string> {
     req.on("error", (err: NodeJS.ErrnoException) => done(`refused ${err.code ?? err.message}`));
     req.end();
   });
-}
-
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 const metricValue = async (server: TestServer, name: string) => {
