@@ -1,15 +1,13 @@
-import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
 import { auditRecord } from "../src/services/audit-record.js";
 import { DB_FILE_NAME } from "../src/store/sqlite/store.js";
-import { AUTONOMY_BIN } from "./helpers/child.js";
+import { AUTONOMY_BIN, outputOf, runProgram } from "./helpers/child.js";
 import { STORE_KINDS, startTestServer, type TestServer } from "./helpers/server.js";
 
 const DIGEST = `sha256:${"a1".repeat(32)}`;
@@ -141,16 +139,7 @@ describe.each(STORE_KINDS)("the audit trail on %s", (kind) => {
 describe("autonomy audit", () => {
   let server: TestServer;
   let work: string;
-  const exec = promisify(execFile);
-  const cli = async (...args: string[]) => {
-    try {
-      const { stdout } = await exec(process.execPath, [AUTONOMY_BIN, "--orchestrator-url", server.url, ...args], { env: { ...process.env, AUTONOMY_OPERATOR: "dora" } });
-      return { code: 0, out: stdout };
-    } catch (err) {
-      const e = err as { code: number; stdout: string; stderr: string };
-      return { code: e.code, out: e.stdout + e.stderr };
-    }
-  };
+  const cli = async (...args: string[]) => outputOf(await runProgram(AUTONOMY_BIN, ["--orchestrator-url", server.url, ...args], { AUTONOMY_OPERATOR: "dora" }));
 
   beforeAll(async () => {
     server = await startTestServer("sqlite");

@@ -1,33 +1,15 @@
-import { execFile, spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AUTONOMY_BIN, ORCHESTRATOR_BIN, startChildServer } from "./helpers/child.js";
+import { AUTONOMY_BIN, ORCHESTRATOR_BIN, runProgram as run, startChildServer } from "./helpers/child.js";
 import { freePort } from "./helpers/net.js";
 import { createTestDatabase } from "./helpers/postgres.js";
 import { h1 } from "./helpers/http.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { SIGNING_KEY_FILE } from "../src/rollouts/signing.js";
 
-const exec = promisify(execFile);
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function run(bin: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  try {
-    const { stdout, stderr } = await exec(process.execPath, [bin, ...args], { env: { ...process.env, ...env } });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
 
 describe("autonomy-orchestrator", () => {
   it("--help lists serve and version", async () => {

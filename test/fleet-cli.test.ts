@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AUTONOMY_BIN, EDGECTL_BIN } from "./helpers/child.js";
+import { AUTONOMY_BIN, EDGECTL_BIN, runProgram } from "./helpers/child.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 const exec = promisify(execFile);
@@ -13,15 +13,7 @@ const DIGEST = `sha256:${"d1".repeat(32)}`;
 describe("autonomy fleet, release and node commands; edgectl enroll", () => {
   let server: TestServer;
   let dir: string;
-  const cli = async (...args: string[]) => {
-    try {
-      const { stdout, stderr } = await exec(process.execPath, [AUTONOMY_BIN, "--orchestrator-url", server.url, ...args]);
-      return { code: 0, stdout, stderr };
-    } catch (err) {
-      const e = err as { code: number; stdout: string; stderr: string };
-      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-    }
-  };
+  const cli = (...args: string[]) => runProgram(AUTONOMY_BIN, ["--orchestrator-url", server.url, ...args]);
   const file = (name: string, text: string) => {
     const p = path.join(dir, name);
     writeFileSync(p, text);

@@ -1,8 +1,6 @@
-import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { getOption, type DescService } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,7 +10,7 @@ import { BUILTIN_ROLES, grants } from "../src/domain/rbac.js";
 import { CA_CERT, initCa, issueCert } from "../src/security/ca.js";
 import { BOOTSTRAP_TOKEN_FILE } from "../src/server.js";
 import { ENFORCEMENT_OFF_WARNING } from "../src/services/health-service.js";
-import { AUTONOMY_BIN } from "./helpers/child.js";
+import { AUTONOMY_BIN, outputOf, runProgram } from "./helpers/child.js";
 import { h1 } from "./helpers/http.js";
 import { STORE_KINDS, startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -219,17 +217,9 @@ describe("autonomy rbac", () => {
   it("creates, lists, assigns and revokes roles, makes tokens, and exports and imports the role data", async () => {
     const server = await startTestServer("sqlite", { rbacEnforcement: true });
     const work = mkdtempSync(path.join(os.tmpdir(), "ao-rbac-cli-"));
-    const exec = promisify(execFile);
     const tokenFile = path.join(server.dataDir, BOOTSTRAP_TOKEN_FILE);
-    const cli = async (env: NodeJS.ProcessEnv, ...args: string[]) => {
-      try {
-        const { stdout } = await exec(process.execPath, [AUTONOMY_BIN, "--orchestrator-url", server.url, ...args], { env: { ...process.env, AUTONOMY_RBAC_DIR: path.join(work, "rbac"), ...env } });
-        return { code: 0, out: stdout };
-      } catch (err) {
-        const e = err as { code: number; stdout: string; stderr: string };
-        return { code: e.code, out: e.stdout + e.stderr };
-      }
-    };
+    const cli = async (env: NodeJS.ProcessEnv, ...args: string[]) =>
+      outputOf(await runProgram(AUTONOMY_BIN, ["--orchestrator-url", server.url, ...args], { AUTONOMY_RBAC_DIR: path.join(work, "rbac"), ...env }));
     const asAdmin = (...args: string[]) => cli({ AUTONOMY_TOKEN_FILE: tokenFile }, ...args);
     try {
       expect((await cli({}, "fleet", "status")).out).toMatch(/unauthenticated: .*needs fleet:read: present a client certificate or a bearer token/);

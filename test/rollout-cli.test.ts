@@ -1,31 +1,17 @@
-import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
-import { AUTONOMY_BIN } from "./helpers/child.js";
+import { AUTONOMY_BIN, runProgram } from "./helpers/child.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
-
-const exec = promisify(execFile);
 const DIGEST = `sha256:${"e5".repeat(32)}`;
 
 describe("autonomy rollout and rollback commands", () => {
   let server: TestServer;
   let api: OrchestratorClients;
   let dir: string;
-  const cli = async (...args: string[]) => {
-    try {
-      const { stdout, stderr } = await exec(process.execPath, [AUTONOMY_BIN, "--orchestrator-url", server.url, ...args], {
-        env: { ...process.env, AUTONOMY_OPERATOR: "carol" },
-      });
-      return { code: 0, stdout, stderr };
-    } catch (err) {
-      const e = err as { code: number; stdout: string; stderr: string };
-      return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-    }
-  };
+  const cli = (...args: string[]) => runProgram(AUTONOMY_BIN, ["--orchestrator-url", server.url, ...args], { AUTONOMY_OPERATOR: "carol" });
   const file = (name: string, text: string) => {
     const p = path.join(dir, name);
     writeFileSync(p, text);

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createOrchestratorClients, IngestEventsRequestSchema, IngestEventsResponseSchema } from "../clients/index.js";
 import { writeFileAtomic } from "../src/files.js";
 import { CA_CERT, CRL_FILE, initCa, issueCert, revokeCerts, type IssuedCert } from "../src/security/ca.js";
-import { AUTONOMY_BIN, EDGECTL_BIN, startChildServer } from "./helpers/child.js";
+import { AUTONOMY_BIN, EDGECTL_BIN, outputOf, runProgram, startChildServer } from "./helpers/child.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { until } from "./helpers/wait.js";
 
@@ -270,15 +270,7 @@ describe("autonomy cert and the CLI over mutual TLS", () => {
     const exec = promisify(execFile);
     const work = mkdtempSync(path.join(os.tmpdir(), "ao-cert-cli-"));
     const env = { ...process.env, AUTONOMY_CA_DIR: path.join(work, "ca") };
-    const cli = async (...args: string[]) => {
-      try {
-        const { stdout } = await exec(process.execPath, [AUTONOMY_BIN, ...args], { env });
-        return { code: 0, out: stdout };
-      } catch (err) {
-        const e = err as { code: number; stdout: string; stderr: string };
-        return { code: e.code, out: e.stdout + e.stderr };
-      }
-    };
+    const cli = async (...args: string[]) => outputOf(await runProgram(AUTONOMY_BIN, args, env));
     try {
       expect((await cli("cert", "init-ca")).out).toMatch(/^created the CA in /);
       expect((await cli("cert", "init-ca")).out).toMatch(/exists already; a CA is created once/);

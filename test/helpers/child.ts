@@ -1,5 +1,6 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
+import { promisify } from "node:util";
 import { packageRoot } from "../../src/paths.js";
 
 export const ORCHESTRATOR_BIN = path.join(packageRoot, "dist", "src", "cli", "orchestrator", "main.js");
@@ -58,4 +59,27 @@ export async function startChildServer(args: string[], env: NodeJS.ProcessEnv = 
       await exited;
     },
   };
+}
+
+/** What a program run to its end printed, and its exit status. */
+export interface ProgramRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs one of the built programs (node BIN ARGS) to its end; a non-zero exit is a result, not an error. */
+export async function runProgram(bin: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<ProgramRun> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [bin, ...args], { env: { ...process.env, ...env } });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+/** A run as `{code, out}`: stdout, and stderr after it when the program failed. */
+export function outputOf(r: ProgramRun): { code: number; out: string } {
+  return { code: r.code, out: r.code === 0 ? r.stdout : r.stdout + r.stderr };
 }
