@@ -19,6 +19,7 @@ import { packageRoot } from "../src/paths.js";
 import { DB_FILE_NAME } from "../src/store/sqlite/store.js";
 import type { FleetLoadResult, FleetLoadSpec } from "./fleet-load.js";
 import { nodeName } from "./fleet-load.js";
+import { metric } from "./h2-request.js";
 import type { QueryResult, QuerySpec } from "./load.js";
 import { runToEnd, startOrchestrator, startPort } from "./processes.js";
 import { applySchema, durablePragmas, INSERT_SQL } from "./sqlite-schema.js";
@@ -96,11 +97,6 @@ function ackCeiling(dir: string): number {
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   db.close();
   return (NODES * ACK_STATES.length) / seconds;
-}
-
-function metric(text: string, name: string, labels = ""): number {
-  const line = text.split("\n").find((l) => l.startsWith(name + (labels ? `{${labels}}` : " ")) || (labels && l.startsWith(`${name}{`) && l.includes(labels)));
-  return line ? Number(line.trim().split(" ").pop()) : 0;
 }
 
 async function main(): Promise<void> {

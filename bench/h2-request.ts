@@ -28,3 +28,9 @@ export function summarize(latencies: number[], seconds: number) {
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))];
   return { requests: latencies.length, seconds, requestsPerSecond: latencies.length / seconds, p50Ms: at(0.5), p99Ms: at(0.99) };
 }
+
+/** A sample's value in Prometheus text: `name value`, or the first `name{...}` whose labels include `labels`; 0 when absent. */
+export function metric(text: string, name: string, labels = ""): number {
+  const line = text.split("\n").find((l) => l.startsWith(name + (labels ? `{${labels}}` : " ")) || (labels && l.startsWith(`${name}{`) && l.includes(labels)));
+  return line ? Number(line.trim().split(" ").pop()) : 0;
+}

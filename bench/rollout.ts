@@ -29,7 +29,7 @@ import { startServer as startInProcess } from "../src/server.js";
 import { DB_FILE_NAME } from "../src/store/sqlite/store.js";
 import type { FleetLoadResult, FleetLoadSpec } from "./fleet-load.js";
 import { nodeName } from "./fleet-load.js";
-import { request } from "./h2-request.js";
+import { metric, request } from "./h2-request.js";
 import { runToEnd, startOrchestrator, startPort } from "./processes.js";
 import { applySchema, durablePragmas } from "./sqlite-schema.js";
 
@@ -107,11 +107,6 @@ async function waitFor(url: string, planId: string, ok: (s: StatusJson) => boole
     if (ok(s)) return s;
     await new Promise((r) => setTimeout(r, 5));
   }
-}
-
-function metric(text: string, name: string, labels: string): number {
-  const line = text.split("\n").find((l) => l.startsWith(`${name}{`) && l.includes(labels));
-  return line ? Number(line.trim().split(" ").pop()) : 0;
 }
 
 /** Store operations by name between two /metrics scrapes. */
