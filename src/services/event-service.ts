@@ -1,10 +1,23 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import type { EventService } from "../../gen/autonomy/v1/events_pb.js";
+import type { Event, EventService } from "../../gen/autonomy/v1/events_pb.js";
 import { dedupeWithinBatch, queryCursor, queryLimit, validateEventBatch } from "../domain/events.js";
 import type { Metrics } from "../observability/metrics.js";
 import type { RolloutController } from "../rollouts/controller.js";
-import { actorOf, auditRecord } from "./audit-record.js";
+import { actorOf, auditRecord, type Actor } from "./audit-record.js";
 import type { Store } from "../store/store.js";
+
+/** The audit record of an ingested batch (--audit-data-plane): who sent it and for which nodes. */
+function ingestAudit(who: Actor, received: number, events: readonly Event[]) {
+  const nodeIds = [...new Set(events.map((e) => e.nodeId))];
+  return auditRecord(who, {
+    eventName: "telemetry.events.ingested",
+    category: "system",
+    action: "ingest",
+    resourceType: "events",
+    resource: nodeIds.length === 1 ? nodeIds[0] : `${nodeIds.length} nodes`,
+    fields: { received, node_ids: nodeIds.slice(0, 20) },
+  });
+}
 
 /** EventService: validates, dedupes within the batch, and hands the rest to the store. */
 export function createEventService(deps: {
@@ -19,17 +32,7 @@ export function createEventService(deps: {
     async ingestEvents(req, ctx) {
       validateEventBatch(req.events);
       const unique = dedupeWithinBatch(req.events);
-      const nodeIds = [...new Set(unique.map((e) => e.nodeId))];
-      const audit = deps.auditDataPlane
-        ? auditRecord(actorOf(ctx), {
-            eventName: "telemetry.events.ingested",
-            category: "system",
-            action: "ingest",
-            resourceType: "events",
-            resource: nodeIds.length === 1 ? nodeIds[0] : `${nodeIds.length} nodes`,
-            fields: { received: req.events.length, node_ids: nodeIds.slice(0, 20) },
-          })
-        : undefined;
+      const audit = deps.auditDataPlane ? ingestAudit(actorOf(ctx), req.events.length, unique) : undefined;
       const inserted = unique.length === 0 ? 0 : await store.ingestEvents(unique, audit);
       const received = req.events.length;
       metrics.eventsReceived.inc(received);
