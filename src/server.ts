@@ -25,7 +25,8 @@ import { loadTlsFiles, watchCrlFile, type TlsFiles } from "./security/crl-watch.
 import { syncCrlOnce, type CrlSyncSettings } from "./security/crl-sync.js";
 import type { CheckedCrl } from "./security/pki.js";
 import { listenTls, type TlsListener } from "./transport/tls-listener.js";
-import { Authorizer, newToken, peerIdentity } from "./security/authz.js";
+import { Authorizer, peerIdentity } from "./security/authz.js";
+import { newToken } from "./domain/identity.js";
 import { auditRecord } from "./services/audit-record.js";
 import { ENFORCEMENT_OFF_WARNING } from "./services/health-service.js";
 

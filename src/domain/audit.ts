@@ -1,9 +1,50 @@
 import { createHash } from "node:crypto";
-import type { AuditRow } from "../store/rollout-rows.js";
 import { canonicalJson } from "./rollouts.js";
 
 export const AUDIT_CATEGORIES = ["rollout", "ha", "cert", "auth", "system", "rollback"] as const;
 export const AUDIT_OUTCOMES = ["success", "failure", "denied"] as const;
+
+/** One audit record (SPEC §3 fields). */
+export interface AuditRow {
+  atMs: number;
+  eventName: string;
+  category: string;
+  action: string;
+  outcome: string;
+  actor: string;
+  resourceType: string;
+  resource: string;
+  source: string;
+  fieldsJson: string;
+  reason: string;
+}
+
+/** Who made a change and through what, for its audit record. */
+export interface Actor {
+  actor: string;
+  source: string;
+}
+
+/** An audit record of a successful change. */
+export function auditRecord(
+  who: Actor,
+  what: { eventName: string; category: string; action: string; resourceType: string; resource: string; fields?: object; reason?: string },
+  atMs = Date.now(),
+): AuditRow {
+  return {
+    atMs,
+    eventName: what.eventName,
+    category: what.category,
+    action: what.action,
+    outcome: "success",
+    actor: who.actor,
+    resourceType: what.resourceType,
+    resource: what.resource,
+    source: who.source,
+    fieldsJson: JSON.stringify(what.fields ?? {}),
+    reason: what.reason ?? "",
+  };
+}
 
 /** A stored audit record: its fields, its place in the chain, and the hash linking it. */
 export interface ChainedAuditRow extends AuditRow {

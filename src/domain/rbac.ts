@@ -17,22 +17,6 @@ export const PERMISSION_PATTERN = /^[a-z][a-z_]*:[a-z][a-z_]*$/;
 export const PRINCIPAL_PATTERN = /^(operator|node):[A-Za-z0-9._@-]{1,128}$/;
 export const ROLE_PATTERN = /^[a-z][a-z0-9_-]{0,63}$/;
 
-export type PrincipalKind = "operator" | "node" | "server" | "anonymous";
-
-/** Who is calling, as authenticated (or anonymous). */
-export interface Principal {
-  kind: PrincipalKind;
-  name: string;
-  /** certificate, token or none */
-  via: "certificate" | "token" | "none";
-}
-
-export const ANONYMOUS: Principal = { kind: "anonymous", name: "", via: "none" };
-
-export function principalId(p: Principal): string {
-  return p.kind === "anonymous" ? "anonymous" : `${p.kind}:${p.name}`;
-}
-
 export function checkPrincipal(value: string, field = "principal"): void {
   if (!PRINCIPAL_PATTERN.test(value)) throw new ValidationError(field, 'must be "operator:NAME" or "node:ID" (letters, digits, . _ @ -)');
 }

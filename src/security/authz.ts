@@ -4,23 +4,17 @@
  * interceptor checks every RPC, whatever the protocol, and the REST paths, which run through
  * the same interceptors.
  */
-import { createHash, randomBytes } from "node:crypto";
 import { getOption, type DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { TLSSocket } from "node:tls";
 import { permission as permissionOption } from "../../gen/autonomy/v1/options_pb.js";
 import { OPERATOR_HEADER } from "../../clients/index.js";
-import { ANONYMOUS, BUILTIN_ROLES, grants, NODE_ROLE, principalId, type Principal } from "../domain/rbac.js";
+import { auditRecord } from "../domain/audit.js";
+import { ANONYMOUS, hashToken, principalId, type PeerIdentity, type Principal } from "../domain/identity.js";
+import { BUILTIN_ROLES, grants, NODE_ROLE } from "../domain/rbac.js";
 import type { Logger } from "../observability/logger.js";
-import { auditRecord } from "../services/audit-record.js";
 import type { Store } from "../store/store.js";
 import { requestInfoKey, type RequestInfo } from "../transport/context.js";
-
-/** What a verified client certificate says: its CN and OU (the profile). */
-export interface PeerIdentity {
-  cn: string;
-  ou: string;
-}
 
 const peers = new WeakMap<object, PeerIdentity | null>();
 
@@ -37,15 +31,6 @@ export function peerIdentity(socket: unknown): PeerIdentity | undefined {
   }
   return known ?? undefined;
 }
-
-export const TOKEN_PREFIX = "ao_";
-
-export function newToken(): { token: string; hash: string; id: string } {
-  const token = `${TOKEN_PREFIX}${randomBytes(32).toString("base64url")}`;
-  return { token, hash: hashToken(token), id: randomBytes(6).toString("hex") };
-}
-
-export const hashToken = (token: string) => createHash("sha256").update(token).digest("hex");
 
 /** A role's permissions: built-in, or custom from the store. */
 export type RoleLookup = (role: string) => readonly string[] | undefined;

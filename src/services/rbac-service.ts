@@ -4,8 +4,8 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { BindingSchema, RoleSchema, TokenInfoSchema, type RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
 import { ConflictError, NotFoundError, ValidationError } from "../domain/errors.js";
 import { checkBytes } from "../domain/fields.js";
-import { BUILTIN_ROLES, checkPermissions, checkPrincipal, checkRoleName, principalId, ANONYMOUS } from "../domain/rbac.js";
-import { newToken, type Authorizer } from "../security/authz.js";
+import { ANONYMOUS, newToken, principalId, type Principal } from "../domain/identity.js";
+import { BUILTIN_ROLES, checkPermissions, checkPrincipal, checkRoleName } from "../domain/rbac.js";
 import type { BindingRow, TokenRow } from "../store/rbac-rows.js";
 import type { Store } from "../store/store.js";
 import { requestInfoKey } from "../transport/context.js";
@@ -26,8 +26,15 @@ const tokenInfoOf = (t: TokenRow) =>
     revokedAt: t.revokedAtMs === null ? undefined : timestampFromMs(t.revokedAtMs),
   });
 
+/** What the RBAC service needs of the authorizer: whether it enforces, who holds what, and a cache to drop. */
+export interface AccessControl {
+  readonly enforced: boolean;
+  accessOf(p: Principal): Promise<{ roles: string[]; permissions: Set<string> }>;
+  invalidate(): void;
+}
+
 /** RbacService: roles, bindings and tokens, every change audited in its own transaction. */
-export function createRbacService(deps: { store: Store; authorizer: Authorizer }): ServiceImpl<typeof RbacService> {
+export function createRbacService(deps: { store: Store; authorizer: AccessControl }): ServiceImpl<typeof RbacService> {
   const { store, authorizer } = deps;
   const knownRole = async (role: string) => {
     checkRoleName(role);

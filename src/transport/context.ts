@@ -1,6 +1,5 @@
 import { createContextKey } from "@connectrpc/connect";
-import type { Principal } from "../domain/rbac.js";
-import type { PeerIdentity } from "../security/authz.js";
+import type { PeerIdentity, Principal } from "../domain/identity.js";
 
 /**
  * What the per-request log line and metrics need to know that only inner layers learn:
