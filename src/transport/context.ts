@@ -13,6 +13,8 @@ export interface RequestInfo {
   code?: string;
   /** The verified client certificate of the connection (mutual TLS). */
   peer?: PeerIdentity;
+  /** The remote address of the connection (the source of audit records of refused calls). */
+  remoteAddress?: string;
   /** Who the authorization interceptor took the caller for. */
   principal?: Principal;
 }

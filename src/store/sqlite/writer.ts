@@ -39,6 +39,11 @@ export type WriterRequest = { id: number; rows: unknown[]; audit?: AuditRow } | 
 /** A write of the fleet or rollout tables. */
 export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite;
 export type StoreWriteResult = FleetWriteResult | RolloutWriteResult | RbacWriteResult;
+/**
+ * Writes that make room: allowed at --max-db-size (into the reserve above it), so that the
+ * way out of a full database — an audit prune, revoking what flooded it — still works.
+ */
+const RELIEF_OPS: ReadonlySet<string> = new Set<StoreWrite["op"]>(["pruneAudit", "revokeRole", "revokeToken"]);
 const ROLLOUT_OPS: ReadonlySet<string> = new Set<RolloutWrite["op"]>(["createRollout", "commitRollout", "registerSigningKey", "pruneAudit", "appendAudit"]);
 type Work = Exclude<WriterRequest, { close: true }>;
 
@@ -124,6 +129,12 @@ function start(): void {
   const run = (req: Work): WriterReply =>
     "rows" in req ? { id: req.id, inserted: ingest(req.rows, req.audit) } : { id: req.id, result: write(req.write) };
 
+  const { maxDbBytes } = workerData as SqliteConnectionOptions;
+  const pageSize = sqlite.pragma("page_size", { simple: true }) as number;
+  const limitPages = maxDbBytes && maxDbBytes > 0 ? Math.floor(maxDbBytes / pageSize) : 0;
+  const usedPages = () => (sqlite.pragma("page_count", { simple: true }) as number) - (sqlite.pragma("freelist_count", { simple: true }) as number);
+  const fullError = () => Object.assign(new Error("the database has reached --max-db-size"), { code: "SQLITE_FULL" });
+
   const queue: Work[] = [];
   const flush = () => {
     const group = queue.splice(0, MAX_GROUP);
@@ -131,7 +142,12 @@ function start(): void {
     const replies: WriterReply[] = [];
     try {
       s.begin.run();
+      const atLimit = limitPages > 0 && usedPages() >= limitPages;
       for (const req of group) {
+        if (atLimit && !("write" in req && RELIEF_OPS.has(req.write.op))) {
+          replies.push(failure(req.id, fullError()));
+          continue;
+        }
         s.savepoint.run();
         try {
           replies.push(run(req));
