@@ -36,13 +36,13 @@ export interface RefusalRecorderOptions {
   logger: Logger;
   /** How long one record stands for every repeat of the same refusal; 10 seconds when unset. */
   intervalMs?: number;
-  /** Distinct refusals tracked per interval; beyond it they count in one record per reason. 256 when unset. */
+  /** Distinct refusals tracked per interval; beyond it they count in one record per reason. 128 when unset. */
   maxKeys?: number;
   now?: () => number;
 }
 
 export const DEFAULT_REFUSAL_INTERVAL_MS = 10_000;
-export const DEFAULT_REFUSAL_KEYS = 256;
+export const DEFAULT_REFUSAL_KEYS = 128;
 
 export class RefusalRecorder {
   private windows = new Map<string, Window>();

@@ -75,9 +75,10 @@ export class AuditCheckpoints {
     }
   }
 
+  /** Stops the timer and writes a last checkpoint when the trail grew (at shutdown, before the store closes). */
   async close(): Promise<void> {
     clearInterval(this.timer);
-    await this.running.catch(() => undefined);
+    await this.checkpoint("stop").catch(() => undefined);
   }
 
   /**
@@ -85,7 +86,7 @@ export class AuditCheckpoints {
    * last one). `prunedTo`: after a prune, the seq the trail now starts at. Resolves with the
    * checkpoint, or undefined when there was nothing to sign.
    */
-  checkpoint(reason: "start" | "interval" | "prune", prunedTo?: number): Promise<AuditCheckpoint | undefined> {
+  checkpoint(reason: "start" | "interval" | "prune" | "stop", prunedTo?: number): Promise<AuditCheckpoint | undefined> {
     const next = this.running.catch(() => undefined).then(() => this.write(reason, prunedTo));
     this.running = next;
     return next;
