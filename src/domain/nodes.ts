@@ -46,8 +46,8 @@ export function validateEnrollment(req: { nodeId: string; channel: string; label
   checkText(req.agentVersion, "agent_version");
   const keys = Object.keys(req.labels);
   if (keys.length > MAX_LABELS) throw new ValidationError("labels", `at most ${MAX_LABELS} labels`);
-  keys.forEach((key, i) => {
-    checkId(key, `labels (key ${i + 1})`, true);
+  keys.forEach((key) => {
+    checkId(key, "labels", true);
     checkText(req.labels[key], `labels[${key}]`, MAX_LABEL_VALUE_BYTES);
   });
 }

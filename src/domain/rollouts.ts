@@ -207,8 +207,8 @@ function checkStage(s: Stage, at: string): void {
     if (ids.has(id)) throw new ValidationError(`${at}.node_ids[${i}]`, `duplicate node id "${id}"`);
     ids.add(id);
   });
-  Object.entries(s.matchLabels).forEach(([k, v], i) => {
-    checkId(k, `${at}.match_labels (key ${i + 1})`, true);
+  Object.entries(s.matchLabels).forEach(([k, v]) => {
+    checkId(k, `${at}.match_labels`, true);
     checkText(v, `${at}.match_labels.${k}`, MAX_LABEL_VALUE_BYTES);
   });
   if (s.percent !== 0 && (!Number.isFinite(s.percent) || s.percent < 0 || s.percent > 100)) {
