@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import os from "node:os";
 import path from "node:path";
@@ -197,6 +198,39 @@ describe("a full database", () => {
     } finally {
       api.close();
       await server.stop();
+    }
+  });
+});
+
+describe("a really full disk", () => {
+  // A full filesystem needs a tmpfs mount, which needs root (as on CI and the dev machines here).
+  const mountable = process.getuid?.() === 0 && spawnSync("mount", ["--version"]).status === 0;
+  it.skipIf(!mountable)("still takes an audit prune, in the room of the reserve file kept beside the database", async () => {
+    const mnt = mkdtempSync(path.join(os.tmpdir(), "ao-reserve-"));
+    const mounted = spawnSync("mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt]);
+    expect(mounted.status, String(mounted.stderr)).toBe(0);
+    const server = await startTestServer("sqlite", { dataDir: mnt });
+    const api = createOrchestratorClients({ baseUrl: server.url, operator: "ops" });
+    try {
+      expect(statSync(path.join(mnt, `${DB_FILE_NAME}-reserve`)).size).toBe(256 * 1024);
+      const old = (i: number): AuditRow =>
+        auditRecord({ actor: "filler", source: "test" }, { eventName: "node.enrolled", category: "system", action: "enroll", resourceType: "node", resource: `f-${i}`, fields: { pad: "p".repeat(1500) } }, Date.now() - 40 * DAY);
+      let full = false;
+      for (let i = 0; i < 5000 && !full; i += 10) {
+        full = await server.store.appendAudit(Array.from({ length: 10 }, (_, j) => old(i + j))).then(
+          () => false,
+          (err: Error) => err.constructor.name === "StoreFullError",
+        );
+      }
+      expect(full).toBe(true);
+      expect(await api.audit.pruneAuditRecords({ olderThanDays: 30, reason: "make room" })).toMatchObject({ removed: expect.any(Number) });
+      expect(existsSync(path.join(mnt, `${DB_FILE_NAME}-reserve`))).toBe(false);
+      expect(server.fatal).toEqual([]);
+    } finally {
+      api.close();
+      await server.close();
+      spawnSync("umount", [mnt]);
+      rmSync(mnt, { recursive: true, force: true });
     }
   });
 });

@@ -13,6 +13,7 @@
  * kill -9 and power loss. Running writes here also keeps the server's event loop free while
  * a commit waits on the disk or on another process's write lock.
  */
+import { closeSync, existsSync, openSync, unlinkSync, writeSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import { sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/better-sqlite3";
@@ -56,6 +57,30 @@ export type WriterReply =
   | { ready: true }
   | { closed: true }
   | { startFailure: SqliteFailure; detail: string };
+
+/** Disk space held beside the database for the writes that make room, released when the disk is really full. */
+const RESERVE_BYTES = 256 * 1024;
+
+/** Holds the reserve file (creating it when there is room); false when it cannot be had. */
+function holdReserve(file: string): boolean {
+  if (existsSync(file)) return true;
+  try {
+    const fd = openSync(file, "wx", 0o600);
+    try {
+      writeSync(fd, Buffer.alloc(RESERVE_BYTES));
+    } finally {
+      closeSync(fd);
+    }
+    return true;
+  } catch {
+    try {
+      unlinkSync(file);
+    } catch {
+      // nothing was created
+    }
+    return false;
+  }
+}
 
 /** Most batches one transaction takes; the rest wait for the next one. */
 const MAX_GROUP = 32;
@@ -136,6 +161,25 @@ function start(): void {
   const fullError = () => Object.assign(new Error("the database has reached --max-db-size"), { code: "SQLITE_FULL" });
 
   const queue: Work[] = [];
+  const reserveFile = `${(workerData as SqliteConnectionOptions).file}-reserve`;
+  let reserveHeld = holdReserve(reserveFile);
+  const isRelief = (req: Work) => "write" in req && RELIEF_OPS.has(req.write.op);
+  /**
+   * A disk that is really full refused writes that make room: give up the reserve and run them
+   * again, once (the reserve is taken again at the next start).
+   */
+  const retryWithReserve = (reqs: Work[]): boolean => {
+    if (!reserveHeld || reqs.length === 0) return false;
+    try {
+      unlinkSync(reserveFile);
+    } catch {
+      // already gone
+    }
+    reserveHeld = false;
+    queue.unshift(...reqs);
+    setImmediate(flush);
+    return true;
+  };
   const flush = () => {
     const group = queue.splice(0, MAX_GROUP);
     if (queue.length > 0) setImmediate(flush);
@@ -170,10 +214,13 @@ function start(): void {
     } catch (err) {
       // BEGIN or COMMIT failed, or the transaction was lost: nothing of the group is stored.
       if (sqlite.inTransaction) s.rollback.run();
-      for (const req of group) post(failure(req.id, err));
+      const retried = classifySqliteError(err) === "full" && retryWithReserve(group.filter(isRelief));
+      for (const req of group) if (!(retried && isRelief(req))) post(failure(req.id, err));
       return;
     }
-    for (const reply of replies) post(reply);
+    const fullRelief = group.filter((req, i) => isRelief(req) && "failure" in replies[i] && replies[i].failure === "full");
+    const retried = retryWithReserve(fullRelief);
+    for (const [i, reply] of replies.entries()) if (!(retried && fullRelief.includes(group[i]))) post(reply);
   };
 
   port.on("message", (req: WriterRequest) => {
