@@ -1,4 +1,4 @@
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { closeSync, fchmodSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import path from "node:path";
 
 /**
@@ -10,6 +10,8 @@ export function writeFileAtomic(file: string, data: string | Uint8Array, mode = 
   const tmp = `${file}.tmp-${process.pid}`;
   const fd = openSync(tmp, "w", mode);
   try {
+    // The mode given, whatever the umask (or a leftover temporary file) would have made it.
+    fchmodSync(fd, mode);
     writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
     fsyncSync(fd);
   } finally {

@@ -1,7 +1,6 @@
-import { mkdirSync } from "node:fs";
+import path from "node:path";
 import http from "node:http";
 import type http2 from "node:http2";
-import path from "node:path";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { MAX_BODY_BYTES } from "./domain/events.js";
@@ -20,13 +19,14 @@ import { createErrorInterceptor, createObserveInterceptor } from "./transport/in
 import { listenCleartext, parseListenAddress, type Listener, type ListenAddress } from "./transport/listener.js";
 import { createRestHandler, type NodeRequest, type NodeResponse, type PlainRoute } from "./transport/rest.js";
 import { createServices, registerServices } from "./transport/services.js";
-import { readFlagFile, writeFileAtomic } from "./files.js";
+import { readFlagFile } from "./files.js";
 import { loadTlsFiles, watchCrlFile, type TlsFiles } from "./security/crl-watch.js";
 import { syncCrlOnce, type CrlSyncSettings } from "./security/crl-sync.js";
 import type { CheckedCrl } from "./security/pki.js";
 import { listenTls, type TlsListener } from "./transport/tls-listener.js";
-import { Authorizer, newToken, peerIdentity } from "./security/authz.js";
-import { auditRecord } from "./services/audit-record.js";
+import { Authorizer, peerIdentity } from "./security/authz.js";
+import { bootstrapRbac } from "./security/bootstrap.js";
+import { AuditCheckpoints, CHECKPOINT_FILE } from "./services/audit-checkpoints.js";
 import { ENFORCEMENT_OFF_WARNING } from "./services/health-service.js";
 
 export interface ServerConfig {
@@ -51,40 +51,11 @@ export interface ServerConfig {
   rbacEnforcement?: boolean;
   /** Also audit every ingested event batch and every stored ack (--audit-data-plane). */
   auditDataPlane?: boolean;
+  /** How often a signed checkpoint of the audit chain is written when it grew (--audit-checkpoint-interval); 5 minutes when unset, 0 only at start and after prunes. */
+  auditCheckpointIntervalMs?: number;
 }
 
-/** The one-time admin token written into the data dir on the first start of an empty RBAC store. */
-export const BOOTSTRAP_TOKEN_FILE = "bootstrap-admin-token";
-const BOOTSTRAP_PRINCIPAL = "operator:admin";
-const BOOTSTRAP_TTL_MS = 24 * 3_600_000;
-
-/**
- * On an RBAC store with no binding and no token: a token for operator:admin, who gets the
- * admin role, written to the data dir (mode 0600). It expires after 24 hours; use it to give
- * people their roles and tokens, then revoke it.
- */
-async function bootstrapRbac(store: Store, dataDir: string, logger: Logger): Promise<void> {
-  const counts = await store.rbacCounts();
-  if (counts.bindings > 0 || counts.tokens > 0) return;
-  const { token, hash, id } = newToken();
-  const now = Date.now();
-  const who = { actor: "system:bootstrap", source: "server" };
-  await store.assignRole(
-    { principal: BOOTSTRAP_PRINCIPAL, role: "admin", createdAtMs: now },
-    auditRecord(who, { eventName: "rbac.role.assigned", category: "auth", action: "assign", resourceType: "principal", resource: BOOTSTRAP_PRINCIPAL, fields: { role: "admin" }, reason: "bootstrap of an empty RBAC store" }),
-  );
-  await store.createToken(
-    { tokenId: id, tokenHash: hash, principal: BOOTSTRAP_PRINCIPAL, description: "bootstrap admin token", createdAtMs: now, expiresAtMs: now + BOOTSTRAP_TTL_MS, revokedAtMs: null },
-    auditRecord(who, { eventName: "rbac.token.created", category: "auth", action: "create", resourceType: "token", resource: id, fields: { principal: BOOTSTRAP_PRINCIPAL, ttl_hours: 24 }, reason: "bootstrap of an empty RBAC store" }),
-  );
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const file = path.join(dataDir, BOOTSTRAP_TOKEN_FILE);
-  writeFileAtomic(file, `${token}\n`, 0o600);
-  logger.warn(
-    { file, principal: BOOTSTRAP_PRINCIPAL, token_id: id, expires_in: "24h" },
-    "RBAC store was empty: wrote a one-time admin token; use it (autonomy --token-file FILE) to assign roles and create tokens, then revoke it",
-  );
-}
+export { BOOTSTRAP_TOKEN_FILE } from "./security/bootstrap.js";
 
 export const DEFAULT_NODE_STALE_AFTER_MS = 120_000;
 export const DEFAULT_HEARTBEAT_FLUSH_MS = 5_000;
@@ -228,11 +199,14 @@ export async function startServer(
   const fleet = { store: instrumented, sightings, staleAfterMs: config.nodeStaleAfterMs ?? DEFAULT_NODE_STALE_AFTER_MS };
   metrics.countNodes = () => countLifecycles(fleet);
   let signer: SpecSigner;
+  let auditCheckpoints: AuditCheckpoints;
   const controller = new RolloutController({ ...fleet, metrics, logger });
-  const authorizer = new Authorizer({ store: instrumented, logger, enforced: config.rbacEnforcement !== false });
+  const authorizer = new Authorizer({ store: instrumented, logger, enforced: config.rbacEnforcement !== false, registry: metrics.registry });
   try {
     signer = SpecSigner.load(config.dataDir);
     await instrumented.registerSigningKey(signer.row(Date.now()));
+    auditCheckpoints = new AuditCheckpoints({ store: instrumented, signer, file: path.join(config.dataDir, CHECKPOINT_FILE), logger, intervalMs: config.auditCheckpointIntervalMs });
+    await auditCheckpoints.start();
     await controller.start();
   } catch (err) {
     await controller.stop();
@@ -241,7 +215,7 @@ export async function startServer(
     throw err;
   }
   if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
-  const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditDataPlane: config.auditDataPlane });
+  const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane });
   const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
   const infos = new WeakMap<NodeRequest, RequestInfo>();
   const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
@@ -263,7 +237,7 @@ export async function startServer(
   const handler = (req: NodeRequest, res: NodeResponse) => {
     const started = process.hrtime.bigint();
     if (req.httpVersionMajor === 1) closeIfBodyUnread(req as http.IncomingMessage, res as http.ServerResponse);
-    const info: RequestInfo = { peer: tls ? peerIdentity((req as http2.Http2ServerRequest).stream?.session?.socket ?? req.socket) : undefined };
+    const info: RequestInfo = { peer: tls ? peerIdentity((req as http2.Http2ServerRequest).stream?.session?.socket ?? req.socket) : undefined, remoteAddress: req.socket?.remoteAddress };
     infos.set(req, info);
     res.once("close", () => {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -361,6 +335,8 @@ export async function startServer(
       clearInterval(syncTimer);
       crlWatch?.close();
       await Promise.all([apiListener.close(), metricsServer?.close()]);
+      await authorizer.close();
+      await auditCheckpoints.close();
       await controller.stop();
       await sightings.close();
       await store.close();

@@ -106,10 +106,13 @@ describe.each(STORE_KINDS)("the audit trail on %s", (kind) => {
       expect(left.records.map((r) => [r.seq, r.eventName, r.resource])).toEqual([
         [3n, "node.enrolled", "n-3"],
         [4n, "audit.pruned", "audit_records"],
+        [5n, "audit.checkpoint", "audit_records"],
       ]);
+      // The checkpoint after the prune, signed by the server, says where the trail now starts.
+      expect(JSON.parse(left.records[2].fieldsJson)).toMatchObject({ seq: 4, hash: left.records[1].hash, reason: "prune", pruned_to: 3 });
       expect(left.records[1]).toMatchObject({ actor: "bob", reason: "retention" });
       expect(JSON.parse(left.records[1].fieldsJson)).toMatchObject({ older_than_days: 30, removed: 2, first_kept_seq: 3 });
-      expect(await client.audit.verifyAuditChain({})).toMatchObject({ ok: true, startsAfterPrune: true, recordsChecked: 2, firstSeq: 3n, problems: [] });
+      expect(await client.audit.verifyAuditChain({})).toMatchObject({ ok: true, startsAfterPrune: true, recordsChecked: 3, firstSeq: 3n, problems: [], lastCheckpointSeq: 4n });
     } finally {
       client.close();
       await fresh.stop();
@@ -131,6 +134,7 @@ describe.each(STORE_KINDS)("the audit trail on %s", (kind) => {
     expect(verified.ok).toBe(false);
     expect(verified.problems.map((p) => [p.seq, p.problem])).toEqual([
       [target, "its fields do not match its hash: the record was altered"],
+      [all[3].seq, `seq ${removed} is missing: records were removed`],
       [all[3].seq, "does not link to the record before it: a record was removed, inserted or altered"],
     ]);
   });
@@ -171,12 +175,12 @@ describe("autonomy audit", () => {
     expect((await cli("--output", "json", "audit", "verify")).out).toMatch(/"ok": true/);
     expect((await cli("audit", "prune", "--older-than", "90d", "--reason", "yearly")).out).toBe("removed 0 records older than 90 days; the trail now starts at seq 1\n");
     expect((await cli("audit", "prune", "--older-than", "90", "--reason", "x")).code).toBe(2);
-    expect((await cli("audit", "verify")).out).toBe("audit trail intact: 3 records, seq 1 to 3\n");
+    expect((await cli("audit", "verify")).out).toBe("audit trail intact: 4 records, seq 1 to 4; 2 signed checkpoint(s) up to seq 3\n");
     const db = new Database(path.join(server.dataDir, DB_FILE_NAME));
     db.exec("DROP TRIGGER audit_records_no_update; UPDATE audit_records SET actor = 'someone else' WHERE seq = 2");
     db.close();
     const broken = await cli("audit", "verify");
-    expect(broken).toEqual({ code: 3, out: "audit trail BROKEN: 1 problem(s) in 3 records\n  seq 2: its fields do not match its hash: the record was altered\n" });
+    expect(broken).toEqual({ code: 3, out: "audit trail BROKEN: 1 problem(s) in 4 records\n  seq 2: its fields do not match its hash: the record was altered\n" });
   });
 });
 

@@ -130,7 +130,7 @@ describe("crash safety of fleet writes", () => {
             const pub = await post(server, "/v1/releases", { release_id, channel: "c", version: String(k), artifacts: [{ name: "a", digest: `sha256:${"0".repeat(64)}` }] });
             if (pub.status !== 200) return;
             releases.push(release_id);
-            const ack = await post(server, `/v1/releases/${release_id}/acks/${node}`, { state: "healthy", observed_at: new Date(1_800_000_000_000 + k).toISOString() });
+            const ack = await post(server, `/v1/releases/${release_id}/acks/${node}`, { state: "healthy", observed_at: new Date(Date.now() + k).toISOString() });
             if (ack.status === 200) lastAcked.set(node, k);
           } catch {
             return; // the server is gone

@@ -8,6 +8,7 @@ import { createOrchestratorClients, type OrchestratorClients } from "../clients/
 import { permission } from "../gen/autonomy/v1/options_pb.js";
 import { BUILTIN_ROLES, grants } from "../src/domain/rbac.js";
 import { CA_CERT, initCa, issueCert } from "../src/security/ca.js";
+import { auditRecord } from "../src/domain/audit.js";
 import { BOOTSTRAP_TOKEN_FILE } from "../src/server.js";
 import { ENFORCEMENT_OFF_WARNING } from "../src/services/health-service.js";
 import { AUTONOMY_BIN, outputOf, runProgram } from "./helpers/child.js";
@@ -45,8 +46,9 @@ describe.each(STORE_KINDS)("RBAC on %s", (kind) => {
   it("writes a one-time admin token, mode 0600, on the first start, and only then", async () => {
     const file = path.join(server.dataDir, BOOTSTRAP_TOKEN_FILE);
     expect(statSync(file).mode & 0o777).toBe(0o600);
-    expect(server.log.lines.find((l) => l.file === file)).toMatchObject({ level: 40, principal: "operator:admin", expires_in: "24h" });
-    expect(await admin.rbac.whoAmI({})).toMatchObject({ principal: "operator:admin", authenticatedBy: "token", roles: ["admin"], permissions: ["*"], enforced: true });
+    const line = server.log.lines.find((l) => l.file === file);
+    expect(line).toMatchObject({ level: 40, principal: expect.stringMatching(/^operator:bootstrap-[0-9a-f]{12}$/), expires_in: "24h" });
+    expect(await admin.rbac.whoAmI({})).toMatchObject({ principal: line!.principal, authenticatedBy: "token", roles: ["admin"], permissions: ["*"], enforced: true });
     expect(JSON.parse((await h1(`${server.url}/v1/health`)).text)).toEqual({ status: "ok" });
   });
 
@@ -75,6 +77,8 @@ describe.each(STORE_KINDS)("RBAC on %s", (kind) => {
           (actual[role] ??= {})[rpc] = verdict;
           (expected[role] ??= {})[rpc] =
             needed === "public" ? "allowed" : role === "anonymous" ? "unauthenticated" : grants(BUILTIN_ROLES[role], needed) ? "allowed" : "denied";
+          // A node reads only the specs of plans that moved it; this request names no plan.
+          if (role === "edge" && rpc === "RolloutService.GetRolloutSpec") expected[role][rpc] = "denied";
         }
       } finally {
         api.close();
@@ -171,14 +175,18 @@ describe("identity from client certificates", () => {
     const serverCert = await issueCert(ca, { profile: "server", name: "api" });
     const robot = await issueCert(ca, { profile: "node", name: "robot-1" });
     const alice = await issueCert(ca, { profile: "operator", name: "alice" });
-    // The bootstrap gave operator:admin the admin role; a certificate naming that operator carries it.
-    const adminCert = await issueCert(ca, { profile: "operator", name: "admin" });
+    const adminCert = await issueCert(ca, { profile: "operator", name: "root" });
     const server = await startTestServer("sqlite", {
       rbacEnforcement: true,
       tls: { certFile: serverCert.certFile, keyFile: serverCert.keyFile, caFile: path.join(ca, CA_CERT) },
     });
     const client = (c: typeof robot, token?: string) =>
       createOrchestratorClients({ baseUrl: server.url, token, tls: { ca: readFileSync(path.join(ca, CA_CERT)), cert: readFileSync(c.certFile), key: readFileSync(c.keyFile) } });
+    // Over mutual TLS every call presents a certificate, which wins over a token: root gets its role in the store.
+    await server.store.assignRole(
+      { principal: "operator:root", role: "admin", createdAtMs: Date.now() },
+      auditRecord({ actor: "test", source: "test" }, { eventName: "rbac.role.assigned", category: "auth", action: "assign", resourceType: "principal", resource: "operator:root" }),
+    );
     const admin = client(adminCert);
     const asRobot = client(robot);
     const asAlice = client(alice);
@@ -223,7 +231,9 @@ describe("autonomy rbac", () => {
     const asAdmin = (...args: string[]) => cli({ AUTONOMY_TOKEN_FILE: tokenFile }, ...args);
     try {
       expect((await cli({}, "fleet", "status")).out).toMatch(/unauthenticated: .*needs fleet:read: present a client certificate or a bearer token/);
-      expect((await asAdmin("rbac", "whoami")).out).toBe("operator:admin (by token); roles: admin; permissions: *\n");
+      const whoami = (await asAdmin("rbac", "whoami")).out;
+      expect(whoami).toMatch(/^operator:bootstrap-[0-9a-f]{12} \(by token\); roles: admin; permissions: \*\n$/);
+      const bootstrap = whoami.split(" ")[0];
       expect((await asAdmin("rbac", "role", "create", "--name", "viewer", "--permission", "fleet:read", "--permission", "rollout:read")).out).toBe("role viewer: fleet:read, rollout:read\n");
       expect((await asAdmin("rbac", "role", "assign", "--principal", "operator:erin", "--role", "viewer")).out).toBe("operator:erin holds viewer\n");
       const erinToken = path.join(work, "erin.token");
@@ -236,10 +246,10 @@ describe("autonomy rbac", () => {
       expect(list.out).toMatch(/^operator\s+built-in\s+fleet:read,.*\s+-$/m);
       const json = JSON.parse((await asAdmin("--output", "json", "rbac", "role", "list")).out);
       expect(json.roles.find((r: { name: string }) => r.name === "viewer")).toEqual({ name: "viewer", permissions: ["fleet:read", "rollout:read"], builtin: false });
-      expect(json.bindings.map((b: { principal: string }) => b.principal)).toEqual(["operator:admin", "operator:erin"]);
+      expect(json.bindings.map((b: { principal: string }) => b.principal)).toEqual([bootstrap, "operator:erin"]);
       expect((await asAdmin("rbac", "export")).out).toBe(`exported 1 custom role(s) and 2 binding(s) to ${path.join(work, "rbac")}\n`);
       expect(JSON.parse(readFileSync(path.join(work, "rbac", "bindings.json"), "utf8"))).toEqual([
-        { principal: "operator:admin", role: "admin" },
+        { principal: bootstrap, role: "admin" },
         { principal: "operator:erin", role: "viewer" },
       ]);
       expect((await asAdmin("rbac", "role", "revoke", "--principal", "operator:erin", "--role", "viewer")).out).toBe("operator:erin no longer holds viewer\n");

@@ -1,6 +1,6 @@
 import type { Event } from "../../gen/autonomy/v1/events_pb.js";
 import { PayloadTooLargeError, ValidationError } from "./errors.js";
-import { checkId, checkTimestamp } from "./fields.js";
+import { checkId, checkText, checkTimestamp } from "./fields.js";
 
 /** Most events one ingest request may carry. */
 export const MAX_EVENTS_PER_BATCH = 10_000;
@@ -28,7 +28,7 @@ export function validateEventBatch(events: readonly Event[]): void {
     checkId(e.nodeId, `${at}.node_id`, true);
     if (e.timestamp === undefined) throw new ValidationError(`${at}.timestamp`, "required");
     checkTimestamp(e.timestamp, `${at}.timestamp`);
-    if (e.lockFingerprint !== undefined) checkId(e.lockFingerprint, `${at}.lock_fingerprint`, false);
+    if (e.lockFingerprint !== undefined) checkText(e.lockFingerprint, `${at}.lock_fingerprint`);
     if (e.releaseId !== undefined) checkId(e.releaseId, `${at}.release_id`, false);
   }
 }

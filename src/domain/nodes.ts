@@ -1,6 +1,6 @@
 import type { Node } from "../../gen/autonomy/v1/nodes_pb.js";
 import { ValidationError } from "./errors.js";
-import { checkId } from "./fields.js";
+import { checkId, checkText, MAX_LABEL_VALUE_BYTES } from "./fields.js";
 
 /**
  * Lifecycle of a node, computed from stored facts when read:
@@ -43,13 +43,13 @@ export function livenessOf(node: Node): Liveness {
 export function validateEnrollment(req: { nodeId: string; channel: string; labels: Record<string, string>; agentVersion: string }): void {
   checkId(req.nodeId, "node_id", true);
   checkId(req.channel, "channel", true);
-  checkId(req.agentVersion, "agent_version", false);
+  checkText(req.agentVersion, "agent_version");
   const keys = Object.keys(req.labels);
   if (keys.length > MAX_LABELS) throw new ValidationError("labels", `at most ${MAX_LABELS} labels`);
-  for (const key of keys) {
+  keys.forEach((key) => {
     checkId(key, "labels", true);
-    checkId(req.labels[key], `labels[${key}]`, false);
-  }
+    checkText(req.labels[key], `labels[${key}]`, MAX_LABEL_VALUE_BYTES);
+  });
 }
 
 /** The page size a list asked for, defaulted and bounded. */

@@ -1,4 +1,5 @@
 import { ValidationError } from "./errors.js";
+import { declaredPermissions } from "./permissions.js";
 
 /** The roles the server defines; they cannot be redefined. `*` grants every permission. */
 export const BUILTIN_ROLES: Readonly<Record<string, readonly string[]>> = {
@@ -17,21 +18,10 @@ export const PERMISSION_PATTERN = /^[a-z][a-z_]*:[a-z][a-z_]*$/;
 export const PRINCIPAL_PATTERN = /^(operator|node):[A-Za-z0-9._@-]{1,128}$/;
 export const ROLE_PATTERN = /^[a-z][a-z0-9_-]{0,63}$/;
 
-export type PrincipalKind = "operator" | "node" | "server" | "anonymous";
+/** The principals of bootstrap tokens: operator:bootstrap-<token id>, one per bootstrap. */
+export const BOOTSTRAP_PRINCIPAL_PREFIX = "operator:bootstrap-";
 
-/** Who is calling, as authenticated (or anonymous). */
-export interface Principal {
-  kind: PrincipalKind;
-  name: string;
-  /** certificate, token or none */
-  via: "certificate" | "token" | "none";
-}
-
-export const ANONYMOUS: Principal = { kind: "anonymous", name: "", via: "none" };
-
-export function principalId(p: Principal): string {
-  return p.kind === "anonymous" ? "anonymous" : `${p.kind}:${p.name}`;
-}
+export const isBootstrapPrincipal = (principal: string) => principal.startsWith(BOOTSTRAP_PRINCIPAL_PREFIX);
 
 export function checkPrincipal(value: string, field = "principal"): void {
   if (!PRINCIPAL_PATTERN.test(value)) throw new ValidationError(field, 'must be "operator:NAME" or "node:ID" (letters, digits, . _ @ -)');
@@ -43,8 +33,11 @@ export function checkRoleName(value: string, field = "role"): void {
 
 export function checkPermissions(values: readonly string[], field = "role.permissions"): void {
   if (values.length === 0) throw new ValidationError(field, "at least one permission");
+  const known = declaredPermissions();
   values.forEach((v, i) => {
-    if (v !== "*" && !PERMISSION_PATTERN.test(v)) throw new ValidationError(`${field}[${i}]`, `"${v}" is not resource:verb`);
+    if (v === "*") return;
+    if (!PERMISSION_PATTERN.test(v)) throw new ValidationError(`${field}[${i}]`, `"${v}" is not resource:verb`);
+    if (!known.has(v)) throw new ValidationError(`${field}[${i}]`, `"${v}" is a permission no RPC needs; known: ${[...known].sort().join(", ")}`);
   });
 }
 

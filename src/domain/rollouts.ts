@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Gate, RolloutPlan, Stage } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { FailedPreconditionError, ValidationError } from "./errors.js";
-import { checkBytes, checkId } from "./fields.js";
+import { checkBytes, checkId, checkText, MAX_LABEL_VALUE_BYTES } from "./fields.js";
 
 export const MAX_STAGES = 100;
 export const MAX_STAGE_NODE_IDS = 10_000;
@@ -207,10 +207,10 @@ function checkStage(s: Stage, at: string): void {
     if (ids.has(id)) throw new ValidationError(`${at}.node_ids[${i}]`, `duplicate node id "${id}"`);
     ids.add(id);
   });
-  for (const [k, v] of Object.entries(s.matchLabels)) {
+  Object.entries(s.matchLabels).forEach(([k, v]) => {
     checkId(k, `${at}.match_labels`, true);
-    checkId(v, `${at}.match_labels.${k}`, false);
-  }
+    checkText(v, `${at}.match_labels.${k}`, MAX_LABEL_VALUE_BYTES);
+  });
   if (s.percent !== 0 && (!Number.isFinite(s.percent) || s.percent < 0 || s.percent > 100)) {
     throw new ValidationError(`${at}.percent`, "must be above 0 and at most 100");
   }

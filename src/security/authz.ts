@@ -4,23 +4,21 @@
  * interceptor checks every RPC, whatever the protocol, and the REST paths, which run through
  * the same interceptors.
  */
-import { createHash, randomBytes } from "node:crypto";
 import { getOption, type DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Gauge, type Registry } from "prom-client";
 import type { TLSSocket } from "node:tls";
 import { permission as permissionOption } from "../../gen/autonomy/v1/options_pb.js";
+import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { OPERATOR_HEADER } from "../../clients/index.js";
-import { ANONYMOUS, BUILTIN_ROLES, grants, NODE_ROLE, principalId, type Principal } from "../domain/rbac.js";
+import { boundClaim } from "../domain/audit.js";
+import { ANONYMOUS, hashToken, principalId, type PeerIdentity, type Principal } from "../domain/identity.js";
+import { BUILTIN_ROLES, grants, isBootstrapPrincipal, NODE_ROLE } from "../domain/rbac.js";
 import type { Logger } from "../observability/logger.js";
-import { auditRecord } from "../services/audit-record.js";
+import { retireBootstrapBindings } from "../services/rbac-service.js";
 import type { Store } from "../store/store.js";
+import { RefusalRecorder } from "./denials.js";
 import { requestInfoKey, type RequestInfo } from "../transport/context.js";
-
-/** What a verified client certificate says: its CN and OU (the profile). */
-export interface PeerIdentity {
-  cn: string;
-  ou: string;
-}
 
 const peers = new WeakMap<object, PeerIdentity | null>();
 
@@ -38,15 +36,6 @@ export function peerIdentity(socket: unknown): PeerIdentity | undefined {
   return known ?? undefined;
 }
 
-export const TOKEN_PREFIX = "ao_";
-
-export function newToken(): { token: string; hash: string; id: string } {
-  const token = `${TOKEN_PREFIX}${randomBytes(32).toString("base64url")}`;
-  return { token, hash: hashToken(token), id: randomBytes(6).toString("hex") };
-}
-
-export const hashToken = (token: string) => createHash("sha256").update(token).digest("hex");
-
 /** A role's permissions: built-in, or custom from the store. */
 export type RoleLookup = (role: string) => readonly string[] | undefined;
 
@@ -55,25 +44,110 @@ export interface AuthorizerDeps {
   logger: Logger;
   /** False with AUTONOMY_RBAC_ENFORCEMENT=0: calls are identified and audited, never refused. */
   enforced: boolean;
+  /** Where the token cache sizes are reported (cp_auth_token_cache_entries). */
+  registry?: Registry;
+  /** Largest number of valid tokens kept in memory; 10,000 when unset. */
+  tokenCacheSize?: number;
+  /** Largest number of unknown, revoked or expired token hashes kept; 1,000 when unset. */
+  negativeCacheSize?: number;
+  /** How long one audit record stands for repeats of the same refusal; 10 seconds when unset. */
+  refusalIntervalMs?: number;
 }
 
 /** How long token lookups and role data are reused before they are read again. */
 const CACHE_MS = 1000;
+export const DEFAULT_TOKEN_CACHE_SIZE = 10_000;
+export const DEFAULT_NEGATIVE_CACHE_SIZE = 1_000;
+
+/**
+ * A map that keeps at most `max` entries, dropping the least recently used: Map iterates in
+ * insertion order, so a hit is moved to the end and the first key is the oldest.
+ */
+export class LruMap<K, V> {
+  private readonly map = new Map<K, V>();
+  constructor(private readonly max: number) {}
+  get size(): number {
+    return this.map.size;
+  }
+  get(key: K): V | undefined {
+    const v = this.map.get(key);
+    if (v !== undefined) {
+      this.map.delete(key);
+      this.map.set(key, v);
+    }
+    return v;
+  }
+  set(key: K, value: V): void {
+    this.map.delete(key);
+    this.map.set(key, value);
+    while (this.map.size > this.max) this.map.delete(this.map.keys().next().value as K);
+  }
+  delete(key: K): void {
+    this.map.delete(key);
+  }
+  clear(): void {
+    this.map.clear();
+  }
+}
+
+/** A failed authentication, with what the audit record may say about it. */
+class AuthenticationFailure extends ConnectError {
+  constructor(
+    message: string,
+    readonly reason: string,
+    readonly fields: Record<string, unknown> = {},
+  ) {
+    super(message, Code.Unauthenticated);
+  }
+}
+
+const BAD_TOKEN = "the bearer token is unknown, expired or revoked";
 
 export class Authorizer {
-  private tokens = new Map<string, { principal: Principal | undefined; at: number }>();
+  private readonly tokens: LruMap<string, { principal: Principal; at: number }>;
+  private readonly unusable: LruMap<string, { at: number; reason: string; fields: Record<string, unknown> }>;
   private rbac: { at: number; roles: Map<string, readonly string[]>; bindings: Map<string, string[]> } | undefined;
+  readonly refusals: RefusalRecorder;
 
-  constructor(private readonly deps: AuthorizerDeps) {}
+  constructor(private readonly deps: AuthorizerDeps) {
+    this.tokens = new LruMap(deps.tokenCacheSize ?? DEFAULT_TOKEN_CACHE_SIZE);
+    this.unusable = new LruMap(deps.negativeCacheSize ?? DEFAULT_NEGATIVE_CACHE_SIZE);
+    this.refusals = new RefusalRecorder({ store: deps.store, logger: deps.logger, intervalMs: deps.refusalIntervalMs });
+    if (deps.registry) {
+      const sizes = () => ({ valid: this.tokens.size, unusable: this.unusable.size });
+      new Gauge({
+        name: "cp_auth_token_cache_entries",
+        help: "Bearer tokens held in memory: valid ones (an LRU) and unknown, revoked or expired ones (a smaller LRU)",
+        labelNames: ["cache"],
+        registers: [deps.registry],
+        collect() {
+          const s = sizes();
+          this.set({ cache: "valid" }, s.valid);
+          this.set({ cache: "unusable" }, s.unusable);
+        },
+      });
+    }
+  }
 
   get enforced(): boolean {
     return this.deps.enforced;
   }
 
+  /** How many tokens each cache holds. */
+  cacheSizes(): { valid: number; unusable: number } {
+    return { valid: this.tokens.size, unusable: this.unusable.size };
+  }
+
   /** Forget cached role data and tokens (after an RBAC change on this server). */
   invalidate(): void {
     this.tokens.clear();
+    this.unusable.clear();
     this.rbac = undefined;
+  }
+
+  /** Writes the refusals still being counted (at shutdown, before the store closes). */
+  close(): Promise<void> {
+    return this.refusals.close();
   }
 
   /** The caller: a verified client certificate wins; else a valid bearer token; else anonymous. */
@@ -83,40 +157,57 @@ export class Authorizer {
     }
     const m = /^Bearer\s+(\S+)$/i.exec(authorization ?? "");
     if (!m) {
-      if (authorization) throw new ConnectError('authorization: expected "Bearer <token>"', Code.Unauthenticated);
+      if (authorization) throw new AuthenticationFailure('authorization: expected "Bearer <token>"', "malformed authorization header");
       return ANONYMOUS;
     }
     const hash = hashToken(m[1]);
     const now = Date.now();
-    let cached = this.tokens.get(hash);
-    if (!cached || now - cached.at > CACHE_MS) {
-      const row = await this.deps.store.tokenByHash(hash);
-      const usable = row && row.revokedAtMs === null && row.expiresAtMs > now;
-      const [kind, ...rest] = (row?.principal ?? "").split(":");
-      cached = { principal: usable ? { kind: kind as Principal["kind"], name: rest.join(":"), via: "token" } : undefined, at: now };
-      this.tokens.set(hash, cached);
+    const cached = this.tokens.get(hash);
+    if (cached && now - cached.at <= CACHE_MS) return cached.principal;
+    const known = this.unusable.get(hash);
+    if (known && now - known.at <= CACHE_MS) throw new AuthenticationFailure(BAD_TOKEN, known.reason, known.fields);
+    const row = await this.deps.store.tokenByHash(hash);
+    const reason = !row ? "unknown token" : row.revokedAtMs !== null ? "revoked token" : row.expiresAtMs <= now ? "expired token" : undefined;
+    if (!row || reason) {
+      this.tokens.delete(hash);
+      const fields = row ? { token_id: row.tokenId, principal: row.principal } : {};
+      this.unusable.set(hash, { at: now, reason: reason!, fields });
+      throw new AuthenticationFailure(BAD_TOKEN, reason!, fields);
     }
-    if (!cached.principal) throw new ConnectError("the bearer token is unknown, expired or revoked", Code.Unauthenticated);
-    return cached.principal;
+    const [kind, ...rest] = row.principal.split(":");
+    const principal: Principal = { kind: kind as Principal["kind"], name: rest.join(":"), via: "token" };
+    this.unusable.delete(hash);
+    this.tokens.set(hash, { principal, at: now });
+    return principal;
   }
 
-  /** A principal's roles and permissions. Nodes hold the edge role without an assignment. */
+  /**
+   * A principal's roles and permissions. Nodes hold the edge role without an assignment. A
+   * bootstrap principal's binding counts only through its token, and goes (from the store
+   * too) once that token is revoked or expired.
+   */
   async accessOf(p: Principal): Promise<{ roles: string[]; permissions: Set<string> }> {
     const now = Date.now();
     if (!this.rbac || now - this.rbac.at > CACHE_MS) {
       const [roles, bindings] = await Promise.all([this.deps.store.listRoles(), this.deps.store.listBindings()]);
+      let live = bindings;
+      if (bindings.some((b) => isBootstrapPrincipal(b.principal))) {
+        const retired = await retireBootstrapBindings(this.deps.store, now);
+        live = bindings.filter((b) => !retired.includes(b.principal));
+      }
       const byPrincipal = new Map<string, string[]>();
-      for (const b of bindings) byPrincipal.set(b.principal, [...(byPrincipal.get(b.principal) ?? []), b.role]);
+      for (const b of live) byPrincipal.set(b.principal, [...(byPrincipal.get(b.principal) ?? []), b.role]);
       this.rbac = { at: now, roles: new Map(roles.map((r) => [r.name, JSON.parse(r.permissions) as string[]])), bindings: byPrincipal };
     }
-    const roles = [...(this.rbac.bindings.get(principalId(p)) ?? [])];
+    const id = principalId(p);
+    const roles = isBootstrapPrincipal(id) && p.via !== "token" ? [] : [...(this.rbac.bindings.get(id) ?? [])];
     if (p.kind === "node" && !roles.includes(NODE_ROLE)) roles.push(NODE_ROLE);
     const permissions = new Set<string>();
     for (const role of roles) for (const perm of BUILTIN_ROLES[role] ?? this.rbac.roles.get(role) ?? []) permissions.add(perm);
     return { roles, permissions };
   }
 
-  /** The interceptor: identity, then the RPC's permission, then a node's own-data rule. */
+  /** The interceptor: identity, then the RPC's permission, then a node's own-data rules. */
   interceptor(): Interceptor {
     const permissions = new Map<DescMethod, string>();
     const permissionOf = (method: DescMethod) => {
@@ -126,17 +217,33 @@ export class Authorizer {
     };
     return (next) => async (req) => {
       const info: RequestInfo = req.contextValues.get(requestInfoKey) ?? {};
-      const principal = await this.principalOf(info.peer, req.header.get("authorization"));
-      info.principal = principal;
       const rpc = `${req.service.typeName}/${req.method.name}`;
+      const source = info.remoteAddress ?? "unknown";
+      const claimed = req.header.get(OPERATOR_HEADER)?.trim() ?? "";
+      let principal: Principal;
+      try {
+        principal = await this.principalOf(info.peer, req.header.get("authorization"));
+      } catch (err) {
+        if (err instanceof AuthenticationFailure) {
+          await this.refusals.record({ eventName: "auth.failed", source, actor: "anonymous", claim: claimed, rpc, reason: err.reason, fields: err.fields });
+        }
+        throw err;
+      }
+      info.principal = principal;
       const deny = async (code: Code, message: string, reason: string) => {
-        await this.recordDenial(principal, rpc, reason, req.header.get(OPERATOR_HEADER));
+        await this.refusals.record({
+          eventName: "auth.denied",
+          source,
+          actor: principalId(principal),
+          claim: principal.kind === "anonymous" || claimed !== principal.name ? claimed : undefined,
+          rpc,
+          reason,
+        });
         throw new ConnectError(message, code);
       };
       // The audit trail never names a claimed operator that differs from the credential.
-      const claimed = req.header.get(OPERATOR_HEADER)?.trim();
       if (claimed && principal.kind === "operator" && claimed !== principal.name) {
-        await deny(Code.PermissionDenied, `AUTONOMY_OPERATOR says "${claimed}" but the credential is ${principalId(principal)}`, "operator mismatch");
+        await deny(Code.PermissionDenied, `AUTONOMY_OPERATOR says "${boundClaim(claimed).value}" but the credential is ${principalId(principal)}`, "operator mismatch");
       }
       const needed = permissionOf(req.method);
       if (needed === "public") return next(req);
@@ -155,26 +262,21 @@ export class Authorizer {
         }
       }
       if (principal.kind === "node") {
-        const foreign = foreignNodeField(req.message as unknown as Record<string, unknown>, principal.name);
+        const message = req.message as unknown as Record<string, unknown>;
+        const foreign = foreignNodeField(message, principal.name);
         if (foreign) await deny(Code.PermissionDenied, `node ${principal.name} may write and read only its own data: ${foreign}`, "another node's data");
+        if (req.method.name === GET_SPEC && req.service.typeName === RolloutService.typeName) {
+          const planId = String(message.planId ?? "");
+          const moved = planId !== "" && (await this.deps.store.movesOfPlan(planId)).some((m) => m.nodeId === principal.name);
+          if (!moved) await deny(Code.PermissionDenied, `node ${principal.name} may read only the specs of plans that moved it: plan_id is "${planId}"`, "a plan that did not move the node");
+        }
       }
       return next(req);
     };
   }
-
-  private async recordDenial(p: Principal, rpc: string, reason: string, claimed: string | null): Promise<void> {
-    const record = auditRecord(
-      { actor: p.kind === "anonymous" ? (claimed ? `anonymous (claims ${claimed})` : "anonymous") : principalId(p), source: "api" },
-      { eventName: "auth.denied", category: "auth", action: "call", resourceType: "rpc", resource: rpc, reason },
-    );
-    record.outcome = "denied";
-    try {
-      await this.deps.store.appendAudit([record]);
-    } catch (err) {
-      this.deps.logger.error({ err: (err as Error).message, rpc }, "could not record a denial in the audit trail");
-    }
-  }
 }
+
+const GET_SPEC = RolloutService.method.getRolloutSpec.name;
 
 /** The first node id in a request that is not the caller's, named by its field; undefined when all are. */
 export function foreignNodeField(message: Record<string, unknown>, nodeId: string): string | undefined {

@@ -1,15 +1,11 @@
 import type { HandlerContext } from "@connectrpc/connect";
 import { OPERATOR_HEADER } from "../../clients/index.js";
+import type { Actor } from "../domain/audit.js";
 import { checkId } from "../domain/fields.js";
-import { principalId } from "../domain/rbac.js";
-import type { AuditRow } from "../store/rollout-rows.js";
+import { principalId } from "../domain/identity.js";
 import { requestInfoKey } from "../transport/context.js";
 
-/** Who made a change and through what, for its audit record. */
-export interface Actor {
-  actor: string;
-  source: string;
-}
+export { auditRecord, type Actor } from "../domain/audit.js";
 
 /**
  * Who is calling, for the audit record: the authenticated principal (operator:NAME,
@@ -22,25 +18,4 @@ export function actorOf(ctx: HandlerContext): Actor {
   const claimed = ctx.requestHeader.get(OPERATOR_HEADER)?.trim() ?? "";
   if (claimed !== "") checkId(claimed, OPERATOR_HEADER, false);
   return { actor: claimed === "" ? "anonymous" : claimed, source: "api" };
-}
-
-/** An audit record of a successful change. */
-export function auditRecord(
-  who: Actor,
-  what: { eventName: string; category: string; action: string; resourceType: string; resource: string; fields?: object; reason?: string },
-  atMs = Date.now(),
-): AuditRow {
-  return {
-    atMs,
-    eventName: what.eventName,
-    category: what.category,
-    action: what.action,
-    outcome: "success",
-    actor: who.actor,
-    resourceType: what.resourceType,
-    resource: what.resource,
-    source: who.source,
-    fieldsJson: JSON.stringify(what.fields ?? {}),
-    reason: what.reason ?? "",
-  };
 }

@@ -2,11 +2,12 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { AuditRecordSchema, type AuditService } from "../../gen/autonomy/v1/audit_pb.js";
-import { verifyAuditStretch, type AuditProblem, type ChainedAuditRow } from "../domain/audit.js";
+import { AuditVerifier, CHECKPOINT_EVENT, parseCheckpoint, type ChainedAuditRow } from "../domain/audit.js";
 import { ValidationError } from "../domain/errors.js";
-import { checkId } from "../domain/fields.js";
+import { checkText } from "../domain/fields.js";
 import { checkReason } from "../domain/rollouts.js";
 import type { Store } from "../store/store.js";
+import type { AuditCheckpoints } from "./audit-checkpoints.js";
 import { actorOf, auditRecord } from "./audit-record.js";
 
 const MAX_LIMIT = 1000;
@@ -32,8 +33,9 @@ const toRecord = (r: ChainedAuditRow) =>
   });
 
 /** AuditService: query, verify and prune the hash-chained audit trail. */
-export function createAuditService(deps: { store: Store }): ServiceImpl<typeof AuditService> {
-  const { store } = deps;
+export function createAuditService(deps: { store: Store; auditCheckpoints?: AuditCheckpoints }): ServiceImpl<typeof AuditService> {
+  const { store, auditCheckpoints } = deps;
+  const MAX_SUPPLIED = 100_000;
   return {
     async queryAuditRecords(req) {
       const limit = req.limit ?? 100;
@@ -41,7 +43,7 @@ export function createAuditService(deps: { store: Store }): ServiceImpl<typeof A
       if (req.order !== "" && req.order !== "asc" && req.order !== "desc") throw new ValidationError("order", 'must be "asc" or "desc"');
       if (req.cursor < 0n) throw new ValidationError("cursor", "must not be negative");
       const fields = ["eventName", "category", "action", "outcome", "actor", "resourceType", "resource", "source"] as const;
-      for (const f of fields) checkId(req[f], f.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), false);
+      for (const f of fields) checkText(req[f], f.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`));
       const rows = await store.auditRecords({
         eventName: req.eventName,
         category: req.category,
@@ -61,30 +63,55 @@ export function createAuditService(deps: { store: Store }): ServiceImpl<typeof A
       return { records, count: records.length, nextCursor: rows.length === limit ? BigInt(rows[rows.length - 1].seq) : 0n };
     },
 
-    async verifyAuditChain() {
-      const problems: AuditProblem[] = [];
-      let checked = 0;
-      let first: ChainedAuditRow | undefined;
-      let lastSeq = 0;
-      let prev: string | undefined;
+    async verifyAuditChain(req) {
+      if (req.checkpoints.length > MAX_SUPPLIED) throw new ValidationError("checkpoints", `at most ${MAX_SUPPLIED}`);
+      const supplied = req.checkpoints.map((line, i) => {
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(line);
+        } catch {
+          parsed = undefined;
+        }
+        const c = parseCheckpoint(parsed);
+        if (!c) throw new ValidationError(`checkpoints[${i}]`, "not a checkpoint line (JSON with seq, hash, at, key_id, reason and signature)");
+        return c;
+      });
+      const verifier = new AuditVerifier(auditCheckpoints?.trustedKeys() ?? new Map());
+      // The checkpoints first (in the chain, in this server's file, in the request), then one walk.
+      for (let cursor: number | undefined; ; ) {
+        const page = await store.auditRecords({ eventName: CHECKPOINT_EVENT, order: "asc", cursorSeq: cursor, limit: VERIFY_PAGE });
+        for (const r of page) {
+          let fields: unknown;
+          try {
+            fields = JSON.parse(r.fieldsJson);
+          } catch {
+            fields = undefined;
+          }
+          const c = parseCheckpoint(fields);
+          if (c) verifier.addCheckpoint(c, "chain", r.seq);
+        }
+        if (page.length < VERIFY_PAGE) break;
+        cursor = page[page.length - 1].seq;
+      }
+      for (const c of auditCheckpoints?.fileCheckpoints() ?? []) verifier.addCheckpoint(c, "file");
+      for (const c of supplied) verifier.addCheckpoint(c, "request");
       for (let cursor: number | undefined; ; ) {
         const page = await store.auditRecords({ order: "asc", cursorSeq: cursor, limit: VERIFY_PAGE });
-        if (page.length === 0) break;
-        first ??= page[0];
-        const result = verifyAuditStretch(page, prev);
-        problems.push(...result.problems);
-        prev = result.lastHash;
-        checked += page.length;
-        cursor = lastSeq = page[page.length - 1].seq;
+        verifier.add(page);
         if (page.length < VERIFY_PAGE) break;
+        cursor = page[page.length - 1].seq;
       }
+      const r = verifier.result();
       return {
-        ok: problems.length === 0,
-        recordsChecked: checked,
-        firstSeq: BigInt(first?.seq ?? 0),
-        lastSeq: BigInt(lastSeq),
-        startsAfterPrune: first !== undefined && first.prevHash !== "",
-        problems: problems.map((p) => ({ seq: BigInt(p.seq), problem: p.problem })),
+        ok: r.ok,
+        recordsChecked: r.recordsChecked,
+        firstSeq: BigInt(r.firstSeq),
+        lastSeq: BigInt(r.lastSeq),
+        startsAfterPrune: r.startsAfterPrune,
+        problems: r.problems.map((p) => ({ seq: BigInt(p.seq), problem: p.problem })),
+        checkpointsChecked: r.checkpointsChecked,
+        checkpointsUnverified: r.checkpointsUnverified,
+        lastCheckpointSeq: BigInt(r.lastCheckpointSeq),
       };
     },
 
@@ -102,6 +129,10 @@ export function createAuditService(deps: { store: Store }): ServiceImpl<typeof A
         reason: req.reason,
       });
       const result = await store.pruneAudit(beforeMs, record);
+      if (auditCheckpoints) {
+        const [first] = await store.auditRecords({ order: "asc", limit: 1 });
+        await auditCheckpoints.checkpoint("prune", result.firstKeptSeq ?? first.seq);
+      }
       return { removed: result.removed, firstKeptSeq: BigInt(result.firstKeptSeq ?? 0) };
     },
   };

@@ -2,7 +2,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
 import type { FleetNode, Node, NodeService } from "../../gen/autonomy/v1/nodes_pb.js";
 import { NotFoundError, ValidationError } from "../domain/errors.js";
-import { checkBytes, checkId } from "../domain/fields.js";
+import { checkBytes, checkId, checkText } from "../domain/fields.js";
 import {
   decodePageToken,
   encodePageToken,
@@ -74,7 +74,7 @@ export function createNodeService(deps: NodeServiceDeps): ServiceImpl<typeof Nod
 
     async heartbeat(req) {
       checkId(req.reportedReleaseId, "reported_release_id", false);
-      checkId(req.agentVersion, "agent_version", false);
+      checkText(req.agentVersion, "agent_version");
       const node = await enrolled(req.nodeId);
       const nowMs = Date.now();
       sightings.record({

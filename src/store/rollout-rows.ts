@@ -9,6 +9,7 @@ import {
   type RolloutPlan,
   type RolloutStatus,
 } from "../../gen/autonomy/v1/rollouts_pb.js";
+import type { AuditRow } from "../domain/audit.js";
 import type { PlanPhase, PlanState, StageState, StageTally } from "../domain/rollouts.js";
 
 /** Rows of the rollout tables as both dialects hold them (see sqlite/schema.ts and pg/schema.ts). */
@@ -43,20 +44,7 @@ export interface MoveRow {
   movedAtMs: number;
 }
 
-/** One audit record (SPEC §3 fields). */
-export interface AuditRow {
-  atMs: number;
-  eventName: string;
-  category: string;
-  action: string;
-  outcome: string;
-  actor: string;
-  resourceType: string;
-  resource: string;
-  source: string;
-  fieldsJson: string;
-  reason: string;
-}
+export type { AuditRow };
 
 export interface SigningKeyRow {
   keyId: string;

@@ -1,6 +1,5 @@
 import { createContextKey } from "@connectrpc/connect";
-import type { Principal } from "../domain/rbac.js";
-import type { PeerIdentity } from "../security/authz.js";
+import type { PeerIdentity, Principal } from "../domain/identity.js";
 
 /**
  * What the per-request log line and metrics need to know that only inner layers learn:
@@ -14,6 +13,8 @@ export interface RequestInfo {
   code?: string;
   /** The verified client certificate of the connection (mutual TLS). */
   peer?: PeerIdentity;
+  /** The remote address of the connection (the source of audit records of refused calls). */
+  remoteAddress?: string;
   /** Who the authorization interceptor took the caller for. */
   principal?: Principal;
 }

@@ -8,6 +8,7 @@ import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
 import type { Authorizer } from "../security/authz.js";
+import type { AuditCheckpoints } from "../services/audit-checkpoints.js";
 import { createRbacService } from "../services/rbac-service.js";
 import type { RolloutController } from "../rollouts/controller.js";
 import type { SpecSigner } from "../rollouts/signing.js";
@@ -40,6 +41,8 @@ export interface ServiceDeps {
   controller: RolloutController;
   signer: SpecSigner;
   authorizer: Authorizer;
+  /** Signed checkpoints of the audit chain (audit verify, and one after every prune). */
+  auditCheckpoints?: AuditCheckpoints;
   /** --audit-data-plane: also audit every ingested batch and every stored ack. */
   auditDataPlane?: boolean;
 }

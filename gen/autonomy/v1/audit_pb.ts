@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file autonomy/v1/audit.proto.
  */
 export const file_autonomy_v1_audit: GenFile = /*@__PURE__*/
-  fileDesc("ChdhdXRvbm9teS92MS9hdWRpdC5wcm90bxILYXV0b25vbXkudjEingIKC0F1ZGl0UmVjb3JkEgsKA3NlcRgBIAEoAxItCgl0aW1lc3RhbXAYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmV2ZW50X25hbWUYAyABKAkSEAoIY2F0ZWdvcnkYBCABKAkSDgoGYWN0aW9uGAUgASgJEg8KB291dGNvbWUYBiABKAkSDQoFYWN0b3IYByABKAkSFQoNcmVzb3VyY2VfdHlwZRgIIAEoCRIQCghyZXNvdXJjZRgJIAEoCRIOCgZzb3VyY2UYCiABKAkSEwoLZmllbGRzX2pzb24YCyABKAkSDgoGcmVhc29uGAwgASgJEhEKCXByZXZfaGFzaBgNIAEoCRIMCgRoYXNoGA4gASgJIrwCChhRdWVyeUF1ZGl0UmVjb3Jkc1JlcXVlc3QSEgoKZXZlbnRfbmFtZRgBIAEoCRIQCghjYXRlZ29yeRgCIAEoCRIOCgZhY3Rpb24YAyABKAkSDwoHb3V0Y29tZRgEIAEoCRINCgVhY3RvchgFIAEoCRIVCg1yZXNvdXJjZV90eXBlGAYgASgJEhAKCHJlc291cmNlGAcgASgJEg4KBnNvdXJjZRgIIAEoCRIpCgVzaW5jZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdW50aWwYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKBWxpbWl0GAsgASgFSACIAQESDQoFb3JkZXIYDCABKAkSDgoGY3Vyc29yGA0gASgDQggKBl9saW1pdCJqChlRdWVyeUF1ZGl0UmVjb3Jkc1Jlc3BvbnNlEikKB3JlY29yZHMYASADKAsyGC5hdXRvbm9teS52MS5BdWRpdFJlY29yZBINCgVjb3VudBgCIAEoBRITCgtuZXh0X2N1cnNvchgDIAEoAyIZChdWZXJpZnlBdWRpdENoYWluUmVxdWVzdCIsCgxBdWRpdFByb2JsZW0SCwoDc2VxGAEgASgDEg8KB3Byb2JsZW0YAiABKAkirQEKGFZlcmlmeUF1ZGl0Q2hhaW5SZXNwb25zZRIKCgJvaxgBIAEoCBIXCg9yZWNvcmRzX2NoZWNrZWQYAiABKAUSEQoJZmlyc3Rfc2VxGAMgASgDEhAKCGxhc3Rfc2VxGAQgASgDEhoKEnN0YXJ0c19hZnRlcl9wcnVuZRgFIAEoCBIrCghwcm9ibGVtcxgGIAMoCzIZLmF1dG9ub215LnYxLkF1ZGl0UHJvYmxlbSJDChhQcnVuZUF1ZGl0UmVjb3Jkc1JlcXVlc3QSFwoPb2xkZXJfdGhhbl9kYXlzGAEgASgFEg4KBnJlYXNvbhgCIAEoCSJEChlQcnVuZUF1ZGl0UmVjb3Jkc1Jlc3BvbnNlEg8KB3JlbW92ZWQYASABKAUSFgoOZmlyc3Rfa2VwdF9zZXEYAiABKAMytgMKDEF1ZGl0U2VydmljZRKLAQoRUXVlcnlBdWRpdFJlY29yZHMSJS5hdXRvbm9teS52MS5RdWVyeUF1ZGl0UmVjb3Jkc1JlcXVlc3QaJi5hdXRvbm9teS52MS5RdWVyeUF1ZGl0UmVjb3Jkc1Jlc3BvbnNlIieKtRgKYXVkaXQ6cmVhZILT5JMCExIRL3YxL2F1ZGl0L3JlY29yZHMShwEKEFZlcmlmeUF1ZGl0Q2hhaW4SJC5hdXRvbm9teS52MS5WZXJpZnlBdWRpdENoYWluUmVxdWVzdBolLmF1dG9ub215LnYxLlZlcmlmeUF1ZGl0Q2hhaW5SZXNwb25zZSImirUYCmF1ZGl0OnJlYWSC0+STAhISEC92MS9hdWRpdC92ZXJpZnkSjQEKEVBydW5lQXVkaXRSZWNvcmRzEiUuYXV0b25vbXkudjEuUHJ1bmVBdWRpdFJlY29yZHNSZXF1ZXN0GiYuYXV0b25vbXkudjEuUHJ1bmVBdWRpdFJlY29yZHNSZXNwb25zZSIpirUYC2F1ZGl0OnBydW5lgtPkkwIUOgEqIg8vdjEvYXVkaXQvcHJ1bmViBnByb3RvMw", [file_autonomy_v1_options, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("ChdhdXRvbm9teS92MS9hdWRpdC5wcm90bxILYXV0b25vbXkudjEingIKC0F1ZGl0UmVjb3JkEgsKA3NlcRgBIAEoAxItCgl0aW1lc3RhbXAYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmV2ZW50X25hbWUYAyABKAkSEAoIY2F0ZWdvcnkYBCABKAkSDgoGYWN0aW9uGAUgASgJEg8KB291dGNvbWUYBiABKAkSDQoFYWN0b3IYByABKAkSFQoNcmVzb3VyY2VfdHlwZRgIIAEoCRIQCghyZXNvdXJjZRgJIAEoCRIOCgZzb3VyY2UYCiABKAkSEwoLZmllbGRzX2pzb24YCyABKAkSDgoGcmVhc29uGAwgASgJEhEKCXByZXZfaGFzaBgNIAEoCRIMCgRoYXNoGA4gASgJIrwCChhRdWVyeUF1ZGl0UmVjb3Jkc1JlcXVlc3QSEgoKZXZlbnRfbmFtZRgBIAEoCRIQCghjYXRlZ29yeRgCIAEoCRIOCgZhY3Rpb24YAyABKAkSDwoHb3V0Y29tZRgEIAEoCRINCgVhY3RvchgFIAEoCRIVCg1yZXNvdXJjZV90eXBlGAYgASgJEhAKCHJlc291cmNlGAcgASgJEg4KBnNvdXJjZRgIIAEoCRIpCgVzaW5jZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdW50aWwYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKBWxpbWl0GAsgASgFSACIAQESDQoFb3JkZXIYDCABKAkSDgoGY3Vyc29yGA0gASgDQggKBl9saW1pdCJqChlRdWVyeUF1ZGl0UmVjb3Jkc1Jlc3BvbnNlEikKB3JlY29yZHMYASADKAsyGC5hdXRvbm9teS52MS5BdWRpdFJlY29yZBINCgVjb3VudBgCIAEoBRITCgtuZXh0X2N1cnNvchgDIAEoAyIuChdWZXJpZnlBdWRpdENoYWluUmVxdWVzdBITCgtjaGVja3BvaW50cxgBIAMoCSIsCgxBdWRpdFByb2JsZW0SCwoDc2VxGAEgASgDEg8KB3Byb2JsZW0YAiABKAkihwIKGFZlcmlmeUF1ZGl0Q2hhaW5SZXNwb25zZRIKCgJvaxgBIAEoCBIXCg9yZWNvcmRzX2NoZWNrZWQYAiABKAUSEQoJZmlyc3Rfc2VxGAMgASgDEhAKCGxhc3Rfc2VxGAQgASgDEhoKEnN0YXJ0c19hZnRlcl9wcnVuZRgFIAEoCBIrCghwcm9ibGVtcxgGIAMoCzIZLmF1dG9ub215LnYxLkF1ZGl0UHJvYmxlbRIbChNjaGVja3BvaW50c19jaGVja2VkGAcgASgFEh4KFmNoZWNrcG9pbnRzX3VudmVyaWZpZWQYCCABKAUSGwoTbGFzdF9jaGVja3BvaW50X3NlcRgJIAEoAyJDChhQcnVuZUF1ZGl0UmVjb3Jkc1JlcXVlc3QSFwoPb2xkZXJfdGhhbl9kYXlzGAEgASgFEg4KBnJlYXNvbhgCIAEoCSJEChlQcnVuZUF1ZGl0UmVjb3Jkc1Jlc3BvbnNlEg8KB3JlbW92ZWQYASABKAUSFgoOZmlyc3Rfa2VwdF9zZXEYAiABKAMytgMKDEF1ZGl0U2VydmljZRKLAQoRUXVlcnlBdWRpdFJlY29yZHMSJS5hdXRvbm9teS52MS5RdWVyeUF1ZGl0UmVjb3Jkc1JlcXVlc3QaJi5hdXRvbm9teS52MS5RdWVyeUF1ZGl0UmVjb3Jkc1Jlc3BvbnNlIieKtRgKYXVkaXQ6cmVhZILT5JMCExIRL3YxL2F1ZGl0L3JlY29yZHMShwEKEFZlcmlmeUF1ZGl0Q2hhaW4SJC5hdXRvbm9teS52MS5WZXJpZnlBdWRpdENoYWluUmVxdWVzdBolLmF1dG9ub215LnYxLlZlcmlmeUF1ZGl0Q2hhaW5SZXNwb25zZSImirUYCmF1ZGl0OnJlYWSC0+STAhISEC92MS9hdWRpdC92ZXJpZnkSjQEKEVBydW5lQXVkaXRSZWNvcmRzEiUuYXV0b25vbXkudjEuUHJ1bmVBdWRpdFJlY29yZHNSZXF1ZXN0GiYuYXV0b25vbXkudjEuUHJ1bmVBdWRpdFJlY29yZHNSZXNwb25zZSIpirUYC2F1ZGl0OnBydW5lgtPkkwIUOgEqIg8vdjEvYXVkaXQvcHJ1bmViBnByb3RvMw", [file_autonomy_v1_options, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * AuditRecord is one entry of the trail.
@@ -239,11 +239,18 @@ export const QueryAuditRecordsResponseSchema: GenMessage<QueryAuditRecordsRespon
   messageDesc(file_autonomy_v1_audit, 2);
 
 /**
- * VerifyAuditChainRequest is empty.
+ * VerifyAuditChainRequest may carry checkpoints kept outside the database.
  *
  * @generated from message autonomy.v1.VerifyAuditChainRequest
  */
 export type VerifyAuditChainRequest = Message<"autonomy.v1.VerifyAuditChainRequest"> & {
+  /**
+   * Checkpoint lines (JSON, as the server writes them to its checkpoint file and log) to check
+   * the chain against, besides the checkpoints in the chain and in the server's file.
+   *
+   * @generated from field: repeated string checkpoints = 1;
+   */
+  checkpoints: string[];
 };
 
 /**
@@ -305,7 +312,8 @@ export type VerifyAuditChainResponse = Message<"autonomy.v1.VerifyAuditChainResp
 
   /**
    * True when the trail starts after records removed by a prune (the first record links to
-   * a record no longer there); the prune's own record says when and how many.
+   * a record no longer there) and a prune record says so; a start no prune record explains is
+   * a problem instead.
    *
    * @generated from field: bool starts_after_prune = 5;
    */
@@ -315,6 +323,26 @@ export type VerifyAuditChainResponse = Message<"autonomy.v1.VerifyAuditChainResp
    * @generated from field: repeated autonomy.v1.AuditProblem problems = 6;
    */
   problems: AuditProblem[];
+
+  /**
+   * Signed checkpoints the chain was checked against (in the chain, in the server's file and
+   * in the request), and those signed by a key this server does not hold (not checked).
+   *
+   * @generated from field: int32 checkpoints_checked = 7;
+   */
+  checkpointsChecked: number;
+
+  /**
+   * @generated from field: int32 checkpoints_unverified = 8;
+   */
+  checkpointsUnverified: number;
+
+  /**
+   * The newest seq a verified checkpoint covers (0 when none).
+   *
+   * @generated from field: int64 last_checkpoint_seq = 9;
+   */
+  lastCheckpointSeq: bigint;
 };
 
 /**

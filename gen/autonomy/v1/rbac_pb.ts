@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file autonomy/v1/rbac.proto.
  */
 export const file_autonomy_v1_rbac: GenFile = /*@__PURE__*/
-  fileDesc("ChZhdXRvbm9teS92MS9yYmFjLnByb3RvEgthdXRvbm9teS52MSI6CgRSb2xlEgwKBG5hbWUYASABKAkSEwoLcGVybWlzc2lvbnMYAiADKAkSDwoHYnVpbHRpbhgDIAEoCCJaCgdCaW5kaW5nEhEKCXByaW5jaXBhbBgBIAEoCRIMCgRyb2xlGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItUBCglUb2tlbkluZm8SEAoIdG9rZW5faWQYASABKAkSEQoJcHJpbmNpcGFsGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldm9rZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Rlc2NyaXB0aW9uGAYgASgJIhIKEExpc3RSb2xlc1JlcXVlc3QiNQoRTGlzdFJvbGVzUmVzcG9uc2USIAoFcm9sZXMYASADKAsyES5hdXRvbm9teS52MS5Sb2xlIjQKEUNyZWF0ZVJvbGVSZXF1ZXN0Eh8KBHJvbGUYASABKAsyES5hdXRvbm9teS52MS5Sb2xlIjUKEkNyZWF0ZVJvbGVSZXNwb25zZRIfCgRyb2xlGAEgASgLMhEuYXV0b25vbXkudjEuUm9sZSIoChNMaXN0QmluZGluZ3NSZXF1ZXN0EhEKCXByaW5jaXBhbBgBIAEoCSI+ChRMaXN0QmluZGluZ3NSZXNwb25zZRImCghiaW5kaW5ncxgBIAMoCzIULmF1dG9ub215LnYxLkJpbmRpbmciNAoRQXNzaWduUm9sZVJlcXVlc3QSEQoJcHJpbmNpcGFsGAEgASgJEgwKBHJvbGUYAiABKAkiOwoSQXNzaWduUm9sZVJlc3BvbnNlEiUKB2JpbmRpbmcYASABKAsyFC5hdXRvbm9teS52MS5CaW5kaW5nIjQKEVJldm9rZVJvbGVSZXF1ZXN0EhEKCXByaW5jaXBhbBgBIAEoCRIMCgRyb2xlGAIgASgJIiUKElJldm9rZVJvbGVSZXNwb25zZRIPCgdyZXZva2VkGAEgASgIImIKEkNyZWF0ZVRva2VuUmVxdWVzdBIRCglwcmluY2lwYWwYASABKAkSFgoJdHRsX2hvdXJzGAIgASgFSACIAQESEwoLZGVzY3JpcHRpb24YAyABKAlCDAoKX3R0bF9ob3VycyJKChNDcmVhdGVUb2tlblJlc3BvbnNlEg0KBXRva2VuGAEgASgJEiQKBGluZm8YAiABKAsyFi5hdXRvbm9teS52MS5Ub2tlbkluZm8iEwoRTGlzdFRva2Vuc1JlcXVlc3QiPAoSTGlzdFRva2Vuc1Jlc3BvbnNlEiYKBnRva2VucxgBIAMoCzIWLmF1dG9ub215LnYxLlRva2VuSW5mbyImChJSZXZva2VUb2tlblJlcXVlc3QSEAoIdG9rZW5faWQYASABKAkiOwoTUmV2b2tlVG9rZW5SZXNwb25zZRIkCgRpbmZvGAEgASgLMhYuYXV0b25vbXkudjEuVG9rZW5JbmZvIg8KDVdob0FtSVJlcXVlc3QicwoOV2hvQW1JUmVzcG9uc2USEQoJcHJpbmNpcGFsGAEgASgJEhgKEGF1dGhlbnRpY2F0ZWRfYnkYAiABKAkSDQoFcm9sZXMYAyADKAkSEwoLcGVybWlzc2lvbnMYBCADKAkSEAoIZW5mb3JjZWQYBSABKAgy3wgKC1JiYWNTZXJ2aWNlEm8KCUxpc3RSb2xlcxIdLmF1dG9ub215LnYxLkxpc3RSb2xlc1JlcXVlc3QaHi5hdXRvbm9teS52MS5MaXN0Um9sZXNSZXNwb25zZSIjirUYCXJiYWM6cmVhZILT5JMCEBIOL3YxL3JiYWMvcm9sZXMSegoKQ3JlYXRlUm9sZRIeLmF1dG9ub215LnYxLkNyZWF0ZVJvbGVSZXF1ZXN0Gh8uYXV0b25vbXkudjEuQ3JlYXRlUm9sZVJlc3BvbnNlIiuKtRgLcmJhYzptYW5hZ2WC0+STAhY6BHJvbGUiDi92MS9yYmFjL3JvbGVzEnsKDExpc3RCaW5kaW5ncxIgLmF1dG9ub215LnYxLkxpc3RCaW5kaW5nc1JlcXVlc3QaIS5hdXRvbm9teS52MS5MaXN0QmluZGluZ3NSZXNwb25zZSImirUYCXJiYWM6cmVhZILT5JMCExIRL3YxL3JiYWMvYmluZGluZ3MSegoKQXNzaWduUm9sZRIeLmF1dG9ub215LnYxLkFzc2lnblJvbGVSZXF1ZXN0Gh8uYXV0b25vbXkudjEuQXNzaWduUm9sZVJlc3BvbnNlIiuKtRgLcmJhYzptYW5hZ2WC0+STAhY6ASoiES92MS9yYmFjL2JpbmRpbmdzEoEBCgpSZXZva2VSb2xlEh4uYXV0b25vbXkudjEuUmV2b2tlUm9sZVJlcXVlc3QaHy5hdXRvbm9teS52MS5SZXZva2VSb2xlUmVzcG9uc2UiMoq1GAtyYmFjOm1hbmFnZYLT5JMCHToBKiIYL3YxL3JiYWMvYmluZGluZ3MvcmV2b2tlEnsKC0NyZWF0ZVRva2VuEh8uYXV0b25vbXkudjEuQ3JlYXRlVG9rZW5SZXF1ZXN0GiAuYXV0b25vbXkudjEuQ3JlYXRlVG9rZW5SZXNwb25zZSIpirUYC3JiYWM6bWFuYWdlgtPkkwIUOgEqIg8vdjEvcmJhYy90b2tlbnMScwoKTGlzdFRva2VucxIeLmF1dG9ub215LnYxLkxpc3RUb2tlbnNSZXF1ZXN0Gh8uYXV0b25vbXkudjEuTGlzdFRva2Vuc1Jlc3BvbnNlIiSKtRgJcmJhYzpyZWFkgtPkkwIREg8vdjEvcmJhYy90b2tlbnMSjQEKC1Jldm9rZVRva2VuEh8uYXV0b25vbXkudjEuUmV2b2tlVG9rZW5SZXF1ZXN0GiAuYXV0b25vbXkudjEuUmV2b2tlVG9rZW5SZXNwb25zZSI7irUYC3JiYWM6bWFuYWdlgtPkkwImOgEqIiEvdjEvcmJhYy90b2tlbnMve3Rva2VuX2lkfS9yZXZva2USZAoGV2hvQW1JEhouYXV0b25vbXkudjEuV2hvQW1JUmVxdWVzdBobLmF1dG9ub215LnYxLldob0FtSVJlc3BvbnNlIiGKtRgGcHVibGljgtPkkwIREg8vdjEvcmJhYy93aG9hbWliBnByb3RvMw", [file_autonomy_v1_options, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("ChZhdXRvbm9teS92MS9yYmFjLnByb3RvEgthdXRvbm9teS52MSI6CgRSb2xlEgwKBG5hbWUYASABKAkSEwoLcGVybWlzc2lvbnMYAiADKAkSDwoHYnVpbHRpbhgDIAEoCCJaCgdCaW5kaW5nEhEKCXByaW5jaXBhbBgBIAEoCRIMCgRyb2xlGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItUBCglUb2tlbkluZm8SEAoIdG9rZW5faWQYASABKAkSEQoJcHJpbmNpcGFsGAIgASgJEi4KCmNyZWF0ZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnJldm9rZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC2Rlc2NyaXB0aW9uGAYgASgJIhIKEExpc3RSb2xlc1JlcXVlc3QiNQoRTGlzdFJvbGVzUmVzcG9uc2USIAoFcm9sZXMYASADKAsyES5hdXRvbm9teS52MS5Sb2xlIjQKEUNyZWF0ZVJvbGVSZXF1ZXN0Eh8KBHJvbGUYASABKAsyES5hdXRvbm9teS52MS5Sb2xlIkcKEkNyZWF0ZVJvbGVSZXNwb25zZRIfCgRyb2xlGAEgASgLMhEuYXV0b25vbXkudjEuUm9sZRIQCgh3YXJuaW5ncxgCIAMoCSIoChNMaXN0QmluZGluZ3NSZXF1ZXN0EhEKCXByaW5jaXBhbBgBIAEoCSI+ChRMaXN0QmluZGluZ3NSZXNwb25zZRImCghiaW5kaW5ncxgBIAMoCzIULmF1dG9ub215LnYxLkJpbmRpbmciNAoRQXNzaWduUm9sZVJlcXVlc3QSEQoJcHJpbmNpcGFsGAEgASgJEgwKBHJvbGUYAiABKAkiOwoSQXNzaWduUm9sZVJlc3BvbnNlEiUKB2JpbmRpbmcYASABKAsyFC5hdXRvbm9teS52MS5CaW5kaW5nIkMKEVJldm9rZVJvbGVSZXF1ZXN0EhEKCXByaW5jaXBhbBgBIAEoCRIMCgRyb2xlGAIgASgJEg0KBWZvcmNlGAMgASgIIjcKElJldm9rZVJvbGVSZXNwb25zZRIPCgdyZXZva2VkGAEgASgIEhAKCHdhcm5pbmdzGAIgAygJImIKEkNyZWF0ZVRva2VuUmVxdWVzdBIRCglwcmluY2lwYWwYASABKAkSFgoJdHRsX2hvdXJzGAIgASgFSACIAQESEwoLZGVzY3JpcHRpb24YAyABKAlCDAoKX3R0bF9ob3VycyJcChNDcmVhdGVUb2tlblJlc3BvbnNlEg0KBXRva2VuGAEgASgJEiQKBGluZm8YAiABKAsyFi5hdXRvbm9teS52MS5Ub2tlbkluZm8SEAoId2FybmluZ3MYAyADKAkiEwoRTGlzdFRva2Vuc1JlcXVlc3QiPAoSTGlzdFRva2Vuc1Jlc3BvbnNlEiYKBnRva2VucxgBIAMoCzIWLmF1dG9ub215LnYxLlRva2VuSW5mbyI1ChJSZXZva2VUb2tlblJlcXVlc3QSEAoIdG9rZW5faWQYASABKAkSDQoFZm9yY2UYAiABKAgiTQoTUmV2b2tlVG9rZW5SZXNwb25zZRIkCgRpbmZvGAEgASgLMhYuYXV0b25vbXkudjEuVG9rZW5JbmZvEhAKCHdhcm5pbmdzGAIgAygJIg8KDVdob0FtSVJlcXVlc3QicwoOV2hvQW1JUmVzcG9uc2USEQoJcHJpbmNpcGFsGAEgASgJEhgKEGF1dGhlbnRpY2F0ZWRfYnkYAiABKAkSDQoFcm9sZXMYAyADKAkSEwoLcGVybWlzc2lvbnMYBCADKAkSEAoIZW5mb3JjZWQYBSABKAgy3wgKC1JiYWNTZXJ2aWNlEm8KCUxpc3RSb2xlcxIdLmF1dG9ub215LnYxLkxpc3RSb2xlc1JlcXVlc3QaHi5hdXRvbm9teS52MS5MaXN0Um9sZXNSZXNwb25zZSIjirUYCXJiYWM6cmVhZILT5JMCEBIOL3YxL3JiYWMvcm9sZXMSegoKQ3JlYXRlUm9sZRIeLmF1dG9ub215LnYxLkNyZWF0ZVJvbGVSZXF1ZXN0Gh8uYXV0b25vbXkudjEuQ3JlYXRlUm9sZVJlc3BvbnNlIiuKtRgLcmJhYzptYW5hZ2WC0+STAhY6BHJvbGUiDi92MS9yYmFjL3JvbGVzEnsKDExpc3RCaW5kaW5ncxIgLmF1dG9ub215LnYxLkxpc3RCaW5kaW5nc1JlcXVlc3QaIS5hdXRvbm9teS52MS5MaXN0QmluZGluZ3NSZXNwb25zZSImirUYCXJiYWM6cmVhZILT5JMCExIRL3YxL3JiYWMvYmluZGluZ3MSegoKQXNzaWduUm9sZRIeLmF1dG9ub215LnYxLkFzc2lnblJvbGVSZXF1ZXN0Gh8uYXV0b25vbXkudjEuQXNzaWduUm9sZVJlc3BvbnNlIiuKtRgLcmJhYzptYW5hZ2WC0+STAhY6ASoiES92MS9yYmFjL2JpbmRpbmdzEoEBCgpSZXZva2VSb2xlEh4uYXV0b25vbXkudjEuUmV2b2tlUm9sZVJlcXVlc3QaHy5hdXRvbm9teS52MS5SZXZva2VSb2xlUmVzcG9uc2UiMoq1GAtyYmFjOm1hbmFnZYLT5JMCHToBKiIYL3YxL3JiYWMvYmluZGluZ3MvcmV2b2tlEnsKC0NyZWF0ZVRva2VuEh8uYXV0b25vbXkudjEuQ3JlYXRlVG9rZW5SZXF1ZXN0GiAuYXV0b25vbXkudjEuQ3JlYXRlVG9rZW5SZXNwb25zZSIpirUYC3JiYWM6bWFuYWdlgtPkkwIUOgEqIg8vdjEvcmJhYy90b2tlbnMScwoKTGlzdFRva2VucxIeLmF1dG9ub215LnYxLkxpc3RUb2tlbnNSZXF1ZXN0Gh8uYXV0b25vbXkudjEuTGlzdFRva2Vuc1Jlc3BvbnNlIiSKtRgJcmJhYzpyZWFkgtPkkwIREg8vdjEvcmJhYy90b2tlbnMSjQEKC1Jldm9rZVRva2VuEh8uYXV0b25vbXkudjEuUmV2b2tlVG9rZW5SZXF1ZXN0GiAuYXV0b25vbXkudjEuUmV2b2tlVG9rZW5SZXNwb25zZSI7irUYC3JiYWM6bWFuYWdlgtPkkwImOgEqIiEvdjEvcmJhYy90b2tlbnMve3Rva2VuX2lkfS9yZXZva2USZAoGV2hvQW1JEhouYXV0b25vbXkudjEuV2hvQW1JUmVxdWVzdBobLmF1dG9ub215LnYxLldob0FtSVJlc3BvbnNlIiGKtRgGcHVibGljgtPkkwIREg8vdjEvcmJhYy93aG9hbWliBnByb3RvMw", [file_autonomy_v1_options, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * Role is a named set of permissions.
@@ -189,6 +189,13 @@ export type CreateRoleResponse = Message<"autonomy.v1.CreateRoleResponse"> & {
    * @generated from field: autonomy.v1.Role role = 1;
    */
   role?: Role | undefined;
+
+  /**
+   * What looks like a mistake but was done (a permission no RPC needs yet, say).
+   *
+   * @generated from field: repeated string warnings = 2;
+   */
+  warnings: string[];
 };
 
 /**
@@ -296,6 +303,13 @@ export type RevokeRoleRequest = Message<"autonomy.v1.RevokeRoleRequest"> & {
    * @generated from field: string role = 2;
    */
   role: string;
+
+  /**
+   * Revoke even the last binding that grants rbac:manage (refused otherwise).
+   *
+   * @generated from field: bool force = 3;
+   */
+  force: boolean;
 };
 
 /**
@@ -315,6 +329,13 @@ export type RevokeRoleResponse = Message<"autonomy.v1.RevokeRoleResponse"> & {
    * @generated from field: bool revoked = 1;
    */
   revoked: boolean;
+
+  /**
+   * What looks like a mistake but was done (revoking the caller's own role, say).
+   *
+   * @generated from field: repeated string warnings = 2;
+   */
+  warnings: string[];
 };
 
 /**
@@ -372,6 +393,13 @@ export type CreateTokenResponse = Message<"autonomy.v1.CreateTokenResponse"> & {
    * @generated from field: autonomy.v1.TokenInfo info = 2;
    */
   info?: TokenInfo | undefined;
+
+  /**
+   * What looks like a mistake but was done (a token for a principal with no role, say).
+   *
+   * @generated from field: repeated string warnings = 3;
+   */
+  warnings: string[];
 };
 
 /**
@@ -425,6 +453,13 @@ export type RevokeTokenRequest = Message<"autonomy.v1.RevokeTokenRequest"> & {
    * @generated from field: string token_id = 1;
    */
   tokenId: string;
+
+  /**
+   * Revoke even the last usable token of a principal holding rbac:manage (refused otherwise).
+   *
+   * @generated from field: bool force = 2;
+   */
+  force: boolean;
 };
 
 /**
@@ -444,6 +479,13 @@ export type RevokeTokenResponse = Message<"autonomy.v1.RevokeTokenResponse"> & {
    * @generated from field: autonomy.v1.TokenInfo info = 1;
    */
   info?: TokenInfo | undefined;
+
+  /**
+   * What looks like a mistake but was done (revoking the caller's own token, say).
+   *
+   * @generated from field: repeated string warnings = 2;
+   */
+  warnings: string[];
 };
 
 /**

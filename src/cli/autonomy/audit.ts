@@ -1,4 +1,4 @@
-import { closeSync, openSync, writeSync } from "node:fs";
+import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import { toJsonString, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Command, InvalidArgumentError, Option } from "commander";
@@ -126,15 +126,41 @@ export function auditCommand(): Command {
     );
   audit
     .command("verify")
-    .description("Check the hash chain of the whole trail. Exit status 0: intact; 3: a record was altered, removed or inserted.")
-    .action((_opts: unknown, cmd: Command) =>
+    .description(
+      "Check the hash chain of the whole trail, its seq numbers, and the signed checkpoints (in the chain, in the server's " +
+        "audit-checkpoints.jsonl, and in --checkpoints files kept elsewhere). Exit status 0: intact; 3: a record was altered, removed or inserted.",
+    )
+    .option("--checkpoints <file>", "checkpoint lines (JSON, as the server writes them to its file and log) to check against (repeatable)", (v: string, all: string[] = []) => [...all, v])
+    .action((opts: { checkpoints?: string[] }, cmd: Command) =>
       withClients(cmd, async (api, options) => {
-        const res = await api.audit.verifyAuditChain({});
+        const checkpoints = (opts.checkpoints ?? []).flatMap((file) => {
+          let text: string;
+          try {
+            text = readFileSync(file, "utf8");
+          } catch (err) {
+            throw new Error(`--checkpoints ${file}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`);
+          }
+          // Log lines carry the checkpoint as their audit_checkpoint field; checkpoint files hold it alone.
+          return text
+            .split("\n")
+            .filter((l) => l.trim() !== "")
+            .map((l) => {
+              try {
+                const parsed = JSON.parse(l) as { audit_checkpoint?: unknown };
+                return parsed.audit_checkpoint === undefined ? l : JSON.stringify(parsed.audit_checkpoint);
+              } catch {
+                return l;
+              }
+            });
+        });
+        const res = await api.audit.verifyAuditChain({ checkpoints });
         if (options.output === "json") printJson(VerifyAuditChainResponseSchema, res);
         else if (res.ok) {
           process.stdout.write(
             `audit trail intact: ${res.recordsChecked} records, seq ${res.firstSeq} to ${res.lastSeq}` +
-              `${res.startsAfterPrune ? " (older records were pruned; see the audit.pruned record)" : ""}\n`,
+              `${res.startsAfterPrune ? " (older records were pruned; see the audit.pruned record)" : ""}` +
+              `; ${res.checkpointsChecked} signed checkpoint(s)${res.lastCheckpointSeq > 0n ? ` up to seq ${res.lastCheckpointSeq}` : ""}` +
+              `${res.checkpointsUnverified > 0 ? `, ${res.checkpointsUnverified} signed by another key (not checked)` : ""}\n`,
           );
         } else {
           process.stdout.write(`audit trail BROKEN: ${res.problems.length} problem(s) in ${res.recordsChecked} records\n`);

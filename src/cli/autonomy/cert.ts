@@ -14,6 +14,41 @@ import {
 } from "../../security/ca.js";
 import { PROFILES, type Profile } from "../../security/pki.js";
 import { formatTable, runCommand } from "../shared/output.js";
+import { commandContext, resolveOrchestratorUrl } from "./context.js";
+
+/**
+ * A certificate carries the roles bound to its principal: before issuing one for
+ * operator:NAME or node:NAME, ask the orchestrator (when one is configured) whether that
+ * principal holds a role, and refuse unless --force. Bootstrap principals are never a certificate.
+ */
+async function checkUnbound(cmd: Command, profile: Profile, name: string): Promise<void> {
+  if (profile === "server") return;
+  if (profile === "operator" && name.startsWith("bootstrap-")) {
+    throw new Error(`--name "${name}": names starting with "bootstrap-" belong to bootstrap tokens`);
+  }
+  const principal = `${profile}:${name}`;
+  const { options, clients } = commandContext(cmd);
+  try {
+    resolveOrchestratorUrl(options.orchestratorUrl);
+  } catch {
+    process.stderr.write(`autonomy: warning: no orchestrator URL, so not checked whether ${principal} holds a role (a certificate for it would carry it)\n`);
+    return;
+  }
+  const api = clients();
+  try {
+    let roles: string[];
+    try {
+      roles = (await api.rbac.listBindings({ principal })).bindings.map((b) => b.role);
+    } catch (err) {
+      throw new Error(`cannot check whether ${principal} holds a role (${(err as Error).message}); pass --force to issue anyway`);
+    }
+    if (roles.length > 0) {
+      throw new Error(`${principal} holds ${roles.join(", ")}: a certificate with this name would carry ${roles.length === 1 ? "it" : "them"}; pass --force if that is meant`);
+    }
+  } finally {
+    api.close();
+  }
+}
 
 const positiveInt = (flag: string) => (v: string) => {
   const n = Number(v);
@@ -68,8 +103,10 @@ export function certCommand(): Command {
     .option("--dns <name>", "server: a DNS name (repeatable)", collect)
     .option("--ip <address>", "server: an IP address (repeatable)", collect)
     .option("--out-dir <dir>", "where to write the certificate and key (default: the CA directory)")
-    .action((opts: CaDirOption & { profile: Profile; name: string; days: number; dns?: string[]; ip?: string[]; outDir?: string }) =>
+    .option("--force", "issue even when the principal of this name holds a role on the orchestrator")
+    .action((opts: CaDirOption & { profile: Profile; name: string; days: number; dns?: string[]; ip?: string[]; outDir?: string; force?: boolean }, cmd: Command) =>
       runCommand("autonomy", async () => {
+        if (!opts.force) await checkUnbound(cmd, opts.profile, opts.name);
         const issued = await issueCert(opts.caDir, { profile: opts.profile, name: opts.name, days: opts.days, dns: opts.dns, ips: opts.ip, outDir: opts.outDir });
         printIssued(issued, "issued");
       }),

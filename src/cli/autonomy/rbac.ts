@@ -9,6 +9,9 @@ import { formatTable, formatTime, printJson } from "../shared/output.js";
 import { withClients } from "./context.js";
 
 const collect = (v: string, all: string[] = []) => [...all, v];
+const warn = (warnings: readonly string[]) => {
+  for (const w of warnings) process.stderr.write(`autonomy: warning: ${w}\n`);
+};
 
 /** AUTONOMY_RBAC_DIR, else $XDG_CONFIG_HOME/autonomy/rbac. */
 function defaultRbacDir(): string {
@@ -52,6 +55,7 @@ export function rbacCommand(): Command {
     .action((opts: { name: string; permission: string[] }, cmd: Command) =>
       withClients(cmd, async (api) => {
         const res = await api.rbac.createRole({ role: { name: opts.name, permissions: opts.permission } });
+        warn(res.warnings);
         process.stdout.write(`role ${res.role!.name}: ${res.role!.permissions.join(", ")}\n`);
       }),
     );
@@ -93,9 +97,11 @@ export function rbacCommand(): Command {
     .description("Take a role from a principal.")
     .requiredOption("--principal <principal>", "operator:NAME or node:ID")
     .requiredOption("--role <role>", "role name")
-    .action((opts: { principal: string; role: string }, cmd: Command) =>
+    .option("--force", "revoke even the last binding that grants rbac:manage")
+    .action((opts: { principal: string; role: string; force?: boolean }, cmd: Command) =>
       withClients(cmd, async (api) => {
-        const res = await api.rbac.revokeRole(opts);
+        const res = await api.rbac.revokeRole({ principal: opts.principal, role: opts.role, force: opts.force === true });
+        warn(res.warnings);
         process.stdout.write(res.revoked ? `${opts.principal} no longer holds ${opts.role}\n` : `${opts.principal} did not hold ${opts.role}; nothing changed\n`);
       }),
     );
@@ -112,6 +118,7 @@ export function rbacCommand(): Command {
     .action((opts: { principal: string; ttlHours: number; description: string; outputFile?: string }, cmd: Command) =>
       withClients(cmd, async (api) => {
         const res = await api.rbac.createToken({ principal: opts.principal, ttlHours: opts.ttlHours, description: opts.description });
+        warn(res.warnings);
         if (opts.outputFile) {
           writeFileAtomic(opts.outputFile, `${res.token}\n`, 0o600);
           process.stdout.write(`token ${res.info!.tokenId} for ${opts.principal}, valid until ${formatTime(res.info!.expiresAt)}, written to ${opts.outputFile}\n`);
@@ -140,9 +147,11 @@ export function rbacCommand(): Command {
     .command("revoke")
     .description("Revoke a token at once.")
     .requiredOption("--token-id <id>", "the id token list shows")
-    .action((opts: { tokenId: string }, cmd: Command) =>
+    .option("--force", "revoke even the last usable token of a principal holding rbac:manage")
+    .action((opts: { tokenId: string; force?: boolean }, cmd: Command) =>
       withClients(cmd, async (api) => {
-        await api.rbac.revokeToken({ tokenId: opts.tokenId });
+        const res = await api.rbac.revokeToken({ tokenId: opts.tokenId, force: opts.force === true });
+        warn(res.warnings);
         process.stdout.write(`token ${opts.tokenId} revoked\n`);
       }),
     );

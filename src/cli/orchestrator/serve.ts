@@ -31,6 +31,7 @@ interface ServeOptions {
   tlsCrlSyncInterval: number;
   tlsCrlServerName?: string;
   auditDataPlane?: boolean;
+  auditCheckpointInterval: number;
 }
 
 /** Repeatable --tls-crl-sync-url; the environment variable may hold several, comma-separated. */
@@ -182,6 +183,12 @@ export function serveCommand(): Command {
         "also write an audit record for every ingested event batch and every stored ack (heavy at fleet scale)",
       ).env("AUTONOMY_AUDIT_DATA_PLANE"),
     )
+    .addOption(
+      new Option("--audit-checkpoint-interval <duration>", "how often a signed checkpoint of the audit chain is written when it grew; 0: only at start, after prunes and at shutdown")
+        .env("AUTONOMY_AUDIT_CHECKPOINT_INTERVAL")
+        .argParser(parseDuration)
+        .default(300_000, "5m"),
+    )
     .action(async (opts: ServeOptions) => {
       const logger = createLogger({ format: opts.logFormat, level: opts.logLevel });
       const fatal = (err: Error) => {
@@ -212,6 +219,7 @@ export function serveCommand(): Command {
             heartbeatFlushMs: opts.heartbeatFlushInterval,
             rbacEnforcement: !["0", "false", "off"].includes(enforcement),
             auditDataPlane: opts.auditDataPlane === true,
+            auditCheckpointIntervalMs: opts.auditCheckpointInterval,
             tls:
               opts.tlsCertFile && opts.tlsKeyFile
                 ? {

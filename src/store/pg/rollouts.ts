@@ -18,12 +18,26 @@ const PLAN_CREATE_LOCK_KEY = 7_340_022;
 // Any constant: serialises appends to the audit chain across replicas (each links to the newest record).
 const AUDIT_CHAIN_LOCK_KEY = 7_340_023;
 
-/** Appends audit records to the chain inside the caller's transaction. */
+/**
+ * Appends audit records to the chain inside the caller's transaction. Under the chain lock each
+ * record takes the next seq itself (a sequence would leave holes where a transaction rolled
+ * back), so a hole in the trail means records were removed.
+ */
 export async function appendAudit(tx: Db, rows: readonly AuditRow[]): Promise<void> {
   if (rows.length === 0) return;
   await tx.execute(sql`SELECT pg_advisory_xact_lock(${AUDIT_CHAIN_LOCK_KEY})`);
-  const [last] = await tx.select({ hash: auditRecords.hash }).from(auditRecords).orderBy(desc(auditRecords.seq)).limit(1);
-  await tx.insert(auditRecords).values(chainAudit(rows, last?.hash ?? ""));
+  await appendAfter(tx, await chainHead(tx), rows);
+}
+
+/** The newest record's seq and hash (under the chain lock). */
+async function chainHead(tx: Db): Promise<{ seq: number; hash: string } | undefined> {
+  const [last] = await tx.select({ seq: auditRecords.seq, hash: auditRecords.hash }).from(auditRecords).orderBy(desc(auditRecords.seq)).limit(1);
+  return last;
+}
+
+async function appendAfter(tx: Db, head: { seq: number; hash: string } | undefined, rows: readonly AuditRow[]): Promise<void> {
+  const first = (head?.seq ?? 0) + 1;
+  await tx.insert(auditRecords).values(chainAudit(rows, head?.hash ?? "").map((r, i) => ({ ...r, seq: first + i })));
 }
 
 const records = (db: Db) =>
@@ -148,19 +162,15 @@ export const pgRollouts = {
   async pruneAudit(db: Db, beforeMs: number, record: AuditRow): Promise<{ removed: number; firstKeptSeq?: number }> {
     return db.transaction(async (tx) => {
       await tx.execute(sql`SELECT pg_advisory_xact_lock(${AUDIT_CHAIN_LOCK_KEY})`);
-      const [last] = await tx.select({ hash: auditRecords.hash }).from(auditRecords).orderBy(desc(auditRecords.seq)).limit(1);
-      const [kept] = await tx.select({ seq: min(auditRecords.seq) }).from(auditRecords).where(gte(auditRecords.atMs, beforeMs));
-      const keepFrom = kept?.seq ?? undefined;
-      await tx.update(auditPruneGate).set({ open: 1 }).where(eq(auditPruneGate.id, 1));
-      const removed = (
-        await tx
-          .delete(auditRecords)
-          .where(keepFrom === undefined ? undefined : lt(auditRecords.seq, keepFrom))
-          .returning({ seq: auditRecords.seq })
-      ).length;
-      await tx.update(auditPruneGate).set({ open: 0 }).where(eq(auditPruneGate.id, 1));
+      const head = await chainHead(tx);
+      // The delete runs in autonomy_audit_prune (SECURITY DEFINER, migrations/pg/0006): the
+      // server's role may hold no DELETE on the trail.
+      const result = await tx.execute<{ removed: string; first_kept_seq: string | null }>(sql`SELECT removed, first_kept_seq FROM autonomy_audit_prune(${beforeMs})`);
+      const removed = Number(result.rows[0].removed);
+      const keepFrom = result.rows[0].first_kept_seq === null ? undefined : Number(result.rows[0].first_kept_seq);
       const fields = { ...(JSON.parse(record.fieldsJson) as object), removed, first_kept_seq: keepFrom ?? null };
-      await tx.insert(auditRecords).values(chainAudit([{ ...record, fieldsJson: JSON.stringify(fields) }], last?.hash ?? ""));
+      // Linked to the head as it was, which may be gone now: the prune record says what went.
+      await appendAfter(tx, head, [{ ...record, fieldsJson: JSON.stringify(fields) }]);
       return { removed, firstKeptSeq: keepFrom };
     });
   },

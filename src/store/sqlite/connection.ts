@@ -5,8 +5,16 @@ export interface SqliteConnectionOptions {
   file: string;
   /** How long a connection waits for the write lock before SQLITE_BUSY, in milliseconds. */
   busyTimeoutMs: number;
-  /** Largest database size in bytes; writes beyond it fail as "full". 0 or undefined: unlimited. */
+  /**
+   * Largest database size in bytes; writes beyond it fail as "full", except those that make
+   * room (an audit prune, revocations), which may use a reserve above it. 0 or undefined: unlimited.
+   */
   maxDbBytes?: number;
+}
+
+/** Room above --max-db-size kept for the writes that free space, so a prune can commit at the limit. */
+export function dbSizeReserveBytes(maxDbBytes: number): number {
+  return Math.max(256 * 1024, Math.floor(maxDbBytes / 20));
 }
 
 /**
@@ -22,7 +30,7 @@ export function openConnection(opts: SqliteConnectionOptions, role: "writer" | "
     db.pragma("foreign_keys = ON");
     if (opts.maxDbBytes && opts.maxDbBytes > 0) {
       const pageSize = db.pragma("page_size", { simple: true }) as number;
-      db.pragma(`max_page_count = ${Math.max(1, Math.floor(opts.maxDbBytes / pageSize))}`);
+      db.pragma(`max_page_count = ${Math.max(1, Math.floor((opts.maxDbBytes + dbSizeReserveBytes(opts.maxDbBytes)) / pageSize))}`);
     }
   } else {
     db.pragma("query_only = ON");

@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import { Worker } from "node:worker_threads";
 import { desc, getTableColumns, sql } from "drizzle-orm";
@@ -107,8 +107,12 @@ export class SqliteStore implements Store {
   /** Creates the data dir, starts the writer (which applies migrations), then opens the reader. */
   static async open(opts: SqliteStoreOptions): Promise<SqliteStore> {
     mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
+    const file = path.join(opts.dataDir, DB_FILE_NAME);
+    // Mode 0600 whatever the umask; SQLite gives the -wal and -shm files the database file's mode.
+    closeSync(openSync(file, "a", 0o600));
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
     const connection: SqliteConnectionOptions = {
-      file: path.join(opts.dataDir, DB_FILE_NAME),
+      file,
       busyTimeoutMs: opts.busyTimeoutMs,
       maxDbBytes: opts.maxDbBytes,
     };

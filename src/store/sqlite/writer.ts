@@ -13,6 +13,7 @@
  * kill -9 and power loss. Running writes here also keeps the server's event loop free while
  * a commit waits on the disk or on another process's write lock.
  */
+import { closeSync, existsSync, openSync, unlinkSync, writeSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import { sql } from "drizzle-orm";
 import { drizzle } from "drizzle-orm/better-sqlite3";
@@ -39,6 +40,11 @@ export type WriterRequest = { id: number; rows: unknown[]; audit?: AuditRow } | 
 /** A write of the fleet or rollout tables. */
 export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite;
 export type StoreWriteResult = FleetWriteResult | RolloutWriteResult | RbacWriteResult;
+/**
+ * Writes that make room: allowed at --max-db-size (into the reserve above it), so that the
+ * way out of a full database — an audit prune, revoking what flooded it — still works.
+ */
+const RELIEF_OPS: ReadonlySet<string> = new Set<StoreWrite["op"]>(["pruneAudit", "revokeRole", "revokeToken"]);
 const ROLLOUT_OPS: ReadonlySet<string> = new Set<RolloutWrite["op"]>(["createRollout", "commitRollout", "registerSigningKey", "pruneAudit", "appendAudit"]);
 type Work = Exclude<WriterRequest, { close: true }>;
 
@@ -51,6 +57,30 @@ export type WriterReply =
   | { ready: true }
   | { closed: true }
   | { startFailure: SqliteFailure; detail: string };
+
+/** Disk space held beside the database for the writes that make room, released when the disk is really full. */
+const RESERVE_BYTES = 256 * 1024;
+
+/** Holds the reserve file (creating it when there is room); false when it cannot be had. */
+function holdReserve(file: string): boolean {
+  if (existsSync(file)) return true;
+  try {
+    const fd = openSync(file, "wx", 0o600);
+    try {
+      writeSync(fd, Buffer.alloc(RESERVE_BYTES));
+    } finally {
+      closeSync(fd);
+    }
+    return true;
+  } catch {
+    try {
+      unlinkSync(file);
+    } catch {
+      // nothing was created
+    }
+    return false;
+  }
+}
 
 /** Most batches one transaction takes; the rest wait for the next one. */
 const MAX_GROUP = 32;
@@ -124,14 +154,44 @@ function start(): void {
   const run = (req: Work): WriterReply =>
     "rows" in req ? { id: req.id, inserted: ingest(req.rows, req.audit) } : { id: req.id, result: write(req.write) };
 
+  const { maxDbBytes } = workerData as SqliteConnectionOptions;
+  const pageSize = sqlite.pragma("page_size", { simple: true }) as number;
+  const limitPages = maxDbBytes && maxDbBytes > 0 ? Math.floor(maxDbBytes / pageSize) : 0;
+  const usedPages = () => (sqlite.pragma("page_count", { simple: true }) as number) - (sqlite.pragma("freelist_count", { simple: true }) as number);
+  const fullError = () => Object.assign(new Error("the database has reached --max-db-size"), { code: "SQLITE_FULL" });
+
   const queue: Work[] = [];
+  const reserveFile = `${(workerData as SqliteConnectionOptions).file}-reserve`;
+  let reserveHeld = holdReserve(reserveFile);
+  const isRelief = (req: Work) => "write" in req && RELIEF_OPS.has(req.write.op);
+  /**
+   * A disk that is really full refused writes that make room: give up the reserve and run them
+   * again, once (the reserve is taken again at the next start).
+   */
+  const retryWithReserve = (reqs: Work[]): boolean => {
+    if (!reserveHeld || reqs.length === 0) return false;
+    try {
+      unlinkSync(reserveFile);
+    } catch {
+      // already gone
+    }
+    reserveHeld = false;
+    queue.unshift(...reqs);
+    setImmediate(flush);
+    return true;
+  };
   const flush = () => {
     const group = queue.splice(0, MAX_GROUP);
     if (queue.length > 0) setImmediate(flush);
     const replies: WriterReply[] = [];
     try {
       s.begin.run();
+      const atLimit = limitPages > 0 && usedPages() >= limitPages;
       for (const req of group) {
+        if (atLimit && !("write" in req && RELIEF_OPS.has(req.write.op))) {
+          replies.push(failure(req.id, fullError()));
+          continue;
+        }
         s.savepoint.run();
         try {
           replies.push(run(req));
@@ -154,10 +214,13 @@ function start(): void {
     } catch (err) {
       // BEGIN or COMMIT failed, or the transaction was lost: nothing of the group is stored.
       if (sqlite.inTransaction) s.rollback.run();
-      for (const req of group) post(failure(req.id, err));
+      const retried = classifySqliteError(err) === "full" && retryWithReserve(group.filter(isRelief));
+      for (const req of group) if (!(retried && isRelief(req))) post(failure(req.id, err));
       return;
     }
-    for (const reply of replies) post(reply);
+    const fullRelief = group.filter((req, i) => isRelief(req) && "failure" in replies[i] && replies[i].failure === "full");
+    const retried = retryWithReserve(fullRelief);
+    for (const [i, reply] of replies.entries()) if (!(retried && fullRelief.includes(group[i]))) post(reply);
   };
 
   port.on("message", (req: WriterRequest) => {

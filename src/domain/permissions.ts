@@ -1,0 +1,24 @@
+import { getOption } from "@bufbuild/protobuf";
+import { AuditService } from "../../gen/autonomy/v1/audit_pb.js";
+import { EventService } from "../../gen/autonomy/v1/events_pb.js";
+import { HealthService } from "../../gen/autonomy/v1/health_pb.js";
+import { NodeService } from "../../gen/autonomy/v1/nodes_pb.js";
+import { permission } from "../../gen/autonomy/v1/options_pb.js";
+import { RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
+import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
+import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
+
+let declared: ReadonlySet<string> | undefined;
+
+/**
+ * Every permission some RPC needs, as the .proto method options declare them: a role can grant
+ * only these (or "*"); anything else is a typo that would grant nothing.
+ */
+export function declaredPermissions(): ReadonlySet<string> {
+  declared ??= new Set(
+    [AuditService, EventService, HealthService, NodeService, RbacService, ReleaseService, RolloutService]
+      .flatMap((s) => s.methods.map((m) => getOption(m, permission)))
+      .filter((p) => p !== "" && p !== "public"),
+  );
+  return declared;
+}
