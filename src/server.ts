@@ -1,7 +1,5 @@
-import { mkdirSync } from "node:fs";
 import http from "node:http";
 import type http2 from "node:http2";
-import path from "node:path";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { MAX_BODY_BYTES } from "./domain/events.js";
@@ -18,15 +16,18 @@ import type { Store } from "./store/store.js";
 import { requestInfoKey, type RequestInfo } from "./transport/context.js";
 import { createErrorInterceptor, createObserveInterceptor } from "./transport/interceptors.js";
 import { listenCleartext, parseListenAddress, type Listener, type ListenAddress } from "./transport/listener.js";
-import { createRestHandler, type NodeRequest, type NodeResponse, type PlainRoute } from "./transport/rest.js";
+import { createRestHandler, createRestResolver, type NodeRequest, type NodeResponse, type PlainRoute } from "./transport/rest.js";
+import { createGate } from "./transport/gate.js";
+import { DEFAULT_LIMITS, validateLimits, type TransportLimits } from "./transport/limits.js";
+import { RateLimiter, type RateLimitSettings } from "./transport/rate-limit.js";
 import { createServices, registerServices } from "./transport/services.js";
-import { readFlagFile, writeFileAtomic } from "./files.js";
+import { readFlagFile } from "./files.js";
 import { loadTlsFiles, watchCrlFile, type TlsFiles } from "./security/crl-watch.js";
 import { syncCrlOnce, type CrlSyncSettings } from "./security/crl-sync.js";
 import type { CheckedCrl } from "./security/pki.js";
 import { listenTls, type TlsListener } from "./transport/tls-listener.js";
-import { Authorizer, newToken, peerIdentity } from "./security/authz.js";
-import { auditRecord } from "./services/audit-record.js";
+import { Authorizer, peerIdentity } from "./security/authz.js";
+import { bootstrapRbac } from "./security/bootstrap.js";
 import { ENFORCEMENT_OFF_WARNING } from "./services/health-service.js";
 
 export interface ServerConfig {
@@ -51,40 +52,18 @@ export interface ServerConfig {
   rbacEnforcement?: boolean;
   /** Also audit every ingested event batch and every stored ack (--audit-data-plane). */
   auditDataPlane?: boolean;
+  /** With --tls-ca-file: "require" a client certificate (the default) or "request" one, letting tokens in. */
+  tlsClientAuth?: "require" | "request";
+  /** Timeouts, connection caps and HTTP/2 session bounds (--http-*, --max-connections*); DEFAULT_LIMITS for what is unset. */
+  limits?: Partial<TransportLimits>;
+  /** Unauthenticated calls per client address (--unauthenticated-rate, --unauthenticated-burst). */
+  unauthenticatedRate?: RateLimitSettings;
 }
 
-/** The one-time admin token written into the data dir on the first start of an empty RBAC store. */
-export const BOOTSTRAP_TOKEN_FILE = "bootstrap-admin-token";
-const BOOTSTRAP_PRINCIPAL = "operator:admin";
-const BOOTSTRAP_TTL_MS = 24 * 3_600_000;
+/** 20 unauthenticated calls a second per client address, 100 at once. */
+export const DEFAULT_UNAUTHENTICATED_RATE: RateLimitSettings = { perSecond: 20, burst: 100 };
 
-/**
- * On an RBAC store with no binding and no token: a token for operator:admin, who gets the
- * admin role, written to the data dir (mode 0600). It expires after 24 hours; use it to give
- * people their roles and tokens, then revoke it.
- */
-async function bootstrapRbac(store: Store, dataDir: string, logger: Logger): Promise<void> {
-  const counts = await store.rbacCounts();
-  if (counts.bindings > 0 || counts.tokens > 0) return;
-  const { token, hash, id } = newToken();
-  const now = Date.now();
-  const who = { actor: "system:bootstrap", source: "server" };
-  await store.assignRole(
-    { principal: BOOTSTRAP_PRINCIPAL, role: "admin", createdAtMs: now },
-    auditRecord(who, { eventName: "rbac.role.assigned", category: "auth", action: "assign", resourceType: "principal", resource: BOOTSTRAP_PRINCIPAL, fields: { role: "admin" }, reason: "bootstrap of an empty RBAC store" }),
-  );
-  await store.createToken(
-    { tokenId: id, tokenHash: hash, principal: BOOTSTRAP_PRINCIPAL, description: "bootstrap admin token", createdAtMs: now, expiresAtMs: now + BOOTSTRAP_TTL_MS, revokedAtMs: null },
-    auditRecord(who, { eventName: "rbac.token.created", category: "auth", action: "create", resourceType: "token", resource: id, fields: { principal: BOOTSTRAP_PRINCIPAL, ttl_hours: 24 }, reason: "bootstrap of an empty RBAC store" }),
-  );
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const file = path.join(dataDir, BOOTSTRAP_TOKEN_FILE);
-  writeFileAtomic(file, `${token}\n`, 0o600);
-  logger.warn(
-    { file, principal: BOOTSTRAP_PRINCIPAL, token_id: id, expires_in: "24h" },
-    "RBAC store was empty: wrote a one-time admin token; use it (autonomy --token-file FILE) to assign roles and create tokens, then revoke it",
-  );
-}
+export { BOOTSTRAP_TOKEN_FILE } from "./security/bootstrap.js";
 
 export const DEFAULT_NODE_STALE_AFTER_MS = 120_000;
 export const DEFAULT_HEARTBEAT_FLUSH_MS = 5_000;
@@ -176,6 +155,30 @@ function metricsRoute(metrics: Metrics): PlainRoute {
 }
 
 /**
+ * Cleanup steps, run last-in first-out: each resource pushes its step once it is open, so a
+ * failed start and a stop undo exactly what was done, in reverse order. A failing step is
+ * logged and the rest still run.
+ */
+class Teardown {
+  private readonly steps: { name: string; run: () => unknown }[] = [];
+  constructor(private readonly logger: Logger) {}
+
+  push(name: string, run: () => unknown): void {
+    this.steps.push({ name, run });
+  }
+
+  async run(): Promise<void> {
+    for (let step = this.steps.pop(); step; step = this.steps.pop()) {
+      try {
+        await step.run();
+      } catch (err) {
+        this.logger.error({ err, step: step.name }, "a cleanup step failed");
+      }
+    }
+  }
+}
+
+/**
  * Opens the store, then serves every service as Connect, gRPC, gRPC-Web and REST on one
  * port, with one log line and one metrics sample per request.
  */
@@ -186,6 +189,8 @@ export async function startServer(
   const { logger } = deps;
   const listenAddress = parseListenAddress(config.listen);
   const metricsAddress = config.metricsAddr ? parseListenAddress(config.metricsAddr) : undefined;
+  const limits: TransportLimits = { ...DEFAULT_LIMITS, ...config.limits };
+  validateLimits(limits);
   const metrics = createMetrics();
   // TLS files first: a bad one stops the start before anything is opened. A CRL synced from
   // other control planes is fetched before the CRL file is read.
@@ -210,97 +215,119 @@ export async function startServer(
         maxDbBytes: config.maxDbBytes,
         onFatal: deps.onFatal,
       });
-
-  metrics.currentCrl = () => crl;
-  const instrumented = instrumentStore(store, metrics);
-  const sightings = new SightingBuffer({
-    store: instrumented,
-    flushIntervalMs: config.heartbeatFlushMs ?? DEFAULT_HEARTBEAT_FLUSH_MS,
-    onFlush: (nodes) => {
-      metrics.sightingFlushes.inc({ outcome: "ok" });
-      metrics.sightingsWritten.inc(nodes);
-    },
-    onFlushError: (err) => {
-      metrics.sightingFlushes.inc({ outcome: "error" });
-      logger.warn({ err: (err as Error).message }, "writing node last-seen times failed; kept for the next flush");
-    },
-  });
-  const fleet = { store: instrumented, sightings, staleAfterMs: config.nodeStaleAfterMs ?? DEFAULT_NODE_STALE_AFTER_MS };
-  metrics.countNodes = () => countLifecycles(fleet);
-  let signer: SpecSigner;
-  const controller = new RolloutController({ ...fleet, metrics, logger });
-  const authorizer = new Authorizer({ store: instrumented, logger, enforced: config.rbacEnforcement !== false });
+  const teardown = new Teardown(logger);
+  teardown.push("store", () => store.close());
   try {
-    signer = SpecSigner.load(config.dataDir);
-    await instrumented.registerSigningKey(signer.row(Date.now()));
-    await controller.start();
+    return await serve();
   } catch (err) {
-    await controller.stop();
-    await sightings.close();
-    await store.close();
+    await teardown.run();
     throw err;
   }
-  if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
-  const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditDataPlane: config.auditDataPlane });
-  const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
-  const infos = new WeakMap<NodeRequest, RequestInfo>();
-  const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
-  const rest = createRestHandler({
-    services,
-    plainRoutes: [metricsRoute(metrics), crlRoute(() => crl)],
-    interceptors,
-    contextValues,
-    maxBodyBytes: MAX_BODY_BYTES,
-  });
-  const rpc = connectNodeAdapter({
-    routes: (router) => registerServices(router, services),
-    interceptors,
-    contextValues: (req) => contextValues(req as NodeRequest),
-    readMaxBytes: MAX_BODY_BYTES,
-    fallback: (req, res) => void rest(req as NodeRequest, res as NodeResponse),
-  });
 
-  const handler = (req: NodeRequest, res: NodeResponse) => {
-    const started = process.hrtime.bigint();
-    if (req.httpVersionMajor === 1) closeIfBodyUnread(req as http.IncomingMessage, res as http.ServerResponse);
-    const info: RequestInfo = { peer: tls ? peerIdentity((req as http2.Http2ServerRequest).stream?.session?.socket ?? req.socket) : undefined };
-    infos.set(req, info);
-    res.once("close", () => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      const route = info.route ?? "unmatched";
-      const method = methodLabel(req.method);
-      metrics.httpRequests.inc({ method, route, status: res.statusCode });
-      metrics.httpDuration.observe({ method, route }, seconds);
-      logger.info(
-        {
-          method: req.method,
-          path: req.url,
-          route,
-          protocol: info.protocol,
-          status: res.statusCode,
-          code: info.code,
-          duration_ms: Math.round(seconds * 1e6) / 1e3,
-        },
-        "request",
-      );
+  async function serve(): Promise<RunningServer> {
+    metrics.currentCrl = () => crl;
+    const instrumented = instrumentStore(store, metrics);
+    const sightings = new SightingBuffer({
+      store: instrumented,
+      flushIntervalMs: config.heartbeatFlushMs ?? DEFAULT_HEARTBEAT_FLUSH_MS,
+      onFlush: (nodes) => {
+        metrics.sightingFlushes.inc({ outcome: "ok" });
+        metrics.sightingsWritten.inc(nodes);
+      },
+      onFlushError: (err) => {
+        metrics.sightingFlushes.inc({ outcome: "error" });
+        logger.warn({ err: (err as Error).message }, "writing node last-seen times failed; kept for the next flush");
+      },
     });
-    rpc(req, res);
-  };
+    teardown.push("heartbeat buffer", () => sightings.close());
+    const fleet = { store: instrumented, sightings, staleAfterMs: config.nodeStaleAfterMs ?? DEFAULT_NODE_STALE_AFTER_MS };
+    metrics.countNodes = () => countLifecycles(fleet);
+    const controller = new RolloutController({ ...fleet, metrics, logger });
+    const authorizer = new Authorizer({ store: instrumented, logger, enforced: config.rbacEnforcement !== false });
+    const signer = SpecSigner.load(config.dataDir);
+    await instrumented.registerSigningKey(signer.row(Date.now()));
+    teardown.push("rollout controller", () => controller.stop());
+    await controller.start();
+    if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
-  let api: Listener | TlsListener | undefined;
-  let metricsServer: Listener | undefined;
-  let crlWatch: { close(): void } | undefined;
-  let syncTimer: NodeJS.Timeout | undefined;
-  try {
-    if (tls) {
-      const tlsApi = await listenTls(listenAddress, handler, tls, {
-        onRefused: (reason) => metrics.tlsRefusals.inc({ reason }),
-        onRevokedClosed: () => metrics.tlsRevokedClosed.inc(),
+    const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditDataPlane: config.auditDataPlane });
+    const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
+    const infos = new WeakMap<NodeRequest, RequestInfo>();
+    const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
+    const onUnexpected = (err: unknown, req: NodeRequest) => logger.error({ err, path: req.url, method: req.method }, "unexpected error outside the interceptors");
+    const rest = createRestHandler({
+      services,
+      plainRoutes: [metricsRoute(metrics), crlRoute(() => crl)],
+      interceptors,
+      contextValues,
+      maxBodyBytes: MAX_BODY_BYTES,
+      onUnexpected,
+    });
+    const rpc = connectNodeAdapter({
+      routes: (router) => registerServices(router, services),
+      interceptors,
+      contextValues: (req) => contextValues(req as NodeRequest),
+      readMaxBytes: MAX_BODY_BYTES,
+      fallback: (req, res) => void rest(req as NodeRequest, res as NodeResponse),
+    });
+    const gated = createGate(
+      {
+        services,
+        resolveRest: createRestResolver(services),
+        checkCredential: (method, peer, header) => authorizer.checkCredential(method, peer, header),
+        infoOf: (req) => infos.get(req) ?? {},
+        limiter: new RateLimiter(config.unauthenticatedRate ?? DEFAULT_UNAUTHENTICATED_RATE),
+        maxBodyBytes: MAX_BODY_BYTES,
+        requestTimeoutMs: limits.requestTimeoutMs,
+        logger,
+      },
+      (req, res) => rpc(req, res),
+    );
+
+    const handler = (req: NodeRequest, res: NodeResponse) => {
+      const started = process.hrtime.bigint();
+      if (req.httpVersionMajor === 1) closeIfBodyUnread(req as http.IncomingMessage, res as http.ServerResponse);
+      const info: RequestInfo = { peer: tls ? peerIdentity((req as http2.Http2ServerRequest).stream?.session?.socket ?? req.socket) : undefined };
+      infos.set(req, info);
+      res.once("close", () => {
+        const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+        const route = info.route ?? "unmatched";
+        const method = methodLabel(req.method);
+        metrics.httpRequests.inc({ method, route, status: res.statusCode });
+        metrics.httpDuration.observe({ method, route }, seconds);
+        logger.info(
+          {
+            method: req.method,
+            path: req.url,
+            route,
+            protocol: info.protocol,
+            status: res.statusCode,
+            code: info.code,
+            duration_ms: Math.round(seconds * 1e6) / 1e3,
+          },
+          "request",
+        );
       });
+      gated(req, res);
+    };
+
+    let api: Listener | TlsListener;
+    if (tls) {
+      const tlsApi = await listenTls(
+        listenAddress,
+        handler,
+        { ...tls, clientAuth: config.tlsClientAuth ?? "require" },
+        {
+          onRefused: (reason) => metrics.tlsRefusals.inc({ reason }),
+          onRevokedClosed: () => metrics.tlsRevokedClosed.inc(),
+        },
+        limits,
+      );
       api = tlsApi;
+      teardown.push("API listener", () => tlsApi.close());
       if (config.tls?.crlFile && crl) {
         const file = config.tls.crlFile;
-        crlWatch = watchCrlFile(file, tls.ca!.toString("utf8"), crl, {
+        const crlWatch = watchCrlFile(file, tls.ca!.toString("utf8"), crl, {
           onGood(next) {
             crl = next;
             const closed = tlsApi.updateCrl(next);
@@ -313,13 +340,17 @@ export async function startServer(
             logger.error({ file, err: err.message }, "CRL file refused; the last good CRL stays in force");
           },
         });
+        teardown.push("CRL watch", () => crlWatch.close());
       }
       if (sync && sync.intervalMs > 0) {
-        syncTimer = setInterval(() => void syncRound().catch((err: Error) => logger.error({ err: err.message }, "CRL sync failed")), sync.intervalMs);
+        const syncTimer = setInterval(() => void syncRound().catch((err: Error) => logger.error({ err }, "CRL sync failed")), sync.intervalMs);
         syncTimer.unref();
+        teardown.push("CRL sync timer", () => clearInterval(syncTimer));
       }
     } else {
-      api = await listenCleartext(listenAddress, handler);
+      const cleartext = await listenCleartext(listenAddress, handler, limits);
+      api = cleartext;
+      teardown.push("API listener", () => cleartext.close());
       if (!isLoopback(listenAddress.host)) {
         logger.warn(
           { listen: config.listen },
@@ -327,6 +358,7 @@ export async function startServer(
         );
       }
     }
+    let metricsServer: Listener | undefined;
     if (metricsAddress) {
       const onlyMetrics = createRestHandler({
         services: [],
@@ -334,36 +366,23 @@ export async function startServer(
         interceptors: [],
         contextValues,
         maxBodyBytes: 0,
+        onUnexpected,
       });
-      metricsServer = await listenCleartext(metricsAddress, (req, res) => void onlyMetrics(req, res));
+      const server = await listenCleartext(metricsAddress, (req, res) => void onlyMetrics(req, res), limits);
+      metricsServer = server;
+      teardown.push("metrics listener", () => server.close());
     }
     // With enforcement off nobody needs a credential; the token is made at the first enforced start.
     if (authorizer.enforced) await bootstrapRbac(instrumented, config.dataDir, logger);
-  } catch (err) {
-    clearInterval(syncTimer);
-    crlWatch?.close();
-    await api?.close();
-    await controller.stop();
-    await sightings.close();
-    await store.close();
-    throw err;
-  }
-  const apiListener = api;
 
-  return {
-    address: apiListener.address,
-    url: urlOf(apiListener.address, tls !== undefined),
-    metricsAddress: metricsServer?.address,
-    metrics,
-    store,
-    rollouts: controller,
-    async close() {
-      clearInterval(syncTimer);
-      crlWatch?.close();
-      await Promise.all([apiListener.close(), metricsServer?.close()]);
-      await controller.stop();
-      await sightings.close();
-      await store.close();
-    },
-  };
+    return {
+      address: api.address,
+      url: urlOf(api.address, tls !== undefined),
+      metricsAddress: metricsServer?.address,
+      metrics,
+      store,
+      rollouts: controller,
+      close: () => teardown.run(),
+    };
+  }
 }

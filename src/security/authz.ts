@@ -162,6 +162,28 @@ export class Authorizer {
     };
   }
 
+  /**
+   * Authentication from the headers alone, so the transport can answer before it reads a body:
+   * undefined when the call may go on to the interceptor (a public RPC, enforcement off, or a
+   * credential that names a principal), else the `unauthenticated` error the interceptor would
+   * raise, with the same audit record.
+   */
+  async checkCredential(method: DescMethod, peer: PeerIdentity | undefined, header: Headers): Promise<ConnectError | undefined> {
+    const needed = getOption(method, permissionOption);
+    if (!this.deps.enforced || !needed || needed === "public") return undefined;
+    let principal: Principal;
+    try {
+      principal = await this.principalOf(peer, header.get("authorization"));
+    } catch (err) {
+      if (err instanceof ConnectError) return err;
+      throw err;
+    }
+    if (principal.kind !== "anonymous") return undefined;
+    const rpc = `${method.parent.typeName}/${method.name}`;
+    await this.recordDenial(principal, rpc, "no credentials", header.get(OPERATOR_HEADER));
+    return new ConnectError(`${rpc} needs ${needed}: present a client certificate or a bearer token (Authorization: Bearer ...)`, Code.Unauthenticated);
+  }
+
   private async recordDenial(p: Principal, rpc: string, reason: string, claimed: string | null): Promise<void> {
     const record = auditRecord(
       { actor: p.kind === "anonymous" ? (claimed ? `anonymous (claims ${claimed})` : "anonymous") : principalId(p), source: "api" },
