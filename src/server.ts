@@ -1,7 +1,9 @@
 import http from "node:http";
 import type http2 from "node:http2";
+import { getOption } from "@bufbuild/protobuf";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { permission } from "../gen/autonomy/v1/options_pb.js";
 import { MAX_BODY_BYTES } from "./domain/events.js";
 import type { Logger } from "./observability/logger.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
@@ -274,6 +276,7 @@ export async function startServer(
       {
         services,
         resolveRest: createRestResolver(services),
+        isOpen: (method) => !authorizer.enforced || getOption(method, permission) === "public",
         checkCredential: (method, peer, header) => authorizer.checkCredential(method, peer, header),
         infoOf: (req) => infos.get(req) ?? {},
         limiter: new RateLimiter(config.unauthenticatedRate ?? DEFAULT_UNAUTHENTICATED_RATE),

@@ -35,6 +35,8 @@ export const LARGE_BODY_BYTES = 1024 * 1024;
 export interface GateOptions {
   services: readonly ServiceEntry[];
   resolveRest: RestResolver;
+  /** True for an RPC anyone may call (a "public" permission, or RBAC enforcement off): never throttled. */
+  isOpen(method: DescMethod): boolean;
   /** Authentication from the headers (src/security/authz.ts `checkCredential`). */
   checkCredential(method: DescMethod, peer: PeerIdentity | undefined, header: Headers): Promise<ConnectError | undefined>;
   /** The request's log and metrics record (its verified client certificate included). */
@@ -225,6 +227,7 @@ export function createGate(opts: GateOptions, next: RequestHandler): RequestHand
     const info = opts.infoOf(req);
     const header = headersOf(req);
     const address = clientAddress(req);
+    if (opts.isOpen(method)) return passBody(req, res, protocol, method, contentType, header);
     const wait = info.peer ? 0 : opts.limiter.retryAfter(address);
     if (wait > 0) {
       throw new ConnectError(`too many unauthenticated requests from ${address}; retry in ${wait}s`, Code.ResourceExhausted, new Headers({ "retry-after": String(wait) }));
@@ -234,6 +237,10 @@ export function createGate(opts: GateOptions, next: RequestHandler): RequestHand
       opts.limiter.take(address);
       throw denied;
     }
+    return passBody(req, res, protocol, method, contentType, header);
+  }
+
+  async function passBody(req: NodeRequest, res: NodeResponse, protocol: Protocol, method: DescMethod, contentType: string, header: Headers): Promise<void> {
     const hasBody = req.method !== "GET" && req.method !== "HEAD" && req.method !== "DELETE";
     if (hasBody) {
       let release: (() => void) | undefined;
@@ -263,9 +270,14 @@ export function createGate(opts: GateOptions, next: RequestHandler): RequestHand
       return;
     }
     const protocol: Protocol = rpcMethod ? protocolOf(contentType) : "rest";
-    handle(req, res, protocol, method, contentType).catch((err: unknown) => {
+    const start = async () => {
+      // Connect needs the authority to build the request URL; HTTP/1.0 may leave it out.
+      if (!("stream" in req ? req.authority : req.headers.host)) throw new ValidationError("host", "required: the request names no Host");
+      await handle(req, res, protocol, method, contentType);
+    };
+    start().catch((err: unknown) => {
       let connectErr = toConnect(err);
-      if (!connectErr) {
+      if (!connectErr || connectErr.code === Code.Internal) {
         opts.logger.error({ err, path: pathname, method: req.method }, "request failed before the interceptors");
         connectErr = new ConnectError("internal error", Code.Internal, undefined, undefined, err);
       }

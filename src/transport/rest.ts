@@ -260,10 +260,15 @@ export function createRestHandler(opts: RestHandlerOptions): (req: NodeRequest, 
   ];
 
   return async function handleRest(req, res) {
-    const url = new URL(req.url ?? "/", "http://localhost");
     const contextValues = opts.contextValues(req);
     const info = contextValues.get(requestInfoKey);
     try {
+      let url: URL;
+      try {
+        url = new URL(req.url ?? "/", "http://localhost");
+      } catch {
+        throw new ValidationError("path", "not a valid request target");
+      }
       const { best, allowed } = matchRoute(routes, req.method, url.pathname);
       if (!best) {
         if (info) info.route = allowed.size > 0 ? "method_not_allowed" : "not_found";
