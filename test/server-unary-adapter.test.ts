@@ -28,7 +28,7 @@ describe("the unary adapter over Connect's invokeUnaryImplementation", () => {
       ctx.responseHeader.set("x-impl", "1");
       ctx.responseTrailer.set("x-trailer", "2");
       return { status: "ok" };
-    }) as UnaryImplSpec;
+    }) as UnaryImplSpec<typeof CheckRequestSchema, typeof CheckResponseSchema>;
     const interceptor = (name: string): Interceptor => (next) => async (req) => {
       calls.push(`${name} before ${req.method.name}`);
       const res = await next(req);
