@@ -298,7 +298,8 @@ export async function startServer(
         const method = methodLabel(req.method);
         metrics.httpRequests.inc({ method, route, status: res.statusCode });
         metrics.httpDuration.observe({ method, route }, seconds);
-        logger.info(
+        // Throttled answers come in floods: counted like the rest, logged at debug level only.
+        logger[res.statusCode === 429 ? "debug" : "info"](
           {
             method: req.method,
             path: req.url,

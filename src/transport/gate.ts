@@ -14,6 +14,7 @@
  * Answers are written in the protocol of the request (REST and Connect unary JSON, gRPC and
  * gRPC-Web trailers-only, Connect streaming end-of-stream), as Connect itself would write them.
  */
+import http2 from "node:http2";
 import os from "node:os";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -97,10 +98,17 @@ class Permits {
 const percentEncode = (s: string) => s.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => encodeURIComponent(c));
 
 /** Writes `err` as the protocol of the request answers errors. */
-export function writeError(res: NodeResponse, protocol: Protocol, contentType: string, err: ConnectError): void {
+export function writeError(req: NodeRequest, res: NodeResponse, protocol: Protocol, contentType: string, err: ConnectError): void {
   if (res.headersSent) {
     res.destroy();
     return;
+  }
+  // HTTP/2: an answer given before the body was read ends the stream (RST_STREAM NO_ERROR,
+  // after the answer), so the client stops sending; HTTP/1.1 closes the connection instead.
+  if ("stream" in req) {
+    res.once("finish", () => {
+      if (!req.complete && !req.stream.destroyed) req.stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    });
   }
   const extra: Record<string, string> = {};
   err.metadata.forEach((value, key) => (extra[key] = value));
@@ -228,15 +236,20 @@ export function createGate(opts: GateOptions, next: RequestHandler): RequestHand
     const header = headersOf(req);
     const address = clientAddress(req);
     if (opts.isOpen(method)) return passBody(req, res, protocol, method, contentType, header);
-    const wait = info.peer ? 0 : opts.limiter.retryAfter(address);
-    if (wait > 0) {
-      throw new ConnectError(`too many unauthenticated requests from ${address}; retry in ${wait}s`, Code.ResourceExhausted, new Headers({ "retry-after": String(wait) }));
+    // A verified client certificate is never throttled. Anything else takes a token before
+    // its credential is checked, so concurrent calls cannot all pass on the same last token,
+    // and gets it back when the credential holds.
+    const throttled = !info.peer;
+    if (throttled) {
+      const wait = opts.limiter.retryAfter(address);
+      if (wait > 0) {
+        throw new ConnectError(`too many unauthenticated requests from ${address}; retry in ${wait}s`, Code.ResourceExhausted, new Headers({ "retry-after": String(wait) }));
+      }
+      opts.limiter.take(address);
     }
     const denied = await opts.checkCredential(method, info.peer, header);
-    if (denied) {
-      opts.limiter.take(address);
-      throw denied;
-    }
+    if (denied) throw denied;
+    if (throttled) opts.limiter.refund(address);
     return passBody(req, res, protocol, method, contentType, header);
   }
 
@@ -285,7 +298,7 @@ export function createGate(opts: GateOptions, next: RequestHandler): RequestHand
       info.route ??= rpcMethod ? `${method.parent.typeName}/${method.name}` : rest?.route;
       info.protocol ??= protocol === "connect-stream" ? "connect" : protocol;
       info.code = codeToString(connectErr.code);
-      writeError(res, protocol, contentType, connectErr);
+      writeError(req, res, protocol, contentType, connectErr);
     });
   };
 }
