@@ -10,10 +10,11 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import tls from "node:tls";
-import { fromJson, toBinary } from "@bufbuild/protobuf";
+import { gzipSync } from "node:zlib";
+import { fromBinary, fromJson, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createOrchestratorClients, IngestEventsRequestSchema } from "../clients/index.js";
+import { createOrchestratorClients, IngestEventsRequestSchema, IngestEventsResponseSchema } from "../clients/index.js";
 import { BOOTSTRAP_TOKEN_FILE } from "../src/security/bootstrap.js";
 import { CA_CERT, initCa, issueCert, type IssuedCert } from "../src/security/ca.js";
 import { ORCHESTRATOR_BIN, runProgram, startChildServer, type ChildServer } from "./helpers/child.js";
@@ -344,6 +345,27 @@ describe("malformed input is 400, not 500", () => {
       expect((g.trailers["grpc-status"] ?? g.headers["grpc-status"])).toBe(String(Code.InvalidArgument));
       const truncated = await h2Request(session, { ":method": "POST", ":path": "/autonomy.v1.EventService/IngestEvents", "content-type": "application/proto" }, deepRequest().subarray(0, 40));
       expect([truncated.status, JSON.parse(truncated.body.toString()).code]).toEqual([400, "invalid_argument"]);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("checks compressed bodies too: gzip Connect and gRPC, deep ones refused, good ones served", async () => {
+    const session = http2.connect(server.url);
+    try {
+      const ingest = { ":method": "POST", ":path": "/autonomy.v1.EventService/IngestEvents" };
+      const deep = await h2Request(session, { ...ingest, "content-type": "application/proto", "content-encoding": "gzip" }, gzipSync(deepRequest()));
+      expect([deep.status, JSON.parse(deep.body.toString()).message]).toEqual([400, "request body: nested deeper than 100 levels"]);
+      const deepGrpc = await h2Request(session, { ...ingest, "content-type": "application/grpc", "grpc-encoding": "gzip", te: "trailers" }, frame(1, gzipSync(deepRequest())));
+      expect(deepGrpc.trailers["grpc-status"] ?? deepGrpc.headers["grpc-status"]).toBe(String(Code.InvalidArgument));
+      const good = Buffer.from(
+        toBinary(IngestEventsRequestSchema, fromJson(IngestEventsRequestSchema, { events: [{ eventId: "gz-1", eventType: "t", nodeId: "n", timestamp: "2026-11-22T10:00:00Z" }] })),
+      );
+      const ok = await h2Request(session, { ...ingest, "content-type": "application/grpc", "grpc-encoding": "gzip", te: "trailers" }, frame(1, gzipSync(good)));
+      expect(ok.trailers["grpc-status"]).toBe("0");
+      expect(fromBinary(IngestEventsResponseSchema, ok.body.subarray(5)).inserted).toBe(1);
+      const okConnect = await h2Request(session, { ...ingest, "content-type": "application/proto", "content-encoding": "gzip" }, gzipSync(good));
+      expect([okConnect.status, fromBinary(IngestEventsResponseSchema, okConnect.body).deduped]).toEqual([200, 1]);
     } finally {
       session.close();
     }

@@ -16,13 +16,15 @@
  */
 import http2 from "node:http2";
 import os from "node:os";
+import { promisify } from "node:util";
+import zlib from "node:zlib";
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
 import { PayloadTooLargeError, ValidationError } from "../domain/errors.js";
 import type { Logger } from "../observability/logger.js";
 import type { PeerIdentity } from "../security/authz.js";
-import { checkJsonDepth, checkProtoMessage, envelopesOf } from "./body-checks.js";
+import { checkJsonDepth, checkProtoMessage, envelopesOf, type Envelope } from "./body-checks.js";
 import type { RequestInfo } from "./context.js";
 import { domainToConnectError, RequestTimeoutError, restErrorBody, restStatus } from "./errors.js";
 import type { RequestHandler } from "./listener.js";
@@ -198,29 +200,81 @@ function replay(req: NodeRequest, body: Buffer): void {
   });
 }
 
-/** The checks of a body before its parser sees it. */
-function checkBody(protocol: Protocol, contentType: string, header: Headers, method: DescMethod, body: Buffer): void {
-  if (protocol === "rest") return checkJsonDepth(body);
-  const json = contentType.includes("json");
-  if (protocol === "connect") {
-    if ((header.get("content-encoding") ?? "identity") !== "identity") return; // Connect decompresses within its limit
-    if (json) checkJsonDepth(body);
-    else checkProtoMessage(method.input, body);
-    return;
+const DECOMPRESS: Record<string, (data: Buffer, options: zlib.ZlibOptions) => Promise<Buffer>> = {
+  gzip: promisify(zlib.gunzip),
+  br: promisify(zlib.brotliDecompress),
+};
+
+/** Decompresses within `limit` bytes; undefined for an encoding this server does not take (Connect answers those). */
+async function decompress(encoding: string, data: Buffer, limit: number): Promise<Buffer | undefined> {
+  const fn = DECOMPRESS[encoding];
+  if (!fn) return undefined;
+  try {
+    return await fn(data, { maxOutputLength: limit });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") throw new PayloadTooLargeError(`request body: larger than ${limit} bytes once decompressed`);
+    throw new ValidationError("", `request body: not valid ${encoding}`);
   }
-  const encoding = header.get(protocol === "connect-stream" ? "connect-content-encoding" : "grpc-encoding") ?? "identity";
-  for (const envelope of envelopesOf(body)) {
-    if (envelope.flags & 0b1) {
-      if (encoding === "identity") {
-        throw new ValidationError("", `request body: a message frame is flagged compressed but the request names no ${protocol === "connect-stream" ? "connect-content-encoding" : "grpc-encoding"}`);
-      }
+}
+
+function envelope(flags: number, data: Uint8Array): Buffer {
+  const out = Buffer.alloc(5 + data.length);
+  out[0] = flags;
+  out.writeUInt32BE(data.length, 1);
+  out.set(data, 5);
+  return out;
+}
+
+/**
+ * The checks of a body before its parser sees it; returns the body the parser is to read.
+ * Compressed bodies and frames are decompressed here (within the body limit), checked, and
+ * passed on decompressed, so that the parser never meets bytes that were not checked.
+ */
+async function checkBody(req: NodeRequest, protocol: Protocol, contentType: string, header: Headers, method: DescMethod, body: Buffer, limit: number): Promise<Buffer> {
+  const check = (bytes: Uint8Array) => (contentType.includes("json") || protocol === "rest" ? checkJsonDepth(bytes) : checkProtoMessage(method.input, bytes));
+  if (protocol === "rest") {
+    check(body);
+    return body;
+  }
+  if (protocol === "connect") {
+    const encoding = header.get("content-encoding") ?? "identity";
+    if (encoding === "identity") {
+      check(body);
+      return body;
+    }
+    const plain = await decompress(encoding, body, limit);
+    if (!plain) return body;
+    check(plain);
+    delete req.headers["content-encoding"];
+    delete req.headers["content-length"];
+    return plain;
+  }
+  const encodingHeader = protocol === "connect-stream" ? "connect-content-encoding" : "grpc-encoding";
+  const encoding = header.get(encodingHeader) ?? "identity";
+  const envelopes = envelopesOf(body);
+  const data = (e: Envelope) => body.subarray(e.start, e.end);
+  const isEnd = (e: Envelope) => protocol === "connect-stream" && (e.flags & 0b10) !== 0;
+  const compressed = envelopes.some((e) => !isEnd(e) && e.flags & 0b1);
+  if (compressed && encoding === "identity") {
+    throw new ValidationError("", `request body: a message frame is flagged compressed but the request names no ${encodingHeader}`);
+  }
+  if (!compressed) {
+    for (const e of envelopes) if (!isEnd(e)) check(data(e));
+    return body;
+  }
+  const frames: Buffer[] = [];
+  for (const e of envelopes) {
+    if (isEnd(e) || !(e.flags & 0b1)) {
+      if (!isEnd(e)) check(data(e));
+      frames.push(envelope(e.flags, data(e)));
       continue;
     }
-    if (protocol === "connect-stream" && envelope.flags & 0b10) continue;
-    const bytes = body.subarray(envelope.start, envelope.end);
-    if (json) checkJsonDepth(bytes);
-    else checkProtoMessage(method.input, bytes);
+    const plain = await decompress(encoding, data(e), limit);
+    if (!plain) return body;
+    check(plain);
+    frames.push(envelope(e.flags & ~0b1, plain));
   }
+  return Buffer.concat(frames);
 }
 
 /** Wraps the RPC handler with the gate. */
@@ -266,8 +320,7 @@ export function createGate(opts: GateOptions, next: RequestHandler): RequestHand
         if (closed) r();
         else release = r;
       });
-      checkBody(protocol, contentType, header, method, body);
-      replay(req, body);
+      replay(req, await checkBody(req, protocol, contentType, header, method, body, opts.maxBodyBytes));
     }
     next(req, res);
   }
