@@ -32,6 +32,16 @@ import type { RateLimiter } from "./rate-limit.js";
 import type { NodeRequest, NodeResponse, RestResolver } from "./rest.js";
 import type { ServiceEntry } from "./services.js";
 
+/** How long a throttled call waits for its 429. */
+export const THROTTLE_HOLD_MS = 1000;
+
+/** An address that used up its unauthenticated calls: `resource_exhausted` with Retry-After. */
+class ThrottledError extends ConnectError {
+  constructor(address: string, retryAfterSeconds: number) {
+    super(`too many unauthenticated requests from ${address}; retry in ${retryAfterSeconds}s`, Code.ResourceExhausted, new Headers({ "retry-after": String(retryAfterSeconds) }));
+  }
+}
+
 /** Bodies above this size count against the large-body permits. */
 export const LARGE_BODY_BYTES = 1024 * 1024;
 
@@ -77,6 +87,22 @@ export function headersOf(req: NodeRequest): Headers {
 export function clientAddress(req: NodeRequest): string {
   const socket = "stream" in req ? req.stream.session?.socket : req.socket;
   return socket?.remoteAddress ?? "unknown";
+}
+
+/**
+ * The throttling key of an address: IPv4 addresses (also IPv4-mapped) as they are, IPv6 by
+ * their /64, which one host can fill with addresses at will.
+ */
+export function throttleKey(address: string): string {
+  if (!address.includes(":") || address.startsWith("::ffff:")) return address;
+  const [head, tail = ""] = address.split("::");
+  const groups = head.split(":").filter(Boolean);
+  if (groups.length < 4) {
+    const rest = tail.split(":").filter(Boolean);
+    const zeros = 8 - groups.length - rest.length;
+    groups.push(...Array(Math.max(0, zeros)).fill("0"), ...rest);
+  }
+  return `${groups.slice(0, 4).join(":")}::/64`;
 }
 
 /** A counting semaphore: `acquire` resolves with a release function once a permit is free. */
@@ -288,22 +314,25 @@ export function createGate(opts: GateOptions, next: RequestHandler): RequestHand
   async function handle(req: NodeRequest, res: NodeResponse, protocol: Protocol, method: DescMethod, contentType: string): Promise<void> {
     const info = opts.infoOf(req);
     const header = headersOf(req);
-    const address = clientAddress(req);
+    const address = throttleKey(clientAddress(req));
     if (opts.isOpen(method)) return passBody(req, res, protocol, method, contentType, header);
-    // A verified client certificate is never throttled. Anything else takes a token before
-    // its credential is checked, so concurrent calls cannot all pass on the same last token,
-    // and gets it back when the credential holds.
-    const throttled = !info.peer;
-    if (throttled) {
+    // A verified client certificate is never throttled. A call with no credential at all is
+    // refused for sure: it takes its token before the (audited) refusal, so that concurrent
+    // ones cannot all pass on the same last token. A bearer token is looked up first and
+    // takes a token only when it fails.
+    if (!info.peer) {
       const wait = opts.limiter.retryAfter(address);
       if (wait > 0) {
-        throw new ConnectError(`too many unauthenticated requests from ${address}; retry in ${wait}s`, Code.ResourceExhausted, new Headers({ "retry-after": String(wait) }));
+        throw new ThrottledError(address, wait);
       }
-      opts.limiter.take(address);
     }
+    const bare = !info.peer && !header.has("authorization");
+    if (bare) opts.limiter.take(address);
     const denied = await opts.checkCredential(method, info.peer, header);
-    if (denied) throw denied;
-    if (throttled) opts.limiter.refund(address);
+    if (denied) {
+      if (!bare && !info.peer) opts.limiter.take(address);
+      throw denied;
+    }
     return passBody(req, res, protocol, method, contentType, header);
   }
 
@@ -351,7 +380,17 @@ export function createGate(opts: GateOptions, next: RequestHandler): RequestHand
       info.route ??= rpcMethod ? `${method.parent.typeName}/${method.name}` : rest?.route;
       info.protocol ??= protocol === "connect-stream" ? "connect" : protocol;
       info.code = codeToString(connectErr.code);
-      writeError(req, res, protocol, contentType, connectErr);
+      const answer = connectErr;
+      if (err instanceof ThrottledError) {
+        // Held before it is sent: a client that ignores Retry-After gets one answer per open
+        // stream (HTTP/2) or connection (HTTP/1.1) a second, however fast it asks.
+        const hold = setTimeout(() => {
+          if (!res.writableEnded && !res.destroyed) writeError(req, res, protocol, contentType, answer);
+        }, THROTTLE_HOLD_MS);
+        res.once("close", () => clearTimeout(hold));
+        return;
+      }
+      writeError(req, res, protocol, contentType, answer);
     });
   };
 }

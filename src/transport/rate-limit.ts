@@ -55,12 +55,6 @@ export class RateLimiter {
     bucket.tokens = Math.max(0, bucket.tokens - 1);
   }
 
-  /** Gives back a token taken for a call that turned out to be authenticated. */
-  refund(key: string): void {
-    const bucket = this.enabled ? this.level(key) : undefined;
-    if (bucket) bucket.tokens = Math.min(this.settings.burst, bucket.tokens + 1);
-  }
-
   private forgetOldest(): void {
     // Map keeps insertion order: drop the first tenth, which are the longest tracked.
     let n = Math.ceil(this.maxKeys / 10);
