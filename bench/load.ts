@@ -28,6 +28,10 @@ export interface IngestSpec {
   batches: number;
   concurrency: number;
   tls?: TlsFilesSpec;
+  /** A bearer token sent with every batch (servers with RBAC enforced). */
+  token?: string;
+  /** Number of the first batch, so that runs against one store send new events. */
+  firstBatch?: number;
 }
 export interface QuerySpec {
   kind: "query";
@@ -98,10 +102,13 @@ async function ingest(spec: IngestSpec): Promise<IngestResult> {
     ":path": path,
     "content-type": spec.mode === "rest" ? "application/json" : spec.mode === "connect" ? "application/proto" : "application/grpc",
     ...(spec.mode === "grpc" ? { te: "trailers" } : {}),
+    ...(spec.token ? { authorization: `Bearer ${spec.token}` } : {}),
   };
-  const bodies = Array.from({ length: spec.batches }, (_, b) =>
-    spec.mode === "rest" ? restBody(b) : spec.mode === "connect" ? protoBody(b) : grpcFrame(protoBody(b)),
-  );
+  const first = spec.firstBatch ?? 0;
+  const bodies = Array.from({ length: spec.batches }, (_, i) => {
+    const b = first + i;
+    return spec.mode === "rest" ? restBody(b) : spec.mode === "connect" ? protoBody(b) : grpcFrame(protoBody(b));
+  });
   const session = http2.connect(spec.url, { settings: { initialWindowSize: 1 << 20 }, ...connectOptions(spec.tls) });
   session.on("error", () => {});
   let next = 0;

@@ -75,8 +75,12 @@ const ORCHESTRATOR = path.join(dist, "src", "cli", "orchestrator", "main.js");
  */
 const BENCH_ENV = { AUTONOMY_RBAC_ENFORCEMENT: "0" };
 
-/** `autonomy-orchestrator serve` on port 0, run through its #! line as users run it; ready once it logs "serving". */
-export async function startOrchestrator(dataDir: string, extraArgs: string[] = []): Promise<Child & { url: string }> {
+/**
+ * `autonomy-orchestrator serve` on port 0, run through its #! line as users run it; ready once it
+ * logs "serving". `env` overrides the environment (AUTONOMY_RBAC_ENFORCEMENT=1 for a server that
+ * checks credentials).
+ */
+export async function startOrchestrator(dataDir: string, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Child & { url: string }> {
   const args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...extraArgs];
   const child = await spawnUntil(ORCHESTRATOR, args, (line) => {
     try {
@@ -85,7 +89,7 @@ export async function startOrchestrator(dataDir: string, extraArgs: string[] = [
     } catch {
       return undefined;
     }
-  }, true, BENCH_ENV);
+  }, true, { ...BENCH_ENV, ...env });
   return { ...child, url: child.ready };
 }
 

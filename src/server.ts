@@ -1,8 +1,10 @@
-import path from "node:path";
 import http from "node:http";
+import path from "node:path";
 import type http2 from "node:http2";
+import { getOption } from "@bufbuild/protobuf";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { permission } from "../gen/autonomy/v1/options_pb.js";
 import { MAX_BODY_BYTES } from "./domain/events.js";
 import type { Logger } from "./observability/logger.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
@@ -17,7 +19,10 @@ import type { Store } from "./store/store.js";
 import { requestInfoKey, type RequestInfo } from "./transport/context.js";
 import { createErrorInterceptor, createObserveInterceptor } from "./transport/interceptors.js";
 import { listenCleartext, parseListenAddress, type Listener, type ListenAddress } from "./transport/listener.js";
-import { createRestHandler, type NodeRequest, type NodeResponse, type PlainRoute } from "./transport/rest.js";
+import { createRestHandler, createRestResolver, type NodeRequest, type NodeResponse, type PlainRoute } from "./transport/rest.js";
+import { createGate } from "./transport/gate.js";
+import { DEFAULT_LIMITS, validateLimits, type TransportLimits } from "./transport/limits.js";
+import { RateLimiter, type RateLimitSettings } from "./transport/rate-limit.js";
 import { createServices, registerServices } from "./transport/services.js";
 import { readFlagFile } from "./files.js";
 import { loadTlsFiles, watchCrlFile, type TlsFiles } from "./security/crl-watch.js";
@@ -53,7 +58,16 @@ export interface ServerConfig {
   auditDataPlane?: boolean;
   /** How often a signed checkpoint of the audit chain is written when it grew (--audit-checkpoint-interval); 5 minutes when unset, 0 only at start and after prunes. */
   auditCheckpointIntervalMs?: number;
+  /** With --tls-ca-file: "require" a client certificate (the default) or "request" one, letting tokens in. */
+  tlsClientAuth?: "require" | "request";
+  /** Timeouts, connection caps and HTTP/2 session bounds (--http-*, --max-connections*); DEFAULT_LIMITS for what is unset. */
+  limits?: Partial<TransportLimits>;
+  /** Unauthenticated calls per client address (--unauthenticated-rate, --unauthenticated-burst). */
+  unauthenticatedRate?: RateLimitSettings;
 }
+
+/** 20 unauthenticated calls a second per client address, 100 at once. */
+export const DEFAULT_UNAUTHENTICATED_RATE: RateLimitSettings = { perSecond: 20, burst: 100 };
 
 export { BOOTSTRAP_TOKEN_FILE } from "./security/bootstrap.js";
 
@@ -147,6 +161,30 @@ function metricsRoute(metrics: Metrics): PlainRoute {
 }
 
 /**
+ * Cleanup steps, run last-in first-out: each resource pushes its step once it is open, so a
+ * failed start and a stop undo exactly what was done, in reverse order. A failing step is
+ * logged and the rest still run.
+ */
+class Teardown {
+  private readonly steps: { name: string; run: () => unknown }[] = [];
+  constructor(private readonly logger: Logger) {}
+
+  push(name: string, run: () => unknown): void {
+    this.steps.push({ name, run });
+  }
+
+  async run(): Promise<void> {
+    for (let step = this.steps.pop(); step; step = this.steps.pop()) {
+      try {
+        await step.run();
+      } catch (err) {
+        this.logger.error({ err, step: step.name }, "a cleanup step failed");
+      }
+    }
+  }
+}
+
+/**
  * Opens the store, then serves every service as Connect, gRPC, gRPC-Web and REST on one
  * port, with one log line and one metrics sample per request.
  */
@@ -157,6 +195,8 @@ export async function startServer(
   const { logger } = deps;
   const listenAddress = parseListenAddress(config.listen);
   const metricsAddress = config.metricsAddr ? parseListenAddress(config.metricsAddr) : undefined;
+  const limits: TransportLimits = { ...DEFAULT_LIMITS, ...config.limits };
+  validateLimits(limits);
   const metrics = createMetrics();
   // TLS files first: a bad one stops the start before anything is opened. A CRL synced from
   // other control planes is fetched before the CRL file is read.
@@ -181,100 +221,134 @@ export async function startServer(
         maxDbBytes: config.maxDbBytes,
         onFatal: deps.onFatal,
       });
-
-  metrics.currentCrl = () => crl;
-  const instrumented = instrumentStore(store, metrics);
-  const sightings = new SightingBuffer({
-    store: instrumented,
-    flushIntervalMs: config.heartbeatFlushMs ?? DEFAULT_HEARTBEAT_FLUSH_MS,
-    onFlush: (nodes) => {
-      metrics.sightingFlushes.inc({ outcome: "ok" });
-      metrics.sightingsWritten.inc(nodes);
-    },
-    onFlushError: (err) => {
-      metrics.sightingFlushes.inc({ outcome: "error" });
-      logger.warn({ err: (err as Error).message }, "writing node last-seen times failed; kept for the next flush");
-    },
-  });
-  const fleet = { store: instrumented, sightings, staleAfterMs: config.nodeStaleAfterMs ?? DEFAULT_NODE_STALE_AFTER_MS };
-  metrics.countNodes = () => countLifecycles(fleet);
-  let signer: SpecSigner;
-  let auditCheckpoints: AuditCheckpoints;
-  const controller = new RolloutController({ ...fleet, metrics, logger });
-  const authorizer = new Authorizer({ store: instrumented, logger, enforced: config.rbacEnforcement !== false, registry: metrics.registry });
+  const teardown = new Teardown(logger);
+  teardown.push("store", () => store.close());
   try {
-    signer = SpecSigner.load(config.dataDir);
-    await instrumented.registerSigningKey(signer.row(Date.now()));
-    auditCheckpoints = new AuditCheckpoints({ store: instrumented, signer, file: path.join(config.dataDir, CHECKPOINT_FILE), logger, intervalMs: config.auditCheckpointIntervalMs });
-    await auditCheckpoints.start();
-    await controller.start();
+    return await serve();
   } catch (err) {
-    await controller.stop();
-    await sightings.close();
-    await store.close();
+    await teardown.run();
     throw err;
   }
-  if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
-  const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane });
-  const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
-  const infos = new WeakMap<NodeRequest, RequestInfo>();
-  const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
-  const rest = createRestHandler({
-    services,
-    plainRoutes: [metricsRoute(metrics), crlRoute(() => crl)],
-    interceptors,
-    contextValues,
-    maxBodyBytes: MAX_BODY_BYTES,
-  });
-  const rpc = connectNodeAdapter({
-    routes: (router) => registerServices(router, services),
-    interceptors,
-    contextValues: (req) => contextValues(req as NodeRequest),
-    readMaxBytes: MAX_BODY_BYTES,
-    fallback: (req, res) => void rest(req as NodeRequest, res as NodeResponse),
-  });
 
-  const handler = (req: NodeRequest, res: NodeResponse) => {
-    const started = process.hrtime.bigint();
-    if (req.httpVersionMajor === 1) closeIfBodyUnread(req as http.IncomingMessage, res as http.ServerResponse);
-    const info: RequestInfo = { peer: tls ? peerIdentity((req as http2.Http2ServerRequest).stream?.session?.socket ?? req.socket) : undefined, remoteAddress: req.socket?.remoteAddress };
-    infos.set(req, info);
-    res.once("close", () => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      const route = info.route ?? "unmatched";
-      const method = methodLabel(req.method);
-      metrics.httpRequests.inc({ method, route, status: res.statusCode });
-      metrics.httpDuration.observe({ method, route }, seconds);
-      logger.info(
-        {
-          method: req.method,
-          path: req.url,
-          route,
-          protocol: info.protocol,
-          status: res.statusCode,
-          code: info.code,
-          duration_ms: Math.round(seconds * 1e6) / 1e3,
-        },
-        "request",
-      );
+  async function serve(): Promise<RunningServer> {
+    metrics.currentCrl = () => crl;
+    const instrumented = instrumentStore(store, metrics);
+    const sightings = new SightingBuffer({
+      store: instrumented,
+      flushIntervalMs: config.heartbeatFlushMs ?? DEFAULT_HEARTBEAT_FLUSH_MS,
+      onFlush: (nodes) => {
+        metrics.sightingFlushes.inc({ outcome: "ok" });
+        metrics.sightingsWritten.inc(nodes);
+      },
+      onFlushError: (err) => {
+        metrics.sightingFlushes.inc({ outcome: "error" });
+        logger.warn({ err: (err as Error).message }, "writing node last-seen times failed; kept for the next flush");
+      },
     });
-    rpc(req, res);
-  };
+    teardown.push("heartbeat buffer", () => sightings.close());
+    const fleet = { store: instrumented, sightings, staleAfterMs: config.nodeStaleAfterMs ?? DEFAULT_NODE_STALE_AFTER_MS };
+    metrics.countNodes = () => countLifecycles(fleet);
+    const controller = new RolloutController({ ...fleet, metrics, logger });
+    const authorizer = new Authorizer({ store: instrumented, logger, enforced: config.rbacEnforcement !== false, registry: metrics.registry });
+    const signer = SpecSigner.load(config.dataDir);
+    await instrumented.registerSigningKey(signer.row(Date.now()));
+    teardown.push("rollout controller", () => controller.stop());
+    const auditCheckpoints = new AuditCheckpoints({
+      store: instrumented,
+      signer,
+      file: path.join(config.dataDir, CHECKPOINT_FILE),
+      logger,
+      intervalMs: config.auditCheckpointIntervalMs,
+    });
+    teardown.push("audit checkpoints", () => auditCheckpoints.close());
+    await auditCheckpoints.start();
+    teardown.push("refusal records", () => authorizer.close());
+    await controller.start();
+    if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
-  let api: Listener | TlsListener | undefined;
-  let metricsServer: Listener | undefined;
-  let crlWatch: { close(): void } | undefined;
-  let syncTimer: NodeJS.Timeout | undefined;
-  try {
-    if (tls) {
-      const tlsApi = await listenTls(listenAddress, handler, tls, {
-        onRefused: (reason) => metrics.tlsRefusals.inc({ reason }),
-        onRevokedClosed: () => metrics.tlsRevokedClosed.inc(),
+    const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane });
+    const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
+    const infos = new WeakMap<NodeRequest, RequestInfo>();
+    const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
+    const onUnexpected = (err: unknown, req: NodeRequest) => logger.error({ err, path: req.url, method: req.method }, "unexpected error outside the interceptors");
+    const rest = createRestHandler({
+      services,
+      plainRoutes: [metricsRoute(metrics), crlRoute(() => crl)],
+      interceptors,
+      contextValues,
+      maxBodyBytes: MAX_BODY_BYTES,
+      onUnexpected,
+    });
+    const rpc = connectNodeAdapter({
+      routes: (router) => registerServices(router, services),
+      interceptors,
+      contextValues: (req) => contextValues(req as NodeRequest),
+      readMaxBytes: MAX_BODY_BYTES,
+      fallback: (req, res) => void rest(req as NodeRequest, res as NodeResponse),
+    });
+    const gated = createGate(
+      {
+        services,
+        resolveRest: createRestResolver(services),
+        isOpen: (method) => !authorizer.enforced || getOption(method, permission) === "public",
+        checkCredential: (method, peer, header) => authorizer.checkCredential(method, peer, header),
+        infoOf: (req) => infos.get(req) ?? {},
+        limiter: new RateLimiter(config.unauthenticatedRate ?? DEFAULT_UNAUTHENTICATED_RATE),
+        maxBodyBytes: MAX_BODY_BYTES,
+        requestTimeoutMs: limits.requestTimeoutMs,
+        logger,
+      },
+      (req, res) => rpc(req, res),
+    );
+
+    const handler = (req: NodeRequest, res: NodeResponse) => {
+      const started = process.hrtime.bigint();
+      if (req.httpVersionMajor === 1) closeIfBodyUnread(req as http.IncomingMessage, res as http.ServerResponse);
+      const info: RequestInfo = {
+        peer: tls ? peerIdentity((req as http2.Http2ServerRequest).stream?.session?.socket ?? req.socket) : undefined,
+        remoteAddress: req.socket?.remoteAddress,
+      };
+      infos.set(req, info);
+      res.once("close", () => {
+        const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+        const route = info.route ?? "unmatched";
+        const method = methodLabel(req.method);
+        metrics.httpRequests.inc({ method, route, status: res.statusCode });
+        metrics.httpDuration.observe({ method, route }, seconds);
+        // Throttled answers come in floods: counted like the rest, logged at debug level only.
+        logger[res.statusCode === 429 ? "debug" : "info"](
+          {
+            method: req.method,
+            path: req.url,
+            route,
+            protocol: info.protocol,
+            status: res.statusCode,
+            code: info.code,
+            duration_ms: Math.round(seconds * 1e6) / 1e3,
+          },
+          "request",
+        );
       });
+      gated(req, res);
+    };
+
+    let api: Listener | TlsListener;
+    if (tls) {
+      const tlsApi = await listenTls(
+        listenAddress,
+        handler,
+        { ...tls, clientAuth: config.tlsClientAuth ?? "require" },
+        {
+          onRefused: (reason) => metrics.tlsRefusals.inc({ reason }),
+          onRevokedClosed: () => metrics.tlsRevokedClosed.inc(),
+        },
+        limits,
+      );
       api = tlsApi;
+      teardown.push("API listener", () => tlsApi.close());
       if (config.tls?.crlFile && crl) {
         const file = config.tls.crlFile;
-        crlWatch = watchCrlFile(file, tls.ca!.toString("utf8"), crl, {
+        const crlWatch = watchCrlFile(file, tls.ca!.toString("utf8"), crl, {
           onGood(next) {
             crl = next;
             const closed = tlsApi.updateCrl(next);
@@ -287,13 +361,17 @@ export async function startServer(
             logger.error({ file, err: err.message }, "CRL file refused; the last good CRL stays in force");
           },
         });
+        teardown.push("CRL watch", () => crlWatch.close());
       }
       if (sync && sync.intervalMs > 0) {
-        syncTimer = setInterval(() => void syncRound().catch((err: Error) => logger.error({ err: err.message }, "CRL sync failed")), sync.intervalMs);
+        const syncTimer = setInterval(() => void syncRound().catch((err: Error) => logger.error({ err }, "CRL sync failed")), sync.intervalMs);
         syncTimer.unref();
+        teardown.push("CRL sync timer", () => clearInterval(syncTimer));
       }
     } else {
-      api = await listenCleartext(listenAddress, handler);
+      const cleartext = await listenCleartext(listenAddress, handler, limits);
+      api = cleartext;
+      teardown.push("API listener", () => cleartext.close());
       if (!isLoopback(listenAddress.host)) {
         logger.warn(
           { listen: config.listen },
@@ -301,6 +379,7 @@ export async function startServer(
         );
       }
     }
+    let metricsServer: Listener | undefined;
     if (metricsAddress) {
       const onlyMetrics = createRestHandler({
         services: [],
@@ -308,38 +387,23 @@ export async function startServer(
         interceptors: [],
         contextValues,
         maxBodyBytes: 0,
+        onUnexpected,
       });
-      metricsServer = await listenCleartext(metricsAddress, (req, res) => void onlyMetrics(req, res));
+      const server = await listenCleartext(metricsAddress, (req, res) => void onlyMetrics(req, res), limits);
+      metricsServer = server;
+      teardown.push("metrics listener", () => server.close());
     }
     // With enforcement off nobody needs a credential; the token is made at the first enforced start.
     if (authorizer.enforced) await bootstrapRbac(instrumented, config.dataDir, logger);
-  } catch (err) {
-    clearInterval(syncTimer);
-    crlWatch?.close();
-    await api?.close();
-    await controller.stop();
-    await sightings.close();
-    await store.close();
-    throw err;
-  }
-  const apiListener = api;
 
-  return {
-    address: apiListener.address,
-    url: urlOf(apiListener.address, tls !== undefined),
-    metricsAddress: metricsServer?.address,
-    metrics,
-    store,
-    rollouts: controller,
-    async close() {
-      clearInterval(syncTimer);
-      crlWatch?.close();
-      await Promise.all([apiListener.close(), metricsServer?.close()]);
-      await authorizer.close();
-      await auditCheckpoints.close();
-      await controller.stop();
-      await sightings.close();
-      await store.close();
-    },
-  };
+    return {
+      address: api.address,
+      url: urlOf(api.address, tls !== undefined),
+      metricsAddress: metricsServer?.address,
+      metrics,
+      store,
+      rollouts: controller,
+      close: () => teardown.run(),
+    };
+  }
 }

@@ -274,6 +274,31 @@ export class Authorizer {
       return next(req);
     };
   }
+  /**
+   * Authentication from the headers alone, so the transport can answer before it reads a body:
+   * undefined when the call may go on to the interceptor (a public RPC, enforcement off, or a
+   * credential that names a principal), else the `unauthenticated` error the interceptor would
+   * raise, recorded (coalesced) in the audit trail the same way.
+   */
+  async checkCredential(method: DescMethod, peer: PeerIdentity | undefined, header: Headers, source = "unknown"): Promise<ConnectError | undefined> {
+    const needed = getOption(method, permissionOption);
+    if (!this.deps.enforced || !needed || needed === "public") return undefined;
+    const rpc = `${method.parent.typeName}/${method.name}`;
+    const claimed = header.get(OPERATOR_HEADER)?.trim() ?? "";
+    let principal: Principal;
+    try {
+      principal = await this.principalOf(peer, header.get("authorization"));
+    } catch (err) {
+      if (err instanceof AuthenticationFailure) {
+        await this.refusals.record({ eventName: "auth.failed", source, actor: "anonymous", claim: claimed, rpc, reason: err.reason, fields: err.fields });
+        return err;
+      }
+      throw err;
+    }
+    if (principal.kind !== "anonymous") return undefined;
+    await this.refusals.record({ eventName: "auth.denied", source, actor: principalId(principal), claim: claimed, rpc, reason: "no credentials" });
+    return new ConnectError(`${rpc} needs ${needed}: present a client certificate or a bearer token (Authorization: Bearer ...)`, Code.Unauthenticated);
+  }
 }
 
 const GET_SPEC = RolloutService.method.getRolloutSpec.name;

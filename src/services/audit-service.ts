@@ -32,6 +32,9 @@ const toRecord = (r: ChainedAuditRow) =>
     hash: r.hash,
   });
 
+/** The oldest cut-off a prune accepts, in days (100 years). */
+export const MAX_PRUNE_DAYS = 36_500;
+
 /** AuditService: query, verify and prune the hash-chained audit trail. */
 export function createAuditService(deps: { store: Store; auditCheckpoints?: AuditCheckpoints }): ServiceImpl<typeof AuditService> {
   const { store, auditCheckpoints } = deps;
@@ -116,7 +119,10 @@ export function createAuditService(deps: { store: Store; auditCheckpoints?: Audi
     },
 
     async pruneAuditRecords(req, ctx) {
-      if (!Number.isInteger(req.olderThanDays) || req.olderThanDays < 1) throw new ValidationError("older_than_days", "must be at least 1");
+      // Beyond 100 years the cut-off falls before any representable date.
+      if (!Number.isInteger(req.olderThanDays) || req.olderThanDays < 1 || req.olderThanDays > MAX_PRUNE_DAYS) {
+        throw new ValidationError("older_than_days", `must be 1 to ${MAX_PRUNE_DAYS}`);
+      }
       checkReason(req.reason);
       const beforeMs = Date.now() - req.olderThanDays * DAY_MS;
       const record = auditRecord(actorOf(ctx), {

@@ -13,6 +13,14 @@ import {
   ValidationError,
 } from "../domain/errors.js";
 
+/** The request did not arrive in full within the request timeout (--http-request-timeout). */
+export class RequestTimeoutError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "RequestTimeoutError";
+  }
+}
+
 type ErrorClass = abstract new (...args: never[]) => Error;
 
 /** Each domain error class: its RPC code and, where it differs from Connect's mapping, its REST status. */
@@ -27,6 +35,7 @@ const MAPPING: ReadonlyArray<{ type: ErrorClass; code: Code; status?: number }> 
   { type: StoreUnavailableError, code: Code.Unavailable },
   { type: StoreFullError, code: Code.ResourceExhausted, status: 507 },
   { type: StoreCorruptError, code: Code.Internal },
+  { type: RequestTimeoutError, code: Code.DeadlineExceeded, status: 408 },
 ];
 
 /**

@@ -1,6 +1,7 @@
 import http from "node:http";
 import http2 from "node:http2";
 import net from "node:net";
+import { ConnectionGuard, DEFAULT_LIMITS, guardSession, http1Options, http2Options, type TransportLimits } from "./limits.js";
 import type { NodeRequest, NodeResponse } from "./rest.js";
 
 export type RequestHandler = (req: NodeRequest, res: NodeResponse) => void;
@@ -40,18 +41,24 @@ export async function listenOn(server: net.Server, address: ListenAddress): Prom
 }
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
-/** How long a new connection may stay silent before its first bytes tell the protocol. */
-const FIRST_BYTES_TIMEOUT_MS = 10_000;
 
 /**
  * Serves one handler on one cleartext port for both HTTP/2 with prior knowledge (h2c, as
  * gRPC and `curl --http2-prior-knowledge` speak it) and HTTP/1.1: it reads the first bytes
  * of each connection and hands the socket to the matching server. TLS, where ALPN chooses
- * the protocol, will use `http2.createSecureServer({ allowHTTP1: true })` with the same handler.
+ * the protocol, uses `http2.createSecureServer({ allowHTTP1: true })` with the same handler.
+ * The limits bound every connection: its first bytes and each request's headers must come
+ * within the headers timeout, a request within the request timeout, and connections beyond
+ * the caps (in total, per client address) are closed as they open.
  */
-export async function listenCleartext(address: ListenAddress, handler: RequestHandler): Promise<Listener> {
-  const h2 = http2.createServer({}, handler);
-  const h1 = http.createServer(handler as http.RequestListener);
+export async function listenCleartext(address: ListenAddress, handler: RequestHandler, limits: TransportLimits = DEFAULT_LIMITS): Promise<Listener> {
+  const h2 = http2.createServer(http2Options(limits), handler);
+  const h1 = http.createServer(http1Options(limits), handler as http.RequestListener);
+  // http.Server enforces headersTimeout and requestTimeout only on connections it tracks, and
+  // it starts tracking on "listening"; h1 never listens (sockets come from the net.Server
+  // below), so it is told here. test/hardening-transport.test.ts fails if this stops working.
+  h1.emit("listening");
+  const guard = new ConnectionGuard(limits);
   const sessions = new Set<http2.Http2Session>();
   const sockets = new Set<net.Socket>();
   // Requests in flight per HTTP/1.1 socket: http.Server tracks idle connections only for
@@ -68,6 +75,7 @@ export async function listenCleartext(address: ListenAddress, handler: RequestHa
     });
   });
   h2.on("session", (session) => {
+    guardSession(session, limits);
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
   });
@@ -75,6 +83,7 @@ export async function listenCleartext(address: ListenAddress, handler: RequestHa
   // Connections whose first bytes have not arrived yet: nothing to finish on close.
   const undecided = new Set<net.Socket>();
   const server = net.createServer((socket) => {
+    if (!guard.admit(socket)) return;
     sockets.add(socket);
     undecided.add(socket);
     socket.once("close", () => {
@@ -82,7 +91,7 @@ export async function listenCleartext(address: ListenAddress, handler: RequestHa
       undecided.delete(socket);
       inFlight.delete(socket);
     });
-    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
+    socket.setTimeout(limits.headersTimeoutMs, () => socket.destroy());
     let head = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       head = Buffer.concat([head, chunk]);
@@ -116,6 +125,8 @@ export async function listenCleartext(address: ListenAddress, handler: RequestHa
     async close() {
       closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Stops the connection checks started by the "listening" above (h1 itself never bound).
+      h1.close(() => {});
       for (const session of sessions) session.close();
       for (const [socket, requests] of inFlight) if (requests === 0) socket.destroy();
       for (const socket of undecided) socket.destroy();

@@ -22,13 +22,13 @@ import {
   type Interceptor,
   type MethodImplSpec,
 } from "@connectrpc/connect";
-import { invokeUnaryImplementation } from "@connectrpc/connect/protocol";
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { http } from "../../gen/google/api/annotations_pb.js";
 import { PayloadTooLargeError, ValidationError } from "../domain/errors.js";
 import { requestInfoKey } from "./context.js";
 import { domainToConnectError, restErrorBody, restStatus } from "./errors.js";
 import { compilePathTemplate, type PathTemplate } from "./path-template.js";
+import { invokeUnary } from "./unary-adapter.js";
 import type { ServiceEntry } from "./services.js";
 
 export type NodeRequest = IncomingMessage | Http2ServerRequest;
@@ -196,12 +196,54 @@ function sendJson(res: NodeResponse, status: number, body: string, extra?: Heade
   res.end(body);
 }
 
+/** The most specific route for a method and path, and every method the path allows. */
+function matchRoute<R extends { method: string; template: PathTemplate }>(
+  routes: readonly R[],
+  method: string | undefined,
+  pathname: string,
+): { best?: { route: R; vars: Record<string, string> }; allowed: Set<string> } {
+  let best: { route: R; vars: Record<string, string> } | undefined;
+  const allowed = new Set<string>();
+  for (const route of routes) {
+    let vars: Record<string, string> | undefined;
+    try {
+      vars = route.template.match(pathname);
+    } catch {
+      throw new ValidationError("path", "malformed percent-encoding");
+    }
+    if (!vars) continue;
+    allowed.add(route.method);
+    if (route.method !== method) continue;
+    if (!best || route.template.specificity > best.route.template.specificity) best = { route, vars };
+  }
+  return { best, allowed };
+}
+
+/** The RPC a REST request calls, with its route label, without reading the request; undefined when it calls none. */
+export type RestResolver = (method: string | undefined, pathname: string) => { method: DescMethod; route: string } | undefined;
+
+/** Resolves REST requests to the RPCs of `services` exactly as the transcoder does. */
+export function createRestResolver(services: readonly ServiceEntry[]): RestResolver {
+  const routes = collectRpcRoutes(services);
+  return (method, pathname) => {
+    let match;
+    try {
+      match = matchRoute(routes, method, pathname).best;
+    } catch {
+      return undefined; // the transcoder answers the malformed path
+    }
+    return match && { method: match.route.spec.method, route: `${match.route.method} ${match.route.template.source}` };
+  };
+}
+
 export interface RestHandlerOptions {
   services: readonly ServiceEntry[];
   plainRoutes?: readonly PlainRoute[];
   interceptors: Interceptor[];
   contextValues: (req: NodeRequest) => ContextValues;
   maxBodyBytes: number;
+  /** Called with an error that becomes `internal` here, outside the interceptors (which log their own). */
+  onUnexpected?: (err: unknown, req: NodeRequest) => void;
 }
 
 /**
@@ -218,24 +260,16 @@ export function createRestHandler(opts: RestHandlerOptions): (req: NodeRequest, 
   ];
 
   return async function handleRest(req, res) {
-    const url = new URL(req.url ?? "/", "http://localhost");
     const contextValues = opts.contextValues(req);
     const info = contextValues.get(requestInfoKey);
     try {
-      let best: { route: Route; vars: Record<string, string> } | undefined;
-      const allowed = new Set<string>();
-      for (const route of routes) {
-        let vars: Record<string, string> | undefined;
-        try {
-          vars = route.template.match(url.pathname);
-        } catch {
-          throw new ValidationError("path", "malformed percent-encoding");
-        }
-        if (!vars) continue;
-        allowed.add(route.method);
-        if (route.method !== req.method) continue;
-        if (!best || route.template.specificity > best.route.template.specificity) best = { route, vars };
+      let url: URL;
+      try {
+        url = new URL(req.url ?? "/", "http://localhost");
+      } catch {
+        throw new ValidationError("path", "not a valid request target");
       }
+      const { best, allowed } = matchRoute(routes, req.method, url.pathname);
       if (!best) {
         if (info) info.route = allowed.size > 0 ? "method_not_allowed" : "not_found";
         if (allowed.size > 0) {
@@ -254,7 +288,11 @@ export function createRestHandler(opts: RestHandlerOptions): (req: NodeRequest, 
       }
       await invoke(route, vars, url, req, res, contextValues);
     } catch (err) {
-      const connectErr = err instanceof ConnectError ? err : (domainToConnectError(err) ?? new ConnectError("internal error", Code.Internal));
+      let connectErr = err instanceof ConnectError ? err : domainToConnectError(err);
+      if (!connectErr) {
+        opts.onUnexpected?.(err, req);
+        connectErr = new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+      }
       if (info) info.code ??= codeToString(connectErr.code);
       if (res.headersSent) {
         res.destroy();
@@ -311,7 +349,7 @@ export function createRestHandler(opts: RestHandlerOptions): (req: NodeRequest, 
       requestHeader: headersOf(req),
       contextValues,
     });
-    const output = await invokeUnaryImplementation(route.spec, context, message, opts.interceptors);
+    const output = await invokeUnary(route.spec, context, message, opts.interceptors);
     let json = toJson(method.output, output, { useProtoFieldName: true, alwaysEmitImplicit: true }) as JsonObject;
     if (route.responseBody) json = json[route.responseBody] as JsonObject;
     sendJson(res, 200, JSON.stringify(json), context.responseHeader);

@@ -2,6 +2,7 @@ import http2 from "node:http2";
 import type net from "node:net";
 import type tls from "node:tls";
 import { normalizeSerial, type CheckedCrl } from "../security/pki.js";
+import { ConnectionGuard, DEFAULT_LIMITS, guardSession, http1Options, http2Options, type TransportLimits } from "./limits.js";
 import { listenOn, type Listener, type ListenAddress, type RequestHandler } from "./listener.js";
 
 export interface TlsSettings {
@@ -11,6 +12,12 @@ export interface TlsSettings {
   ca?: Buffer;
   /** Revoked client certificates are refused (requires ca). */
   crl?: CheckedCrl;
+  /**
+   * With a CA: "require" (every client presents a certificate it signed) or "request" (a
+   * client without a certificate is let in, to authenticate with a bearer token; one that
+   * presents a certificate must still present a valid one).
+   */
+  clientAuth?: "require" | "request";
 }
 
 export interface TlsEvents {
@@ -31,8 +38,15 @@ export interface TlsListener extends Listener {
  * signed; a client that does not, or whose certificate is expired or revoked, is cut off right
  * after the handshake, before any request is read.
  */
-export async function listenTls(address: ListenAddress, handler: RequestHandler, settings: TlsSettings, events: TlsEvents): Promise<TlsListener> {
+export async function listenTls(
+  address: ListenAddress,
+  handler: RequestHandler,
+  settings: TlsSettings,
+  events: TlsEvents,
+  limits: TransportLimits = DEFAULT_LIMITS,
+): Promise<TlsListener> {
   const mutual = settings.ca !== undefined;
+  const optional = settings.clientAuth === "request";
   const contextOptions = (crl?: CheckedCrl): tls.SecureContextOptions => ({
     cert: settings.cert,
     key: settings.key,
@@ -42,17 +56,23 @@ export async function listenTls(address: ListenAddress, handler: RequestHandler,
   const server = http2.createSecureServer(
     {
       ...contextOptions(settings.crl),
+      ...http2Options(limits),
       allowHTTP1: true,
       requestCert: mutual,
       // Verified below, so a refusal can say why (Node would only reset the connection).
       rejectUnauthorized: false,
+      handshakeTimeout: limits.headersTimeoutMs,
     },
     handler,
   );
+  // HTTP/1.1 over TLS: Node's Http2SecureServer with allowHTTP1 checks these on its connections.
+  Object.assign(server, http1Options(limits));
+  const guard = new ConnectionGuard(limits);
   const peers = new Map<tls.TLSSocket, string>();
   const sessions = new Set<http2.ServerHttp2Session>();
   const sockets = new Set<net.Socket>();
   server.on("connection", (socket: net.Socket) => {
+    if (!guard.admit(socket)) return;
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
   });
@@ -62,6 +82,8 @@ export async function listenTls(address: ListenAddress, handler: RequestHandler,
     if (!mutual) return;
     if (!socket.authorized) {
       const presented = Object.keys(socket.getPeerCertificate() ?? {}).length > 0;
+      // --tls-client-auth request: no certificate is allowed (the caller needs a token); a bad one is not.
+      if (optional && !presented) return;
       const code = (socket.authorizationError as unknown as { code?: string } | null)?.code ?? String(socket.authorizationError ?? "unknown");
       events.onRefused(presented ? code : "NO_CERTIFICATE");
       socket.destroy();
@@ -74,6 +96,7 @@ export async function listenTls(address: ListenAddress, handler: RequestHandler,
     }
   });
   server.on("session", (session) => {
+    guardSession(session, limits);
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
   });

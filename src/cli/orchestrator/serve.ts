@@ -2,8 +2,9 @@ import os from "node:os";
 import path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
-import { startServer } from "../../server.js";
-import { parseDuration, parsePositiveDuration, parseSize } from "../shared/parse.js";
+import { DEFAULT_UNAUTHENTICATED_RATE, startServer } from "../../server.js";
+import { parseDuration, parsePositiveDuration, parsePositiveInt, parseSize } from "../shared/parse.js";
+import { DEFAULT_LIMITS } from "../../transport/limits.js";
 
 /** `$XDG_CACHE_HOME/autonomyops/orchestrator`, falling back to `~/.cache/autonomyops/orchestrator`. */
 export function defaultDataDir(): string {
@@ -32,7 +33,19 @@ interface ServeOptions {
   tlsCrlServerName?: string;
   auditDataPlane?: boolean;
   auditCheckpointInterval: number;
+  tlsClientAuth: "require" | "request";
+  httpHeadersTimeout: number;
+  httpRequestTimeout: number;
+  httpIdleTimeout: number;
+  maxConnections: number;
+  maxConnectionsPerClient: number;
+  http2MaxConcurrentStreams: number;
+  http2MaxSessionMemory: number;
+  unauthenticatedRate: number;
+  unauthenticatedBurst: number;
 }
+
+const seconds = (ms: number) => `${ms / 1000}s`;
 
 /** Repeatable --tls-crl-sync-url; the environment variable may hold several, comma-separated. */
 function collectUrls(value: string, previous: string[] = []): string[] {
@@ -79,7 +92,12 @@ export function serveCommand(): Command {
         "RBAC is enforced: every RPC needs a client certificate (mutual TLS) or a bearer token whose roles grant\n" +
         "its permission. The first start on an empty store writes a one-time admin token to\n" +
         "DATA_DIR/bootstrap-admin-token (mode 0600; valid 24h). AUTONOMY_RBAC_ENFORCEMENT=0 turns enforcement off\n" +
-        "(a warning at start and on /v1/health); /v1/health, /metrics and /v1/crl stay open.",
+        "(a warning at start and on /v1/health); /v1/health, /metrics and /v1/crl stay open.\n" +
+        "A call that needs a credential and has none (or a bad token) is answered 401 from its headers, before its\n" +
+        "body is read; past --unauthenticated-burst such calls from one address are answered 429 (Retry-After).\n\n" +
+        "Client certificates (--tls-ca-file): --tls-client-auth require (the default) refuses a client without one at\n" +
+        "the handshake; request lets it in to authenticate with a bearer token (a certificate it does present must\n" +
+        "still be valid and unrevoked).",
     )
     .addOption(
       new Option("--data-dir <dir>", "data directory for SQLite storage")
@@ -178,6 +196,70 @@ export function serveCommand(): Command {
       ),
     )
     .addOption(
+      new Option("--tls-client-auth <mode>", "with --tls-ca-file: require a client certificate, or request one (clients without one use a bearer token)")
+        .env("AUTONOMY_TLS_CLIENT_AUTH")
+        .choices(["require", "request"])
+        .default("require"),
+    )
+    .addOption(
+      new Option("--http-headers-timeout <duration>", "a request's headers must arrive within this of the connection opening or the previous response")
+        .env("AUTONOMY_HTTP_HEADERS_TIMEOUT")
+        .argParser(parsePositiveDuration)
+        .default(DEFAULT_LIMITS.headersTimeoutMs, seconds(DEFAULT_LIMITS.headersTimeoutMs)),
+    )
+    .addOption(
+      new Option("--http-request-timeout <duration>", "a request's headers and body must arrive within this (408 beyond)")
+        .env("AUTONOMY_HTTP_REQUEST_TIMEOUT")
+        .argParser(parsePositiveDuration)
+        .default(DEFAULT_LIMITS.requestTimeoutMs, seconds(DEFAULT_LIMITS.requestTimeoutMs)),
+    )
+    .addOption(
+      new Option("--http-idle-timeout <duration>", "an HTTP/2 session with no open stream and no traffic is closed after this (HTTP/1.1 keep-alive: at most 5s)")
+        .env("AUTONOMY_HTTP_IDLE_TIMEOUT")
+        .argParser(parsePositiveDuration)
+        .default(DEFAULT_LIMITS.idleTimeoutMs, seconds(DEFAULT_LIMITS.idleTimeoutMs)),
+    )
+    .addOption(
+      new Option("--max-connections <n>", "open connections at most, over all clients; more are closed as they open")
+        .env("AUTONOMY_MAX_CONNECTIONS")
+        .argParser(parsePositiveInt)
+        .default(DEFAULT_LIMITS.maxConnections),
+    )
+    .addOption(
+      new Option("--max-connections-per-client <n>", "open connections at most from one client address")
+        .env("AUTONOMY_MAX_CONNECTIONS_PER_CLIENT")
+        .argParser(parsePositiveInt)
+        .default(DEFAULT_LIMITS.maxConnectionsPerClient),
+    )
+    .addOption(
+      new Option("--http2-max-concurrent-streams <n>", "HTTP/2 streams one session may have open at once")
+        .env("AUTONOMY_HTTP2_MAX_CONCURRENT_STREAMS")
+        .argParser(parsePositiveInt)
+        .default(DEFAULT_LIMITS.maxConcurrentStreams),
+    )
+    .addOption(
+      new Option("--http2-max-session-memory <MiB>", "memory one HTTP/2 session may buffer before its new streams are refused")
+        .env("AUTONOMY_HTTP2_MAX_SESSION_MEMORY")
+        .argParser(parsePositiveInt)
+        .default(DEFAULT_LIMITS.maxSessionMemoryMiB),
+    )
+    .addOption(
+      new Option("--unauthenticated-rate <n>", "calls per second one client address may make without a valid credential (0: no limit)")
+        .env("AUTONOMY_UNAUTHENTICATED_RATE")
+        .argParser((v) => {
+          const n = Number(v);
+          if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError("a number, 0 or more");
+          return n;
+        })
+        .default(DEFAULT_UNAUTHENTICATED_RATE.perSecond),
+    )
+    .addOption(
+      new Option("--unauthenticated-burst <n>", "such calls one address may make at once before the rate applies")
+        .env("AUTONOMY_UNAUTHENTICATED_BURST")
+        .argParser(parsePositiveInt)
+        .default(DEFAULT_UNAUTHENTICATED_RATE.burst),
+    )
+    .addOption(
       new Option(
         "--audit-data-plane",
         "also write an audit record for every ingested event batch and every stored ack (heavy at fleet scale)",
@@ -220,6 +302,17 @@ export function serveCommand(): Command {
             rbacEnforcement: !["0", "false", "off"].includes(enforcement),
             auditDataPlane: opts.auditDataPlane === true,
             auditCheckpointIntervalMs: opts.auditCheckpointInterval,
+            tlsClientAuth: opts.tlsClientAuth,
+            limits: {
+              headersTimeoutMs: opts.httpHeadersTimeout,
+              requestTimeoutMs: opts.httpRequestTimeout,
+              idleTimeoutMs: opts.httpIdleTimeout,
+              maxConnections: opts.maxConnections,
+              maxConnectionsPerClient: opts.maxConnectionsPerClient,
+              maxConcurrentStreams: opts.http2MaxConcurrentStreams,
+              maxSessionMemoryMiB: opts.http2MaxSessionMemory,
+            },
+            unauthenticatedRate: { perSecond: opts.unauthenticatedRate, burst: opts.unauthenticatedBurst },
             tls:
               opts.tlsCertFile && opts.tlsKeyFile
                 ? {

@@ -1,0 +1,396 @@
+/**
+ * What every request passes before Connect or the REST transcoder sees it, in this order:
+ *
+ *   1. the RPC it calls, from the path alone (RPC paths, then the REST bindings); plain paths
+ *      (/metrics, /v1/crl) and unknown ones go straight on, reading nothing;
+ *   2. throttling: an address whose unauthenticated calls used up its bucket is answered 429
+ *      (`resource_exhausted`) before any credential is looked at;
+ *   3. the credential, from the headers only: a call that needs one and has none, or a bad
+ *      token, is answered 401 (`unauthenticated`) without reading its body;
+ *   4. the body: read within the size limit and the request timeout, with at most one large
+ *      body per core being read and parsed at a time, then checked for nesting depth and
+ *      framing so the parsers' cost stays linear; Connect and REST then read it from memory.
+ *
+ * Answers are written in the protocol of the request (REST and Connect unary JSON, gRPC and
+ * gRPC-Web trailers-only, Connect streaming end-of-stream), as Connect itself would write them.
+ */
+import http2 from "node:http2";
+import os from "node:os";
+import { promisify } from "node:util";
+import zlib from "node:zlib";
+import type { DescMethod } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
+import { PayloadTooLargeError, ValidationError } from "../domain/errors.js";
+import type { Logger } from "../observability/logger.js";
+import type { PeerIdentity } from "../domain/identity.js";
+import { checkJsonDepth, checkProtoMessage, envelopesOf, type Envelope } from "./body-checks.js";
+import type { RequestInfo } from "./context.js";
+import { domainToConnectError, RequestTimeoutError, restErrorBody, restStatus } from "./errors.js";
+import type { RequestHandler } from "./listener.js";
+import type { RateLimiter } from "./rate-limit.js";
+import type { NodeRequest, NodeResponse, RestResolver } from "./rest.js";
+import type { ServiceEntry } from "./services.js";
+
+/** How long a throttled call waits for its 429. */
+export const THROTTLE_HOLD_MS = 1000;
+
+/** An address that used up its unauthenticated calls: `resource_exhausted` with Retry-After. */
+class ThrottledError extends ConnectError {
+  constructor(address: string, retryAfterSeconds: number) {
+    super(`too many unauthenticated requests from ${address}; retry in ${retryAfterSeconds}s`, Code.ResourceExhausted, new Headers({ "retry-after": String(retryAfterSeconds) }));
+  }
+}
+
+/** Bodies above this size count against the large-body permits. */
+export const LARGE_BODY_BYTES = 1024 * 1024;
+
+export interface GateOptions {
+  services: readonly ServiceEntry[];
+  resolveRest: RestResolver;
+  /** True for an RPC anyone may call (a "public" permission, or RBAC enforcement off): never throttled. */
+  isOpen(method: DescMethod): boolean;
+  /** Authentication from the headers (src/security/authz.ts `checkCredential`). */
+  checkCredential(method: DescMethod, peer: PeerIdentity | undefined, header: Headers, source: string): Promise<ConnectError | undefined>;
+  /** The request's log and metrics record (its verified client certificate included). */
+  infoOf(req: NodeRequest): RequestInfo;
+  /** Unauthenticated calls per client address. */
+  limiter: RateLimiter;
+  maxBodyBytes: number;
+  /** The whole body must arrive within this many milliseconds of the request's headers. */
+  requestTimeoutMs: number;
+  /** Large bodies read and parsed at once; the number of cores when unset. */
+  largeBodyPermits?: number;
+  logger: Logger;
+}
+
+type Protocol = "rest" | "connect" | "connect-stream" | "grpc" | "grpcweb";
+
+function protocolOf(contentType: string): Exclude<Protocol, "rest"> {
+  if (contentType.startsWith("application/grpc-web")) return "grpcweb";
+  if (contentType.startsWith("application/grpc")) return "grpc";
+  if (contentType.startsWith("application/connect+")) return "connect-stream";
+  return "connect";
+}
+
+/** Request headers as a Headers object (pseudo-headers left out). */
+export function headersOf(req: NodeRequest): Headers {
+  const headers = new Headers();
+  for (const [key, value] of Object.entries(req.headers)) {
+    if (key.startsWith(":") || value === undefined) continue;
+    headers.set(key, Array.isArray(value) ? value.join(", ") : value);
+  }
+  return headers;
+}
+
+/** The client's IP address, the key of throttling and of the connection caps. */
+export function clientAddress(req: NodeRequest): string {
+  const socket = "stream" in req ? req.stream.session?.socket : req.socket;
+  return socket?.remoteAddress ?? "unknown";
+}
+
+/**
+ * The throttling key of an address: IPv4 addresses (also IPv4-mapped) as they are, IPv6 by
+ * their /64, which one host can fill with addresses at will.
+ */
+export function throttleKey(address: string): string {
+  if (!address.includes(":") || address.startsWith("::ffff:")) return address;
+  const [head, tail = ""] = address.split("::");
+  const groups = head.split(":").filter(Boolean);
+  if (groups.length < 4) {
+    const rest = tail.split(":").filter(Boolean);
+    const zeros = 8 - groups.length - rest.length;
+    groups.push(...Array(Math.max(0, zeros)).fill("0"), ...rest);
+  }
+  return `${groups.slice(0, 4).join(":")}::/64`;
+}
+
+/** A counting semaphore: `acquire` resolves with a release function once a permit is free. */
+class Permits {
+  private waiting: (() => void)[] = [];
+  constructor(private free: number) {}
+  async acquire(): Promise<() => void> {
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.free++;
+    };
+  }
+}
+
+const percentEncode = (s: string) => s.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) => encodeURIComponent(c));
+
+/** Writes `err` as the protocol of the request answers errors. */
+export function writeError(req: NodeRequest, res: NodeResponse, protocol: Protocol, contentType: string, err: ConnectError): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  // HTTP/2: an answer given before the body was read ends the stream (RST_STREAM NO_ERROR,
+  // after the answer), so the client stops sending; HTTP/1.1 closes the connection instead.
+  if ("stream" in req) {
+    res.once("finish", () => {
+      if (!req.complete && !req.stream.destroyed) req.stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    });
+  }
+  const extra: Record<string, string> = {};
+  err.metadata.forEach((value, key) => (extra[key] = value));
+  const w = res as import("node:http").ServerResponse;
+  switch (protocol) {
+    case "grpc":
+    case "grpcweb": {
+      // Trailers-only: the status travels in the headers of an empty response.
+      const type = protocol === "grpc" ? "application/grpc" : contentType.startsWith("application/grpc-web-text") ? "application/grpc-web-text" : "application/grpc-web+proto";
+      w.writeHead(200, { ...extra, "content-type": type, "grpc-status": String(err.code), "grpc-message": percentEncode(err.rawMessage) });
+      w.end();
+      return;
+    }
+    case "connect-stream": {
+      const json = Buffer.from(JSON.stringify({ error: { code: codeToString(err.code), message: err.rawMessage } }));
+      const frame = Buffer.alloc(5 + json.length);
+      frame[0] = 0b10; // end of stream
+      frame.writeUInt32BE(json.length, 1);
+      json.copy(frame, 5);
+      w.writeHead(200, { ...extra, "content-type": contentType.startsWith("application/connect+json") ? "application/connect+json" : "application/connect+proto" });
+      w.end(frame);
+      return;
+    }
+    default: {
+      const status = protocol === "rest" ? restStatus(err) : codeToHttpStatus(err.code);
+      w.writeHead(status, { ...extra, "content-type": "application/json" });
+      w.end(restErrorBody(err));
+    }
+  }
+}
+
+/** Reads the whole body within `limit` bytes and the deadline, taking a large-body permit past LARGE_BODY_BYTES. */
+function readBody(req: NodeRequest, limit: number, timeoutMs: number, permit: () => Promise<() => void>, hold: (release: () => void) => void): Promise<Buffer> {
+  const declared = Number(req.headers["content-length"]);
+  if (declared > limit) return Promise.reject(new PayloadTooLargeError(`request body: larger than ${limit} bytes`));
+  return new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let large = false;
+    let done = false;
+    const finish = (err?: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onError);
+      req.off("close", onClose);
+      if (err) {
+        req.pause();
+        reject(err);
+      } else resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+    };
+    const timer = setTimeout(() => finish(new RequestTimeoutError(`request body: not received within ${timeoutMs / 1000}s`)), timeoutMs);
+    const takeLarge = () => {
+      large = true;
+      req.pause();
+      void permit().then((release) => {
+        hold(release);
+        if (!done) req.resume();
+      });
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) return finish(new PayloadTooLargeError(`request body: larger than ${limit} bytes`));
+      chunks.push(chunk);
+      if (!large && size > LARGE_BODY_BYTES) takeLarge();
+    };
+    const onEnd = () => finish();
+    const onError = (err: Error) => finish(err);
+    const onClose = () => finish(new ConnectError("the client closed the request", Code.Canceled));
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("error", onError);
+    req.on("close", onClose);
+    if (declared > LARGE_BODY_BYTES) takeLarge();
+  });
+}
+
+/** Lets Connect and the transcoder, which read the request as an async iterable, read `body` from memory. */
+function replay(req: NodeRequest, body: Buffer): void {
+  Object.defineProperty(req, Symbol.asyncIterator, {
+    configurable: true,
+    value: async function* () {
+      if (body.length > 0) yield body;
+    },
+  });
+}
+
+const DECOMPRESS: Record<string, (data: Buffer, options: zlib.ZlibOptions) => Promise<Buffer>> = {
+  gzip: promisify(zlib.gunzip),
+  br: promisify(zlib.brotliDecompress),
+};
+
+/** Decompresses within `limit` bytes; undefined for an encoding this server does not take (Connect answers those). */
+async function decompress(encoding: string, data: Buffer, limit: number): Promise<Buffer | undefined> {
+  const fn = DECOMPRESS[encoding];
+  if (!fn) return undefined;
+  try {
+    return await fn(data, { maxOutputLength: limit });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") throw new PayloadTooLargeError(`request body: larger than ${limit} bytes once decompressed`);
+    throw new ValidationError("", `request body: not valid ${encoding}`);
+  }
+}
+
+function envelope(flags: number, data: Uint8Array): Buffer {
+  const out = Buffer.alloc(5 + data.length);
+  out[0] = flags;
+  out.writeUInt32BE(data.length, 1);
+  out.set(data, 5);
+  return out;
+}
+
+/**
+ * The checks of a body before its parser sees it; returns the body the parser is to read.
+ * Compressed bodies and frames are decompressed here (within the body limit), checked, and
+ * passed on decompressed, so that the parser never meets bytes that were not checked.
+ */
+async function checkBody(req: NodeRequest, protocol: Protocol, contentType: string, header: Headers, method: DescMethod, body: Buffer, limit: number): Promise<Buffer> {
+  const check = (bytes: Uint8Array) => (contentType.includes("json") || protocol === "rest" ? checkJsonDepth(bytes) : checkProtoMessage(method.input, bytes));
+  if (protocol === "rest") {
+    check(body);
+    return body;
+  }
+  if (protocol === "connect") {
+    const encoding = header.get("content-encoding") ?? "identity";
+    if (encoding === "identity") {
+      check(body);
+      return body;
+    }
+    const plain = await decompress(encoding, body, limit);
+    if (!plain) return body;
+    check(plain);
+    delete req.headers["content-encoding"];
+    delete req.headers["content-length"];
+    return plain;
+  }
+  const encodingHeader = protocol === "connect-stream" ? "connect-content-encoding" : "grpc-encoding";
+  const encoding = header.get(encodingHeader) ?? "identity";
+  const envelopes = envelopesOf(body);
+  const data = (e: Envelope) => body.subarray(e.start, e.end);
+  const isEnd = (e: Envelope) => protocol === "connect-stream" && (e.flags & 0b10) !== 0;
+  const compressed = envelopes.some((e) => !isEnd(e) && e.flags & 0b1);
+  if (compressed && encoding === "identity") {
+    throw new ValidationError("", `request body: a message frame is flagged compressed but the request names no ${encodingHeader}`);
+  }
+  if (!compressed) {
+    for (const e of envelopes) if (!isEnd(e)) check(data(e));
+    return body;
+  }
+  const frames: Buffer[] = [];
+  for (const e of envelopes) {
+    if (isEnd(e) || !(e.flags & 0b1)) {
+      if (!isEnd(e)) check(data(e));
+      frames.push(envelope(e.flags, data(e)));
+      continue;
+    }
+    const plain = await decompress(encoding, data(e), limit);
+    if (!plain) return body;
+    check(plain);
+    frames.push(envelope(e.flags & ~0b1, plain));
+  }
+  return Buffer.concat(frames);
+}
+
+/** Wraps the RPC handler with the gate. */
+export function createGate(opts: GateOptions, next: RequestHandler): RequestHandler {
+  const rpcPaths = new Map<string, DescMethod>();
+  for (const { service } of opts.services) for (const method of service.methods) rpcPaths.set(`/${service.typeName}/${method.name}`, method);
+  const permits = new Permits(opts.largeBodyPermits ?? os.availableParallelism());
+
+  const toConnect = (err: unknown): ConnectError | undefined => (err instanceof ConnectError ? err : domainToConnectError(err));
+
+  async function handle(req: NodeRequest, res: NodeResponse, protocol: Protocol, method: DescMethod, contentType: string): Promise<void> {
+    const info = opts.infoOf(req);
+    const header = headersOf(req);
+    const address = throttleKey(clientAddress(req));
+    if (opts.isOpen(method)) return passBody(req, res, protocol, method, contentType, header);
+    // A verified client certificate is never throttled. A call with no credential at all is
+    // refused for sure: it takes its token before the (audited) refusal, so that concurrent
+    // ones cannot all pass on the same last token. A bearer token is looked up first and
+    // takes a token only when it fails.
+    if (!info.peer) {
+      const wait = opts.limiter.retryAfter(address);
+      if (wait > 0) {
+        throw new ThrottledError(address, wait);
+      }
+    }
+    const bare = !info.peer && !header.has("authorization");
+    if (bare) opts.limiter.take(address);
+    const denied = await opts.checkCredential(method, info.peer, header, address);
+    if (denied) {
+      if (!bare && !info.peer) opts.limiter.take(address);
+      throw denied;
+    }
+    return passBody(req, res, protocol, method, contentType, header);
+  }
+
+  async function passBody(req: NodeRequest, res: NodeResponse, protocol: Protocol, method: DescMethod, contentType: string, header: Headers): Promise<void> {
+    const hasBody = req.method !== "GET" && req.method !== "HEAD" && req.method !== "DELETE";
+    if (hasBody) {
+      let release: (() => void) | undefined;
+      let closed = false;
+      res.once("close", () => {
+        closed = true;
+        release?.();
+      });
+      const body = await readBody(req, opts.maxBodyBytes, opts.requestTimeoutMs, () => permits.acquire(), (r) => {
+        if (closed) r();
+        else release = r;
+      });
+      replay(req, await checkBody(req, protocol, contentType, header, method, body, opts.maxBodyBytes));
+    }
+    next(req, res);
+  }
+
+  return (req, res) => {
+    const pathname = (req.url ?? "/").split("?", 1)[0];
+    const contentType = String(req.headers["content-type"] ?? "");
+    const rpcMethod = rpcPaths.get(pathname);
+    const rest = rpcMethod ? undefined : opts.resolveRest(req.method, pathname);
+    const method = rpcMethod ?? rest?.method;
+    if (!method) {
+      next(req, res);
+      return;
+    }
+    const protocol: Protocol = rpcMethod ? protocolOf(contentType) : "rest";
+    const start = async () => {
+      // Connect needs the authority to build the request URL; HTTP/1.0 may leave it out.
+      if (!("stream" in req ? req.authority : req.headers.host)) throw new ValidationError("host", "required: the request names no Host");
+      await handle(req, res, protocol, method, contentType);
+    };
+    start().catch((err: unknown) => {
+      let connectErr = toConnect(err);
+      if (!connectErr || connectErr.code === Code.Internal) {
+        opts.logger.error({ err, path: pathname, method: req.method }, "request failed before the interceptors");
+        connectErr = new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+      }
+      const info = opts.infoOf(req);
+      info.route ??= rpcMethod ? `${method.parent.typeName}/${method.name}` : rest?.route;
+      info.protocol ??= protocol === "connect-stream" ? "connect" : protocol;
+      info.code = codeToString(connectErr.code);
+      const answer = connectErr;
+      if (err instanceof ThrottledError) {
+        // Held before it is sent: a client that ignores Retry-After gets one answer per open
+        // stream (HTTP/2) or connection (HTTP/1.1) a second, however fast it asks.
+        const hold = setTimeout(() => {
+          if (!res.writableEnded && !res.destroyed) writeError(req, res, protocol, contentType, answer);
+        }, THROTTLE_HOLD_MS);
+        res.once("close", () => clearTimeout(hold));
+        return;
+      }
+      writeError(req, res, protocol, contentType, answer);
+    });
+  };
+}

@@ -1,0 +1,121 @@
+/**
+ * Bounds on what one connection, one client address and one HTTP/2 session may hold, shared
+ * by the cleartext and the TLS listeners (the `serve --http-*` and `--max-connections*` flags).
+ */
+import type http from "node:http";
+import type http2 from "node:http2";
+import type net from "node:net";
+
+export interface TransportLimits {
+  /** A request's headers must be complete this long after the connection opened or its previous response ended. */
+  headersTimeoutMs: number;
+  /** A request's headers and body must be complete this long after it started. */
+  requestTimeoutMs: number;
+  /** An HTTP/2 session with no stream open and no traffic is closed after this long; HTTP/1.1 keep-alive waits at most 5 s of it. */
+  idleTimeoutMs: number;
+  /** Open connections at most, over all clients; beyond, new ones are closed at once. */
+  maxConnections: number;
+  /** Open connections at most from one client address. */
+  maxConnectionsPerClient: number;
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one session may have open. */
+  maxConcurrentStreams: number;
+  /** HTTP/2: memory one session may buffer, in MiB, before new streams are refused (Node's maxSessionMemory). */
+  maxSessionMemoryMiB: number;
+}
+
+export const DEFAULT_LIMITS: TransportLimits = {
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 120_000,
+  idleTimeoutMs: 60_000,
+  maxConnections: 10_000,
+  maxConnectionsPerClient: 256,
+  maxConcurrentStreams: 128,
+  maxSessionMemoryMiB: 16,
+};
+
+/** Node's HTTP/1.1 keep-alive default, kept unless the idle timeout is shorter. */
+const KEEP_ALIVE_MS = 5_000;
+
+/** Checks the limits before a listener starts, so a bad flag stops `serve` with its name. */
+export function validateLimits(l: TransportLimits): void {
+  const positive: [keyof TransportLimits, string][] = [
+    ["headersTimeoutMs", "--http-headers-timeout"],
+    ["requestTimeoutMs", "--http-request-timeout"],
+    ["idleTimeoutMs", "--http-idle-timeout"],
+    ["maxConnections", "--max-connections"],
+    ["maxConnectionsPerClient", "--max-connections-per-client"],
+    ["maxConcurrentStreams", "--http2-max-concurrent-streams"],
+    ["maxSessionMemoryMiB", "--http2-max-session-memory"],
+  ];
+  for (const [key, flag] of positive) {
+    if (!(l[key] > 0) || !Number.isFinite(l[key])) throw new Error(`${flag}: must be greater than 0`);
+  }
+  if (l.requestTimeoutMs < l.headersTimeoutMs) throw new Error("--http-request-timeout: must be at least --http-headers-timeout");
+}
+
+/** The HTTP/1.1 server options of the limits. */
+export function http1Options(l: TransportLimits): http.ServerOptions {
+  return {
+    headersTimeout: l.headersTimeoutMs,
+    requestTimeout: l.requestTimeoutMs,
+    keepAliveTimeout: Math.min(KEEP_ALIVE_MS, l.idleTimeoutMs),
+    // Node checks the two timeouts on this period; a tenth of the shorter keeps them close to exact.
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(l.headersTimeoutMs / 10))),
+  };
+}
+
+/** The HTTP/2 session options of the limits. */
+export function http2Options(l: TransportLimits): http2.ServerOptions {
+  return {
+    settings: { maxConcurrentStreams: l.maxConcurrentStreams },
+    maxSessionMemory: l.maxSessionMemoryMiB,
+  };
+}
+
+/**
+ * Timeouts of one HTTP/2 session: its first request must open within the headers timeout,
+ * and it is closed once it has been idle (no stream open, no frame) for the idle timeout.
+ */
+export function guardSession(session: http2.ServerHttp2Session, l: TransportLimits): void {
+  let open = 0;
+  const firstRequest = setTimeout(() => session.destroy(), l.headersTimeoutMs);
+  firstRequest.unref();
+  session.on("stream", (stream: http2.ServerHttp2Stream) => {
+    clearTimeout(firstRequest);
+    open++;
+    stream.once("close", () => open--);
+  });
+  session.once("close", () => clearTimeout(firstRequest));
+  session.setTimeout(l.idleTimeoutMs, () => {
+    if (open === 0) session.destroy();
+  });
+}
+
+/** Counts open connections in total and per client address, and refuses those beyond the caps. */
+export class ConnectionGuard {
+  private total = 0;
+  private readonly perClient = new Map<string, number>();
+  refused = 0;
+
+  constructor(private readonly limits: Pick<TransportLimits, "maxConnections" | "maxConnectionsPerClient">) {}
+
+  /** Admits the socket (counted until it closes), or destroys it and returns false. */
+  admit(socket: net.Socket): boolean {
+    const address = socket.remoteAddress ?? "unknown";
+    const mine = this.perClient.get(address) ?? 0;
+    if (this.total >= this.limits.maxConnections || mine >= this.limits.maxConnectionsPerClient) {
+      this.refused++;
+      socket.destroy();
+      return false;
+    }
+    this.total++;
+    this.perClient.set(address, mine + 1);
+    socket.once("close", () => {
+      this.total--;
+      const left = (this.perClient.get(address) ?? 1) - 1;
+      if (left === 0) this.perClient.delete(address);
+      else this.perClient.set(address, left);
+    });
+    return true;
+  }
+}
