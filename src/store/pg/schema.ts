@@ -5,7 +5,7 @@ export const events = pgTable(
   "events",
   {
     seq: bigserial("seq", { mode: "number" }).primaryKey(),
-    eventId: text("event_id").notNull().unique(),
+    eventId: text("event_id").notNull(),
     eventType: text("event_type").notNull(),
     nodeId: text("node_id").notNull(),
     tsSeconds: bigint("ts_seconds", { mode: "number" }).notNull(),
@@ -15,7 +15,12 @@ export const events = pgTable(
     payload: text("payload"),
     receivedAtMs: bigint("received_at_ms", { mode: "number" }).notNull(),
   },
-  (t) => [index("events_node_seq").on(t.nodeId, t.seq), index("events_type_seq").on(t.eventType, t.seq)],
+  // Dedupe is per node: the same event_id from another node is another event.
+  (t) => [
+    uniqueIndex("events_node_event_id").on(t.nodeId, t.eventId),
+    index("events_node_seq").on(t.nodeId, t.seq),
+    index("events_type_seq").on(t.eventType, t.seq),
+  ],
 );
 
 export const nodes = pgTable(

@@ -6,7 +6,7 @@ export const events = sqliteTable(
   {
     // AUTOINCREMENT: a sequence number is never reused, even after retention deletes, so cursors stay valid.
     seq: integer("seq").primaryKey({ autoIncrement: true }),
-    eventId: text("event_id").notNull().unique(),
+    eventId: text("event_id").notNull(),
     eventType: text("event_type").notNull(),
     nodeId: text("node_id").notNull(),
     tsSeconds: integer("ts_seconds").notNull(),
@@ -16,7 +16,12 @@ export const events = sqliteTable(
     payload: text("payload"),
     receivedAtMs: integer("received_at_ms").notNull(),
   },
-  (t) => [index("events_node_seq").on(t.nodeId, t.seq), index("events_type_seq").on(t.eventType, t.seq)],
+  // Dedupe is per node: the same event_id from another node is another event.
+  (t) => [
+    uniqueIndex("events_node_event_id").on(t.nodeId, t.eventId),
+    index("events_node_seq").on(t.nodeId, t.seq),
+    index("events_type_seq").on(t.eventType, t.seq),
+  ],
 );
 
 export const nodes = sqliteTable(
