@@ -15,6 +15,7 @@ import {
   type NodeSighting,
   type ReleaseRow,
 } from "../fleet-rows.js";
+import { desiredReleaseSql, fleetTotalsOf, seenBuckets, type FleetCounts, type FleetTotalsQuery, type StoredSightingRow } from "../fleet-totals.js";
 import type { Enrollment, NodeQuery } from "../store.js";
 import type { AuditRow } from "../rollout-rows.js";
 import { appendAudit } from "./rollouts.js";
@@ -110,8 +111,20 @@ export const pgFleet = {
     return db.transaction(async (tx) => {
       const [row] = await tx
         .insert(nodes)
-        .values({ nodeId: e.nodeId, channel: e.channel, labels, agentVersion: e.agentVersion, enrolledAtMs: nowMs, drained: false, drainReason: "" })
-        .onConflictDoUpdate({ target: nodes.nodeId, set: { channel: e.channel, labels, agentVersion: e.agentVersion } })
+        .values({
+          nodeId: e.nodeId,
+          channel: e.channel,
+          labels,
+          agentVersion: e.agentVersion,
+          enrolledAtMs: nowMs,
+          drained: false,
+          drainReason: "",
+          desiredReleaseId: sql`(${desiredReleaseSql(e.nodeId, e.channel, sql.raw("NOT r.staged"))})`,
+        })
+        .onConflictDoUpdate({
+          target: nodes.nodeId,
+          set: { channel: e.channel, labels, agentVersion: e.agentVersion, desiredReleaseId: sql`excluded.desired_release_id` },
+        })
         .returning();
       if (audit) await appendAudit(tx, [audit]);
       return rowToNode(row);
@@ -161,6 +174,37 @@ export const pgFleet = {
         agent_version = coalesce(s.version, ${nodes.agentVersion})
       FROM unnest(${sql.param(ids)}::text[], ${sql.param(seen)}::bigint[], ${sql.param(rels)}::text[], ${sql.param(versions)}::text[]) AS s(node_id, seen, rel, version)
       WHERE ${nodes.nodeId} = s.node_id`);
+  },
+
+  /** One statement, so the counts and the buffered nodes' rows come from one snapshot. */
+  async fleetTotals(db: Db, q: FleetTotalsQuery): Promise<FleetCounts> {
+    const { afterSecond, partialFromMs, partialToMs } = seenBuckets(q.seenSinceMs);
+    const ch = q.channel === undefined ? sql`` : sql` AND channel = ${q.channel}`;
+    const partial =
+      q.channel === undefined
+        ? // Per channel, so the (channel, last_seen_ms) index serves it.
+          sql`SELECT count(*) FROM (SELECT DISTINCT channel FROM fleet_totals) c JOIN nodes n ON n.channel = c.channel AND n.last_seen_ms >= ${partialFromMs} AND n.last_seen_ms < ${partialToMs}`
+        : sql`SELECT count(*) FROM nodes WHERE channel = ${q.channel} AND last_seen_ms >= ${partialFromMs} AND last_seen_ms < ${partialToMs}`;
+    const ids = q.sightings.map((s) => s.nodeId);
+    const result = await db.execute<{ total: string; draining: string; drifted: string; unknown: string; up: string; buffered: [string, string | null, string | null, string | null][] }>(sql`SELECT
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE true${ch}) AS total,
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE drained${ch}) AS draining,
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE drifted${ch}) AS drifted,
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE NOT seen${ch}) AS unknown,
+      (SELECT coalesce(sum(n), 0) FROM fleet_seen WHERE seen_s > ${afterSecond}${ch}) + (${partial}) AS up,
+      (SELECT coalesce(json_agg(json_build_array(node_id, last_seen_ms::text, reported_release_id, desired_release_id)), '[]'::json)
+         FROM nodes WHERE node_id = ANY(${sql.param(ids)}::text[])${ch}) AS buffered`);
+    const row = result.rows[0];
+    const buffered = row.buffered.map(
+      ([nodeId, seen, reportedReleaseId, desiredReleaseId]): StoredSightingRow => ({
+        nodeId,
+        lastSeenMs: seen === null ? null : Number(seen),
+        reportedReleaseId,
+        desiredReleaseId,
+      }),
+    );
+    const n = (v: string) => Number(v);
+    return fleetTotalsOf({ total: n(row.total), draining: n(row.draining), drifted: n(row.drifted), unknown: n(row.unknown), up: n(row.up), buffered }, q);
   },
 
   async lastEventsByType(db: Db, id: string): Promise<Event[]> {

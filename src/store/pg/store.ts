@@ -9,6 +9,7 @@ import { eventToRow, rowToEvent } from "../event-rows.js";
 import { withInserted } from "../../domain/audit.js";
 import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
+import type { FleetTotalsQuery } from "../fleet-totals.js";
 import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, Store } from "../store.js";
 import { pgFleet } from "./fleet.js";
 import { appendAudit, pgRollouts } from "./rollouts.js";
@@ -144,6 +145,9 @@ export class PostgresStore implements Store {
   }
   listNodes(q: NodeQuery) {
     return this.run(() => pgFleet.listNodes(this.db, q));
+  }
+  fleetTotals(q: FleetTotalsQuery) {
+    return this.run(() => pgFleet.fleetTotals(this.db, q));
   }
   setDrained(nodeId: string, drained: boolean, reason: string, audit?: AuditRow) {
     return this.run(() => pgFleet.setDrained(this.db, nodeId, drained, reason, audit));

@@ -1,15 +1,17 @@
 import { and, asc, desc, eq, getTableColumns, gt, isNotNull, max, sql, type SQL } from "drizzle-orm";
+import type Database from "better-sqlite3";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import type { Node } from "../../../gen/autonomy/v1/nodes_pb.js";
 import type { NodeAck, Release } from "../../../gen/autonomy/v1/releases_pb.js";
 import { rowToEvent } from "../event-rows.js";
 import { rowToAck, rowToNode, rowToRelease } from "../fleet-rows.js";
+import { fleetTotalsOf, seenBuckets, type FleetCounts, type FleetTotalsQuery, type StoredSightingRow } from "../fleet-totals.js";
 import type { NodeQuery } from "../store.js";
 import { events, nodeAcks, nodes, releases } from "./schema.js";
 
 /** The fleet reads of the SQLite store, on the reader connection (synchronous, like the driver). */
-export function prepareFleetReads(db: BetterSQLite3Database) {
+export function prepareFleetReads(db: BetterSQLite3Database, reader: Database.Database) {
   const latest = db
     .select()
     .from(releases)
@@ -60,7 +62,42 @@ export function prepareFleetReads(db: BetterSQLite3Database) {
     .limit(1)
     .prepare();
 
+  // One statement, so the counts and the buffered nodes' rows come from one snapshot.
+  const totalsOf = (channel: boolean) => {
+    const ch = (alias = "") => (channel ? `AND ${alias}channel = @channel` : "");
+    const partial = channel
+      ? "SELECT count(*) FROM nodes WHERE channel = @channel AND last_seen_ms >= @from AND last_seen_ms < @to"
+      : // Per channel, so the (channel, last_seen_ms) index serves it.
+        "SELECT count(*) FROM (SELECT DISTINCT channel FROM fleet_totals) c JOIN nodes n ON n.channel = c.channel AND n.last_seen_ms >= @from AND n.last_seen_ms < @to";
+    return reader.prepare(`SELECT
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE 1 ${ch()}) AS total,
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE drained ${ch()}) AS draining,
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE drifted ${ch()}) AS drifted,
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE NOT seen ${ch()}) AS unknown,
+      (SELECT coalesce(sum(n), 0) FROM fleet_seen WHERE seen_s > @after ${ch()}) + (${partial}) AS up,
+      (SELECT json_group_array(json_array(node_id, last_seen_ms, reported_release_id, desired_release_id))
+         FROM nodes WHERE node_id IN (SELECT value FROM json_each(@ids)) ${ch()}) AS buffered`);
+  };
+  const totalsOfChannel = totalsOf(true);
+  const totalsOfAll = totalsOf(false);
+
   return {
+    fleetTotals: (q: FleetTotalsQuery): FleetCounts => {
+      const { afterSecond, partialFromMs, partialToMs } = seenBuckets(q.seenSinceMs);
+      const params = { after: afterSecond, from: partialFromMs, to: partialToMs, ids: JSON.stringify(q.sightings.map((s) => s.nodeId)) };
+      const row = (q.channel === undefined ? totalsOfAll.get(params) : totalsOfChannel.get({ ...params, channel: q.channel })) as {
+        total: number;
+        draining: number;
+        drifted: number;
+        unknown: number;
+        up: number;
+        buffered: string;
+      };
+      const buffered = (JSON.parse(row.buffered) as [string, number | null, string | null, string | null][]).map(
+        ([nodeId, lastSeenMs, reportedReleaseId, desiredReleaseId]): StoredSightingRow => ({ nodeId, lastSeenMs, reportedReleaseId, desiredReleaseId }),
+      );
+      return fleetTotalsOf({ ...row, buffered }, q);
+    },
     latestRelease: (channel: string, unstagedOnly = false): Release | undefined => {
       const row = (unstagedOnly ? latestUnstaged : latest).get({ channel });
       return row && rowToRelease(row);

@@ -2,6 +2,7 @@ import { and, eq, sql } from "drizzle-orm";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type { AckRow, NodeRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
 import { labelsToJson, sameReleaseContent } from "../fleet-rows.js";
+import { desiredReleaseSql } from "../fleet-totals.js";
 import type { AuditRow } from "../rollout-rows.js";
 import type { Enrollment } from "../store.js";
 import type { AppendAudit } from "./audit-writes.js";
@@ -110,9 +111,10 @@ export function prepareFleetWrites(db: BetterSQLite3Database, audit: AppendAudit
       case "enrollNode": {
         const { nodeId, channel, labels, agentVersion } = w.enrollment;
         const json = labelsToJson(labels);
+        const desiredReleaseId = sql`(${desiredReleaseSql(nodeId, channel, sql.raw("r.staged = 0"))})`;
         db.insert(nodes)
-          .values({ nodeId, channel, labels: json, agentVersion, enrolledAtMs: w.nowMs, drained: false, drainReason: "" })
-          .onConflictDoUpdate({ target: nodes.nodeId, set: { channel, labels: json, agentVersion } })
+          .values({ nodeId, channel, labels: json, agentVersion, enrolledAtMs: w.nowMs, drained: false, drainReason: "", desiredReleaseId })
+          .onConflictDoUpdate({ target: nodes.nodeId, set: { channel, labels: json, agentVersion, desiredReleaseId: sql`excluded.desired_release_id` } })
           .run();
         if (w.audit) audit([w.audit]);
         return { node: node(nodeId) };

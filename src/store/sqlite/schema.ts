@@ -36,8 +36,40 @@ export const nodes = sqliteTable(
     reportedReleaseId: text("reported_release_id"),
     drained: integer("drained", { mode: "boolean" }).notNull(),
     drainReason: text("drain_reason").notNull(),
+    /**
+     * The release the node should run, kept by triggers (moves, unstaged releases) and by the
+     * enrolment; the same rule as src/services/desired-release.ts, so the fleet totals can count drift.
+     */
+    desiredReleaseId: text("desired_release_id"),
   },
-  (t) => [index("nodes_channel_id").on(t.channel, t.nodeId)],
+  (t) => [index("nodes_channel_id").on(t.channel, t.nodeId), index("nodes_channel_seen").on(t.channel, t.lastSeenMs)],
+);
+
+/**
+ * How many nodes of a channel were last seen in each second (last_seen_ms / 1000), kept by
+ * triggers on nodes: the fleet view counts the nodes seen since a time from a few rows.
+ */
+export const fleetSeen = sqliteTable(
+  "fleet_seen",
+  {
+    channel: text("channel").notNull(),
+    seenS: integer("seen_s").notNull(),
+    n: integer("n").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.channel, t.seenS] }), index("fleet_seen_seen").on(t.seenS)],
+);
+
+/** How many nodes of a channel are in each combination of drained, drifted and ever seen, kept by triggers on nodes. */
+export const fleetTotals = sqliteTable(
+  "fleet_totals",
+  {
+    channel: text("channel").notNull(),
+    drained: integer("drained", { mode: "boolean" }).notNull(),
+    drifted: integer("drifted", { mode: "boolean" }).notNull(),
+    seen: integer("seen", { mode: "boolean" }).notNull(),
+    n: integer("n").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.channel, t.drained, t.drifted, t.seen] })],
 );
 
 export const releases = sqliteTable(

@@ -18,6 +18,7 @@ import {
   type EventQueryShape,
 } from "../prepared-queries.js";
 import { rowToAck, rowToNode, rowToRelease, type AckRow, type NodeRow, type NodeSighting, type ReleaseRow } from "../fleet-rows.js";
+import type { FleetTotalsQuery } from "../fleet-totals.js";
 import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, Store } from "../store.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, sqliteDomainError } from "./errors.js";
@@ -94,7 +95,7 @@ export class SqliteStore implements Store {
     private readonly onFatal: (err: Error) => void,
   ) {
     this.queries = new PreparedEventQueries((shape) => prepareEventQuery(db, reader, shape));
-    this.fleet = prepareFleetReads(db);
+    this.fleet = prepareFleetReads(db, reader);
     this.rollouts = prepareRolloutReads(db);
     this.rbac = prepareRbacReads(db);
     worker.on("message", (reply: WriterReply) => this.onReply(reply));
@@ -181,6 +182,9 @@ export class SqliteStore implements Store {
   }
   listNodes(q: NodeQuery) {
     return this.read(() => this.fleet.listNodes(q));
+  }
+  fleetTotals(q: FleetTotalsQuery) {
+    return this.read(() => this.fleet.fleetTotals(q));
   }
   lastEventsByType(nodeId: string) {
     return this.read(() => this.fleet.lastEventsByType(nodeId));
