@@ -180,20 +180,24 @@ export const pgFleet = {
   async fleetTotals(db: Db, q: FleetTotalsQuery): Promise<FleetCounts> {
     const { afterSecond, partialFromMs, partialToMs } = seenBuckets(q.seenSinceMs);
     const ch = q.channel === undefined ? sql`` : sql` AND channel = ${q.channel}`;
+    const chN = q.channel === undefined ? sql`` : sql` AND n.channel = ${q.channel}`;
     const partial =
       q.channel === undefined
         ? // Per channel, so the (channel, last_seen_ms) index serves it.
           sql`SELECT count(*) FROM (SELECT DISTINCT channel FROM fleet_totals) c JOIN nodes n ON n.channel = c.channel AND n.last_seen_ms >= ${partialFromMs} AND n.last_seen_ms < ${partialToMs}`
         : sql`SELECT count(*) FROM nodes WHERE channel = ${q.channel} AND last_seen_ms >= ${partialFromMs} AND last_seen_ms < ${partialToMs}`;
     const ids = q.sightings.map((s) => s.nodeId);
+    const rels = q.sightings.map((s) => s.reportedReleaseId ?? null);
     const result = await db.execute<{ total: string; draining: string; drifted: string; unknown: string; up: string; buffered: [string, string | null, string | null, string | null][] }>(sql`SELECT
       (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE true${ch}) AS total,
       (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE drained${ch}) AS draining,
       (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE drifted${ch}) AS drifted,
       (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE NOT seen${ch}) AS unknown,
       (SELECT coalesce(sum(n), 0) FROM fleet_seen WHERE seen_s > ${afterSecond}${ch}) + (${partial}) AS up,
-      (SELECT coalesce(json_agg(json_build_array(node_id, last_seen_ms::text, reported_release_id, desired_release_id)), '[]'::json)
-         FROM nodes WHERE node_id = ANY(${sql.param(ids)}::text[])${ch}) AS buffered`);
+      (SELECT coalesce(json_agg(json_build_array(n.node_id, n.last_seen_ms::text, n.reported_release_id, n.desired_release_id)), '[]'::json)
+         FROM unnest(${sql.param(ids)}::text[], ${sql.param(rels)}::text[]) AS s(node_id, rel) JOIN nodes n ON n.node_id = s.node_id
+         -- Only the nodes a sighting may move between classes (see fleetTotalsOf); most of a buffer is not read out.
+         WHERE (n.last_seen_ms IS NULL OR n.last_seen_ms < ${q.seenSinceMs} OR (s.rel IS NOT NULL AND s.rel IS DISTINCT FROM n.reported_release_id))${chN}) AS buffered`);
     const row = result.rows[0];
     const buffered = row.buffered.map(
       ([nodeId, seen, reportedReleaseId, desiredReleaseId]): StoredSightingRow => ({

@@ -10,6 +10,13 @@ import { fleetTotalsOf, seenBuckets, type FleetCounts, type FleetTotalsQuery, ty
 import type { NodeQuery } from "../store.js";
 import { events, nodeAcks, nodes, releases } from "./schema.js";
 
+/**
+ * Which buffered nodes a sighting may move between classes (see fleetTotalsOf): never seen,
+ * seen before the threshold, or reported another release than the sighting says. The others,
+ * most of a buffer in a steady fleet, are not read out.
+ */
+const BUFFERED_MAY_CHANGE = "n.last_seen_ms IS NULL OR n.last_seen_ms < @since OR (s.value IS NOT NULL AND s.value IS NOT n.reported_release_id)";
+
 /** The fleet reads of the SQLite store, on the reader connection (synchronous, like the driver). */
 export function prepareFleetReads(db: BetterSQLite3Database, reader: Database.Database) {
   const latest = db
@@ -75,8 +82,9 @@ export function prepareFleetReads(db: BetterSQLite3Database, reader: Database.Da
       (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE drifted ${ch()}) AS drifted,
       (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE NOT seen ${ch()}) AS unknown,
       (SELECT coalesce(sum(n), 0) FROM fleet_seen WHERE seen_s > @after ${ch()}) + (${partial}) AS up,
-      (SELECT json_group_array(json_array(node_id, last_seen_ms, reported_release_id, desired_release_id))
-         FROM nodes WHERE node_id IN (SELECT value FROM json_each(@ids)) ${ch()}) AS buffered`);
+      (SELECT json_group_array(json_array(n.node_id, n.last_seen_ms, n.reported_release_id, n.desired_release_id))
+         FROM json_each(@sightings) s CROSS JOIN nodes n ON n.node_id = s.key
+         WHERE (${BUFFERED_MAY_CHANGE}) ${ch("n.")}) AS buffered`);
   };
   const totalsOfChannel = totalsOf(true);
   const totalsOfAll = totalsOf(false);
@@ -84,7 +92,10 @@ export function prepareFleetReads(db: BetterSQLite3Database, reader: Database.Da
   return {
     fleetTotals: (q: FleetTotalsQuery): FleetCounts => {
       const { afterSecond, partialFromMs, partialToMs } = seenBuckets(q.seenSinceMs);
-      const params = { after: afterSecond, from: partialFromMs, to: partialToMs, ids: JSON.stringify(q.sightings.map((s) => s.nodeId)) };
+      // {node id: reported release or null}: json_each yields them as key and value, cheaply.
+      const sightings: Record<string, string | null> = {};
+      for (const s of q.sightings) sightings[s.nodeId] = s.reportedReleaseId ?? null;
+      const params = { after: afterSecond, from: partialFromMs, to: partialToMs, since: q.seenSinceMs, sightings: JSON.stringify(sightings) };
       const row = (q.channel === undefined ? totalsOfAll.get(params) : totalsOfChannel.get({ ...params, channel: q.channel })) as {
         total: number;
         draining: number;
