@@ -245,6 +245,25 @@ describe.each(STORE_KINDS)("fleet store contract: %s", (kind) => {
       expect(same).toMatchObject({ stale: false, ack: { state: "failed" } });
     });
 
+    it("takes acks sent together: each against the one before, a refused one alone", async () => {
+      const sent = await Promise.allSettled([
+        store.upsertAck(ack("ack-r2", "ack-n1", "downloading", 1_000)),
+        store.upsertAck(ack("ack-r2", "ack-n1", "healthy", 1_200, "ack-r2")),
+        store.upsertAck(ack("nope", "ack-n1", "pending", 1_300)),
+        store.upsertAck(ack("ack-r2", "ack-n1", "applied", 1_100)),
+        store.upsertAck(ack("ack-r2", "ghost", "pending", 1_300)),
+        store.upsertAck(ack("ack-r1", "ack-n2", "failed", 1_400)),
+      ]);
+      expect(sent.map((s) => s.status)).toEqual(["fulfilled", "fulfilled", "rejected", "fulfilled", "rejected", "fulfilled"]);
+      const value = (i: number) => (sent[i] as PromiseFulfilledResult<Awaited<ReturnType<Store["upsertAck"]>>>).value;
+      expect([value(0).stale, value(1).stale, value(3).stale, value(5).stale]).toEqual([false, false, true, false]);
+      expect(value(3).ack).toMatchObject({ state: "healthy", reportedReleaseId: "ack-r2" });
+      expect((sent[2] as PromiseRejectedResult).reason).toBeInstanceOf(NotFoundError);
+      expect(String((sent[4] as PromiseRejectedResult).reason)).toMatch(/node "ghost" is not enrolled/);
+      const stored = await store.acksOfRelease("ack-r2");
+      expect(stored.find((a) => a.nodeId === "ack-n1")).toMatchObject({ state: "healthy" });
+    });
+
     it("lists a release's acks by node and a node's acks newest first", async () => {
       await store.upsertAck(ack("ack-r2", "ack-n2", "pending", 400));
       await store.upsertAck(ack("ack-r2", "ack-n1", "pending", 500));

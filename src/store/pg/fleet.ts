@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, getTableColumns, gt, isNotNull, max, sql, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, max, sql, type SQL } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import type { Node } from "../../../gen/autonomy/v1/nodes_pb.js";
@@ -17,11 +17,32 @@ import {
 } from "../fleet-rows.js";
 import { desiredReleaseSql, fleetTotalsOf, seenBuckets, type FleetCounts, type FleetTotalsQuery, type StoredSightingRow } from "../fleet-totals.js";
 import type { Enrollment, NodeQuery } from "../store.js";
+import type { Outcome } from "../group-commit.js";
 import type { AuditRow } from "../rollout-rows.js";
 import { appendAudit } from "./rollouts.js";
 import { events, nodeAcks, nodes, releases } from "./schema.js";
 
 type Db = NodePgDatabase;
+
+const ACK_UPDATE = {
+  state: sql`excluded.state`,
+  message: sql`excluded.message`,
+  reportedReleaseId: sql`excluded.reported_release_id`,
+  observedAtMs: sql`excluded.observed_at_ms`,
+  updatedAtMs: sql`excluded.updated_at_ms`,
+};
+// An ack observed before the stored one arrived late: it changes nothing.
+const ACK_NOT_OLDER = sql`${nodeAcks.observedAtMs} <= excluded.observed_at_ms`;
+
+/** The stored acks of some release and node pairs. */
+async function storedAcks(db: Db, keys: readonly { releaseId: string; nodeId: string }[]) {
+  return db
+    .select()
+    .from(nodeAcks)
+    .where(
+      sql`(${nodeAcks.releaseId}, ${nodeAcks.nodeId}) IN (SELECT * FROM unnest(${sql.param(keys.map((k) => k.releaseId))}::text[], ${sql.param(keys.map((k) => k.nodeId))}::text[]))`,
+    );
+}
 
 async function nodeRow(db: Db, id: string) {
   const [row] = await db.select().from(nodes).where(eq(nodes.nodeId, id));
@@ -70,18 +91,7 @@ export const pgFleet = {
       const changed = await tx
         .insert(nodeAcks)
         .values(row)
-        .onConflictDoUpdate({
-          target: [nodeAcks.releaseId, nodeAcks.nodeId],
-          set: {
-            state: sql`excluded.state`,
-            message: sql`excluded.message`,
-            reportedReleaseId: sql`excluded.reported_release_id`,
-            observedAtMs: sql`excluded.observed_at_ms`,
-            updatedAtMs: sql`excluded.updated_at_ms`,
-          },
-          // An ack observed before the stored one arrived late: it changes nothing.
-          setWhere: sql`${nodeAcks.observedAtMs} <= excluded.observed_at_ms`,
-        })
+        .onConflictDoUpdate({ target: [nodeAcks.releaseId, nodeAcks.nodeId], set: ACK_UPDATE, setWhere: ACK_NOT_OLDER })
         .returning({ state: nodeAcks.state });
       if (changed.length > 0 && audit) await appendAudit(tx, [audit]);
       const [stored] = await tx
@@ -89,6 +99,62 @@ export const pgFleet = {
         .from(nodeAcks)
         .where(and(eq(nodeAcks.releaseId, row.releaseId), eq(nodeAcks.nodeId, row.nodeId)));
       return { ack: rowToAck(stored), stale: changed.length === 0 };
+    });
+  },
+
+  /**
+   * A group of acks in one transaction (see GroupCommit): an unknown release or node refuses
+   * its ack alone; acks of the same release and node apply in the order given, each against
+   * the one before, in rounds (one statement may not touch a row twice).
+   */
+  async upsertAcks(db: Db, items: readonly { row: AckRow; audit?: AuditRow }[]): Promise<Outcome<{ ack: NodeAck; stale: boolean }>[]> {
+    return db.transaction(async (tx) => {
+      const releaseIds = [...new Set(items.map((i) => i.row.releaseId))];
+      const nodeIds = [...new Set(items.map((i) => i.row.nodeId))];
+      const [knownReleases, knownNodes] = await Promise.all([
+        tx.select({ id: releases.releaseId }).from(releases).where(inArray(releases.releaseId, releaseIds)),
+        tx.select({ id: nodes.nodeId }).from(nodes).where(inArray(nodes.nodeId, nodeIds)),
+      ]);
+      const releaseKnown = new Set(knownReleases.map((r) => r.id));
+      const nodeKnown = new Set(knownNodes.map((r) => r.id));
+      const outcomes: (Outcome<{ ack: NodeAck; stale: boolean }> | undefined)[] = items.map(({ row }) =>
+        !releaseKnown.has(row.releaseId)
+          ? { ok: false, error: new NotFoundError(`release "${row.releaseId}" not found`) }
+          : !nodeKnown.has(row.nodeId)
+            ? { ok: false, error: new NotFoundError(`node "${row.nodeId}" is not enrolled`) }
+            : undefined,
+      );
+      const key = (r: { releaseId: string; nodeId: string }) => `${r.releaseId}\u0000${r.nodeId}`;
+      const audits: AuditRow[] = [];
+      let pending = items.map((_, i) => i).filter((i) => outcomes[i] === undefined);
+      while (pending.length > 0) {
+        const round: number[] = [];
+        const later: number[] = [];
+        const inRound = new Set<string>();
+        for (const i of pending) {
+          const k = key(items[i].row);
+          if (inRound.has(k)) later.push(i);
+          else (inRound.add(k), round.push(i));
+        }
+        const changed = await tx
+          .insert(nodeAcks)
+          .values(round.map((i) => items[i].row))
+          .onConflictDoUpdate({ target: [nodeAcks.releaseId, nodeAcks.nodeId], set: ACK_UPDATE, setWhere: ACK_NOT_OLDER })
+          .returning();
+        const changedByKey = new Map(changed.map((r) => [key(r), r]));
+        const staleKeys = round.filter((i) => !changedByKey.has(key(items[i].row)));
+        const stored = staleKeys.length === 0 ? [] : await storedAcks(tx, staleKeys.map((i) => items[i].row));
+        const storedByKey = new Map(stored.map((r) => [key(r), r]));
+        for (const i of round) {
+          const k = key(items[i].row);
+          const row = changedByKey.get(k);
+          if (row && items[i].audit) audits.push(items[i].audit!);
+          outcomes[i] = { ok: true, value: { ack: rowToAck(row ?? storedByKey.get(k)!), stale: !row } };
+        }
+        pending = later;
+      }
+      await appendAudit(tx, audits);
+      return outcomes as Outcome<{ ack: NodeAck; stale: boolean }>[];
     });
   },
 

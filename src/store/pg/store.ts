@@ -12,6 +12,7 @@ import type { AckRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
 import type { FleetTotalsQuery } from "../fleet-totals.js";
 import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, Store } from "../store.js";
 import { pgFleet } from "./fleet.js";
+import { GroupCommit } from "../group-commit.js";
 import { appendAudit, pgRollouts } from "./rollouts.js";
 import { pgRbac } from "./rbac.js";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
@@ -60,6 +61,13 @@ function translate(err: unknown): unknown {
 export class PostgresStore implements Store {
   readonly dialect = "postgres" as const;
   private readonly queries = new PreparedEventQueries((shape) => prepareEventQuery(this.db, shape));
+  private readonly acks = new GroupCommit(
+    (items: readonly { row: AckRow; audit?: AuditRow }[]) =>
+      this.run(() => pgFleet.upsertAcks(this.db, items)).then((outcomes) =>
+        outcomes.map((o) => (o.ok ? o : { ok: false as const, error: translate(o.error) })),
+      ),
+    ({ row, audit }: { row: AckRow; audit?: AuditRow }) => this.run(() => pgFleet.upsertAck(this.db, row, audit)),
+  );
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -128,8 +136,9 @@ export class PostgresStore implements Store {
   getRelease(releaseId: string) {
     return this.run(() => pgFleet.getRelease(this.db, releaseId));
   }
+  /** Group-committed (see GroupCommit): each ack answered after the transaction holding it committed. */
   upsertAck(row: AckRow, audit?: AuditRow) {
-    return this.run(() => pgFleet.upsertAck(this.db, row, audit));
+    return this.acks.submit({ row, audit });
   }
   acksOfRelease(releaseId: string) {
     return this.run(() => pgFleet.acksOfRelease(this.db, releaseId));

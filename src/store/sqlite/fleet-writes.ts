@@ -69,6 +69,7 @@ export function prepareFleetWrites(db: BetterSQLite3Database, audit: AppendAudit
       // An ack observed before the stored one arrived late: it changes nothing.
       setWhere: sql`${nodeAcks.observedAtMs} <= excluded.observed_at_ms`,
     })
+    .returning()
     .prepare();
   // Set expressions read the old row, so the reported release follows only a newer sighting.
   const sighting = db
@@ -99,14 +100,20 @@ export function prepareFleetWrites(db: BetterSQLite3Database, audit: AppendAudit
         return { release: stored, created: inserted === 1 };
       }
       case "upsertAck": {
-        if (!releaseById.get({ id: w.row.releaseId })) {
-          throw new WriteRefusal("notFound", `release "${w.row.releaseId}" not found`);
+        // One statement on the way of an ack storm: the foreign keys check the release and the
+        // node; only a refused ack looks up which one is missing.
+        let changed: AckRow | undefined;
+        try {
+          changed = upsertAck.get({ ...w.row });
+        } catch (err) {
+          if ((err as { code?: unknown }).code !== "SQLITE_CONSTRAINT_FOREIGNKEY") throw err;
+          if (!releaseById.get({ id: w.row.releaseId })) throw new WriteRefusal("notFound", `release "${w.row.releaseId}" not found`);
+          node(w.row.nodeId);
+          throw err;
         }
-        node(w.row.nodeId);
-        const changed = upsertAck.run({ ...w.row }).changes;
-        if (changed > 0 && w.audit) audit([w.audit]);
-        const stored = ackOf.get({ releaseId: w.row.releaseId, nodeId: w.row.nodeId })!;
-        return { ack: stored, stale: changed === 0 };
+        if (changed && w.audit) audit([w.audit]);
+        // A stale ack changed nothing (RETURNING is empty): answer the stored one.
+        return { ack: changed ?? ackOf.get({ releaseId: w.row.releaseId, nodeId: w.row.nodeId })!, stale: !changed };
       }
       case "enrollNode": {
         const { nodeId, channel, labels, agentVersion } = w.enrollment;
