@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, max, sql, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, sql, type SQL } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import type { Node } from "../../../gen/autonomy/v1/nodes_pb.js";
@@ -20,7 +20,7 @@ import type { Enrollment, NodeQuery } from "../store.js";
 import type { Outcome } from "../group-commit.js";
 import type { AuditRow } from "../rollout-rows.js";
 import { appendAudit } from "./rollouts.js";
-import { events, nodeAcks, nodes, releases } from "./schema.js";
+import { events, nodeAcks, nodeLastEvents, nodes, releases } from "./schema.js";
 
 type Db = NodePgDatabase;
 
@@ -278,17 +278,13 @@ export const pgFleet = {
   },
 
   async lastEventsByType(db: Db, id: string): Promise<Event[]> {
-    const newest = db
-      .select({ seq: max(events.seq).as("newest_seq") })
-      .from(events)
-      .where(eq(events.nodeId, id))
-      .groupBy(events.eventType)
-      .as("newest");
+    // One row per type from the projection a trigger keeps, however many events the node sent.
     const { receivedAtMs: _, ...columns } = getTableColumns(events);
     const rows = await db
       .select(columns)
-      .from(events)
-      .innerJoin(newest, eq(events.seq, newest.seq))
+      .from(nodeLastEvents)
+      .innerJoin(events, eq(events.seq, nodeLastEvents.seq))
+      .where(eq(nodeLastEvents.nodeId, id))
       .orderBy(asc(events.eventType));
     return rows.map(rowToEvent);
   },

@@ -23,6 +23,21 @@ export const events = pgTable(
   ],
 );
 
+/**
+ * The newest event of each type of each node (its seq), kept by a trigger on events, so a node's
+ * summary reads one row per type however many events the node sent. Retention removes the oldest
+ * events first, so a type whose newest event is gone has no events left either.
+ */
+export const nodeLastEvents = pgTable(
+  "node_last_events",
+  {
+    nodeId: text("node_id").notNull(),
+    eventType: text("event_type").notNull(),
+    seq: bigint("seq", { mode: "number" }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.nodeId, t.eventType] })],
+);
+
 export const nodes = pgTable(
   "nodes",
   {

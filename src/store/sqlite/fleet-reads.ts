@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, getTableColumns, gt, isNotNull, max, sql, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, getTableColumns, gt, isNotNull, sql, type SQL } from "drizzle-orm";
 import type Database from "better-sqlite3";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
@@ -8,7 +8,7 @@ import { rowToEvent } from "../event-rows.js";
 import { rowToAck, rowToNode, rowToRelease } from "../fleet-rows.js";
 import { fleetTotalsOf, seenBuckets, type FleetCounts, type FleetTotalsQuery, type StoredSightingRow } from "../fleet-totals.js";
 import type { NodeQuery } from "../store.js";
-import { events, nodeAcks, nodes, releases } from "./schema.js";
+import { events, nodeAcks, nodeLastEvents, nodes, releases } from "./schema.js";
 
 /**
  * Which buffered nodes a sighting may move between classes (see fleetTotalsOf): never seen,
@@ -47,18 +47,13 @@ export function prepareFleetReads(db: BetterSQLite3Database, reader: Database.Da
     .where(eq(nodeAcks.nodeId, sql.placeholder("id")))
     .orderBy(desc(nodeAcks.updatedAtMs), asc(nodeAcks.releaseId))
     .prepare();
-  // The newest event of each type: the node's index yields its rows, grouped by type.
-  const newestPerType = db
-    .select({ seq: max(events.seq).as("newest_seq") })
-    .from(events)
-    .where(eq(events.nodeId, sql.placeholder("id")))
-    .groupBy(events.eventType)
-    .as("newest");
+  // The newest event of each type, one row per type from the projection a trigger keeps.
   const { receivedAtMs: _, ...eventColumns } = getTableColumns(events);
   const lastEvents = db
     .select(eventColumns)
-    .from(events)
-    .innerJoin(newestPerType, eq(events.seq, newestPerType.seq))
+    .from(nodeLastEvents)
+    .innerJoin(events, eq(events.seq, nodeLastEvents.seq))
+    .where(eq(nodeLastEvents.nodeId, sql.placeholder("id")))
     .orderBy(asc(events.eventType))
     .prepare();
   const fingerprint = db
