@@ -3,14 +3,13 @@ import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import type { Node } from "../../../gen/autonomy/v1/nodes_pb.js";
 import type { NodeAck, Release } from "../../../gen/autonomy/v1/releases_pb.js";
-import { ConflictError, NotFoundError } from "../../domain/errors.js";
+import { requireNode, requireRelease, requireSameRelease } from "../write-rules.js";
 import { rowToEvent } from "../event-rows.js";
 import {
   labelsToJson,
   rowToAck,
   rowToNode,
   rowToRelease,
-  sameReleaseContent,
   type AckRow,
   type NodeSighting,
   type ReleaseRow,
@@ -49,12 +48,6 @@ async function nodeRow(db: Db, id: string) {
   return row;
 }
 
-async function enrolledNode(db: Db, id: string) {
-  const row = await nodeRow(db, id);
-  if (!row) throw new NotFoundError(`node "${id}" is not enrolled`);
-  return row;
-}
-
 /**
  * The fleet operations of the PostgreSQL store. Each write is one transaction; conflicts
  * between replicas are settled by the database (ON CONFLICT, row locks), not by the caller.
@@ -65,9 +58,7 @@ export const pgFleet = {
       const inserted = await tx.insert(releases).values(row).onConflictDoNothing().returning({ seq: releases.seq });
       if (inserted.length === 1 && audit) await appendAudit(tx, [audit]);
       const [stored] = await tx.select().from(releases).where(eq(releases.releaseId, row.releaseId));
-      if (inserted.length === 0 && !sameReleaseContent(stored, row)) {
-        throw new ConflictError(`release "${row.releaseId}" is already published with other content; releases are immutable`);
-      }
+      if (inserted.length === 0) requireSameRelease(stored, row);
       return { release: rowToRelease(stored), created: inserted.length === 1 };
     });
   },
@@ -86,8 +77,8 @@ export const pgFleet = {
   async upsertAck(db: Db, row: AckRow, audit?: AuditRow): Promise<{ ack: NodeAck; stale: boolean }> {
     return db.transaction(async (tx) => {
       const [release] = await tx.select({ id: releases.releaseId }).from(releases).where(eq(releases.releaseId, row.releaseId));
-      if (!release) throw new NotFoundError(`release "${row.releaseId}" not found`);
-      await enrolledNode(tx, row.nodeId);
+      requireRelease(row.releaseId, release);
+      requireNode(row.nodeId, await nodeRow(tx, row.nodeId));
       const changed = await tx
         .insert(nodeAcks)
         .values(row)
@@ -117,13 +108,15 @@ export const pgFleet = {
       ]);
       const releaseKnown = new Set(knownReleases.map((r) => r.id));
       const nodeKnown = new Set(knownNodes.map((r) => r.id));
-      const outcomes: (Outcome<{ ack: NodeAck; stale: boolean }> | undefined)[] = items.map(({ row }) =>
-        !releaseKnown.has(row.releaseId)
-          ? { ok: false, error: new NotFoundError(`release "${row.releaseId}" not found`) }
-          : !nodeKnown.has(row.nodeId)
-            ? { ok: false, error: new NotFoundError(`node "${row.nodeId}" is not enrolled`) }
-            : undefined,
-      );
+      const outcomes: (Outcome<{ ack: NodeAck; stale: boolean }> | undefined)[] = items.map(({ row }) => {
+        try {
+          requireRelease(row.releaseId, releaseKnown.has(row.releaseId));
+          requireNode(row.nodeId, nodeKnown.has(row.nodeId) || undefined);
+          return undefined;
+        } catch (error) {
+          return { ok: false, error };
+        }
+      });
       const key = (r: { releaseId: string; nodeId: string }) => `${r.releaseId}\u0000${r.nodeId}`;
       const audits: AuditRow[] = [];
       let pending = items.map((_, i) => i).filter((i) => outcomes[i] === undefined);
@@ -218,7 +211,7 @@ export const pgFleet = {
         .set({ drained, drainReason: drained ? reason : "" })
         .where(eq(nodes.nodeId, id))
         .returning();
-      if (!row) throw new NotFoundError(`node "${id}" is not enrolled`);
+      requireNode(id, row);
       if (audit) await appendAudit(tx, [audit]);
       return rowToNode(row);
     });

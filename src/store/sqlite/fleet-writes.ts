@@ -1,7 +1,8 @@
 import { and, eq, sql } from "drizzle-orm";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type { AckRow, NodeRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
-import { labelsToJson, sameReleaseContent } from "../fleet-rows.js";
+import { labelsToJson } from "../fleet-rows.js";
+import { requireNode, requireRelease, requireSameRelease } from "../write-rules.js";
 import { desiredReleaseSql } from "../fleet-totals.js";
 import type { AuditRow } from "../rollout-rows.js";
 import type { Enrollment } from "../store.js";
@@ -22,16 +23,6 @@ export type FleetWriteResult =
   | { ack: AckRow; stale: boolean }
   | { node: NodeRow }
   | { recorded: number };
-
-/** A write refused for a reason the caller must see (the savepoint is rolled back). */
-export class WriteRefusal extends Error {
-  constructor(
-    readonly kind: "notFound" | "conflict" | "aborted",
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 /**
  * The fleet writes of the SQLite store. They run synchronously on the writer connection, so
@@ -82,20 +73,14 @@ export function prepareFleetWrites(db: BetterSQLite3Database, audit: AppendAudit
     .where(eq(nodes.nodeId, sql.placeholder("id")))
     .prepare();
 
-  const node = (id: string): NodeRow => {
-    const row = nodeById.get({ id });
-    if (!row) throw new WriteRefusal("notFound", `node "${id}" is not enrolled`);
-    return row;
-  };
+  const node = (id: string): NodeRow => requireNode(id, nodeById.get({ id }));
 
   return (w: FleetWrite): FleetWriteResult => {
     switch (w.op) {
       case "publishRelease": {
         const inserted = db.insert(releases).values(w.row).onConflictDoNothing().run().changes;
         const stored = releaseById.get({ id: w.row.releaseId })!;
-        if (inserted === 0 && !sameReleaseContent(stored, w.row)) {
-          throw new WriteRefusal("conflict", `release "${w.row.releaseId}" is already published with other content; releases are immutable`);
-        }
+        if (inserted === 0) requireSameRelease(stored, w.row);
         if (inserted === 1 && w.audit) audit([w.audit]);
         return { release: stored, created: inserted === 1 };
       }
@@ -107,7 +92,7 @@ export function prepareFleetWrites(db: BetterSQLite3Database, audit: AppendAudit
           changed = upsertAck.get({ ...w.row });
         } catch (err) {
           if ((err as { code?: unknown }).code !== "SQLITE_CONSTRAINT_FOREIGNKEY") throw err;
-          if (!releaseById.get({ id: w.row.releaseId })) throw new WriteRefusal("notFound", `release "${w.row.releaseId}" not found`);
+          requireRelease(w.row.releaseId, releaseById.get({ id: w.row.releaseId }));
           node(w.row.nodeId);
           throw err;
         }
