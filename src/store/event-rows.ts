@@ -1,22 +1,13 @@
 import type { JsonObject } from "@bufbuild/protobuf";
 import type { Event } from "../../gen/autonomy/v1/events_pb.js";
+import type { RowOf } from "./schema-check.js";
 
 /**
- * One event as both dialects store it: the timestamp split into seconds and nanos, the
- * payload as JSON text, and the server's receive time (kept for retention, not served).
+ * One event as both dialects store it (the drizzle schemas' row): the timestamp split into
+ * seconds and nanos, the payload as JSON text, and the server's receive time (kept for
+ * retention, not served).
  */
-export interface EventRow {
-  seq: number;
-  eventId: string;
-  eventType: string;
-  nodeId: string;
-  tsSeconds: number;
-  tsNanos: number;
-  lockFingerprint: string | null;
-  releaseId: string | null;
-  payload: string | null;
-  receivedAtMs: number;
-}
+export type EventRow = RowOf<"events">;
 
 export type NewEventRow = Omit<EventRow, "seq">;
 
