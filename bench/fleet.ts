@@ -7,6 +7,9 @@
  *   SQLite tx/hb     store writes of coalesced last-seen times per heartbeat accepted
  *   acks/s           against better-sqlite3 upserting the same acks, one durable commit each
  *   GET /v1/fleet, GET /v1/nodes/{id}/summary   against the bare server answering the same bodies
+ *   GET /v1/fleet, 100-row pages, at 10,000 and at BENCH_FLEET_PAGE_NODES (100,000) nodes written
+ *                    straight into the database, idle and with a minute's share of heartbeats
+ *                    buffered, against the bare server answering the same body
  *
  * Prints a table and writes bench/results/fleet-<time>.json.
  */
@@ -26,6 +29,10 @@ import { applySchema, durablePragmas, INSERT_SQL } from "./sqlite-schema.js";
 import { BATCH_SIZE, jsonBatch, rowOf } from "./workload.js";
 
 const NODES = Number(process.env.BENCH_FLEET_NODES ?? 10_000);
+const PAGE_NODES = Number(process.env.BENCH_FLEET_PAGE_NODES ?? 100_000);
+/** BENCH_FLEET_PAGES_ONLY=1 runs the page measurements alone. */
+const PAGES_ONLY = process.env.BENCH_FLEET_PAGES_ONLY === "1";
+const PAGE_PATH = "/v1/fleet?channel=bench&page_size=100";
 const EVENTS = 1_000_000;
 const HEARTBEAT_MS = 15_000;
 const FLUSH_MS = 5_000;
@@ -99,10 +106,89 @@ function ackCeiling(dir: string): number {
   return (NODES * ACK_STATES.length) / seconds;
 }
 
+/**
+ * A fleet of `nodes` nodes written straight into a server's database (enrolling 100,000 through
+ * the API would take minutes): last seen within the last 90 s, every 20th ten minutes ago, every
+ * 50th never; then a release, whose trigger sets every node's desired release.
+ */
+async function fillNodes(dataDir: string, nodes: number): Promise<void> {
+  const first = await startServer(dataDir); // applies the migrations
+  await first.stop();
+  const db = new Database(path.join(dataDir, DB_FILE_NAME));
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = OFF");
+  const now = Date.now();
+  const insert = db.prepare(
+    "INSERT INTO nodes (node_id, channel, labels, agent_version, enrolled_at_ms, last_seen_ms, reported_release_id, drained, drain_reason) VALUES (?, 'bench', '{}', 'bench', ?, ?, ?, 0, '')",
+  );
+  db.transaction(() => {
+    for (let n = 0; n < nodes; n++) {
+      const seen = n % 50 === 0 ? null : n % 20 === 0 ? now - 600_000 : now - ((n * 7919) % 90_000);
+      insert.run(nodeName(n), now - 3_600_000, seen, seen === null ? null : "bench-r0");
+    }
+    db.prepare("INSERT INTO releases (release_id, channel, version, artifacts, notes, published_at_ms, staged) VALUES ('bench-p1', 'bench', '1', '[]', '', ?, 0)").run(now - 3_000_000);
+  })();
+  db.pragma("wal_checkpoint(TRUNCATE)");
+  db.close();
+}
+
+interface PageRun {
+  nodes: number;
+  idle: QueryResult;
+  /** With `buffered` heartbeats in the server's buffer (a minute's share of a flush interval). */
+  buffered: QueryResult;
+  bufferedHeartbeats: number;
+  bytes: number;
+  ceiling: number;
+}
+
+/** 100-row pages of a `nodes`-node channel: idle, then with heartbeats buffered (the flush interval set long). */
+async function pageRun(dir: string, nodes: number): Promise<PageRun> {
+  const dataDir = path.join(dir, `page-${nodes}`);
+  log(`  page: filling ${fmt(nodes)} nodes...`);
+  await fillNodes(dataDir, nodes);
+  const server = await startOrchestrator(dataDir, ["--heartbeat-flush-interval", "1h"]);
+  let idle: QueryResult;
+  let buffered: QueryResult;
+  let body: Buffer;
+  // What a flush interval of heartbeats holds at once: every node once a minute, 5 s flushes.
+  const bufferedHeartbeats = Math.round((nodes / 60) * (FLUSH_MS / 1000));
+  try {
+    body = Buffer.from(await (await fetch(server.url + PAGE_PATH)).arrayBuffer());
+    await queryLoad({ kind: "query", url: server.url, paths: [PAGE_PATH], durationMs: 2000, concurrency: 1 });
+    idle = await queryLoad({ kind: "query", url: server.url, paths: [PAGE_PATH], durationMs: QUERY_MS, concurrency: 1 });
+    await fleetLoad({ op: "heartbeat", url: server.url, nodes: bufferedHeartbeats, concurrency: 32 });
+    buffered = await queryLoad({ kind: "query", url: server.url, paths: [PAGE_PATH], durationMs: QUERY_MS, concurrency: 1 });
+  } finally {
+    await server.stop();
+  }
+  const bareServer = await bare(body, dir);
+  const ceiling = await queryLoad({ kind: "query", url: bareServer.url, paths: [PAGE_PATH], durationMs: 5000, concurrency: 1 }).finally(() => bareServer.stop());
+  rmSync(dataDir, { recursive: true, force: true });
+  log(`  page of ${fmt(nodes)}: p50 ${fmt(idle.p50Ms, 2)} ms p99 ${fmt(idle.p99Ms, 2)} ms; ${fmt(bufferedHeartbeats)} buffered: p99 ${fmt(buffered.p99Ms, 2)} ms`);
+  return { nodes, idle, buffered, bufferedHeartbeats, bytes: body.length, ceiling: ceiling.requestsPerSecond };
+}
+
+function pagesTable(pages: PageRun[]): string {
+  let out = "";
+  for (const p of pages) {
+    out += `  GET ${PAGE_PATH} at ${fmt(p.nodes)} nodes (${fmt(p.bytes)} bytes)  p50 ${fmt(p.idle.p50Ms, 2)} ms  p99 ${fmt(p.idle.p99Ms, 2)} ms  ${fmt(p.idle.requestsPerSecond)} req/s   bare ${fmt(p.ceiling)} req/s   ratio ${fmt(p.idle.requestsPerSecond / p.ceiling, 2)}\n`;
+    out += `    with ${fmt(p.bufferedHeartbeats)} heartbeats buffered  p50 ${fmt(p.buffered.p50Ms, 2)} ms  p99 ${fmt(p.buffered.p99Ms, 2)} ms  ${fmt(p.buffered.requestsPerSecond)} req/s   ratio ${fmt(p.buffered.requestsPerSecond / p.ceiling, 2)}\n`;
+  }
+  const growth = (f: (p: PageRun) => number) => fmt(f(pages[1]) / f(pages[0]), 2);
+  out += `  page growth from ${fmt(pages[0].nodes)} to ${fmt(pages[1].nodes)} nodes: p50 ${growth((p) => p.idle.p50Ms)}x, p99 ${growth((p) => p.idle.p99Ms)}x idle; p50 ${growth((p) => p.buffered.p50Ms)}x buffered (target < 1.5x)\n`;
+  return out;
+}
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "ao-bench-fleet-"));
   const dataDir = path.join(dir, "data");
   try {
+    if (PAGES_ONLY) {
+      const pages = [await pageRun(dir, 10_000), await pageRun(dir, PAGE_NODES)];
+      process.stdout.write(pagesTable(pages));
+      return;
+    }
     log(`fleet: ${fmt(NODES)} nodes, ${fmt(EVENTS)} events stored`);
     const first = await startServer(dataDir); // applies the migrations
     await first.stop();
@@ -168,6 +254,7 @@ async function main(): Promise<void> {
     } finally {
       await server.stop();
     }
+    const pages = [await pageRun(dir, 10_000), await pageRun(dir, PAGE_NODES)];
 
     const r = results;
     const perFlush = (NODES / 60) * (FLUSH_MS / 1000);
@@ -178,6 +265,7 @@ async function main(): Promise<void> {
     out += `  acks         ${fmt(r.acks.perSecond).padStart(7)}/s  (3 storms: every node acks downloading, applied, healthy)   better-sqlite3 one commit per ack ${fmt(r.acks.ceiling)}/s   ratio ${fmt(r.acks.perSecond / r.acks.ceiling, 2)}\n`;
     out += `  GET /v1/fleet (${fmt(Math.min(1000, NODES))} rows of ${fmt(NODES)}, ${fmt(r.fleet.bytes)} bytes)  p50 ${fmt(r.fleet.p50Ms, 1)} ms  p99 ${fmt(r.fleet.p99Ms, 1)} ms  ${fmt(r.fleet.requestsPerSecond, 1)} req/s   bare ${fmt(r.fleet.ceiling)} req/s   ratio ${fmt(r.fleet.requestsPerSecond / r.fleet.ceiling, 3)}\n`;
     out += `  GET /v1/nodes/{id}/summary (${fmt(r.summary.bytes)} bytes)  p50 ${fmt(r.summary.p50Ms, 2)} ms  p99 ${fmt(r.summary.p99Ms, 2)} ms  ${fmt(r.summary.requestsPerSecond)} req/s   bare ${fmt(r.summary.ceiling)} req/s   ratio ${fmt(r.summary.requestsPerSecond / r.summary.ceiling, 2)}\n`;
+    out += pagesTable(pages);
     out += `  enrolment ${fmt(r.enrolPerSecond)}/s; server peak RSS ${fmt(r.peakRssMiB, 1)} MiB\n`;
     process.stdout.write(out);
 
@@ -185,7 +273,7 @@ async function main(): Promise<void> {
     mkdirSync(resultsDir, { recursive: true });
     const date = new Date().toISOString();
     const file = path.join(resultsDir, `fleet-${date.replace(/[:.]/g, "-")}.json`);
-    writeFileSync(file, JSON.stringify({ date, machine: { cpus: os.cpus().length, node: process.version }, ...results }, null, 2) + "\n");
+    writeFileSync(file, JSON.stringify({ date, machine: { cpus: os.cpus().length, node: process.version }, ...results, pages }, null, 2) + "\n");
     log(`results written to ${path.relative(process.cwd(), file)}`);
   } finally {
     rmSync(dir, { recursive: true, force: true });

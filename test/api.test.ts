@@ -39,6 +39,20 @@ describe.each(STORE_KINDS)("REST API on %s", (kind) => {
       expect(again.json()).toEqual({ received: 1, inserted: 0, deduped: 1 });
     });
 
+    it("dedupes per node: another node's event with the same event_id is stored, the same node's again is not", async () => {
+      const id = `${tag}-crash-0001`;
+      const first = await post({ events: [event(id, `${tag}-dn1`, { event_type: "probe" })] });
+      expect(first.json()).toEqual({ received: 1, inserted: 1, deduped: 0 });
+      const other = await post({ events: [event(id, `${tag}-dn2`, { event_type: "crash" }), event(id, `${tag}-dn2`)] });
+      expect(other.json()).toEqual({ received: 2, inserted: 1, deduped: 1 });
+      const again = await post({ events: [event(id, `${tag}-dn1`), event(id, `${tag}-dn2`)] });
+      expect(again.json()).toEqual({ received: 2, inserted: 0, deduped: 2 });
+      const stored = async (node: string) =>
+        (await request(`${server.url}/v1/events?node_id=${node}`)).json().events.map((e: { event_id: string; event_type: string }) => [e.event_id, e.event_type]);
+      expect(await stored(`${tag}-dn1`)).toEqual([[id, "probe"]]);
+      expect(await stored(`${tag}-dn2`)).toEqual([[id, "crash"]]);
+    });
+
     it("stores each id once when concurrent batches share ids", async () => {
       const ids = Array.from({ length: 11 * 20 + 100 }, (_, i) => `${tag}-shared-${i}`);
       const replies = await Promise.all(

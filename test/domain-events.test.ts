@@ -52,6 +52,14 @@ describe("dedupeWithinBatch", () => {
       ["b", "boot"],
     ]);
   });
+
+  it("keeps the same event_id from another node", () => {
+    const batch = [event({ eventId: "a", nodeId: "n1" }), event({ eventId: "a", nodeId: "n2" }), event({ eventId: "a", nodeId: "n1" })];
+    expect(dedupeWithinBatch(batch).map((e) => [e.nodeId, e.eventId])).toEqual([
+      ["n1", "a"],
+      ["n2", "a"],
+    ]);
+  });
 });
 
 describe("query bounds", () => {

@@ -163,6 +163,45 @@ describe.each(STORE_KINDS)("fleet API on %s", (kind) => {
     });
   });
 
+  describe("fleet totals", () => {
+    it("equal a recount of every page's rows while heartbeats are buffered", async () => {
+      const ids = Array.from({ length: 7 }, (_, i) => `rc-${i}`);
+      await call("POST", "/v1/releases", releaseJson("rc-r1", "recount"));
+      for (const id of ids) await call("POST", "/v1/nodes", { node_id: id, channel: "recount", labels: {}, agent_version: "1" });
+      const hourAgo = Date.now() - 3_600_000;
+      // Stored an hour ago: stale at a 60 s threshold unless a buffered heartbeat says otherwise.
+      await server.store.recordSightings(ids.slice(0, 4).map((nodeId) => ({ nodeId, lastSeenMs: hourAgo, reportedReleaseId: "rc-r1" })));
+      await call("POST", "/v1/nodes/rc-1/heartbeat", { reported_release_id: "rc-old" });
+      await call("POST", "/v1/nodes/rc-4/heartbeat", { reported_release_id: "rc-r1" });
+      await call("POST", "/v1/nodes/rc-5/heartbeat", {});
+      await call("POST", "/v1/nodes/rc-2/drain", { reason: "swap" });
+      expect((await server.store.getNode("rc-4"))?.lastSeen).toBeUndefined();
+
+      const rows: { last_seen?: string; lifecycle: string; drift: boolean }[] = [];
+      let token = "";
+      let totals;
+      do {
+        const page = (await call("GET", `/v1/fleet?channel=recount&stale_threshold_seconds=60&page_size=2&page_token=${token}`)).json();
+        totals ??= page.totals;
+        expect(page.totals).toEqual(totals);
+        rows.push(...page.nodes);
+        token = page.next_page_token;
+      } while (token !== "");
+      const now = Date.now();
+      const seen = rows.filter((r) => r.last_seen !== undefined);
+      expect(totals).toEqual({
+        total: rows.length,
+        up: seen.filter((r) => now - Date.parse(r.last_seen!) <= 60_000).length,
+        stale: seen.filter((r) => now - Date.parse(r.last_seen!) > 60_000).length,
+        unknown: rows.length - seen.length,
+        draining: rows.filter((r) => r.lifecycle === "DRAINING").length,
+        drifted: rows.filter((r) => r.drift).length,
+      });
+      // rc-0, rc-2, rc-3 stale; rc-1 (reports rc-old), rc-4, rc-5 up; rc-6 never seen; rc-1, rc-5 and rc-6 drift.
+      expect(totals).toEqual({ total: 7, up: 3, stale: 3, unknown: 1, draining: 1, drifted: 3 });
+    });
+  });
+
   describe("a fleet past 1,000 nodes", () => {
     const N = 1_205;
     beforeAll(async () => {

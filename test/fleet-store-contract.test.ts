@@ -6,6 +6,10 @@ import { ReleaseSchema } from "../gen/autonomy/v1/releases_pb.js";
 import { ConflictError, NotFoundError } from "../src/domain/errors.js";
 import { ackToRow, releaseToRow, type AckRow } from "../src/store/fleet-rows.js";
 import type { Store } from "../src/store/store.js";
+import { desiredReleases } from "../src/services/desired-release.js";
+import { SightingBuffer } from "../src/store/sightings.js";
+import type { FleetTotalsQuery } from "../src/store/fleet-totals.js";
+import type { AuditRow, StatusRow } from "../src/store/rollout-rows.js";
 import { STORE_KINDS } from "./helpers/server.js";
 import { openStore } from "./helpers/store.js";
 
@@ -16,6 +20,39 @@ const ack = (releaseId: string, nodeId: string, state: string, observedAtMs: num
   ({ ...ackToRow({ releaseId, nodeId, state, message: "", reportedReleaseId }, observedAtMs), updatedAtMs: observedAtMs + 1 });
 const enrol = (store: Store, nodeId: string, channel = "stable", labels: Record<string, string> = {}) =>
   store.enrollNode({ nodeId, channel, labels, agentVersion: "1" }, 500);
+const auditRow = (resource: string): AuditRow => ({
+  atMs: 1,
+  eventName: "rollout.test",
+  category: "rollout",
+  action: "test",
+  outcome: "success",
+  actor: "test",
+  resourceType: "rollout_plan",
+  resource,
+  source: "test",
+  fieldsJson: "{}",
+  reason: "",
+});
+const status = (planId: string, version: number, phase = "active"): StatusRow => ({ planId, version, phase, currentStage: 0, reason: "", updatedAtMs: 1, stages: "[]" });
+
+/** The fleet totals counted the way the fleet view did before the store counted them: every node read and overlaid. */
+async function recount(store: Store, buffer: SightingBuffer, q: Omit<FleetTotalsQuery, "sightings">) {
+  const all = await store.listNodes({ channel: q.channel });
+  const desired = await desiredReleases(store, all);
+  const totals = { total: all.length, up: 0, stale: 0, unknown: 0, draining: 0, drifted: 0 };
+  for (const node of all) {
+    buffer.overlay(node);
+    const seen = seenMs(node);
+    if (seen === undefined) totals.unknown++;
+    else if (seen >= q.seenSinceMs) totals.up++;
+    else totals.stale++;
+    if (node.drained) totals.draining++;
+    const desiredId = desired.get(node.nodeId)?.release.releaseId ?? "";
+    if (desiredId !== "" && desiredId !== node.reportedReleaseId) totals.drifted++;
+  }
+  return totals;
+}
+
 const seenMs = (n: { lastSeen?: Parameters<typeof timestampMs>[0] } | undefined) => (n?.lastSeen ? timestampMs(n.lastSeen) : undefined);
 
 describe.each(STORE_KINDS)("fleet store contract: %s", (kind) => {
@@ -88,6 +125,100 @@ describe.each(STORE_KINDS)("fleet store contract: %s", (kind) => {
     });
   });
 
+  describe("fleet totals", () => {
+    let buffer: SightingBuffer;
+    const ids = Array.from({ length: 10 }, (_, i) => `t-${i}`);
+    const compare = async (channel: string | undefined, seenSinceMs: number) => {
+      const counted = await store.fleetTotals({ channel, seenSinceMs, sightings: buffer.pending() });
+      expect(counted).toEqual(await recount(store, buffer, { channel, seenSinceMs }));
+      return counted;
+    };
+    const cases = async () => {
+      for (const since of [0, 9_000, 9_400, 9_999, 10_000, 15_000]) {
+        await compare("tot", since);
+        await compare(undefined, since);
+      }
+    };
+
+    beforeAll(async () => {
+      buffer = new SightingBuffer({ store, flushIntervalMs: 3_600_000, onFlushError: () => {} });
+      await store.publishRelease({ ...release("tot-r1", "tot"), publishedAtMs: 1_000 });
+      await store.publishRelease({ ...release("tot-s1", "tot"), publishedAtMs: 1_100, staged: true });
+      for (const id of ids) await enrol(store, id, "tot");
+      await enrol(store, "tot-o1", "tot-other");
+      await store.createRollout(
+        { planId: "p-tot", releaseId: "tot-s1", channel: "tot", spec: "{}", signature: "", keyId: "", createdAtMs: 1_500 },
+        status("p-tot", 1),
+        auditRow("p-tot"),
+      );
+      await store.commitRollout({
+        expectedVersion: 1,
+        status: status("p-tot", 2),
+        moves: ids.slice(0, 4).map((nodeId) => ({ planId: "p-tot", stageId: "s", nodeId, releaseId: "tot-s1", movedAtMs: 2_000 })),
+        audit: [auditRow("p-tot")],
+      });
+      await store.recordSightings([
+        { nodeId: "t-0", lastSeenMs: 10_000, reportedReleaseId: "tot-s1" },
+        { nodeId: "t-1", lastSeenMs: 5_000, reportedReleaseId: "tot-r1" },
+        { nodeId: "t-2", lastSeenMs: 9_500 },
+        { nodeId: "t-3", lastSeenMs: 9_399 },
+        { nodeId: "t-4", lastSeenMs: 20_000, reportedReleaseId: "tot-r1" },
+        { nodeId: "t-5", lastSeenMs: 100, reportedReleaseId: "other" },
+        { nodeId: "tot-o1", lastSeenMs: 50_000 },
+      ]);
+      await store.setDrained("t-4", true, "x");
+      await store.setDrained("t-7", true, "x");
+      // Buffered, not written: they change classes (stale to up, unknown to up or stale, drift) or, older than stored, nothing.
+      buffer.record({ nodeId: "t-1", lastSeenMs: 12_000, reportedReleaseId: "tot-s1" });
+      buffer.record({ nodeId: "t-3", lastSeenMs: 9_000, reportedReleaseId: "tot-s1" });
+      buffer.record({ nodeId: "t-5", lastSeenMs: 9_999 });
+      buffer.record({ nodeId: "t-6", lastSeenMs: 9_450, reportedReleaseId: "tot-r1" });
+      buffer.record({ nodeId: "t-8", lastSeenMs: 8_000 });
+      buffer.record({ nodeId: "tot-o1", lastSeenMs: 60_000, reportedReleaseId: "x" });
+    });
+
+    it("counts up, stale, unknown, draining and drifted exactly, with buffered sightings applied", async () => {
+      expect(await compare("tot", 9_400)).toEqual({ total: 10, up: 6, stale: 2, unknown: 2, draining: 2, drifted: 6 });
+      await cases();
+      expect(await store.fleetTotals({ channel: "nowhere", seenSinceMs: 0, sightings: buffer.pending() })).toEqual({
+        total: 0,
+        up: 0,
+        stale: 0,
+        unknown: 0,
+        draining: 0,
+        drifted: 0,
+      });
+    });
+
+    it("stays exact when the buffer is written, releases are published, plans move nodes and nodes change channel", async () => {
+      await buffer.flush();
+      await cases();
+      await store.publishRelease({ ...release("tot-r2", "tot"), publishedAtMs: 3_000 });
+      await cases();
+      expect((await compare("tot", 0)).drifted).toBe(10);
+      await store.commitRollout({ expectedVersion: 2, status: status("p-tot", 3, "completed"), moves: [], audit: [auditRow("p-tot")] });
+      await store.createRollout(
+        { planId: "p-tot2", releaseId: "tot-s1", channel: "tot", spec: "{}", signature: "", keyId: "", createdAtMs: 3_500 },
+        status("p-tot2", 1),
+        auditRow("p-tot2"),
+      );
+      await store.commitRollout({
+        expectedVersion: 1,
+        status: status("p-tot2", 2),
+        moves: [{ planId: "p-tot2", stageId: "s", nodeId: "t-0", releaseId: "tot-s1", movedAtMs: 4_000 }],
+        audit: [auditRow("p-tot2")],
+      });
+      buffer.record({ nodeId: "t-2", lastSeenMs: 30_000, reportedReleaseId: "tot-r2" });
+      await cases();
+      expect((await compare("tot", 0)).drifted).toBe(8);
+      await store.enrollNode({ nodeId: "t-9", channel: "tot-other", labels: {}, agentVersion: "1" }, 600);
+      await store.setDrained("t-4", false, "");
+      await cases();
+      await compare("tot-other", 0);
+      expect(await compare("tot", 0)).toMatchObject({ total: 9, draining: 1 });
+    });
+  });
+
   describe("acks", () => {
     beforeAll(async () => {
       await store.publishRelease(release("ack-r1"));
@@ -112,6 +243,25 @@ describe.each(STORE_KINDS)("fleet store contract: %s", (kind) => {
       expect(timestampMs(late.ack.observedAt!)).toBe(300);
       const same = await store.upsertAck(ack("ack-r1", "ack-n1", "failed", 300));
       expect(same).toMatchObject({ stale: false, ack: { state: "failed" } });
+    });
+
+    it("takes acks sent together: each against the one before, a refused one alone", async () => {
+      const sent = await Promise.allSettled([
+        store.upsertAck(ack("ack-r2", "ack-n1", "downloading", 1_000)),
+        store.upsertAck(ack("ack-r2", "ack-n1", "healthy", 1_200, "ack-r2")),
+        store.upsertAck(ack("nope", "ack-n1", "pending", 1_300)),
+        store.upsertAck(ack("ack-r2", "ack-n1", "applied", 1_100)),
+        store.upsertAck(ack("ack-r2", "ghost", "pending", 1_300)),
+        store.upsertAck(ack("ack-r1", "ack-n2", "failed", 1_400)),
+      ]);
+      expect(sent.map((s) => s.status)).toEqual(["fulfilled", "fulfilled", "rejected", "fulfilled", "rejected", "fulfilled"]);
+      const value = (i: number) => (sent[i] as PromiseFulfilledResult<Awaited<ReturnType<Store["upsertAck"]>>>).value;
+      expect([value(0).stale, value(1).stale, value(3).stale, value(5).stale]).toEqual([false, false, true, false]);
+      expect(value(3).ack).toMatchObject({ state: "healthy", reportedReleaseId: "ack-r2" });
+      expect((sent[2] as PromiseRejectedResult).reason).toBeInstanceOf(NotFoundError);
+      expect(String((sent[4] as PromiseRejectedResult).reason)).toMatch(/node "ghost" is not enrolled/);
+      const stored = await store.acksOfRelease("ack-r2");
+      expect(stored.find((a) => a.nodeId === "ack-n1")).toMatchObject({ state: "healthy" });
     });
 
     it("lists a release's acks by node and a node's acks newest first", async () => {

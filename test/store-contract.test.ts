@@ -28,6 +28,14 @@ describe.each(STORE_KINDS)("store contract: %s", (kind) => {
     expect(ids.filter((id) => id.startsWith("c"))).toEqual(["c3", "c2", "c1"]);
   });
 
+  it("dedupes by node and event_id: the same id from another node is another event", async () => {
+    expect(await store.ingestEvents([ev("shared-id", "dn1", "probe")])).toBe(1);
+    expect(await store.ingestEvents([ev("shared-id", "dn2", "crash"), ev("shared-id", "dn1", "again")])).toBe(1);
+    const byNode = async (nodeId: string) => (await store.queryEvents({ nodeId, limit: 10 })).map((e) => [e.eventId, e.eventType]);
+    expect(await byNode("dn1")).toEqual([["shared-id", "probe"]]);
+    expect(await byNode("dn2")).toEqual([["shared-id", "crash"]]);
+  });
+
   it("keeps a duplicate's first content", async () => {
     await store.ingestEvents([ev("dup", "n1", "first")]);
     await store.ingestEvents([ev("dup", "n1", "second")]);

@@ -34,15 +34,18 @@ export function validateEventBatch(events: readonly Event[]): void {
 }
 
 /**
- * Drops repeated event ids within a batch, keeping the first occurrence, so that the
- * insertion order of the survivors is the order the node sent them in.
+ * Drops events a node repeats within a batch (the same node_id and event_id), keeping the
+ * first occurrence, so that the insertion order of the survivors is the order the node sent them in.
  */
 export function dedupeWithinBatch(events: readonly Event[]): Event[] {
-  const seen = new Set<string>();
+  // A duplicate is the same node sending the same event_id again; another node's id is its own.
+  const seen = new Map<string, Set<string>>();
   const unique: Event[] = [];
   for (const e of events) {
-    if (seen.has(e.eventId)) continue;
-    seen.add(e.eventId);
+    let ids = seen.get(e.nodeId);
+    if (!ids) seen.set(e.nodeId, (ids = new Set()));
+    if (ids.has(e.eventId)) continue;
+    ids.add(e.eventId);
     unique.push(e);
   }
   return unique;

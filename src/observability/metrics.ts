@@ -97,7 +97,7 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     }),
     eventsDeduped: new Counter({
       name: "cp_events_deduped_total",
-      help: "Events ignored by ingestion because their event_id was already stored or repeated in the batch.",
+      help: "Events ignored by ingestion because their node had sent their event_id before (stored, or earlier in the batch).",
       registers,
     }),
     storeDuration: new Histogram({

@@ -146,43 +146,30 @@ export function createNodeService(deps: NodeServiceDeps): ServiceImpl<typeof Nod
       const limit = pageSize(req.pageSize);
       const afterNodeId = decodePageToken(req.pageToken);
       const channel = req.channel || undefined;
-      // Totals cover the whole selection, so every node of it is read; pages only cut the rows.
-      const [all, latestRelease] = await Promise.all([
-        store.listNodes({ channel }),
+      const nowMs = Date.now();
+      // The totals come counted from the store, so a page reads only its own nodes.
+      const [totals, page, latestRelease] = await Promise.all([
+        store.fleetTotals({ channel, seenSinceMs: nowMs - thresholdMs, sightings: sightings.pending() }),
+        store.listNodes({ channel, afterNodeId, limit: limit + 1 }),
         channel === undefined ? undefined : store.latestRelease(channel),
       ]);
-      // Ordered here, not by the database, whose collation may differ from the page token's comparison.
-      all.sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
-      const desired = await desiredReleases(store, all);
-      const nowMs = Date.now();
-      const totals = { total: all.length, up: 0, stale: 0, unknown: 0, draining: 0, drifted: 0 };
-      const rows: FleetNode[] = [];
-      for (const node of all) {
-        nodeView(node, sightings, nowMs, thresholdMs);
-        const seenMs = livenessOf(node).lastSeenMs;
-        if (seenMs === undefined) totals.unknown++;
-        else if (nowMs - seenMs <= thresholdMs) totals.up++;
-        else totals.stale++;
-        if (node.drained) totals.draining++;
+      const more = page.length > limit;
+      const nodes = page.slice(0, limit).map((n) => nodeView(n, sightings, nowMs, thresholdMs));
+      const desired = await desiredReleases(store, nodes);
+      const rows = nodes.map((node): FleetNode => {
         const desiredId = desired.get(node.nodeId)?.release.releaseId ?? "";
-        const drift = desiredId !== "" && desiredId !== node.reportedReleaseId;
-        if (drift) totals.drifted++;
-        if (rows.length <= limit && (afterNodeId === undefined || node.nodeId > afterNodeId)) {
-          rows.push({
-            $typeName: "autonomy.v1.FleetNode",
-            nodeId: node.nodeId,
-            channel: node.channel,
-            lifecycle: node.lifecycle,
-            lastSeen: node.lastSeen,
-            reportedReleaseId: node.reportedReleaseId,
-            desiredReleaseId: desiredId,
-            drift,
-          });
-        }
-      }
-      const more = rows.length > limit;
-      const nodes = rows.slice(0, limit);
-      return { totals, latestRelease, nodes, nextPageToken: more ? encodePageToken(nodes[nodes.length - 1].nodeId) : "" };
+        return {
+          $typeName: "autonomy.v1.FleetNode",
+          nodeId: node.nodeId,
+          channel: node.channel,
+          lifecycle: node.lifecycle,
+          lastSeen: node.lastSeen,
+          reportedReleaseId: node.reportedReleaseId,
+          desiredReleaseId: desiredId,
+          drift: desiredId !== "" && desiredId !== node.reportedReleaseId,
+        };
+      });
+      return { totals, latestRelease, nodes: rows, nextPageToken: more ? encodePageToken(nodes[nodes.length - 1].nodeId) : "" };
     },
   };
 }

@@ -1,22 +1,13 @@
-import { create, type JsonObject } from "@bufbuild/protobuf";
-import { EventSchema, type Event } from "../../gen/autonomy/v1/events_pb.js";
+import type { JsonObject } from "@bufbuild/protobuf";
+import type { Event } from "../../gen/autonomy/v1/events_pb.js";
+import type { RowOf } from "./schema-check.js";
 
 /**
- * One event as both dialects store it: the timestamp split into seconds and nanos, the
- * payload as JSON text, and the server's receive time (kept for retention, not served).
+ * One event as both dialects store it (the drizzle schemas' row): the timestamp split into
+ * seconds and nanos, the payload as JSON text, and the server's receive time (kept for
+ * retention, not served).
  */
-export interface EventRow {
-  seq: number;
-  eventId: string;
-  eventType: string;
-  nodeId: string;
-  tsSeconds: number;
-  tsNanos: number;
-  lockFingerprint: string | null;
-  releaseId: string | null;
-  payload: string | null;
-  receivedAtMs: number;
-}
+export type EventRow = RowOf<"events">;
 
 export type NewEventRow = Omit<EventRow, "seq">;
 
@@ -55,14 +46,17 @@ export function appendEventRow(out: unknown[], e: Event, receivedAtMs: number): 
 }
 
 export function rowToEvent(r: Omit<EventRow, "receivedAtMs">): Event {
-  return create(EventSchema, {
+  // A literal, not create(): this runs for every row of every event query.
+  const event: Event = {
+    $typeName: "autonomy.v1.Event",
     seq: BigInt(r.seq),
     eventId: r.eventId,
     eventType: r.eventType,
     nodeId: r.nodeId,
-    timestamp: { seconds: BigInt(r.tsSeconds), nanos: r.tsNanos },
-    lockFingerprint: r.lockFingerprint ?? undefined,
-    releaseId: r.releaseId ?? undefined,
-    payload: r.payload === null ? undefined : (JSON.parse(r.payload) as JsonObject),
-  });
+    timestamp: { $typeName: "google.protobuf.Timestamp", seconds: BigInt(r.tsSeconds), nanos: r.tsNanos },
+  };
+  if (r.lockFingerprint !== null) event.lockFingerprint = r.lockFingerprint;
+  if (r.releaseId !== null) event.releaseId = r.releaseId;
+  if (r.payload !== null) event.payload = JSON.parse(r.payload) as JsonObject;
+  return event;
 }

@@ -2,42 +2,16 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { NodeSchema, type Node } from "../../gen/autonomy/v1/nodes_pb.js";
 import { NodeAckSchema, ReleaseSchema, type NodeAck, type Release } from "../../gen/autonomy/v1/releases_pb.js";
+import type { RowOf } from "./schema-check.js";
 
-/** Rows of the fleet tables as both dialects hold them (see sqlite/schema.ts and pg/schema.ts). */
-export interface ReleaseRow {
-  releaseId: string;
-  channel: string;
-  version: string;
-  /** Canonical JSON of the artifacts: [{name, digest, url}] in the published order. */
-  artifacts: string;
-  notes: string;
-  publishedAtMs: number;
-  /** Nodes move to it only through rollout plans. */
-  staged: boolean;
-}
-
-export interface NodeRow {
-  nodeId: string;
-  channel: string;
-  /** JSON object, keys sorted. */
-  labels: string;
-  agentVersion: string;
-  enrolledAtMs: number;
-  lastSeenMs: number | null;
-  reportedReleaseId: string | null;
-  drained: boolean;
-  drainReason: string;
-}
-
-export interface AckRow {
-  releaseId: string;
-  nodeId: string;
-  state: string;
-  message: string;
-  reportedReleaseId: string;
-  observedAtMs: number;
-  updatedAtMs: number;
-}
+/**
+ * Rows of the fleet tables as both dialects hold them, from the drizzle schemas (which
+ * ./schema-check.ts proves alike). A release's artifacts are canonical JSON ([{name, digest,
+ * url}] in the published order); a node's labels a JSON object with sorted keys.
+ */
+export type ReleaseRow = Omit<RowOf<"releases">, "seq">;
+export type NodeRow = RowOf<"nodes">;
+export type AckRow = RowOf<"nodeAcks">;
 
 /** What a heartbeat, an ack or an enrolment tells about a node's liveness; coalesced before it is written. */
 export interface NodeSighting {

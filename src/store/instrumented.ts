@@ -26,6 +26,7 @@ const OPERATIONS = {
   enrollNode: "enroll_node",
   getNode: "get_node",
   listNodes: "list_nodes",
+  fleetTotals: "fleet_totals",
   setDrained: "set_drained",
   recordSightings: "record_sightings",
   lastEventsByType: "last_events_by_type",

@@ -1,23 +1,6 @@
-/** Rows of the RBAC tables as both dialects hold them. */
-export interface RoleRow {
-  name: string;
-  /** JSON array of permissions. */
-  permissions: string;
-  createdAtMs: number;
-}
+import type { RowOf } from "./schema-check.js";
 
-export interface BindingRow {
-  principal: string;
-  role: string;
-  createdAtMs: number;
-}
-
-export interface TokenRow {
-  tokenId: string;
-  tokenHash: string;
-  principal: string;
-  description: string;
-  createdAtMs: number;
-  expiresAtMs: number;
-  revokedAtMs: number | null;
-}
+/** Rows of the RBAC tables as both dialects hold them, from the drizzle schemas. A role's permissions are a JSON array. */
+export type RoleRow = RowOf<"rbacRoles">;
+export type BindingRow = RowOf<"rbacBindings">;
+export type TokenRow = RowOf<"rbacTokens">;

@@ -52,6 +52,13 @@ export class SightingBuffer {
     return a && b ? merge(b, a) : (a ?? b);
   }
 
+  /** The newest sighting of every node with one not yet visible in the store. */
+  pending(): NodeSighting[] {
+    const out = [...this.buffered.values()].map((s) => this.latest(s.nodeId)!);
+    for (const s of this.inFlight.values()) if (!this.buffered.has(s.nodeId)) out.push(s);
+    return out;
+  }
+
   /** A stored node with its buffered sighting applied. */
   overlay(node: Node): Node {
     const s = this.latest(node.nodeId);

@@ -2,6 +2,7 @@ import type { Event } from "../../gen/autonomy/v1/events_pb.js";
 import type { Node } from "../../gen/autonomy/v1/nodes_pb.js";
 import type { NodeAck, Release } from "../../gen/autonomy/v1/releases_pb.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "./fleet-rows.js";
+import type { FleetCounts, FleetTotalsQuery } from "./fleet-totals.js";
 import type { ChainedAuditRow } from "../domain/audit.js";
 import type { BindingRow, RoleRow, TokenRow } from "./rbac-rows.js";
 import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "./rollout-rows.js";
@@ -103,6 +104,13 @@ export interface Store {
   enrollNode(e: Enrollment, nowMs: number, audit?: AuditRow): Promise<Node>;
   getNode(nodeId: string): Promise<Node | undefined>;
   listNodes(q: NodeQuery): Promise<Node[]>;
+  /**
+   * The fleet view's totals of a channel (or of every node), counted from a projection the
+   * database keeps with every write (so the cost does not grow with the fleet), corrected by
+   * the sightings the caller has buffered and not yet written. Exact: equal to a recount of
+   * every selected node with those sightings applied.
+   */
+  fleetTotals(q: FleetTotalsQuery): Promise<FleetCounts>;
   /** Drains or undrains a node; NotFoundError when it is not enrolled. */
   setDrained(nodeId: string, drained: boolean, reason: string, audit?: AuditRow): Promise<Node>;
   /**

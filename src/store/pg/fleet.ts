@@ -1,35 +1,50 @@
-import { and, asc, desc, eq, getTableColumns, gt, isNotNull, max, sql, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, sql, type SQL } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import type { Node } from "../../../gen/autonomy/v1/nodes_pb.js";
 import type { NodeAck, Release } from "../../../gen/autonomy/v1/releases_pb.js";
-import { ConflictError, NotFoundError } from "../../domain/errors.js";
+import { requireNode, requireRelease, requireSameRelease } from "../write-rules.js";
 import { rowToEvent } from "../event-rows.js";
 import {
   labelsToJson,
   rowToAck,
   rowToNode,
   rowToRelease,
-  sameReleaseContent,
   type AckRow,
   type NodeSighting,
   type ReleaseRow,
 } from "../fleet-rows.js";
+import { desiredReleaseSql, fleetTotalsOf, seenBuckets, type FleetCounts, type FleetTotalsQuery, type StoredSightingRow } from "../fleet-totals.js";
 import type { Enrollment, NodeQuery } from "../store.js";
+import type { Outcome } from "../group-commit.js";
 import type { AuditRow } from "../rollout-rows.js";
 import { appendAudit } from "./rollouts.js";
-import { events, nodeAcks, nodes, releases } from "./schema.js";
+import { events, nodeAcks, nodeLastEvents, nodes, releases } from "./schema.js";
 
 type Db = NodePgDatabase;
 
-async function nodeRow(db: Db, id: string) {
-  const [row] = await db.select().from(nodes).where(eq(nodes.nodeId, id));
-  return row;
+const ACK_UPDATE = {
+  state: sql`excluded.state`,
+  message: sql`excluded.message`,
+  reportedReleaseId: sql`excluded.reported_release_id`,
+  observedAtMs: sql`excluded.observed_at_ms`,
+  updatedAtMs: sql`excluded.updated_at_ms`,
+};
+// An ack observed before the stored one arrived late: it changes nothing.
+const ACK_NOT_OLDER = sql`${nodeAcks.observedAtMs} <= excluded.observed_at_ms`;
+
+/** The stored acks of some release and node pairs. */
+async function storedAcks(db: Db, keys: readonly { releaseId: string; nodeId: string }[]) {
+  return db
+    .select()
+    .from(nodeAcks)
+    .where(
+      sql`(${nodeAcks.releaseId}, ${nodeAcks.nodeId}) IN (SELECT * FROM unnest(${sql.param(keys.map((k) => k.releaseId))}::text[], ${sql.param(keys.map((k) => k.nodeId))}::text[]))`,
+    );
 }
 
-async function enrolledNode(db: Db, id: string) {
-  const row = await nodeRow(db, id);
-  if (!row) throw new NotFoundError(`node "${id}" is not enrolled`);
+async function nodeRow(db: Db, id: string) {
+  const [row] = await db.select().from(nodes).where(eq(nodes.nodeId, id));
   return row;
 }
 
@@ -43,9 +58,7 @@ export const pgFleet = {
       const inserted = await tx.insert(releases).values(row).onConflictDoNothing().returning({ seq: releases.seq });
       if (inserted.length === 1 && audit) await appendAudit(tx, [audit]);
       const [stored] = await tx.select().from(releases).where(eq(releases.releaseId, row.releaseId));
-      if (inserted.length === 0 && !sameReleaseContent(stored, row)) {
-        throw new ConflictError(`release "${row.releaseId}" is already published with other content; releases are immutable`);
-      }
+      if (inserted.length === 0) requireSameRelease(stored, row);
       return { release: rowToRelease(stored), created: inserted.length === 1 };
     });
   },
@@ -64,23 +77,12 @@ export const pgFleet = {
   async upsertAck(db: Db, row: AckRow, audit?: AuditRow): Promise<{ ack: NodeAck; stale: boolean }> {
     return db.transaction(async (tx) => {
       const [release] = await tx.select({ id: releases.releaseId }).from(releases).where(eq(releases.releaseId, row.releaseId));
-      if (!release) throw new NotFoundError(`release "${row.releaseId}" not found`);
-      await enrolledNode(tx, row.nodeId);
+      requireRelease(row.releaseId, release);
+      requireNode(row.nodeId, await nodeRow(tx, row.nodeId));
       const changed = await tx
         .insert(nodeAcks)
         .values(row)
-        .onConflictDoUpdate({
-          target: [nodeAcks.releaseId, nodeAcks.nodeId],
-          set: {
-            state: sql`excluded.state`,
-            message: sql`excluded.message`,
-            reportedReleaseId: sql`excluded.reported_release_id`,
-            observedAtMs: sql`excluded.observed_at_ms`,
-            updatedAtMs: sql`excluded.updated_at_ms`,
-          },
-          // An ack observed before the stored one arrived late: it changes nothing.
-          setWhere: sql`${nodeAcks.observedAtMs} <= excluded.observed_at_ms`,
-        })
+        .onConflictDoUpdate({ target: [nodeAcks.releaseId, nodeAcks.nodeId], set: ACK_UPDATE, setWhere: ACK_NOT_OLDER })
         .returning({ state: nodeAcks.state });
       if (changed.length > 0 && audit) await appendAudit(tx, [audit]);
       const [stored] = await tx
@@ -88,6 +90,64 @@ export const pgFleet = {
         .from(nodeAcks)
         .where(and(eq(nodeAcks.releaseId, row.releaseId), eq(nodeAcks.nodeId, row.nodeId)));
       return { ack: rowToAck(stored), stale: changed.length === 0 };
+    });
+  },
+
+  /**
+   * A group of acks in one transaction (see GroupCommit): an unknown release or node refuses
+   * its ack alone; acks of the same release and node apply in the order given, each against
+   * the one before, in rounds (one statement may not touch a row twice).
+   */
+  async upsertAcks(db: Db, items: readonly { row: AckRow; audit?: AuditRow }[]): Promise<Outcome<{ ack: NodeAck; stale: boolean }>[]> {
+    return db.transaction(async (tx) => {
+      const releaseIds = [...new Set(items.map((i) => i.row.releaseId))];
+      const nodeIds = [...new Set(items.map((i) => i.row.nodeId))];
+      const [knownReleases, knownNodes] = await Promise.all([
+        tx.select({ id: releases.releaseId }).from(releases).where(inArray(releases.releaseId, releaseIds)),
+        tx.select({ id: nodes.nodeId }).from(nodes).where(inArray(nodes.nodeId, nodeIds)),
+      ]);
+      const releaseKnown = new Set(knownReleases.map((r) => r.id));
+      const nodeKnown = new Set(knownNodes.map((r) => r.id));
+      const outcomes: (Outcome<{ ack: NodeAck; stale: boolean }> | undefined)[] = items.map(({ row }) => {
+        try {
+          requireRelease(row.releaseId, releaseKnown.has(row.releaseId));
+          requireNode(row.nodeId, nodeKnown.has(row.nodeId) || undefined);
+          return undefined;
+        } catch (error) {
+          return { ok: false, error };
+        }
+      });
+      const key = (r: { releaseId: string; nodeId: string }) => `${r.releaseId}\u0000${r.nodeId}`;
+      const audits: AuditRow[] = [];
+      let pending = items.map((_, i) => i).filter((i) => outcomes[i] === undefined);
+      while (pending.length > 0) {
+        const round: number[] = [];
+        const later: number[] = [];
+        const inRound = new Set<string>();
+        for (const i of pending) {
+          const k = key(items[i].row);
+          if (inRound.has(k)) later.push(i);
+          else (inRound.add(k), round.push(i));
+        }
+        const changed = await tx
+          .insert(nodeAcks)
+          .values(round.map((i) => items[i].row))
+          .onConflictDoUpdate({ target: [nodeAcks.releaseId, nodeAcks.nodeId], set: ACK_UPDATE, setWhere: ACK_NOT_OLDER })
+          .returning();
+        const changedByKey = new Map(changed.map((r) => [key(r), r]));
+        const staleKeys = round.filter((i) => !changedByKey.has(key(items[i].row)));
+        const stored = staleKeys.length === 0 ? [] : await storedAcks(tx, staleKeys.map((i) => items[i].row));
+        const storedByKey = new Map(stored.map((r) => [key(r), r]));
+        for (const i of round) {
+          const k = key(items[i].row);
+          const row = changedByKey.get(k);
+          if (row && items[i].audit) audits.push(items[i].audit!);
+          outcomes[i] = { ok: true, value: { ack: rowToAck(row ?? storedByKey.get(k)!), stale: !row } };
+        }
+        pending = later;
+      }
+      await appendAudit(tx, audits);
+      return outcomes as Outcome<{ ack: NodeAck; stale: boolean }>[];
     });
   },
 
@@ -110,8 +170,20 @@ export const pgFleet = {
     return db.transaction(async (tx) => {
       const [row] = await tx
         .insert(nodes)
-        .values({ nodeId: e.nodeId, channel: e.channel, labels, agentVersion: e.agentVersion, enrolledAtMs: nowMs, drained: false, drainReason: "" })
-        .onConflictDoUpdate({ target: nodes.nodeId, set: { channel: e.channel, labels, agentVersion: e.agentVersion } })
+        .values({
+          nodeId: e.nodeId,
+          channel: e.channel,
+          labels,
+          agentVersion: e.agentVersion,
+          enrolledAtMs: nowMs,
+          drained: false,
+          drainReason: "",
+          desiredReleaseId: sql`(${desiredReleaseSql(e.nodeId, e.channel, sql.raw("NOT r.staged"))})`,
+        })
+        .onConflictDoUpdate({
+          target: nodes.nodeId,
+          set: { channel: e.channel, labels, agentVersion: e.agentVersion, desiredReleaseId: sql`excluded.desired_release_id` },
+        })
         .returning();
       if (audit) await appendAudit(tx, [audit]);
       return rowToNode(row);
@@ -139,7 +211,7 @@ export const pgFleet = {
         .set({ drained, drainReason: drained ? reason : "" })
         .where(eq(nodes.nodeId, id))
         .returning();
-      if (!row) throw new NotFoundError(`node "${id}" is not enrolled`);
+      requireNode(id, row);
       if (audit) await appendAudit(tx, [audit]);
       return rowToNode(row);
     });
@@ -163,18 +235,49 @@ export const pgFleet = {
       WHERE ${nodes.nodeId} = s.node_id`);
   },
 
+  /** One statement, so the counts and the buffered nodes' rows come from one snapshot. */
+  async fleetTotals(db: Db, q: FleetTotalsQuery): Promise<FleetCounts> {
+    const { afterSecond, partialFromMs, partialToMs } = seenBuckets(q.seenSinceMs);
+    const ch = q.channel === undefined ? sql`` : sql` AND channel = ${q.channel}`;
+    const chN = q.channel === undefined ? sql`` : sql` AND n.channel = ${q.channel}`;
+    const partial =
+      q.channel === undefined
+        ? // Per channel, so the (channel, last_seen_ms) index serves it.
+          sql`SELECT count(*) FROM (SELECT DISTINCT channel FROM fleet_totals) c JOIN nodes n ON n.channel = c.channel AND n.last_seen_ms >= ${partialFromMs} AND n.last_seen_ms < ${partialToMs}`
+        : sql`SELECT count(*) FROM nodes WHERE channel = ${q.channel} AND last_seen_ms >= ${partialFromMs} AND last_seen_ms < ${partialToMs}`;
+    const ids = q.sightings.map((s) => s.nodeId);
+    const rels = q.sightings.map((s) => s.reportedReleaseId ?? null);
+    const result = await db.execute<{ total: string; draining: string; drifted: string; unknown: string; up: string; buffered: [string, string | null, string | null, string | null][] }>(sql`SELECT
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE true${ch}) AS total,
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE drained${ch}) AS draining,
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE drifted${ch}) AS drifted,
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE NOT seen${ch}) AS unknown,
+      (SELECT coalesce(sum(n), 0) FROM fleet_seen WHERE seen_s > ${afterSecond}${ch}) + (${partial}) AS up,
+      (SELECT coalesce(json_agg(json_build_array(n.node_id, n.last_seen_ms::text, n.reported_release_id, n.desired_release_id)), '[]'::json)
+         FROM unnest(${sql.param(ids)}::text[], ${sql.param(rels)}::text[]) AS s(node_id, rel) JOIN nodes n ON n.node_id = s.node_id
+         -- Only the nodes a sighting may move between classes (see fleetTotalsOf); most of a buffer is not read out.
+         WHERE (n.last_seen_ms IS NULL OR n.last_seen_ms < ${q.seenSinceMs} OR (s.rel IS NOT NULL AND s.rel IS DISTINCT FROM n.reported_release_id))${chN}) AS buffered`);
+    const row = result.rows[0];
+    const buffered = row.buffered.map(
+      ([nodeId, seen, reportedReleaseId, desiredReleaseId]): StoredSightingRow => ({
+        nodeId,
+        lastSeenMs: seen === null ? null : Number(seen),
+        reportedReleaseId,
+        desiredReleaseId,
+      }),
+    );
+    const n = (v: string) => Number(v);
+    return fleetTotalsOf({ total: n(row.total), draining: n(row.draining), drifted: n(row.drifted), unknown: n(row.unknown), up: n(row.up), buffered }, q);
+  },
+
   async lastEventsByType(db: Db, id: string): Promise<Event[]> {
-    const newest = db
-      .select({ seq: max(events.seq).as("newest_seq") })
-      .from(events)
-      .where(eq(events.nodeId, id))
-      .groupBy(events.eventType)
-      .as("newest");
+    // One row per type from the projection a trigger keeps, however many events the node sent.
     const { receivedAtMs: _, ...columns } = getTableColumns(events);
     const rows = await db
       .select(columns)
-      .from(events)
-      .innerJoin(newest, eq(events.seq, newest.seq))
+      .from(nodeLastEvents)
+      .innerJoin(events, eq(events.seq, nodeLastEvents.seq))
+      .where(eq(nodeLastEvents.nodeId, id))
       .orderBy(asc(events.eventType));
     return rows.map(rowToEvent);
   },

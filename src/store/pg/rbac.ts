@@ -1,6 +1,6 @@
 import { and, asc, count, eq } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
-import { NotFoundError } from "../../domain/errors.js";
+import { requireToken } from "../write-rules.js";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
 import type { AuditRow } from "../rollout-rows.js";
 import { appendAudit } from "./rollouts.js";
@@ -37,8 +37,7 @@ export const pgRbac = {
     }),
   revokeToken: (db: Db, tokenId: string, atMs: number, audit: AuditRow) =>
     db.transaction(async (tx) => {
-      const [token] = await tx.select().from(rbacTokens).where(eq(rbacTokens.tokenId, tokenId)).for("update");
-      if (!token) throw new NotFoundError(`token "${tokenId}" not found`);
+      const token = requireToken(tokenId, (await tx.select().from(rbacTokens).where(eq(rbacTokens.tokenId, tokenId)).for("update"))[0]);
       if (token.revokedAtMs !== null) return token;
       const [updated] = await tx.update(rbacTokens).set({ revokedAtMs: atMs }).where(eq(rbacTokens.tokenId, tokenId)).returning();
       await appendAudit(tx, [audit]);

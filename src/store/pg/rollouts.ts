@@ -1,6 +1,6 @@
 import { and, asc, count, desc, eq, gt, gte, inArray, lt, max, min, notInArray, sql, type SQL } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
-import { AbortedError, ConflictError, NotFoundError } from "../../domain/errors.js";
+import { pruneRecord, refuseStaleStatus, requireChannelFree, requireRelease, requireSamePlanSpec } from "../write-rules.js";
 import { TERMINAL_PHASES } from "../../domain/rollouts.js";
 import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "../rollout-rows.js";
 import type { AuditQuery, RolloutQuery } from "../store.js";
@@ -50,24 +50,18 @@ export const pgRollouts = {
       await tx.execute(sql`SELECT pg_advisory_xact_lock(${PLAN_CREATE_LOCK_KEY})`);
       const [stored] = await records(tx).where(eq(rolloutPlans.planId, plan.planId));
       if (stored) {
-        if (stored.plan.spec !== plan.spec) {
-          throw new ConflictError(`plan "${plan.planId}" is already published with another spec; plans are immutable`);
-        }
+        requireSamePlanSpec(plan.planId, stored.plan.spec, plan.spec);
         return { record: stored, created: false };
       }
       const [release] = await tx.select({ id: releases.releaseId }).from(releases).where(eq(releases.releaseId, plan.releaseId));
-      if (!release) throw new NotFoundError(`release "${plan.releaseId}" not found`);
+      requireRelease(plan.releaseId, release);
       const [busy] = await tx
         .select({ planId: rolloutPlans.planId, phase: rolloutStatus.phase })
         .from(rolloutPlans)
         .innerJoin(rolloutStatus, eq(rolloutStatus.planId, rolloutPlans.planId))
         .where(and(eq(rolloutPlans.channel, plan.channel), notInArray(rolloutStatus.phase, [...TERMINAL_PHASES])))
         .limit(1);
-      if (busy) {
-        throw new ConflictError(
-          `plan "${busy.planId}" of channel "${plan.channel}" is ${busy.phase}; cancel or roll it back before publishing another`,
-        );
-      }
+      requireChannelFree(plan.channel, busy);
       const [row] = await tx.insert(rolloutPlans).values(plan).returning();
       await tx.insert(rolloutStatus).values(status);
       await appendAudit(tx, [audit]);
@@ -85,10 +79,7 @@ export const pgRollouts = {
         .returning({ version: rolloutStatus.version });
       if (updated.length === 0) {
         const [current] = await tx.select().from(rolloutStatus).where(eq(rolloutStatus.planId, change.status.planId));
-        if (!current) throw new NotFoundError(`plan "${change.status.planId}" not found`);
-        throw new AbortedError(
-          `plan "${change.status.planId}" is at version ${current.version}, not ${change.expectedVersion}: it changed since it was read`,
-        );
+        refuseStaleStatus(change.status.planId, current?.version, change.expectedVersion);
       }
       for (let i = 0; i < change.moves.length; i += MOVES_PER_INSERT) {
         await tx.insert(rolloutMoves).values(change.moves.slice(i, i + MOVES_PER_INSERT));
@@ -168,9 +159,8 @@ export const pgRollouts = {
       const result = await tx.execute<{ removed: string; first_kept_seq: string | null }>(sql`SELECT removed, first_kept_seq FROM autonomy_audit_prune(${beforeMs})`);
       const removed = Number(result.rows[0].removed);
       const keepFrom = result.rows[0].first_kept_seq === null ? undefined : Number(result.rows[0].first_kept_seq);
-      const fields = { ...(JSON.parse(record.fieldsJson) as object), removed, first_kept_seq: keepFrom ?? null };
       // Linked to the head as it was, which may be gone now: the prune record says what went.
-      await appendAfter(tx, head, [{ ...record, fieldsJson: JSON.stringify(fields) }]);
+      await appendAfter(tx, head, [pruneRecord(record, removed, keepFrom)]);
       return { removed, firstKeptSeq: keepFrom };
     });
   },

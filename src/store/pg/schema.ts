@@ -5,7 +5,7 @@ export const events = pgTable(
   "events",
   {
     seq: bigserial("seq", { mode: "number" }).primaryKey(),
-    eventId: text("event_id").notNull().unique(),
+    eventId: text("event_id").notNull(),
     eventType: text("event_type").notNull(),
     nodeId: text("node_id").notNull(),
     tsSeconds: bigint("ts_seconds", { mode: "number" }).notNull(),
@@ -15,7 +15,27 @@ export const events = pgTable(
     payload: text("payload"),
     receivedAtMs: bigint("received_at_ms", { mode: "number" }).notNull(),
   },
-  (t) => [index("events_node_seq").on(t.nodeId, t.seq), index("events_type_seq").on(t.eventType, t.seq)],
+  // Dedupe is per node: the same event_id from another node is another event.
+  (t) => [
+    uniqueIndex("events_node_event_id").on(t.nodeId, t.eventId),
+    index("events_node_seq").on(t.nodeId, t.seq),
+    index("events_type_seq").on(t.eventType, t.seq),
+  ],
+);
+
+/**
+ * The newest event of each type of each node (its seq), kept by a trigger on events, so a node's
+ * summary reads one row per type however many events the node sent. Retention removes the oldest
+ * events first, so a type whose newest event is gone has no events left either.
+ */
+export const nodeLastEvents = pgTable(
+  "node_last_events",
+  {
+    nodeId: text("node_id").notNull(),
+    eventType: text("event_type").notNull(),
+    seq: bigint("seq", { mode: "number" }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.nodeId, t.eventType] })],
 );
 
 export const nodes = pgTable(
@@ -30,8 +50,40 @@ export const nodes = pgTable(
     reportedReleaseId: text("reported_release_id"),
     drained: boolean("drained").notNull(),
     drainReason: text("drain_reason").notNull(),
+    /**
+     * The release the node should run, kept by triggers (moves, unstaged releases) and by the
+     * enrolment; the same rule as src/services/desired-release.ts, so the fleet totals can count drift.
+     */
+    desiredReleaseId: text("desired_release_id"),
   },
-  (t) => [index("nodes_channel_id").on(t.channel, t.nodeId)],
+  (t) => [index("nodes_channel_id").on(t.channel, t.nodeId), index("nodes_channel_seen").on(t.channel, t.lastSeenMs)],
+);
+
+/**
+ * How many nodes of a channel were last seen in each second (last_seen_ms / 1000), kept by
+ * triggers on nodes: the fleet view counts the nodes seen since a time from a few rows.
+ */
+export const fleetSeen = pgTable(
+  "fleet_seen",
+  {
+    channel: text("channel").notNull(),
+    seenS: bigint("seen_s", { mode: "number" }).notNull(),
+    n: integer("n").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.channel, t.seenS] }), index("fleet_seen_seen").on(t.seenS)],
+);
+
+/** How many nodes of a channel are in each combination of drained, drifted and ever seen, kept by triggers on nodes. */
+export const fleetTotals = pgTable(
+  "fleet_totals",
+  {
+    channel: text("channel").notNull(),
+    drained: boolean("drained").notNull(),
+    drifted: boolean("drifted").notNull(),
+    seen: boolean("seen").notNull(),
+    n: integer("n").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.channel, t.drained, t.drifted, t.seen] })],
 );
 
 export const releases = pgTable(

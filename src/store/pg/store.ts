@@ -9,8 +9,10 @@ import { eventToRow, rowToEvent } from "../event-rows.js";
 import { withInserted } from "../../domain/audit.js";
 import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
+import type { FleetTotalsQuery } from "../fleet-totals.js";
 import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, Store } from "../store.js";
 import { pgFleet } from "./fleet.js";
+import { GroupCommit } from "../group-commit.js";
 import { appendAudit, pgRollouts } from "./rollouts.js";
 import { pgRbac } from "./rbac.js";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
@@ -59,6 +61,13 @@ function translate(err: unknown): unknown {
 export class PostgresStore implements Store {
   readonly dialect = "postgres" as const;
   private readonly queries = new PreparedEventQueries((shape) => prepareEventQuery(this.db, shape));
+  private readonly acks = new GroupCommit(
+    (items: readonly { row: AckRow; audit?: AuditRow }[]) =>
+      this.run(() => pgFleet.upsertAcks(this.db, items)).then((outcomes) =>
+        outcomes.map((o) => (o.ok ? o : { ok: false as const, error: translate(o.error) })),
+      ),
+    ({ row, audit }: { row: AckRow; audit?: AuditRow }) => this.run(() => pgFleet.upsertAck(this.db, row, audit)),
+  );
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -127,8 +136,9 @@ export class PostgresStore implements Store {
   getRelease(releaseId: string) {
     return this.run(() => pgFleet.getRelease(this.db, releaseId));
   }
+  /** Group-committed (see GroupCommit): each ack answered after the transaction holding it committed. */
   upsertAck(row: AckRow, audit?: AuditRow) {
-    return this.run(() => pgFleet.upsertAck(this.db, row, audit));
+    return this.acks.submit({ row, audit });
   }
   acksOfRelease(releaseId: string) {
     return this.run(() => pgFleet.acksOfRelease(this.db, releaseId));
@@ -144,6 +154,9 @@ export class PostgresStore implements Store {
   }
   listNodes(q: NodeQuery) {
     return this.run(() => pgFleet.listNodes(this.db, q));
+  }
+  fleetTotals(q: FleetTotalsQuery) {
+    return this.run(() => pgFleet.fleetTotals(this.db, q));
   }
   setDrained(nodeId: string, drained: boolean, reason: string, audit?: AuditRow) {
     return this.run(() => pgFleet.setDrained(this.db, nodeId, drained, reason, audit));

@@ -2,6 +2,7 @@ import { desc, eq, gte, lt, min, sql } from "drizzle-orm";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { chainAudit } from "../../domain/audit.js";
 import type { AuditRow } from "../rollout-rows.js";
+import { pruneRecord } from "../write-rules.js";
 import { auditPruneGate, auditRecords } from "./schema.js";
 
 export type AppendAudit = (rows: readonly AuditRow[]) => void;
@@ -37,9 +38,8 @@ export function prepareAuditWrites(db: BetterSQLite3Database) {
       .where(keepFrom === undefined ? undefined : lt(auditRecords.seq, keepFrom))
       .run().changes;
     db.update(auditPruneGate).set({ open: 0 }).where(eq(auditPruneGate.id, 1)).run();
-    const fields = { ...(JSON.parse(record.fieldsJson) as object), removed, first_kept_seq: keepFrom ?? null };
     db.insert(auditRecords)
-      .values(chainAudit([{ ...record, fieldsJson: JSON.stringify(fields) }], lastHash))
+      .values(chainAudit([pruneRecord(record, removed, keepFrom)], lastHash))
       .run();
     return { removed, firstKeptSeq: keepFrom };
   };

@@ -1,15 +1,24 @@
-import { and, asc, desc, eq, getTableColumns, gt, isNotNull, max, sql, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, getTableColumns, gt, isNotNull, sql, type SQL } from "drizzle-orm";
+import type Database from "better-sqlite3";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import type { Node } from "../../../gen/autonomy/v1/nodes_pb.js";
 import type { NodeAck, Release } from "../../../gen/autonomy/v1/releases_pb.js";
 import { rowToEvent } from "../event-rows.js";
 import { rowToAck, rowToNode, rowToRelease } from "../fleet-rows.js";
+import { fleetTotalsOf, seenBuckets, type FleetCounts, type FleetTotalsQuery, type StoredSightingRow } from "../fleet-totals.js";
 import type { NodeQuery } from "../store.js";
-import { events, nodeAcks, nodes, releases } from "./schema.js";
+import { events, nodeAcks, nodeLastEvents, nodes, releases } from "./schema.js";
+
+/**
+ * Which buffered nodes a sighting may move between classes (see fleetTotalsOf): never seen,
+ * seen before the threshold, or reported another release than the sighting says. The others,
+ * most of a buffer in a steady fleet, are not read out.
+ */
+const BUFFERED_MAY_CHANGE = "n.last_seen_ms IS NULL OR n.last_seen_ms < @since OR (s.value IS NOT NULL AND s.value IS NOT n.reported_release_id)";
 
 /** The fleet reads of the SQLite store, on the reader connection (synchronous, like the driver). */
-export function prepareFleetReads(db: BetterSQLite3Database) {
+export function prepareFleetReads(db: BetterSQLite3Database, reader: Database.Database) {
   const latest = db
     .select()
     .from(releases)
@@ -38,18 +47,13 @@ export function prepareFleetReads(db: BetterSQLite3Database) {
     .where(eq(nodeAcks.nodeId, sql.placeholder("id")))
     .orderBy(desc(nodeAcks.updatedAtMs), asc(nodeAcks.releaseId))
     .prepare();
-  // The newest event of each type: the node's index yields its rows, grouped by type.
-  const newestPerType = db
-    .select({ seq: max(events.seq).as("newest_seq") })
-    .from(events)
-    .where(eq(events.nodeId, sql.placeholder("id")))
-    .groupBy(events.eventType)
-    .as("newest");
+  // The newest event of each type, one row per type from the projection a trigger keeps.
   const { receivedAtMs: _, ...eventColumns } = getTableColumns(events);
   const lastEvents = db
     .select(eventColumns)
-    .from(events)
-    .innerJoin(newestPerType, eq(events.seq, newestPerType.seq))
+    .from(nodeLastEvents)
+    .innerJoin(events, eq(events.seq, nodeLastEvents.seq))
+    .where(eq(nodeLastEvents.nodeId, sql.placeholder("id")))
     .orderBy(asc(events.eventType))
     .prepare();
   const fingerprint = db
@@ -60,7 +64,46 @@ export function prepareFleetReads(db: BetterSQLite3Database) {
     .limit(1)
     .prepare();
 
+  // One statement, so the counts and the buffered nodes' rows come from one snapshot.
+  const totalsOf = (channel: boolean) => {
+    const ch = (alias = "") => (channel ? `AND ${alias}channel = @channel` : "");
+    const partial = channel
+      ? "SELECT count(*) FROM nodes WHERE channel = @channel AND last_seen_ms >= @from AND last_seen_ms < @to"
+      : // Per channel, so the (channel, last_seen_ms) index serves it.
+        "SELECT count(*) FROM (SELECT DISTINCT channel FROM fleet_totals) c JOIN nodes n ON n.channel = c.channel AND n.last_seen_ms >= @from AND n.last_seen_ms < @to";
+    return reader.prepare(`SELECT
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE 1 ${ch()}) AS total,
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE drained ${ch()}) AS draining,
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE drifted ${ch()}) AS drifted,
+      (SELECT coalesce(sum(n), 0) FROM fleet_totals WHERE NOT seen ${ch()}) AS unknown,
+      (SELECT coalesce(sum(n), 0) FROM fleet_seen WHERE seen_s > @after ${ch()}) + (${partial}) AS up,
+      (SELECT json_group_array(json_array(n.node_id, n.last_seen_ms, n.reported_release_id, n.desired_release_id))
+         FROM json_each(@sightings) s CROSS JOIN nodes n ON n.node_id = s.key
+         WHERE (${BUFFERED_MAY_CHANGE}) ${ch("n.")}) AS buffered`);
+  };
+  const totalsOfChannel = totalsOf(true);
+  const totalsOfAll = totalsOf(false);
+
   return {
+    fleetTotals: (q: FleetTotalsQuery): FleetCounts => {
+      const { afterSecond, partialFromMs, partialToMs } = seenBuckets(q.seenSinceMs);
+      // {node id: reported release or null}: json_each yields them as key and value, cheaply.
+      const sightings: Record<string, string | null> = {};
+      for (const s of q.sightings) sightings[s.nodeId] = s.reportedReleaseId ?? null;
+      const params = { after: afterSecond, from: partialFromMs, to: partialToMs, since: q.seenSinceMs, sightings: JSON.stringify(sightings) };
+      const row = (q.channel === undefined ? totalsOfAll.get(params) : totalsOfChannel.get({ ...params, channel: q.channel })) as {
+        total: number;
+        draining: number;
+        drifted: number;
+        unknown: number;
+        up: number;
+        buffered: string;
+      };
+      const buffered = (JSON.parse(row.buffered) as [string, number | null, string | null, string | null][]).map(
+        ([nodeId, lastSeenMs, reportedReleaseId, desiredReleaseId]): StoredSightingRow => ({ nodeId, lastSeenMs, reportedReleaseId, desiredReleaseId }),
+      );
+      return fleetTotalsOf({ ...row, buffered }, q);
+    },
     latestRelease: (channel: string, unstagedOnly = false): Release | undefined => {
       const row = (unstagedOnly ? latestUnstaged : latest).get({ channel });
       return row && rowToRelease(row);

@@ -1,7 +1,9 @@
 import { and, eq, sql } from "drizzle-orm";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type { AckRow, NodeRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
-import { labelsToJson, sameReleaseContent } from "../fleet-rows.js";
+import { labelsToJson } from "../fleet-rows.js";
+import { requireNode, requireRelease, requireSameRelease } from "../write-rules.js";
+import { desiredReleaseSql } from "../fleet-totals.js";
 import type { AuditRow } from "../rollout-rows.js";
 import type { Enrollment } from "../store.js";
 import type { AppendAudit } from "./audit-writes.js";
@@ -21,16 +23,6 @@ export type FleetWriteResult =
   | { ack: AckRow; stale: boolean }
   | { node: NodeRow }
   | { recorded: number };
-
-/** A write refused for a reason the caller must see (the savepoint is rolled back). */
-export class WriteRefusal extends Error {
-  constructor(
-    readonly kind: "notFound" | "conflict" | "aborted",
-    message: string,
-  ) {
-    super(message);
-  }
-}
 
 /**
  * The fleet writes of the SQLite store. They run synchronously on the writer connection, so
@@ -68,6 +60,7 @@ export function prepareFleetWrites(db: BetterSQLite3Database, audit: AppendAudit
       // An ack observed before the stored one arrived late: it changes nothing.
       setWhere: sql`${nodeAcks.observedAtMs} <= excluded.observed_at_ms`,
     })
+    .returning()
     .prepare();
   // Set expressions read the old row, so the reported release follows only a newer sighting.
   const sighting = db
@@ -80,39 +73,40 @@ export function prepareFleetWrites(db: BetterSQLite3Database, audit: AppendAudit
     .where(eq(nodes.nodeId, sql.placeholder("id")))
     .prepare();
 
-  const node = (id: string): NodeRow => {
-    const row = nodeById.get({ id });
-    if (!row) throw new WriteRefusal("notFound", `node "${id}" is not enrolled`);
-    return row;
-  };
+  const node = (id: string): NodeRow => requireNode(id, nodeById.get({ id }));
 
   return (w: FleetWrite): FleetWriteResult => {
     switch (w.op) {
       case "publishRelease": {
         const inserted = db.insert(releases).values(w.row).onConflictDoNothing().run().changes;
         const stored = releaseById.get({ id: w.row.releaseId })!;
-        if (inserted === 0 && !sameReleaseContent(stored, w.row)) {
-          throw new WriteRefusal("conflict", `release "${w.row.releaseId}" is already published with other content; releases are immutable`);
-        }
+        if (inserted === 0) requireSameRelease(stored, w.row);
         if (inserted === 1 && w.audit) audit([w.audit]);
         return { release: stored, created: inserted === 1 };
       }
       case "upsertAck": {
-        if (!releaseById.get({ id: w.row.releaseId })) {
-          throw new WriteRefusal("notFound", `release "${w.row.releaseId}" not found`);
+        // One statement on the way of an ack storm: the foreign keys check the release and the
+        // node; only a refused ack looks up which one is missing.
+        let changed: AckRow | undefined;
+        try {
+          changed = upsertAck.get({ ...w.row });
+        } catch (err) {
+          if ((err as { code?: unknown }).code !== "SQLITE_CONSTRAINT_FOREIGNKEY") throw err;
+          requireRelease(w.row.releaseId, releaseById.get({ id: w.row.releaseId }));
+          node(w.row.nodeId);
+          throw err;
         }
-        node(w.row.nodeId);
-        const changed = upsertAck.run({ ...w.row }).changes;
-        if (changed > 0 && w.audit) audit([w.audit]);
-        const stored = ackOf.get({ releaseId: w.row.releaseId, nodeId: w.row.nodeId })!;
-        return { ack: stored, stale: changed === 0 };
+        if (changed && w.audit) audit([w.audit]);
+        // A stale ack changed nothing (RETURNING is empty): answer the stored one.
+        return { ack: changed ?? ackOf.get({ releaseId: w.row.releaseId, nodeId: w.row.nodeId })!, stale: !changed };
       }
       case "enrollNode": {
         const { nodeId, channel, labels, agentVersion } = w.enrollment;
         const json = labelsToJson(labels);
+        const desiredReleaseId = sql`(${desiredReleaseSql(nodeId, channel, sql.raw("r.staged = 0"))})`;
         db.insert(nodes)
-          .values({ nodeId, channel, labels: json, agentVersion, enrolledAtMs: w.nowMs, drained: false, drainReason: "" })
-          .onConflictDoUpdate({ target: nodes.nodeId, set: { channel, labels: json, agentVersion } })
+          .values({ nodeId, channel, labels: json, agentVersion, enrolledAtMs: w.nowMs, drained: false, drainReason: "", desiredReleaseId })
+          .onConflictDoUpdate({ target: nodes.nodeId, set: { channel, labels: json, agentVersion, desiredReleaseId: sql`excluded.desired_release_id` } })
           .run();
         if (w.audit) audit([w.audit]);
         return { node: node(nodeId) };

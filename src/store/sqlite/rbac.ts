@@ -3,7 +3,7 @@ import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
 import type { AuditRow } from "../rollout-rows.js";
 import type { AppendAudit } from "./audit-writes.js";
-import { WriteRefusal } from "./fleet-writes.js";
+import { requireToken } from "../write-rules.js";
 import { rbacBindings, rbacRoles, rbacTokens } from "./schema.js";
 
 /** An RBAC write, run by the writer thread with its audit record. */
@@ -40,8 +40,7 @@ export function prepareRbacWrites(db: BetterSQLite3Database, audit: AppendAudit)
         audit([w.audit]);
         return { token: w.row };
       case "revokeToken": {
-        const token = db.select().from(rbacTokens).where(eq(rbacTokens.tokenId, w.tokenId)).get();
-        if (!token) throw new WriteRefusal("notFound", `token "${w.tokenId}" not found`);
+        const token = requireToken(w.tokenId, db.select().from(rbacTokens).where(eq(rbacTokens.tokenId, w.tokenId)).get());
         if (token.revokedAtMs === null) {
           db.update(rbacTokens).set({ revokedAtMs: w.atMs }).where(eq(rbacTokens.tokenId, w.tokenId)).run();
           audit([w.audit]);

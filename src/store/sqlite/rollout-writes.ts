@@ -2,7 +2,7 @@ import { and, eq, notInArray, sql } from "drizzle-orm";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { TERMINAL_PHASES } from "../../domain/rollouts.js";
 import type { AuditRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "../rollout-rows.js";
-import { WriteRefusal } from "./fleet-writes.js";
+import { refuseStaleStatus, requireChannelFree, requireRelease, requireSamePlanSpec } from "../write-rules.js";
 import type { AppendAudit } from "./audit-writes.js";
 import { releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
 
@@ -30,26 +30,17 @@ export function prepareRolloutWrites(db: BetterSQLite3Database, audit: AppendAud
       case "createRollout": {
         const stored = planById.get({ id: w.plan.planId });
         if (stored) {
-          if (stored.spec !== w.plan.spec) {
-            throw new WriteRefusal("conflict", `plan "${w.plan.planId}" is already published with another spec; plans are immutable`);
-          }
+          requireSamePlanSpec(w.plan.planId, stored.spec, w.plan.spec);
           return { record: { plan: stored, status: statusById.get({ id: w.plan.planId })! }, created: false };
         }
-        if (!db.select({ id: releases.releaseId }).from(releases).where(eq(releases.releaseId, w.plan.releaseId)).get()) {
-          throw new WriteRefusal("notFound", `release "${w.plan.releaseId}" not found`);
-        }
+        requireRelease(w.plan.releaseId, db.select({ id: releases.releaseId }).from(releases).where(eq(releases.releaseId, w.plan.releaseId)).get());
         const busy = db
           .select({ planId: rolloutPlans.planId, phase: rolloutStatus.phase })
           .from(rolloutPlans)
           .innerJoin(rolloutStatus, eq(rolloutStatus.planId, rolloutPlans.planId))
           .where(and(eq(rolloutPlans.channel, w.plan.channel), notInArray(rolloutStatus.phase, [...TERMINAL_PHASES])))
           .get();
-        if (busy) {
-          throw new WriteRefusal(
-            "conflict",
-            `plan "${busy.planId}" of channel "${w.plan.channel}" is ${busy.phase}; cancel or roll it back before publishing another`,
-          );
-        }
+        requireChannelFree(w.plan.channel, busy);
         db.insert(rolloutPlans).values(w.plan).run();
         db.insert(rolloutStatus).values(w.status).run();
         audit([w.audit]);
@@ -62,14 +53,7 @@ export function prepareRolloutWrites(db: BetterSQLite3Database, audit: AppendAud
           .set(change.status)
           .where(and(eq(rolloutStatus.planId, change.status.planId), eq(rolloutStatus.version, change.expectedVersion)))
           .run().changes;
-        if (updated === 0) {
-          const current = statusById.get({ id: change.status.planId });
-          if (!current) throw new WriteRefusal("notFound", `plan "${change.status.planId}" not found`);
-          throw new WriteRefusal(
-            "aborted",
-            `plan "${change.status.planId}" is at version ${current.version}, not ${change.expectedVersion}: it changed since it was read`,
-          );
-        }
+        if (updated === 0) refuseStaleStatus(change.status.planId, statusById.get({ id: change.status.planId })?.version, change.expectedVersion);
         for (let i = 0; i < change.moves.length; i += MOVES_PER_STATEMENT) {
           db.insert(rolloutMoves)
             .values(change.moves.slice(i, i + MOVES_PER_STATEMENT))

@@ -24,7 +24,8 @@ import { EVENT_COLUMNS } from "../event-rows.js";
 import { placeholderNames } from "../prepared-queries.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, type SqliteFailure } from "./errors.js";
-import { prepareFleetWrites, WriteRefusal, type FleetWrite, type FleetWriteResult } from "./fleet-writes.js";
+import { AbortedError, ConflictError, NotFoundError } from "../../domain/errors.js";
+import { prepareFleetWrites, type FleetWrite, type FleetWriteResult } from "./fleet-writes.js";
 import { prepareAuditWrites } from "./audit-writes.js";
 import { withInserted } from "../../domain/audit.js";
 import type { AuditRow } from "../rollout-rows.js";
@@ -52,7 +53,7 @@ type Work = Exclude<WriterRequest, { close: true }>;
 export type WriterReply =
   | { id: number; inserted: number }
   | { id: number; result: StoreWriteResult }
-  | { id: number; refused: { kind: WriteRefusal["kind"]; message: string } }
+  | { id: number; refused: { kind: RefusalKind; message: string } }
   | { id: number; failure: SqliteFailure; detail: string }
   | { ready: true }
   | { closed: true }
@@ -81,6 +82,10 @@ function holdReserve(file: string): boolean {
     return false;
   }
 }
+/** A write refused by a rule of ../write-rules.ts, by the class of its error (classes do not cross threads). */
+export type RefusalKind = "notFound" | "conflict" | "aborted";
+const refusalKind = (err: unknown): RefusalKind | undefined =>
+  err instanceof NotFoundError ? "notFound" : err instanceof ConflictError ? "conflict" : err instanceof AbortedError ? "aborted" : undefined;
 
 /** Most batches one transaction takes; the rest wait for the next one. */
 const MAX_GROUP = 32;
@@ -197,10 +202,11 @@ function start(): void {
           replies.push(run(req));
           s.release.run();
         } catch (err) {
-          if (err instanceof WriteRefusal) {
+          const refused = refusalKind(err);
+          if (refused) {
             s.rollbackTo.run();
             s.release.run();
-            replies.push({ id: req.id, refused: { kind: err.kind, message: err.message } });
+            replies.push({ id: req.id, refused: { kind: refused, message: (err as Error).message } });
             continue;
           }
           // Some errors (SQLITE_FULL among them) may roll back the whole transaction: then the group fails together.

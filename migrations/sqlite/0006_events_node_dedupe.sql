@@ -1,0 +1,2 @@
+DROP INDEX `events_event_id_unique`;--> statement-breakpoint
+CREATE UNIQUE INDEX `events_node_event_id` ON `events` (`node_id`,`event_id`);

@@ -1,0 +1,59 @@
+/**
+ * The preconditions of the store's writes and the errors they answer, written once for both
+ * dialects: each store reads what a rule needs inside its own transaction and calls the rule,
+ * so SQLite and PostgreSQL refuse the same writes with the same messages. Only the SQL differs.
+ */
+import { AbortedError, ConflictError, NotFoundError } from "../domain/errors.js";
+import type { AuditRow } from "./rollout-rows.js";
+import { sameReleaseContent, type ReleaseRow } from "./fleet-rows.js";
+
+/** A release id must name a published release (acks, rollout plans). */
+export function requireRelease(releaseId: string, found: unknown): void {
+  if (!found) throw new NotFoundError(`release "${releaseId}" not found`);
+}
+
+/** A node id must name an enrolled node (acks, drains). */
+export function requireNode<T>(nodeId: string, found: T | undefined): T {
+  if (!found) throw new NotFoundError(`node "${nodeId}" is not enrolled`);
+  return found;
+}
+
+/** Releases are immutable: publishing an id again must carry the same content. */
+export function requireSameRelease(stored: ReleaseRow, row: ReleaseRow): void {
+  if (!sameReleaseContent(stored, row)) {
+    throw new ConflictError(`release "${row.releaseId}" is already published with other content; releases are immutable`);
+  }
+}
+
+/** A plan's signed spec is immutable: publishing a plan id again must carry the same spec. */
+export function requireSamePlanSpec(planId: string, storedSpec: string, spec: string): void {
+  if (storedSpec !== spec) throw new ConflictError(`plan "${planId}" is already published with another spec; plans are immutable`);
+}
+
+/** A channel takes one unfinished plan at a time. */
+export function requireChannelFree(channel: string, busy: { planId: string; phase: string } | undefined): void {
+  if (busy) {
+    throw new ConflictError(`plan "${busy.planId}" of channel "${channel}" is ${busy.phase}; cancel or roll it back before publishing another`);
+  }
+}
+
+/**
+ * A status update applies only at the version it was read at. Called when the versioned
+ * UPDATE changed nothing, with the stored version (undefined: no such plan).
+ */
+export function refuseStaleStatus(planId: string, storedVersion: number | undefined, expectedVersion: number): never {
+  if (storedVersion === undefined) throw new NotFoundError(`plan "${planId}" not found`);
+  throw new AbortedError(`plan "${planId}" is at version ${storedVersion}, not ${expectedVersion}: it changed since it was read`);
+}
+
+/** A token id must name a stored token. */
+export function requireToken<T>(tokenId: string, found: T | undefined): T {
+  if (!found) throw new NotFoundError(`token "${tokenId}" not found`);
+  return found;
+}
+
+/** The record of an audit prune, its fields completed with how many records went and the first seq kept. */
+export function pruneRecord(record: AuditRow, removed: number, firstKeptSeq: number | undefined): AuditRow {
+  const fields = { ...(JSON.parse(record.fieldsJson) as object), removed, first_kept_seq: firstKeptSeq ?? null };
+  return { ...record, fieldsJson: JSON.stringify(fields) };
+}
