@@ -43,6 +43,19 @@ export interface MoveRow {
   movedAtMs: number;
 }
 
+/**
+ * One node of a plan's stage with what the stage's counts need: its move, its ack of the
+ * plan's release (none yet: the ack fields are undefined) and its last-seen time as stored.
+ */
+export interface StageNodeRow {
+  nodeId: string;
+  movedAtMs: number;
+  ackState?: string;
+  ackReportedReleaseId?: string;
+  ackUpdatedAtMs?: number;
+  lastSeenMs?: number;
+}
+
 /** One audit record (SPEC §3 fields). */
 export interface AuditRow {
   atMs: number;
