@@ -17,6 +17,7 @@ import {
   type RolloutRecord,
   type StageNodeRow,
 } from "../../src/store/rollout-rows.js";
+import { planStageOpening, type OpenedStage, type StageOpening } from "../../src/store/rollout-opening.js";
 import type { NodeQuery, RolloutQuery, Store } from "../../src/store/store.js";
 
 /** An injected failure: thrown before the call (`after` false) or once a write landed (`after` true). */
@@ -153,6 +154,27 @@ export class FakeRolloutStore {
     this.moves.push(...change.moves.map((m) => ({ ...m })));
     this.audit.push(...change.audit);
     this.leave("commitRollout", fault);
+  }
+
+  async openRolloutStage(o: StageOpening): Promise<OpenedStage | undefined> {
+    const fault = this.enter("openRolloutStage");
+    const plan = this.plans.get(o.planId);
+    const current = this.statuses.get(o.planId);
+    if (!plan || !current) throw new NotFoundError(`plan "${o.planId}" not found`);
+    if (current.version !== o.expectedVersion) throw new AbortedError(`plan at version ${current.version}, not ${o.expectedVersion}`);
+    const fleet = [...this.nodes.values()].filter((n) => n.channel === plan.channel).sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1));
+    const taken = new Set(this.movesOf(o.planId));
+    const planned = planStageOpening(plan, o, fleet, taken, () => BigInt(this.events.length));
+    if (!planned) {
+      this.leave("openRolloutStage", fault);
+      return undefined;
+    }
+    for (const m of planned.moves) if (taken.has(m.nodeId)) throw new ConflictError(`node "${m.nodeId}" moved twice by plan "${m.planId}"`);
+    this.statuses.set(o.planId, { ...planned.status });
+    this.moves.push(...planned.moves);
+    this.audit.push(planned.audit);
+    this.leave("openRolloutStage", fault);
+    return { status: { ...planned.status }, nodeIds: planned.moves.map((m) => m.nodeId) };
   }
 
   async movesOfPlan(planId: string): Promise<MoveRow[]> {

@@ -22,6 +22,7 @@ interface ServeOptions {
   maxDbSize: number;
   nodeStaleAfter: number;
   heartbeatFlushInterval: number;
+  rolloutResync: number;
   tlsCertFile?: string;
   tlsKeyFile?: string;
   tlsCaFile?: string;
@@ -133,6 +134,15 @@ export function serveCommand(): Command {
         .default(5000, "5s"),
     )
     .addOption(
+      new Option(
+        "--rollout-resync <duration>",
+        "how often the rollout controller reads every unfinished plan back from the store and evaluates it (besides reacting to acks, events and timers)",
+      )
+        .env("AUTONOMY_ROLLOUT_RESYNC")
+        .argParser(parsePositiveDuration)
+        .default(30_000, "30s"),
+    )
+    .addOption(
       new Option("--tls-cert-file <path>", "server TLS certificate (PEM); enables TLS when set with --tls-key-file").env("AUTONOMY_TLS_CERT_FILE"),
     )
     .addOption(new Option("--tls-key-file <path>", "server TLS private key (PEM)").env("AUTONOMY_TLS_KEY_FILE"))
@@ -210,6 +220,7 @@ export function serveCommand(): Command {
             metricsAddr: opts.metricsAddr,
             nodeStaleAfterMs: opts.nodeStaleAfter,
             heartbeatFlushMs: opts.heartbeatFlushInterval,
+            rolloutResyncMs: opts.rolloutResync,
             rbacEnforcement: !["0", "false", "off"].includes(enforcement),
             auditDataPlane: opts.auditDataPlane === true,
             tls:

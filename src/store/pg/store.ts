@@ -9,7 +9,8 @@ import { eventToRow, rowToEvent } from "../event-rows.js";
 import { withInserted } from "../../domain/audit.js";
 import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
-import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, Store } from "../store.js";
+import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, StageNodeQuery, Store } from "../store.js";
+import type { StageOpening } from "../rollout-opening.js";
 import { pgFleet } from "./fleet.js";
 import { appendAudit, pgRollouts } from "./rollouts.js";
 import { pgRbac } from "./rbac.js";
@@ -166,6 +167,12 @@ export class PostgresStore implements Store {
   }
   commitRollout(change: RolloutChange) {
     return this.run(() => pgRollouts.commitRollout(this.db, change));
+  }
+  openRolloutStage(opening: StageOpening) {
+    return this.run(() => pgRollouts.openRolloutStage(this.db, opening));
+  }
+  stageNodes(q: StageNodeQuery) {
+    return this.run(() => pgRollouts.stageNodes(this.db, q));
   }
   registerSigningKey(row: SigningKeyRow) {
     return this.run(() => pgRollouts.registerSigningKey(this.db, row));

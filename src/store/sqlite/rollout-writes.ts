@@ -1,20 +1,26 @@
-import { and, eq, notInArray, sql } from "drizzle-orm";
+import { and, eq, max, notInArray, sql } from "drizzle-orm";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { TERMINAL_PHASES } from "../../domain/rollouts.js";
 import type { AuditRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "../rollout-rows.js";
+import { planStageOpening, type OpenedStage, type StageOpening } from "../rollout-opening.js";
 import { WriteRefusal } from "./fleet-writes.js";
 import type { AppendAudit } from "./audit-writes.js";
-import { releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
+import { events, nodes, releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
 
 /** A rollout write, run by the writer thread inside its own savepoint. */
 export type RolloutWrite =
   | { op: "createRollout"; plan: PlanRow; status: StatusRow; audit: AuditRow }
   | { op: "commitRollout"; change: RolloutChange }
+  | { op: "openRolloutStage"; opening: StageOpening }
   | { op: "registerSigningKey"; row: SigningKeyRow }
   | { op: "pruneAudit"; beforeMs: number; audit: AuditRow }
   | { op: "appendAudit"; rows: readonly AuditRow[] };
 
-export type RolloutWriteResult = { record: RolloutRecord; created: boolean } | { done: true } | { removed: number; firstKeptSeq?: number };
+export type RolloutWriteResult =
+  | { record: RolloutRecord; created: boolean }
+  | { done: true }
+  | { removed: number; firstKeptSeq?: number }
+  | { opened?: OpenedStage };
 
 /** Rows per multi-row INSERT of moves: 5 values a row, well under SQLite's bound-value limit. */
 const MOVES_PER_STATEMENT = 500;
@@ -23,6 +29,35 @@ const MOVES_PER_STATEMENT = 500;
 export function prepareRolloutWrites(db: BetterSQLite3Database, audit: AppendAudit, pruneAudit: (beforeMs: number, record: AuditRow) => { removed: number; firstKeptSeq?: number }) {
   const planById = db.select().from(rolloutPlans).where(eq(rolloutPlans.planId, sql.placeholder("id"))).prepare();
   const statusById = db.select().from(rolloutStatus).where(eq(rolloutStatus.planId, sql.placeholder("id"))).prepare();
+  const channelNodes = db
+    .select({ nodeId: nodes.nodeId, labels: nodes.labels, drained: nodes.drained, lastSeenMs: nodes.lastSeenMs })
+    .from(nodes)
+    .where(eq(nodes.channel, sql.placeholder("channel")))
+    .orderBy(nodes.nodeId)
+    .prepare();
+  const movedByPlan = db.select({ nodeId: rolloutMoves.nodeId }).from(rolloutMoves).where(eq(rolloutMoves.planId, sql.placeholder("id"))).prepare();
+  const newestEventSeq = db.select({ seq: max(events.seq) }).from(events).prepare();
+
+  /** The status update conditional on the version, refused as the contract says when it does not apply. */
+  const updateStatus = (status: StatusRow, expectedVersion: number) => {
+    const updated = db
+      .update(rolloutStatus)
+      .set(status)
+      .where(and(eq(rolloutStatus.planId, status.planId), eq(rolloutStatus.version, expectedVersion)))
+      .run().changes;
+    if (updated === 0) {
+      const current = statusById.get({ id: status.planId });
+      if (!current) throw new WriteRefusal("notFound", `plan "${status.planId}" not found`);
+      throw new WriteRefusal("aborted", `plan "${status.planId}" is at version ${current.version}, not ${expectedVersion}: it changed since it was read`);
+    }
+  };
+  const insertMoves = (moves: readonly { planId: string; stageId: string; nodeId: string; releaseId: string; movedAtMs: number }[]) => {
+    for (let i = 0; i < moves.length; i += MOVES_PER_STATEMENT) {
+      db.insert(rolloutMoves)
+        .values(moves.slice(i, i + MOVES_PER_STATEMENT))
+        .run();
+    }
+  };
 
 
   return (w: RolloutWrite): RolloutWriteResult => {
@@ -77,6 +112,22 @@ export function prepareRolloutWrites(db: BetterSQLite3Database, audit: AppendAud
         }
         audit(change.audit);
         return { done: true };
+      }
+      case "openRolloutStage": {
+        const o = w.opening;
+        const plan = planById.get({ id: o.planId });
+        const current = statusById.get({ id: o.planId });
+        if (!plan || !current) throw new WriteRefusal("notFound", `plan "${o.planId}" not found`);
+        if (current.version !== o.expectedVersion) {
+          throw new WriteRefusal("aborted", `plan "${o.planId}" is at version ${current.version}, not ${o.expectedVersion}: it changed since it was read`);
+        }
+        const taken = new Set(movedByPlan.all({ id: o.planId }).map((m) => m.nodeId));
+        const planned = planStageOpening(plan, o, channelNodes.all({ channel: plan.channel }), taken, () => BigInt(newestEventSeq.get()?.seq ?? 0));
+        if (!planned) return { opened: undefined };
+        updateStatus(planned.status, o.expectedVersion);
+        insertMoves(planned.moves);
+        audit([planned.audit]);
+        return { opened: { status: planned.status, nodeIds: planned.moves.map((m) => m.nodeId) } };
       }
       case "registerSigningKey":
         db.insert(signingKeys).values(w.row).onConflictDoNothing().run();

@@ -39,7 +39,7 @@ export type WriterRequest = { id: number; rows: unknown[]; audit?: AuditRow } | 
 /** A write of the fleet or rollout tables. */
 export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite;
 export type StoreWriteResult = FleetWriteResult | RolloutWriteResult | RbacWriteResult;
-const ROLLOUT_OPS: ReadonlySet<string> = new Set<RolloutWrite["op"]>(["createRollout", "commitRollout", "registerSigningKey", "pruneAudit", "appendAudit"]);
+const ROLLOUT_OPS: ReadonlySet<string> = new Set<RolloutWrite["op"]>(["createRollout", "commitRollout", "openRolloutStage", "registerSigningKey", "pruneAudit", "appendAudit"]);
 type Work = Exclude<WriterRequest, { close: true }>;
 
 /** This thread's answer: how many rows were new, a fleet write's result or refusal, or the kind of failure. */
