@@ -150,7 +150,7 @@ export class RolloutController {
     for (const record of records) {
       listed.add(record.plan.planId);
       const rt = this.runtimes.get(record.plan.planId);
-      runs.push(rt ? rt.resync() : this.load(record).settled());
+      runs.push(rt ? rt.resync() : this.load(record).queue.settled());
     }
     for (const rt of this.runtimes.values()) if (!listed.has(rt.planId)) runs.push(rt.resync());
     await Promise.all(runs);
@@ -202,8 +202,8 @@ export class RolloutController {
   /** Resolves when the plan has no step or action queued (benchmarks and tests wait on it). */
   async settled(planId: string): Promise<void> {
     for (let rt = this.runtimes.get(planId); rt; rt = this.runtimes.get(planId)) {
-      await rt.settled();
-      if (this.runtimes.get(planId) !== rt || !rt.busy()) return;
+      await rt.queue.settled();
+      if (this.runtimes.get(planId) !== rt || !rt.queue.busy()) return;
     }
   }
 
@@ -259,7 +259,7 @@ export class RolloutController {
       rt = this.runtimes.get(planId) ?? this.load(record);
     }
     const runtime = rt;
-    return runtime.enqueue(() => this.actOn(runtime, action, req));
+    return runtime.queue.run(() => this.actOn(runtime, action, req));
   }
 
   private async actOn(rt: PlanRuntime, action: Action, req: ActionRequest): Promise<ActionResult> {
@@ -284,7 +284,7 @@ export class RolloutController {
     let promoted: boolean | undefined;
     if (action === "approve") {
       // The approval is written; now see whether every gate passes.
-      if (!isTerminal(rt.state.phase)) await rt.evaluateNow();
+      if (!isTerminal(rt.state.phase)) await rt.progress();
       promoted = rt.state.currentStage !== index || rt.state.phase === "completed";
       message = promoted ? "approved; every gate passed and the plan advanced" : "approved; the stage waits for its other gates";
     } else if (!isTerminal(rt.state.phase)) {

@@ -17,7 +17,8 @@ import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
 import type { DecisionWriter } from "./decisions.js";
 import { ControllerStoppedError } from "./errors.js";
-import { loadStageTracker, type StageTracker, type TrackedAck } from "./stage-tracker.js";
+import { PlanQueue } from "./plan-queue.js";
+import { loadStageTracker, sameTally, type StageTracker, type TrackedAck, type TrackerSignal } from "./stage-tracker.js";
 
 export const CONTROLLER_ACTOR: Actor = { actor: "system:rollout-controller", source: "controller" };
 
@@ -37,20 +38,15 @@ export interface RuntimeDeps {
   onDrift?: (rt: PlanRuntime, memory: StageTally, store: StageTally) => void;
 }
 
-type Signal = { ack: TrackedAck } | { seen: string; atMs: number } | { event: string };
-
-const sameTally = (a: StageTally, b: StageTally) =>
-  a.nodeCount === b.nodeCount && a.healthy === b.healthy && a.failed === b.failed && a.unreachable === b.unreachable && a.gatedEvents === b.gatedEvents && a.settledAtMs === b.settledAtMs;
-
 export class PlanRuntime {
   readonly planId: string;
   plan: RolloutPlan;
   state: PlanState;
   /** The open stage's counts; undefined while they are unknown (being read, or after an error). */
   tracker?: StageTracker;
-  private held?: Signal[];
-  private tail: Promise<unknown> = Promise.resolve();
-  private queued = 0;
+  private held?: TrackerSignal[];
+  /** Every step and action of the plan runs in this queue. */
+  readonly queue = new PlanQueue();
   private stepQueued = false;
   private refreshQueued = false;
   /** The status or counts may differ from the store's: read them back before deciding. */
@@ -77,33 +73,11 @@ export class PlanRuntime {
 
   // -- the queue ------------------------------------------------------------------------
 
-  /** Runs fn after everything queued before it; refused once the runtime stopped. */
-  enqueue<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.stopped) return Promise.reject(new ControllerStoppedError());
-    this.queued++;
-    const result = this.tail.then(fn);
-    this.tail = result.then(
-      () => void this.queued--,
-      () => void this.queued--,
-    );
-    return result;
-  }
-
-  /** Resolves when nothing is queued. */
-  async settled(): Promise<void> {
-    while (this.queued > 0) await this.tail;
-  }
-
-  /** Whether a step or action is queued or running. */
-  busy(): boolean {
-    return this.queued > 0;
-  }
-
   /** Queues one evaluation (coalesced: one queued at a time is enough). */
   schedule(): void {
     if (this.stepQueued || this.stopped) return;
     this.stepQueued = true;
-    this.enqueue(() => {
+    this.queue.run(() => {
       this.stepQueued = false;
       return this.progress();
     }).catch((err: unknown) => this.failed(err));
@@ -113,7 +87,7 @@ export class PlanRuntime {
   resync(record?: RolloutRecord): Promise<void> {
     if (this.refreshQueued || this.stopped) return Promise.resolve();
     this.refreshQueued = true;
-    return this.enqueue(() => {
+    return this.queue.run(() => {
       this.refreshQueued = false;
       return this.refresh(record);
     }).catch((err: unknown) => this.failed(err));
@@ -123,7 +97,7 @@ export class PlanRuntime {
   async stop(): Promise<void> {
     this.stopped = true;
     this.clearTimers();
-    await this.settled();
+    await this.queue.close();
   }
 
   private clearTimers(): void {
@@ -213,11 +187,7 @@ export class PlanRuntime {
     let tracker: StageTracker;
     try {
       tracker = await loadStageTracker({ store, sightings, staleAfterMs }, this.plan, this.state, now());
-      for (const s of this.held) {
-        if ("ack" in s) tracker.ack(s.ack);
-        else if ("seen" in s) tracker.seen(s.seen, s.atMs);
-        else this.recountEvents = true;
-      }
+      if (tracker.replay(this.held)) this.recountEvents = true;
     } finally {
       this.held = undefined;
     }
@@ -229,8 +199,8 @@ export class PlanRuntime {
     this.sweep.unref();
   }
 
-  /** One run of the machine: start, then halt or advance for as long as the gates allow. */
-  private async progress(): Promise<void> {
+  /** One run of the machine: start, then halt or advance for as long as the gates allow (in a queued task). */
+  async progress(): Promise<void> {
     for (;;) {
       if (this.stopped || isTerminal(this.state.phase)) return;
       if (this.stale) await this.sync();
@@ -313,11 +283,6 @@ export class PlanRuntime {
     if (this.stale) await this.sync();
     if (isTerminal(this.state.phase)) throw new FailedPreconditionError(`cannot act: the plan is ${this.state.phase} (it is finished)`);
     return this.state;
-  }
-
-  /** Evaluates after an action, in the same queue slot (approve answers whether the stage advanced). */
-  async evaluateNow(): Promise<void> {
-    await this.progress();
   }
 
   private finish(): void {

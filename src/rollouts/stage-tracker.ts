@@ -33,6 +33,17 @@ export interface TrackedAck {
   updatedAtMs: number;
 }
 
+/** A signal that arrived while the tracker was read from the store, applied once it is. */
+export type TrackerSignal = { ack: TrackedAck } | { seen: string; atMs: number } | { event: string };
+
+export const sameTally = (a: StageTally, b: StageTally): boolean =>
+  a.nodeCount === b.nodeCount &&
+  a.healthy === b.healthy &&
+  a.failed === b.failed &&
+  a.unreachable === b.unreachable &&
+  a.gatedEvents === b.gatedEvents &&
+  a.settledAtMs === b.settledAtMs;
+
 export class StageTracker {
   private readonly nodes = new Map<string, NodeTrack>();
   private readonly t: StageTally = { nodeCount: 0, healthy: 0, failed: 0, unreachable: 0, gatedEvents: 0 };
@@ -111,6 +122,17 @@ export class StageTracker {
       }
     }
     return changed;
+  }
+
+  /** Applies signals held while loading; true when an event among them means counting events again. */
+  replay(signals: readonly TrackerSignal[]): boolean {
+    let events = false;
+    for (const s of signals) {
+      if ("ack" in s) this.ack(s.ack);
+      else if ("seen" in s) this.seen(s.seen, s.atMs);
+      else events = true;
+    }
+    return events;
   }
 
   /** One more event of the gated type from a stage node. */
