@@ -168,6 +168,7 @@ export class PlanRuntime {
       return;
     }
     const before = this.tracker;
+    before?.sweep(this.deps.now() - this.deps.staleAfterMs);
     await this.track();
     const now = this.tracker?.tally();
     if (before && now && before.stageId === this.tracker!.stageId && !sameTally(before.tally(), now)) this.deps.onDrift?.(this, before.tally(), now);

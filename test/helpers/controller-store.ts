@@ -47,6 +47,7 @@ export class FakeRolloutStore {
   /** Every call, by method name, in order. */
   readonly calls: string[] = [];
   private faults: Fault[] = [];
+  private callFault?: { index: number; after: boolean };
   private closed = false;
 
   /** The Store the controller is given (only the methods below exist). */
@@ -59,8 +60,14 @@ export class FakeRolloutStore {
     this.faults.push({ method, skip: opts.skip ?? 0, after: opts.after ?? false });
   }
 
+  /** Makes the call at this position of `calls` (0-based, any method) fail. */
+  failAtCall(index: number, after = false): void {
+    this.callFault = { index, after };
+  }
+
   clearFaults(): void {
     this.faults = [];
+    this.callFault = undefined;
   }
 
   close(): void {
@@ -70,6 +77,12 @@ export class FakeRolloutStore {
   private enter(method: string): Fault | undefined {
     this.calls.push(method);
     if (this.closed) throw new StoreUnavailableError("the store is closed");
+    if (this.callFault?.index === this.calls.length - 1) {
+      const after = this.callFault.after;
+      this.callFault = undefined;
+      if (!after) throw new InjectedFault(method);
+      return { method, skip: 0, after };
+    }
     const i = this.faults.findIndex((f) => f.method === method);
     if (i < 0) return undefined;
     const f = this.faults[i];
