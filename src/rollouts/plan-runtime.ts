@@ -108,7 +108,9 @@ export class PlanRuntime {
 
   private failed(err: unknown): void {
     if (this.stopped) return;
+    // Memory may be behind the store now (a write may have landed): counted again before any decision.
     this.stale = true;
+    this.tracker = undefined;
     const { logger, retryMs } = this.deps;
     if (err instanceof AbortedError) logger.info({ plan_id: this.planId }, "rollout status changed elsewhere; reading the plan again");
     else logger.error({ plan_id: this.planId, err: (err as Error).message }, "rollout step failed; reading the plan again shortly");

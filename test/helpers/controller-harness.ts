@@ -66,15 +66,27 @@ export class Harness {
     await this.controller.settled(planId);
     const pass = await this.controller.resync();
     await this.controller.settled(planId);
+    // A pass that met a failure leaves the plan to be read again (uncounted): the next pass heals it.
+    for (let i = 0; i < 3 && !this.counted(planId); i++) {
+      await this.controller.resync();
+      await this.controller.settled(planId);
+    }
     await this.expectCountsMatchStore(planId);
     return pass;
+  }
+
+  /** Whether the controller holds counts for the plan's open stage (or has none to hold). */
+  private counted(planId: string): boolean {
+    const state = this.controller.trackedState(planId);
+    if (!state || state.currentStage < 0 || state.stages[state.currentStage].phase !== "open") return true;
+    return this.controller.liveTally(planId, state.currentStage) !== undefined;
   }
 
   /** The in-memory counts of the open stage equal a recount from the store. */
   async expectCountsMatchStore(planId = "p"): Promise<void> {
     const state = this.controller.trackedState(planId);
     if (!state || state.currentStage < 0 || state.stages[state.currentStage].phase !== "open") return;
-    expect(this.controller.liveTally(planId, state.currentStage)).toEqual(await this.controller.recount(planId));
+    expect(this.controller.liveTally(planId, state.currentStage)).toEqual(await this.fake.unobserved(() => this.controller.recount(planId)));
   }
 
   /** The stored status: plan phase and each stage's phase. */

@@ -48,6 +48,8 @@ export class FakeRolloutStore {
   readonly calls: string[] = [];
   private faults: Fault[] = [];
   private callFault?: { index: number; after: boolean };
+  /** While set, commitRollout waits for it before writing (a slow database). */
+  commitGate?: Promise<void>;
   private closed = false;
 
   /** The Store the controller is given (only the methods below exist). */
@@ -58,6 +60,18 @@ export class FakeRolloutStore {
   /** Makes the (skip+1)-th next call of `method` fail. */
   failOn(method: string, opts: { skip?: number; after?: boolean } = {}): void {
     this.faults.push({ method, skip: opts.skip ?? 0, after: opts.after ?? false });
+  }
+
+  private quiet = false;
+
+  /** Runs fn (the test's own reads) without recording its calls or injecting faults into them. */
+  async unobserved<T>(fn: () => Promise<T>): Promise<T> {
+    this.quiet = true;
+    try {
+      return await fn();
+    } finally {
+      this.quiet = false;
+    }
   }
 
   /** Makes the call at this position of `calls` (0-based, any method) fail. */
@@ -75,6 +89,7 @@ export class FakeRolloutStore {
   }
 
   private enter(method: string): Fault | undefined {
+    if (this.quiet) return undefined;
     this.calls.push(method);
     if (this.closed) throw new StoreUnavailableError("the store is closed");
     if (this.callFault?.index === this.calls.length - 1) {
@@ -155,6 +170,7 @@ export class FakeRolloutStore {
 
   async commitRollout(change: RolloutChange): Promise<void> {
     const fault = this.enter("commitRollout");
+    await this.commitGate;
     const current = this.statuses.get(change.status.planId);
     if (!current) throw new NotFoundError(`plan "${change.status.planId}" not found`);
     if (current.version !== change.expectedVersion) throw new AbortedError(`plan at version ${current.version}, not ${change.expectedVersion}`);
