@@ -154,8 +154,8 @@ export class StageTracker {
   }
 }
 
-/** Stage nodes read per page: each page is one indexed query, then the event loop may run. */
-export const STAGE_PAGE = 2000;
+/** Stage nodes read per page: each page is one indexed query (a few ms), then the event loop may run. */
+export const STAGE_PAGE = 500;
 
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
