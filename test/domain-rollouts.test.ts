@@ -120,6 +120,11 @@ describe("gate evaluation", () => {
     for (const g of ev.gates) expect(g).toMatchObject({ passed: false, detail: "no node selected: selected 0 of 3: too few HEALTHY nodes" });
   });
 
+  it("a stage that has not opened passes no gate", () => {
+    const pending: StageState = { stageId: "s", phase: "pending", nodeCount: 0, manualApproved: false, detail: "" };
+    expect(evaluateStage(stage({ percent: 10 }), pending, tally({ nodeCount: 0 }), 0)).toMatchObject({ allPassed: false, held: "the stage has not opened yet" });
+  });
+
   it("a stage whose counts do not cover its nodes is held, even when a failure ratio would pass", () => {
     const s = stage({ percent: 10, gates: [{ kind: "max_failure_ratio", maxRatio: 0.1 }] });
     const ev = evaluateStage(s, open(), tally({ nodeCount: 0 }), 0);

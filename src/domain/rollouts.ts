@@ -373,6 +373,7 @@ const ratio = (n: number) => Number(n.toFixed(3)).toString();
 
 /** Why a stage is held whatever its gates say: it selected no node, or its counts are not those of its nodes. */
 function heldDetail(state: StageState, t: StageTally): string | undefined {
+  if (state.phase === "pending") return "the stage has not opened yet";
   if (state.nodeCount === 0) return `no node selected: ${state.detail || "the selector matched no HEALTHY node"}`;
   if (t.nodeCount !== state.nodeCount) return `counting the stage's nodes: ${t.nodeCount} of ${state.nodeCount} counted`;
   return undefined;
