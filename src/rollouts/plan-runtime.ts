@@ -48,7 +48,7 @@ export class PlanRuntime {
   /** Every step and action of the plan runs in this queue. */
   readonly queue = new PlanQueue();
   private stepQueued = false;
-  private refreshQueued = false;
+  private refreshing?: Promise<void>;
   /** The status or counts may differ from the store's: read them back before deciding. */
   private stale = true;
   private recountEvents = false;
@@ -83,14 +83,16 @@ export class PlanRuntime {
     }).catch((err: unknown) => this.failed(err));
   }
 
-  /** Queues a read-back from the store and an evaluation (coalesced). */
+  /** Queues a read-back from the store and an evaluation (coalesced); resolves once it ran. */
   resync(record?: RolloutRecord): Promise<void> {
-    if (this.refreshQueued || this.stopped) return Promise.resolve();
-    this.refreshQueued = true;
-    return this.queue.run(() => {
-      this.refreshQueued = false;
-      return this.refresh(record);
-    }).catch((err: unknown) => this.failed(err));
+    if (this.stopped) return Promise.resolve();
+    this.refreshing ??= this.queue
+      .run(() => {
+        this.refreshing = undefined;
+        return this.refresh(record);
+      })
+      .catch((err: unknown) => this.failed(err));
+    return this.refreshing;
   }
 
   /** Stops the timers, refuses new work and waits for what is queued. */
