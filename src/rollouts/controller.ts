@@ -31,7 +31,7 @@ import { ControllerStoppedError } from "./errors.js";
 import { PlanRuntime } from "./plan-runtime.js";
 import { loadStageTracker } from "./stage-tracker.js";
 
-export { CONTROLLER_ACTOR } from "./plan-runtime.js";
+export { CONTROLLER_ACTOR } from "./decisions.js";
 export type { MovesCommitted } from "./decisions.js";
 
 /** --rollout-resync: how often every unfinished plan is read back and evaluated. */

@@ -11,6 +11,9 @@ import { auditRecord, type Actor } from "../services/audit-record.js";
 import { rowToState, stateToRow } from "../store/rollout-rows.js";
 import type { Store } from "../store/store.js";
 
+/** Who the controller's own decisions are recorded as. */
+export const CONTROLLER_ACTOR: Actor = { actor: "system:rollout-controller", source: "controller" };
+
 /** Nodes a committed decision moved to a plan's release (for whoever tells the nodes). */
 export interface MovesCommitted {
   planId: string;

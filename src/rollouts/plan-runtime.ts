@@ -1,9 +1,8 @@
 /**
- * One unfinished plan as the controller runs it: its queue (every step and action of the plan
- * runs alone, in order), its timers and the signals it is told of. What a step decides comes
- * from the domain (evaluateStage, applyAction); the counts from its StageTracker; the writes
- * go through the DecisionWriter. Memory is a cache of the store: after an error, or when the
- * controller resyncs, the plan is read back and its stage counted again from the store.
+ * One unfinished plan as the controller runs it: its queue, its timers, the signals it is told
+ * of. Decisions come from the domain (evaluateStage, applyAction), counts from its StageTracker,
+ * writes go through the DecisionWriter. Memory is a cache of the store: after an error, or on a
+ * resync, the plan is read back and its stage counted again from the store.
  */
 import type { RolloutPlan } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { AbortedError, FailedPreconditionError } from "../domain/errors.js";
@@ -15,12 +14,10 @@ import type { Actor } from "../services/audit-record.js";
 import { rowToPlan, rowToState, type RolloutRecord } from "../store/rollout-rows.js";
 import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
-import type { DecisionWriter } from "./decisions.js";
+import { CONTROLLER_ACTOR, type DecisionWriter } from "./decisions.js";
 import { ControllerStoppedError } from "./errors.js";
 import { PlanQueue } from "./plan-queue.js";
 import { loadStageTracker, sameTally, type StageTracker, type TrackedAck, type TrackerSignal } from "./stage-tracker.js";
-
-export const CONTROLLER_ACTOR: Actor = { actor: "system:rollout-controller", source: "controller" };
 
 export interface RuntimeDeps {
   store: Store;
@@ -173,13 +170,16 @@ export class PlanRuntime {
     }
     const before = this.tracker;
     before?.sweep(this.deps.now() - this.deps.staleAfterMs);
-    await this.track();
+    await this.track(before);
     const now = this.tracker?.tally();
     if (before && now && before.stageId === this.tracker!.stageId && !sameTally(before.tally(), now)) this.deps.onDrift?.(this, before.tally(), now);
   }
 
-  /** Counts the current stage from the store; signals that arrive meanwhile are applied after. */
-  private async track(): Promise<void> {
+  /**
+   * Counts the current stage from the store; signals that arrive meanwhile are applied after
+   * (to the counts being replaced too, so that comparing them shows only what memory missed).
+   */
+  private async track(previous?: StageTracker): Promise<void> {
     this.tracker = undefined;
     clearInterval(this.sweep);
     const index = this.state.currentStage;
@@ -193,6 +193,7 @@ export class PlanRuntime {
     try {
       tracker = await loadStageTracker({ store, sightings, staleAfterMs }, this.plan, this.state, now());
       if (tracker.replay(this.held)) this.recountEvents = true;
+      previous?.replay(this.held);
     } finally {
       this.held = undefined;
     }
@@ -207,8 +208,7 @@ export class PlanRuntime {
   /** One run of the machine: start, then halt or advance for as long as the gates allow (in a queued task). */
   async progress(): Promise<void> {
     for (;;) {
-      if (this.stopped || isTerminal(this.state.phase)) return;
-      if (this.stale) await this.sync();
+      if (!this.stopped && this.stale) await this.sync();
       if (this.stopped || isTerminal(this.state.phase)) return;
       if (this.state.phase === "published") {
         await this.decide("start", CONTROLLER_ACTOR, "");
