@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { Gate, RolloutPlan, Stage } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { FailedPreconditionError, ValidationError } from "./errors.js";
 import { checkBytes, checkId } from "./fields.js";
@@ -283,7 +283,7 @@ export interface Selection {
 
 /** The order percentage stages pick nodes in: a hash of plan and node id, the same on every replica. */
 export function selectionRank(planId: string, nodeId: string): string {
-  return createHash("sha256").update(planId).update("\n").update(nodeId).digest("hex");
+  return hash("sha256", `${planId}\n${nodeId}`, "hex");
 }
 
 /**
