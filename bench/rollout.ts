@@ -19,6 +19,7 @@
  *
  * Prints a table and writes bench/results/rollout-<time>.json.
  */
+import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import os from "node:os";
@@ -139,6 +140,26 @@ async function inProcessServer(dataDir: string, level: "info" | "error") {
   return { url: server.url, dataDir, server, stop: () => server.close() };
 }
 
+/**
+ * An idle process that measures its own event-loop delay: what this machine alone does to a
+ * timer meanwhile (other processes, CPU starvation), the floor under the server's figure.
+ */
+function startIdleProbe(): { stop(): Promise<{ maxMs: number; p99Ms: number }> } {
+  const code =
+    'const h = require("node:perf_hooks").monitorEventLoopDelay({ resolution: 10 }); h.enable(); process.stdin.resume();' +
+    'process.stdin.on("end", () => { h.disable(); process.stdout.write(JSON.stringify({ maxMs: h.max / 1e6, p99Ms: h.percentile(99) / 1e6 })); });';
+  const proc = spawn(process.execPath, ["-e", code], { stdio: ["pipe", "pipe", "inherit"] });
+  let out = "";
+  proc.stdout!.on("data", (c: Buffer) => (out += c.toString()));
+  return {
+    stop: () =>
+      new Promise((resolve) => {
+        proc.once("exit", () => resolve(JSON.parse(out) as { maxMs: number; p99Ms: number }));
+        proc.stdin!.end();
+      }),
+  };
+}
+
 /** A stage's nodes, read through the store in pages that let the server's requests run between them. */
 async function stageNodeIds(store: Store, planId: string, stageId: string): Promise<string[]> {
   const ids: string[] = [];
@@ -160,6 +181,7 @@ async function progression(dir: string) {
     const gates = [{ kind: "success_ratio", min_ratio: 0.99 }, { kind: "max_failure_ratio", max_ratio: 0.05 }];
     const before = await (await fetch(`${server.url}/metrics`)).text();
     const stages: { stageId: string; nodes: number; openMs: number; acksPerSecond: number; ackSeconds: number }[] = [];
+    const probe = startIdleProbe();
     const t0 = nowNs();
     loop.enable();
     await post(server.url, "/v1/rollouts", plan("bench-plan", "bench-r1", STAGES.map((percent) => ({ percent, gates }))));
@@ -185,7 +207,7 @@ async function progression(dir: string) {
     const completeMs = msSince(lastAckDone);
     const totalSeconds = msSince(t0) / 1000;
     loop.disable();
-    const loopDelay = { maxMs: loop.max / 1e6, p99Ms: loop.percentile(99) / 1e6, meanMs: loop.mean / 1e6 };
+    const loopDelay = { maxMs: loop.max / 1e6, p99Ms: loop.percentile(99) / 1e6, meanMs: loop.mean / 1e6, idleProcess: await probe.stop() };
     const after = await (await fetch(`${server.url}/metrics`)).text();
     return { stages, completeMs, totalSeconds, loopDelay, version: done.version, ops: storeOps(before, after), dataDir, server };
   } catch (err) {
@@ -424,7 +446,8 @@ async function main(): Promise<void> {
     out += `    stage opens after the previous stage passed (selection among ${fmt(NODES)} nodes + moves written): ${prog.stages.map((s) => `${fmt(s.openMs)} ms`).join(", ")}; completed ${fmt(prog.completeMs)} ms after the last ack\n`;
     const ops = Object.entries(prog.ops).map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
     out += `    database work: ${ops}; status version ${prog.version} (one transaction per transition)\n`;
-    out += `    worst event-loop delay during the run ${fmt(prog.loopDelay.maxMs, 1)} ms (p99 ${fmt(prog.loopDelay.p99Ms, 1)} ms, mean ${fmt(prog.loopDelay.meanMs, 1)} ms; monitorEventLoopDelay, 10 ms resolution)\n`;
+    const idle = prog.loopDelay.idleProcess;
+    out += `    worst event-loop delay during the run ${fmt(prog.loopDelay.maxMs, 1)} ms (p99 ${fmt(prog.loopDelay.p99Ms, 1)} ms, mean ${fmt(prog.loopDelay.meanMs, 1)} ms; monitorEventLoopDelay, 10 ms resolution); an idle process on this machine meanwhile: worst ${fmt(idle.maxMs, 1)} ms, p99 ${fmt(idle.p99Ms, 1)} ms\n`;
     out += `  single ack after the progression (${single.acks} sequential PUT .../acks over one HTTP/2 connection): p50 ${fmt(single.p50Ms, 2)} ms, p99 ${fmt(single.p99Ms, 2)} ms\n`;
     for (const r of [small, large]) {
       out += `  re-evaluation after one ack at ${fmt(r.nodes).padStart(7)} nodes (stage of ${fmt(r.stageNodes)}): mean ${fmt(r.meanUs, 1)} µs  p99 ${fmt(r.p99Us, 1)} µs  (${fmt(r.evaluations)} evaluations for ${fmt(r.acks)} acks)   re-counting the stage from the database ${fmt(r.rescanMs, 2)} ms   ratio ${fmt(r.rescanMs * 1000 / r.meanUs, 0)}x cheaper\n`;
