@@ -211,15 +211,6 @@ export class FakeRolloutStore {
     return this.moves.filter((m) => m.planId === planId).map((m) => ({ ...m }));
   }
 
-  async planNodeIds(q: { planId: string; afterNodeId?: string; limit: number }): Promise<string[]> {
-    this.leave("planNodeIds", this.enter("planNodeIds"));
-    return this.moves
-      .filter((m) => m.planId === q.planId && (q.afterNodeId === undefined || m.nodeId > q.afterNodeId))
-      .map((m) => m.nodeId)
-      .sort()
-      .slice(0, q.limit);
-  }
-
   async stageNodes(q: { planId: string; stageId: string; releaseId: string; afterNodeId?: string; limit: number }): Promise<StageNodeRow[]> {
     this.leave("stageNodes", this.enter("stageNodes"));
     return this.moves
