@@ -5,7 +5,11 @@
  *
  *   five-stage progression   time from publishing the plan to completed, and the database work
  *                            it took; against better-sqlite3 doing the same writes (the acks,
- *                            one durable commit each, and the node moves)
+ *                            one durable commit each, and the node moves). The server runs in
+ *                            this process (logging every request, as a served one does) so that
+ *                            perf_hooks.monitorEventLoopDelay sees its event loop: the worst delay
+ *                            during the run is reported (stage openings must not stall requests)
+ *   single ack after it      p50 of sequential acks once the plan completed
  *   re-evaluation per ack    the controller's cost of one ack (count update and gate
  *                            evaluation) at 10,000 and at 100,000 nodes; against re-counting
  *                            the stage from the database as a scanning controller would
@@ -15,10 +19,13 @@
  *
  * Prints a table and writes bench/results/rollout-<time>.json.
  */
+import { spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import os from "node:os";
 import path from "node:path";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import pino from "pino";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import Database from "better-sqlite3";
@@ -27,6 +34,7 @@ import { createLogger } from "../src/observability/logger.js";
 import { packageRoot } from "../src/paths.js";
 import { startServer as startInProcess } from "../src/server.js";
 import { DB_FILE_NAME } from "../src/store/sqlite/store.js";
+import type { Store } from "../src/store/store.js";
 import type { FleetLoadResult, FleetLoadSpec } from "./fleet-load.js";
 import { nodeName } from "./fleet-load.js";
 import { metric, request } from "./h2-request.js";
@@ -121,28 +129,76 @@ function storeOps(before: string, after: string): Record<string, number> {
   return out;
 }
 
+/** A server in this process on a prepared data dir; it logs every request (to /dev/null) as a served one does. */
+async function inProcessServer(dataDir: string, level: "info" | "error") {
+  const logger = createLogger({ format: "json", level, destination: pino.destination({ dest: "/dev/null", sync: true }) as unknown as NodeJS.WritableStream });
+  const server = await startInProcess(
+    // Calls without credentials, like the other bench servers (enforcement off; the interceptor still runs).
+    { listen: "127.0.0.1:0", dataDir, busyTimeoutMs: 5000, nodeStaleAfterMs: 3_600_000, rbacEnforcement: false },
+    { logger, onFatal: (err) => { throw err; } },
+  );
+  return { url: server.url, dataDir, server, stop: () => server.close() };
+}
+
+/**
+ * An idle process that measures its own event-loop delay: what this machine alone does to a
+ * timer meanwhile (other processes, CPU starvation), the floor under the server's figure.
+ */
+function startIdleProbe(): { stop(): Promise<{ maxMs: number; p99Ms: number }> } {
+  const code =
+    'const h = require("node:perf_hooks").monitorEventLoopDelay({ resolution: 10 }); h.enable(); process.stdin.resume();' +
+    'process.stdin.on("end", () => { h.disable(); process.stdout.write(JSON.stringify({ maxMs: h.max / 1e6, p99Ms: h.percentile(99) / 1e6 })); });';
+  const proc = spawn(process.execPath, ["-e", code], { stdio: ["pipe", "pipe", "inherit"] });
+  let out = "";
+  proc.stdout!.on("data", (c: Buffer) => (out += c.toString()));
+  return {
+    stop: () =>
+      new Promise((resolve) => {
+        proc.once("exit", () => resolve(JSON.parse(out) as { maxMs: number; p99Ms: number }));
+        proc.stdin!.end();
+      }),
+  };
+}
+
+/** A stage's nodes, read through the store in pages that let the server's requests run between them. */
+async function stageNodeIds(store: Store, planId: string, stageId: string): Promise<string[]> {
+  const ids: string[] = [];
+  for (;;) {
+    const page = await store.stageNodes({ planId, stageId, releaseId: "", afterNodeId: ids[ids.length - 1], limit: 500 });
+    ids.push(...page.map((r) => r.nodeId));
+    if (page.length < 500) return ids;
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
 /** Five stages over the whole fleet, every stage node acking healthy over REST. */
 async function progression(dir: string) {
   const dataDir = await prepareDataDir(dir, "progression", NODES);
-  const server = await startOrchestrator(dataDir, ["--node-stale-after", "1h"]);
+  const server = await inProcessServer(dataDir, "info");
+  const loop = monitorEventLoopDelay({ resolution: 10 });
   try {
     await post(server.url, "/v1/releases", { release_id: "bench-r1", channel: "bench", version: "1", staged: true, artifacts: [{ name: "app", digest: DIGEST }] });
     const gates = [{ kind: "success_ratio", min_ratio: 0.99 }, { kind: "max_failure_ratio", max_ratio: 0.05 }];
     const before = await (await fetch(`${server.url}/metrics`)).text();
-    const db = new Database(path.join(dataDir, DB_FILE_NAME), { readonly: true });
-    const movesOf = db.prepare("SELECT node_id FROM rollout_moves WHERE plan_id = ? AND stage_id = ? ORDER BY seq").pluck();
     const stages: { stageId: string; nodes: number; openMs: number; acksPerSecond: number; ackSeconds: number }[] = [];
+    const probe = startIdleProbe();
     const t0 = nowNs();
+    loop.enable();
     await post(server.url, "/v1/rollouts", plan("bench-plan", "bench-r1", STAGES.map((percent) => ({ percent, gates }))));
     let lastAckDone = t0;
     for (let i = 0; i < STAGES.length; i++) {
       const stageId = `s${i + 1}`;
       await waitFor(server.url, "bench-plan", (s) => s.current_stage_id === stageId && s.stages[i].phase === "open");
       const openMs = msSince(lastAckDone);
-      const ids = movesOf.all("bench-plan", stageId) as string[];
+      const ids = await stageNodeIds(server.server.store, "bench-plan", stageId);
       const file = path.join(dir, `${stageId}.json`);
       writeFileSync(file, JSON.stringify(ids));
-      const acks = await fleetLoad({ op: "ack", url: server.url, nodes: ids.length, concurrency: 64, releaseId: "bench-r1", state: "healthy", nodeIdsFile: file });
+      // Spawning the load process blocks this thread (fork and exec) for a moment: that is the
+      // load generator's start, not the server's work, so the delay monitor skips it.
+      loop.disable();
+      const load = fleetLoad({ op: "ack", url: server.url, nodes: ids.length, concurrency: 64, releaseId: "bench-r1", state: "healthy", nodeIdsFile: file });
+      loop.enable();
+      const acks = await load;
       lastAckDone = nowNs();
       stages.push({ stageId, nodes: ids.length, openMs, acksPerSecond: acks.requestsPerSecond, ackSeconds: acks.seconds });
       log(`  stage ${stageId}: ${fmt(ids.length)} nodes opened ${fmt(openMs, 1)} ms after the previous one passed; acks ${fmt(acks.requestsPerSecond)}/s`);
@@ -150,9 +206,10 @@ async function progression(dir: string) {
     const done = await waitFor(server.url, "bench-plan", (s) => s.phase === "completed");
     const completeMs = msSince(lastAckDone);
     const totalSeconds = msSince(t0) / 1000;
+    loop.disable();
+    const loopDelay = { maxMs: loop.max / 1e6, p99Ms: loop.percentile(99) / 1e6, meanMs: loop.mean / 1e6, idleProcess: await probe.stop() };
     const after = await (await fetch(`${server.url}/metrics`)).text();
-    db.close();
-    return { stages, completeMs, totalSeconds, version: done.version, ops: storeOps(before, after), dataDir, server };
+    return { stages, completeMs, totalSeconds, loopDelay, version: done.version, ops: storeOps(before, after), dataDir, server };
   } catch (err) {
     await server.stop();
     throw err;
@@ -188,6 +245,28 @@ function progressionCeiling(dir: string): number {
   const seconds = msSince(started) / 1000;
   db.close();
   return seconds;
+}
+
+/** Sequential single acks (bench-r1, nodes of the first stage acking again) after the progression: their p50 and p99. */
+async function singleAcks(server: { url: string; dataDir: string }, count = 200) {
+  const session = http2.connect(server.url);
+  session.on("error", () => {});
+  const db = new Database(path.join(server.dataDir, DB_FILE_NAME), { readonly: true });
+  const ids = db.prepare("SELECT node_id FROM rollout_moves WHERE plan_id = 'bench-plan' ORDER BY seq LIMIT ?").pluck().all(count) as string[];
+  db.close();
+  const samples: number[] = [];
+  for (const id of ids) {
+    const t = nowNs();
+    await request(
+      session,
+      { ":method": "PUT", ":path": `/v1/releases/bench-r1/acks/${id}`, "content-type": "application/json" },
+      Buffer.from(JSON.stringify({ state: "healthy", reported_release_id: "bench-r1", message: "again", observed_at: new Date().toISOString() })),
+    );
+    samples.push(msSince(t));
+  }
+  session.close();
+  samples.sort((a, b) => a - b);
+  return { acks: samples.length, p50Ms: samples[samples.length >> 1], p99Ms: samples[Math.floor(samples.length * 0.99)] };
 }
 
 /** The crossing ack's time to a visible halt, HALT_TRIALS times: 1 % stage (NODES/100 nodes), max_failure_ratio 0.01. */
@@ -341,7 +420,10 @@ async function main(): Promise<void> {
     log("  five-stage progression...");
     const prog = await progression(dir);
     let halt;
+    let single;
     try {
+      log("  single acks after the progression...");
+      single = await singleAcks({ url: prog.server.url, dataDir: prog.dataDir });
       log("  ack-to-halt latency...");
       halt = await haltLatency({ url: prog.server.url, dataDir: prog.dataDir }, dir);
     } finally {
@@ -353,7 +435,8 @@ async function main(): Promise<void> {
 
     const results = {
       nodes: NODES,
-      progression: { stages: prog.stages, completeMs: prog.completeMs, totalSeconds: prog.totalSeconds, statusVersion: prog.version, storeOperations: prog.ops, ceilingSeconds },
+      progression: { stages: prog.stages, completeMs: prog.completeMs, totalSeconds: prog.totalSeconds, eventLoopDelay: prog.loopDelay, statusVersion: prog.version, storeOperations: prog.ops, ceilingSeconds },
+      singleAcks: single,
       reevaluation: { small, large },
       halt,
     };
@@ -363,6 +446,9 @@ async function main(): Promise<void> {
     out += `    stage opens after the previous stage passed (selection among ${fmt(NODES)} nodes + moves written): ${prog.stages.map((s) => `${fmt(s.openMs)} ms`).join(", ")}; completed ${fmt(prog.completeMs)} ms after the last ack\n`;
     const ops = Object.entries(prog.ops).map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
     out += `    database work: ${ops}; status version ${prog.version} (one transaction per transition)\n`;
+    const idle = prog.loopDelay.idleProcess;
+    out += `    worst event-loop delay during the run ${fmt(prog.loopDelay.maxMs, 1)} ms (p99 ${fmt(prog.loopDelay.p99Ms, 1)} ms, mean ${fmt(prog.loopDelay.meanMs, 1)} ms; monitorEventLoopDelay, 10 ms resolution); an idle process on this machine meanwhile: worst ${fmt(idle.maxMs, 1)} ms, p99 ${fmt(idle.p99Ms, 1)} ms\n`;
+    out += `  single ack after the progression (${single.acks} sequential PUT .../acks over one HTTP/2 connection): p50 ${fmt(single.p50Ms, 2)} ms, p99 ${fmt(single.p99Ms, 2)} ms\n`;
     for (const r of [small, large]) {
       out += `  re-evaluation after one ack at ${fmt(r.nodes).padStart(7)} nodes (stage of ${fmt(r.stageNodes)}): mean ${fmt(r.meanUs, 1)} µs  p99 ${fmt(r.p99Us, 1)} µs  (${fmt(r.evaluations)} evaluations for ${fmt(r.acks)} acks)   re-counting the stage from the database ${fmt(r.rescanMs, 2)} ms   ratio ${fmt(r.rescanMs * 1000 / r.meanUs, 0)}x cheaper\n`;
     }

@@ -50,6 +50,8 @@ export interface ServerConfig {
   nodeStaleAfterMs?: number;
   /** How often coalesced heartbeats are written (--heartbeat-flush-interval); 5 seconds when unset. */
   heartbeatFlushMs?: number;
+  /** How often the rollout controller reads every unfinished plan back (--rollout-resync); 30 seconds when unset. */
+  rolloutResyncMs?: number;
   /** TLS (cert and key), mutual TLS (ca) and revocation (crl): --tls-* files. Cleartext when unset. */
   tls?: TlsFiles;
   /** RBAC enforcement; on unless false (AUTONOMY_RBAC_ENFORCEMENT=0). */
@@ -248,7 +250,7 @@ export async function startServer(
     teardown.push("heartbeat buffer", () => sightings.close());
     const fleet = { store: instrumented, sightings, staleAfterMs: config.nodeStaleAfterMs ?? DEFAULT_NODE_STALE_AFTER_MS };
     metrics.countNodes = () => countLifecycles(fleet);
-    const controller = new RolloutController({ ...fleet, metrics, logger });
+    const controller = new RolloutController({ ...fleet, metrics, logger, resyncMs: config.rolloutResyncMs });
     const authorizer = new Authorizer({ store: instrumented, logger, enforced: config.rbacEnforcement !== false, registry: metrics.registry });
     const signer = SpecSigner.load(config.dataDir);
     await instrumented.registerSigningKey(signer.row(Date.now()));

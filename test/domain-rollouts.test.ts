@@ -27,6 +27,7 @@ const EXPECTED: Record<PlanPhase, Partial<Record<Action, PlanPhase>>> = {
     auto_halt: "halted",
     promote: "active",
     advance: "active",
+    select: "active",
     approve: "active",
     retry: "active",
     skip_failed: "active",
@@ -43,8 +44,8 @@ const EXPECTED: Record<PlanPhase, Partial<Record<Action, PlanPhase>>> = {
 describe("rollout phase machine", () => {
   const cells = PLAN_PHASES.flatMap((phase) => ACTIONS.map((action) => [phase, action] as const));
 
-  it("has one cell per phase and action: 7 × 12", () => {
-    expect(cells).toHaveLength(84);
+  it("has one cell per phase and action: 7 × 13", () => {
+    expect(cells).toHaveLength(91);
     expect(Object.keys(TRANSITIONS).sort()).toEqual([...PLAN_PHASES].sort());
   });
 
@@ -68,7 +69,7 @@ describe("gate evaluation", () => {
     const s = stage({ percent: 10, gates: [{ kind: "success_ratio", minRatio: 0.8, minSample: 9 }] });
     expect(evaluateStage(s, open(), tally({ healthy: 8 }), 0).allPassed).toBe(false);
     expect(evaluateStage(s, open(), tally({ healthy: 9 }), 0).allPassed).toBe(true);
-    expect(evaluateStage(s, open(), tally({ nodeCount: 0 }), 0).gates[0]).toMatchObject({ passed: false, detail: "the stage selected no node" });
+    expect(evaluateStage(s, open(), tally({ nodeCount: 0 }), 0).gates[0]).toMatchObject({ passed: false, detail: "counting the stage's nodes: 0 of 10 counted" });
   });
 
   it("max_failure_ratio halts once crossed, and passes only when every node has a final ack", () => {
@@ -101,6 +102,34 @@ describe("gate evaluation", () => {
     expect(evaluateStage(s, open(), tally({}), 0).gates[0]).toEqual({ kind: "manual", passed: false, detail: "awaiting operator approval" });
     expect(evaluateStage(s, { ...open(), manualApproved: true }, tally({}), 0).allPassed).toBe(true);
     expect(evaluateStage(stage({ percent: 10 }), open(), tally({}), 0).allPassed).toBe(true);
+  });
+
+  // Every gate kind, and none: a stage that selected no node is held, never passed or halted.
+  it.each<[string, MessageInitShape<typeof GateSchema>[]]>([
+    ["no gate", []],
+    ["time_soak", [{ kind: "time_soak", seconds: 1 }]],
+    ["success_ratio", [{ kind: "success_ratio", minRatio: 0.5 }]],
+    ["max_failure_ratio", [{ kind: "max_failure_ratio", maxRatio: 0.1 }]],
+    ["manual (approved)", [{ kind: "manual" }]],
+    ["event_rate", [{ kind: "event_rate", eventType: "crash", maxPerNodeHour: 0.1 }]],
+  ])("a stage that selected no node is held with %s", (_name, gates) => {
+    const empty: StageState = { ...open(), nodeCount: 0, manualApproved: true, detail: "selected 0 of 3: too few HEALTHY nodes" };
+    const ev = evaluateStage(stage({ percent: 10, gates }), empty, tally({ nodeCount: 0, settledAtMs: 0 }), 1e9);
+    expect(ev).toMatchObject({ allPassed: false, held: "no node selected: selected 0 of 3: too few HEALTHY nodes" });
+    expect(ev.halt).toBeUndefined();
+    for (const g of ev.gates) expect(g).toMatchObject({ passed: false, detail: "no node selected: selected 0 of 3: too few HEALTHY nodes" });
+  });
+
+  it("a stage that has not opened passes no gate", () => {
+    const pending: StageState = { stageId: "s", phase: "pending", nodeCount: 0, manualApproved: false, detail: "" };
+    expect(evaluateStage(stage({ percent: 10 }), pending, tally({ nodeCount: 0 }), 0)).toMatchObject({ allPassed: false, held: "the stage has not opened yet" });
+  });
+
+  it("a stage whose counts do not cover its nodes is held, even when a failure ratio would pass", () => {
+    const s = stage({ percent: 10, gates: [{ kind: "max_failure_ratio", maxRatio: 0.1 }] });
+    const ev = evaluateStage(s, open(), tally({ nodeCount: 0 }), 0);
+    expect(ev.allPassed).toBe(false);
+    expect(ev.halt).toBeUndefined();
   });
 
   it("reports a stage open past its deadline", () => {
@@ -145,6 +174,14 @@ describe("stage node selection", () => {
     });
   });
 
+  it.each<[string, MessageInitShape<typeof StageSchema>, string[], string]>([
+    ["no matching label", { matchLabels: { site: "paris" } }, [], "no node of the channel matches site=paris"],
+    ["every match taken", { matchLabels: { site: "oslo" } }, fleet.filter((c) => c.labels.site === "oslo").map((c) => c.nodeId), "every node matching site=oslo is in an earlier stage"],
+    ["a percentage already covered", { percent: 10 }, ["n00", "n01"], "earlier stages already cover 2 of 20 node(s), 10 % needs 2"],
+  ])("says why nothing was selected: %s", (_name, s, taken, detail) => {
+    expect(selectStageNodes("p", stage(s), fleet, new Set(taken))).toEqual({ nodeIds: [], detail });
+  });
+
   it("label selectors take every matching HEALTHY node", () => {
     const sel = selectStageNodes("p", stage({ matchLabels: { site: "oslo" } }), fleet, new Set());
     expect(sel.nodeIds).toHaveLength(9);
@@ -166,6 +203,12 @@ describe("plan validation", () => {
     expect(() => validateRolloutPlan(valid())).not.toThrow();
   });
 
+  it("accepts percentages that stay level or grow", () => {
+    const p = valid();
+    p.stages = [20, 20, 100].map((percent, i) => create(StageSchema, { stageId: `s${i}`, percent }));
+    expect(() => validateRolloutPlan(p)).not.toThrow();
+  });
+
   it.each<[string, (p: ReturnType<typeof valid>) => void, string]>([
     ["no release", (p) => (p.releaseId = ""), "plan.release_id: required"],
     ["no stages", (p) => (p.stages = []), "plan.stages: at least one stage"],
@@ -180,6 +223,16 @@ describe("plan validation", () => {
     ["a node in two stages", (p) => (p.stages[1] = create(StageSchema, { stageId: "b", nodeIds: ["a"] })), 'node "a" is already in stage "canary"'],
     ["an event_rate gate without a type", (p) => (p.stages[0].gates[0] = create(GateSchema, { kind: "event_rate", maxPerNodeHour: 1 })), "event_type: required"],
     ["a negative deadline", (p) => (p.stages[0].deadlineSeconds = -1), "plan.stages[0].deadline_seconds"],
+    [
+      "a percentage that goes down",
+      (p) => (p.stages = [create(StageSchema, { stageId: "a", percent: 50 }), create(StageSchema, { stageId: "b", percent: 20 })]),
+      "plan.stages[1].percent: 20 is below 50 of plan.stages[0]",
+    ],
+    [
+      "a percentage below one before an explicit stage",
+      (p) => (p.stages = [create(StageSchema, { stageId: "a", percent: 30 }), create(StageSchema, { stageId: "b", nodeIds: ["x"] }), create(StageSchema, { stageId: "c", percent: 10 })]),
+      "plan.stages[2].percent",
+    ],
   ])("refuses %s, naming the field", (_name, spoil, message) => {
     const p = valid();
     spoil(p);

@@ -239,6 +239,8 @@ describe.each(STORE_KINDS)("rollouts on %s", (kind) => {
   it("answers 400 naming the field, and 404 for unknown plans, stages and releases", async () => {
     const bad = await call("POST", "/v1/rollouts", { release_id: "x", stages: [{ stage_id: "s", percent: 120 }] });
     expect(bad).toMatchObject({ status: 400, body: { message: expect.stringContaining("plan.stages[0].percent") } });
+    const down = await call("POST", "/v1/rollouts", { release_id: "x", stages: [{ stage_id: "a", percent: 50 }, { stage_id: "b", percent: 20 }] });
+    expect(down).toMatchObject({ status: 400, body: { message: expect.stringContaining("plan.stages[1].percent: 20 is below 50") } });
     expect((await call("POST", "/v1/rollouts", { release_id: "nope", stages: [{ stage_id: "s", percent: 10 }] })).status).toBe(404);
     expect((await call("GET", "/v1/rollouts/nope")).status).toBe(404);
     expect((await call("GET", "/v1/rollouts/walk-plan/stages/nope/gates")).status).toBe(404);

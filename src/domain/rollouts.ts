@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import type { Gate, RolloutPlan, Stage } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { FailedPreconditionError, ValidationError } from "./errors.js";
 import { checkBytes, checkId, checkText, MAX_LABEL_VALUE_BYTES } from "./fields.js";
@@ -22,7 +22,8 @@ export type StagePhase = (typeof STAGE_PHASES)[number];
 /**
  * Operator actions, recovery strategies, and the controller's own moves: `start` opens the
  * first stage of a published plan, `advance` opens the next stage after every gate passed,
- * `auto_halt` is a gate halting the plan, `approve` records a manual gate's approval.
+ * `auto_halt` is a gate halting the plan, `select` selects the nodes of an open stage that
+ * selected none again (some qualify now), `approve` records a manual gate's approval.
  */
 export const ACTIONS = [
   "start",
@@ -37,6 +38,7 @@ export const ACTIONS = [
   "approve",
   "advance",
   "auto_halt",
+  "select",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -55,6 +57,7 @@ export const TRANSITIONS: Readonly<Record<PlanPhase, Partial<Record<Action, Plan
     auto_halt: "halted",
     promote: "active",
     advance: "active",
+    select: "active",
     approve: "active",
     retry: "active",
     skip_failed: "active",
@@ -86,7 +89,7 @@ export function transition(phase: PlanPhase, action: Action): PlanPhase {
 }
 
 /** Actions only the controller takes. */
-export const SYSTEM_ACTIONS: readonly Action[] = ["start", "advance", "auto_halt"];
+export const SYSTEM_ACTIONS: readonly Action[] = ["start", "advance", "auto_halt", "select"];
 
 /** The audit event name of an action, e.g. rollout.plan.paused. */
 export const ACTION_EVENT_NAMES: Readonly<Record<Action, string>> = {
@@ -102,6 +105,7 @@ export const ACTION_EVENT_NAMES: Readonly<Record<Action, string>> = {
   approve: "rollout.gate.approved",
   advance: "rollout.stage.passed",
   auto_halt: "rollout.plan.auto_halted",
+  select: "rollout.stage.selected",
 };
 
 // ---------------------------------------------------------------------------------------
@@ -236,9 +240,17 @@ export function validateRolloutPlan(p: RolloutPlan | undefined): asserts p is Ro
   if (p.stages.length > MAX_STAGES) throw new ValidationError("plan.stages", `at most ${MAX_STAGES}`);
   const ids = new Set<string>();
   const explicit = new Map<string, string>();
+  let lastPercent: { at: string; percent: number } | undefined;
   p.stages.forEach((s, i) => {
     const at = `plan.stages[${i}]`;
     checkStage(s, at);
+    if (s.percent !== 0) {
+      // Percentages are cumulative: a lower one than an earlier stage's would select nothing.
+      if (lastPercent !== undefined && s.percent < lastPercent.percent) {
+        throw new ValidationError(`${at}.percent`, `${s.percent} is below ${lastPercent.percent} of ${lastPercent.at}: percentages are cumulative and must not go down`);
+      }
+      lastPercent = { at, percent: s.percent };
+    }
     if (ids.has(s.stageId)) throw new ValidationError(`${at}.stage_id`, `duplicate stage id "${s.stageId}"`);
     ids.add(s.stageId);
     s.nodeIds.forEach((id, j) => {
@@ -271,7 +283,7 @@ export interface Selection {
 
 /** The order percentage stages pick nodes in: a hash of plan and node id, the same on every replica. */
 export function selectionRank(planId: string, nodeId: string): string {
-  return createHash("sha256").update(planId).update("\n").update(nodeId).digest("hex");
+  return hash("sha256", `${planId}\n${nodeId}`, "hex");
 }
 
 /**
@@ -298,7 +310,16 @@ export function selectStageNodes(planId: string, stage: Stage, fleet: readonly C
     const chosen = matches.filter(free).map((c) => c.nodeId);
     const unhealthy = matches.filter((c) => !c.healthy && !taken.has(c.nodeId)).length;
     chosen.sort();
-    return { nodeIds: chosen, detail: unhealthy === 0 ? "" : `left out ${unhealthy} matching node(s) that were not HEALTHY` };
+    const labels = Object.entries(stage.matchLabels).map(([k, v]) => `${k}=${v}`).join(",");
+    const detail =
+      unhealthy > 0
+        ? `left out ${unhealthy} matching node(s) that were not HEALTHY`
+        : chosen.length === 0
+          ? matches.length === 0
+            ? `no node of the channel matches ${labels}`
+            : `every node matching ${labels} is in an earlier stage`
+          : "";
+    return { nodeIds: chosen, detail };
   }
   const target = Math.ceil((stage.percent / 100) * fleet.length - 1e-9);
   const need = Math.max(0, target - taken.size);
@@ -308,7 +329,12 @@ export function selectStageNodes(planId: string, stage: Stage, fleet: readonly C
     .sort((a, b) => (a.rank < b.rank ? -1 : a.rank > b.rank ? 1 : 0));
   const chosen = ranked.slice(0, need).map((r) => r.id);
   chosen.sort();
-  const detail = chosen.length < need ? `selected ${chosen.length} of ${need}: too few HEALTHY nodes` : "";
+  const detail =
+    chosen.length < need
+      ? `selected ${chosen.length} of ${need}: too few HEALTHY nodes`
+      : need === 0
+        ? `earlier stages already cover ${taken.size} of ${fleet.length} node(s), ${stage.percent} % needs ${target}`
+        : "";
   return { nodeIds: chosen, detail };
 }
 
@@ -339,11 +365,30 @@ export interface StageEvaluation {
   halt?: string;
   /** The next moment a gate may change by time alone. */
   wakeAtMs?: number;
+  /** Set when the stage is held whatever its gates (no node selected, counts incomplete): why. */
+  held?: string;
 }
 
 const ratio = (n: number) => Number(n.toFixed(3)).toString();
 
+/** Why a stage is held whatever its gates say: it selected no node, or its counts are not those of its nodes. */
+function heldDetail(state: StageState, t: StageTally): string | undefined {
+  if (state.phase === "pending") return "the stage has not opened yet";
+  if (state.nodeCount === 0) return `no node selected: ${state.detail || "the selector matched no HEALTHY node"}`;
+  if (t.nodeCount !== state.nodeCount) return `counting the stage's nodes: ${t.nodeCount} of ${state.nodeCount} counted`;
+  return undefined;
+}
+
+/**
+ * The gates of a stage against its counts. A stage that selected no node, or whose counts
+ * do not cover its nodes, passes no gate and halts nothing: it is held until nodes qualify
+ * (the controller selects again) or an operator promotes or skips it.
+ */
 export function evaluateStage(stage: Stage, state: StageState, t: StageTally, nowMs: number): StageEvaluation {
+  const held = heldDetail(state, t);
+  if (held !== undefined) {
+    return { gates: stage.gates.map((g) => ({ kind: g.kind, passed: false, detail: held })), allPassed: false, held };
+  }
   const gates: GateResult[] = [];
   let halt: string | undefined;
   let wakeAtMs: number | undefined;

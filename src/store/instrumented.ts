@@ -39,6 +39,8 @@ const OPERATIONS = {
   newestMoves: "newest_moves",
   eventCountsSince: "event_counts_since",
   newestEventSeq: "newest_event_seq",
+  openRolloutStage: "open_rollout_stage",
+  stageNodes: "stage_nodes",
   auditRecords: "audit_records",
   pruneAudit: "prune_audit",
   appendAudit: "append_audit",

@@ -46,6 +46,19 @@ export interface MoveRow {
 
 export type { AuditRow };
 
+/**
+ * One node of a plan's stage with what the stage's counts need: its move, its ack of the
+ * plan's release (none yet: the ack fields are undefined) and its last-seen time as stored.
+ */
+export interface StageNodeRow {
+  nodeId: string;
+  movedAtMs: number;
+  ackState?: string;
+  ackReportedReleaseId?: string;
+  ackUpdatedAtMs?: number;
+  lastSeenMs?: number;
+}
+
 export interface SigningKeyRow {
   keyId: string;
   publicKeyPem: string;

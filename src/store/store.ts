@@ -5,7 +5,8 @@ import type { AckRow, NodeSighting, ReleaseRow } from "./fleet-rows.js";
 import type { FleetCounts, FleetTotalsQuery } from "./fleet-totals.js";
 import type { ChainedAuditRow } from "../domain/audit.js";
 import type { BindingRow, RoleRow, TokenRow } from "./rbac-rows.js";
-import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "./rollout-rows.js";
+import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StageNodeRow, StatusRow } from "./rollout-rows.js";
+import type { OpenedStage, StageOpening } from "./rollout-opening.js";
 
 /** Filter and page of a stored-event query. */
 export interface EventQuery {
@@ -42,6 +43,16 @@ export interface RolloutQuery {
   /** Only plans of this channel. */
   channel?: string;
   limit?: number;
+}
+
+/** A page of a plan's stage: its nodes in node id order, each with its ack of `releaseId`. */
+export interface StageNodeQuery {
+  planId: string;
+  stageId: string;
+  releaseId: string;
+  /** Only nodes whose id sorts after this one. */
+  afterNodeId?: string;
+  limit: number;
 }
 
 /** A selection of audit records: every field given must match. */
@@ -136,6 +147,16 @@ export interface Store {
    * while the stored version is change.expectedVersion (else AbortedError, nothing written).
    */
   commitRollout(change: RolloutChange): Promise<void>;
+  /**
+   * Opens a stage in one transaction: selects its nodes among the channel's HEALTHY nodes
+   * the plan has not moved (by the stored last-seen times), writes their moves, the status
+   * with the stage opened and the audit record, only while the stored version is
+   * o.expectedVersion (else AbortedError, nothing written). Undefined when nothing was
+   * written (o.onlyIfSelected and no node selected).
+   */
+  openRolloutStage(o: StageOpening): Promise<OpenedStage | undefined>;
+  /** A page of a stage's nodes with their acks and stored last-seen times. */
+  stageNodes(q: StageNodeQuery): Promise<StageNodeRow[]>;
   /** The nodes a plan moved, in move order. */
   movesOfPlan(planId: string): Promise<MoveRow[]>;
   /** Each node's newest move by any plan, by node id: of the given nodes, or of every node. */

@@ -23,6 +23,7 @@ interface ServeOptions {
   maxDbSize: number;
   nodeStaleAfter: number;
   heartbeatFlushInterval: number;
+  rolloutResync: number;
   tlsCertFile?: string;
   tlsKeyFile?: string;
   tlsCaFile?: string;
@@ -150,6 +151,15 @@ export function serveCommand(): Command {
         .env("AUTONOMY_HEARTBEAT_FLUSH_INTERVAL")
         .argParser(parsePositiveDuration)
         .default(5000, "5s"),
+    )
+    .addOption(
+      new Option(
+        "--rollout-resync <duration>",
+        "how often the rollout controller reads every unfinished plan back from the store and evaluates it (besides reacting to acks, events and timers)",
+      )
+        .env("AUTONOMY_ROLLOUT_RESYNC")
+        .argParser(parsePositiveDuration)
+        .default(30_000, "30s"),
     )
     .addOption(
       new Option("--tls-cert-file <path>", "server TLS certificate (PEM); enables TLS when set with --tls-key-file").env("AUTONOMY_TLS_CERT_FILE"),
@@ -299,6 +309,7 @@ export function serveCommand(): Command {
             metricsAddr: opts.metricsAddr,
             nodeStaleAfterMs: opts.nodeStaleAfter,
             heartbeatFlushMs: opts.heartbeatFlushInterval,
+            rolloutResyncMs: opts.rolloutResync,
             rbacEnforcement: !["0", "false", "off"].includes(enforcement),
             auditDataPlane: opts.auditDataPlane === true,
             auditCheckpointIntervalMs: opts.auditCheckpointInterval,

@@ -2,11 +2,12 @@ import { and, asc, count, desc, eq, gt, gte, inArray, lt, max, min, notInArray, 
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import { pruneRecord, refuseStaleStatus, requireChannelFree, requireRelease, requireSamePlanSpec } from "../write-rules.js";
 import { TERMINAL_PHASES } from "../../domain/rollouts.js";
-import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "../rollout-rows.js";
-import type { AuditQuery, RolloutQuery } from "../store.js";
+import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StageNodeRow, StatusRow } from "../rollout-rows.js";
+import type { AuditQuery, RolloutQuery, StageNodeQuery } from "../store.js";
+import { planStageOpening, type OpenedStage, type StageOpening } from "../rollout-opening.js";
 import { chainAudit, type ChainedAuditRow } from "../../domain/audit.js";
 import { auditQueryParts } from "../audit-query.js";
-import { auditPruneGate, auditRecords, events, releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
+import { auditPruneGate, auditRecords, events, nodeAcks, nodes, releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
 
 type Db = NodePgDatabase;
 
@@ -86,6 +87,56 @@ export const pgRollouts = {
       }
       await appendAudit(tx, change.audit);
     });
+  },
+
+  async openRolloutStage(db: Db, o: StageOpening): Promise<OpenedStage | undefined> {
+    return db.transaction(async (tx) => {
+      // The status row locked first: a concurrent writer of the plan waits, then sees the new version.
+      const [current] = await tx.select().from(rolloutStatus).where(eq(rolloutStatus.planId, o.planId)).for("update");
+      const [plan] = await tx.select().from(rolloutPlans).where(eq(rolloutPlans.planId, o.planId));
+      if (!current || !plan || current.version !== o.expectedVersion) refuseStaleStatus(o.planId, plan && current?.version, o.expectedVersion);
+      const fleet = await tx
+        .select({ nodeId: nodes.nodeId, labels: nodes.labels, drained: nodes.drained, lastSeenMs: nodes.lastSeenMs })
+        .from(nodes)
+        .where(eq(nodes.channel, plan.channel))
+        .orderBy(asc(nodes.nodeId));
+      const taken = new Set((await tx.select({ nodeId: rolloutMoves.nodeId }).from(rolloutMoves).where(eq(rolloutMoves.planId, o.planId))).map((m) => m.nodeId));
+      const [newest] = await tx.select({ seq: max(events.seq) }).from(events);
+      const planned = planStageOpening(plan, o, fleet, taken, () => BigInt(newest?.seq ?? 0));
+      if (!planned) return undefined;
+      await tx.update(rolloutStatus).set(planned.status).where(eq(rolloutStatus.planId, o.planId));
+      for (let i = 0; i < planned.moves.length; i += MOVES_PER_INSERT) {
+        await tx.insert(rolloutMoves).values(planned.moves.slice(i, i + MOVES_PER_INSERT));
+      }
+      await appendAudit(tx, [planned.audit]);
+      return { status: planned.status, nodeIds: planned.moves.map((m) => m.nodeId) };
+    });
+  },
+
+  async stageNodes(db: Db, q: StageNodeQuery): Promise<StageNodeRow[]> {
+    const rows = await db
+      .select({
+        nodeId: rolloutMoves.nodeId,
+        movedAtMs: rolloutMoves.movedAtMs,
+        ackState: nodeAcks.state,
+        ackReportedReleaseId: nodeAcks.reportedReleaseId,
+        ackUpdatedAtMs: nodeAcks.updatedAtMs,
+        lastSeenMs: nodes.lastSeenMs,
+      })
+      .from(rolloutMoves)
+      .leftJoin(nodeAcks, and(eq(nodeAcks.releaseId, q.releaseId), eq(nodeAcks.nodeId, rolloutMoves.nodeId)))
+      .leftJoin(nodes, eq(nodes.nodeId, rolloutMoves.nodeId))
+      .where(and(eq(rolloutMoves.planId, q.planId), eq(rolloutMoves.stageId, q.stageId), gt(rolloutMoves.nodeId, q.afterNodeId ?? "")))
+      .orderBy(asc(rolloutMoves.nodeId))
+      .limit(q.limit);
+    return rows.map((r) => ({
+      nodeId: r.nodeId,
+      movedAtMs: Number(r.movedAtMs),
+      ackState: r.ackState ?? undefined,
+      ackReportedReleaseId: r.ackReportedReleaseId ?? undefined,
+      ackUpdatedAtMs: r.ackUpdatedAtMs === null ? undefined : Number(r.ackUpdatedAtMs),
+      lastSeenMs: r.lastSeenMs === null ? undefined : Number(r.lastSeenMs),
+    }));
   },
 
   async registerSigningKey(db: Db, row: SigningKeyRow): Promise<void> {

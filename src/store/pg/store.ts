@@ -10,7 +10,8 @@ import { withInserted } from "../../domain/audit.js";
 import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
 import type { FleetTotalsQuery } from "../fleet-totals.js";
-import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, Store } from "../store.js";
+import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, StageNodeQuery, Store } from "../store.js";
+import type { StageOpening } from "../rollout-opening.js";
 import { pgFleet } from "./fleet.js";
 import { GroupCommit } from "../group-commit.js";
 import { appendAudit, pgRollouts } from "./rollouts.js";
@@ -179,6 +180,12 @@ export class PostgresStore implements Store {
   }
   commitRollout(change: RolloutChange) {
     return this.run(() => pgRollouts.commitRollout(this.db, change));
+  }
+  openRolloutStage(opening: StageOpening) {
+    return this.run(() => pgRollouts.openRolloutStage(this.db, opening));
+  }
+  stageNodes(q: StageNodeQuery) {
+    return this.run(() => pgRollouts.stageNodes(this.db, q));
   }
   registerSigningKey(row: SigningKeyRow) {
     return this.run(() => pgRollouts.registerSigningKey(this.db, row));

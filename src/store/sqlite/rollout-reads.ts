@@ -3,9 +3,9 @@ import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { TERMINAL_PHASES } from "../../domain/rollouts.js";
 import type { ChainedAuditRow } from "../../domain/audit.js";
 import { auditQueryParts } from "../audit-query.js";
-import type { MoveRow, RolloutRecord, SigningKeyRow } from "../rollout-rows.js";
-import type { AuditQuery, RolloutQuery } from "../store.js";
-import { auditRecords, events, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
+import type { MoveRow, RolloutRecord, SigningKeyRow, StageNodeRow } from "../rollout-rows.js";
+import type { AuditQuery, RolloutQuery, StageNodeQuery } from "../store.js";
+import { auditRecords, events, nodeAcks, nodes, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
 
 /** Node ids per IN list: far below SQLite's bound-parameter limit. */
 const IDS_PER_QUERY = 500;
@@ -35,6 +35,25 @@ export function prepareRolloutReads(db: BetterSQLite3Database) {
     .groupBy(events.nodeId)
     .prepare();
   const newestSeq = db.select({ seq: max(events.seq) }).from(events).prepare();
+  // A page of a stage's nodes in node id order, through the (plan_id, node_id) index.
+  const stageNodes = db
+    .select({
+      nodeId: rolloutMoves.nodeId,
+      movedAtMs: rolloutMoves.movedAtMs,
+      ackState: nodeAcks.state,
+      ackReportedReleaseId: nodeAcks.reportedReleaseId,
+      ackUpdatedAtMs: nodeAcks.updatedAtMs,
+      lastSeenMs: nodes.lastSeenMs,
+    })
+    .from(rolloutMoves)
+    .leftJoin(nodeAcks, and(eq(nodeAcks.releaseId, sql.placeholder("release")), eq(nodeAcks.nodeId, rolloutMoves.nodeId)))
+    .leftJoin(nodes, eq(nodes.nodeId, rolloutMoves.nodeId))
+    .where(
+      and(eq(rolloutMoves.planId, sql.placeholder("plan")), eq(rolloutMoves.stageId, sql.placeholder("stage")), gt(rolloutMoves.nodeId, sql.placeholder("after"))),
+    )
+    .orderBy(asc(rolloutMoves.nodeId))
+    .limit(sql.placeholder("limit"))
+    .prepare();
 
   return {
     getRollout: (id: string): RolloutRecord | undefined => byId.get({ id }),
@@ -67,6 +86,17 @@ export function prepareRolloutReads(db: BetterSQLite3Database) {
     eventCountsSince: (type: string, after: bigint): Map<string, number> =>
       new Map(eventCounts.all({ type, after: Number(after) }).map((r) => [r.nodeId, r.n])),
     newestEventSeq: (): bigint => BigInt(newestSeq.get()?.seq ?? 0),
+    stageNodes: (q: StageNodeQuery): StageNodeRow[] =>
+      stageNodes
+        .all({ plan: q.planId, stage: q.stageId, release: q.releaseId, after: q.afterNodeId ?? "", limit: q.limit })
+        .map((r) => ({
+          nodeId: r.nodeId,
+          movedAtMs: r.movedAtMs,
+          ackState: r.ackState ?? undefined,
+          ackReportedReleaseId: r.ackReportedReleaseId ?? undefined,
+          ackUpdatedAtMs: r.ackUpdatedAtMs ?? undefined,
+          lastSeenMs: r.lastSeenMs ?? undefined,
+        })),
     auditRecords: (q: AuditQuery): ChainedAuditRow[] => {
       const { where, orderBy } = auditQueryParts(auditRecords, q);
       return db.select().from(auditRecords).where(where).orderBy(orderBy).limit(q.limit).all();

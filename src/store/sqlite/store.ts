@@ -11,7 +11,8 @@ import { packageRoot } from "../../paths.js";
 import { appendEventRow } from "../event-rows.js";
 import { rowToAck, rowToNode, rowToRelease, type AckRow, type NodeRow, type NodeSighting, type ReleaseRow } from "../fleet-rows.js";
 import type { FleetTotalsQuery } from "../fleet-totals.js";
-import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, Store } from "../store.js";
+import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, StageNodeQuery, Store } from "../store.js";
+import type { OpenedStage, StageOpening } from "../rollout-opening.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, sqliteDomainError } from "./errors.js";
 import { prepareFleetReads } from "./fleet-reads.js";
@@ -188,6 +189,12 @@ export class SqliteStore implements Store {
   }
   async commitRollout(change: RolloutChange): Promise<void> {
     await this.write({ op: "commitRollout", change });
+  }
+  async openRolloutStage(opening: StageOpening): Promise<OpenedStage | undefined> {
+    return (await this.write<{ opened?: OpenedStage }>({ op: "openRolloutStage", opening })).opened;
+  }
+  stageNodes(q: StageNodeQuery) {
+    return this.read(() => this.rollouts.stageNodes(q));
   }
   async registerSigningKey(row: SigningKeyRow): Promise<void> {
     await this.write({ op: "registerSigningKey", row });

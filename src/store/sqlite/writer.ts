@@ -46,7 +46,7 @@ export type StoreWriteResult = FleetWriteResult | RolloutWriteResult | RbacWrite
  * way out of a full database — an audit prune, revoking what flooded it — still works.
  */
 const RELIEF_OPS: ReadonlySet<string> = new Set<StoreWrite["op"]>(["pruneAudit", "revokeRole", "revokeToken"]);
-const ROLLOUT_OPS: ReadonlySet<string> = new Set<RolloutWrite["op"]>(["createRollout", "commitRollout", "registerSigningKey", "pruneAudit", "appendAudit"]);
+const ROLLOUT_OPS: ReadonlySet<string> = new Set<RolloutWrite["op"]>(["createRollout", "commitRollout", "openRolloutStage", "registerSigningKey", "pruneAudit", "appendAudit"]);
 type Work = Exclude<WriterRequest, { close: true }>;
 
 /** This thread's answer: how many rows were new, a fleet write's result or refusal, or the kind of failure. */

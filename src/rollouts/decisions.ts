@@ -1,0 +1,101 @@
+/**
+ * The one place the controller writes its decisions and the operators' actions: each is one
+ * transaction of the store (the status conditional on the version read, the moves of a stage
+ * it opens, the audit record). A leader-only write that must carry a fencing token gets it
+ * here.
+ */
+import type { ActionOutcome } from "../domain/rollout-actions.js";
+import { ACTION_EVENT_NAMES, type Action, type PlanState } from "../domain/rollouts.js";
+import type { Metrics } from "../observability/metrics.js";
+import { auditRecord, type Actor } from "../services/audit-record.js";
+import { rowToState, stateToRow } from "../store/rollout-rows.js";
+import type { Store } from "../store/store.js";
+
+/** Who the controller's own decisions are recorded as. */
+export const CONTROLLER_ACTOR: Actor = { actor: "system:rollout-controller", source: "controller" };
+
+/** Nodes a committed decision moved to a plan's release (for whoever tells the nodes). */
+export interface MovesCommitted {
+  planId: string;
+  stageId: string;
+  releaseId: string;
+  nodeIds: readonly string[];
+}
+
+export interface DecisionWriterDeps {
+  store: Store;
+  metrics: Metrics;
+  /** --node-stale-after: which nodes a stage opening counts as HEALTHY. */
+  staleAfterMs: number;
+  /** Called after a write that moved nodes has committed. */
+  onMovesCommitted?: (moves: MovesCommitted) => void;
+}
+
+export interface Decision {
+  planId: string;
+  releaseId: string;
+  before: PlanState;
+  action: Action;
+  outcome: ActionOutcome;
+  who: Actor;
+  reason: string;
+  nowMs: number;
+  /** A held stage selected again: write nothing when it still selects no node. */
+  onlyIfSelected?: boolean;
+}
+
+export class DecisionWriter {
+  constructor(private readonly deps: DecisionWriterDeps) {}
+
+  /**
+   * Writes a decision; resolves with the status as stored, or undefined when nothing was
+   * written (onlyIfSelected and still no node). AbortedError when the stored version moved.
+   */
+  async write(d: Decision): Promise<PlanState | undefined> {
+    const { store, metrics } = this.deps;
+    const next = d.outcome.next;
+    const stageIndex = d.outcome.opens ?? next.currentStage;
+    const audit = auditRecord(
+      d.who,
+      {
+        eventName: ACTION_EVENT_NAMES[d.action],
+        category: d.action === "rollback" ? "rollback" : "rollout",
+        action: d.action,
+        resourceType: "rollout_plan",
+        resource: d.planId,
+        fields: {
+          from_phase: d.before.phase,
+          to_phase: next.phase,
+          version: next.version,
+          stage_id: stageIndex >= 0 ? next.stages[stageIndex].stageId : "",
+          moved_nodes: 0,
+        },
+        reason: d.reason,
+      },
+      d.nowMs,
+    );
+    let stored: PlanState;
+    if (d.outcome.opens === undefined) {
+      await store.commitRollout({ expectedVersion: d.before.version, status: stateToRow(next), moves: [], audit: [audit] });
+      stored = next;
+    } else {
+      const opened = await store.openRolloutStage({
+        planId: d.planId,
+        expectedVersion: d.before.version,
+        next,
+        index: d.outcome.opens,
+        nowMs: d.nowMs,
+        staleAfterMs: this.deps.staleAfterMs,
+        onlyIfSelected: d.onlyIfSelected ?? false,
+        audit,
+      });
+      if (!opened) return undefined;
+      stored = rowToState(opened.status, d.before.createdAtMs);
+      if (opened.nodeIds.length > 0) {
+        this.deps.onMovesCommitted?.({ planId: d.planId, stageId: stored.stages[d.outcome.opens].stageId, releaseId: d.releaseId, nodeIds: opened.nodeIds });
+      }
+    }
+    metrics.rolloutTransitions.inc({ action: d.action, phase: stored.phase });
+    return stored;
+  }
+}

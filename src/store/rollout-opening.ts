@@ -1,0 +1,73 @@
+import { nodeLifecycle } from "../domain/nodes.js";
+import { withStageOpened } from "../domain/rollout-actions.js";
+import { gatedEventType, selectStageNodes, type Candidate, type PlanState } from "../domain/rollouts.js";
+import { rowToPlan, stateToRow, type AuditRow, type MoveRow, type PlanRow, type StatusRow } from "./rollout-rows.js";
+
+/**
+ * A stage opening, written in one transaction by Store.openRolloutStage: the store selects
+ * the stage's nodes among the channel's nodes as it holds them, writes their moves, the
+ * status with the stage opened and the audit record, only while the stored version is
+ * expectedVersion. Selecting inside the store keeps the read of a whole channel and its
+ * ranking off the server's event loop (SQLite runs it in the writer thread).
+ */
+export interface StageOpening {
+  planId: string;
+  expectedVersion: number;
+  /** The status the action leads to (applyAction's next); stage `index` is opened in it. */
+  next: PlanState;
+  index: number;
+  nowMs: number;
+  /** A node is HEALTHY when not drained and seen within this long (--node-stale-after). */
+  staleAfterMs: number;
+  /** Write nothing when no node is selected (a held stage selected again). */
+  onlyIfSelected: boolean;
+  /** The action's audit record; its fields get the number of nodes moved. */
+  audit: AuditRow;
+}
+
+/** What an opening wrote: the new status and the nodes it moved. */
+export interface OpenedStage {
+  status: StatusRow;
+  nodeIds: string[];
+}
+
+/** A node of the channel as the selection sees it. */
+export interface CandidateRow {
+  nodeId: string;
+  labels: string;
+  drained: boolean | number;
+  lastSeenMs: number | null;
+}
+
+/**
+ * The rows an opening writes, from what the store read in its transaction: the channel's
+ * nodes, the nodes the plan moved already, the newest event sequence. Undefined when the
+ * opening writes nothing (onlyIfSelected and no node selected). Both stores call this, so
+ * the rule is written once.
+ */
+export function planStageOpening(
+  plan: PlanRow,
+  o: StageOpening,
+  fleet: readonly CandidateRow[],
+  taken: ReadonlySet<string>,
+  newestEventSeq: () => bigint,
+): { status: StatusRow; moves: MoveRow[]; audit: AuditRow } | undefined {
+  const spec = rowToPlan(plan);
+  const stage = spec.stages[o.index];
+  const withLabels = Object.keys(stage.matchLabels).length > 0;
+  const candidates: Candidate[] = fleet.map((n) => ({
+    nodeId: n.nodeId,
+    labels: withLabels ? (JSON.parse(n.labels) as Record<string, string>) : {},
+    healthy: nodeLifecycle({ drained: Boolean(n.drained), lastSeenMs: n.lastSeenMs ?? undefined }, o.nowMs, o.staleAfterMs) === "HEALTHY",
+  }));
+  const selection = selectStageNodes(plan.planId, stage, candidates, taken);
+  if (o.onlyIfSelected && selection.nodeIds.length === 0) return undefined;
+  const eventSeq = gatedEventType(stage) === undefined ? undefined : newestEventSeq();
+  const next = withStageOpened(o.next, o.index, selection, o.nowMs, eventSeq);
+  const fields = { ...(JSON.parse(o.audit.fieldsJson) as object), stage_id: stage.stageId, moved_nodes: selection.nodeIds.length };
+  return {
+    status: stateToRow(next),
+    moves: selection.nodeIds.map((nodeId) => ({ planId: plan.planId, stageId: stage.stageId, nodeId, releaseId: plan.releaseId, movedAtMs: o.nowMs })),
+    audit: { ...o.audit, fieldsJson: JSON.stringify(fields) },
+  };
+}
