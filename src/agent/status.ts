@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { writeFileAtomic } from "../files.js";
 
@@ -36,5 +36,6 @@ export function readAgentStatus(dir: string): AgentStatus | undefined {
 }
 
 export function writeAgentStatus(dir: string, status: AgentStatus): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   writeFileAtomic(statusFile(dir), JSON.stringify(status, null, 2) + "\n", 0o600);
 }
