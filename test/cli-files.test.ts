@@ -51,7 +51,7 @@ describe("release and plan files", () => {
       ':8:18: stages[1].gates[0].seconds: expected a whole number of seconds or a duration (600, 10m, 1h), got "soon"',
     ],
     ["an unknown gate kind", `release_id: r1\nstages:\n  - stage_id: a\n    gates: [{kind: time-soak}]\n`, ':4:20: stages[0].gates[0].kind: unknown gate kind "time-soak" (did you mean "time_soak"?)'],
-    ["an unknown stage key", `release_id: r1\nstages:\n  - stage_id: a\n    nodes: [robot-7]\n`, ':4:5: stages[0]: unknown key "nodes" (did you mean "node_ids"?)'],
+    ["an unknown stage key", `release_id: r1\nstages:\n  - stage_id: a\n    nodes: [robot-7]\n`, ':4:5: stages[0]: unknown key "nodes" (expected one of: stage_id, node_ids, match_labels, percent, gates, deadline_seconds)'],
     ["a percent that is not a number", `release_id: r1\nstages:\n  - stage_id: a\n    percent: half\n`, ':4:14: stages[0].percent: expected a number (50 or 50%), got "half"'],
     ["labels that are not a mapping", `release_id: r1\nstages:\n  - stage_id: a\n    match_labels: site=lab\n`, ":4:19: stages[0].match_labels: expected a mapping of key: value"],
   ])("plan file: %s", (_name, text, message) => {
