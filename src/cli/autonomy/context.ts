@@ -22,7 +22,7 @@ export interface ResolvedUrl {
 /** The config context in force: --context (AUTONOMY_CONTEXT), else current-context of the config file. */
 export function currentContext(name: string | undefined): { name: string; context: ConfigContext } | undefined {
   const config = readConfig();
-  const chosen = name ?? config["current-context"];
+  const chosen = name || config["current-context"];
   if (!chosen) return undefined;
   const context = config.contexts?.[chosen];
   if (!context) {
@@ -55,10 +55,11 @@ function withContextFiles(options: GlobalOptions): GlobalOptions {
   if (!ctx) return options;
   return {
     ...options,
-    tokenFile: options.tokenFile ?? (process.env.AUTONOMY_TOKEN ? undefined : ctx["token-file"]),
-    tlsCaFile: options.tlsCaFile ?? ctx["tls-ca-file"],
-    tlsCertFile: options.tlsCertFile ?? ctx["tls-cert-file"],
-    tlsKeyFile: options.tlsKeyFile ?? ctx["tls-key-file"],
+    // An empty flag or variable counts as not given.
+    tokenFile: options.tokenFile || (process.env.AUTONOMY_TOKEN ? undefined : ctx["token-file"]),
+    tlsCaFile: options.tlsCaFile || ctx["tls-ca-file"],
+    tlsCertFile: options.tlsCertFile || ctx["tls-cert-file"],
+    tlsKeyFile: options.tlsKeyFile || ctx["tls-key-file"],
   };
 }
 

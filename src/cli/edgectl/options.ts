@@ -95,10 +95,11 @@ export function edgeTarget(cmd: Command): EdgeTarget {
       `no orchestrator URL: pass --orchestrator-url, set AUTONOMY_ORCHESTRATOR_URL, or put orchestrator-url: URL in ${edgeConfigPath(options.stateDir)}`,
     );
   }
-  options.tokenFile ??= process.env.AUTONOMY_TOKEN ? undefined : config["token-file"];
-  options.tlsCaFile ??= config["tls-ca-file"];
-  options.tlsCertFile ??= config["tls-cert-file"];
-  options.tlsKeyFile ??= config["tls-key-file"];
+  // An empty flag or variable counts as not given.
+  options.tokenFile ||= process.env.AUTONOMY_TOKEN ? undefined : config["token-file"];
+  options.tlsCaFile ||= config["tls-ca-file"];
+  options.tlsCertFile ||= config["tls-cert-file"];
+  options.tlsKeyFile ||= config["tls-key-file"];
   return { url, source: source ?? "", options, config, tls: clientTls(options), token: clientToken(options) };
 }
 
