@@ -1,9 +1,9 @@
 import type { Command } from "commander";
-import type { Interceptor } from "@connectrpc/connect";
 import { createOrchestratorClients, diagnoseTransportError, type OrchestratorClients } from "../../../clients/index.js";
 import { configPath, readConfig, type ConfigContext } from "../shared/config.js";
 import { runCommand, TransportError, UsageError, type OutputFormat } from "../shared/output.js";
 import { formatDuration } from "../shared/parse.js";
+import { waitingNotice } from "../shared/waiting.js";
 import { clientTls, clientToken, type ClientTlsFlags } from "../shared/tls-options.js";
 
 export interface GlobalOptions extends ClientTlsFlags {
@@ -67,26 +67,6 @@ function withContextFiles(options: GlobalOptions): GlobalOptions {
 export function outputOf(cmd: Command): OutputFormat {
   const local = cmd.opts().output as OutputFormat | undefined;
   return local ?? (cmd.optsWithGlobals().output as OutputFormat | undefined) ?? "text";
-}
-
-/**
- * Says on stderr, once, that a call has been waiting more than a second, so a server that
- * accepts connections but does not answer is not mistaken for a hung CLI.
- */
-function waitingNotice(url: string): Interceptor {
-  let told = false;
-  return (next) => async (req) => {
-    const timer = setTimeout(() => {
-      if (told) return;
-      told = true;
-      process.stderr.write(`autonomy: waiting for ${url} ...\n`);
-    }, 1000);
-    try {
-      return await next(req);
-    } finally {
-      clearTimeout(timer);
-    }
-  };
 }
 
 export interface CommandContext {

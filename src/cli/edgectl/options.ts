@@ -7,6 +7,7 @@ import { createOrchestratorClients, diagnoseTransportError, type OrchestratorCli
 import { defaultStateDir } from "../../agent/state.js";
 import { runCommand, TransportError, UsageError, type OutputFormat } from "../shared/output.js";
 import { suggest } from "../shared/spec-file.js";
+import { waitingNotice } from "../shared/waiting.js";
 import { addClientTlsOptions, clientTls, clientToken, type ClientTlsFlags } from "../shared/tls-options.js";
 
 export interface EdgeOptions extends ClientTlsFlags {
@@ -103,9 +104,18 @@ export function edgeTarget(cmd: Command): EdgeTarget {
   return { url, source: source ?? "", options, config, tls: clientTls(options), token: clientToken(options) };
 }
 
-/** Clients for the orchestrator the target names; the caller closes them. */
-export function edgeClients(target: EdgeTarget, timeoutMs = 30_000): OrchestratorClients {
-  return createOrchestratorClients({ baseUrl: target.url, timeoutMs, tls: target.tls, token: target.token });
+/**
+ * Clients for the orchestrator the target names; the caller closes them. Interactive commands
+ * say on stderr when an answer takes more than a second; the agent (`run`) logs instead.
+ */
+export function edgeClients(target: EdgeTarget, opts: { interactive?: boolean; timeoutMs?: number } = {}): OrchestratorClients {
+  return createOrchestratorClients({
+    baseUrl: target.url,
+    timeoutMs: opts.timeoutMs ?? 30_000,
+    tls: target.tls,
+    token: target.token,
+    interceptors: opts.interactive ? [waitingNotice(target.url, "edgectl")] : [],
+  });
 }
 
 /** A TransportError naming the URL and its source when a call never reached the orchestrator's handlers. */
@@ -121,7 +131,7 @@ export function withEdgeClients(cmd: Command, body: (api: OrchestratorClients, t
     "edgectl",
     async () => {
       const target = edgeTarget(cmd);
-      const api = edgeClients(target);
+      const api = edgeClients(target, { interactive: true });
       try {
         await body(api, target);
       } catch (err) {
