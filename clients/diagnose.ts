@@ -163,7 +163,7 @@ function certificateRefused(ctx: DiagnoseContext, flags: { cert: string }): Tran
  * server that refuses a client certificate completes the TLS 1.3 handshake from the client's side
  * and then closes the connection without a word: that closure is the only sign of it.
  */
-function probeTls(ctx: DiagnoseContext, waitMs = 1500): Promise<"closed-after-handshake" | "open" | NodeErrorLike> {
+function probeTls(ctx: DiagnoseContext): Promise<"closed-after-handshake" | "open" | NodeErrorLike> {
   const url = new URL(ctx.url);
   return new Promise((resolve) => {
     const socket = tls.connect({
@@ -184,11 +184,14 @@ function probeTls(ctx: DiagnoseContext, waitMs = 1500): Promise<"closed-after-ha
       resolve(v);
     };
     let secure = false;
-    const timer = setTimeout(() => done(secure ? "open" : Object.assign(new Error("handshake timed out"), { code: "ETIMEDOUT" })), waitMs + 5000);
+    const started = Date.now();
+    const timer = setTimeout(() => done(secure ? "open" : Object.assign(new Error("handshake timed out"), { code: "ETIMEDOUT" })), 10_000);
     socket.once("secureConnect", () => {
       secure = true;
       // Reading makes a TLS alert the server sent after the handshake surface as an error.
       socket.resume();
+      // A refusal arrives about one round trip after the handshake: wait a few handshakes' worth.
+      const waitMs = Math.min(2000, Math.max(500, 3 * (Date.now() - started)));
       setTimeout(() => done("open"), waitMs).unref();
     });
     socket.once("error", (err: NodeErrorLike) => done(secure && CLOSED.has(err.code ?? "") ? "closed-after-handshake" : err));
@@ -198,7 +201,7 @@ function probeTls(ctx: DiagnoseContext, waitMs = 1500): Promise<"closed-after-ha
 
 /**
  * Explains a failed call, or returns undefined when the error is the orchestrator's own answer
- * (or nothing better can be said). May open one TLS connection to find out (about 1.5 s).
+ * (or nothing better can be said). May open one TLS connection to find out (half a second, or three handshakes' time on a slow link).
  */
 export async function diagnoseTransportError(err: unknown, ctx: DiagnoseContext): Promise<TransportFailure | undefined> {
   let url: URL;
