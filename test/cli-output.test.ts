@@ -115,6 +115,8 @@ describe("output, help and conventions of the CLIs", () => {
       ["release", "publish"],
       ["logs", "--before", "yesterday"],
       ["help", "rollout", "nosuch"],
+      ["--token-file", "/nonexistent/token", "node", "list"],
+      ["--tls-cert-file", "/nonexistent/cert.pem", "node", "list"],
     ]) {
       const r = await autonomy(args);
       expect({ args, code: r.code }).toEqual({ args, code: 2 });
