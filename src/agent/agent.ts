@@ -158,7 +158,7 @@ class Connection {
 }
 
 /** Retries an RPC that failed for a reason a retry can cure (server down, busy, refused), with backoff. */
-async function retrying<T>(what: string, fn: () => Promise<T>, conn: Connection, signal: AbortSignal): Promise<T> {
+async function retrying<T>(fn: () => Promise<T>, conn: Connection, signal: AbortSignal): Promise<T> {
   for (;;) {
     try {
       const result = await fn();
@@ -168,7 +168,6 @@ async function retrying<T>(what: string, fn: () => Promise<T>, conn: Connection,
       const code = ConnectError.from(err).code;
       if (!RETRIABLE.includes(code) || signal.aborted) throw err;
       const delay = await conn.failed(err);
-      void what;
       await sleep(delay, undefined, { signal });
     }
   }
@@ -186,7 +185,7 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
   const enrolment = { nodeId, channel: opts.channel, labels: opts.labels, agentVersion: opts.agentVersion };
   const conn = new Connection(opts);
   conn.save();
-  await retrying("enrolment", () => api.nodes.enrollNode(enrolment, { signal }), conn, signal);
+  await retrying(() => api.nodes.enrollNode(enrolment, { signal }), conn, signal);
   Object.assign(state, { nodeId, channel: opts.channel, labels: opts.labels });
   save();
   logger.info({ node_id: nodeId, channel: opts.channel, runs: state.currentReleaseId ?? null }, "enrolled; running");
@@ -226,7 +225,7 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
     conn.save();
   };
   const ack = async (release: Release, ackState: string, message = "") => {
-    await retrying(`ack ${ackState}`, () => api.releases.upsertAck(ackRequest(release, ackState, message), { signal }), conn, signal);
+    await retrying(() => api.releases.upsertAck(ackRequest(release, ackState, message), { signal }), conn, signal);
     acked(release, ackState, message);
   };
   /** The last word of a stopping agent: one attempt, not tied to the stop signal, a few seconds at most. */
