@@ -5,11 +5,14 @@ import http2 from "node:http2";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { CA_CERT, CRL_FILE, initCa, issueCert, revokeCerts, type IssuedCert } from "../src/security/ca.js";
 import { AUTONOMY_BIN, EDGECTL_BIN, runProgram } from "./helpers/child.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { eventually } from "./helpers/wait.js";
+
+// Every case runs the built programs, a second or more each on a busy machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 /** A server on 127.0.0.1, port 0; resolves with its URL's port and a close function. */
 async function listen(server: net.Server): Promise<{ port: number; close: () => Promise<void> }> {

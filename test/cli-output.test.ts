@@ -2,12 +2,15 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import YAML from "yaml";
 import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
 import { escapeControl } from "../src/cli/shared/output.js";
 import { AUTONOMY_BIN, EDGECTL_BIN, ORCHESTRATOR_BIN, runProgram } from "./helpers/child.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
+
+// Every case runs the built programs, a second or more each on a busy machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 const VERSION = JSON.parse(readFileSync("package.json", "utf8")).version as string;
 const DIGEST = `sha256:${"cd".repeat(32)}`;

@@ -2,12 +2,15 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import YAML from "yaml";
 import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
 import { AUTONOMY_BIN, runProgram } from "./helpers/child.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { eventually } from "./helpers/wait.js";
+
+// Every case runs the built programs, a second or more each on a busy machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 const DIGEST = `sha256:${"ef".repeat(32)}`;
 
@@ -26,7 +29,7 @@ describe("config contexts", () => {
     rmSync(work, { recursive: true, force: true });
   });
 
-  it("keeps named contexts with URL and token file; use-context switches; --context picks one; the source is named in errors", async () => {
+  it("keeps named contexts with URL and token file; use-context switches; --context picks one; the source is named in errors", { timeout: 120_000 }, async () => {
     const tokenFile = path.join(server.dataDir, "bootstrap-admin-token");
     expect((await autonomy("config", "set-context", "lab", "--orchestrator-url", server.url, "--token-file", tokenFile)).stdout).toBe(
       `context lab saved (current) in ${path.join(work, "config", "autonomy", "config.yaml")}\n`,
@@ -91,33 +94,37 @@ describe("waiting on rollouts: describe --watch and status --wait", () => {
     rmSync(work, { recursive: true, force: true });
   });
 
-  it("--wait exits 0 when the plan completes; --watch redraws until it is done", async () => {
+  it("--wait exits 0 when the plan completes; --watch redraws until it is done", { timeout: 120_000 }, async () => {
     const stop = node("w-1", "wait");
     try {
       await eventually(async () => expect((await api.nodes.getNodeSummary({ nodeId: "w-1" })).node?.lifecycle).toBe("HEALTHY"));
       await api.releases.publishRelease({ release: { releaseId: "w-r1", channel: "wait", version: "1", staged: true, artifacts: [{ name: "app", digest: DIGEST }] } });
       const planFile = path.join(work, "plan.yaml");
-      writeFileSync(planFile, "plan_id: w-plan\nrelease_id: w-r1\nstages:\n  - stage_id: all\n    node_ids: [w-1]\n    gates: [{kind: time_soak, seconds: 5s}]\n");
+      writeFileSync(planFile, "plan_id: w-plan\nrelease_id: w-r1\nstages:\n  - stage_id: all\n    node_ids: [w-1]\n    gates: [{kind: manual}, {kind: time_soak, seconds: 1s}]\n");
       expect((await autonomy("rollout", "plan", "create", "--file", planFile)).code).toBe(0);
-      const watch = spawn(process.execPath, [AUTONOMY_BIN, "--orchestrator-url", server.url, "rollout", "plan", "describe", "w-plan", "--watch", "--interval", "100ms"], {
-        stdio: ["ignore", "pipe", "pipe"],
-      });
-      let watched = "";
-      watch.stdout.on("data", (c: Buffer) => (watched += c.toString()));
-      const watchExit = new Promise<number | null>((resolve) => watch.once("exit", resolve));
-      const waited = await autonomy("rollout", "status", "w-plan", "--wait", "--interval", "100ms", "--timeout", "1m");
-      expect(waited.code).toBe(0);
-      expect(waited.stdout).toMatch(/^plan w-plan: completed\b.*\n$/);
-      expect(await watchExit).toBe(0);
-      expect(watched).toMatch(/phase {4}active/);
-      expect(watched).toMatch(/phase {4}completed/);
-      expect(watched).toMatch(/\*all +w-1 +passed/);
+      const start = (args: string[]) => {
+        const proc = spawn(process.execPath, [AUTONOMY_BIN, "--orchestrator-url", server.url, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+        let out = "";
+        proc.stdout.on("data", (c: Buffer) => (out += c.toString()));
+        const exited = new Promise<number | null>((resolve) => proc.once("exit", resolve));
+        return { out: () => out, exited };
+      };
+      const watch = start(["rollout", "plan", "describe", "w-plan", "--watch", "--interval", "100ms"]);
+      const wait = start(["rollout", "status", "w-plan", "--wait", "--interval", "100ms", "--timeout", "1m"]);
+      // The manual gate holds the plan active until it is approved.
+      await eventually(async () => expect(watch.out()).toMatch(/phase {4}active/), 60_000);
+      await api.rollouts.approveGate({ planId: "w-plan", stageId: "all", reason: "looks good" });
+      expect(await wait.exited).toBe(0);
+      expect(wait.out()).toMatch(/^plan w-plan: completed\b.*\n$/);
+      expect(await watch.exited).toBe(0);
+      expect(watch.out()).toMatch(/phase {4}completed/);
+      expect(watch.out()).toMatch(/\*all +w-1 +passed/);
     } finally {
       await stop();
     }
   });
 
-  it("--wait exits 1 when the plan is cancelled, and when --timeout passes", async () => {
+  it("--wait exits 1 when the plan is cancelled, and when --timeout passes", { timeout: 120_000 }, async () => {
     await api.releases.publishRelease({ release: { releaseId: "c-r1", channel: "cancel", version: "1", staged: true, artifacts: [{ name: "app", digest: DIGEST }] } });
     await api.rollouts.createRolloutPlan({ plan: { planId: "c-plan", releaseId: "c-r1", stages: [{ stageId: "all", percent: 100, gates: [{ kind: "manual" }] }] } });
     const timedOut = await autonomy("rollout", "status", "c-plan", "--wait", "--interval", "100ms", "--timeout", "500ms");

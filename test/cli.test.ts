@@ -2,13 +2,16 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { AUTONOMY_BIN, ORCHESTRATOR_BIN, runProgram as run, startChildServer } from "./helpers/child.js";
 import { freePort } from "./helpers/net.js";
 import { createTestDatabase } from "./helpers/postgres.js";
 import { h1 } from "./helpers/http.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { SIGNING_KEY_FILE } from "../src/rollouts/signing.js";
+
+// Every case runs the built programs, a second or more each on a busy machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 
 describe("autonomy-orchestrator", () => {

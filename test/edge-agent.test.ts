@@ -3,11 +3,14 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
 import YAML from "yaml";
 import { AUTONOMY_BIN, EDGECTL_BIN, runProgram, startChildServer, type ChildServer } from "./helpers/child.js";
 import { eventually } from "./helpers/wait.js";
+
+// Every case runs the built programs, a second or more each on a busy machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 const DIGEST = `sha256:${"5eed".repeat(16)}`;
 

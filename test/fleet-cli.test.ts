@@ -3,9 +3,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { AUTONOMY_BIN, EDGECTL_BIN, runProgram } from "./helpers/child.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
+
+// Every case runs the built programs, a second or more each on a busy machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 const exec = promisify(execFile);
 const DIGEST = `sha256:${"d1".repeat(32)}`;

@@ -1,10 +1,13 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
 import { AUTONOMY_BIN, runProgram } from "./helpers/child.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
+
+// Every case runs the built programs, a second or more each on a busy machine.
+vi.setConfig({ testTimeout: 120_000 });
 const DIGEST = `sha256:${"e5".repeat(32)}`;
 
 describe("autonomy rollout and rollback commands", () => {
