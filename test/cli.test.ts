@@ -81,7 +81,7 @@ describe("autonomy-orchestrator", () => {
     proc.stderr.on("data", (c: Buffer) => (stderr += c));
     try {
       let health;
-      for (let i = 0; i < 100 && !health; i++) health = await h1(`http://127.0.0.1:${port}/v1/health`).catch(() => new Promise((r) => setTimeout(r, 50)));
+      for (let i = 0; i < 1200 && !health; i++) health = await h1(`http://127.0.0.1:${port}/v1/health`).catch(() => new Promise((r) => setTimeout(r, 50)));
       await new Promise((r) => setTimeout(r, 100));
       if (expectLines) {
         expect(stderr).toMatch(/^\[[\d\-T:.]+\] INFO: serving/m);
