@@ -25,6 +25,7 @@ import { ReleaseService } from "../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../gen/autonomy/v1/rollouts_pb.js";
 
 export * from "../gen/autonomy/v1/audit_pb.js";
+export { diagnoseTransportError, type TransportFailure, type TransportFailureKind } from "./diagnose.js";
 export * from "../gen/autonomy/v1/events_pb.js";
 export * from "../gen/autonomy/v1/health_pb.js";
 export * from "../gen/autonomy/v1/nodes_pb.js";
@@ -75,6 +76,24 @@ export interface ClientOptions {
   tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
 }
 
+/**
+ * A session manager whose HTTP/2 sessions always have an error listener. Node emits a second
+ * "error" on a session that broke (a server that does not speak HTTP/2, say) after the manager
+ * has let go of it; without a listener that error would end the process.
+ */
+class GuardedSessionManager extends Http2SessionManager {
+  private readonly guarded = new WeakSet<object>();
+  override async request(...args: Parameters<Http2SessionManager["request"]>): ReturnType<Http2SessionManager["request"]> {
+    const stream = await super.request(...args);
+    const session = stream.session;
+    if (session && !this.guarded.has(session)) {
+      this.guarded.add(session);
+      session.on("error", () => {});
+    }
+    return stream;
+  }
+}
+
 /** One transport for the chosen protocol and HTTP version. */
 export function createOrchestratorTransport(opts: ClientOptions): { transport: Transport; close(): void } {
   let url: URL;
@@ -91,7 +110,7 @@ export function createOrchestratorTransport(opts: ClientOptions): { transport: T
   const baseUrl = url.toString().replace(/\/$/, "");
   if (opts.tls && url.protocol !== "https:") throw new Error(`TLS options need an https:// orchestrator URL, not "${opts.baseUrl}"`);
   const tlsOptions = opts.tls ? { ca: opts.tls.ca, cert: opts.tls.cert, key: opts.tls.key } : undefined;
-  const sessionManager = opts.httpVersion === "1.1" ? undefined : new Http2SessionManager(baseUrl, undefined, tlsOptions);
+  const sessionManager = opts.httpVersion === "1.1" ? undefined : new GuardedSessionManager(baseUrl, undefined, tlsOptions);
   const interceptors = [...(opts.interceptors ?? [])];
   const { operator, token } = opts;
   if (operator || token) {

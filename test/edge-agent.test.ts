@@ -1,12 +1,16 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
-import { EDGECTL_BIN, startChildServer, type ChildServer } from "./helpers/child.js";
+import YAML from "yaml";
+import { AUTONOMY_BIN, EDGECTL_BIN, runProgram, startChildServer, type ChildServer } from "./helpers/child.js";
 import { eventually } from "./helpers/wait.js";
+
+// Every case runs the built programs, a second or more each on a busy machine.
+vi.setConfig({ testTimeout: 120_000 });
 
 const DIGEST = `sha256:${"5eed".repeat(16)}`;
 
@@ -118,5 +122,135 @@ describe("edgectl run against a real server", () => {
     again.proc.kill("SIGTERM");
     expect(await again.exited).toBe(0);
     expect(readFileSync(path.join(work, "edge-1.marks"), "utf8")).toBe("e2e-r1 1.0\ne2e-r2 2.0\n");
+  });
+});
+
+describe("edgectl: stopping during an install, enrolment, status, signed plans", () => {
+  let server: ChildServer;
+  let api: OrchestratorClients;
+  let work: string;
+  const env = () => ({ AUTONOMY_ORCHESTRATOR_URL: server.url });
+
+  beforeAll(async () => {
+    work = mkdtempSync(path.join(os.tmpdir(), "ao-edge2-"));
+    server = await startChildServer(["--data-dir", path.join(work, "server")]);
+    api = createOrchestratorClients({ baseUrl: server.url });
+  });
+  afterAll(async () => {
+    api.close();
+    await server.kill();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  const spawnAgent = (stateDir: string, args: string[]) => {
+    const proc = spawn(process.execPath, [EDGECTL_BIN, "--state-dir", stateDir, "run", "--log-format", "json", "--poll-interval", "100ms", ...args], {
+      env: { ...process.env, ...env() },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let log = "";
+    proc.stderr!.on("data", (c: Buffer) => (log += c.toString()));
+    const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
+    return { proc, log: () => log, exited };
+  };
+
+  it("SIGTERM during the apply hook stops the hook's whole process group and acks failed: interrupted", async () => {
+    await api.releases.publishRelease({ release: { releaseId: "int-r1", channel: "int", version: "1", artifacts: [{ name: "app", digest: DIGEST }] } });
+    const pidFile = path.join(work, "sleep.pid");
+    // The shell starts a child that would outlive it by 30 s if only the shell were signalled.
+    const agent = spawnAgent(path.join(work, "int-1"), [
+      "--node-id", "int-1", "--channel", "int",
+      "--apply-command", `echo "fetching $AUTONOMY_RELEASE_ID"; sleep 30 & echo $! > ${pidFile}; wait`,
+    ]);
+    await eventually(async () => expect(agent.log()).toContain('"msg":"fetching int-r1"'));
+    await eventually(async () => expect(readFileSync(pidFile, "utf8")).toMatch(/^\d+\n$/));
+    const sleeper = Number(readFileSync(pidFile, "utf8"));
+    agent.proc.kill("SIGTERM");
+    expect(await agent.exited).toBe(0);
+    // The sleep of the hook is gone (or a zombie waiting for init) once the agent has exited.
+    const gone = () => {
+      try {
+        return readFileSync(`/proc/${sleeper}/stat`, "utf8").split(") ")[1].startsWith("Z");
+      } catch {
+        return true;
+      }
+    };
+    await eventually(async () => expect(gone()).toBe(true), 2000);
+    const ack = (await api.releases.listReleaseAcks({ releaseId: "int-r1" })).acks[0];
+    expect([ack.state, ack.message]).toEqual(["failed", "interrupted: the agent was stopped during the apply command"]);
+    const lines = agent.log().trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.find((l) => l.msg === "fetching int-r1")).toMatchObject({ hook: "apply", stream: "stdout", release_id: "int-r1" });
+    expect(lines.at(-1)).toMatchObject({ msg: "stopped" });
+  });
+
+  it("enroll says what it did and keeps labels unless --label or --clear-labels is given", async () => {
+    const stateDir = path.join(work, "lab-1");
+    const enroll = (...args: string[]) => runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "enroll", "--node-id", "lab-1", "--channel", "lab", ...args], env());
+    const first = await enroll("--label", "site=lab", "--label", "ring=canary");
+    expect(first).toMatchObject({ code: 0 });
+    expect(first.stdout).toBe(
+      "enrolled node lab-1: channel lab, labels ring=canary,site=lab\nnext: `edgectl run` on this node; it counts as HEALTHY once its heartbeats arrive\n",
+    );
+    expect(first.stdout + first.stderr).not.toContain("UNAVAILABLE");
+    const again = await enroll();
+    expect(again.stdout).toMatch(/^updated the enrolment of node lab-1: channel lab, labels ring=canary,site=lab\n/);
+    expect((await api.nodes.getNodeSummary({ nodeId: "lab-1" })).node?.labels).toEqual({ site: "lab", ring: "canary" });
+    expect((await enroll("--label", "site=depot")).stdout).toContain("labels site=depot");
+    expect((await enroll("--clear-labels")).stdout).toContain("channel lab, no labels");
+    expect((await api.nodes.getNodeSummary({ nodeId: "lab-1" })).node?.labels).toEqual({});
+    expect((await enroll("--clear-labels", "--label", "a=b")).code).toBe(2);
+  });
+
+  it("reads its URL from config.yaml in the state dir, verifies a signed plan with the key from signing-key get, and status shows it all", async () => {
+    const stateDir = path.join(work, "cfg-1");
+    const keyFile = path.join(work, "plan-key.pem");
+    const get = await runProgram(AUTONOMY_BIN, ["--orchestrator-url", server.url, "rollout", "signing-key", "get", "--output-file", keyFile]);
+    expect(get.code).toBe(0);
+    expect(readFileSync(keyFile, "utf8")).toMatch(/^-----BEGIN PUBLIC KEY-----/);
+    mkdirSync(stateDir, { recursive: true });
+    writeFileSync(path.join(stateDir, "config.yaml"), `orchestrator-url: ${server.url}\nplan-public-key-file: ${keyFile}\n`);
+    const enrolled = await runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "enroll", "--node-id", "cfg-1", "--channel", "cfg"]);
+    expect(enrolled.code).toBe(0);
+    const proc = spawn(process.execPath, [EDGECTL_BIN, "--state-dir", stateDir, "run", "--log-format", "json", "--poll-interval", "100ms", "--heartbeat-interval", "100ms"], {
+      env: { ...process.env, AUTONOMY_ORCHESTRATOR_URL: "" },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let log = "";
+    proc.stderr!.on("data", (c: Buffer) => (log += c.toString()));
+    const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
+    try {
+      // A stage admits HEALTHY (heartbeating) nodes only.
+      await eventually(async () => expect((await api.nodes.getNodeSummary({ nodeId: "cfg-1" })).node?.lifecycle).toBe("HEALTHY"));
+      await api.releases.publishRelease({ release: { releaseId: "cfg-r1", channel: "cfg", version: "1", staged: true, artifacts: [{ name: "app", digest: DIGEST }] } });
+      await api.rollouts.createRolloutPlan({ plan: { planId: "cfg-plan", releaseId: "cfg-r1", stages: [{ stageId: "all", nodeIds: ["cfg-1"] }] } });
+      await eventually(async () => {
+        const acks = (await api.releases.listReleaseAcks({ releaseId: "cfg-r1" })).acks;
+        expect(acks.map((a) => a.state)).toEqual(["healthy"]);
+      });
+      expect(log).toContain(`"url_source":"from ${path.join(stateDir, "config.yaml")}"`);
+      expect(log).toMatch(/"plan_id":"cfg-plan".*"key":"pinned \(--plan-public-key-file\)".*"msg":"verified the signed rollout plan"/);
+      const status = await runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "status"]);
+      expect(status.stdout).toMatch(/node\s+cfg-1\n/);
+      expect(status.stdout).toMatch(/release\s+cfg-r1\n/);
+      expect(status.stdout).toMatch(/last ack\s+healthy of cfg-r1 at /);
+      expect(status.stdout).toMatch(/agent\s+running \(pid \d+/);
+      expect(status.stdout).toMatch(/connection\s+ok since /);
+      expect(status.stdout).toMatch(/certificate\s+none/);
+      const json = YAML.parse((await runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "status", "-o", "yaml"])).stdout);
+      expect(json).toMatchObject({ node_id: "cfg-1", release: "cfg-r1", last_ack: { state: "healthy" }, agent: { running: true } });
+    } finally {
+      proc.kill("SIGTERM");
+      expect(await exited).toBe(0);
+    }
+    const after = await runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "status"]);
+    expect(after.stdout).toMatch(/agent\s+not running/);
+  });
+
+  it("an unknown key in config.yaml is a usage error with a did-you-mean", async () => {
+    const stateDir = path.join(work, "cfg-bad");
+    mkdirSync(stateDir, { recursive: true });
+    writeFileSync(path.join(stateDir, "config.yaml"), "orchestrator_url: http://x\n");
+    const r = await runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "enroll", "--node-id", "x", "--channel", "y"], { AUTONOMY_ORCHESTRATOR_URL: "" });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`edgectl: error: ${path.join(stateDir, "config.yaml")}: unknown key "orchestrator_url" (did you mean "orchestrator-url"?)\n`);
   });
 });

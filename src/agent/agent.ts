@@ -1,14 +1,15 @@
-import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { toJsonString } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { ReleaseSchema, type OrchestratorClients, type Release } from "../../clients/index.js";
+import { diagnoseTransportError, ReleaseSchema, type OrchestratorClients, type Release, type TransportFailure } from "../../clients/index.js";
 import type { Logger } from "../observability/logger.js";
 import { verifySpecSignature } from "../rollouts/signing.js";
+import { runHook } from "./hooks.js";
 import { writeState, type AgentState } from "./state.js";
+import { writeAgentStatus, type AgentStatus } from "./status.js";
 
 export interface AgentOptions {
   api: OrchestratorClients;
@@ -27,6 +28,12 @@ export interface AgentOptions {
   signal: AbortSignal;
   /** Public key (PEM) plan specs must be signed with; else the keys the orchestrator serves. */
   planPublicKeyPem?: string;
+  /** The orchestrator's URL, where it came from, and the TLS material, for messages about failures. */
+  target: { url: string; source: string; tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer } };
+  /** How long a hook may take to stop after SIGTERM before it is killed (default 5 s). */
+  hookGraceMs?: number;
+  /** Longest wait between attempts while the orchestrator refuses this node's certificate (default 10 min). */
+  refusedBackoffMaxMs?: number;
 }
 
 /**
@@ -59,33 +66,108 @@ export async function checkPlanSpec(
   return undefined;
 }
 
-/** Most output of a hook kept for the ack message. */
-const MESSAGE_TAIL = 1000;
+const RETRIABLE = [Code.Unavailable, Code.ResourceExhausted, Code.DeadlineExceeded, Code.Unknown, Code.Internal, Code.Aborted, Code.Canceled];
 
-/** Runs a shell command with the release in its environment; resolves with its status and output tail. */
-function runHook(command: string, env: NodeJS.ProcessEnv, signal: AbortSignal): Promise<{ code: number; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("/bin/sh", ["-c", command], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"], signal, killSignal: "SIGTERM" });
-    let output = "";
-    const keep = (chunk: Buffer) => (output = (output + chunk.toString("utf8")).slice(-MESSAGE_TAIL));
-    child.stdout.on("data", keep);
-    child.stderr.on("data", keep);
-    child.once("error", reject);
-    child.once("close", (code, sig) => resolve({ code: code ?? (sig ? 128 : 1), output: output.trim() }));
-  });
+/**
+ * Keeps what the agent knows of its connection: it tells a refused certificate (logged once, long
+ * backoff) from an orchestrator that cannot be reached (logged when the reason changes), and writes
+ * both to status.json for `edgectl status`.
+ */
+class Connection {
+  private state = "connecting";
+  private since = new Date().toISOString();
+  private message: string | undefined;
+  private lastContact: string | undefined;
+  private failures = 0;
+  private retryInMs: number | undefined;
+  lastAck: AgentStatus["last_ack"];
+  installing: string | undefined;
+  private readonly startedAt = new Date().toISOString();
+
+  constructor(private readonly opts: AgentOptions) {}
+
+  ok(): void {
+    const wasDown = this.state !== "ok";
+    if (wasDown && this.failures > 0) this.opts.logger.info({ url: this.opts.target.url, after_failures: this.failures }, "reached the orchestrator again");
+    this.lastContact = new Date().toISOString();
+    if (wasDown) {
+      this.state = "ok";
+      this.since = this.lastContact;
+      this.message = undefined;
+    }
+    this.failures = 0;
+    this.retryInMs = undefined;
+    this.save();
+  }
+
+  /** Records a failed call; resolves with how long to wait before the next attempt. */
+  async failed(err: unknown): Promise<number> {
+    const { logger, target } = this.opts;
+    const failure: TransportFailure | undefined = await diagnoseTransportError(err, {
+      url: target.url,
+      tls: target.tls,
+    }).catch(() => undefined);
+    this.failures++;
+    const state = failure?.kind ?? "error";
+    const message = failure?.message ?? ConnectError.from(err).message;
+    const refused = state === "tls-cert-refused" || state === "tls-cert-required";
+    const maxMs = refused ? (this.opts.refusedBackoffMaxMs ?? 600_000) : 30_000;
+    const baseMs = refused ? 30_000 : 250;
+    const delay = Math.min(maxMs, baseMs * 2 ** Math.min(this.failures - 1, 12));
+    const changed = state !== this.state || message !== this.message;
+    if (changed) {
+      this.state = state;
+      this.since = new Date().toISOString();
+      this.message = message;
+      if (refused) {
+        logger.error(
+          { url: target.url, url_source: target.source, reason: state, retry_in_ms: delay },
+          `the orchestrator refused this node's certificate (revoked or expired): ${message}; retrying with a long backoff`,
+        );
+      } else if (failure) {
+        logger.warn({ url: target.url, url_source: target.source, reason: state, retry_in_ms: delay }, `cannot reach the orchestrator at ${target.url} (${target.source}): ${message}; will retry`);
+      } else {
+        logger.warn({ err: message, retry_in_ms: delay }, "the orchestrator answered with an error; will retry");
+      }
+    } else logger.debug({ reason: state, attempt: this.failures, retry_in_ms: delay }, "still failing");
+    this.retryInMs = delay;
+    this.save();
+    return delay;
+  }
+
+  save(stoppedAt?: string): void {
+    const status: AgentStatus = {
+      pid: process.pid,
+      started_at: this.startedAt,
+      updated_at: new Date().toISOString(),
+      node_id: this.opts.nodeId,
+      channel: this.opts.channel,
+      orchestrator_url: this.opts.target.url,
+      connection: { state: this.state, since: this.since, message: this.message, last_contact_at: this.lastContact, retry_in_ms: this.retryInMs },
+      updates: `polling every ${Math.round(this.opts.pollIntervalMs / 100) / 10}s`,
+      last_ack: this.lastAck,
+      installing: this.installing,
+      stopped_at: stoppedAt,
+    };
+    try {
+      writeAgentStatus(this.opts.stateDir, status);
+    } catch (err) {
+      this.opts.logger.warn({ err: (err as Error).message }, "cannot write status.json");
+    }
+  }
 }
 
-/** Retries an RPC that failed for a reason a retry can cure (server down, busy), with backoff. */
-async function retrying<T>(what: string, fn: () => Promise<T>, logger: Logger, signal: AbortSignal): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
+/** Retries an RPC that failed for a reason a retry can cure (server down, busy, refused), with backoff. */
+async function retrying<T>(fn: () => Promise<T>, conn: Connection, signal: AbortSignal): Promise<T> {
+  for (;;) {
     try {
-      return await fn();
+      const result = await fn();
+      conn.ok();
+      return result;
     } catch (err) {
       const code = ConnectError.from(err).code;
-      const retriable = [Code.Unavailable, Code.ResourceExhausted, Code.DeadlineExceeded, Code.Unknown, Code.Internal, Code.Aborted].includes(code);
-      if (!retriable || signal.aborted) throw err;
-      const delay = Math.min(30_000, 250 * 2 ** Math.min(attempt, 7));
-      logger.warn({ err: ConnectError.from(err).message, attempt, retry_in_ms: delay }, `${what} failed; retrying`);
+      if (!RETRIABLE.includes(code) || signal.aborted) throw err;
+      const delay = await conn.failed(err);
       await sleep(delay, undefined, { signal });
     }
   }
@@ -101,7 +183,9 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
   const { api, logger, signal, nodeId } = opts;
   const save = () => writeState(opts.stateDir, state);
   const enrolment = { nodeId, channel: opts.channel, labels: opts.labels, agentVersion: opts.agentVersion };
-  await retrying("enrolment", () => api.nodes.enrollNode(enrolment, { signal }), logger, signal);
+  const conn = new Connection(opts);
+  conn.save();
+  await retrying(() => api.nodes.enrollNode(enrolment, { signal }), conn, signal);
   Object.assign(state, { nodeId, channel: opts.channel, labels: opts.labels });
   save();
   logger.info({ node_id: nodeId, channel: opts.channel, runs: state.currentReleaseId ?? null }, "enrolled; running");
@@ -116,6 +200,10 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
     const refusal = await checkPlanSpec(api, planId, release.releaseId, opts.planPublicKeyPem, signal);
     if (refusal === undefined) {
       verifiedPlans.set(planId, release.releaseId);
+      logger.info(
+        { plan_id: planId, release_id: release.releaseId, key: opts.planPublicKeyPem ? "pinned (--plan-public-key-file)" : "served by the orchestrator" },
+        "verified the signed rollout plan",
+      );
       return true;
     }
     if (!refusedPlans.has(planId)) {
@@ -124,17 +212,32 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
     }
     return false;
   };
-  const ack = (release: Release, ackState: string, message = "") =>
-    retrying(
-      `ack ${ackState}`,
-      () =>
-        api.releases.upsertAck(
-          { releaseId: release.releaseId, nodeId, state: ackState, message, reportedReleaseId: state.currentReleaseId ?? "", observedAt: timestampNow() },
-          { signal },
-        ),
-      logger,
-      signal,
-    );
+  const ackRequest = (release: Release, ackState: string, message: string) => ({
+    releaseId: release.releaseId,
+    nodeId,
+    state: ackState,
+    message,
+    reportedReleaseId: state.currentReleaseId ?? "",
+    observedAt: timestampNow(),
+  });
+  const acked = (release: Release, ackState: string, message: string) => {
+    conn.lastAck = { release_id: release.releaseId, state: ackState, at: new Date().toISOString(), message: message || undefined };
+    conn.save();
+  };
+  const ack = async (release: Release, ackState: string, message = "") => {
+    await retrying(() => api.releases.upsertAck(ackRequest(release, ackState, message), { signal }), conn, signal);
+    acked(release, ackState, message);
+  };
+  /** The last word of a stopping agent: one attempt, not tied to the stop signal, a few seconds at most. */
+  const finalAck = async (release: Release, message: string) => {
+    try {
+      await api.releases.upsertAck(ackRequest(release, "failed", message), { timeoutMs: 5000 });
+      acked(release, "failed", message);
+      logger.warn({ release_id: release.releaseId, message }, "acknowledged failed: interrupted");
+    } catch (err) {
+      logger.warn({ release_id: release.releaseId, err: ConnectError.from(err).message }, "could not acknowledge the interrupted install");
+    }
+  };
 
   const install = async (release: Release) => {
     const log = logger.child({ release_id: release.releaseId, version: release.version });
@@ -155,16 +258,27 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
       log.warn({ message }, "install failed");
       await ack(release, "failed", message);
     };
-    if (opts.applyCommand) {
-      const result = await runHook(opts.applyCommand, env, signal);
+    const hook = async (name: "apply" | "health", command: string): Promise<boolean> => {
+      log.info({ hook: name, command }, `running the ${name} command`);
+      const result = await runHook(name, command, env, signal, log, opts.hookGraceMs);
+      if (result.interrupted) {
+        await finalAck(release, `interrupted: the agent was stopped during the ${name} command`);
+        return false;
+      }
+      if (result.code !== 0) {
+        await fail(`${name} command exited with status ${result.code}${result.output ? `: ${result.output}` : ""}`);
+        return false;
+      }
+      return true;
+    };
+    conn.installing = release.releaseId;
+    try {
+      if (opts.applyCommand && !(await hook("apply", opts.applyCommand))) return;
       if (signal.aborted) return;
-      if (result.code !== 0) return fail(`apply command exited with status ${result.code}${result.output ? `: ${result.output}` : ""}`);
-    }
-    await ack(release, "applied");
-    if (opts.healthCommand) {
-      const result = await runHook(opts.healthCommand, env, signal);
-      if (signal.aborted) return;
-      if (result.code !== 0) return fail(`health command exited with status ${result.code}${result.output ? `: ${result.output}` : ""}`);
+      await ack(release, "applied");
+      if (opts.healthCommand && !(await hook("health", opts.healthCommand))) return;
+    } finally {
+      conn.installing = undefined;
     }
     // Booted into the release and checked: from now on the node reports running it.
     state.currentReleaseId = release.releaseId;
@@ -181,6 +295,7 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
     try {
       if (Date.now() >= nextHeartbeat) {
         await api.nodes.heartbeat({ nodeId, reportedReleaseId: state.currentReleaseId ?? "", agentVersion: opts.agentVersion }, { signal });
+        conn.ok();
         nextHeartbeat = Date.now() + opts.heartbeatIntervalMs;
       }
       if (Date.now() >= nextPoll) {
@@ -197,15 +312,17 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
     } catch (err) {
       if (signal.aborted) break;
       const e = ConnectError.from(err);
+      let delay = Math.min(opts.heartbeatIntervalMs, opts.pollIntervalMs, 5_000);
       if (e.code === Code.NotFound) {
         // The orchestrator forgot the node (a fresh database): enrol again.
         logger.warn({ err: e.message }, "the orchestrator does not know this node; enrolling again");
         await api.nodes.enrollNode(enrolment, { signal }).catch(() => {});
-      } else logger.warn({ err: e.message }, "cannot reach the orchestrator; will retry");
-      nextHeartbeat = nextPoll = Date.now() + Math.min(opts.heartbeatIntervalMs, opts.pollIntervalMs, 5_000);
+      } else delay = Math.max(delay, await conn.failed(err));
+      nextHeartbeat = nextPoll = Date.now() + delay;
     }
     const wait = Math.max(0, Math.min(nextHeartbeat, nextPoll) - Date.now());
     await sleep(wait, undefined, { signal }).catch(() => {});
   }
+  conn.save(new Date().toISOString());
   logger.info("stopped");
 }

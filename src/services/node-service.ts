@@ -60,6 +60,11 @@ export function createNodeService(deps: NodeServiceDeps): ServiceImpl<typeof Nod
   return {
     async enrollNode(req, ctx) {
       validateEnrollment(req);
+      // Enrolling again without labels (a re-run of edgectl enroll) keeps the ones the node has.
+      if (Object.keys(req.labels).length === 0 && !req.replaceLabels) {
+        const existing = await store.getNode(req.nodeId);
+        if (existing) req = { ...req, labels: existing.labels };
+      }
       const audit = auditRecord(actorOf(ctx), {
         eventName: "node.enrolled",
         category: "system",

@@ -1,8 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { Command, Option } from "commander";
 import { GetFleetStatusResponseSchema, type FleetNode, type GetFleetStatusResponse } from "../../../clients/index.js";
-import { formatAge, formatTable, printJson } from "../shared/output.js";
-import { parsePositiveDuration } from "../shared/parse.js";
+import { escapeControl, formatAge, formatTable, printMessage } from "../shared/output.js";
+import { DURATION_HINT, parsePositiveDuration } from "../shared/parse.js";
 import { withClients } from "./context.js";
 
 interface StatusOptions {
@@ -15,13 +15,13 @@ export function fleetCommand(): Command {
   fleet
     .command("status")
     .description(
-      "Totals (up, stale, unknown, draining, drifted), the channel's latest release and one row per node.\n" +
-        "Up: seen within the stale threshold. Unknown: never seen since enrolment. Drift: the node does not\n" +
-        "report running its desired release.",
+      "Totals (up, stale, unknown, draining, drifted), the channel's latest release and one row per node. " +
+        "Up: seen within the stale threshold. Unknown: never seen since enrolment. " +
+        "Drift: the node does not report running its desired release.",
     )
     .option("--channel <name>", "only nodes of this channel (default: every node)")
     .addOption(
-      new Option("--stale-threshold <duration>", "a node seen longer ago counts as stale (default: the server's --node-stale-after)").argParser(
+      new Option("--stale-threshold <duration>", `a node seen longer ago counts as stale (${DURATION_HINT}; default: the server's --node-stale-after)`).argParser(
         parsePositiveDuration,
       ),
     )
@@ -39,11 +39,11 @@ export function fleetCommand(): Command {
           pageToken = page.nextPageToken;
         } while (pageToken !== "");
         const status = create(GetFleetStatusResponseSchema, { ...first, nodes, nextPageToken: "" });
-        if (options.output === "json") return printJson(GetFleetStatusResponseSchema, status);
+        if (options.output !== "text") return printMessage(options.output, GetFleetStatusResponseSchema, status);
         const t = status.totals!;
         const latest = status.latestRelease;
         const lines = [
-          opts.channel ? `channel ${opts.channel}: latest release ${latest ? `${latest.releaseId} (${latest.version})` : "none"}` : "all channels",
+          opts.channel ? escapeControl(`channel ${opts.channel}: latest release ${latest ? `${latest.releaseId} (${latest.version})` : "none"}`) : "all channels",
           `nodes: ${t.total} total, ${t.up} up, ${t.stale} stale, ${t.unknown} unknown, ${t.draining} draining, ${t.drifted} drifted`,
         ];
         process.stdout.write(lines.join("\n") + "\n");

@@ -1,6 +1,6 @@
 import { Command, Option } from "commander";
 import { QueryEventsResponseSchema } from "../../../clients/index.js";
-import { formatTable, formatTime, printJson } from "../shared/output.js";
+import { formatTable, formatTime, printMessage, UsageError } from "../shared/output.js";
 import { parsePositiveInt } from "../shared/parse.js";
 import { withClients } from "./context.js";
 
@@ -14,8 +14,7 @@ interface LogsOptions {
 export function logsCommand(): Command {
   return new Command("logs")
     .description(
-      "Query stored events, newest first.\n" +
-        "To page back, pass the SEQ of the last line shown as --before.",
+      "Query stored events, newest first. To page back, pass the SEQ of the last line shown as --before.",
     )
     .option("--node-id <id>", "only events of this node")
     .option("--event-type <type>", "only events of this type")
@@ -24,7 +23,7 @@ export function logsCommand(): Command {
     .action(async (opts: LogsOptions, cmd: Command) =>
       withClients(cmd, async (api, options) => {
         if (opts.before !== undefined && !/^\d+$/.test(opts.before)) {
-          throw new Error(`--before: "${opts.before}" is not a sequence number`);
+          throw new UsageError(`--before: "${opts.before}" is not a sequence number`);
         }
         const res = await api.events.queryEvents({
           nodeId: opts.nodeId,
@@ -32,7 +31,7 @@ export function logsCommand(): Command {
           limit: opts.limit,
           before: opts.before === undefined ? 0n : BigInt(opts.before),
         });
-        if (options.output === "json") return printJson(QueryEventsResponseSchema, res);
+        if (options.output !== "text") return printMessage(options.output, QueryEventsResponseSchema, res);
         if (res.events.length === 0) {
           process.stdout.write("no events\n");
           return;

@@ -1,7 +1,4 @@
-import { readFileSync } from "node:fs";
-import { fromJson, type JsonValue } from "@bufbuild/protobuf";
 import { Command, Option } from "commander";
-import YAML from "yaml";
 import {
   ApproveGateResponseSchema,
   GetRolloutPlanResponseSchema,
@@ -12,31 +9,27 @@ import {
   RecoverRolloutResponseSchema,
   RolloutPlanSchema,
   RolloutStatusSchema,
+  SigningKeySchema,
   type Gate,
   type GetStageGatesResponse,
   type OrchestratorClients,
   type RolloutPlan,
   type RolloutStatus,
 } from "../../../clients/index.js";
-import { formatAge, formatTable, formatTime, printJson } from "../shared/output.js";
+import { setTimeout as sleep } from "node:timers/promises";
+import { writeFileAtomic } from "../../files.js";
+import { escapeControl, formatAge, formatTable, formatTime, printMessage, subjectOf } from "../shared/output.js";
+import { DURATION_HINT, formatDuration, parseDurationSeconds, parsePositiveDuration, parsePositiveInt } from "../shared/parse.js";
+import { readSpecFile, suggest } from "../shared/spec-file.js";
 import { withClients } from "./context.js";
 
-/** Reads a plan file (YAML or JSON) into a RolloutPlan, naming the file in errors. */
+export const GATE_KINDS = ["time_soak", "success_ratio", "max_failure_ratio", "manual", "event_rate"] as const;
+
+/** Reads a plan file (YAML or JSON), with errors that name the file, the line and the field. */
 export function readPlanFile(file: string): RolloutPlan {
-  let parsed: unknown;
-  try {
-    parsed = YAML.parse(readFileSync(file, "utf8"));
-  } catch (err) {
-    throw new Error(`${file}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`);
-  }
-  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-    throw new Error(`${file}: expected a plan object (release_id, stages)`);
-  }
-  try {
-    return fromJson(RolloutPlanSchema, parsed as JsonValue);
-  } catch (err) {
-    throw new Error(`${file}: ${(err as Error).message}`);
-  }
+  return readSpecFile(file, RolloutPlanSchema, "a rollout plan (release_id, stages)", {
+    "Gate.kind": (v) => ((GATE_KINDS as readonly string[]).includes(v) ? undefined : `unknown gate kind "${v}"${suggest(v, GATE_KINDS)}`),
+  });
 }
 
 function gateText(g: Gate): string {
@@ -66,9 +59,9 @@ export function describePlan(plan: RolloutPlan, status: RolloutStatus, gates?: G
     `plan     ${plan.planId}`,
     `release  ${plan.releaseId} (channel ${plan.channel})`,
     `phase    ${status.phase}  (version ${status.version}, updated ${formatAge(status.updatedAt)})`,
-  ];
-  if (plan.description) lines.push(`about    ${plan.description}`);
-  if (status.reason) lines.push(`reason   ${status.reason}`);
+  ].map(escapeControl);
+  if (plan.description) lines.push(`about    ${escapeControl(plan.description)}`);
+  if (status.reason) lines.push(`reason   ${escapeControl(status.reason)}`);
   lines.push("");
   const rows = plan.stages.map((stage, i) => {
     const st = status.stages[i];
@@ -87,13 +80,18 @@ export function describePlan(plan: RolloutPlan, status: RolloutStatus, gates?: G
     ];
   });
   lines.push(formatTable(["STAGE", "SELECTS", "PHASE", "NODES", "HEALTHY", "FAILED", "UNREACHABLE", "PENDING", "GATES"], rows).trimEnd());
-  for (const st of status.stages) if (st.detail) lines.push(`  ${st.stageId}: ${st.detail}`);
+  for (const st of status.stages) if (st.detail) lines.push(escapeControl(`  ${st.stageId}: ${st.detail}`));
   if (gates) {
-    lines.push("", `gates of ${status.currentStageId} (${gates.stagePhase}):`);
-    for (const g of gates.gates) lines.push(`  [${g.passed ? "x" : " "}] ${g.kind}: ${g.detail}`);
+    lines.push("", escapeControl(`gates of ${status.currentStageId} (${gates.stagePhase}):`));
+    for (const g of gates.gates) lines.push(escapeControl(`  [${g.passed ? "x" : " "}] ${g.kind}: ${g.detail}`));
   }
   return lines.join("\n") + "\n";
 }
+
+/** Phases a plan never leaves. */
+const DONE_PHASES = new Set(["completed", "cancelled", "rolled_back"]);
+
+const planIdAlias = () => new Option("--plan-id <id>", "the rollout plan (older spelling of the argument)").hideHelp();
 
 async function readPlan(api: OrchestratorClients, planId: string) {
   const res = await api.rollouts.getRolloutPlan({ planId });
@@ -114,22 +112,23 @@ const ACTIONS = {
 function actionCommand(name: keyof typeof ACTIONS): Command {
   return new Command(name)
     .description(
-      `${ACTIONS[name]}\nThe action applies to the status version read just before it: if another operator ` +
+      `${ACTIONS[name]} The action applies to the status version read just before it: if another operator ` +
         "changed the plan in between, it is refused and nothing happens.",
     )
-    .requiredOption("--plan-id <id>", "rollout plan id")
+    .argument("[plan-id]", "the rollout plan")
+    .addOption(planIdAlias())
     .requiredOption("--reason <text>", "why (recorded in the audit trail)")
-    .action((opts: { planId: string; reason: string }, cmd: Command) =>
+    .action((positional: string | undefined, opts: { planId?: string; reason: string }, cmd: Command) =>
       withClients(cmd, async (api, options) => {
-        const before = await api.rollouts.getRolloutStatus({ planId: opts.planId });
-        const req = { planId: opts.planId, reason: opts.reason, expectedVersion: before.status!.version };
+        const planId = subjectOf(positional, opts.planId, "plan id", `autonomy rollout plan ${name} PLAN_ID --reason TEXT`);
+        const before = await api.rollouts.getRolloutStatus({ planId });
+        const req = { planId, reason: opts.reason, expectedVersion: before.status!.version };
         const method = `${name}Rollout` as const;
         const res = await api.rollouts[method](req);
-        if (options.output === "json") return printJson(RolloutStatusSchema, res.status!);
+        if (options.output !== "text") return printMessage(options.output, RolloutStatusSchema, res.status!);
         const s = res.status!;
         process.stdout.write(
-          `plan ${s.planId}: ${before.status!.phase} -> ${s.phase}` +
-            `${s.currentStageId ? ` (stage ${s.currentStageId})` : ""}, version ${s.version}\n`,
+          escapeControl(`plan ${s.planId}: ${before.status!.phase} -> ${s.phase}${s.currentStageId ? ` (stage ${s.currentStageId})` : ""}, version ${s.version}`) + "\n",
         );
       }),
     );
@@ -140,8 +139,10 @@ export function rolloutCommand(): Command {
   const plan = new Command("plan").description("Publish, inspect and steer rollout plans.");
   plan
     .command("create")
-    .description(
-      "Publish a rollout plan from a YAML or JSON file:\n" +
+    .description("Publish a rollout plan from a YAML or JSON file (below); the server signs it and it cannot change afterwards.")
+    .addHelpText(
+      "after",
+      "\nPlan file:\n" +
         "  plan_id: fw-1.5            # optional; the server picks one otherwise\n" +
         "  release_id: r-1.5\n" +
         "  stages:\n" +
@@ -151,20 +152,22 @@ export function rolloutCommand(): Command {
         "      gates: [{kind: max_failure_ratio, max_ratio: 0.1}, {kind: time_soak, seconds: 600}]\n" +
         "      deadline_seconds: 3600\n" +
         "    - stage_id: rest\n      percent: 100\n" +
-        "Selectors: node_ids, match_labels {key: value} or percent. Gates: time_soak (seconds), " +
-        "success_ratio (min_ratio, min_sample), max_failure_ratio (max_ratio), manual, " +
-        "event_rate (event_type, max_per_node_hour).",
+        "Selectors: node_ids, match_labels {key: value} or percent.\n" +
+        "Gates: time_soak (seconds: 600 or 10m), success_ratio (min_ratio, min_sample), max_failure_ratio (max_ratio),\n" +
+        "  manual, event_rate (event_type, max_per_node_hour).\n",
     )
     .requiredOption("--file <path>", "plan file (.yaml, .yml or .json)")
     .action((opts: { file: string }, cmd: Command) =>
       withClients(cmd, async (api, options) => {
         const res = await api.rollouts.createRolloutPlan({ plan: readPlanFile(opts.file) });
-        if (options.output === "json") return printJson(CreateRolloutPlanResponseSchema, res);
+        if (options.output !== "text") return printMessage(options.output, CreateRolloutPlanResponseSchema, res);
         const p = res.plan!;
         process.stdout.write(
-          res.created
-            ? `published plan ${p.planId}: release ${p.releaseId} to channel ${p.channel} in ${p.stages.length} stage(s)\n`
-            : `plan ${p.planId} was already published with this spec; nothing changed\n`,
+          escapeControl(
+            res.created
+              ? `published plan ${p.planId}: release ${p.releaseId} to channel ${p.channel} in ${p.stages.length} stage(s)`
+              : `plan ${p.planId} was already published with this spec; nothing changed`,
+          ) + "\n",
         );
       }),
     );
@@ -172,11 +175,11 @@ export function rolloutCommand(): Command {
     .command("list")
     .description("List rollout plans, newest first.")
     .option("--phase <phase>", "only plans in this phase (published, active, paused, halted, completed, cancelled, rolled_back)")
-    .option("--limit <n>", "at most this many (1-1000)", (v) => Number(v))
+    .addOption(new Option("--limit <n>", "at most this many (1-1000)").argParser(parsePositiveInt))
     .action((opts: { phase?: string; limit?: number }, cmd: Command) =>
       withClients(cmd, async (api, options) => {
         const res = await api.rollouts.listRolloutPlans({ phase: opts.phase ?? "", limit: opts.limit });
-        if (options.output === "json") return printJson(ListRolloutPlansResponseSchema, res);
+        if (options.output !== "text") return printMessage(options.output, ListRolloutPlansResponseSchema, res);
         if (res.rollouts.length === 0) {
           process.stdout.write("no rollout plans\n");
           return;
@@ -195,15 +198,73 @@ export function rolloutCommand(): Command {
     );
   plan
     .command("describe")
-    .description("Show a plan: its stages, their node counts and the gates of the current stage.")
-    .requiredOption("--plan-id <id>", "rollout plan id")
-    .action((opts: { planId: string }, cmd: Command) =>
+    .description("Show a plan: its stages, their node counts and the gates of the current stage. With --watch, redraw until the plan is done.")
+    .argument("[plan-id]", "the rollout plan")
+    .addOption(planIdAlias())
+    .option("-w, --watch", "redraw as the plan moves, until it is completed, cancelled or rolled back")
+    .addOption(new Option("--interval <duration>", "time between redraws with --watch").argParser(parsePositiveDuration).default(2000, "2s"))
+    .action((positional: string | undefined, opts: { planId?: string; watch?: boolean; interval: number }, cmd: Command) =>
       withClients(cmd, async (api, options) => {
-        if (options.output === "json") {
-          return printJson(GetRolloutPlanResponseSchema, await api.rollouts.getRolloutPlan({ planId: opts.planId }));
+        const planId = subjectOf(positional, opts.planId, "plan id", "autonomy rollout plan describe PLAN_ID");
+        if (options.output !== "text" && !opts.watch) {
+          return printMessage(options.output, GetRolloutPlanResponseSchema, await api.rollouts.getRolloutPlan({ planId }));
         }
-        const { plan: p, status, gates } = await readPlan(api, opts.planId);
-        process.stdout.write(describePlan(p, status, gates));
+        const tty = process.stdout.isTTY === true;
+        let last = "";
+        for (;;) {
+          const { plan: p, status, gates } = await readPlan(api, planId);
+          const text =
+            options.output !== "text"
+              ? JSON.stringify({ plan_id: status.planId, phase: status.phase, current_stage_id: status.currentStageId, version: status.version }) + "\n"
+              : describePlan(p, status, gates);
+          if (text !== last) {
+            // On a terminal, redraw in place; into a pipe or a file, append each new state.
+            if (tty && opts.watch) process.stdout.write("\x1b[H\x1b[2J");
+            else if (last !== "" && options.output === "text") process.stdout.write("\n");
+            process.stdout.write(text);
+            last = text;
+          }
+          if (!opts.watch || DONE_PHASES.has(status.phase)) return;
+          await sleep(opts.interval);
+        }
+      }),
+    );
+  rollout
+    .command("status")
+    .description(
+      "Show a plan's phase and current stage. With --wait, block until it is done, for CI pipelines: " +
+        "exit status 0 when it completed, 1 when it was cancelled, rolled back or halted, or --timeout passed.",
+    )
+    .argument("[plan-id]", "the rollout plan")
+    .addOption(planIdAlias())
+    .option("--wait", "block until the plan is completed, cancelled, rolled back or halted")
+    .addOption(new Option("--timeout <duration>", `give up waiting after this long (${DURATION_HINT})`).argParser(parsePositiveDuration).default(3_600_000, "1h"))
+    .addOption(new Option("--interval <duration>", "time between reads with --wait").argParser(parsePositiveDuration).default(2000, "2s"))
+    .action((positional: string | undefined, opts: { planId?: string; wait?: boolean; timeout: number; interval: number }, cmd: Command) =>
+      withClients(cmd, async (api, options) => {
+        const planId = subjectOf(positional, opts.planId, "plan id", "autonomy rollout status PLAN_ID");
+        const deadline = Date.now() + opts.timeout;
+        let lastLine = "";
+        for (;;) {
+          const { status } = await api.rollouts.getRolloutStatus({ planId });
+          const s = status!;
+          const line = escapeControl(
+            `plan ${s.planId}: ${s.phase}${s.currentStageId ? ` (stage ${s.currentStageId})` : ""}${s.reason ? `: ${s.reason}` : ""}`,
+          );
+          const finished = DONE_PHASES.has(s.phase) || s.phase === "halted";
+          if (!opts.wait || finished) {
+            if (options.output !== "text") printMessage(options.output, RolloutStatusSchema, s);
+            else process.stdout.write(line + "\n");
+            if (opts.wait && s.phase !== "completed") process.exitCode = 1;
+            return;
+          }
+          if (options.output === "text" && line !== lastLine) process.stderr.write(line + "\n");
+          lastLine = line;
+          if (Date.now() + opts.interval > deadline) {
+            throw new Error(`plan ${s.planId} is still ${s.phase} after ${formatDuration(opts.timeout)} (--timeout)`);
+          }
+          await sleep(opts.interval);
+        }
       }),
     );
   for (const name of Object.keys(ACTIONS) as (keyof typeof ACTIONS)[]) plan.addCommand(actionCommand(name));
@@ -212,18 +273,20 @@ export function rolloutCommand(): Command {
   rollout
     .command("stuck")
     .description("List published or active plans that have not advanced, or whose open stage is past its deadline.")
-    .option("--threshold-seconds <n>", "seconds without progress (default 3600)", (v) => Number(v))
-    .action((opts: { thresholdSeconds?: number }, cmd: Command) =>
+    .addOption(new Option("--threshold <duration>", `time without progress (${DURATION_HINT}; default 1h)`).argParser(parseDurationSeconds))
+    .addOption(new Option("--threshold-seconds <n>", "the same in seconds (older spelling)").argParser(parsePositiveInt).hideHelp())
+    .action((opts: { threshold?: number; thresholdSeconds?: number }, cmd: Command) =>
       withClients(cmd, async (api, options) => {
-        const res = await api.rollouts.listStuckRollouts({ thresholdSeconds: opts.thresholdSeconds });
-        if (options.output === "json") return printJson(ListStuckRolloutsResponseSchema, res);
+        const res = await api.rollouts.listStuckRollouts({ thresholdSeconds: opts.threshold ?? opts.thresholdSeconds });
+        if (options.output !== "text") return printMessage(options.output, ListStuckRolloutsResponseSchema, res);
         if (res.stuckPlans.length === 0) {
           process.stdout.write("no stuck plans\n");
           return;
         }
         for (const p of res.stuckPlans) {
           process.stdout.write(
-            `${p.planId}  ${p.phase}  stage ${p.currentStageId || "-"}  since ${formatTime(p.stuckSince)}\n  ${p.stuckReason}\n`,
+            escapeControl(`${p.planId}  ${p.phase}  stage ${p.currentStageId || "-"}  since ${formatTime(p.stuckSince)}`) +
+              `\n  ${escapeControl(p.stuckReason)}\n`,
           );
         }
       }),
@@ -238,9 +301,9 @@ export function rolloutCommand(): Command {
     .action((opts: { planId: string; stageId: string }, cmd: Command) =>
       withClients(cmd, async (api, options) => {
         const res = await api.rollouts.getStageGates(opts);
-        if (options.output === "json") return printJson(GetStageGatesResponseSchema, res);
-        process.stdout.write(`stage ${opts.stageId}: ${res.stagePhase}; ${res.allPassed ? "every gate passes" : "waiting"}\n`);
-        for (const g of res.gates) process.stdout.write(`  [${g.passed ? "x" : " "}] ${g.kind}: ${g.detail}\n`);
+        if (options.output !== "text") return printMessage(options.output, GetStageGatesResponseSchema, res);
+        process.stdout.write(escapeControl(`stage ${opts.stageId}: ${res.stagePhase}; ${res.allPassed ? "every gate passes" : "waiting"}`) + "\n");
+        for (const g of res.gates) process.stdout.write(escapeControl(`  [${g.passed ? "x" : " "}] ${g.kind}: ${g.detail}`) + "\n");
       }),
     );
   gate
@@ -252,11 +315,31 @@ export function rolloutCommand(): Command {
     .action((opts: { planId: string; stageId: string; reason: string }, cmd: Command) =>
       withClients(cmd, async (api, options) => {
         const res = await api.rollouts.approveGate(opts);
-        if (options.output === "json") return printJson(ApproveGateResponseSchema, res);
-        process.stdout.write(`${res.message}\n`);
+        if (options.output !== "text") return printMessage(options.output, ApproveGateResponseSchema, res);
+        process.stdout.write(`${escapeControl(res.message)}\n`);
       }),
     );
   rollout.addCommand(gate);
+
+  const signingKey = new Command("signing-key").description("The keys the orchestrator signs plan specs with.");
+  signingKey
+    .command("get")
+    .description("Print the current signing key (PEM), or write it for edgectl run --plan-public-key-file.")
+    .option("--key-id <id>", "another key than the current one")
+    .option("--output-file <file>", "write the PEM to this file instead of printing it")
+    .action((opts: { keyId?: string; outputFile?: string }, cmd: Command) =>
+      withClients(cmd, async (api, options) => {
+        const { keys } = await api.rollouts.listSigningKeys({});
+        const key = opts.keyId ? keys.find((k) => k.keyId === opts.keyId) : keys.find((k) => k.current);
+        if (!key) throw new Error(opts.keyId ? `the orchestrator serves no key "${opts.keyId}" (it has: ${keys.map((k) => k.keyId).join(", ")})` : "the orchestrator serves no current signing key");
+        if (opts.outputFile) {
+          writeFileAtomic(opts.outputFile, key.publicKeyPem, 0o644);
+          process.stdout.write(escapeControl(`signing key ${key.keyId} (${key.algorithm}) written to ${opts.outputFile}`) + "\n");
+        } else if (options.output !== "text") printMessage(options.output, SigningKeySchema, key);
+        else process.stdout.write(key.publicKeyPem.endsWith("\n") ? key.publicKeyPem : `${key.publicKeyPem}\n`);
+      }),
+    );
+  rollout.addCommand(signingKey);
   return rollout;
 }
 
@@ -297,8 +380,8 @@ export function rollbackCommand(): Command {
             dryRun,
             expectedVersion: before.status!.version,
           });
-          if (options.output === "json") return printJson(RecoverRolloutResponseSchema, res);
-          process.stdout.write(`${dryRun ? "preview: " : ""}${res.message}\nphase ${res.fromPhase} -> ${res.toPhase}\n`);
+          if (options.output !== "text") return printMessage(options.output, RecoverRolloutResponseSchema, res);
+          process.stdout.write(escapeControl(`${dryRun ? "preview: " : ""}${res.message}`) + `\n${escapeControl(`phase ${res.fromPhase} -> ${res.toPhase}`)}\n`);
           if (res.movedNodes.length > 0) {
             process.stdout.write(`${res.movedNodes.length} node(s) moved by this plan keep its release:\n`);
             process.stdout.write(formatTable(["NODE", "STAGE", "MOVED"], res.movedNodes.map((m) => [m.nodeId, m.stageId, formatTime(m.movedAt)])));

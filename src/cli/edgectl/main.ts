@@ -1,12 +1,41 @@
 #!/usr/bin/env node
-import { Command } from "commander";
-import { usageErrorsExit2 } from "../shared/exit-codes.js";
+import { Command, Option } from "commander";
+import { completionCommand } from "../shared/completion.js";
+import { finishProgram } from "../shared/program.js";
+import { clientVersionCommand, serverVersion } from "../shared/version.js";
+import { OUTPUT_FORMATS, type OutputFormat } from "../shared/output.js";
 import { enrollCommand } from "./enroll.js";
-import { addEdgeGlobalOptions } from "./options.js";
+import { addEdgeGlobalOptions, edgeClients, edgeTarget, explainEdgeError } from "./options.js";
 import { runAgentCommand } from "./run.js";
+import { statusCommand } from "./status.js";
+
+const version = clientVersionCommand(
+  "edgectl",
+  async (cmd) => {
+    let target;
+    try {
+      target = edgeTarget(cmd);
+    } catch {
+      return undefined;
+    }
+    const api = edgeClients(target);
+    try {
+      return await serverVersion(api, target.url).catch(async (err: unknown) => ({
+        url: target.url,
+        error: ((await explainEdgeError(err, target)) as Error).message,
+      }));
+    } finally {
+      api.close();
+    }
+  },
+  (cmd) => (cmd.opts().output as OutputFormat | undefined) ?? "text",
+).addOption(new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("text"));
 
 const program = addEdgeGlobalOptions(new Command("edgectl").description("The edge agent of the autonomy orchestrator, run on every node."))
   .addCommand(enrollCommand())
-  .addCommand(runAgentCommand());
+  .addCommand(runAgentCommand())
+  .addCommand(statusCommand())
+  .addCommand(version)
+  .addCommand(completionCommand(() => program));
 
-await usageErrorsExit2(program).parseAsync(process.argv);
+await finishProgram(program).parseAsync(process.argv);

@@ -1,28 +1,147 @@
+import { existsSync } from "node:fs";
+import path from "node:path";
 import { Command, Option } from "commander";
-import { createOrchestratorClients, type OrchestratorClients } from "../../../clients/index.js";
+import YAML from "yaml";
+import { readFileSync } from "node:fs";
+import { createOrchestratorClients, diagnoseTransportError, type OrchestratorClients } from "../../../clients/index.js";
 import { defaultStateDir } from "../../agent/state.js";
+import { runCommand, TransportError, UsageError, type OutputFormat } from "../shared/output.js";
+import { suggest } from "../shared/spec-file.js";
+import { waitingNotice } from "../shared/waiting.js";
 import { addClientTlsOptions, clientTls, clientToken, type ClientTlsFlags } from "../shared/tls-options.js";
 
 export interface EdgeOptions extends ClientTlsFlags {
   orchestratorUrl?: string;
   stateDir: string;
+  output?: OutputFormat;
+}
+
+/** Keys of `config.yaml` in the state dir, each the name of the flag it stands for. */
+export const EDGE_CONFIG_KEYS = [
+  "orchestrator-url",
+  "token-file",
+  "tls-ca-file",
+  "tls-cert-file",
+  "tls-key-file",
+  "apply-command",
+  "health-command",
+  "plan-public-key-file",
+] as const;
+export type EdgeConfig = Partial<Record<(typeof EDGE_CONFIG_KEYS)[number], string>>;
+
+export const edgeConfigPath = (stateDir: string) => path.join(stateDir, "config.yaml");
+
+/** Reads `config.yaml` in the state dir (absent: empty); relative paths in it are relative to the state dir. */
+export function readEdgeConfig(stateDir: string): EdgeConfig {
+  const file = edgeConfigPath(stateDir);
+  if (!existsSync(file)) return {};
+  let parsed: unknown;
+  try {
+    parsed = YAML.parse(readFileSync(file, "utf8"), { schema: "failsafe" });
+  } catch (err) {
+    throw new UsageError(`${file}: not YAML (${(err as Error).message.split("\n")[0]})`);
+  }
+  if (parsed === null || parsed === undefined) return {};
+  if (typeof parsed !== "object" || Array.isArray(parsed)) throw new UsageError(`${file}: expected key: value lines (${EDGE_CONFIG_KEYS.join(", ")})`);
+  const config: EdgeConfig = {};
+  for (const [key, value] of Object.entries(parsed as Record<string, unknown>)) {
+    if (!(EDGE_CONFIG_KEYS as readonly string[]).includes(key)) throw new UsageError(`${file}: unknown key "${key}"${suggest(key, EDGE_CONFIG_KEYS)}`);
+    if (typeof value !== "string") throw new UsageError(`${file}: ${key}: expected a text value`);
+    const k = key as keyof EdgeConfig;
+    config[k] = k.endsWith("-file") ? path.resolve(stateDir, value) : value;
+  }
+  return config;
 }
 
 /** The global options of edgectl, shared by every command. */
 export function addEdgeGlobalOptions(cmd: Command): Command {
   return addClientTlsOptions(cmd)
-    .addOption(new Option("--orchestrator-url <url>", "orchestrator base URL").env("AUTONOMY_ORCHESTRATOR_URL"))
+    .addOption(new Option("--orchestrator-url <url>", "orchestrator base URL (default: orchestrator-url in STATE_DIR/config.yaml)").env("AUTONOMY_ORCHESTRATOR_URL"))
     .addOption(
-      new Option("--state-dir <dir>", "where the agent keeps what the node runs")
+      new Option("--state-dir <dir>", "where the agent keeps what the node runs, its status and config.yaml")
         .env("AUTONOMY_EDGE_STATE_DIR")
         .default(defaultStateDir(), "$XDG_STATE_HOME/autonomyops/edgectl"),
     );
 }
 
-/** Clients for the orchestrator the options name; the caller closes them. */
-export function edgeClients(options: EdgeOptions): OrchestratorClients {
-  if (!options.orchestratorUrl) throw new Error("no orchestrator URL: pass --orchestrator-url or set AUTONOMY_ORCHESTRATOR_URL");
-  return createOrchestratorClients({ baseUrl: options.orchestratorUrl, timeoutMs: 30_000, tls: clientTls(options), token: clientToken(options) });
+/** Where a value of the edgectl options came from, in words: "from --orchestrator-url", "from AUTONOMY_...". */
+function sourceOf(cmd: Command, key: string, flag: string, env: string): string | undefined {
+  const source = cmd.getOptionValueSourceWithGlobals(key);
+  if (source === "cli") return `from ${flag}`;
+  if (source === "env") return `from ${env}`;
+  return undefined;
+}
+
+/** The orchestrator this node talks to, where that URL came from, and the credentials to use. */
+export interface EdgeTarget {
+  url: string;
+  source: string;
+  options: EdgeOptions;
+  config: EdgeConfig;
+  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+  token?: string;
+}
+
+export function edgeTarget(cmd: Command): EdgeTarget {
+  const options = { ...(cmd.optsWithGlobals() as EdgeOptions) };
+  const config = readEdgeConfig(options.stateDir);
+  let url = options.orchestratorUrl;
+  let source = sourceOf(cmd, "orchestratorUrl", "--orchestrator-url", "AUTONOMY_ORCHESTRATOR_URL");
+  if (!url && config["orchestrator-url"]) {
+    url = config["orchestrator-url"];
+    source = `from ${edgeConfigPath(options.stateDir)}`;
+  }
+  if (!url) {
+    throw new UsageError(
+      `no orchestrator URL: pass --orchestrator-url, set AUTONOMY_ORCHESTRATOR_URL, or put orchestrator-url: URL in ${edgeConfigPath(options.stateDir)}`,
+    );
+  }
+  // An empty flag or variable counts as not given.
+  options.tokenFile ||= process.env.AUTONOMY_TOKEN ? undefined : config["token-file"];
+  options.tlsCaFile ||= config["tls-ca-file"];
+  options.tlsCertFile ||= config["tls-cert-file"];
+  options.tlsKeyFile ||= config["tls-key-file"];
+  return { url, source: source ?? "", options, config, tls: clientTls(options), token: clientToken(options) };
+}
+
+/**
+ * Clients for the orchestrator the target names; the caller closes them. Interactive commands
+ * say on stderr when an answer takes more than a second; the agent (`run`) logs instead.
+ */
+export function edgeClients(target: EdgeTarget, opts: { interactive?: boolean; timeoutMs?: number } = {}): OrchestratorClients {
+  return createOrchestratorClients({
+    baseUrl: target.url,
+    timeoutMs: opts.timeoutMs ?? 30_000,
+    tls: target.tls,
+    token: target.token,
+    interceptors: opts.interactive ? [waitingNotice(target.url, "edgectl")] : [],
+  });
+}
+
+/** A TransportError naming the URL and its source when a call never reached the orchestrator's handlers. */
+export async function explainEdgeError(err: unknown, target: EdgeTarget): Promise<unknown> {
+  const failure = await diagnoseTransportError(err, { url: target.url, tls: target.tls });
+  if (!failure) return err;
+  return new TransportError(`cannot reach the orchestrator at ${target.url} (${target.source}): ${failure.message}`, failure.kind, target.url, target.source);
+}
+
+/** Runs a command body with clients of the orchestrator; errors are one line (or JSON), exit 1. */
+export function withEdgeClients(cmd: Command, body: (api: OrchestratorClients, target: EdgeTarget) => Promise<void>): Promise<void> {
+  return runCommand(
+    "edgectl",
+    async () => {
+      const target = edgeTarget(cmd);
+      const api = edgeClients(target, { interactive: true });
+      try {
+        await body(api, target);
+      } catch (err) {
+        throw await explainEdgeError(err, target);
+      } finally {
+        api.close();
+      }
+    },
+    { format: () => (cmd.opts().output as OutputFormat | undefined) ?? "text" },
+  );
 }
 
 /** Collects repeatable `--label key=value` options. */

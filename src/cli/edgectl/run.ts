@@ -5,10 +5,10 @@ import { runAgent } from "../../agent/agent.js";
 import { readState } from "../../agent/state.js";
 import { buildInfo } from "../../build-info.js";
 import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
-import { runCommand } from "../shared/output.js";
+import { runCommand, UsageError } from "../shared/output.js";
 import { parsePositiveDuration } from "../shared/parse.js";
 import { parseLabelOption } from "./enroll.js";
-import { edgeClients, type EdgeOptions } from "./options.js";
+import { edgeClients, edgeTarget } from "./options.js";
 
 /** Reads a PEM public key file, naming the file in errors. */
 function readPublicKeyFile(file: string): string {
@@ -16,7 +16,7 @@ function readPublicKeyFile(file: string): string {
   try {
     createPublicKey(pem);
   } catch {
-    throw new Error(`--plan-public-key-file ${file}: not a PEM public key`);
+    throw new UsageError(`--plan-public-key-file ${file}: not a PEM public key (autonomy rollout signing-key get --output-file ${file} writes one)`);
   }
   return pem;
 }
@@ -30,6 +30,7 @@ interface RunOptions {
   healthCommand?: string;
   heartbeatInterval: number;
   pollInterval: number;
+  hookGrace: number;
   logFormat: LogFormat;
   logLevel: LogLevel;
 }
@@ -37,13 +38,17 @@ interface RunOptions {
 export function runAgentCommand(): Command {
   return new Command("run")
     .description(
-      "Run the agent: heartbeat, poll the desired release, install it with --apply-command, and\n" +
-        "acknowledge each step (downloading, applied, healthy or failed). Stops cleanly on SIGTERM.\n\n" +
-        "Hooks run with /bin/sh -c and get AUTONOMY_NODE_ID, AUTONOMY_RELEASE_ID, AUTONOMY_RELEASE_VERSION,\n" +
-        "AUTONOMY_RELEASE_CHANNEL and AUTONOMY_RELEASE_FILE (the release as JSON, with artifact digests).\n" +
-        "Exit status 0 of --apply-command means applied; of --health-command (after it), healthy.\n" +
-        "Without hooks a release is acknowledged healthy as soon as it is seen.\n" +
-        "Node id, channel and labels default to what `edgectl enroll` stored in the state dir.",
+      "Run the agent: heartbeat, poll the desired release, install it with --apply-command, and acknowledge each step " +
+        "(downloading, applied, healthy or failed). Stops cleanly on SIGTERM: a running hook's process group gets SIGTERM, " +
+        "then SIGKILL after --hook-grace, and the install is acknowledged failed (interrupted).",
+    )
+    .addHelpText(
+      "after",
+      "\nHooks run with /bin/sh -c, in a process group of their own, and get AUTONOMY_NODE_ID, AUTONOMY_RELEASE_ID,\n" +
+        "AUTONOMY_RELEASE_VERSION, AUTONOMY_RELEASE_CHANNEL and AUTONOMY_RELEASE_FILE (the release as JSON, with digests).\n" +
+        "Exit status 0 of --apply-command means applied; of --health-command (after it), healthy. Their output goes to\n" +
+        "the agent log. Without hooks a release is acknowledged healthy as soon as it is seen. Node id, channel and\n" +
+        "labels default to what `edgectl enroll` stored in the state dir; `edgectl status` shows what the agent knows.\n",
     )
     .option("--node-id <id>", "this node's id")
     .option("--channel <name>", "the release channel the node follows")
@@ -57,24 +62,30 @@ export function runAgentCommand(): Command {
       new Option("--poll-interval <duration>", "time between polls of the desired release").argParser(parsePositiveDuration).default(10_000, "10s"),
     )
     .addOption(
+      new Option("--hook-grace <duration>", "how long a hook may take to stop after SIGTERM before it is killed").argParser(parsePositiveDuration).default(5_000, "5s"),
+    )
+    .addOption(
       new Option(
         "--plan-public-key-file <path>",
-        "PEM public key rollout plan specs must be signed with (default: the keys the orchestrator serves)",
+        "PEM public key rollout plan specs must be signed with (autonomy rollout signing-key get --output-file; default: the keys the orchestrator serves)",
       ).env("AUTONOMY_PLAN_PUBLIC_KEY_FILE"),
     )
     .addOption(new Option("--log-format <format>", "log output format").choices(LOG_FORMATS).default("text"))
     .addOption(new Option("--log-level <level>", "minimum log level").choices(LOG_LEVELS).default("info"))
     .action((opts: RunOptions, cmd: Command) =>
       runCommand("edgectl", async () => {
-        const global = cmd.optsWithGlobals() as EdgeOptions;
-        const state = readState(global.stateDir);
+        const target = edgeTarget(cmd);
+        const stateDir = target.options.stateDir;
+        const state = readState(stateDir);
         const nodeId = opts.nodeId ?? state.nodeId;
         const channel = opts.channel ?? state.channel;
-        if (!nodeId) throw new Error("no node id: pass --node-id or run `edgectl enroll` first");
-        if (!channel) throw new Error("no channel: pass --channel or run `edgectl enroll` first");
+        if (!nodeId) throw new UsageError("no node id: pass --node-id or run `edgectl enroll` first");
+        if (!channel) throw new UsageError("no channel: pass --channel or run `edgectl enroll` first");
         if (state.nodeId !== undefined && state.nodeId !== nodeId) {
-          throw new Error(`the state dir belongs to node "${state.nodeId}", not "${nodeId}"; use another --state-dir`);
+          throw new UsageError(`the state dir belongs to node "${state.nodeId}", not "${nodeId}"; use another --state-dir`);
         }
+        const planKeyFile = opts.planPublicKeyFile ?? target.config["plan-public-key-file"];
+        const planPublicKeyPem = planKeyFile === undefined ? undefined : readPublicKeyFile(planKeyFile);
         const logger = createLogger({ format: opts.logFormat, level: opts.logLevel });
         const stop = new AbortController();
         const onSignal = (signal: string) => {
@@ -83,23 +94,26 @@ export function runAgentCommand(): Command {
         };
         process.once("SIGTERM", () => onSignal("SIGTERM"));
         process.once("SIGINT", () => onSignal("SIGINT"));
-        const api = edgeClients(global);
+        const api = edgeClients(target);
+        logger.info({ url: target.url, url_source: target.source, node_id: nodeId, version: buildInfo().version }, "starting");
         try {
           await runAgent(
             {
               api,
               logger,
-              stateDir: global.stateDir,
+              stateDir,
               nodeId,
               channel,
               labels: opts.label ?? state.labels ?? {},
               agentVersion: buildInfo().version,
-              applyCommand: opts.applyCommand,
-              healthCommand: opts.healthCommand,
+              applyCommand: opts.applyCommand ?? target.config["apply-command"],
+              healthCommand: opts.healthCommand ?? target.config["health-command"],
               heartbeatIntervalMs: opts.heartbeatInterval,
-              planPublicKeyPem: opts.planPublicKeyFile === undefined ? undefined : readPublicKeyFile(opts.planPublicKeyFile),
+              planPublicKeyPem,
               pollIntervalMs: opts.pollInterval,
+              hookGraceMs: opts.hookGrace,
               signal: stop.signal,
+              target: { url: target.url, source: target.source, tls: target.tls },
             },
             state,
           );

@@ -3,6 +3,7 @@ import path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
 import { DEFAULT_UNAUTHENTICATED_RATE, startServer } from "../../server.js";
+import { wrapProse } from "../shared/program.js";
 import { parseDuration, parsePositiveDuration, parsePositiveInt, parseSize } from "../shared/parse.js";
 import { DEFAULT_LIMITS } from "../../transport/limits.js";
 
@@ -67,38 +68,44 @@ export function serveCommand(): Command {
   return new Command("serve")
     .summary("Start the control-plane API on the embedded SQLite store (or PostgreSQL)")
     .description(
-      "Start the control-plane API: Connect, gRPC, gRPC-Web and REST on one port (HTTP/2 and HTTP/1.1, cleartext or TLS).\n" +
-        "Stores events in an embedded SQLite database under --data-dir, or in PostgreSQL with --postgres-url.\n\n" +
-        "REST endpoints:\n" +
-        '  POST /v1/events   ingest {"events":[...]} -> {"received":N,"inserted":N,"deduped":N}\n' +
-        "  GET  /v1/events   newest first; node_id, event_type, limit (default 100, max 1000), before\n" +
-        "  POST /v1/releases                          publish a release (immutable; artifacts pinned by sha256 digest)\n" +
-        "  GET  /v1/releases/latest?channel=C         latest release of a channel\n" +
-        "  GET  /v1/releases/{release_id}/acks        every node's ack of a release\n" +
-        "  PUT  /v1/releases/{release_id}/acks/{node_id}, POST /v1/nodes/{node_id}/ack   upsert an ack\n" +
-        "  POST /v1/nodes, /v1/nodes/{node_id}/heartbeat, /v1/nodes/{node_id}/drain   enrol, heartbeat, drain\n" +
-        "  GET  /v1/nodes, /v1/nodes/{node_id}/summary, /v1/nodes/{node_id}/acks, /v1/nodes/{node_id}/desired-release\n" +
-        "  GET  /v1/fleet?channel=C&stale_threshold_seconds=N   totals and one row per node (paged)\n" +
-        "  POST /v1/rollouts, GET /v1/rollouts, GET /v1/rollouts/{plan_id}[/spec|/status], GET /v1/rollouts/stuck\n" +
-        "  POST /v1/rollouts/{plan_id}/pause|resume|promote|halt|cancel|recover   operator actions (reason required)\n" +
-        "  GET  /v1/rollouts/{plan_id}/stages/{stage_id}/gates, POST .../gates/approve   gate status, manual approval\n" +
-        "  GET  /v1/rollouts/signing-keys   public keys of the signed plan specs\n" +
-        "  GET  /v1/crl      the CRL in force (with --tls-crl-file)\n" +
-        '  GET  /v1/health   {"status":"ok"}\n' +
-        "  GET  /metrics     Prometheus exposition\n\n" +
-        "Errors: 400 bad input, 404 unknown resource, 405 wrong method, 409 conflict (or a rollout action its phase forbids),\n413 too large, " +
-        "503 database busy (Retry-After), 507 disk full.\n" +
-        "A corrupt database makes the process log one line and exit with status 1.\n" +
-        "Every flag can also be set with an AUTONOMY_ environment variable (shown in brackets).\n\n" +
-        "RBAC is enforced: every RPC needs a client certificate (mutual TLS) or a bearer token whose roles grant\n" +
-        "its permission. The first start on an empty store writes a one-time admin token to\n" +
-        "DATA_DIR/bootstrap-admin-token (mode 0600; valid 24h). AUTONOMY_RBAC_ENFORCEMENT=0 turns enforcement off\n" +
-        "(a warning at start and on /v1/health); /v1/health, /metrics and /v1/crl stay open.\n" +
-        "A call that needs a credential and has none (or a bad token) is answered 401 from its headers, before its\n" +
-        "body is read; past --unauthenticated-burst such calls from one address are answered 429 (Retry-After).\n\n" +
-        "Client certificates (--tls-ca-file): --tls-client-auth require (the default) refuses a client without one at\n" +
-        "the handshake; request lets it in to authenticate with a bearer token (a certificate it does present must\n" +
-        "still be valid and unrevoked).",
+      "Start the control-plane API: Connect, gRPC, gRPC-Web and REST on one port (HTTP/2 and HTTP/1.1, cleartext or TLS). " +
+        "Stores events in an embedded SQLite database under --data-dir, or in PostgreSQL with --postgres-url. " +
+        "Every flag can also be set with an AUTONOMY_ environment variable (shown in brackets).",
+    )
+    .addHelpText(
+      "after",
+      () =>
+        "\n" +
+        wrapProse(
+          "REST endpoints:\n" +
+            '  POST /v1/events   ingest {"events":[...]} -> {"received":N,"inserted":N,"deduped":N}\n' +
+            "  GET  /v1/events   newest first; node_id, event_type, limit (default 100, max 1000), before\n" +
+            "  POST /v1/releases                          publish a release (immutable; artifacts pinned by sha256 digest)\n" +
+            "  GET  /v1/releases/latest?channel=C         latest release of a channel\n" +
+            "  GET  /v1/releases/{release_id}/acks        every node's ack of a release\n" +
+            "  PUT  /v1/releases/{release_id}/acks/{node_id}, POST /v1/nodes/{node_id}/ack   upsert an ack\n" +
+            "  POST /v1/nodes, /v1/nodes/{node_id}/heartbeat, /v1/nodes/{node_id}/drain   enrol, heartbeat, drain\n" +
+            "  GET  /v1/nodes, /v1/nodes/{node_id}/summary, /v1/nodes/{node_id}/acks, /v1/nodes/{node_id}/desired-release\n" +
+            "  GET  /v1/fleet?channel=C&stale_threshold_seconds=N   totals and one row per node (paged)\n" +
+            "  POST /v1/rollouts, GET /v1/rollouts, GET /v1/rollouts/{plan_id}[/spec|/status], GET /v1/rollouts/stuck\n" +
+            "  POST /v1/rollouts/{plan_id}/pause|resume|promote|halt|cancel|recover   operator actions (reason required)\n" +
+            "  GET  /v1/rollouts/{plan_id}/stages/{stage_id}/gates, POST .../gates/approve   gate status, manual approval\n" +
+            "  GET  /v1/rollouts/signing-keys   public keys of the signed plan specs\n" +
+            "  GET  /v1/crl      the CRL in force (with --tls-crl-file)\n" +
+            '  GET  /v1/health   {"status":"ok"}\n' +
+            "  GET  /metrics     Prometheus exposition\n\n" +
+            "Errors: 400 bad input, 404 unknown resource, 405 wrong method, 409 conflict (or a rollout action its phase forbids), " +
+            "413 too large, 503 database busy (Retry-After), 507 disk full. " +
+            "A corrupt database makes the process log one line and exit with status 1.\n\n" +
+            "RBAC is enforced: every RPC needs a client certificate (mutual TLS) or a bearer token whose roles grant its permission. " +
+            "The first start on an empty store writes a one-time admin token to DATA_DIR/bootstrap-admin-token (mode 0600; valid 24h). " +
+            "AUTONOMY_RBAC_ENFORCEMENT=0 turns enforcement off (a warning at start and on /v1/health); /v1/health, /metrics and /v1/crl stay open. " +
+            "A call that needs a credential and has none (or a bad token) is answered 401 from its headers, before its body is read; " +
+            "past --unauthenticated-burst such calls from one address are answered 429 (Retry-After).\n\n" +
+            "Client certificates (--tls-ca-file): --tls-client-auth require (the default) refuses a client without one at the handshake; " +
+            "request lets it in to authenticate with a bearer token (a certificate it does present must still be valid and unrevoked).",
+        ) +
+        "\n",
     )
     .addOption(
       new Option("--data-dir <dir>", "data directory for SQLite storage")

@@ -1,12 +1,17 @@
 import { InvalidArgumentError } from "commander";
 
-const DURATION_UNITS: Record<string, number> = { ns: 1e-6, us: 1e-3, "µs": 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const DURATION_UNITS: Record<string, number> = {
+  ns: 1e-6, us: 1e-3, "µs": 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000,
+};
 
-/** Parses a Go-style duration ("250ms", "5s", "1m30s", "0") into milliseconds. */
+/** The one way durations are written on every command line. */
+export const DURATION_HINT = "30s, 10m, 2h, 7d";
+
+/** Parses a duration ("250ms", "30s", "10m", "2h", "7d", "1h30m", "0") into milliseconds. */
 export function parseDuration(value: string): number {
   const text = value.trim();
   if (text === "0") return 0;
-  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/gy;
+  const re = /(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)/gy;
   let total = 0;
   let consumed = 0;
   for (let m = re.exec(text); m; m = re.exec(text)) {
@@ -14,7 +19,8 @@ export function parseDuration(value: string): number {
     consumed = re.lastIndex;
   }
   if (consumed === 0 || consumed !== text.length) {
-    throw new InvalidArgumentError(`"${value}" is not a duration (examples: 500ms, 5s, 2m, 1h30m)`);
+    const hint = /^\d+(\.\d+)?$/.test(text) ? ` (a unit is needed: ${text}s, ${text}m, ...)` : ` (examples: ${DURATION_HINT})`;
+    throw new InvalidArgumentError(`"${value}" is not a duration${hint}`);
   }
   return total;
 }
@@ -24,6 +30,27 @@ export function parsePositiveDuration(value: string): number {
   const ms = parseDuration(value);
   if (ms < 1) throw new InvalidArgumentError(`"${value}" must be a duration of at least 1ms`);
   return ms;
+}
+
+/** Parses a duration into whole seconds (at least one). */
+export function parseDurationSeconds(value: string): number {
+  const ms = parseDuration(value);
+  if (ms < 1000) throw new InvalidArgumentError(`"${value}" must be at least 1s`);
+  return Math.round(ms / 1000);
+}
+
+/** A duration as the flags take it: "90s", "10m", "2h", "7d", "1h30m". */
+export function formatDuration(ms: number): string {
+  if (ms % 1000 !== 0 || ms === 0) return `${ms}ms`;
+  let s = ms / 1000;
+  const parts: string[] = [];
+  for (const [unit, size] of [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]] as const) {
+    if (s >= size) {
+      parts.push(`${Math.floor(s / size)}${unit}`);
+      s %= size;
+    }
+  }
+  return parts.join("");
 }
 
 const SIZE_UNITS: Record<string, number> = {

@@ -1,0 +1,119 @@
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { Command, Option } from "commander";
+import { readState } from "../../agent/state.js";
+import { readAgentStatus, statusFile } from "../../agent/status.js";
+import { formatFields, OUTPUT_FORMATS, printValue, runCommand, type OutputFormat } from "../shared/output.js";
+import { readEdgeConfig, type EdgeOptions } from "./options.js";
+
+/** Whether a process with this pid is alive (signal 0 checks without sending anything). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function certificateOf(file: string | undefined): { file: string; subject?: string; expires?: string; days_left?: number; error?: string } | undefined {
+  if (!file) return undefined;
+  try {
+    const cert = new X509Certificate(readFileSync(file));
+    const expires = new Date(cert.validTo);
+    return {
+      file,
+      subject: cert.subject.replace(/\n/g, ", "),
+      expires: expires.toISOString(),
+      days_left: Math.floor((expires.getTime() - Date.now()) / 86_400_000),
+    };
+  } catch (err) {
+    return { file, error: (err as Error).message };
+  }
+}
+
+/** `edgectl status`: what the node runs and what its agent last knew, read from the state dir (no call to the orchestrator). */
+export function statusCommand(): Command {
+  return new Command("status")
+    .description(
+      "Show this node's id, channel, the release it runs, the last acknowledgement, how the agent reaches the orchestrator " +
+        "(and whether its certificate was refused) and when the certificate expires. Reads the state dir; calls nothing.",
+    )
+    .addOption(new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
+    .action((opts: { output: OutputFormat }, cmd: Command) =>
+      runCommand(
+        "edgectl",
+        async () => {
+          const global = cmd.optsWithGlobals() as EdgeOptions;
+          const state = readState(global.stateDir);
+          const status = readAgentStatus(global.stateDir);
+          const config = readEdgeConfig(global.stateDir);
+          const running = status !== undefined && status.stopped_at === undefined && alive(status.pid);
+          const cert = certificateOf(global.tlsCertFile ?? config["tls-cert-file"]);
+          const doc = {
+            state_dir: global.stateDir,
+            node_id: state.nodeId ?? null,
+            channel: state.channel ?? null,
+            labels: state.labels ?? {},
+            release: state.currentReleaseId ?? null,
+            failed_release: state.failedReleaseId ?? null,
+            agent: status ? { running, pid: status.pid, started_at: status.started_at, stopped_at: status.stopped_at ?? null, updated_at: status.updated_at } : null,
+            orchestrator_url: status?.orchestrator_url ?? global.orchestratorUrl ?? config["orchestrator-url"] ?? null,
+            connection: status?.connection ?? null,
+            updates: status?.updates ?? null,
+            spool: "none: events are sent as they happen (edgectl has no offline spool yet)",
+            installing: status?.installing ?? null,
+            last_ack: status?.last_ack ?? null,
+            certificate: cert ?? null,
+          };
+          if (opts.output !== "text") return printValue(opts.output, doc);
+          if (!state.nodeId) {
+            process.stdout.write(`no node enrolled in ${global.stateDir} (edgectl enroll --node-id ID --channel NAME)\n`);
+            return;
+          }
+          const c = status?.connection;
+          const fields: [string, string][] = [
+            ["node", state.nodeId],
+            ["channel", state.channel ?? "-"],
+            ["labels", Object.entries(state.labels ?? {}).map(([k, v]) => `${k}=${v}`).join(",") || "-"],
+            ["release", state.currentReleaseId ?? "none yet"],
+          ];
+          if (state.failedReleaseId) fields.push(["failed", `${state.failedReleaseId} (not tried again until another release is desired)`]);
+          if (status?.installing) fields.push(["installing", status.installing]);
+          fields.push(["last ack", status?.last_ack ? `${status.last_ack.state} of ${status.last_ack.release_id} at ${status.last_ack.at}${status.last_ack.message ? `: ${status.last_ack.message}` : ""}` : "-"]);
+          fields.push([
+            "agent",
+            status
+              ? running
+                ? `running (pid ${status.pid}, since ${status.started_at})`
+                : `not running (last ran ${status.started_at} to ${status.stopped_at ?? status.updated_at})`
+              : `never ran with this state dir (no ${statusFile(global.stateDir)})`,
+          ]);
+          if (c) {
+            fields.push(["orchestrator", doc.orchestrator_url ?? "-"]);
+            const stateText =
+              c.state === "ok"
+                ? `ok since ${c.since}`
+                : c.state === "tls-cert-refused" || c.state === "tls-cert-required"
+                  ? `CERTIFICATE REFUSED since ${c.since}: ${c.message ?? ""}`
+                  : `${c.state} since ${c.since}${c.message ? `: ${c.message}` : ""}`;
+            fields.push(["connection", stateText]);
+            fields.push(["last contact", c.last_contact_at ?? "never"]);
+            if (c.retry_in_ms !== undefined && c.state !== "ok") fields.push(["next try", `in ${Math.round(c.retry_in_ms / 1000)}s after ${status!.updated_at}`]);
+            fields.push(["updates", status!.updates]);
+          }
+          fields.push(["spool", "none (events are sent as they happen)"]);
+          if (cert) {
+            fields.push([
+              "certificate",
+              cert.error
+                ? `${cert.file}: unreadable (${cert.error})`
+                : `${cert.file}: expires ${cert.expires} (${cert.days_left! < 0 ? "EXPIRED" : `in ${cert.days_left} days`})`,
+            ]);
+          } else fields.push(["certificate", "none (token or cleartext)"]);
+          process.stdout.write(formatFields(fields));
+        },
+        { format: () => opts.output },
+      ),
+    );
+}

@@ -1,0 +1,109 @@
+import { Command, Help, Option, type Command as CommandType } from "commander";
+import { buildInfo } from "../../build-info.js";
+
+/** Every command of a tree, the root first. */
+export function walk(root: CommandType): CommandType[] {
+  return [root, ...root.commands.flatMap(walk)];
+}
+
+/** The help layout of every command: wrapped to the terminal, required options marked, global options shown. */
+class ProgramHelp extends Help {
+  constructor() {
+    super();
+    this.showGlobalOptions = true;
+    this.sortSubcommands = false;
+  }
+  override prepareContext(contextOptions: { error?: boolean; helpWidth?: number; outputHasColors?: boolean }): void {
+    super.prepareContext(contextOptions);
+    // Piped help (less, a file) wraps at 100 columns rather than commander's 80.
+    const columns = (contextOptions.error ? process.stderr : process.stdout).columns;
+    this.helpWidth = columns && columns > 20 ? columns : Number(process.env.COLUMNS) || 100;
+  }
+  override optionTerm(option: Option): string {
+    return option.mandatory ? `${super.optionTerm(option)} (required)` : super.optionTerm(option);
+  }
+}
+
+/** Finds the command a path of names leads to (`help rollout plan`), or says which name is unknown. */
+function findCommand(root: CommandType, names: string[]): CommandType {
+  let cmd = root;
+  for (const name of names) {
+    const next = cmd.commands.find((c) => c.name() === name || c.aliases().includes(name));
+    if (!next) {
+      const known = cmd.commands.map((c) => c.name()).filter((n) => n !== "help");
+      throw Object.assign(new Error(`unknown command "${[...names.slice(0, names.indexOf(name)), name].join(" ")}" (${cmd.name()} has: ${known.join(", ")})`), {
+        exitCode: 2,
+      });
+    }
+    cmd = next;
+  }
+  return cmd;
+}
+
+/**
+ * Finishes a program's command tree: `--version`, `help [command...]` at any depth, one help
+ * layout, usage errors (unknown option, bad argument, missing required option) exiting with status
+ * 2 in every command so scripts can tell them from failures of the operation (status 1).
+ */
+export function finishProgram(root: CommandType): CommandType {
+  root.version(buildInfo().version, "-V, --version", "print the version and exit");
+  root.helpCommand(false);
+  root.addCommand(
+    new Command("help")
+      .description("Show the help of a command, e.g. `help rollout plan`")
+      .argument("[command...]", "the command's names")
+      .action((names: string[]) => {
+        try {
+          findCommand(root, names).outputHelp();
+        } catch (err) {
+          process.stderr.write(`${root.name()}: error: ${(err as Error).message}\n`);
+          process.exitCode = 2;
+        }
+      }),
+  );
+  for (const cmd of walk(root)) {
+    cmd.createHelp = () => Object.assign(new ProgramHelp(), cmd.configureHelp());
+    cmd.exitOverride((err) => process.exit(err.exitCode === 1 ? 2 : err.exitCode));
+    cmd.showHelpAfterError(`(run \`${commandPath(cmd)} --help\` for usage)`);
+    cmd.showSuggestionAfterError(true);
+  }
+  return root;
+}
+
+/** "autonomy rollout plan": the names from the root to a command. */
+export function commandPath(cmd: CommandType): string {
+  const names: string[] = [];
+  for (let c: CommandType | null = cmd; c; c = c.parent) names.unshift(c.name());
+  return names.join(" ");
+}
+
+/** The width help is wrapped to: the terminal's, else $COLUMNS, else 100. */
+export function helpWidth(): number {
+  const columns = process.stdout.columns;
+  return columns && columns > 20 ? columns : Number(process.env.COLUMNS) || 100;
+}
+
+/**
+ * Wraps prose for `addHelpText`: each paragraph (lines separated by a blank line) that does not
+ * start with a space is one sentence run, wrapped to the terminal; indented lines (tables,
+ * examples) are kept as written.
+ */
+export function wrapProse(text: string, width = helpWidth()): string {
+  return text
+    .split(/\n\n/)
+    .map((para) => {
+      if (/^\s/.test(para) || para.includes("\n ")) return para;
+      const words = para.replace(/\s*\n\s*/g, " ").split(" ");
+      const lines: string[] = [];
+      let line = "";
+      for (const word of words) {
+        if (line && line.length + 1 + word.length > width) {
+          lines.push(line);
+          line = word;
+        } else line = line ? `${line} ${word}` : word;
+      }
+      if (line) lines.push(line);
+      return lines.join("\n");
+    })
+    .join("\n\n");
+}
