@@ -20,6 +20,7 @@ import { createErrorInterceptor, createObserveInterceptor } from "./transport/in
 import { listenCleartext, parseListenAddress, type Listener, type ListenAddress } from "./transport/listener.js";
 import { createRestHandler, type NodeRequest, type NodeResponse, type PlainRoute } from "./transport/rest.js";
 import { createServices, registerServices } from "./transport/services.js";
+import { createUiStaticHandler } from "./transport/ui-static.js";
 import { readFlagFile, writeFileAtomic } from "./files.js";
 import { loadTlsFiles, watchCrlFile, type TlsFiles } from "./security/crl-watch.js";
 import { syncCrlOnce, type CrlSyncSettings } from "./security/crl-sync.js";
@@ -252,12 +253,13 @@ export async function startServer(
     contextValues,
     maxBodyBytes: MAX_BODY_BYTES,
   });
+  const serveUi = createUiStaticHandler();
   const rpc = connectNodeAdapter({
     routes: (router) => registerServices(router, services),
     interceptors,
     contextValues: (req) => contextValues(req as NodeRequest),
     readMaxBytes: MAX_BODY_BYTES,
-    fallback: (req, res) => void rest(req as NodeRequest, res as NodeResponse),
+    fallback: (req, res) => void (serveUi(req as NodeRequest, res as NodeResponse) || rest(req as NodeRequest, res as NodeResponse)),
   });
 
   const handler = (req: NodeRequest, res: NodeResponse) => {

@@ -1,0 +1,147 @@
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { gzipSync } from "node:zlib";
+import type { ServerResponse } from "node:http";
+import type { NodeRequest, NodeResponse } from "./rest.js";
+
+/** Where the dashboard is served. */
+export const UI_PREFIX = "/ui/";
+
+/**
+ * The headers of every dashboard answer. Scripts and styles come only from the server's own
+ * files (no inline script, no eval), the page talks only to its own origin, and no other
+ * site may frame it.
+ */
+export const UI_SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  "content-security-policy": [
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "font-src 'self'",
+    "connect-src 'self'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+  ].join("; "),
+  "x-content-type-options": "nosniff",
+  "x-frame-options": "DENY",
+  "referrer-policy": "no-referrer",
+  "cross-origin-opener-policy": "same-origin",
+  "cross-origin-resource-policy": "same-origin",
+  "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()",
+};
+
+const TYPES: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".svg": "image/svg+xml",
+  ".png": "image/png",
+  ".ico": "image/x-icon",
+  ".json": "application/json",
+  ".txt": "text/plain; charset=utf-8",
+};
+
+interface UiFile {
+  type: string;
+  body: Buffer;
+  /** The gzip encoding, when it is smaller. */
+  gzip?: Buffer;
+  /** Hashed names under assets/ never change: cache them for a year; everything else is revalidated. */
+  immutable: boolean;
+  etag: string;
+}
+
+/** The built dashboard next to the compiled server (dist/ui), or dist/ui of the checkout when run from source. */
+export function defaultUiDir(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const compiled = path.resolve(here, "../../ui");
+  return existsSync(path.join(compiled, "index.html")) ? compiled : path.resolve(here, "../../dist/ui");
+}
+
+function walk(dir: string, base = dir, out = new Map<string, string>()): Map<string, string> {
+  for (const name of readdirSync(dir)) {
+    const full = path.join(dir, name);
+    if (statSync(full).isDirectory()) walk(full, base, out);
+    else out.set(path.relative(base, full).split(path.sep).join("/"), full);
+  }
+  return out;
+}
+
+/** Reads every file of the built dashboard into memory, each with its gzip encoding. */
+function loadFiles(dir: string): Map<string, UiFile> {
+  const files = new Map<string, UiFile>();
+  if (!existsSync(path.join(dir, "index.html"))) return files;
+  for (const [rel, full] of walk(dir)) {
+    const type = TYPES[path.extname(rel)];
+    if (!type) continue;
+    const body = readFileSync(full);
+    const gzip = gzipSync(body, { level: 9 });
+    const etag = `"${body.length.toString(16)}-${Buffer.from(gzip.subarray(-8)).toString("hex")}"`;
+    files.set(rel, { type, body, gzip: gzip.length < body.length ? gzip : undefined, immutable: rel.startsWith("assets/"), etag });
+  }
+  return files;
+}
+
+function send(res: NodeResponse, status: number, headers: Record<string, string>, body?: Buffer | string): void {
+  const r = res as ServerResponse;
+  r.writeHead(status, { ...UI_SECURITY_HEADERS, ...headers });
+  if (body === undefined) r.end();
+  else r.end(body);
+}
+
+/**
+ * Serves the built dashboard under /ui/ from memory (read once at start; nothing of the
+ * request path reaches the file system). Answers true when the path was the dashboard's
+ * (so the caller stops there), false for every other path. The files hold no data: every
+ * figure on the page comes from the RPCs, which check the caller's credential.
+ */
+export function createUiStaticHandler(dir: string = defaultUiDir()): (req: NodeRequest, res: NodeResponse) => boolean {
+  const files = loadFiles(dir);
+  return (req, res) => {
+    const pathname = (req.url ?? "/").split("?")[0];
+    if (pathname === "/ui") {
+      send(res, 308, { location: UI_PREFIX, "content-length": "0" });
+      return true;
+    }
+    if (!pathname.startsWith(UI_PREFIX)) return false;
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      send(res, 405, { allow: "GET, HEAD", "content-type": "application/json" }, JSON.stringify({ code: "method_not_allowed", message: `${req.method} is not allowed on ${pathname}; allowed: GET, HEAD` }));
+      return true;
+    }
+    if (files.size === 0) {
+      send(res, 404, { "content-type": "application/json" }, JSON.stringify({ code: "not_found", message: "the dashboard is not built into this installation (npm run build)" }));
+      return true;
+    }
+    let rel: string;
+    try {
+      rel = decodeURIComponent(pathname.slice(UI_PREFIX.length));
+    } catch {
+      rel = "\0";
+    }
+    // The page routes in its URL fragment, so any other path under /ui/ is a missing file.
+    const file = files.get(rel === "" ? "index.html" : rel);
+    if (!file) {
+      send(res, 404, { "content-type": "application/json" }, JSON.stringify({ code: "not_found", message: `no such path: ${pathname}` }));
+      return true;
+    }
+    const headers: Record<string, string> = {
+      "content-type": file.type,
+      "cache-control": file.immutable ? "public, max-age=31536000, immutable" : "no-cache",
+      etag: file.etag,
+      vary: "accept-encoding",
+    };
+    if (req.headers["if-none-match"] === file.etag) {
+      send(res, 304, headers);
+      return true;
+    }
+    const acceptsGzip = /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? ""));
+    const body = acceptsGzip && file.gzip ? file.gzip : file.body;
+    if (body === file.gzip) headers["content-encoding"] = "gzip";
+    headers["content-length"] = String(body.length);
+    send(res, 200, headers, req.method === "HEAD" ? undefined : body);
+    return true;
+  };
+}
