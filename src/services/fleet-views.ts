@@ -116,11 +116,12 @@ const publishedMs = (r: Release) => (r.publishedAt ? timestampMs(r.publishedAt) 
  * those its nodes should run or report, newest first, with the channel's acks per state.
  * A reported release id the server does not know is left out.
  */
-export async function channelReleases(deps: Pick<FleetViewDeps, "store">, req: { channel: string }): Promise<MessageInitShape<typeof ListChannelReleasesResponseSchema>> {
+export async function channelReleases(deps: Pick<FleetViewDeps, "store" | "sightings">, req: { channel: string }): Promise<MessageInitShape<typeof ListChannelReleasesResponseSchema>> {
   checkId(req.channel, "channel", true);
   const { store } = deps;
   const [nodes, latest, plans] = await Promise.all([
-    store.listNodes({ channel: req.channel }),
+    // With the newest buffered sightings: what each node reports it runs.
+    store.listNodes({ channel: req.channel }).then((all) => all.map((n) => deps.sightings.overlay(n))),
     store.latestRelease(req.channel),
     store.listRollouts({ channel: req.channel }),
   ]);

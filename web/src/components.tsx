@@ -81,9 +81,13 @@ export function ActionButton(props: {
     return () => clearTimeout(t);
   }, [done]);
 
+  // The action and its description as they were when the dialog opened: what is sent is what
+  // the person saw (the status version shown), even if a poll refreshed the page meanwhile.
+  const [frozen, setFrozen] = useState<{ run: typeof props.run; explain: typeof props.explain; description: ReactNode }>();
   const open = () => {
     setReason("");
     setFailure(undefined);
+    setFrozen({ run: props.run, explain: props.explain, description: props.description });
     ref.current?.showModal();
   };
   const submit = async (e: FormEvent) => {
@@ -91,11 +95,12 @@ export function ActionButton(props: {
     setBusy(true);
     setFailure(undefined);
     try {
-      const message = await props.run(reason.trim());
+      if (!frozen) return;
+      const message = await frozen.run(reason.trim());
       ref.current?.close();
       setDone(message);
     } catch (err) {
-      setFailure(props.explain ? await props.explain(err) : describeError(err));
+      setFailure(frozen?.explain ? await frozen.explain(err) : describeError(err));
     } finally {
       setBusy(false);
     }
@@ -113,7 +118,7 @@ export function ActionButton(props: {
       <dialog ref={ref} aria-labelledby={`${id}-t`}>
         <form onSubmit={submit}>
           <h2 id={`${id}-t`}>{props.title}</h2>
-          <div>{props.description}</div>
+          <div>{frozen?.description}</div>
           <label htmlFor={`${id}-r`}>Reason{required ? "" : " (optional)"}</label>
           <textarea id={`${id}-r`} value={reason} onChange={(e) => setReason(e.target.value)} required={required} rows={3} />
           {failure && (

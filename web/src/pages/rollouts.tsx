@@ -34,7 +34,7 @@ async function explainConflict(err: unknown, planId: string, shownVersion: numbe
         <strong>Someone changed this plan while you were looking at it.</strong> You saw version {shownVersion}; it is now at version{" "}
         {s.version}, phase <strong>{s.phase}</strong>
         {s.currentStageId && `, stage ${s.currentStageId}`}
-        {s.reason && ` (${s.reason})`}. Nothing was done. Here is the new state on the page; check it and try again if the action still makes sense.
+        {s.reason && ` (${s.reason})`}. Nothing was done. The page now shows the new state: close this dialog, check it, and act again if the action still makes sense.
       </>
     );
   } catch {
