@@ -259,7 +259,7 @@ export async function startServer(
     interceptors,
     contextValues: (req) => contextValues(req as NodeRequest),
     readMaxBytes: MAX_BODY_BYTES,
-    fallback: (req, res) => void (serveUi(req as NodeRequest, res as NodeResponse) || rest(req as NodeRequest, res as NodeResponse)),
+    fallback: (req, res) => void (serveUi(req as NodeRequest, res as NodeResponse, infos.get(req as NodeRequest)) || rest(req as NodeRequest, res as NodeResponse)),
   });
 
   const handler = (req: NodeRequest, res: NodeResponse) => {

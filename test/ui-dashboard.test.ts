@@ -19,6 +19,7 @@ import { until } from "./helpers/wait.js";
 // Browser globals used in page.evaluate callbacks (which run in the page, not in Node).
 declare const sessionStorage: { getItem(key: string): string | null };
 declare const document: { cookie: string };
+declare const window: { scrollTo(x: number, y: number): void; scrollY: number };
 
 const CHROMIUM = "/usr/bin/chromium";
 const SHOTS = path.resolve("docs/screenshots");
@@ -26,7 +27,8 @@ const DIGEST = `sha256:${"cd".repeat(32)}`;
 const PLAN = "stable-r2-canary";
 const STABLE = Array.from({ length: 30 }, (_, i) => `s-${String(i + 1).padStart(2, "0")}`);
 
-describe("the dashboard in Chromium", () => {
+// Browser steps wait on the page's own polling: give a loaded machine room.
+describe("the dashboard in Chromium", { timeout: 60_000 }, () => {
   let server: TestServer;
   let admin: OrchestratorClients;
   let operatorToken: string;
@@ -112,7 +114,7 @@ describe("the dashboard in Chromium", () => {
       viewport: { width: 1280, height: 900 },
       acceptDownloads: true,
     });
-    context.setDefaultTimeout(10_000);
+    context.setDefaultTimeout(15_000);
     page = await context.newPage();
   }, 60_000);
 
@@ -150,6 +152,13 @@ describe("the dashboard in Chromium", () => {
     expect(await a11y(page)).toEqual([]);
     await shot(page, "fleet");
 
+    // A poll answers while the person reads: the page keeps its place and its rows.
+    await page.evaluate(() => window.scrollTo(0, 300));
+    await page.waitForResponse((r) => r.url().endsWith("/autonomy.v1.NodeService/SearchFleetNodes"));
+    await page.waitForTimeout(100); // the answer rendered
+    expect(await page.evaluate(() => window.scrollY)).toBe(300);
+    await page.getByText("33 matching node(s); showing 1–25").waitFor();
+
     await page.getByRole("button", { name: "Next page" }).click();
     await page.getByText("33 matching node(s); showing 26–33").waitFor();
 
@@ -167,6 +176,9 @@ describe("the dashboard in Chromium", () => {
     await page.getByRole("button", { name: "Apply" }).click();
     // Berlin is every other node from s-01; s-21 to s-30 report no release while they should run stable-r1.
     await page.getByText("5 matching node(s); showing 1–5").waitFor();
+    expect(await page.locator("tbody tr td:first-child").allTextContents()).toEqual(["s-29", "s-27", "s-25", "s-23", "s-21"]);
+    await page.waitForResponse((r) => r.url().endsWith("/autonomy.v1.NodeService/SearchFleetNodes"));
+    expect(await page.getByLabel("Labels").inputValue()).toBe("site=berlin");
     expect(await page.locator("tbody tr td:first-child").allTextContents()).toEqual(["s-29", "s-27", "s-25", "s-23", "s-21"]);
   });
 

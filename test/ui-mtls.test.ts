@@ -13,7 +13,7 @@ import { startTestServer, type TestServer } from "./helpers/server.js";
 
 declare const sessionStorage: { length: number };
 
-describe("the dashboard with a client certificate", () => {
+describe("the dashboard with a client certificate", { timeout: 60_000 }, () => {
   let work: string;
   let server: TestServer;
   let context: BrowserContext;
@@ -49,7 +49,7 @@ describe("the dashboard with a client certificate", () => {
       ignoreHTTPSErrors: true,
       clientCertificates: [{ origin: server.url, certPath: olivia.certFile, keyPath: olivia.keyFile }],
     });
-    context.setDefaultTimeout(10_000);
+    context.setDefaultTimeout(15_000);
   }, 60_000);
 
   afterAll(async () => {

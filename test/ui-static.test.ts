@@ -78,6 +78,14 @@ describe("the dashboard's files at /ui/", () => {
     expect((await h1(`${server.url}/uix`)).status).toBe(404);
   });
 
+  it("counts its requests under one route label in the metrics", async () => {
+    await h1(`${server.url}/ui/`);
+    await h1(`${server.url}/ui/nope.js`);
+    const metrics = (await h1(`${server.url}/metrics`)).text;
+    expect(metrics).toMatch(/cp_http_requests_total\{[^}]*route="GET \/ui\/"[^}]*status="200"[^}]*\} \d+/);
+    expect(metrics).not.toContain('route="GET /ui/nope.js"');
+  });
+
   it("sends gzip to a browser that accepts it", async () => {
     const index = await h1(`${server.url}/ui/`);
     const src = /src="(\/ui\/assets\/[^"]+\.js)"/.exec(index.text)![1];

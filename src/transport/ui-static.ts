@@ -3,6 +3,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import type { ServerResponse } from "node:http";
+import type { RequestInfo } from "./context.js";
 import type { NodeRequest, NodeResponse } from "./rest.js";
 
 /** Where the dashboard is served. */
@@ -98,15 +99,17 @@ function send(res: NodeResponse, status: number, headers: Record<string, string>
  * (so the caller stops there), false for every other path. The files hold no data: every
  * figure on the page comes from the RPCs, which check the caller's credential.
  */
-export function createUiStaticHandler(dir: string = defaultUiDir()): (req: NodeRequest, res: NodeResponse) => boolean {
+export function createUiStaticHandler(dir: string = defaultUiDir()): (req: NodeRequest, res: NodeResponse, info?: RequestInfo) => boolean {
   const files = loadFiles(dir);
-  return (req, res) => {
+  return (req, res, info) => {
     const pathname = (req.url ?? "/").split("?")[0];
+    if (pathname !== "/ui" && !pathname.startsWith(UI_PREFIX)) return false;
+    // One bounded label for the request metrics and the log line, whatever the file.
+    if (info) info.route = "GET /ui/";
     if (pathname === "/ui") {
       send(res, 308, { location: UI_PREFIX, "content-length": "0" });
       return true;
     }
-    if (!pathname.startsWith(UI_PREFIX)) return false;
     if (req.method !== "GET" && req.method !== "HEAD") {
       send(res, 405, { allow: "GET, HEAD", "content-type": "application/json" }, JSON.stringify({ code: "method_not_allowed", message: `${req.method} is not allowed on ${pathname}; allowed: GET, HEAD` }));
       return true;

@@ -20,16 +20,16 @@ export function NodePage({ nodeId }: { nodeId: string }) {
   const { can } = useSession();
   const now = useNow(5000);
   const queryClient = useQueryClient();
-  const summary = useQuery({ queryKey: ["node", nodeId], queryFn: () => api.nodes.getNodeSummary({ nodeId }), refetchInterval: POLL_MS });
-  const acks = useQuery({ queryKey: ["node-acks", nodeId], queryFn: () => api.releases.listNodeAcks({ nodeId }), refetchInterval: POLL_MS });
+  const summary = useQuery({ queryKey: ["node", nodeId, "summary"], queryFn: () => api.nodes.getNodeSummary({ nodeId }), refetchInterval: POLL_MS });
+  const acks = useQuery({ queryKey: ["node", nodeId, "acks"], queryFn: () => api.releases.listNodeAcks({ nodeId }), refetchInterval: POLL_MS });
   const events = useQuery({
-    queryKey: ["node-events", nodeId],
+    queryKey: ["node", nodeId, "events"],
     queryFn: () => api.events.queryEvents({ nodeId, limit: TIMELINE_LIMIT }),
     refetchInterval: POLL_MS,
     enabled: can("telemetry:read"),
   });
   const audit = useQuery({
-    queryKey: ["node-audit", nodeId],
+    queryKey: ["node", nodeId, "audit"],
     queryFn: () => api.audit.queryAuditRecords({ resource: nodeId, limit: TIMELINE_LIMIT }),
     refetchInterval: POLL_MS,
     enabled: can("audit:read"),
@@ -61,6 +61,7 @@ export function NodePage({ nodeId }: { nodeId: string }) {
 
   const s = summary.data;
   const node = s?.node;
+  // Every view of the node: summary, acks, events and audit records.
   const refresh = () => queryClient.invalidateQueries({ queryKey: ["node", nodeId] });
   return (
     <section aria-labelledby="node-h">
