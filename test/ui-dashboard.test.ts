@@ -209,8 +209,12 @@ describe("the dashboard in Chromium", { timeout: 60_000 }, () => {
     await page.goto(ui("#/releases/stable"));
     const r1 = page.getByRole("article", { name: "release stable-r1" });
     await r1.waitFor();
-    const label = await r1.getByRole("img").getAttribute("aria-label");
+    const label = await r1.getByRole("img").first().getAttribute("aria-label");
     expect(label).toBe("acks of stable-r1: healthy 20, downloading 1, failed 3, no ack 6");
+    await r1.getByText("Acks over time").click();
+    const chart = await r1.getByRole("img", { name: /^acks of stable-r1 over time since / }).getAttribute("aria-label");
+    expect(chart).toMatch(/: healthy 20, failed 3, downloading 1$/);
+    expect(await r1.locator("path.curve").count()).toBe(3);
     await page.getByRole("article", { name: "release stable-r2" }).getByText(`plans: ${PLAN}`).waitFor();
     expect(await a11y(page)).toEqual([]);
     await shot(page, "releases");
@@ -274,6 +278,11 @@ describe("the dashboard in Chromium", { timeout: 60_000 }, () => {
     const lines = readFileSync(await download.path(), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { event_name: string });
     expect(lines.length).toBe(events.length);
     expect(lines.every((l) => l.event_name === "rollout.plan.paused")).toBe(true);
+    const [csv] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Export CSV" }).click()]);
+    const csvLines = readFileSync(await csv.path(), "utf8").trim().split("\n");
+    // The same columns as `autonomy audit export --format csv`.
+    expect(csvLines[0]).toBe("seq,timestamp,event_name,category,action,outcome,actor,resource_type,resource,source,fields_json,reason,prev_hash,hash");
+    expect(csvLines.length).toBe(events.length + 1);
     expect(await a11y(page)).toEqual([]);
     await shot(page, "audit");
   });

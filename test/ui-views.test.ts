@@ -6,7 +6,7 @@ import { GateStatusSchema, RolloutPlanSchema, RolloutStatusSchema } from "../gen
 import { ValidationError } from "../src/domain/errors.js";
 import { checkFleetSearch, decodeOffsetToken, encodeOffsetToken, parseLabelSelector, searchFleet, type FleetSearchRow } from "../src/domain/fleet-query.js";
 import { SYSTEM_ACTIONS, TRANSITIONS } from "../src/domain/rollouts.js";
-import { PHASE_ACTIONS, duration, waitingOn } from "../web/src/format.js";
+import { PHASE_ACTIONS, ackCurves, duration, waitingOn } from "../web/src/format.js";
 import { h1 } from "./helpers/http.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 import { until } from "./helpers/wait.js";
@@ -110,6 +110,25 @@ describe("the dashboard's wording", () => {
     expect(waitingOn(plan, status, gates, nowMs)).toBe("stage canary: manual approval; success 3 of 4 healthy (0.75; needs 1 and at least 4); soak 4m12s left");
     expect(waitingOn(plan, create(RolloutStatusSchema, { phase: "paused", reason: "lunch" }), undefined, nowMs)).toBe("paused by an operator: lunch; resume to continue");
     expect(duration(7_260_000)).toBe("2h01m");
+  });
+});
+
+describe("acks over time", () => {
+  it("counts, per state, the nodes that had reached their current state by each ack's time", () => {
+    const at = (ms: number) => timestampFromMs(ms);
+    const curves = ackCurves([
+      { state: "healthy", updatedAt: at(3000) },
+      { state: "failed", updatedAt: at(2000) },
+      { state: "healthy", updatedAt: at(1000) },
+      { state: "pending" },
+    ]);
+    expect(Object.fromEntries(curves)).toEqual({
+      healthy: [
+        { atMs: 1000, count: 1 },
+        { atMs: 3000, count: 2 },
+      ],
+      failed: [{ atMs: 2000, count: 1 }],
+    });
   });
 });
 

@@ -75,3 +75,30 @@ export const PHASE_ACTIONS: Readonly<Record<string, readonly string[]>> = {
   cancelled: [],
   rolled_back: [],
 };
+
+/** One step of a cumulative curve: at `atMs`, `count` nodes were in the state. */
+export interface Step {
+  atMs: number;
+  count: number;
+}
+
+/**
+ * When each node reached the ack state it is in now, as cumulative curves per state (from the
+ * stored acks' updated_at: the store keeps each node's newest ack of a release, so a node that
+ * moved on from a state is counted only in its current one).
+ */
+export function ackCurves(acks: readonly { state: string; updatedAt?: Timestamp }[]): Map<string, Step[]> {
+  const byState = new Map<string, number[]>();
+  for (const a of acks) {
+    if (!a.updatedAt) continue;
+    const list = byState.get(a.state) ?? [];
+    list.push(timestampMs(a.updatedAt));
+    byState.set(a.state, list);
+  }
+  const curves = new Map<string, Step[]>();
+  for (const [state, times] of byState) {
+    times.sort((x, y) => x - y);
+    curves.set(state, times.map((atMs, i) => ({ atMs, count: i + 1 })));
+  }
+  return curves;
+}

@@ -1,9 +1,8 @@
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { toJsonString, type MessageInitShape } from "@bufbuild/protobuf";
+import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { useMutation, useQuery } from "@tanstack/react-query";
 import { useState, type FormEvent } from "react";
-import type { AuditRecord, QueryAuditRecordsRequest } from "../../../gen/autonomy/v1/audit_pb.js";
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { QueryAuditRecordsRequestSchema } from "../../../gen/autonomy/v1/audit_pb.js";
+import { AuditRecordSchema, type AuditRecord, type QueryAuditRecordsRequest, type QueryAuditRecordsRequestSchema } from "../../../gen/autonomy/v1/audit_pb.js";
 import { api } from "../api.js";
 import { ErrorNote } from "../components.js";
 import { when } from "../format.js";
@@ -32,12 +31,14 @@ function toRequest(f: Form): MessageInitShape<typeof QueryAuditRecordsRequestSch
   return req as MessageInitShape<typeof QueryAuditRecordsRequestSchema>;
 }
 
-const CSV_COLUMNS = ["seq", "timestamp", "event_name", "category", "action", "outcome", "actor", "resource_type", "resource", "source", "reason", "fields_json", "prev_hash", "hash"];
+// The same files as `autonomy audit export`: JSON lines of the records in protobuf JSON with
+// proto field names, or CSV with these columns.
+const CSV_COLUMNS = ["seq", "timestamp", "event_name", "category", "action", "outcome", "actor", "resource_type", "resource", "source", "fields_json", "reason", "prev_hash", "hash"] as const;
 const csvCell = (v: string) => (/[",\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
-function recordJson(r: AuditRecord): Record<string, string | number> {
-  return {
-    seq: Number(r.seq),
-    timestamp: when(r.timestamp).replace(" ", "T"),
+function csvRow(r: AuditRecord): string {
+  const values: Record<(typeof CSV_COLUMNS)[number], string> = {
+    seq: String(r.seq),
+    timestamp: r.timestamp ? timestampDate(r.timestamp).toISOString() : "-",
     event_name: r.eventName,
     category: r.category,
     action: r.action,
@@ -46,11 +47,12 @@ function recordJson(r: AuditRecord): Record<string, string | number> {
     resource_type: r.resourceType,
     resource: r.resource,
     source: r.source,
-    reason: r.reason,
     fields_json: r.fieldsJson,
+    reason: r.reason,
     prev_hash: r.prevHash,
     hash: r.hash,
   };
+  return CSV_COLUMNS.map((c) => csvCell(values[c])).join(",");
 }
 
 function download(name: string, type: string, text: string) {
@@ -84,9 +86,11 @@ export function AuditPage() {
         all.push(...page.records);
         next = page.nextCursor;
       } while (next !== 0n && all.length < EXPORT_MAX);
-      const rows = all.map(recordJson);
-      if (format === "jsonl") download("audit.jsonl", "application/x-ndjson", rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
-      else download("audit.csv", "text/csv", [CSV_COLUMNS.join(","), ...rows.map((r) => CSV_COLUMNS.map((c) => csvCell(String(r[c]))).join(","))].join("\n") + "\n");
+      if (format === "jsonl") {
+        download("audit.jsonl", "application/x-ndjson", all.map((r) => toJsonString(AuditRecordSchema, r, { useProtoFieldName: true }) + "\n").join(""));
+      } else {
+        download("audit.csv", "text/csv", [CSV_COLUMNS.join(","), ...all.map(csvRow)].join("\n") + "\n");
+      }
       return all.length;
     },
   });

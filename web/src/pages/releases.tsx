@@ -1,6 +1,8 @@
 import { keepPreviousData, useQuery } from "@tanstack/react-query";
+import { useState } from "react";
 import { api } from "../api.js";
-import { ErrorNote, StackedBar, type Segment } from "../components.js";
+import { ErrorNote, StackedBar, useNow, type Segment } from "../components.js";
+import { AckChart } from "./ack-chart.js";
 import { when } from "../format.js";
 
 const POLL_MS = 5000;
@@ -13,7 +15,19 @@ const STATES: [string, string][] = [
   ["rolled_back", "warn"],
 ];
 
+/** The chart is read only once someone opens it. */
+function AcksOverTime({ releaseId, nowMs }: { releaseId: string; nowMs: number }) {
+  const [open, setOpen] = useState(false);
+  return (
+    <details onToggle={(e) => setOpen(e.currentTarget.open)}>
+      <summary>Acks over time</summary>
+      {open && <AckChart releaseId={releaseId} nowMs={nowMs} />}
+    </details>
+  );
+}
+
 export function ReleasesPage({ channel }: { channel?: string }) {
+  const now = useNow(5000);
   const overview = useQuery({ queryKey: ["fleet-overview"], queryFn: () => api.nodes.getFleetOverview({}), refetchInterval: POLL_MS });
   const channels = overview.data?.channels.map((c) => c.channel) ?? [];
   const chosen = channel ?? channels[0];
@@ -59,6 +73,7 @@ export function ReleasesPage({ channel }: { channel?: string }) {
                   {cr.planIds.length > 0 && ` · plans: ${cr.planIds.join(", ")}`}
                 </p>
                 <StackedBar label={`acks of ${r.releaseId}`} segments={segments} />
+                {cr.acks.length > 0 && <AcksOverTime releaseId={r.releaseId} nowMs={now} />}
               </article>
             );
           })}
