@@ -86,6 +86,12 @@ describe("the dashboard's files at /ui/", () => {
     expect(metrics).not.toContain('route="GET /ui/nope.js"');
   });
 
+  it("keeps an HTTP/1.1 connection open from one file to the next", async () => {
+    const res = await fetch(`${server.url}/ui/`);
+    await res.text();
+    expect(res.headers.get("connection")).toBe("keep-alive");
+  });
+
   it("sends gzip to a browser that accepts it", async () => {
     const index = await h1(`${server.url}/ui/`);
     const src = /src="(\/ui\/assets\/[^"]+\.js)"/.exec(index.text)![1];

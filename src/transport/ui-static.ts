@@ -110,13 +110,23 @@ export function createUiStaticHandler(dir: string = defaultUiDir()): (req: NodeR
       send(res, 308, { location: UI_PREFIX, "content-length": "0" });
       return true;
     }
-    if (req.method !== "GET" && req.method !== "HEAD") {
-      send(res, 405, { allow: "GET, HEAD", "content-type": "application/json" }, JSON.stringify({ code: "method_not_allowed", message: `${req.method} is not allowed on ${pathname}; allowed: GET, HEAD` }));
+    if (req.method === "GET" || req.method === "HEAD") {
+      // Answer once the request is read, so an HTTP/1.1 connection stays open for the next file.
+      if (req.complete) answer(req, res, pathname);
+      else {
+        req.once("end", () => answer(req, res, pathname));
+        req.resume();
+      }
       return true;
     }
+    send(res, 405, { allow: "GET, HEAD", "content-type": "application/json" }, JSON.stringify({ code: "method_not_allowed", message: `${req.method} is not allowed on ${pathname}; allowed: GET, HEAD` }));
+    return true;
+  };
+
+  function answer(req: NodeRequest, res: NodeResponse, pathname: string): void {
     if (files.size === 0) {
       send(res, 404, { "content-type": "application/json" }, JSON.stringify({ code: "not_found", message: "the dashboard is not built into this installation (npm run build)" }));
-      return true;
+      return;
     }
     let rel: string;
     try {
@@ -128,7 +138,7 @@ export function createUiStaticHandler(dir: string = defaultUiDir()): (req: NodeR
     const file = files.get(rel === "" ? "index.html" : rel);
     if (!file) {
       send(res, 404, { "content-type": "application/json" }, JSON.stringify({ code: "not_found", message: `no such path: ${pathname}` }));
-      return true;
+      return;
     }
     const headers: Record<string, string> = {
       "content-type": file.type,
@@ -138,13 +148,12 @@ export function createUiStaticHandler(dir: string = defaultUiDir()): (req: NodeR
     };
     if (req.headers["if-none-match"] === file.etag) {
       send(res, 304, headers);
-      return true;
+      return;
     }
     const acceptsGzip = /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? ""));
     const body = acceptsGzip && file.gzip ? file.gzip : file.body;
     if (body === file.gzip) headers["content-encoding"] = "gzip";
     headers["content-length"] = String(body.length);
     send(res, 200, headers, req.method === "HEAD" ? undefined : body);
-    return true;
-  };
+  }
 }
