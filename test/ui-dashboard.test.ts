@@ -233,12 +233,18 @@ describe("the dashboard in Chromium", { timeout: 60_000 }, () => {
     expect(s.stages.find((x) => x.stageId === "canary")?.phase).toBe("passed");
   });
 
-  it("pauses and resumes the plan, each with a reason and the version it showed", async () => {
+  it("pauses, resumes, halts and recovers the plan, each with a reason and the version it showed", async () => {
     const card = planCard(page);
     await act(page, "Pause", "maintenance window");
     await card.locator(".badge.p-paused").waitFor();
     expect((await status()).reason).toBe("maintenance window");
     await act(page, "Resume", "window over");
+    await card.locator(".badge.p-active").waitFor();
+    expect((await status()).phase).toBe("active");
+    await act(page, "Halt", "alarm on the wave");
+    await card.locator(".badge.p-halted").waitFor();
+    expect(await card.getByRole("button", { name: "Pause", exact: true }).count()).toBe(0);
+    await act(page, "Recover: retry", "alarm was a false positive");
     await card.locator(".badge.p-active").waitFor();
     expect((await status()).phase).toBe("active");
   });
