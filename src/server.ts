@@ -20,7 +20,7 @@ import { createErrorInterceptor, createObserveInterceptor } from "./transport/in
 import { listenCleartext, parseListenAddress, type Listener, type ListenAddress } from "./transport/listener.js";
 import { createRestHandler, type NodeRequest, type NodeResponse, type PlainRoute } from "./transport/rest.js";
 import { createServices, registerServices } from "./transport/services.js";
-import { createUiStaticHandler } from "./transport/ui-static.js";
+import { createUiStaticHandler, refuseCrossSite } from "./transport/ui-static.js";
 import { readFlagFile, writeFileAtomic } from "./files.js";
 import { loadTlsFiles, watchCrlFile, type TlsFiles } from "./security/crl-watch.js";
 import { syncCrlOnce, type CrlSyncSettings } from "./security/crl-sync.js";
@@ -286,7 +286,7 @@ export async function startServer(
         "request",
       );
     });
-    rpc(req, res);
+    if (!refuseCrossSite(req, res, info)) rpc(req, res);
   };
 
   let api: Listener | TlsListener | undefined;

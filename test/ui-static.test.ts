@@ -92,6 +92,30 @@ describe("the dashboard's files at /ui/", () => {
     expect(res.headers.get("connection")).toBe("keep-alive");
   });
 
+  it.each([
+    ["Sec-Fetch-Site: cross-site", { "sec-fetch-site": "cross-site" }, 403],
+    ["Sec-Fetch-Site: same-site", { "sec-fetch-site": "same-site" }, 403],
+    ["an Origin of another host", { origin: "https://elsewhere.example" }, 403],
+    ["Origin: null", { origin: "null" }, 403],
+    ["Sec-Fetch-Site: same-origin", { "sec-fetch-site": "same-origin", origin: "https://elsewhere.example" }, 401],
+    ["no browser header (a CLI, an agent, curl)", {}, 401],
+  ])("a state-changing call marked %s is answered %i", async (_case, headers, status) => {
+    const res = await h1(`${server.url}/v1/nodes/n-1/drain`, {
+      method: "POST",
+      headers: { "content-type": "text/plain", ...headers },
+      body: JSON.stringify({ reason: "x" }),
+    });
+    expect(res.status).toBe(status);
+    if (status === 403) expect(res.json().message).toContain("another site");
+  });
+
+  it("lets a same-origin call through and never refuses a read", async () => {
+    const own = new URL(server.url).host;
+    const sameOrigin = await h1(`${server.url}/v1/nodes/n-1/drain`, { method: "POST", headers: { origin: `http://${own}` }, body: "{}" });
+    expect(sameOrigin.status).toBe(401);
+    expect((await h1(`${server.url}/v1/health`, { headers: { "sec-fetch-site": "cross-site" } })).status).toBe(200);
+  });
+
   it("sends gzip to a browser that accepts it", async () => {
     const index = await h1(`${server.url}/ui/`);
     const src = /src="(\/ui\/assets\/[^"]+\.js)"/.exec(index.text)![1];

@@ -157,3 +157,33 @@ export function createUiStaticHandler(dir: string = defaultUiDir()): (req: NodeR
     send(res, 200, headers, req.method === "HEAD" ? undefined : body);
   }
 }
+const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/**
+ * Refuses (403) a state-changing request that a browser says another site's page made. A
+ * browser sends its client certificate with every request to this origin, also with those a
+ * page of another site makes, and the REST paths read a JSON body whatever its content type: a
+ * form on another site could otherwise act with the certificate of an operator who opened the
+ * dashboard. Browsers mark such requests (Sec-Fetch-Site, Origin); the CLI, the agents and
+ * curl send neither header, so they are never refused here. Answers true when it answered.
+ */
+export function refuseCrossSite(req: NodeRequest, res: NodeResponse, info?: RequestInfo): boolean {
+  if (SAFE_METHODS.has(req.method ?? "GET")) return false;
+  const site = req.headers["sec-fetch-site"];
+  const origin = req.headers.origin;
+  const host = req.headers.host ?? req.headers[":authority"];
+  let foreign = site === "cross-site" || site === "same-site";
+  if (!foreign && site === undefined && typeof origin === "string") {
+    try {
+      foreign = origin === "null" || new URL(origin).host !== host;
+    } catch {
+      foreign = true;
+    }
+  }
+  if (!foreign) return false;
+  if (info) info.route = "cross_site_refused";
+  const r = res as ServerResponse;
+  r.writeHead(403, { "content-type": "application/json" });
+  r.end(JSON.stringify({ code: "permission_denied", message: "a request another site's page made is refused: open the dashboard at /ui/ on this server" }));
+  return true;
+}
