@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -48,8 +49,8 @@ const TYPES: Record<string, string> = {
 interface UiFile {
   type: string;
   body: Buffer;
-  /** The gzip encoding, when it is smaller. */
-  gzip?: Buffer;
+  /** The gzip encoding, made at the first request that accepts it (null: not smaller). */
+  gzip?: Buffer | null;
   /** Hashed names under assets/ never change: cache them for a year; everything else is revalidated. */
   immutable: boolean;
   etag: string;
@@ -71,7 +72,7 @@ function walk(dir: string, base = dir, out = new Map<string, string>()): Map<str
   return out;
 }
 
-/** Reads every file of the built dashboard into memory, each with its gzip encoding. */
+/** Reads every file of the built dashboard into memory (a few hundred KB); gzip waits for a browser that asks. */
 function loadFiles(dir: string): Map<string, UiFile> {
   const files = new Map<string, UiFile>();
   if (!existsSync(path.join(dir, "index.html"))) return files;
@@ -79,9 +80,8 @@ function loadFiles(dir: string): Map<string, UiFile> {
     const type = TYPES[path.extname(rel)];
     if (!type) continue;
     const body = readFileSync(full);
-    const gzip = gzipSync(body, { level: 9 });
-    const etag = `"${body.length.toString(16)}-${Buffer.from(gzip.subarray(-8)).toString("hex")}"`;
-    files.set(rel, { type, body, gzip: gzip.length < body.length ? gzip : undefined, immutable: rel.startsWith("assets/"), etag });
+    const etag = `"${createHash("sha256").update(body).digest("base64url").slice(0, 22)}"`;
+    files.set(rel, { type, body, immutable: rel.startsWith("assets/"), etag });
   }
   return files;
 }
@@ -151,6 +151,10 @@ export function createUiStaticHandler(dir: string = defaultUiDir()): (req: NodeR
       return;
     }
     const acceptsGzip = /\bgzip\b/.test(String(req.headers["accept-encoding"] ?? ""));
+    if (acceptsGzip && file.gzip === undefined) {
+      const gzip = gzipSync(file.body, { level: 9 });
+      file.gzip = gzip.length < file.body.length ? gzip : null;
+    }
     const body = acceptsGzip && file.gzip ? file.gzip : file.body;
     if (body === file.gzip) headers["content-encoding"] = "gzip";
     headers["content-length"] = String(body.length);
