@@ -111,11 +111,11 @@ export function AuditPage() {
           </label>
         ))}
         <label>
-          since
+          since (your local time)
           <input type="datetime-local" value={draft.since} onChange={(e) => setDraft({ ...draft, since: e.target.value })} />
         </label>
         <label>
-          until
+          until (your local time)
           <input type="datetime-local" value={draft.until} onChange={(e) => setDraft({ ...draft, until: e.target.value })} />
         </label>
         <button type="submit">Query</button>
