@@ -25,7 +25,7 @@ type Row = FleetSearchRow & { drained: boolean; drainReason: string; lastSeen?: 
 
 const emptyTotals = (): Omit<FleetTotals, "$typeName"> => ({ total: 0, up: 0, stale: 0, unknown: 0, draining: 0, drifted: 0 });
 
-/** Every node of the selection as a fleet row, with the totals GetFleetStatus counts (same rules). */
+/** Every node of the selection as a fleet row, by the rules of GetFleetStatus (lifecycle, desired release, drift). */
 async function fleetRows(deps: FleetViewDeps, channel: string | undefined, thresholdMs: number): Promise<Row[]> {
   const all = await deps.store.listNodes({ channel });
   const desired = await desiredReleases(deps.store, all);
