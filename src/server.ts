@@ -24,6 +24,7 @@ import { createGate } from "./transport/gate.js";
 import { DEFAULT_LIMITS, validateLimits, type TransportLimits } from "./transport/limits.js";
 import { RateLimiter, type RateLimitSettings } from "./transport/rate-limit.js";
 import { createServices, registerServices } from "./transport/services.js";
+import { createUiStaticHandler, refuseCrossSite } from "./transport/ui-static.js";
 import { readFlagFile } from "./files.js";
 import { loadTlsFiles, watchCrlFile, type TlsFiles } from "./security/crl-watch.js";
 import { syncCrlOnce, type CrlSyncSettings } from "./security/crl-sync.js";
@@ -281,19 +282,21 @@ export async function startServer(
       maxBodyBytes: MAX_BODY_BYTES,
       onUnexpected,
     });
+    const serveUi = createUiStaticHandler();
     const rpc = connectNodeAdapter({
       routes: (router) => registerServices(router, services),
       interceptors,
       contextValues: (req) => contextValues(req as NodeRequest),
       readMaxBytes: MAX_BODY_BYTES,
-      fallback: (req, res) => void rest(req as NodeRequest, res as NodeResponse),
+      fallback: (req, res) =>
+        void (serveUi(req as NodeRequest, res as NodeResponse, infos.get(req as NodeRequest)) || rest(req as NodeRequest, res as NodeResponse)),
     });
     const gated = createGate(
       {
         services,
         resolveRest: createRestResolver(services),
         isOpen: (method) => !authorizer.enforced || getOption(method, permission) === "public",
-        checkCredential: (method, peer, header) => authorizer.checkCredential(method, peer, header),
+        checkCredential: (method, peer, header, source) => authorizer.checkCredential(method, peer, header, source),
         infoOf: (req) => infos.get(req) ?? {},
         limiter: new RateLimiter(config.unauthenticatedRate ?? DEFAULT_UNAUTHENTICATED_RATE),
         maxBodyBytes: MAX_BODY_BYTES,
@@ -331,7 +334,7 @@ export async function startServer(
           "request",
         );
       });
-      gated(req, res);
+      if (!refuseCrossSite(req, res, info)) gated(req, res);
     };
 
     let api: Listener | TlsListener;

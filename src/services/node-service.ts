@@ -18,6 +18,7 @@ import { actorOf, auditRecord } from "./audit-record.js";
 import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
 import { desiredReleases } from "./desired-release.js";
+import { fleetOverview, searchFleetNodes } from "./fleet-views.js";
 
 export const MAX_DRAIN_REASON_BYTES = 1024;
 
@@ -176,5 +177,8 @@ export function createNodeService(deps: NodeServiceDeps): ServiceImpl<typeof Nod
       });
       return { totals, latestRelease, nodes: rows, nextPageToken: more ? encodePageToken(nodes[nodes.length - 1].nodeId) : "" };
     },
+
+    getFleetOverview: (req) => fleetOverview(deps, req),
+    searchFleetNodes: (req) => searchFleetNodes(deps, req),
   };
 }

@@ -5,6 +5,7 @@ import { checkId } from "../domain/fields.js";
 import { validateAck, validateRelease } from "../domain/releases.js";
 import type { Metrics } from "../observability/metrics.js";
 import { actorOf, auditRecord } from "./audit-record.js";
+import { channelReleases } from "./fleet-views.js";
 import type { RolloutController } from "../rollouts/controller.js";
 import { ackToRow, releaseToRow } from "../store/fleet-rows.js";
 import type { SightingBuffer } from "../store/sightings.js";
@@ -83,5 +84,7 @@ export function createReleaseService(deps: {
       if (!node) throw new NotFoundError(`node "${req.nodeId}" is not enrolled`);
       return { acks, count: acks.length };
     },
+
+    listChannelReleases: (req) => channelReleases(deps, req),
   };
 }

@@ -268,7 +268,7 @@ export function createRolloutService(deps: RolloutServiceDeps): ServiceImpl<type
       const r = await record(req.planId);
       stageIndex(r, req.stageId);
       checkReason(req.reason);
-      const result = await controller.act(req.planId, "approve", { ...actorOf(ctx), reason: req.reason, stageId: req.stageId });
+      const result = await controller.act(req.planId, "approve", { ...actorOf(ctx), reason: req.reason, stageId: req.stageId, expectedVersion: req.expectedVersion });
       return { approved: true, promoted: result.promoted ?? false, message: result.message, status: statusOf(r, result.state) };
     },
   };

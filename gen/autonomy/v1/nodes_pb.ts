@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file autonomy/v1/nodes.proto.
  */
 export const file_autonomy_v1_nodes: GenFile = /*@__PURE__*/
-  fileDesc("ChdhdXRvbm9teS92MS9ub2Rlcy5wcm90bxILYXV0b25vbXkudjEi1AIKBE5vZGUSDwoHbm9kZV9pZBgBIAEoCRIPCgdjaGFubmVsGAIgASgJEi0KBmxhYmVscxgDIAMoCzIdLmF1dG9ub215LnYxLk5vZGUuTGFiZWxzRW50cnkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRIvCgtlbnJvbGxlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbGFzdF9zZWVuGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIbChNyZXBvcnRlZF9yZWxlYXNlX2lkGAcgASgJEg8KB2RyYWluZWQYCCABKAgSFAoMZHJhaW5fcmVhc29uGAkgASgJEhEKCWxpZmVjeWNsZRgKIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIs8BChFFbnJvbGxOb2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJEg8KB2NoYW5uZWwYAiABKAkSOgoGbGFiZWxzGAMgAygLMiouYXV0b25vbXkudjEuRW5yb2xsTm9kZVJlcXVlc3QuTGFiZWxzRW50cnkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRIWCg5yZXBsYWNlX2xhYmVscxgFIAEoCBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjUKEkVucm9sbE5vZGVSZXNwb25zZRIfCgRub2RlGAEgASgLMhEuYXV0b25vbXkudjEuTm9kZSJXChBIZWFydGJlYXRSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAkSGwoTcmVwb3J0ZWRfcmVsZWFzZV9pZBgCIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAMgASgJIlcKEUhlYXJ0YmVhdFJlc3BvbnNlEhEKCWxpZmVjeWNsZRgBIAEoCRIvCgtzZXJ2ZXJfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRAoQRHJhaW5Ob2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIPCgd1bmRyYWluGAMgASgIIjQKEURyYWluTm9kZVJlc3BvbnNlEh8KBG5vZGUYASABKAsyES5hdXRvbm9teS52MS5Ob2RlIl0KEExpc3ROb2Rlc1JlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRIWCglwYWdlX3NpemUYAiABKAVIAIgBARISCgpwYWdlX3Rva2VuGAMgASgJQgwKCl9wYWdlX3NpemUiTgoRTGlzdE5vZGVzUmVzcG9uc2USIAoFbm9kZXMYASADKAsyES5hdXRvbm9teS52MS5Ob2RlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIoChVHZXROb2RlU3VtbWFyeVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoCSL/AQoWR2V0Tm9kZVN1bW1hcnlSZXNwb25zZRIfCgRub2RlGAEgASgLMhEuYXV0b25vbXkudjEuTm9kZRInCgtsYXN0X2V2ZW50cxgCIAMoCzISLmF1dG9ub215LnYxLkV2ZW50EhsKE3JlcG9ydGVkX3JlbGVhc2VfaWQYAyABKAkSLQoPZGVzaXJlZF9yZWxlYXNlGAQgASgLMhQuYXV0b25vbXkudjEuUmVsZWFzZRImCghsYXN0X2FjaxgFIAEoCzIULmF1dG9ub215LnYxLk5vZGVBY2sSGAoQbG9ja19maW5nZXJwcmludBgGIAEoCRINCgVkcmlmdBgHIAEoCCIrChhHZXREZXNpcmVkUmVsZWFzZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoCSJTChlHZXREZXNpcmVkUmVsZWFzZVJlc3BvbnNlEiUKB3JlbGVhc2UYASABKAsyFC5hdXRvbm9teS52MS5SZWxlYXNlEg8KB3BsYW5faWQYAiABKAkipAEKFUdldEZsZWV0U3RhdHVzUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEiQKF3N0YWxlX3RocmVzaG9sZF9zZWNvbmRzGAIgASgFSACIAQESFgoJcGFnZV9zaXplGAMgASgFSAGIAQESEgoKcGFnZV90b2tlbhgEIAEoCUIaChhfc3RhbGVfdGhyZXNob2xkX3NlY29uZHNCDAoKX3BhZ2Vfc2l6ZSJrCgtGbGVldFRvdGFscxINCgV0b3RhbBgBIAEoBRIKCgJ1cBgCIAEoBRINCgVzdGFsZRgDIAEoBRIPCgd1bmtub3duGAQgASgFEhAKCGRyYWluaW5nGAUgASgFEg8KB2RyaWZ0ZWQYBiABKAUitwEKCUZsZWV0Tm9kZRIPCgdub2RlX2lkGAEgASgJEg8KB2NoYW5uZWwYAiABKAkSEQoJbGlmZWN5Y2xlGAMgASgJEi0KCWxhc3Rfc2VlbhgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoTcmVwb3J0ZWRfcmVsZWFzZV9pZBgFIAEoCRIaChJkZXNpcmVkX3JlbGVhc2VfaWQYBiABKAkSDQoFZHJpZnQYByABKAgisAEKFkdldEZsZWV0U3RhdHVzUmVzcG9uc2USKAoGdG90YWxzGAEgASgLMhguYXV0b25vbXkudjEuRmxlZXRUb3RhbHMSLAoObGF0ZXN0X3JlbGVhc2UYAiABKAsyFC5hdXRvbm9teS52MS5SZWxlYXNlEiUKBW5vZGVzGAMgAygLMhYuYXV0b25vbXkudjEuRmxlZXROb2RlEhcKD25leHRfcGFnZV90b2tlbhgEIAEoCTKkBwoLTm9kZVNlcnZpY2UScgoKRW5yb2xsTm9kZRIeLmF1dG9ub215LnYxLkVucm9sbE5vZGVSZXF1ZXN0Gh8uYXV0b25vbXkudjEuRW5yb2xsTm9kZVJlc3BvbnNlIiOKtRgLbm9kZTplbnJvbGyC0+STAg46ASoiCS92MS9ub2RlcxKGAQoJSGVhcnRiZWF0Eh0uYXV0b25vbXkudjEuSGVhcnRiZWF0UmVxdWVzdBoeLmF1dG9ub215LnYxLkhlYXJ0YmVhdFJlc3BvbnNlIjqKtRgObm9kZTpoZWFydGJlYXSC0+STAiI6ASoiHS92MS9ub2Rlcy97bm9kZV9pZH0vaGVhcnRiZWF0En4KCURyYWluTm9kZRIdLmF1dG9ub215LnYxLkRyYWluTm9kZVJlcXVlc3QaHi5hdXRvbm9teS52MS5EcmFpbk5vZGVSZXNwb25zZSIyirUYCm5vZGU6ZHJhaW6C0+STAh46ASoiGS92MS9ub2Rlcy97bm9kZV9pZH0vZHJhaW4SawoJTGlzdE5vZGVzEh0uYXV0b25vbXkudjEuTGlzdE5vZGVzUmVxdWVzdBoeLmF1dG9ub215LnYxLkxpc3ROb2Rlc1Jlc3BvbnNlIh+KtRgKZmxlZXQ6cmVhZILT5JMCCxIJL3YxL25vZGVzEowBCg5HZXROb2RlU3VtbWFyeRIiLmF1dG9ub215LnYxLkdldE5vZGVTdW1tYXJ5UmVxdWVzdBojLmF1dG9ub215LnYxLkdldE5vZGVTdW1tYXJ5UmVzcG9uc2UiMYq1GApmbGVldDpyZWFkgtPkkwIdEhsvdjEvbm9kZXMve25vZGVfaWR9L3N1bW1hcnkSnwEKEUdldERlc2lyZWRSZWxlYXNlEiUuYXV0b25vbXkudjEuR2V0RGVzaXJlZFJlbGVhc2VSZXF1ZXN0GiYuYXV0b25vbXkudjEuR2V0RGVzaXJlZFJlbGVhc2VSZXNwb25zZSI7irUYDHJlbGVhc2U6cmVhZILT5JMCJRIjL3YxL25vZGVzL3tub2RlX2lkfS9kZXNpcmVkLXJlbGVhc2USegoOR2V0RmxlZXRTdGF0dXMSIi5hdXRvbm9teS52MS5HZXRGbGVldFN0YXR1c1JlcXVlc3QaIy5hdXRvbm9teS52MS5HZXRGbGVldFN0YXR1c1Jlc3BvbnNlIh+KtRgKZmxlZXQ6cmVhZILT5JMCCxIJL3YxL2ZsZWV0YgZwcm90bzM", [file_autonomy_v1_events, file_autonomy_v1_releases, file_autonomy_v1_options, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("ChdhdXRvbm9teS92MS9ub2Rlcy5wcm90bxILYXV0b25vbXkudjEi1AIKBE5vZGUSDwoHbm9kZV9pZBgBIAEoCRIPCgdjaGFubmVsGAIgASgJEi0KBmxhYmVscxgDIAMoCzIdLmF1dG9ub215LnYxLk5vZGUuTGFiZWxzRW50cnkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRIvCgtlbnJvbGxlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbGFzdF9zZWVuGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIbChNyZXBvcnRlZF9yZWxlYXNlX2lkGAcgASgJEg8KB2RyYWluZWQYCCABKAgSFAoMZHJhaW5fcmVhc29uGAkgASgJEhEKCWxpZmVjeWNsZRgKIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIs8BChFFbnJvbGxOb2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJEg8KB2NoYW5uZWwYAiABKAkSOgoGbGFiZWxzGAMgAygLMiouYXV0b25vbXkudjEuRW5yb2xsTm9kZVJlcXVlc3QuTGFiZWxzRW50cnkSFQoNYWdlbnRfdmVyc2lvbhgEIAEoCRIWCg5yZXBsYWNlX2xhYmVscxgFIAEoCBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIjUKEkVucm9sbE5vZGVSZXNwb25zZRIfCgRub2RlGAEgASgLMhEuYXV0b25vbXkudjEuTm9kZSJXChBIZWFydGJlYXRSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAkSGwoTcmVwb3J0ZWRfcmVsZWFzZV9pZBgCIAEoCRIVCg1hZ2VudF92ZXJzaW9uGAMgASgJIlcKEUhlYXJ0YmVhdFJlc3BvbnNlEhEKCWxpZmVjeWNsZRgBIAEoCRIvCgtzZXJ2ZXJfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiRAoQRHJhaW5Ob2RlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIPCgd1bmRyYWluGAMgASgIIjQKEURyYWluTm9kZVJlc3BvbnNlEh8KBG5vZGUYASABKAsyES5hdXRvbm9teS52MS5Ob2RlIl0KEExpc3ROb2Rlc1JlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCRIWCglwYWdlX3NpemUYAiABKAVIAIgBARISCgpwYWdlX3Rva2VuGAMgASgJQgwKCl9wYWdlX3NpemUiTgoRTGlzdE5vZGVzUmVzcG9uc2USIAoFbm9kZXMYASADKAsyES5hdXRvbm9teS52MS5Ob2RlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIoChVHZXROb2RlU3VtbWFyeVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoCSL/AQoWR2V0Tm9kZVN1bW1hcnlSZXNwb25zZRIfCgRub2RlGAEgASgLMhEuYXV0b25vbXkudjEuTm9kZRInCgtsYXN0X2V2ZW50cxgCIAMoCzISLmF1dG9ub215LnYxLkV2ZW50EhsKE3JlcG9ydGVkX3JlbGVhc2VfaWQYAyABKAkSLQoPZGVzaXJlZF9yZWxlYXNlGAQgASgLMhQuYXV0b25vbXkudjEuUmVsZWFzZRImCghsYXN0X2FjaxgFIAEoCzIULmF1dG9ub215LnYxLk5vZGVBY2sSGAoQbG9ja19maW5nZXJwcmludBgGIAEoCRINCgVkcmlmdBgHIAEoCCIrChhHZXREZXNpcmVkUmVsZWFzZVJlcXVlc3QSDwoHbm9kZV9pZBgBIAEoCSJTChlHZXREZXNpcmVkUmVsZWFzZVJlc3BvbnNlEiUKB3JlbGVhc2UYASABKAsyFC5hdXRvbm9teS52MS5SZWxlYXNlEg8KB3BsYW5faWQYAiABKAkipAEKFUdldEZsZWV0U3RhdHVzUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEiQKF3N0YWxlX3RocmVzaG9sZF9zZWNvbmRzGAIgASgFSACIAQESFgoJcGFnZV9zaXplGAMgASgFSAGIAQESEgoKcGFnZV90b2tlbhgEIAEoCUIaChhfc3RhbGVfdGhyZXNob2xkX3NlY29uZHNCDAoKX3BhZ2Vfc2l6ZSJrCgtGbGVldFRvdGFscxINCgV0b3RhbBgBIAEoBRIKCgJ1cBgCIAEoBRINCgVzdGFsZRgDIAEoBRIPCgd1bmtub3duGAQgASgFEhAKCGRyYWluaW5nGAUgASgFEg8KB2RyaWZ0ZWQYBiABKAUitwEKCUZsZWV0Tm9kZRIPCgdub2RlX2lkGAEgASgJEg8KB2NoYW5uZWwYAiABKAkSEQoJbGlmZWN5Y2xlGAMgASgJEi0KCWxhc3Rfc2VlbhgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoTcmVwb3J0ZWRfcmVsZWFzZV9pZBgFIAEoCRIaChJkZXNpcmVkX3JlbGVhc2VfaWQYBiABKAkSDQoFZHJpZnQYByABKAgisAEKFkdldEZsZWV0U3RhdHVzUmVzcG9uc2USKAoGdG90YWxzGAEgASgLMhguYXV0b25vbXkudjEuRmxlZXRUb3RhbHMSLAoObGF0ZXN0X3JlbGVhc2UYAiABKAsyFC5hdXRvbm9teS52MS5SZWxlYXNlEiUKBW5vZGVzGAMgAygLMhYuYXV0b25vbXkudjEuRmxlZXROb2RlEhcKD25leHRfcGFnZV90b2tlbhgEIAEoCSJbChdHZXRGbGVldE92ZXJ2aWV3UmVxdWVzdBIkChdzdGFsZV90aHJlc2hvbGRfc2Vjb25kcxgBIAEoBUgAiAEBQhoKGF9zdGFsZV90aHJlc2hvbGRfc2Vjb25kcyJ6Cg9DaGFubmVsT3ZlcnZpZXcSDwoHY2hhbm5lbBgBIAEoCRIoCgZ0b3RhbHMYAiABKAsyGC5hdXRvbm9teS52MS5GbGVldFRvdGFscxIsCg5sYXRlc3RfcmVsZWFzZRgDIAEoCzIULmF1dG9ub215LnYxLlJlbGVhc2UidAoYR2V0RmxlZXRPdmVydmlld1Jlc3BvbnNlEigKBnRvdGFscxgBIAEoCzIYLmF1dG9ub215LnYxLkZsZWV0VG90YWxzEi4KCGNoYW5uZWxzGAIgAygLMhwuYXV0b25vbXkudjEuQ2hhbm5lbE92ZXJ2aWV3IoYCChdTZWFyY2hGbGVldE5vZGVzUmVxdWVzdBIPCgdjaGFubmVsGAEgASgJEhEKCWxpZmVjeWNsZRgCIAEoCRIWCg5sYWJlbF9zZWxlY3RvchgDIAEoCRINCgVkcmlmdBgEIAEoCRIQCghvcmRlcl9ieRgFIAEoCRISCgpkZXNjZW5kaW5nGAYgASgIEhYKCXBhZ2Vfc2l6ZRgHIAEoBUgAiAEBEhIKCnBhZ2VfdG9rZW4YCCABKAkSJAoXc3RhbGVfdGhyZXNob2xkX3NlY29uZHMYCSABKAVIAYgBAUIMCgpfcGFnZV9zaXplQhoKGF9zdGFsZV90aHJlc2hvbGRfc2Vjb25kcyLBAQoMRmxlZXROb2RlUm93EiQKBG5vZGUYASABKAsyFi5hdXRvbm9teS52MS5GbGVldE5vZGUSNQoGbGFiZWxzGAIgAygLMiUuYXV0b25vbXkudjEuRmxlZXROb2RlUm93LkxhYmVsc0VudHJ5Eg8KB2RyYWluZWQYAyABKAgSFAoMZHJhaW5fcmVhc29uGAQgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEigAEKGFNlYXJjaEZsZWV0Tm9kZXNSZXNwb25zZRInCgRyb3dzGAEgAygLMhkuYXV0b25vbXkudjEuRmxlZXROb2RlUm93EhIKCnRvdGFsX3NpemUYAiABKAUSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJEg4KBm9mZnNldBgEIAEoBTK5CQoLTm9kZVNlcnZpY2UScgoKRW5yb2xsTm9kZRIeLmF1dG9ub215LnYxLkVucm9sbE5vZGVSZXF1ZXN0Gh8uYXV0b25vbXkudjEuRW5yb2xsTm9kZVJlc3BvbnNlIiOKtRgLbm9kZTplbnJvbGyC0+STAg46ASoiCS92MS9ub2RlcxKGAQoJSGVhcnRiZWF0Eh0uYXV0b25vbXkudjEuSGVhcnRiZWF0UmVxdWVzdBoeLmF1dG9ub215LnYxLkhlYXJ0YmVhdFJlc3BvbnNlIjqKtRgObm9kZTpoZWFydGJlYXSC0+STAiI6ASoiHS92MS9ub2Rlcy97bm9kZV9pZH0vaGVhcnRiZWF0En4KCURyYWluTm9kZRIdLmF1dG9ub215LnYxLkRyYWluTm9kZVJlcXVlc3QaHi5hdXRvbm9teS52MS5EcmFpbk5vZGVSZXNwb25zZSIyirUYCm5vZGU6ZHJhaW6C0+STAh46ASoiGS92MS9ub2Rlcy97bm9kZV9pZH0vZHJhaW4SawoJTGlzdE5vZGVzEh0uYXV0b25vbXkudjEuTGlzdE5vZGVzUmVxdWVzdBoeLmF1dG9ub215LnYxLkxpc3ROb2Rlc1Jlc3BvbnNlIh+KtRgKZmxlZXQ6cmVhZILT5JMCCxIJL3YxL25vZGVzEowBCg5HZXROb2RlU3VtbWFyeRIiLmF1dG9ub215LnYxLkdldE5vZGVTdW1tYXJ5UmVxdWVzdBojLmF1dG9ub215LnYxLkdldE5vZGVTdW1tYXJ5UmVzcG9uc2UiMYq1GApmbGVldDpyZWFkgtPkkwIdEhsvdjEvbm9kZXMve25vZGVfaWR9L3N1bW1hcnkSnwEKEUdldERlc2lyZWRSZWxlYXNlEiUuYXV0b25vbXkudjEuR2V0RGVzaXJlZFJlbGVhc2VSZXF1ZXN0GiYuYXV0b25vbXkudjEuR2V0RGVzaXJlZFJlbGVhc2VSZXNwb25zZSI7irUYDHJlbGVhc2U6cmVhZILT5JMCJRIjL3YxL25vZGVzL3tub2RlX2lkfS9kZXNpcmVkLXJlbGVhc2USegoOR2V0RmxlZXRTdGF0dXMSIi5hdXRvbm9teS52MS5HZXRGbGVldFN0YXR1c1JlcXVlc3QaIy5hdXRvbm9teS52MS5HZXRGbGVldFN0YXR1c1Jlc3BvbnNlIh+KtRgKZmxlZXQ6cmVhZILT5JMCCxIJL3YxL2ZsZWV0EokBChBHZXRGbGVldE92ZXJ2aWV3EiQuYXV0b25vbXkudjEuR2V0RmxlZXRPdmVydmlld1JlcXVlc3QaJS5hdXRvbm9teS52MS5HZXRGbGVldE92ZXJ2aWV3UmVzcG9uc2UiKIq1GApmbGVldDpyZWFkgtPkkwIUEhIvdjEvZmxlZXQvb3ZlcnZpZXcShgEKEFNlYXJjaEZsZWV0Tm9kZXMSJC5hdXRvbm9teS52MS5TZWFyY2hGbGVldE5vZGVzUmVxdWVzdBolLmF1dG9ub215LnYxLlNlYXJjaEZsZWV0Tm9kZXNSZXNwb25zZSIlirUYCmZsZWV0OnJlYWSC0+STAhESDy92MS9mbGVldC9ub2Rlc2IGcHJvdG8z", [file_autonomy_v1_events, file_autonomy_v1_releases, file_autonomy_v1_options, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * Node is one enrolled edge node.
@@ -642,6 +642,234 @@ export const GetFleetStatusResponseSchema: GenMessage<GetFleetStatusResponse> = 
   messageDesc(file_autonomy_v1_nodes, 16);
 
 /**
+ * GetFleetOverviewRequest sets the stale threshold.
+ *
+ * @generated from message autonomy.v1.GetFleetOverviewRequest
+ */
+export type GetFleetOverviewRequest = Message<"autonomy.v1.GetFleetOverviewRequest"> & {
+  /**
+   * A node seen longer ago than this counts as stale; the server's --node-stale-after when unset.
+   *
+   * @generated from field: optional int32 stale_threshold_seconds = 1;
+   */
+  staleThresholdSeconds?: number | undefined;
+};
+
+/**
+ * Describes the message autonomy.v1.GetFleetOverviewRequest.
+ * Use `create(GetFleetOverviewRequestSchema)` to create a new message.
+ */
+export const GetFleetOverviewRequestSchema: GenMessage<GetFleetOverviewRequest> = /*@__PURE__*/
+  messageDesc(file_autonomy_v1_nodes, 17);
+
+/**
+ * ChannelOverview is one channel's totals and latest release.
+ *
+ * @generated from message autonomy.v1.ChannelOverview
+ */
+export type ChannelOverview = Message<"autonomy.v1.ChannelOverview"> & {
+  /**
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+
+  /**
+   * @generated from field: autonomy.v1.FleetTotals totals = 2;
+   */
+  totals?: FleetTotals | undefined;
+
+  /**
+   * Unset when the channel has no release.
+   *
+   * @generated from field: autonomy.v1.Release latest_release = 3;
+   */
+  latestRelease?: Release | undefined;
+};
+
+/**
+ * Describes the message autonomy.v1.ChannelOverview.
+ * Use `create(ChannelOverviewSchema)` to create a new message.
+ */
+export const ChannelOverviewSchema: GenMessage<ChannelOverview> = /*@__PURE__*/
+  messageDesc(file_autonomy_v1_nodes, 18);
+
+/**
+ * GetFleetOverviewResponse holds the totals of every node and of each channel, by channel name.
+ *
+ * @generated from message autonomy.v1.GetFleetOverviewResponse
+ */
+export type GetFleetOverviewResponse = Message<"autonomy.v1.GetFleetOverviewResponse"> & {
+  /**
+   * @generated from field: autonomy.v1.FleetTotals totals = 1;
+   */
+  totals?: FleetTotals | undefined;
+
+  /**
+   * @generated from field: repeated autonomy.v1.ChannelOverview channels = 2;
+   */
+  channels: ChannelOverview[];
+};
+
+/**
+ * Describes the message autonomy.v1.GetFleetOverviewResponse.
+ * Use `create(GetFleetOverviewResponseSchema)` to create a new message.
+ */
+export const GetFleetOverviewResponseSchema: GenMessage<GetFleetOverviewResponse> = /*@__PURE__*/
+  messageDesc(file_autonomy_v1_nodes, 19);
+
+/**
+ * SearchFleetNodesRequest filters, orders and pages the fleet view. Every filter given must match.
+ *
+ * @generated from message autonomy.v1.SearchFleetNodesRequest
+ */
+export type SearchFleetNodesRequest = Message<"autonomy.v1.SearchFleetNodesRequest"> & {
+  /**
+   * Only nodes of this channel; every channel when empty.
+   *
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+
+  /**
+   * HEALTHY, STALE, DRAINING or UNAVAILABLE; every lifecycle when empty.
+   *
+   * @generated from field: string lifecycle = 2;
+   */
+  lifecycle: string;
+
+  /**
+   * key=value pairs separated by commas; a node must carry every one of them.
+   *
+   * @generated from field: string label_selector = 3;
+   */
+  labelSelector: string;
+
+  /**
+   * "drifted" (desired release differs from the reported one), "in_sync", or empty for both.
+   *
+   * @generated from field: string drift = 4;
+   */
+  drift: string;
+
+  /**
+   * node_id (the default), channel, lifecycle, last_seen, reported_release_id or
+   * desired_release_id; ties are broken by node_id.
+   *
+   * @generated from field: string order_by = 5;
+   */
+  orderBy: string;
+
+  /**
+   * Largest first.
+   *
+   * @generated from field: bool descending = 6;
+   */
+  descending: boolean;
+
+  /**
+   * 1 to 1000; 50 when unset.
+   *
+   * @generated from field: optional int32 page_size = 7;
+   */
+  pageSize?: number | undefined;
+
+  /**
+   * The next_page_token of the previous page (of the same query).
+   *
+   * @generated from field: string page_token = 8;
+   */
+  pageToken: string;
+
+  /**
+   * A node seen longer ago than this counts as stale; the server's --node-stale-after when unset.
+   *
+   * @generated from field: optional int32 stale_threshold_seconds = 9;
+   */
+  staleThresholdSeconds?: number | undefined;
+};
+
+/**
+ * Describes the message autonomy.v1.SearchFleetNodesRequest.
+ * Use `create(SearchFleetNodesRequestSchema)` to create a new message.
+ */
+export const SearchFleetNodesRequestSchema: GenMessage<SearchFleetNodesRequest> = /*@__PURE__*/
+  messageDesc(file_autonomy_v1_nodes, 20);
+
+/**
+ * FleetNodeRow is one row of the fleet search: the fleet view's columns and the node's labels.
+ *
+ * @generated from message autonomy.v1.FleetNodeRow
+ */
+export type FleetNodeRow = Message<"autonomy.v1.FleetNodeRow"> & {
+  /**
+   * @generated from field: autonomy.v1.FleetNode node = 1;
+   */
+  node?: FleetNode | undefined;
+
+  /**
+   * @generated from field: map<string, string> labels = 2;
+   */
+  labels: { [key: string]: string };
+
+  /**
+   * @generated from field: bool drained = 3;
+   */
+  drained: boolean;
+
+  /**
+   * @generated from field: string drain_reason = 4;
+   */
+  drainReason: string;
+};
+
+/**
+ * Describes the message autonomy.v1.FleetNodeRow.
+ * Use `create(FleetNodeRowSchema)` to create a new message.
+ */
+export const FleetNodeRowSchema: GenMessage<FleetNodeRow> = /*@__PURE__*/
+  messageDesc(file_autonomy_v1_nodes, 21);
+
+/**
+ * SearchFleetNodesResponse is one page of the matching nodes.
+ *
+ * @generated from message autonomy.v1.SearchFleetNodesResponse
+ */
+export type SearchFleetNodesResponse = Message<"autonomy.v1.SearchFleetNodesResponse"> & {
+  /**
+   * @generated from field: repeated autonomy.v1.FleetNodeRow rows = 1;
+   */
+  rows: FleetNodeRow[];
+
+  /**
+   * Matching nodes over all pages.
+   *
+   * @generated from field: int32 total_size = 2;
+   */
+  totalSize: number;
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 3;
+   */
+  nextPageToken: string;
+
+  /**
+   * The position of this page's first row among the matching nodes (0-based).
+   *
+   * @generated from field: int32 offset = 4;
+   */
+  offset: number;
+};
+
+/**
+ * Describes the message autonomy.v1.SearchFleetNodesResponse.
+ * Use `create(SearchFleetNodesResponseSchema)` to create a new message.
+ */
+export const SearchFleetNodesResponseSchema: GenMessage<SearchFleetNodesResponse> = /*@__PURE__*/
+  messageDesc(file_autonomy_v1_nodes, 22);
+
+/**
  * NodeService keeps the fleet inventory: enrolment, heartbeats, draining, and the views an
  * operator reads (node summary, fleet status) computed from stored facts when asked.
  *
@@ -720,6 +948,28 @@ export const NodeService: GenService<{
     methodKind: "unary";
     input: typeof GetFleetStatusRequestSchema;
     output: typeof GetFleetStatusResponseSchema;
+  },
+  /**
+   * GetFleetOverview gives the fleet's totals and, per channel, its totals and latest release
+   * (the dashboard's fleet page).
+   *
+   * @generated from rpc autonomy.v1.NodeService.GetFleetOverview
+   */
+  getFleetOverview: {
+    methodKind: "unary";
+    input: typeof GetFleetOverviewRequestSchema;
+    output: typeof GetFleetOverviewResponseSchema;
+  },
+  /**
+   * SearchFleetNodes answers one page of the fleet view, filtered by channel, lifecycle,
+   * labels and drift, in the order asked; total_size counts every matching node.
+   *
+   * @generated from rpc autonomy.v1.NodeService.SearchFleetNodes
+   */
+  searchFleetNodes: {
+    methodKind: "unary";
+    input: typeof SearchFleetNodesRequestSchema;
+    output: typeof SearchFleetNodesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_autonomy_v1_nodes, 0);

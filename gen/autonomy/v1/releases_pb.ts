@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file autonomy/v1/releases.proto.
  */
 export const file_autonomy_v1_releases: GenFile = /*@__PURE__*/
-  fileDesc("ChphdXRvbm9teS92MS9yZWxlYXNlcy5wcm90bxILYXV0b25vbXkudjEiNQoIQXJ0aWZhY3QSDAoEbmFtZRgBIAEoCRIOCgZkaWdlc3QYAiABKAkSCwoDdXJsGAMgASgJIroBCgdSZWxlYXNlEhIKCnJlbGVhc2VfaWQYASABKAkSDwoHY2hhbm5lbBgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEigKCWFydGlmYWN0cxgEIAMoCzIVLmF1dG9ub215LnYxLkFydGlmYWN0Eg0KBW5vdGVzGAUgASgJEjAKDHB1Ymxpc2hlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc3RhZ2VkGAcgASgIIswBCgdOb2RlQWNrEg8KB25vZGVfaWQYASABKAkSEgoKcmVsZWFzZV9pZBgCIAEoCRINCgVzdGF0ZRgDIAEoCRIPCgdtZXNzYWdlGAQgASgJEhsKE3JlcG9ydGVkX3JlbGVhc2VfaWQYBSABKAkSLwoLb2JzZXJ2ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIj4KFVB1Ymxpc2hSZWxlYXNlUmVxdWVzdBIlCgdyZWxlYXNlGAEgASgLMhQuYXV0b25vbXkudjEuUmVsZWFzZSJQChZQdWJsaXNoUmVsZWFzZVJlc3BvbnNlEiUKB3JlbGVhc2UYASABKAsyFC5hdXRvbm9teS52MS5SZWxlYXNlEg8KB2NyZWF0ZWQYAiABKAgiKgoXR2V0TGF0ZXN0UmVsZWFzZVJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCSJBChhHZXRMYXRlc3RSZWxlYXNlUmVzcG9uc2USJQoHcmVsZWFzZRgBIAEoCzIULmF1dG9ub215LnYxLlJlbGVhc2UiLAoWTGlzdFJlbGVhc2VBY2tzUmVxdWVzdBISCgpyZWxlYXNlX2lkGAEgASgJIkwKF0xpc3RSZWxlYXNlQWNrc1Jlc3BvbnNlEiIKBGFja3MYASADKAsyFC5hdXRvbm9teS52MS5Ob2RlQWNrEg0KBWNvdW50GAIgASgFIqUBChBVcHNlcnRBY2tSZXF1ZXN0EhIKCnJlbGVhc2VfaWQYASABKAkSDwoHbm9kZV9pZBgCIAEoCRINCgVzdGF0ZRgDIAEoCRIPCgdtZXNzYWdlGAQgASgJEhsKE3JlcG9ydGVkX3JlbGVhc2VfaWQYBSABKAkSLwoLb2JzZXJ2ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkUKEVVwc2VydEFja1Jlc3BvbnNlEiEKA2FjaxgBIAEoCzIULmF1dG9ub215LnYxLk5vZGVBY2sSDQoFc3RhbGUYAiABKAgiJgoTTGlzdE5vZGVBY2tzUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJIkkKFExpc3ROb2RlQWNrc1Jlc3BvbnNlEiIKBGFja3MYASADKAsyFC5hdXRvbm9teS52MS5Ob2RlQWNrEg0KBWNvdW50GAIgASgFMvkFCg5SZWxlYXNlU2VydmljZRKLAQoOUHVibGlzaFJlbGVhc2USIi5hdXRvbm9teS52MS5QdWJsaXNoUmVsZWFzZVJlcXVlc3QaIy5hdXRvbm9teS52MS5QdWJsaXNoUmVsZWFzZVJlc3BvbnNlIjCKtRgPcmVsZWFzZTpwdWJsaXNogtPkkwIXOgdyZWxlYXNlIgwvdjEvcmVsZWFzZXMSjAEKEEdldExhdGVzdFJlbGVhc2USJC5hdXRvbm9teS52MS5HZXRMYXRlc3RSZWxlYXNlUmVxdWVzdBolLmF1dG9ub215LnYxLkdldExhdGVzdFJlbGVhc2VSZXNwb25zZSIrirUYDHJlbGVhc2U6cmVhZILT5JMCFRITL3YxL3JlbGVhc2VzL2xhdGVzdBKSAQoPTGlzdFJlbGVhc2VBY2tzEiMuYXV0b25vbXkudjEuTGlzdFJlbGVhc2VBY2tzUmVxdWVzdBokLmF1dG9ub215LnYxLkxpc3RSZWxlYXNlQWNrc1Jlc3BvbnNlIjSKtRgKZmxlZXQ6cmVhZILT5JMCIBIeL3YxL3JlbGVhc2VzL3tyZWxlYXNlX2lkfS9hY2tzEqwBCglVcHNlcnRBY2sSHS5hdXRvbm9teS52MS5VcHNlcnRBY2tSZXF1ZXN0Gh4uYXV0b25vbXkudjEuVXBzZXJ0QWNrUmVzcG9uc2UiYIq1GAtyZWxlYXNlOmFja4LT5JMCSzoBKlocOgEqIhcvdjEvbm9kZXMve25vZGVfaWR9L2FjaxooL3YxL3JlbGVhc2VzL3tyZWxlYXNlX2lkfS9hY2tzL3tub2RlX2lkfRKFAQoMTGlzdE5vZGVBY2tzEiAuYXV0b25vbXkudjEuTGlzdE5vZGVBY2tzUmVxdWVzdBohLmF1dG9ub215LnYxLkxpc3ROb2RlQWNrc1Jlc3BvbnNlIjCKtRgMcmVsZWFzZTpyZWFkgtPkkwIaEhgvdjEvbm9kZXMve25vZGVfaWR9L2Fja3NiBnByb3RvMw", [file_autonomy_v1_options, file_google_api_annotations, file_google_protobuf_timestamp]);
+  fileDesc("ChphdXRvbm9teS92MS9yZWxlYXNlcy5wcm90bxILYXV0b25vbXkudjEiNQoIQXJ0aWZhY3QSDAoEbmFtZRgBIAEoCRIOCgZkaWdlc3QYAiABKAkSCwoDdXJsGAMgASgJIroBCgdSZWxlYXNlEhIKCnJlbGVhc2VfaWQYASABKAkSDwoHY2hhbm5lbBgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEigKCWFydGlmYWN0cxgEIAMoCzIVLmF1dG9ub215LnYxLkFydGlmYWN0Eg0KBW5vdGVzGAUgASgJEjAKDHB1Ymxpc2hlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGc3RhZ2VkGAcgASgIIswBCgdOb2RlQWNrEg8KB25vZGVfaWQYASABKAkSEgoKcmVsZWFzZV9pZBgCIAEoCRINCgVzdGF0ZRgDIAEoCRIPCgdtZXNzYWdlGAQgASgJEhsKE3JlcG9ydGVkX3JlbGVhc2VfaWQYBSABKAkSLwoLb2JzZXJ2ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIj4KFVB1Ymxpc2hSZWxlYXNlUmVxdWVzdBIlCgdyZWxlYXNlGAEgASgLMhQuYXV0b25vbXkudjEuUmVsZWFzZSJQChZQdWJsaXNoUmVsZWFzZVJlc3BvbnNlEiUKB3JlbGVhc2UYASABKAsyFC5hdXRvbm9teS52MS5SZWxlYXNlEg8KB2NyZWF0ZWQYAiABKAgiKgoXR2V0TGF0ZXN0UmVsZWFzZVJlcXVlc3QSDwoHY2hhbm5lbBgBIAEoCSJBChhHZXRMYXRlc3RSZWxlYXNlUmVzcG9uc2USJQoHcmVsZWFzZRgBIAEoCzIULmF1dG9ub215LnYxLlJlbGVhc2UiLAoWTGlzdFJlbGVhc2VBY2tzUmVxdWVzdBISCgpyZWxlYXNlX2lkGAEgASgJIkwKF0xpc3RSZWxlYXNlQWNrc1Jlc3BvbnNlEiIKBGFja3MYASADKAsyFC5hdXRvbm9teS52MS5Ob2RlQWNrEg0KBWNvdW50GAIgASgFIqUBChBVcHNlcnRBY2tSZXF1ZXN0EhIKCnJlbGVhc2VfaWQYASABKAkSDwoHbm9kZV9pZBgCIAEoCRINCgVzdGF0ZRgDIAEoCRIPCgdtZXNzYWdlGAQgASgJEhsKE3JlcG9ydGVkX3JlbGVhc2VfaWQYBSABKAkSLwoLb2JzZXJ2ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkUKEVVwc2VydEFja1Jlc3BvbnNlEiEKA2FjaxgBIAEoCzIULmF1dG9ub215LnYxLk5vZGVBY2sSDQoFc3RhbGUYAiABKAgiJgoTTGlzdE5vZGVBY2tzUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJIkkKFExpc3ROb2RlQWNrc1Jlc3BvbnNlEiIKBGFja3MYASADKAsyFC5hdXRvbm9teS52MS5Ob2RlQWNrEg0KBWNvdW50GAIgASgFIi0KGkxpc3RDaGFubmVsUmVsZWFzZXNSZXF1ZXN0Eg8KB2NoYW5uZWwYASABKAkiLQoNQWNrU3RhdGVDb3VudBINCgVzdGF0ZRgBIAEoCRINCgVub2RlcxgCIAEoBSK/AQoOQ2hhbm5lbFJlbGVhc2USJQoHcmVsZWFzZRgBIAEoCzIULmF1dG9ub215LnYxLlJlbGVhc2USKAoEYWNrcxgCIAMoCzIaLmF1dG9ub215LnYxLkFja1N0YXRlQ291bnQSEQoJbm90X2Fja2VkGAMgASgFEg4KBmxhdGVzdBgEIAEoCBIQCghwbGFuX2lkcxgFIAMoCRISCgpkZXNpcmVkX2J5GAYgASgFEhMKC3JlcG9ydGVkX2J5GAcgASgFImMKG0xpc3RDaGFubmVsUmVsZWFzZXNSZXNwb25zZRIVCg1jaGFubmVsX25vZGVzGAEgASgFEi0KCHJlbGVhc2VzGAIgAygLMhsuYXV0b25vbXkudjEuQ2hhbm5lbFJlbGVhc2UymwcKDlJlbGVhc2VTZXJ2aWNlEosBCg5QdWJsaXNoUmVsZWFzZRIiLmF1dG9ub215LnYxLlB1Ymxpc2hSZWxlYXNlUmVxdWVzdBojLmF1dG9ub215LnYxLlB1Ymxpc2hSZWxlYXNlUmVzcG9uc2UiMIq1GA9yZWxlYXNlOnB1Ymxpc2iC0+STAhc6B3JlbGVhc2UiDC92MS9yZWxlYXNlcxKMAQoQR2V0TGF0ZXN0UmVsZWFzZRIkLmF1dG9ub215LnYxLkdldExhdGVzdFJlbGVhc2VSZXF1ZXN0GiUuYXV0b25vbXkudjEuR2V0TGF0ZXN0UmVsZWFzZVJlc3BvbnNlIiuKtRgMcmVsZWFzZTpyZWFkgtPkkwIVEhMvdjEvcmVsZWFzZXMvbGF0ZXN0EpIBCg9MaXN0UmVsZWFzZUFja3MSIy5hdXRvbm9teS52MS5MaXN0UmVsZWFzZUFja3NSZXF1ZXN0GiQuYXV0b25vbXkudjEuTGlzdFJlbGVhc2VBY2tzUmVzcG9uc2UiNIq1GApmbGVldDpyZWFkgtPkkwIgEh4vdjEvcmVsZWFzZXMve3JlbGVhc2VfaWR9L2Fja3MSrAEKCVVwc2VydEFjaxIdLmF1dG9ub215LnYxLlVwc2VydEFja1JlcXVlc3QaHi5hdXRvbm9teS52MS5VcHNlcnRBY2tSZXNwb25zZSJgirUYC3JlbGVhc2U6YWNrgtPkkwJLOgEqWhw6ASoiFy92MS9ub2Rlcy97bm9kZV9pZH0vYWNrGigvdjEvcmVsZWFzZXMve3JlbGVhc2VfaWR9L2Fja3Mve25vZGVfaWR9EoUBCgxMaXN0Tm9kZUFja3MSIC5hdXRvbm9teS52MS5MaXN0Tm9kZUFja3NSZXF1ZXN0GiEuYXV0b25vbXkudjEuTGlzdE5vZGVBY2tzUmVzcG9uc2UiMIq1GAxyZWxlYXNlOnJlYWSC0+STAhoSGC92MS9ub2Rlcy97bm9kZV9pZH0vYWNrcxKfAQoTTGlzdENoYW5uZWxSZWxlYXNlcxInLmF1dG9ub215LnYxLkxpc3RDaGFubmVsUmVsZWFzZXNSZXF1ZXN0GiguYXV0b25vbXkudjEuTGlzdENoYW5uZWxSZWxlYXNlc1Jlc3BvbnNlIjWKtRgKZmxlZXQ6cmVhZILT5JMCIRIfL3YxL2NoYW5uZWxzL3tjaGFubmVsfS9yZWxlYXNlc2IGcHJvdG8z", [file_autonomy_v1_options, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * Artifact is one file of a release, pinned by its content digest.
@@ -415,6 +415,139 @@ export const ListNodeAcksResponseSchema: GenMessage<ListNodeAcksResponse> = /*@_
   messageDesc(file_autonomy_v1_releases, 12);
 
 /**
+ * ListChannelReleasesRequest names the channel.
+ *
+ * @generated from message autonomy.v1.ListChannelReleasesRequest
+ */
+export type ListChannelReleasesRequest = Message<"autonomy.v1.ListChannelReleasesRequest"> & {
+  /**
+   * @generated from field: string channel = 1;
+   */
+  channel: string;
+};
+
+/**
+ * Describes the message autonomy.v1.ListChannelReleasesRequest.
+ * Use `create(ListChannelReleasesRequestSchema)` to create a new message.
+ */
+export const ListChannelReleasesRequestSchema: GenMessage<ListChannelReleasesRequest> = /*@__PURE__*/
+  messageDesc(file_autonomy_v1_releases, 13);
+
+/**
+ * AckStateCount is how many nodes acked a release in one state.
+ *
+ * @generated from message autonomy.v1.AckStateCount
+ */
+export type AckStateCount = Message<"autonomy.v1.AckStateCount"> & {
+  /**
+   * pending, downloading, applied, healthy, failed or rolled_back.
+   *
+   * @generated from field: string state = 1;
+   */
+  state: string;
+
+  /**
+   * @generated from field: int32 nodes = 2;
+   */
+  nodes: number;
+};
+
+/**
+ * Describes the message autonomy.v1.AckStateCount.
+ * Use `create(AckStateCountSchema)` to create a new message.
+ */
+export const AckStateCountSchema: GenMessage<AckStateCount> = /*@__PURE__*/
+  messageDesc(file_autonomy_v1_releases, 14);
+
+/**
+ * ChannelRelease is one release of a channel with the acks of the channel's nodes.
+ *
+ * @generated from message autonomy.v1.ChannelRelease
+ */
+export type ChannelRelease = Message<"autonomy.v1.ChannelRelease"> & {
+  /**
+   * @generated from field: autonomy.v1.Release release = 1;
+   */
+  release?: Release | undefined;
+
+  /**
+   * Per ack state, the channel's nodes whose ack for this release is in it (states with no
+   * node are left out).
+   *
+   * @generated from field: repeated autonomy.v1.AckStateCount acks = 2;
+   */
+  acks: AckStateCount[];
+
+  /**
+   * The channel's nodes that sent no ack for this release.
+   *
+   * @generated from field: int32 not_acked = 3;
+   */
+  notAcked: number;
+
+  /**
+   * The channel's latest release.
+   *
+   * @generated from field: bool latest = 4;
+   */
+  latest: boolean;
+
+  /**
+   * Rollout plans that target it, newest first.
+   *
+   * @generated from field: repeated string plan_ids = 5;
+   */
+  planIds: string[];
+
+  /**
+   * Nodes whose desired release it is.
+   *
+   * @generated from field: int32 desired_by = 6;
+   */
+  desiredBy: number;
+
+  /**
+   * Nodes that report running it.
+   *
+   * @generated from field: int32 reported_by = 7;
+   */
+  reportedBy: number;
+};
+
+/**
+ * Describes the message autonomy.v1.ChannelRelease.
+ * Use `create(ChannelReleaseSchema)` to create a new message.
+ */
+export const ChannelReleaseSchema: GenMessage<ChannelRelease> = /*@__PURE__*/
+  messageDesc(file_autonomy_v1_releases, 15);
+
+/**
+ * ListChannelReleasesResponse lists the channel's releases, newest first.
+ *
+ * @generated from message autonomy.v1.ListChannelReleasesResponse
+ */
+export type ListChannelReleasesResponse = Message<"autonomy.v1.ListChannelReleasesResponse"> & {
+  /**
+   * Nodes enrolled on the channel.
+   *
+   * @generated from field: int32 channel_nodes = 1;
+   */
+  channelNodes: number;
+
+  /**
+   * @generated from field: repeated autonomy.v1.ChannelRelease releases = 2;
+   */
+  releases: ChannelRelease[];
+};
+
+/**
+ * Describes the message autonomy.v1.ListChannelReleasesResponse.
+ * Use `create(ListChannelReleasesResponseSchema)` to create a new message.
+ */
+export const ListChannelReleasesResponseSchema: GenMessage<ListChannelReleasesResponse> = /*@__PURE__*/
+  messageDesc(file_autonomy_v1_releases, 16);
+
+/**
  * ReleaseService publishes immutable desired-state releases and collects the nodes'
  * acknowledgements of them.
  *
@@ -472,6 +605,18 @@ export const ReleaseService: GenService<{
     methodKind: "unary";
     input: typeof ListNodeAcksRequestSchema;
     output: typeof ListNodeAcksResponseSchema;
+  },
+  /**
+   * ListChannelReleases lists the releases that matter to a channel's nodes now (its latest
+   * release, the releases its rollout plans target, and those its nodes should run or report
+   * running), newest first, each with how many of the channel's nodes acked it in each state.
+   *
+   * @generated from rpc autonomy.v1.ReleaseService.ListChannelReleases
+   */
+  listChannelReleases: {
+    methodKind: "unary";
+    input: typeof ListChannelReleasesRequestSchema;
+    output: typeof ListChannelReleasesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_autonomy_v1_releases, 0);

@@ -1,0 +1,166 @@
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+import type {
+  FleetTotals,
+  GetFleetOverviewResponseSchema,
+  SearchFleetNodesRequest,
+  SearchFleetNodesResponseSchema,
+} from "../../gen/autonomy/v1/nodes_pb.js";
+import type { ChannelReleaseSchema, ListChannelReleasesResponseSchema, Release } from "../../gen/autonomy/v1/releases_pb.js";
+import { checkFleetSearch, encodeOffsetToken, searchFleet, type FleetSearchRow } from "../domain/fleet-query.js";
+import { checkId } from "../domain/fields.js";
+import { livenessOf, nodeLifecycle, staleThresholdMs } from "../domain/nodes.js";
+import type { SightingBuffer } from "../store/sightings.js";
+import type { Store } from "../store/store.js";
+import { desiredReleases } from "./desired-release.js";
+
+/** The dashboard's read views over the fleet: overview, search, and a channel's releases. */
+export interface FleetViewDeps {
+  store: Store;
+  sightings: SightingBuffer;
+  staleAfterMs: number;
+}
+
+type Row = FleetSearchRow & { drained: boolean; drainReason: string; lastSeen?: Timestamp };
+
+const emptyTotals = (): Omit<FleetTotals, "$typeName"> => ({ total: 0, up: 0, stale: 0, unknown: 0, draining: 0, drifted: 0 });
+
+/** Every node of the selection as a fleet row, by the rules of GetFleetStatus (lifecycle, desired release, drift). */
+async function fleetRows(deps: FleetViewDeps, channel: string | undefined, thresholdMs: number): Promise<Row[]> {
+  const all = await deps.store.listNodes({ channel });
+  const desired = await desiredReleases(deps.store, all);
+  const nowMs = Date.now();
+  return all.map((node) => {
+    // As node-service's nodeView: the newest buffered sighting, then the lifecycle as of now.
+    deps.sightings.overlay(node);
+    node.lifecycle = nodeLifecycle(livenessOf(node), nowMs, thresholdMs);
+    const desiredReleaseId = desired.get(node.nodeId)?.release.releaseId ?? "";
+    return {
+      nodeId: node.nodeId,
+      channel: node.channel,
+      lifecycle: node.lifecycle,
+      lastSeenMs: livenessOf(node).lastSeenMs,
+      lastSeen: node.lastSeen,
+      reportedReleaseId: node.reportedReleaseId,
+      desiredReleaseId,
+      drift: desiredReleaseId !== "" && desiredReleaseId !== node.reportedReleaseId,
+      labels: node.labels,
+      drained: node.drained,
+      drainReason: node.drainReason,
+    };
+  });
+}
+
+function count(totals: Omit<FleetTotals, "$typeName">, row: Row, nowMs: number, thresholdMs: number): void {
+  totals.total++;
+  if (row.lastSeenMs === undefined) totals.unknown++;
+  else if (nowMs - row.lastSeenMs <= thresholdMs) totals.up++;
+  else totals.stale++;
+  if (row.drained) totals.draining++;
+  if (row.drift) totals.drifted++;
+}
+
+/** GetFleetOverview: totals of every node and of each channel, channels by name. */
+export async function fleetOverview(deps: FleetViewDeps, req: { staleThresholdSeconds?: number }): Promise<MessageInitShape<typeof GetFleetOverviewResponseSchema>> {
+  const thresholdMs = staleThresholdMs(req.staleThresholdSeconds, deps.staleAfterMs);
+  const rows = await fleetRows(deps, undefined, thresholdMs);
+  const nowMs = Date.now();
+  const totals = emptyTotals();
+  const perChannel = new Map<string, Omit<FleetTotals, "$typeName">>();
+  for (const row of rows) {
+    count(totals, row, nowMs, thresholdMs);
+    let t = perChannel.get(row.channel);
+    if (!t) perChannel.set(row.channel, (t = emptyTotals()));
+    count(t, row, nowMs, thresholdMs);
+  }
+  const names = [...perChannel.keys()].sort();
+  const latest = await Promise.all(names.map((c) => deps.store.latestRelease(c)));
+  return {
+    totals,
+    channels: names.map((channel, i) => ({ channel, totals: perChannel.get(channel), latestRelease: latest[i] })),
+  };
+}
+
+/** SearchFleetNodes: one filtered, ordered page of fleet rows; totals of all matching nodes. */
+export async function searchFleetNodes(deps: FleetViewDeps, req: SearchFleetNodesRequest): Promise<MessageInitShape<typeof SearchFleetNodesResponseSchema>> {
+  checkId(req.channel, "channel", false);
+  const q = checkFleetSearch(req);
+  const thresholdMs = staleThresholdMs(req.staleThresholdSeconds, deps.staleAfterMs);
+  const rows = await fleetRows(deps, req.channel || undefined, thresholdMs);
+  const { page, total, nextOffset } = searchFleet(rows, q);
+  return {
+    rows: page.map((r) => ({
+      node: {
+        nodeId: r.nodeId,
+        channel: r.channel,
+        lifecycle: r.lifecycle,
+        lastSeen: r.lastSeen,
+        reportedReleaseId: r.reportedReleaseId,
+        desiredReleaseId: r.desiredReleaseId,
+        drift: r.drift,
+      },
+      labels: r.labels,
+      drained: r.drained,
+      drainReason: r.drainReason,
+    })),
+    totalSize: total,
+    nextPageToken: nextOffset === undefined ? "" : encodeOffsetToken(nextOffset),
+    offset: q.offset,
+  };
+}
+
+const publishedMs = (r: Release) => (r.publishedAt ? timestampMs(r.publishedAt) : 0);
+
+/**
+ * ListChannelReleases: the channel's latest release, the releases its plans target and
+ * those its nodes should run or report, newest first, with the channel's acks per state.
+ * A reported release id the server does not know is left out.
+ */
+export async function channelReleases(deps: Pick<FleetViewDeps, "store" | "sightings">, req: { channel: string }): Promise<MessageInitShape<typeof ListChannelReleasesResponseSchema>> {
+  checkId(req.channel, "channel", true);
+  const { store } = deps;
+  const [nodes, latest, plans] = await Promise.all([
+    // With the newest buffered sightings: what each node reports it runs.
+    store.listNodes({ channel: req.channel }).then((all) => all.map((n) => deps.sightings.overlay(n))),
+    store.latestRelease(req.channel),
+    store.listRollouts({ channel: req.channel }),
+  ]);
+  const desired = await desiredReleases(store, nodes);
+  const ids = new Set<string>();
+  if (latest) ids.add(latest.releaseId);
+  for (const p of plans) ids.add(p.plan.releaseId);
+  const desiredBy = new Map<string, number>();
+  const reportedBy = new Map<string, number>();
+  for (const n of nodes) {
+    const d = desired.get(n.nodeId)?.release.releaseId;
+    if (d) desiredBy.set(d, (desiredBy.get(d) ?? 0) + 1);
+    if (n.reportedReleaseId) reportedBy.set(n.reportedReleaseId, (reportedBy.get(n.reportedReleaseId) ?? 0) + 1);
+  }
+  for (const id of desiredBy.keys()) ids.add(id);
+  for (const id of reportedBy.keys()) ids.add(id);
+  const channelNodes = new Set(nodes.map((n) => n.nodeId));
+  const found = await Promise.all(
+    [...ids].map(async (id) => {
+      const release = await store.getRelease(id);
+      // A node may report a release of another channel, or one this server never stored.
+      if (!release || release.channel !== req.channel) return undefined;
+      const acks = (await store.acksOfRelease(id)).filter((a) => channelNodes.has(a.nodeId));
+      const states = new Map<string, number>();
+      for (const a of acks) states.set(a.state, (states.get(a.state) ?? 0) + 1);
+      const entry: MessageInitShape<typeof ChannelReleaseSchema> & { release: Release } = {
+        release,
+        acks: [...states].map(([state, n]) => ({ state, nodes: n })),
+        notAcked: channelNodes.size - acks.length,
+        latest: latest?.releaseId === id,
+        planIds: plans.filter((p) => p.plan.releaseId === id).map((p) => p.plan.planId),
+        desiredBy: desiredBy.get(id) ?? 0,
+        reportedBy: reportedBy.get(id) ?? 0,
+      };
+      return entry;
+    }),
+  );
+  const releases = found
+    .filter((r) => r !== undefined)
+    .sort((a, b) => publishedMs(b.release) - publishedMs(a.release) || (a.release.releaseId < b.release.releaseId ? -1 : 1));
+  return { channelNodes: nodes.length, releases };
+}
