@@ -3,6 +3,7 @@ import { createPublicKey } from "node:crypto";
 import { Command, Option } from "commander";
 import { runAgent } from "../../agent/agent.js";
 import { readState } from "../../agent/state.js";
+import { startShipper } from "../../agent/spool/shipper.js";
 import { buildInfo } from "../../build-info.js";
 import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
 import { runCommand } from "../shared/output.js";
@@ -84,6 +85,8 @@ export function runAgentCommand(): Command {
         process.once("SIGTERM", () => onSignal("SIGTERM"));
         process.once("SIGINT", () => onSignal("SIGINT"));
         const api = edgeClients(global);
+        // Ships the event spool alongside the agent loop, until the same signal stops both.
+        const shipper = startShipper({ api, stateDir: global.stateDir, logger, signal: stop.signal });
         try {
           await runAgent(
             {
@@ -107,6 +110,8 @@ export function runAgentCommand(): Command {
           if (!stop.signal.aborted) throw err;
           logger.info("stopped");
         } finally {
+          stop.abort();
+          await shipper.done;
           api.close();
         }
       }),
