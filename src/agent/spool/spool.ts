@@ -104,6 +104,11 @@ const SEGMENT = /^seg-(\d{20})\.log$/;
 const segmentName = (base: number) => `seg-${String(base).padStart(20, "0")}.log`;
 /** A fully acknowledged last segment at least this big is replaced by an empty one. */
 const ROTATE_DRAINED_BYTES = 64 * 1024;
+/**
+ * A file of this size is kept beside the segments and given up when the disk is full, so the
+ * shipper can always write the cursor that lets it delete what was sent.
+ */
+const RESERVE_BYTES = 64 * 1024;
 /** Bytes read at once when streaming frames out of a segment. */
 const READ_CHUNK = 1024 * 1024;
 
@@ -130,6 +135,11 @@ function readAt(file: string, offset: number, length: number): Buffer {
   } finally {
     closeSync(fd);
   }
+}
+
+/** Writes all of `buf`: a write on a filling disk may take only part of it, and only the next one fails. */
+function writeAll(fd: number, buf: Buffer): void {
+  for (let done = 0; done < buf.length; ) done += writeSync(fd, buf, done, buf.length - done);
 }
 
 const isNoSpace = (err: unknown) => ["ENOSPC", "EDQUOT"].includes((err as NodeJS.ErrnoException).code ?? "");
@@ -231,7 +241,37 @@ export class Spool {
   }
 
   private writeCursor(c: SpoolPosition): void {
-    writeFileAtomic(path.join(this.dir, "cursor.json"), JSON.stringify(c) + "\n", 0o600);
+    const write = () => writeFileAtomic(path.join(this.dir, "cursor.json"), JSON.stringify(c) + "\n", 0o600);
+    try {
+      write();
+    } catch (err) {
+      if (!isNoSpace(err)) throw err;
+      rmSync(path.join(this.dir, `cursor.json.tmp-${process.pid}`), { force: true });
+      rmSync(path.join(this.dir, "reserve"), { force: true });
+      this.log("warn", {}, "spool: the disk is full; gave up the reserve to write the cursor");
+      write();
+    }
+  }
+
+  /** Makes the reserve file when it is missing; a disk without room for it is a full spool. */
+  private ensureReserve(): void {
+    const file = path.join(this.dir, "reserve");
+    try {
+      if (statSync(file).size === RESERVE_BYTES) return;
+    } catch {
+      // missing: make it
+    }
+    const fd = openSync(file, "w", 0o600);
+    try {
+      writeAll(fd, Buffer.alloc(RESERVE_BYTES));
+      fdatasyncSync(fd);
+    } catch (err) {
+      closeSync(fd);
+      rmSync(file, { force: true });
+      if (isNoSpace(err)) throw new SpoolFullError(`spool full: no space left on the disk of ${this.dir}; the events were not spooled`);
+      throw err;
+    }
+    closeSync(fd);
   }
 
   counters(): SpoolCounters {
@@ -248,7 +288,8 @@ export class Spool {
     try {
       writeFileAtomic(path.join(this.dir, "counters.json"), JSON.stringify(c) + "\n", 0o600);
     } catch (err) {
-      this.log("warn", { err: (err as Error).message }, "cannot update the spool counters");
+      rmSync(path.join(this.dir, `counters.json.tmp-${process.pid}`), { force: true });
+      this.log("warn", { err: (err as Error).message }, "spool: cannot update the counters");
     }
   }
 
@@ -350,6 +391,7 @@ export class Spool {
     if (incoming > this.maxBytes) {
       throw new SpoolFullError(`spool full: ${incoming} bytes of events do not fit in --spool-max-bytes ${this.maxBytes}`);
     }
+    this.ensureReserve();
     let tail = this.tailLocked();
     const segs = this.segments();
     const cursor = this.position(segs);
@@ -380,7 +422,7 @@ export class Spool {
         t = { base: current.base, fd: openSync(this.file(current.base), "a", 0o600), from: current.size, created };
         touched.push(t);
       }
-      writeSync(t.fd, pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes));
+      writeAll(t.fd, pending.length === 1 ? pending[0] : Buffer.concat(pending, pendingBytes));
       current.size += pendingBytes;
       pending = [];
       pendingBytes = 0;
