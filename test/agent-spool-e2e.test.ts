@@ -12,6 +12,8 @@ import { eventually, until } from "./helpers/wait.js";
 /** How many events and agent kills; the soak script (npm run soak) raises them. */
 const EVENTS = Number(process.env.SPOOL_E2E_EVENTS ?? 3000);
 const KILLS = Number(process.env.SPOOL_E2E_KILLS ?? 10);
+/** npm run soak: also checks the time delivery takes at a throttled rate. */
+const SOAK = process.env.SPOOL_SOAK === "1";
 
 interface Agent {
   proc: ChildProcess;
@@ -221,6 +223,48 @@ describe("edgectl's event spool against a real server", () => {
       spawnSync("umount", [mount]);
     }
   }, 180_000);
+
+  /** Spools `n` events with the agent stopped, starts it with a throttle, and waits until all are stored. */
+  const throttled = async (name: string, n: number, rate: string, whileShipping?: (stateDir: string) => Promise<void>) => {
+    const stateDir = path.join(work, name);
+    const sent = events(name, 0, n, 300);
+    for (let i = 0; i < n; i += 500) expect((await send(stateDir, sent.slice(i, i + 500), ["--node-id", `n-${name}`])).code).toBe(0);
+    const set = await edgectl(stateDir, ["throttle", "set", "--rate", rate]);
+    expect(set.stdout).toBe(`rate ${rate}, no daily quota\n`);
+    const s = await status(stateDir);
+    const payloadBytes = s.unsent_bytes - 32 * s.unsent_frames;
+    const agent = startAgent(stateDir, `n-${name}`);
+    await until("the agent ships", async () => /spool: shipping/.test(agent.output()), 15_000);
+    const started = Date.now();
+    await whileShipping?.(stateDir);
+    let ids: string[] = [];
+    await eventually(async () => {
+      ids = await stored(`n-${name}`);
+      expect(ids.length).toBe(n);
+    }, 600_000);
+    const seconds = (Date.now() - started) / 1000;
+    expect(ids).toEqual(sent.map((e) => e.event_id));
+    expect(await stopAgent(agent)).toBe(0);
+    return { seconds, payloadBytes };
+  };
+
+  it("ships at the throttle's rate, in order, and takes a new rate without a restart", async () => {
+    await throttled("rate", 600, "16KiB/s", async (stateDir) => {
+      await sleep(1000);
+      expect((await edgectl(stateDir, ["throttle", "set", "--rate", "1MiB/s", "--daily-quota", "500MiB"])).code).toBe(0);
+      const get = await edgectl(stateDir, ["throttle", "get"]);
+      expect(get.stdout).toMatch(/^rate 1MiB\/s, daily quota 500MiB \(used [\d.]+(B|KiB) in the last 24h\)\n$/);
+    });
+  }, 120_000);
+
+  it.runIf(SOAK)("delivers within 10% of the time the throttle's rate implies", async () => {
+    const rate = 64 * 1024;
+    const { seconds, payloadBytes } = await throttled("timing", 10_000, "64KiB/s");
+    // The bucket starts full: one second of the rate goes at once.
+    const expected = (payloadBytes - rate) / rate;
+    expect(seconds).toBeGreaterThan(expected * 0.9);
+    expect(seconds).toBeLessThan(expected * 1.1);
+  }, 900_000);
 
   it("refuses events past --spool-max-bytes with exit status 4, or drops the oldest with --spool-full=drop-oldest", async () => {
     const stateDir = path.join(work, "cap");
