@@ -110,7 +110,7 @@ const ROTATE_DRAINED_BYTES = 64 * 1024;
  */
 const RESERVE_BYTES = 64 * 1024;
 /** Bytes read at once when streaming frames out of a segment. */
-const READ_CHUNK = 1024 * 1024;
+const READ_CHUNK = 256 * 1024;
 
 function fsyncDir(dir: string): void {
   const fd = openSync(dir, "r");
