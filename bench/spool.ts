@@ -4,7 +4,8 @@
  *
  *   append    events/s of Spool.append (what `events send` and the library call do), 100 events
  *             and one fdatasync per call, against a raw loop that appends the same bytes to a
- *             file and fdatasyncs it per call
+ *             file and fdatasyncs it per call; and, as the storage not chosen, the same rows
+ *             inserted into SQLite (WAL, synchronous=FULL), a transaction per call
  *   drain     events/s of `edgectl spool flush` shipping a backlog (throttle off), against the
  *             server's ingest rate for the same 500-event batches sent one at a time from here
  *   RSS       peak resident memory of `edgectl run` while it ships a large backlog
@@ -16,6 +17,7 @@ import { closeSync, fdatasyncSync, mkdirSync, mkdtempSync, openSync, rmSync, wri
 import os from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import Database from "better-sqlite3";
 import { createOrchestratorClients } from "../clients/index.js";
 import { decodeSpooled } from "../src/agent/spool/events.js";
 import { encodeFrame } from "../src/agent/spool/frame.js";
@@ -47,8 +49,18 @@ async function append(dir: string) {
   let seq = 1;
   const frames = calls.map((call) => Buffer.concat(call.map((p) => encodeFrame(seq++, Date.now(), p))));
   const spool = new Spool({ dir: path.join(dir, "append-spool") });
+  // The alternative storage: SQLite in WAL mode, durable commits, one transaction of 100 rows per call.
+  const db = new Database(path.join(dir, "spool.db"));
+  db.pragma("journal_mode = WAL");
+  db.pragma("synchronous = FULL");
+  db.exec("CREATE TABLE spool (seq INTEGER PRIMARY KEY, spooled_at INTEGER NOT NULL, payload BLOB NOT NULL)");
+  const insert = db.prepare("INSERT INTO spool (spooled_at, payload) VALUES (?, ?)");
+  const insertAll = db.transaction((rows: Buffer[]) => {
+    for (const r of rows) insert.run(Date.now(), r);
+  });
   let rawNs = 0n;
   let spoolNs = 0n;
+  let sqliteNs = 0n;
   for (let c = 0; c < APPEND_CALLS; c++) {
     let t = process.hrtime.bigint();
     writeSync(fd, frames[c]);
@@ -57,10 +69,15 @@ async function append(dir: string) {
     t = process.hrtime.bigint();
     await spool.append(calls[c]);
     spoolNs += process.hrtime.bigint() - t;
+    t = process.hrtime.bigint();
+    insertAll(calls[c]);
+    sqliteNs += process.hrtime.bigint() - t;
   }
   closeSync(fd);
+  db.close();
   const events = APPEND_CALLS * 100;
-  return { calls: APPEND_CALLS, eventsPerCall: 100, rawEventsPerSecond: events / (Number(rawNs) / 1e9), spoolEventsPerSecond: events / (Number(spoolNs) / 1e9) };
+  const perSecond = (ns: bigint) => events / (Number(ns) / 1e9);
+  return { calls: APPEND_CALLS, eventsPerCall: 100, rawEventsPerSecond: perSecond(rawNs), spoolEventsPerSecond: perSecond(spoolNs), sqliteEventsPerSecond: perSecond(sqliteNs) };
 }
 
 async function drain(dir: string) {
@@ -92,7 +109,7 @@ async function drain(dir: string) {
 
 async function rss(dir: string) {
   const stateDir = path.join(dir, "rss-agent");
-  const spool = new Spool({ dir: spoolDir(stateDir) });
+  const spool = new Spool({ dir: spoolDir(stateDir), maxBytes: 2 * BACKLOG_MIB * 1024 * 1024 });
   const perCall = 1000;
   const size = 1000;
   const calls = Math.ceil((BACKLOG_MIB * 1024 * 1024) / ((size + 32) * perCall));
@@ -124,12 +141,13 @@ async function main(): Promise<void> {
   try {
     log(`spool: append ${APPEND_CALLS} calls of 100 events; drain ${fmt(DRAIN_EVENTS)} events; RSS with a ${BACKLOG_MIB} MiB backlog`);
     const a = await append(dir);
-    log(`  append: spool ${fmt(a.spoolEventsPerSecond)} events/s, raw ${fmt(a.rawEventsPerSecond)} events/s`);
+    log(`  append: spool ${fmt(a.spoolEventsPerSecond)} events/s, raw ${fmt(a.rawEventsPerSecond)} events/s, SQLite WAL ${fmt(a.sqliteEventsPerSecond)} events/s`);
     const d = await drain(dir);
     log(`  drain: agent ${fmt(d.agentEventsPerSecond)} events/s, server ${fmt(d.serverEventsPerSecond)} events/s`);
     const r = await rss(dir);
     let out = "\nSpool: each figure against a ceiling measured in the same run\n";
     out += `  append, 100 events + fdatasync per call   spool ${fmt(a.spoolEventsPerSecond)} events/s   raw append+fdatasync ${fmt(a.rawEventsPerSecond)} events/s   ratio ${fmt(a.spoolEventsPerSecond / a.rawEventsPerSecond, 2)}\n`;
+    out += `  the same appends into SQLite (WAL, synchronous=FULL, one transaction per call)   ${fmt(a.sqliteEventsPerSecond)} events/s   ratio ${fmt(a.sqliteEventsPerSecond / a.rawEventsPerSecond, 2)}\n`;
     out += `  drain, 500-event batches, throttle off    agent ${fmt(d.agentEventsPerSecond)} events/s   server ingest ${fmt(d.serverEventsPerSecond)} events/s   ratio ${fmt(d.agentEventsPerSecond / d.serverEventsPerSecond, 2)}\n`;
     out += `  edgectl run peak RSS, ${fmt(r.backlogMiB)} MiB backlog   ${fmt(r.peakRssMiB, 1)} MiB while shipping ${fmt(r.shippedEvents)} events in ${r.seconds}s   idle agent ${fmt(r.idlePeakRssMiB, 1)} MiB\n`;
     process.stdout.write(out);
