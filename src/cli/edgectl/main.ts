@@ -30,11 +30,19 @@ const version = clientVersionCommand(
   },
   (cmd) => (cmd.opts().output as OutputFormat | undefined) ?? "text",
 ).addOption(new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("text"));
+import { deadletterCommand } from "./deadletter.js";
+import { eventsCommand } from "./events.js";
+import { spoolCommand } from "./spool.js";
+import { throttleCommand } from "./throttle.js";
 
 const program = addEdgeGlobalOptions(new Command("edgectl").description("The edge agent of the autonomy orchestrator, run on every node."))
   .addCommand(enrollCommand())
   .addCommand(runAgentCommand())
   .addCommand(statusCommand())
+  .addCommand(eventsCommand())
+  .addCommand(spoolCommand())
+  .addCommand(deadletterCommand())
+  .addCommand(throttleCommand())
   .addCommand(version)
   .addCommand(completionCommand(() => program));
 

@@ -3,6 +3,7 @@ import { createPublicKey } from "node:crypto";
 import { Command, Option } from "commander";
 import { runAgent } from "../../agent/agent.js";
 import { readState } from "../../agent/state.js";
+import { startShipper } from "../../agent/spool/shipper.js";
 import { buildInfo } from "../../build-info.js";
 import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
 import { runCommand, UsageError } from "../shared/output.js";
@@ -96,6 +97,8 @@ export function runAgentCommand(): Command {
         process.once("SIGINT", () => onSignal("SIGINT"));
         const api = edgeClients(target);
         logger.info({ url: target.url, url_source: target.source, node_id: nodeId, version: buildInfo().version }, "starting");
+        // Ships the event spool alongside the agent loop, until the same signal stops both.
+        const shipper = startShipper({ api, stateDir, logger, signal: stop.signal });
         try {
           await runAgent(
             {
@@ -121,6 +124,8 @@ export function runAgentCommand(): Command {
           if (!stop.signal.aborted) throw err;
           logger.info("stopped");
         } finally {
+          stop.abort();
+          await shipper.done;
           api.close();
         }
       }),
