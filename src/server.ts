@@ -1,4 +1,4 @@
-import http from "node:http";
+import type http from "node:http";
 import path from "node:path";
 import type http2 from "node:http2";
 import { getOption } from "@bufbuild/protobuf";

@@ -36,7 +36,7 @@ async function listen(server: net.Server): Promise<{ port: number; close: () => 
 function expectOneLine(r: { code: number; stderr: string }) {
   expect(r.code).toBe(1);
   expect(r.stderr.trim().split("\n")).toHaveLength(1);
-  expect(r.stderr).not.toMatch(/    at |node:internal|ERR_HTTP2|ECONNRESET|CANCEL \(0x8\)|internal:/);
+  expect(r.stderr).not.toMatch(/ {4}at |node:internal|ERR_HTTP2|ECONNRESET|CANCEL \(0x8\)|internal:/);
 }
 
 describe("autonomy against something that is not a working orchestrator", () => {

@@ -11,7 +11,7 @@ import { createOrchestratorClients, type OrchestratorClients } from "../clients/
 import { auditRecord, AUDIT_FIELD_BYTES, type AuditRow } from "../src/domain/audit.js";
 import { newToken } from "../src/domain/identity.js";
 import { Authorizer, LruMap } from "../src/security/authz.js";
-import { CA_CERT, initCa } from "../src/security/ca.js";
+import { initCa } from "../src/security/ca.js";
 import { CHECKPOINT_FILE } from "../src/services/audit-checkpoints.js";
 import { BOOTSTRAP_TOKEN_FILE } from "../src/server.js";
 import { PostgresStore } from "../src/store/pg/store.js";

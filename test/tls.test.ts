@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "no
 import http2 from "node:http2";
 import https from "node:https";
 import os from "node:os";
+import type { TLSSocket } from "node:tls";
 import path from "node:path";
 import { promisify } from "node:util";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
@@ -92,7 +93,7 @@ describe("TLS and mutual TLS", () => {
         .get(`${server.url}/v1/health`, { ...credsOf(ca, certs.alice), ALPNProtocols: ["http/1.1"] } as https.RequestOptions, (res) => {
           let body = "";
           res.on("data", (c) => (body += c));
-          const alpn = (res.socket as import("node:tls").TLSSocket).alpnProtocol;
+          const alpn = (res.socket as TLSSocket).alpnProtocol;
           res.on("end", () => resolve(`${alpn} ${res.statusCode} ${JSON.stringify({ status: JSON.parse(body).status })}`));
         })
         .on("error", reject);

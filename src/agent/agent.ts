@@ -6,7 +6,7 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { diagnoseTransportError, ReleaseSchema, type OrchestratorClients, type Release, type TransportFailure } from "../../clients/index.js";
 import type { Logger } from "../observability/logger.js";
-import { verifySpecSignature } from "../rollouts/signing.js";
+import { verifySpecSignature } from "../domain/signatures.js";
 import { runHook } from "./hooks.js";
 import { writeState, type AgentState } from "./state.js";
 import { writeAgentStatus, type AgentStatus } from "./status.js";

@@ -1,4 +1,4 @@
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from "node:crypto";
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { writeFileAtomic } from "../files.js";
@@ -52,14 +52,5 @@ export class SpecSigner {
 
   sign(bytes: Uint8Array): Buffer {
     return sign(null, bytes, this.privateKey);
-  }
-}
-
-/** Whether a signature over bytes verifies against a PEM public key (false for a malformed key). */
-export function verifySpecSignature(bytes: Uint8Array, signature: Uint8Array, publicKeyPem: string): boolean {
-  try {
-    return verify(null, bytes, createPublicKey(publicKeyPem), signature);
-  } catch {
-    return false;
   }
 }

@@ -14,6 +14,7 @@
  * Answers are written in the protocol of the request (REST and Connect unary JSON, gRPC and
  * gRPC-Web trailers-only, Connect streaming end-of-stream), as Connect itself would write them.
  */
+import type http from "node:http";
 import http2 from "node:http2";
 import os from "node:os";
 import { promisify } from "node:util";
@@ -140,7 +141,7 @@ export function writeError(req: NodeRequest, res: NodeResponse, protocol: Protoc
   }
   const extra: Record<string, string> = {};
   err.metadata.forEach((value, key) => (extra[key] = value));
-  const w = res as import("node:http").ServerResponse;
+  const w = res as http.ServerResponse;
   switch (protocol) {
     case "grpc":
     case "grpcweb": {

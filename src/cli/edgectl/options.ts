@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { Command, Option } from "commander";
+import { type Command, Option } from "commander";
 import YAML from "yaml";
 import { readFileSync } from "node:fs";
 import { createOrchestratorClients, diagnoseTransportError, type OrchestratorClients } from "../../../clients/index.js";

@@ -1,4 +1,4 @@
-import { Command, Help, Option, type Command as CommandType } from "commander";
+import { Command, Help, type Option, type Command as CommandType } from "commander";
 import { buildInfo } from "../../build-info.js";
 
 /** Every command of a tree, the root first. */

@@ -127,7 +127,10 @@ export const pgFleet = {
         for (const i of pending) {
           const k = key(items[i].row);
           if (inRound.has(k)) later.push(i);
-          else (inRound.add(k), round.push(i));
+          else {
+            inRound.add(k);
+            round.push(i);
+          }
         }
         const changed = await tx
           .insert(nodeAcks)

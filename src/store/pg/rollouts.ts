@@ -1,4 +1,4 @@
-import { and, asc, count, desc, eq, gt, gte, inArray, lt, max, min, notInArray, sql, type SQL } from "drizzle-orm";
+import { and, asc, count, desc, eq, gt, inArray, max, notInArray, sql, type SQL } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import { pruneRecord, refuseStaleStatus, requireChannelFree, requireRelease, requireSamePlanSpec } from "../write-rules.js";
 import { TERMINAL_PHASES } from "../../domain/rollouts.js";
@@ -7,7 +7,7 @@ import type { AuditQuery, RolloutQuery, StageNodeQuery } from "../store.js";
 import { planStageOpening, type OpenedStage, type StageOpening } from "../rollout-opening.js";
 import { chainAudit, type ChainedAuditRow } from "../../domain/audit.js";
 import { auditQueryParts } from "../audit-query.js";
-import { auditPruneGate, auditRecords, events, nodeAcks, nodes, releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
+import { auditRecords, events, nodeAcks, nodes, releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
 
 type Db = NodePgDatabase;
 
