@@ -5,6 +5,8 @@
  * Also: how many audit records the flood wrote.
  *
  *   npm run build && node dist/bench/audit-flood.js [seconds per phase, default 5] [claim bytes, default 60000]
+ *
+ * FLOOD_PATH=/v1/health floods a public path instead, for comparison.
  */
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import http2 from "node:http2";
@@ -17,6 +19,8 @@ import { BOOTSTRAP_TOKEN_FILE, startServer } from "../src/server.js";
 import { request } from "./h2-request.js";
 
 const BATCH = 500;
+/** What the flood calls: /v1/fleet (refused without credentials), or another path to compare with. */
+const floodPath = process.env.FLOOD_PATH ?? "/v1/fleet";
 
 async function flood(url: string, claim: string): Promise<void> {
   const session = http2.connect(url);
@@ -27,7 +31,7 @@ async function flood(url: string, claim: string): Promise<void> {
   parentPort!.postMessage("ready");
   const one = async () => {
     while (!stop) {
-      await request(session, { ":method": "GET", ":path": "/v1/fleet", "autonomy-operator": `${sent++}-${claim}` });
+      await request(session, { ":method": "GET", ":path": floodPath, "autonomy-operator": `${sent++}-${claim}` });
     }
   };
   await Promise.all(Array.from({ length: 16 }, one));
