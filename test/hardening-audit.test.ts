@@ -337,7 +337,7 @@ describe("tampering with the audit trail", () => {
     } finally {
       rmSync(keptElsewhere, { force: true });
     }
-  });
+  }, 120_000);
 });
 
 describe("PostgreSQL: the server's role cannot rewrite the trail", () => {
@@ -423,7 +423,7 @@ describe("the bootstrap admin", () => {
       await server.stop();
       rmSync(work, { recursive: true, force: true });
     }
-  });
+  }, 120_000);
 
   it("loses its binding when its token expires", async () => {
     const server = await startTestServer("sqlite", { rbacEnforcement: true });
@@ -551,5 +551,5 @@ describe("RBAC guard rails", () => {
       admin.close();
       await server.stop();
     }
-  });
+  }, 120_000);
 });
