@@ -322,6 +322,8 @@ describe("tampering with the audit trail", () => {
   });
 
   it("checks checkpoints kept elsewhere: a trail rewritten with its checkpoints and the server's file removed still fails", async () => {
+    await enrol(2, "d");
+    await checkpointed();
     const copy = readFileSync(path.join(server.dataDir, CHECKPOINT_FILE), "utf8");
     writeFileSync(path.join(server.dataDir, CHECKPOINT_FILE), "");
     sqliteExec(server.dataDir, "UPDATE audit_prune_gate SET open = 1; DELETE FROM audit_records WHERE event_name IN ('audit.checkpoint', 'audit.pruned'); UPDATE audit_prune_gate SET open = 0");
