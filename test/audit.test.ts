@@ -181,7 +181,8 @@ describe("autonomy audit", () => {
     db.close();
     const broken = await cli("audit", "verify");
     expect(broken).toEqual({ code: 3, out: "audit trail BROKEN: 1 problem(s) in 4 records\n  seq 2: its fields do not match its hash: the record was altered\n" });
-  });
+    // A dozen CLI processes, each a Node start: on a busy machine that takes a while.
+  }, 120_000);
 });
 
 describe.each(STORE_KINDS)("--audit-data-plane on %s", (kind) => {

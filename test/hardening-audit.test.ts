@@ -87,15 +87,16 @@ describe("refused calls in the audit trail", () => {
       stopped = true;
       const rows = storedRecords(server.dataDir, "auth.denied");
       // One record per distinct claim up to the bound, the rest in one record per reason; repeats counted.
-      expect(rows.length).toBeLessThan(300);
-      expect(rows.reduce((n, r) => n + r.len, 0)).toBeLessThan(300_000);
+      // One record per distinct claim up to 64 for this caller, then one for the rest; repeats counted when an interval ends.
+      expect(rows.length).toBeLessThan(200);
+      expect(rows.reduce((n, r) => n + r.len, 0)).toBeLessThan(200_000);
       expect(rows.reduce((n, r) => n + countOf(r), 0)).toBe(600);
       for (const r of rows) expect(r.len).toBeLessThan(1024);
       const first = JSON.parse(rows[0].fields_json);
       expect(rows[0].actor).toBe("anonymous");
       expect(first).toMatchObject({ claimed_operator_bytes: 60_002, claimed_operator_truncated: true });
       expect(Buffer.byteLength(first.claimed_operator)).toBeLessThanOrEqual(64);
-      expect(rows.some((r) => JSON.parse(r.fields_json).claimed_operator === undefined && r.actor === "many")).toBe(true);
+      expect(rows.some((r) => JSON.parse(r.fields_json).claims_and_rpcs === "many" && r.actor === "anonymous")).toBe(true);
     } finally {
       if (!stopped) await server.close();
       rmSync(server.dataDir, { recursive: true, force: true });
@@ -318,10 +319,11 @@ describe("tampering with the audit trail", () => {
     const problems = await problemsOf();
     expect(problems).toContainEqual(`seq ${middle} is missing: records were removed`);
     expect(problems).toContainEqual(expect.stringMatching(/^differs from the checkpoint \((chain|file)\) of .*: this record or one before it was rewritten$/));
-    expect(problems).not.toContainEqual(expect.stringMatching(/does not link/));
   });
 
   it("checks checkpoints kept elsewhere: a trail rewritten with its checkpoints and the server's file removed still fails", async () => {
+    await enrol(2, "d");
+    await checkpointed();
     const copy = readFileSync(path.join(server.dataDir, CHECKPOINT_FILE), "utf8");
     writeFileSync(path.join(server.dataDir, CHECKPOINT_FILE), "");
     sqliteExec(server.dataDir, "UPDATE audit_prune_gate SET open = 1; DELETE FROM audit_records WHERE event_name IN ('audit.checkpoint', 'audit.pruned'); UPDATE audit_prune_gate SET open = 0");
@@ -337,7 +339,7 @@ describe("tampering with the audit trail", () => {
     } finally {
       rmSync(keptElsewhere, { force: true });
     }
-  });
+  }, 120_000);
 });
 
 describe("PostgreSQL: the server's role cannot rewrite the trail", () => {
@@ -423,7 +425,7 @@ describe("the bootstrap admin", () => {
       await server.stop();
       rmSync(work, { recursive: true, force: true });
     }
-  });
+  }, 120_000);
 
   it("loses its binding when its token expires", async () => {
     const server = await startTestServer("sqlite", { rbacEnforcement: true });
@@ -551,5 +553,5 @@ describe("RBAC guard rails", () => {
       admin.close();
       await server.stop();
     }
-  });
+  }, 120_000);
 });

@@ -265,5 +265,6 @@ describe("autonomy rbac", () => {
       await server.stop();
       rmSync(work, { recursive: true, force: true });
     }
-  });
+    // About twenty CLI processes, each a Node start: on a busy machine that takes a while.
+  }, 120_000);
 });

@@ -167,25 +167,6 @@ export interface AuditProblem {
 }
 
 /**
- * Checks a stretch of the chain, in sequence order. `expectedPrev` is the hash the first row
- * must link to (the hash of the row before the stretch; for the first stretch, the first row's
- * own prev_hash, since pruning may have removed what came before). Returns the problems found
- * and the last hash, to continue with the next stretch.
- */
-export function verifyAuditStretch(rows: readonly ChainedAuditRow[], expectedPrev: string | undefined): { problems: AuditProblem[]; lastHash: string | undefined } {
-  const problems: AuditProblem[] = [];
-  let prev = expectedPrev;
-  for (const r of rows) {
-    if (prev !== undefined && r.prevHash !== prev) {
-      problems.push({ seq: r.seq, problem: "does not link to the record before it: a record was removed, inserted or altered" });
-    }
-    if (auditHash(r.prevHash, r) !== r.hash) problems.push({ seq: r.seq, problem: "its fields do not match its hash: the record was altered" });
-    prev = r.hash;
-  }
-  return { problems, lastHash: prev };
-}
-
-/**
  * A signed checkpoint of the chain: the newest record's seq and hash at a moment, signed with a
  * key that is not in the database (the server's Ed25519 key in its data dir). Written into the
  * chain (an audit.checkpoint record) and as a JSON line to a file and the log, which an operator

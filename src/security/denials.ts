@@ -36,25 +36,35 @@ export interface RefusalRecorderOptions {
   logger: Logger;
   /** How long one record stands for every repeat of the same refusal; 10 seconds when unset. */
   intervalMs?: number;
-  /** Distinct refusals tracked per interval; beyond it they count in one record per reason. 128 when unset. */
+  /** Distinct refusals tracked per interval; beyond it they count in one record per reason. 1024 when unset. */
   maxKeys?: number;
+  /**
+   * Distinct refusals of one caller (source and principal) per interval; beyond it that caller's
+   * refusals count in one record per reason, whatever they claim or call. 64 when unset.
+   */
+  maxKeysPerCaller?: number;
   now?: () => number;
 }
 
 export const DEFAULT_REFUSAL_INTERVAL_MS = 10_000;
-export const DEFAULT_REFUSAL_KEYS = 128;
+export const DEFAULT_REFUSAL_KEYS = 1024;
+export const DEFAULT_REFUSAL_KEYS_PER_CALLER = 64;
 
 export class RefusalRecorder {
   private windows = new Map<string, Window>();
+  /** Distinct refusals per caller in this interval. */
+  private perCaller = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
   private readonly intervalMs: number;
   private readonly maxKeys: number;
+  private readonly maxKeysPerCaller: number;
   private readonly now: () => number;
   private flushing: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: RefusalRecorderOptions) {
     this.intervalMs = opts.intervalMs ?? DEFAULT_REFUSAL_INTERVAL_MS;
     this.maxKeys = opts.maxKeys ?? DEFAULT_REFUSAL_KEYS;
+    this.maxKeysPerCaller = opts.maxKeysPerCaller ?? DEFAULT_REFUSAL_KEYS_PER_CALLER;
     this.now = opts.now ?? Date.now;
   }
 
@@ -71,10 +81,20 @@ export class RefusalRecorder {
     const claim = r.claim === undefined || r.claim === "" ? undefined : boundClaim(r.claim);
     let key = [r.eventName, r.source, r.actor, claim?.value ?? "", r.rpc, r.reason].join("\u0000");
     let refusal = r;
-    if (!this.windows.has(key) && this.windows.size >= this.maxKeys) {
-      // Too many different refusals in one interval (many sources or forged claims): one bucket per reason.
-      key = [r.eventName, "*", r.reason].join("\u0000");
-      refusal = { eventName: r.eventName, source: "many", actor: "many", rpc: "many", reason: r.reason };
+    const caller = [r.source, r.actor].join("\u0000");
+    if (!this.windows.has(key)) {
+      const seen = this.perCaller.get(caller) ?? 0;
+      if (this.windows.size >= this.maxKeys) {
+        // Too many different refusals in one interval (many sources): one bucket per reason.
+        key = [r.eventName, "*", r.reason].join("\u0000");
+        refusal = { eventName: r.eventName, source: "many", actor: "many", rpc: "many", reason: r.reason };
+      } else if (seen >= this.maxKeysPerCaller) {
+        // One caller with many different claims or calls (a flood of forged headers): one bucket per reason.
+        key = [r.eventName, r.source, r.actor, "*", r.reason].join("\u0000");
+        refusal = { eventName: r.eventName, source: r.source, actor: r.actor, rpc: "many", reason: r.reason, fields: { claims_and_rpcs: "many" } };
+      } else {
+        this.perCaller.set(caller, seen + 1);
+      }
     }
     const nowMs = this.now();
     const open = this.windows.get(key);
@@ -107,6 +127,7 @@ export class RefusalRecorder {
     this.timer = undefined;
     const closed = [...this.windows.values()].filter((w) => w.repeats > 0);
     this.windows = new Map();
+    this.perCaller = new Map();
     const rows = closed.map((w) => ({
       ...w.row,
       atMs: w.lastRepeatMs,
