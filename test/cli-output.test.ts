@@ -1,4 +1,4 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -152,6 +152,15 @@ describe("output, help and conventions of the CLIs", () => {
     const edge = (await runProgram(EDGECTL_BIN, ["help", "enroll"])).stdout;
     expect(edge).toMatch(/--node-id <id> \(required\)/);
     expect(edge).toContain("--state-dir <dir>");
+  });
+
+  it("help piped into head ends quietly", async () => {
+    for (const bin of [AUTONOMY_BIN, EDGECTL_BIN]) {
+      // `true` has exited long before the program writes: every write meets a closed pipe.
+      const r = spawnSync("bash", ["-c", `"${process.execPath}" "${bin}" help completion | true; echo "status \${PIPESTATUS[0]}"`], { encoding: "utf8" });
+      expect(r.stderr).toBe("");
+      expect(r.stdout).toBe("status 0\n");
+    }
   });
 
   it("completion bash completes subcommands and options at any depth", async () => {

@@ -46,6 +46,13 @@ function findCommand(root: CommandType, names: string[]): CommandType {
  * 2 in every command so scripts can tell them from failures of the operation (status 1).
  */
 export function finishProgram(root: CommandType): CommandType {
+  // `autonomy --help | head`: a reader that stops early ends the program quietly, not with a stack.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
   root.version(buildInfo().version, "-V, --version", "print the version and exit");
   root.helpCommand(false);
   root.addCommand(
