@@ -145,7 +145,13 @@ export function writeError(req: NodeRequest, res: NodeResponse, protocol: Protoc
   // after the answer), so the client stops sending; HTTP/1.1 closes the connection instead.
   if ("stream" in req) {
     res.once("finish", () => {
-      if (!req.complete && !req.stream.destroyed) req.stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      if (req.complete || req.stream.destroyed) return;
+      req.stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      // A body refused as it arrived (too deep, too large, too slow) was sent on purpose or by
+      // a broken client: its session takes no new streams (GOAWAY) and ends when the open ones
+      // have, so that the client pays a new connection for the next one.
+      if (err.code !== Code.Unauthenticated && err.code !== Code.ResourceExhausted) req.stream.session?.close();
+      else if (err.cause instanceof PayloadTooLargeError) req.stream.session?.close();
     });
   }
   const extra: Record<string, string> = {};
