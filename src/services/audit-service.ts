@@ -120,9 +120,8 @@ export function createAuditService(deps: { store: Store; auditCheckpoints?: Audi
 
     async pruneAuditRecords(req, ctx) {
       // Beyond 100 years the cut-off falls before any representable date.
-      if (!Number.isInteger(req.olderThanDays) || req.olderThanDays < 1 || req.olderThanDays > MAX_PRUNE_DAYS) {
-        throw new ValidationError("older_than_days", `must be 1 to ${MAX_PRUNE_DAYS}`);
-      }
+      if (!Number.isInteger(req.olderThanDays) || req.olderThanDays < 1) throw new ValidationError("older_than_days", "must be at least 1");
+      if (req.olderThanDays > MAX_PRUNE_DAYS) throw new ValidationError("older_than_days", `must be at most ${MAX_PRUNE_DAYS} (100 years)`);
       checkReason(req.reason);
       const beforeMs = Date.now() - req.olderThanDays * DAY_MS;
       const record = auditRecord(actorOf(ctx), {

@@ -14,23 +14,42 @@ export const MAX_NESTING_DEPTH = 100;
 
 const tooDeep = () => new ValidationError("", `request body: nested deeper than ${MAX_NESTING_DEPTH} levels`);
 
+/**
+ * A JSON nesting-depth check that is fed the body chunk by chunk as it arrives, so that a
+ * body nested too deep is refused at its first bytes rather than once it is read in full.
+ */
+export class JsonDepthScanner {
+  private depth = 0;
+  private inString = false;
+  private escaped = false;
+  constructor(private readonly limit = MAX_NESTING_DEPTH) {}
+
+  /** Throws ValidationError as soon as the nesting passes the limit. */
+  feed(bytes: Uint8Array): void {
+    let { depth, inString, escaped } = this;
+    for (let i = 0; i < bytes.length; i++) {
+      const c = bytes[i];
+      if (inString) {
+        if (escaped) escaped = false;
+        else if (c === 0x5c) escaped = true;
+        else if (c === 0x22) inString = false;
+      } else if (c === 0x22) {
+        inString = true;
+      } else if (c === 0x5b || c === 0x7b) {
+        if (++depth > this.limit) throw tooDeep();
+      } else if (c === 0x5d || c === 0x7d) {
+        depth--;
+      }
+    }
+    this.depth = depth;
+    this.inString = inString;
+    this.escaped = escaped;
+  }
+}
+
 /** Throws ValidationError when JSON text nests arrays and objects deeper than the limit. */
 export function checkJsonDepth(bytes: Uint8Array, limit = MAX_NESTING_DEPTH): void {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < bytes.length; i++) {
-    const c = bytes[i];
-    if (inString) {
-      if (c === 0x5c) i++; // backslash: skip the escaped byte
-      else if (c === 0x22) inString = false;
-    } else if (c === 0x22) {
-      inString = true;
-    } else if (c === 0x5b || c === 0x7b) {
-      if (++depth > limit) throw tooDeep();
-    } else if (c === 0x5d || c === 0x7d) {
-      depth--;
-    }
-  }
+  new JsonDepthScanner(limit).feed(bytes);
 }
 
 const malformed = (why: string) => new ValidationError("", `request body: malformed protobuf (${why})`);

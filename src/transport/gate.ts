@@ -25,7 +25,7 @@ import { codeToHttpStatus, codeToString } from "@connectrpc/connect/protocol-con
 import { PayloadTooLargeError, ValidationError } from "../domain/errors.js";
 import type { Logger } from "../observability/logger.js";
 import type { PeerIdentity } from "../domain/identity.js";
-import { checkJsonDepth, checkProtoMessage, envelopesOf, type Envelope } from "./body-checks.js";
+import { checkJsonDepth, checkProtoMessage, envelopesOf, JsonDepthScanner, type Envelope } from "./body-checks.js";
 import type { RequestInfo } from "./context.js";
 import { domainToConnectError, RequestTimeoutError, restErrorBody, restStatus } from "./errors.js";
 import type { RequestHandler } from "./listener.js";
@@ -36,10 +36,20 @@ import type { ServiceEntry } from "./services.js";
 /** How long a throttled call waits for its 429. */
 export const THROTTLE_HOLD_MS = 1000;
 
-/** An address that used up its unauthenticated calls: `resource_exhausted` with Retry-After. */
-class ThrottledError extends ConnectError {
-  constructor(address: string, retryAfterSeconds: number) {
-    super(`too many unauthenticated requests from ${address}; retry in ${retryAfterSeconds}s`, Code.ResourceExhausted, new Headers({ "retry-after": String(retryAfterSeconds) }));
+/**
+ * An address that used up its unauthenticated calls: answered `resource_exhausted` with
+ * Retry-After. Not a ConnectError subclass: ConnectError's `instanceof` accepts any ConnectError.
+ */
+class ThrottledError extends Error {
+  constructor(
+    readonly address: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(`too many unauthenticated requests from ${address}; retry in ${retryAfterSeconds}s`);
+  }
+
+  toConnectError(): ConnectError {
+    return new ConnectError(this.message, Code.ResourceExhausted, new Headers({ "retry-after": String(this.retryAfterSeconds) }));
   }
 }
 
@@ -136,7 +146,13 @@ export function writeError(req: NodeRequest, res: NodeResponse, protocol: Protoc
   // after the answer), so the client stops sending; HTTP/1.1 closes the connection instead.
   if ("stream" in req) {
     res.once("finish", () => {
-      if (!req.complete && !req.stream.destroyed) req.stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      if (req.complete || req.stream.destroyed) return;
+      req.stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      // A body refused as it arrived (too deep, too large, too slow) was sent on purpose or by
+      // a broken client: its session takes no new streams (GOAWAY) and ends when the open ones
+      // have, so that the client pays a new connection for the next one.
+      if (err.code !== Code.Unauthenticated && err.code !== Code.ResourceExhausted) req.stream.session?.close();
+      else if (err.cause instanceof PayloadTooLargeError) req.stream.session?.close();
     });
   }
   const extra: Record<string, string> = {};
@@ -170,7 +186,14 @@ export function writeError(req: NodeRequest, res: NodeResponse, protocol: Protoc
 }
 
 /** Reads the whole body within `limit` bytes and the deadline, taking a large-body permit past LARGE_BODY_BYTES. */
-function readBody(req: NodeRequest, limit: number, timeoutMs: number, permit: () => Promise<() => void>, hold: (release: () => void) => void): Promise<Buffer> {
+function readBody(
+  req: NodeRequest,
+  limit: number,
+  timeoutMs: number,
+  permit: () => Promise<() => void>,
+  hold: (release: () => void) => void,
+  onChunk?: (chunk: Buffer) => void,
+): Promise<Buffer> {
   const declared = Number(req.headers["content-length"]);
   if (declared > limit) return Promise.reject(new PayloadTooLargeError(`request body: larger than ${limit} bytes`));
   return new Promise<Buffer>((resolve, reject) => {
@@ -203,6 +226,11 @@ function readBody(req: NodeRequest, limit: number, timeoutMs: number, permit: ()
     const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (size > limit) return finish(new PayloadTooLargeError(`request body: larger than ${limit} bytes`));
+      try {
+        onChunk?.(chunk);
+      } catch (err) {
+        return finish(err as Error);
+      }
       chunks.push(chunk);
       if (!large && size > LARGE_BODY_BYTES) takeLarge();
     };
@@ -346,11 +374,21 @@ export function createGate(opts: GateOptions, next: RequestHandler): RequestHand
         closed = true;
         release?.();
       });
-      const body = await readBody(req, opts.maxBodyBytes, opts.requestTimeoutMs, () => permits.acquire(), (r) => {
-        if (closed) r();
-        else release = r;
-      });
-      replay(req, await checkBody(req, protocol, contentType, header, method, body, opts.maxBodyBytes));
+      // Plain JSON is checked for depth as it arrives, and refused at its first bytes.
+      const plainJson = (protocol === "rest" || (protocol === "connect" && contentType.includes("json"))) && (header.get("content-encoding") ?? "identity") === "identity";
+      const scanner = plainJson ? new JsonDepthScanner() : undefined;
+      const body = await readBody(
+        req,
+        opts.maxBodyBytes,
+        opts.requestTimeoutMs,
+        () => permits.acquire(),
+        (r) => {
+          if (closed) r();
+          else release = r;
+        },
+        scanner && ((chunk) => scanner.feed(chunk)),
+      );
+      replay(req, scanner ? body : await checkBody(req, protocol, contentType, header, method, body, opts.maxBodyBytes));
     }
     next(req, res);
   }
@@ -372,7 +410,7 @@ export function createGate(opts: GateOptions, next: RequestHandler): RequestHand
       await handle(req, res, protocol, method, contentType);
     };
     start().catch((err: unknown) => {
-      let connectErr = toConnect(err);
+      let connectErr = err instanceof ThrottledError ? err.toConnectError() : toConnect(err);
       if (!connectErr || connectErr.code === Code.Internal) {
         opts.logger.error({ err, path: pathname, method: req.method }, "request failed before the interceptors");
         connectErr = new ConnectError("internal error", Code.Internal, undefined, undefined, err);

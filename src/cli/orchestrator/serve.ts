@@ -94,8 +94,9 @@ export function serveCommand(): Command {
             "  GET  /v1/crl      the CRL in force (with --tls-crl-file)\n" +
             '  GET  /v1/health   {"status":"ok"}\n' +
             "  GET  /metrics     Prometheus exposition\n\n" +
-            "Errors: 400 bad input, 404 unknown resource, 405 wrong method, 409 conflict (or a rollout action its phase forbids), " +
-            "413 too large, 503 database busy (Retry-After), 507 disk full. " +
+            "Errors: 400 bad input, 401 no or bad credential, 403 not permitted, 404 unknown resource, 405 wrong method, " +
+            "408 request not received in time, 409 conflict (or a rollout action its phase forbids), 413 too large, " +
+            "429 throttled (Retry-After), 503 database busy (Retry-After), 507 disk full. " +
             "A corrupt database makes the process log one line and exit with status 1.\n\n" +
             "RBAC is enforced: every RPC needs a client certificate (mutual TLS) or a bearer token whose roles grant its permission. " +
             "The first start on an empty store writes a one-time admin token to DATA_DIR/bootstrap-admin-token (mode 0600; valid 24h). " +
