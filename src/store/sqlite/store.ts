@@ -19,7 +19,7 @@ import type { AuditRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, St
 import { prepareRolloutReads } from "./rollout-reads.js";
 import { prepareRbacReads } from "./rbac.js";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
-import type { StoreWrite, StoreWriteResult, WriterReply, WriterRequest } from "./writer.js";
+import type { StoreWrite, StoreWriteResult, StoreWriteResults, WriterReply, WriterRequest } from "./writer.js";
 import type { ReaderReply, ReaderRequest } from "./reader.js";
 
 /** The database file inside `--data-dir`. */
@@ -126,25 +126,25 @@ export class SqliteStore implements Store {
   }
 
   async publishRelease(row: ReleaseRow, audit?: AuditRow): Promise<{ release: Release; created: boolean }> {
-    const r = await this.write<{ release: ReleaseRow; created: boolean }>({ op: "publishRelease", row, audit });
+    const r = await this.write({ op: "publishRelease", row, audit });
     return { release: rowToRelease(r.release), created: r.created };
   }
 
   async upsertAck(row: AckRow, audit?: AuditRow): Promise<{ ack: NodeAck; stale: boolean }> {
-    const r = await this.write<{ ack: AckRow; stale: boolean }>({ op: "upsertAck", row, audit });
+    const r = await this.write({ op: "upsertAck", row, audit });
     return { ack: rowToAck(r.ack), stale: r.stale };
   }
 
   async enrollNode(enrollment: Enrollment, nowMs: number, audit?: AuditRow): Promise<Node> {
-    return rowToNode((await this.write<{ node: NodeRow }>({ op: "enrollNode", enrollment, nowMs, audit })).node);
+    return rowToNode((await this.write({ op: "enrollNode", enrollment, nowMs, audit })).node);
   }
 
   async setDrained(nodeId: string, drained: boolean, reason: string, audit?: AuditRow): Promise<Node> {
-    return rowToNode((await this.write<{ node: NodeRow }>({ op: "setDrained", nodeId, drained, reason, audit })).node);
+    return rowToNode((await this.write({ op: "setDrained", nodeId, drained, reason, audit })).node);
   }
 
   pruneAudit(beforeMs: number, audit: AuditRow) {
-    return this.write<{ removed: number; firstKeptSeq?: number }>({ op: "pruneAudit", beforeMs, audit });
+    return this.write({ op: "pruneAudit", beforeMs, audit });
   }
 
   async recordSightings(sightings: readonly NodeSighting[]): Promise<void> {
@@ -180,7 +180,7 @@ export class SqliteStore implements Store {
   }
 
   createRollout(plan: PlanRow, status: StatusRow, audit: AuditRow) {
-    return this.write<{ record: RolloutRecord; created: boolean }>({ op: "createRollout", plan, status, audit });
+    return this.write({ op: "createRollout", plan, status, audit });
   }
   async commitRollout(change: RolloutChange): Promise<void> {
     await this.write({ op: "commitRollout", change });
@@ -217,19 +217,19 @@ export class SqliteStore implements Store {
     if (rows.length > 0) await this.write({ op: "appendAudit", rows });
   }
   async putRole(row: RoleRow, audit: AuditRow) {
-    return (await this.write<{ role: RoleRow }>({ op: "putRole", row, audit })).role;
+    return (await this.write({ op: "putRole", row, audit })).role;
   }
   async assignRole(row: BindingRow, audit: AuditRow) {
-    return (await this.write<{ binding: BindingRow }>({ op: "assignRole", row, audit })).binding;
+    return (await this.write({ op: "assignRole", row, audit })).binding;
   }
   async revokeRole(principal: string, role: string, audit: AuditRow) {
-    return (await this.write<{ revoked: boolean }>({ op: "revokeRole", principal, role, audit })).revoked;
+    return (await this.write({ op: "revokeRole", principal, role, audit })).revoked;
   }
   async createToken(row: TokenRow, audit: AuditRow) {
-    return (await this.write<{ token: TokenRow }>({ op: "createToken", row, audit })).token;
+    return (await this.write({ op: "createToken", row, audit })).token;
   }
   async revokeToken(tokenId: string, atMs: number, audit: AuditRow) {
-    return (await this.write<{ token: TokenRow }>({ op: "revokeToken", tokenId, atMs, audit })).token;
+    return (await this.write({ op: "revokeToken", tokenId, atMs, audit })).token;
   }
   listRoles() {
     return this.read(() => this.rbac.listRoles());
@@ -276,9 +276,12 @@ export class SqliteStore implements Store {
     }
   }
 
-  private async write<T extends StoreWriteResult>(write: StoreWrite): Promise<T> {
+  /** Runs a write on the writer thread; its result has the type of its operation's (StoreWriteResults). */
+  private async write<W extends StoreWrite>(write: W): Promise<StoreWriteResults[W["op"]]> {
     this.checkOpen();
-    return ((await this.send({ id: this.nextId++, write })) as { result: StoreWriteResult }).result as T;
+    // The reply crossed a thread: its type is the writer's handler's for this operation.
+    const reply = (await this.send({ id: this.nextId++, write })) as { result: StoreWriteResult };
+    return reply.result as StoreWriteResults[W["op"]];
   }
 
   private checkOpen(): void {
