@@ -7,6 +7,7 @@ import { desiredReleaseSql } from "../fleet-totals.js";
 import type { AuditRow } from "../rollout-rows.js";
 import type { Enrollment } from "../store.js";
 import type { AppendAudit } from "./audit-writes.js";
+import type { WriteHandlers } from "./write-ops.js";
 import { nodeAcks, nodes, releases } from "./schema.js";
 
 /** A fleet write, run by the writer thread inside its own savepoint. */
@@ -17,12 +18,14 @@ export type FleetWrite =
   | { op: "setDrained"; nodeId: string; drained: boolean; reason: string; audit?: AuditRow }
   | { op: "recordSightings"; sightings: readonly NodeSighting[] };
 
-/** What a fleet write answers, by operation. */
-export type FleetWriteResult =
-  | { release: ReleaseRow; created: boolean }
-  | { ack: AckRow; stale: boolean }
-  | { node: NodeRow }
-  | { recorded: number };
+/** What each fleet write answers. */
+export interface FleetWriteResults {
+  publishRelease: { release: ReleaseRow; created: boolean };
+  upsertAck: { ack: AckRow; stale: boolean };
+  enrollNode: { node: NodeRow };
+  setDrained: { node: NodeRow };
+  recordSightings: { recorded: number };
+}
 
 /**
  * The fleet writes of the SQLite store. They run synchronously on the writer connection, so
@@ -75,63 +78,61 @@ export function prepareFleetWrites(db: BetterSQLite3Database, audit: AppendAudit
 
   const node = (id: string): NodeRow => requireNode(id, nodeById.get({ id }));
 
-  return (w: FleetWrite): FleetWriteResult => {
-    switch (w.op) {
-      case "publishRelease": {
-        const inserted = db.insert(releases).values(w.row).onConflictDoNothing().run().changes;
-        const stored = releaseById.get({ id: w.row.releaseId })!;
-        if (inserted === 0) requireSameRelease(stored, w.row);
-        if (inserted === 1 && w.audit) audit([w.audit]);
-        return { release: stored, created: inserted === 1 };
+  return {
+    publishRelease: (w) => {
+      const inserted = db.insert(releases).values(w.row).onConflictDoNothing().run().changes;
+      const stored = releaseById.get({ id: w.row.releaseId })!;
+      if (inserted === 0) requireSameRelease(stored, w.row);
+      if (inserted === 1 && w.audit) audit([w.audit]);
+      return { release: stored, created: inserted === 1 };
+    },
+    upsertAck: (w) => {
+      // One statement on the way of an ack storm: the foreign keys check the release and the
+      // node; only a refused ack looks up which one is missing.
+      let changed: AckRow | undefined;
+      try {
+        changed = upsertAck.get({ ...w.row });
+      } catch (err) {
+        if ((err as { code?: unknown }).code !== "SQLITE_CONSTRAINT_FOREIGNKEY") throw err;
+        requireRelease(w.row.releaseId, releaseById.get({ id: w.row.releaseId }));
+        node(w.row.nodeId);
+        throw err;
       }
-      case "upsertAck": {
-        // One statement on the way of an ack storm: the foreign keys check the release and the
-        // node; only a refused ack looks up which one is missing.
-        let changed: AckRow | undefined;
-        try {
-          changed = upsertAck.get({ ...w.row });
-        } catch (err) {
-          if ((err as { code?: unknown }).code !== "SQLITE_CONSTRAINT_FOREIGNKEY") throw err;
-          requireRelease(w.row.releaseId, releaseById.get({ id: w.row.releaseId }));
-          node(w.row.nodeId);
-          throw err;
-        }
-        if (changed && w.audit) audit([w.audit]);
-        // A stale ack changed nothing (RETURNING is empty): answer the stored one.
-        return { ack: changed ?? ackOf.get({ releaseId: w.row.releaseId, nodeId: w.row.nodeId })!, stale: !changed };
+      if (changed && w.audit) audit([w.audit]);
+      // A stale ack changed nothing (RETURNING is empty): answer the stored one.
+      return { ack: changed ?? ackOf.get({ releaseId: w.row.releaseId, nodeId: w.row.nodeId })!, stale: !changed };
+    },
+    enrollNode: (w) => {
+      const { nodeId, channel, labels, agentVersion } = w.enrollment;
+      const json = labelsToJson(labels);
+      const desiredReleaseId = sql`(${desiredReleaseSql(nodeId, channel, sql.raw("r.staged = 0"))})`;
+      db.insert(nodes)
+        .values({ nodeId, channel, labels: json, agentVersion, enrolledAtMs: w.nowMs, drained: false, drainReason: "", desiredReleaseId })
+        .onConflictDoUpdate({ target: nodes.nodeId, set: { channel, labels: json, agentVersion, desiredReleaseId: sql`excluded.desired_release_id` } })
+        .run();
+      if (w.audit) audit([w.audit]);
+      return { node: node(nodeId) };
+    },
+    setDrained: (w) => {
+      node(w.nodeId);
+      db.update(nodes)
+        .set({ drained: w.drained, drainReason: w.drained ? w.reason : "" })
+        .where(eq(nodes.nodeId, w.nodeId))
+        .run();
+      if (w.audit) audit([w.audit]);
+      return { node: node(w.nodeId) };
+    },
+    recordSightings: (w) => {
+      let recorded = 0;
+      for (const s of w.sightings) {
+        recorded += sighting.run({
+          id: s.nodeId,
+          seen: s.lastSeenMs,
+          release: s.reportedReleaseId ?? null,
+          version: s.agentVersion ?? null,
+        }).changes;
       }
-      case "enrollNode": {
-        const { nodeId, channel, labels, agentVersion } = w.enrollment;
-        const json = labelsToJson(labels);
-        const desiredReleaseId = sql`(${desiredReleaseSql(nodeId, channel, sql.raw("r.staged = 0"))})`;
-        db.insert(nodes)
-          .values({ nodeId, channel, labels: json, agentVersion, enrolledAtMs: w.nowMs, drained: false, drainReason: "", desiredReleaseId })
-          .onConflictDoUpdate({ target: nodes.nodeId, set: { channel, labels: json, agentVersion, desiredReleaseId: sql`excluded.desired_release_id` } })
-          .run();
-        if (w.audit) audit([w.audit]);
-        return { node: node(nodeId) };
-      }
-      case "setDrained": {
-        node(w.nodeId);
-        db.update(nodes)
-          .set({ drained: w.drained, drainReason: w.drained ? w.reason : "" })
-          .where(eq(nodes.nodeId, w.nodeId))
-          .run();
-        if (w.audit) audit([w.audit]);
-        return { node: node(w.nodeId) };
-      }
-      case "recordSightings": {
-        let recorded = 0;
-        for (const s of w.sightings) {
-          recorded += sighting.run({
-            id: s.nodeId,
-            seen: s.lastSeenMs,
-            release: s.reportedReleaseId ?? null,
-            version: s.agentVersion ?? null,
-          }).changes;
-        }
-        return { recorded };
-      }
-    }
-  };
+      return { recorded };
+    },
+  } satisfies WriteHandlers<FleetWrite, FleetWriteResults>;
 }

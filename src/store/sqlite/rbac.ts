@@ -3,6 +3,7 @@ import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
 import type { AuditRow } from "../rollout-rows.js";
 import type { AppendAudit } from "./audit-writes.js";
+import type { WriteHandlers } from "./write-ops.js";
 import { requireToken } from "../write-rules.js";
 import { rbacBindings, rbacRoles, rbacTokens } from "./schema.js";
 
@@ -14,41 +15,46 @@ export type RbacWrite =
   | { op: "createToken"; row: TokenRow; audit: AuditRow }
   | { op: "revokeToken"; tokenId: string; atMs: number; audit: AuditRow };
 
-export type RbacWriteResult = { role: RoleRow } | { binding: BindingRow } | { revoked: boolean } | { token: TokenRow };
-
-export const RBAC_OPS: ReadonlySet<string> = new Set<RbacWrite["op"]>(["putRole", "assignRole", "revokeRole", "createToken", "revokeToken"]);
+/** What each RBAC write answers. */
+export interface RbacWriteResults {
+  putRole: { role: RoleRow };
+  assignRole: { binding: BindingRow };
+  revokeRole: { revoked: boolean };
+  createToken: { token: TokenRow };
+  revokeToken: { token: TokenRow };
+}
 
 export function prepareRbacWrites(db: BetterSQLite3Database, audit: AppendAudit) {
-  return (w: RbacWrite): RbacWriteResult => {
-    switch (w.op) {
-      case "putRole":
-        db.insert(rbacRoles).values(w.row).onConflictDoUpdate({ target: rbacRoles.name, set: { permissions: w.row.permissions } }).run();
+  return {
+    putRole: (w) => {
+      db.insert(rbacRoles).values(w.row).onConflictDoUpdate({ target: rbacRoles.name, set: { permissions: w.row.permissions } }).run();
+      audit([w.audit]);
+      return { role: db.select().from(rbacRoles).where(eq(rbacRoles.name, w.row.name)).get()! };
+    },
+    assignRole: (w) => {
+      db.insert(rbacBindings).values(w.row).onConflictDoNothing().run();
+      audit([w.audit]);
+      return { binding: db.select().from(rbacBindings).where(and(eq(rbacBindings.principal, w.row.principal), eq(rbacBindings.role, w.row.role))).get()! };
+    },
+    revokeRole: (w) => {
+      const removed = db.delete(rbacBindings).where(and(eq(rbacBindings.principal, w.principal), eq(rbacBindings.role, w.role))).run().changes;
+      if (removed > 0) audit([w.audit]);
+      return { revoked: removed > 0 };
+    },
+    createToken: (w) => {
+      db.insert(rbacTokens).values(w.row).run();
+      audit([w.audit]);
+      return { token: w.row };
+    },
+    revokeToken: (w) => {
+      const token = requireToken(w.tokenId, db.select().from(rbacTokens).where(eq(rbacTokens.tokenId, w.tokenId)).get());
+      if (token.revokedAtMs === null) {
+        db.update(rbacTokens).set({ revokedAtMs: w.atMs }).where(eq(rbacTokens.tokenId, w.tokenId)).run();
         audit([w.audit]);
-        return { role: db.select().from(rbacRoles).where(eq(rbacRoles.name, w.row.name)).get()! };
-      case "assignRole": {
-        db.insert(rbacBindings).values(w.row).onConflictDoNothing().run();
-        audit([w.audit]);
-        return { binding: db.select().from(rbacBindings).where(and(eq(rbacBindings.principal, w.row.principal), eq(rbacBindings.role, w.row.role))).get()! };
       }
-      case "revokeRole": {
-        const removed = db.delete(rbacBindings).where(and(eq(rbacBindings.principal, w.principal), eq(rbacBindings.role, w.role))).run().changes;
-        if (removed > 0) audit([w.audit]);
-        return { revoked: removed > 0 };
-      }
-      case "createToken":
-        db.insert(rbacTokens).values(w.row).run();
-        audit([w.audit]);
-        return { token: w.row };
-      case "revokeToken": {
-        const token = requireToken(w.tokenId, db.select().from(rbacTokens).where(eq(rbacTokens.tokenId, w.tokenId)).get());
-        if (token.revokedAtMs === null) {
-          db.update(rbacTokens).set({ revokedAtMs: w.atMs }).where(eq(rbacTokens.tokenId, w.tokenId)).run();
-          audit([w.audit]);
-        }
-        return { token: db.select().from(rbacTokens).where(eq(rbacTokens.tokenId, w.tokenId)).get()! };
-      }
-    }
-  };
+      return { token: db.select().from(rbacTokens).where(eq(rbacTokens.tokenId, w.tokenId)).get()! };
+    },
+  } satisfies WriteHandlers<RbacWrite, RbacWriteResults>;
 }
 
 export function prepareRbacReads(db: BetterSQLite3Database) {
@@ -56,11 +62,11 @@ export function prepareRbacReads(db: BetterSQLite3Database) {
     listRoles: (): RoleRow[] => db.select().from(rbacRoles).orderBy(asc(rbacRoles.name)).all(),
     listBindings: (principal?: string): BindingRow[] =>
       db
-        .select()
-        .from(rbacBindings)
-        .where(principal === undefined ? undefined : eq(rbacBindings.principal, principal))
-        .orderBy(asc(rbacBindings.principal), asc(rbacBindings.role))
-        .all(),
+      .select()
+      .from(rbacBindings)
+      .where(principal === undefined ? undefined : eq(rbacBindings.principal, principal))
+      .orderBy(asc(rbacBindings.principal), asc(rbacBindings.role))
+      .all(),
     listTokens: (): TokenRow[] => db.select().from(rbacTokens).orderBy(asc(rbacTokens.createdAtMs)).all(),
     tokenByHash: (hash: string): TokenRow | undefined => db.select().from(rbacTokens).where(eq(rbacTokens.tokenHash, hash)).get(),
     rbacCounts: (): { bindings: number; tokens: number } => ({

@@ -25,12 +25,15 @@ import { placeholderNames } from "../prepared-queries.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, type SqliteFailure } from "./errors.js";
 import { AbortedError, ConflictError, NotFoundError } from "../../domain/errors.js";
-import { prepareFleetWrites, type FleetWrite, type FleetWriteResult } from "./fleet-writes.js";
+import { prepareFleetWrites, type FleetWrite, type FleetWriteResults } from "./fleet-writes.js";
 import { prepareAuditWrites } from "./audit-writes.js";
 import { withInserted } from "../../domain/audit.js";
 import type { AuditRow } from "../rollout-rows.js";
-import { prepareRbacWrites, RBAC_OPS, type RbacWrite, type RbacWriteResult } from "./rbac.js";
-import { prepareRolloutWrites, type RolloutWrite, type RolloutWriteResult } from "./rollout-writes.js";
+import { prepareRbacWrites, type RbacWrite, type RbacWriteResults } from "./rbac.js";
+import { prepareRolloutWrites, type RolloutWrite } from "./rollout-writes.js";
+import type { RolloutRecord } from "../rollout-rows.js";
+import type { OpenedStage } from "../rollout-opening.js";
+import type { WriteHandlers } from "./write-ops.js";
 import { events } from "./schema.js";
 
 /**
@@ -40,13 +43,24 @@ import { events } from "./schema.js";
 export type WriterRequest = { id: number; rows: unknown[]; audit?: AuditRow } | { id: number; write: StoreWrite } | { close: true };
 /** A write of the fleet or rollout tables. */
 export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite;
-export type StoreWriteResult = FleetWriteResult | RolloutWriteResult | RbacWriteResult;
 /**
  * Writes that make room: allowed at --max-db-size (into the reserve above it), so that the
  * way out of a full database — an audit prune, revoking what flooded it — still works.
  */
 const RELIEF_OPS: ReadonlySet<string> = new Set<StoreWrite["op"]>(["pruneAudit", "revokeRole", "revokeToken"]);
 const ROLLOUT_OPS: ReadonlySet<string> = new Set<RolloutWrite["op"]>(["createRollout", "commitRollout", "openRolloutStage", "registerSigningKey", "pruneAudit", "appendAudit"]);
+/** What each rollout write answers (./rollout-writes.ts answers their union). */
+interface RolloutWriteResults {
+  createRollout: { record: RolloutRecord; created: boolean };
+  commitRollout: { done: true };
+  openRolloutStage: { opened?: OpenedStage };
+  registerSigningKey: { done: true };
+  pruneAudit: { removed: number; firstKeptSeq?: number };
+  appendAudit: { done: true };
+}
+/** What each write answers, by operation: the typed op map SqliteStore.write is checked against. */
+export type StoreWriteResults = FleetWriteResults & RbacWriteResults & RolloutWriteResults;
+export type StoreWriteResult = StoreWriteResults[StoreWrite["op"]];
 type Work = Exclude<WriterRequest, { close: true }>;
 
 /** This thread's answer: how many rows were new, a fleet write's result or refusal, or the kind of failure. */
@@ -154,8 +168,20 @@ function start(): void {
     if (audit && inserted > 0) s.audit.append([withInserted(audit, inserted)]);
     return inserted;
   };
-  const write = (w: StoreWrite): StoreWriteResult =>
-    ROLLOUT_OPS.has(w.op) ? s.rollout(w as RolloutWrite) : RBAC_OPS.has(w.op) ? s.rbac(w as RbacWrite) : s.fleet(w as FleetWrite);
+  // The rollout module answers one union for all its operations; each handler names its part.
+  const rollout = <K extends keyof RolloutWriteResults>(w: Extract<RolloutWrite, { op: K }>) => s.rollout(w) as RolloutWriteResults[K];
+  const handlers = {
+    ...s.fleet,
+    ...s.rbac,
+    createRollout: rollout,
+    commitRollout: rollout,
+    openRolloutStage: rollout,
+    registerSigningKey: rollout,
+    pruneAudit: rollout,
+    appendAudit: rollout,
+  } satisfies WriteHandlers<StoreWrite, StoreWriteResults>;
+  // The one place the request's operation picks its handler (TypeScript cannot correlate the two).
+  const write = (w: StoreWrite): StoreWriteResult => (handlers[w.op] as (w: StoreWrite) => StoreWriteResult)(w);
   const run = (req: Work): WriterReply =>
     "rows" in req ? { id: req.id, inserted: ingest(req.rows, req.audit) } : { id: req.id, result: write(req.write) };
 
