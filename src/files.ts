@@ -1,4 +1,4 @@
-import { closeSync, fchmodSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { closeSync, fchmodSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from "node:fs";
 import path from "node:path";
 
 /**
@@ -12,11 +12,16 @@ export function writeFileAtomic(file: string, data: string | Uint8Array, mode = 
   try {
     // The mode given, whatever the umask (or a leftover temporary file) would have made it.
     fchmodSync(fd, mode);
-    writeSync(fd, typeof data === "string" ? Buffer.from(data) : data);
+    const buf = typeof data === "string" ? Buffer.from(data) : data;
+    // On a filling disk a write may take only part of the bytes; only the next one fails (ENOSPC).
+    for (let done = 0; done < buf.length; ) done += writeSync(fd, buf, done, buf.length - done);
     fsyncSync(fd);
-  } finally {
+  } catch (err) {
     closeSync(fd);
+    rmSync(tmp, { force: true });
+    throw err;
   }
+  closeSync(fd);
   renameSync(tmp, file);
   const dirFd = openSync(path.dirname(file), "r");
   try {

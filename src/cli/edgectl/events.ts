@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { readState } from "../../agent/state.js";
+import { readFlagFile } from "../../files.js";
 import { parseEventLines } from "../../agent/spool/events.js";
 import { pokeShipper } from "../../agent/spool/shipper.js";
 import { DEFAULT_SPOOL_MAX_BYTES, Spool, SPOOL_FULL_POLICIES, SpoolFullError, spoolDir, type SpoolFullPolicy, type SpoolLog } from "../../agent/spool/spool.js";
@@ -78,7 +79,7 @@ function sendCommand(): Command {
   ).action((opts: SendOptions, cmd: Command) =>
     runSpoolCommand(async () => {
       const global = cmd.optsWithGlobals() as EdgeOptions;
-      const text = opts.file === undefined ? readFileSync(0, "utf8") : readFileSync(opts.file, "utf8");
+      const text = opts.file === undefined ? readFileSync(0, "utf8") : readFlagFile("--file", opts.file).toString("utf8");
       const payloads = parseEventLines(text, { nodeId: opts.nodeId ?? readState(global.stateDir).nodeId });
       if (payloads.length > 0) {
         const spool = new Spool({ dir: spoolDir(global.stateDir), maxBytes: opts.spoolMaxBytes, full: opts.spoolFull, log: stderrSpoolLog });
