@@ -3,7 +3,7 @@
  * real server on port 0 with RBAC enforced and real data: sign-in, the fleet, a node, a
  * manual gate approved from the page, pause and resume, a 409 explained, a read-only
  * analyst whose forged request the server refuses, the audit trail, and an accessibility
- * check of every page. Screenshots of each page go to docs/screenshots.
+ * check of every page. Screenshots of each page go to docs/screenshots with UPDATE_SCREENSHOTS=1.
  */
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
@@ -22,7 +22,8 @@ declare const document: { cookie: string };
 declare const window: { scrollTo(x: number, y: number): void; scrollY: number };
 
 const CHROMIUM = "/usr/bin/chromium";
-const SHOTS = path.resolve("docs/screenshots");
+// Screenshots of each page: into docs/screenshots with UPDATE_SCREENSHOTS=1 (the README's pictures), else a temporary folder.
+const SHOTS = process.env.UPDATE_SCREENSHOTS === "1" ? path.resolve("docs/screenshots") : mkdtempSync(path.join(os.tmpdir(), "ao-ui-shots-"));
 const DIGEST = `sha256:${"cd".repeat(32)}`;
 const PLAN = "stable-r2-canary";
 const STABLE = Array.from({ length: 30 }, (_, i) => `s-${String(i + 1).padStart(2, "0")}`);

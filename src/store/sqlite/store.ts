@@ -24,7 +24,7 @@ import type { OpenedStage, StageOpening } from "../rollout-opening.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, sqliteDomainError } from "./errors.js";
 import { prepareFleetReads } from "./fleet-reads.js";
-import type { AuditRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "../rollout-rows.js";
+import type { AuditRow, PlanRow, RolloutChange, SigningKeyRow, StatusRow } from "../rollout-rows.js";
 import { prepareRolloutReads } from "./rollout-reads.js";
 import { prepareRbacReads } from "./rbac.js";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";

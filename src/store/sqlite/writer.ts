@@ -48,7 +48,6 @@ export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite;
  * way out of a full database — an audit prune, revoking what flooded it — still works.
  */
 const RELIEF_OPS: ReadonlySet<string> = new Set<StoreWrite["op"]>(["pruneAudit", "revokeRole", "revokeToken"]);
-const ROLLOUT_OPS: ReadonlySet<string> = new Set<RolloutWrite["op"]>(["createRollout", "commitRollout", "openRolloutStage", "registerSigningKey", "pruneAudit", "appendAudit"]);
 /** What each rollout write answers (./rollout-writes.ts answers their union). */
 interface RolloutWriteResults {
   createRollout: { record: RolloutRecord; created: boolean };
