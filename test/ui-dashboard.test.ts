@@ -5,7 +5,7 @@
  * analyst whose forged request the server refuses, the audit trail, and an accessibility
  * check of every page. Screenshots of each page go to docs/screenshots with UPDATE_SCREENSHOTS=1.
  */
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { AxeBuilder } from "@axe-core/playwright";
@@ -107,6 +107,7 @@ describe("the dashboard in Chromium", { timeout: 60_000 }, () => {
     await until("the canary move", async () => (await admin.nodes.getDesiredRelease({ nodeId: "s-01" })).release?.releaseId === "stable-r2", 10_000);
     await admin.releases.upsertAck({ nodeId: "s-01", releaseId: "stable-r2", state: "healthy", reportedReleaseId: "stable-r2" });
 
+    if (!existsSync(CHROMIUM)) throw new Error(`the dashboard tests drive Debian's Chromium at ${CHROMIUM}: apt-get install chromium`);
     profile = mkdtempSync(path.join(os.tmpdir(), "ao-chromium-"));
     context = await chromium.launchPersistentContext(profile, {
       executablePath: CHROMIUM,
@@ -188,7 +189,7 @@ describe("the dashboard in Chromium", { timeout: 60_000 }, () => {
     await page.getByRole("heading", { name: "Node s-01" }).waitFor();
     const timeline = page.locator("ol.timeline");
     await timeline.getByText("ack healthy for stable-r2").waitFor();
-    await timeline.getByText("boot").waitFor();
+    await timeline.getByText("boot", { exact: true }).waitFor();
     expect(await timeline.getByText("temperature").count()).toBe(2);
     expect(await a11y(page)).toEqual([]);
     await shot(page, "node");

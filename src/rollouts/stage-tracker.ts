@@ -82,7 +82,6 @@ export class StageTracker {
     const next = classify(a.state, a.reportedReleaseId, this.releaseId);
     track.ackUpdatedMs = a.updatedAtMs;
     track.lastSeenMs = Math.max(track.lastSeenMs, a.updatedAtMs);
-    this.newestAckMs = Math.max(this.newestAckMs, a.updatedAtMs);
     let changed = false;
     if (track.unreachable) {
       track.unreachable = false;
@@ -93,6 +92,9 @@ export class StageTracker {
       if (track.ack !== "other") this.t[track.ack]--;
       if (next !== "other") this.t[next]++;
       track.ack = next;
+      // The stage settles when its last node reached its final state: a node that sends the same
+      // ack again does not start a time_soak over.
+      this.newestAckMs = Math.max(this.newestAckMs, a.updatedAtMs);
       changed = true;
     }
     this.settle();

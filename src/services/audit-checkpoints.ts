@@ -100,8 +100,13 @@ export class AuditCheckpoints {
     const unsigned: Omit<AuditCheckpoint, "signature"> = { seq: head.seq, hash: head.hash, at: new Date().toISOString(), key_id: signer.keyId, reason };
     if (prunedTo !== undefined) unsigned.pruned_to = prunedTo;
     const checkpoint: AuditCheckpoint = { ...unsigned, signature: signer.sign(checkpointBytes(unsigned)).toString("base64") };
-    // The file and the log first: they are what an operator keeps elsewhere.
-    this.append(JSON.stringify(checkpoint));
+    // The file and the log first: they are what an operator keeps elsewhere. A full disk may
+    // refuse the file (the change it follows has committed): the log and the chain still hold it.
+    try {
+      this.append(JSON.stringify(checkpoint));
+    } catch (err) {
+      this.opts.logger.warn({ err: (err as Error).message, file: this.opts.file }, "could not append an audit checkpoint to its file; the log and the chain hold it");
+    }
     this.opts.logger.info({ audit_checkpoint: checkpoint }, "audit checkpoint");
     try {
       await this.opts.store.appendAudit([

@@ -55,6 +55,9 @@ async function nodeRow(db: Db, id: string) {
 export const pgFleet = {
   async publishRelease(db: Db, row: ReleaseRow, audit?: AuditRow): Promise<{ release: Release; created: boolean }> {
     return db.transaction(async (tx) => {
+      // An unstaged release rewrites the desired release of every node of its channel (a trigger):
+      // publishes to one channel take turns, or two of them deadlock on the channel's node rows.
+      if (!row.staged) await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext(${`autonomy.channel:${row.channel}`}))`);
       const inserted = await tx.insert(releases).values(row).onConflictDoNothing().returning({ seq: releases.seq });
       if (inserted.length === 1 && audit) await appendAudit(tx, [audit]);
       const [stored] = await tx.select().from(releases).where(eq(releases.releaseId, row.releaseId));

@@ -46,7 +46,9 @@ function prepareEventQuery(db: NodePgDatabase, shape: EventQueryShape) {
 
 /** Maps a pg failure to a typed error, or returns it unchanged (it then becomes `internal`). */
 function translate(err: unknown): unknown {
-  const code = (err as { code?: unknown } | null)?.code;
+  // drizzle wraps the driver's error (DrizzleQueryError): its code is on the cause.
+  const e = err as { code?: unknown; cause?: { code?: unknown } } | null;
+  const code = e?.code ?? e?.cause?.code;
   if (typeof code !== "string") return err;
   if (code === "53100") return new StoreFullError("the database is full: no space left for writes");
   if (code === "40001" || code === "40P01" || code === "55P03" || code === "53300") {
