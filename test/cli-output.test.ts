@@ -27,8 +27,8 @@ describe("output, help and conventions of the CLIs", () => {
     server = await startTestServer("sqlite");
     api = createOrchestratorClients({ baseUrl: server.url });
     await api.releases.publishRelease({ release: { releaseId: "r-esc", channel: "esc", version: "1", artifacts: [{ name: "app", digest: DIGEST }] } });
-    // A node that puts a carriage return and ESC sequences in what it reports.
-    await api.nodes.enrollNode({ nodeId: "evil", channel: "esc", labels: { site: "lab\u001b[2J" }, agentVersion: "1.0\r\u001b[32mhealthy" });
+    // A node that puts a carriage return and ESC sequences in its ack message (ids, labels and versions refuse them).
+    await api.nodes.enrollNode({ nodeId: "evil", channel: "esc", labels: { site: "lab" }, agentVersion: "1.0" });
     await api.releases.upsertAck({
       releaseId: "r-esc",
       nodeId: "evil",
@@ -49,8 +49,6 @@ describe("output, help and conventions of the CLIs", () => {
     expect(acks.stdout).toContain("disk full\\r\\x1b[2Kgood-node  healthy  r-esc\\n");
     expect(acks.stdout.split("\n").filter((l) => l.includes("healthy"))).toHaveLength(1);
     const node = await autonomy(["node", "describe", "evil"]);
-    expect(node.stdout).toMatch(/agent\s+1\.0\\r\\x1b\[32mhealthy/);
-    expect(node.stdout).toMatch(/labels\s+site=lab\\x1b\[2J/);
     const list = await autonomy(["node", "list"]);
     expect(list.stdout).not.toContain("\u001b");
     // JSON keeps the data, escaped the JSON way.

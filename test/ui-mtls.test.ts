@@ -11,6 +11,7 @@ import { chromium, type BrowserContext } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
 import { CA_CERT, initCa, issueCert, type IssuedCert } from "../src/security/ca.js";
+import { BOOTSTRAP_TOKEN_FILE } from "../src/server.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
 declare const sessionStorage: { length: number };
@@ -30,11 +31,18 @@ describe("the dashboard with a client certificate", { timeout: 60_000 }, () => {
     const ca = path.join(work, "ca");
     await initCa(ca);
     const serverCert = await issueCert(ca, { profile: "server", name: "api" });
-    // operator:admin is the bootstrap admin's principal: this certificate can hand out roles.
+    // The bootstrap token (on a first start without TLS) makes operator:admin an admin, whose certificate then hands out roles.
+    const dataDir = path.join(work, "data");
+    const plain = await startTestServer("sqlite", { rbacEnforcement: true, dataDir });
+    const boot = createOrchestratorClients({ baseUrl: plain.url, token: readFileSync(path.join(dataDir, BOOTSTRAP_TOKEN_FILE), "utf8").trim() });
+    await boot.rbac.assignRole({ principal: "operator:admin", role: "admin" });
+    boot.close();
+    await plain.stop();
     const adminCert = await issueCert(ca, { profile: "operator", name: "admin" });
     olivia = await issueCert(ca, { profile: "operator", name: "olivia" });
     server = await startTestServer("sqlite", {
       rbacEnforcement: true,
+      dataDir,
       tls: { certFile: serverCert.certFile, keyFile: serverCert.keyFile, caFile: path.join(ca, CA_CERT) },
     });
     admin = createOrchestratorClients({
@@ -78,7 +86,7 @@ describe("the dashboard with a client certificate", { timeout: 60_000 }, () => {
     await page.getByRole("heading", { name: "Node m-1" }).waitFor();
     await page.getByText("operator:olivia (client certificate) · operator").waitFor();
     expect(await page.getByRole("button", { name: "Sign out" }).count()).toBe(0);
-    expect(await page.getByRole("button", { name: "Drain" }).count()).toBe(1);
+    await page.getByRole("button", { name: "Drain" }).waitFor({ timeout: 15_000 });
     expect(await page.getByRole("link", { name: "Audit" }).count()).toBe(0);
     expect(await page.evaluate(() => sessionStorage.length)).toBe(0);
   });
