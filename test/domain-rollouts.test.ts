@@ -174,12 +174,23 @@ describe("stage node selection", () => {
     });
   });
 
-  it.each<[string, MessageInitShape<typeof StageSchema>, string[], string]>([
-    ["no matching label", { matchLabels: { site: "paris" } }, [], "no node of the channel matches site=paris"],
-    ["every match taken", { matchLabels: { site: "oslo" } }, fleet.filter((c) => c.labels.site === "oslo").map((c) => c.nodeId), "every node matching site=oslo is in an earlier stage"],
-    ["a percentage already covered", { percent: 10 }, ["n00", "n01"], "earlier stages already cover 2 of 20 node(s), 10 % needs 2"],
-  ])("says why nothing was selected: %s", (_name, s, taken, detail) => {
-    expect(selectStageNodes("p", stage(s), fleet, new Set(taken))).toEqual({ nodeIds: [], detail });
+  it.each<[string, MessageInitShape<typeof StageSchema>, string[], string, boolean]>([
+    ["no matching label", { matchLabels: { site: "paris" } }, [], "no node of the channel matches site=paris", false],
+    ["every match taken", { matchLabels: { site: "oslo" } }, fleet.filter((c) => c.labels.site === "oslo").map((c) => c.nodeId), "every node matching site=oslo is in an earlier stage", true],
+    ["a percentage already covered", { percent: 10 }, ["n00", "n01"], "earlier stages already cover 2 of 20 node(s), 10 % needs 2", true],
+    ["every named node taken", { nodeIds: ["n00", "n01"] }, ["n00", "n01"], "every node it names was moved by an earlier stage", true],
+  ])("says why nothing was selected: %s (covered by earlier stages: %s)", (_name, s, taken, detail, covered) => {
+    expect(selectStageNodes("p", stage(s), fleet, new Set(taken))).toEqual({ nodeIds: [], detail, ...(covered ? { covered } : {}) });
+  });
+
+  it("passes a stage whose target earlier stages met (a manual gate still waits), and holds one that selected nothing it could move", () => {
+    const open = { stageId: "all", phase: "open" as const, nodeCount: 0, manualApproved: false, detail: "every node it names was moved by an earlier stage" };
+    const empty = { nodeCount: 0, healthy: 0, failed: 0, unreachable: 0, gatedEvents: 0 };
+    const gates = stage({ percent: 100, gates: [{ kind: "time_soak", seconds: 60 }, { kind: "manual" }] });
+    expect(evaluateStage(gates, { ...open, covered: true }, empty, 0)).toMatchObject({ allPassed: false });
+    expect(evaluateStage(gates, { ...open, covered: true, manualApproved: true }, empty, 0)).toMatchObject({ allPassed: true });
+    expect(evaluateStage(stage({ percent: 100, gates: [{ kind: "time_soak", seconds: 60 }] }), { ...open, covered: true }, empty, 0)).toMatchObject({ allPassed: true });
+    expect(evaluateStage(gates, open, empty, 0)).toMatchObject({ allPassed: false, held: expect.stringMatching(/^no node selected/) });
   });
 
   it("label selectors take every matching HEALTHY node", () => {

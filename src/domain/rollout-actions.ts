@@ -124,6 +124,7 @@ export function withStageOpened(state: PlanState, index: number, selection: Sele
     openedAtMs: nowMs,
     openedEventSeq: eventSeq === undefined ? undefined : String(eventSeq),
     detail: selection.detail,
+    ...(selection.covered ? { covered: true } : {}),
   };
   return next;
 }

@@ -121,6 +121,8 @@ export interface StageState {
   closedAtMs?: number;
   manualApproved: boolean;
   detail: string;
+  /** Opened with no node to move because earlier stages moved every node it targets: it passes as it opens. */
+  covered?: boolean;
   /** Counts as of the last write; live counts come from the controller. */
   tally?: StageTally;
 }
@@ -279,6 +281,8 @@ export interface Candidate {
 export interface Selection {
   nodeIds: string[];
   detail: string;
+  /** Nothing to move: every node the stage targets was moved by an earlier stage (its target is met). */
+  covered?: boolean;
 }
 
 /** The order percentage stages pick nodes in: a hash of plan and node id, the same on every replica. */
@@ -303,6 +307,8 @@ export function selectStageNodes(planId: string, stage: Stage, fleet: readonly C
       else if (!c.healthy) left.push(`${id} (not HEALTHY)`);
       else chosen.push(id);
     }
+    const covered = chosen.length === 0 && stage.nodeIds.every((id) => taken.has(id));
+    if (covered) return { nodeIds: [], detail: "every node it names was moved by an earlier stage", covered };
     return { nodeIds: chosen, detail: left.length === 0 ? "" : `left out: ${left.join(", ")}` };
   }
   if (Object.keys(stage.matchLabels).length > 0) {
@@ -319,7 +325,8 @@ export function selectStageNodes(planId: string, stage: Stage, fleet: readonly C
             ? `no node of the channel matches ${labels}`
             : `every node matching ${labels} is in an earlier stage`
           : "";
-    return { nodeIds: chosen, detail };
+    const covered = chosen.length === 0 && unhealthy === 0 && matches.length > 0;
+    return { nodeIds: chosen, detail, ...(covered ? { covered } : {}) };
   }
   const target = Math.ceil((stage.percent / 100) * fleet.length - 1e-9);
   const need = Math.max(0, target - taken.size);
@@ -335,7 +342,7 @@ export function selectStageNodes(planId: string, stage: Stage, fleet: readonly C
       : need === 0
         ? `earlier stages already cover ${taken.size} of ${fleet.length} node(s), ${stage.percent} % needs ${target}`
         : "";
-  return { nodeIds: chosen, detail };
+  return { nodeIds: chosen, detail, ...(need === 0 && target > 0 ? { covered: true } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -385,6 +392,14 @@ function heldDetail(state: StageState, t: StageTally): string | undefined {
  * (the controller selects again) or an operator promotes or skips it.
  */
 export function evaluateStage(stage: Stage, state: StageState, t: StageTally, nowMs: number): StageEvaluation {
+  if (state.covered && state.nodeCount === 0) {
+    // No node to watch: the gates about nodes pass; a manual gate still waits for its approval.
+    const detail = `nothing to move: ${state.detail}`;
+    const gates = stage.gates.map((g) =>
+      g.kind === "manual" && !state.manualApproved ? { kind: g.kind, passed: false, detail: "awaiting operator approval" } : { kind: g.kind, passed: true, detail },
+    );
+    return { gates, allPassed: gates.every((g) => g.passed) };
+  }
   const held = heldDetail(state, t);
   if (held !== undefined) {
     return { gates: stage.gates.map((g) => ({ kind: g.kind, passed: false, detail: held })), allPassed: false, held };
