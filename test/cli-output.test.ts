@@ -49,6 +49,7 @@ describe("output, help and conventions of the CLIs", () => {
     expect(acks.stdout).toContain("disk full\\r\\x1b[2Kgood-node  healthy  r-esc\\n");
     expect(acks.stdout.split("\n").filter((l) => l.includes("healthy"))).toHaveLength(1);
     const node = await autonomy(["node", "describe", "evil"]);
+    expect(node.stdout).toMatch(/agent\s+1\.0/);
     const list = await autonomy(["node", "list"]);
     expect(list.stdout).not.toContain("\u001b");
     // JSON keeps the data, escaped the JSON way.
