@@ -1,4 +1,5 @@
 import path from "node:path";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { Command, Option } from "commander";
 import {
   CA_CERT,
@@ -40,6 +41,11 @@ async function checkUnbound(cmd: Command, profile: Profile, name: string): Promi
     try {
       roles = (await api.rbac.listBindings({ principal })).bindings.map((b) => b.role);
     } catch (err) {
+      // A CA is often made before its orchestrator runs: with nobody to ask, say so and issue.
+      if (err instanceof ConnectError && (err.code === Code.Unavailable || err.code === Code.DeadlineExceeded)) {
+        process.stderr.write(`autonomy: warning: the orchestrator could not be reached, so not checked whether ${principal} holds a role (a certificate for it would carry it)\n`);
+        return;
+      }
       throw new Error(`cannot check whether ${principal} holds a role (${(err as Error).message}); pass --force to issue anyway`);
     }
     if (roles.length > 0) {
