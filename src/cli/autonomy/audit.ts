@@ -7,12 +7,12 @@ import {
   PruneAuditRecordsResponseSchema,
   QueryAuditRecordsResponseSchema,
   VerifyAuditChainResponseSchema,
-  type AuditRecord,
   type QueryAuditRecordsRequestSchema,
 } from "../../../clients/index.js";
 import { formatTable, formatTime, printJson } from "../shared/output.js";
 import { parseDuration } from "../shared/parse.js";
 import { withClients } from "./context.js";
+import { AUDIT_CSV_COLUMNS, auditCsvRow } from "../../domain/audit-csv.js";
 
 /** An RFC 3339 time, or a duration meaning that long ago ("24h", "7d" is 7 × 24h). */
 function parseTime(value: string): Timestamp {
@@ -52,31 +52,6 @@ function queryOf(opts: FilterOptions): MessageInitShape<typeof QueryAuditRecords
   return q;
 }
 
-const CSV_COLUMNS = ["seq", "timestamp", "event_name", "category", "action", "outcome", "actor", "resource_type", "resource", "source", "fields_json", "reason", "prev_hash", "hash"] as const;
-
-function csvCell(value: string): string {
-  return /[",\n\r]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value;
-}
-
-function csvRow(r: AuditRecord): string {
-  const values: Record<(typeof CSV_COLUMNS)[number], string> = {
-    seq: String(r.seq),
-    timestamp: formatTime(r.timestamp),
-    event_name: r.eventName,
-    category: r.category,
-    action: r.action,
-    outcome: r.outcome,
-    actor: r.actor,
-    resource_type: r.resourceType,
-    resource: r.resource,
-    source: r.source,
-    fields_json: r.fieldsJson,
-    reason: r.reason,
-    prev_hash: r.prevHash,
-    hash: r.hash,
-  };
-  return CSV_COLUMNS.map((c) => csvCell(values[c])).join(",");
-}
 
 /** `autonomy audit`: the hash-chained audit trail. */
 export function auditCommand(): Command {
@@ -107,11 +82,11 @@ export function auditCommand(): Command {
         const fd = openSync(opts.output, "w", 0o600);
         let written = 0;
         try {
-          if (opts.format === "csv") writeSync(fd, CSV_COLUMNS.join(",") + "\n");
+          if (opts.format === "csv") writeSync(fd, AUDIT_CSV_COLUMNS.join(",") + "\n");
           for (let cursor = 0n; ; ) {
             const page = await api.audit.queryAuditRecords({ ...queryOf(opts), order: "asc", limit: 1000, cursor });
             for (const r of page.records) {
-              writeSync(fd, (opts.format === "csv" ? csvRow(r) : toJsonString(AuditRecordSchema, r, { useProtoFieldName: true })) + "\n");
+              writeSync(fd, (opts.format === "csv" ? auditCsvRow(r) : toJsonString(AuditRecordSchema, r, { useProtoFieldName: true })) + "\n");
             }
             written += page.records.length;
             if (written > 0 && written % 10_000 === 0) process.stderr.write(`exported ${written} records...\n`);

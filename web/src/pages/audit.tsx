@@ -1,8 +1,9 @@
 import { toJsonString, type MessageInitShape } from "@bufbuild/protobuf";
-import { timestampDate, timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { useMutation, useQuery } from "@tanstack/react-query";
 import { useState, type FormEvent } from "react";
 import { AuditRecordSchema, type AuditRecord, type QueryAuditRecordsRequest, type QueryAuditRecordsRequestSchema } from "../../../gen/autonomy/v1/audit_pb.js";
+import { AUDIT_CSV_COLUMNS, auditCsvRow } from "../../../src/domain/audit-csv.js";
 import { api } from "../api.js";
 import { ErrorNote } from "../components.js";
 import { when } from "../format.js";
@@ -32,28 +33,7 @@ function toRequest(f: Form): MessageInitShape<typeof QueryAuditRecordsRequestSch
 }
 
 // The same files as `autonomy audit export`: JSON lines of the records in protobuf JSON with
-// proto field names, or CSV with these columns.
-const CSV_COLUMNS = ["seq", "timestamp", "event_name", "category", "action", "outcome", "actor", "resource_type", "resource", "source", "fields_json", "reason", "prev_hash", "hash"] as const;
-const csvCell = (v: string) => (/[",\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
-function csvRow(r: AuditRecord): string {
-  const values: Record<(typeof CSV_COLUMNS)[number], string> = {
-    seq: String(r.seq),
-    timestamp: r.timestamp ? timestampDate(r.timestamp).toISOString() : "-",
-    event_name: r.eventName,
-    category: r.category,
-    action: r.action,
-    outcome: r.outcome,
-    actor: r.actor,
-    resource_type: r.resourceType,
-    resource: r.resource,
-    source: r.source,
-    fields_json: r.fieldsJson,
-    reason: r.reason,
-    prev_hash: r.prevHash,
-    hash: r.hash,
-  };
-  return CSV_COLUMNS.map((c) => csvCell(values[c])).join(",");
-}
+// proto field names, or CSV (src/domain/audit-csv.ts).
 
 function download(name: string, type: string, text: string) {
   const url = URL.createObjectURL(new Blob([text], { type }));
@@ -89,7 +69,7 @@ export function AuditPage() {
       if (format === "jsonl") {
         download("audit.jsonl", "application/x-ndjson", all.map((r) => toJsonString(AuditRecordSchema, r, { useProtoFieldName: true }) + "\n").join(""));
       } else {
-        download("audit.csv", "text/csv", [CSV_COLUMNS.join(","), ...all.map(csvRow)].join("\n") + "\n");
+        download("audit.csv", "text/csv", [AUDIT_CSV_COLUMNS.join(","), ...all.map(auditCsvRow)].join("\n") + "\n");
       }
       return all.length;
     },
