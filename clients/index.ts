@@ -16,6 +16,7 @@ import {
   createGrpcWebTransport,
   Http2SessionManager,
 } from "@connectrpc/connect-node";
+import { AgentService } from "../gen/autonomy/v1/agent_pb.js";
 import { AuditService } from "../gen/autonomy/v1/audit_pb.js";
 import { EventService } from "../gen/autonomy/v1/events_pb.js";
 import { HealthService } from "../gen/autonomy/v1/health_pb.js";
@@ -24,6 +25,7 @@ import { RbacService } from "../gen/autonomy/v1/rbac_pb.js";
 import { ReleaseService } from "../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../gen/autonomy/v1/rollouts_pb.js";
 
+export * from "../gen/autonomy/v1/agent_pb.js";
 export * from "../gen/autonomy/v1/audit_pb.js";
 export { diagnoseTransportError, type TransportFailure, type TransportFailureKind } from "./diagnose.js";
 export * from "../gen/autonomy/v1/events_pb.js";
@@ -42,6 +44,7 @@ const SERVICES = {
   audit: AuditService,
   rbac: RbacService,
   health: HealthService,
+  agent: AgentService,
 } as const;
 
 /** The request header that names the operator a call is made for (AUTONOMY_OPERATOR); it goes into the audit trail. */

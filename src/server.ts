@@ -34,6 +34,7 @@ import { Authorizer, peerIdentity } from "./security/authz.js";
 import { bootstrapRbac } from "./security/bootstrap.js";
 import { AuditCheckpoints, CHECKPOINT_FILE } from "./services/audit-checkpoints.js";
 import { ENFORCEMENT_OFF_WARNING } from "./services/health-service.js";
+import { PushHub } from "./services/agent-push.js";
 
 export interface ServerConfig {
   /** host:port of the API. */
@@ -67,6 +68,8 @@ export interface ServerConfig {
   limits?: Partial<TransportLimits>;
   /** Unauthenticated calls per client address (--unauthenticated-rate, --unauthenticated-burst). */
   unauthenticatedRate?: RateLimitSettings;
+  /** How often an agent's push stream carries a keepalive (--push-keepalive); 15 seconds when unset. */
+  pushKeepaliveMs?: number;
 }
 
 /** 20 unauthenticated calls a second per client address, 100 at once. */
@@ -85,6 +88,8 @@ export interface RunningServer {
   readonly metrics: Metrics;
   readonly store: Store;
   readonly rollouts: RolloutController;
+  /** The agents' push streams. */
+  readonly push: PushHub;
   close(): Promise<void>;
 }
 
@@ -252,6 +257,9 @@ export async function startServer(
     const fleet = { store: instrumented, sightings, staleAfterMs: config.nodeStaleAfterMs ?? DEFAULT_NODE_STALE_AFTER_MS };
     metrics.countNodes = () => countLifecycles(fleet);
     const controller = new RolloutController({ ...fleet, metrics, logger, resyncMs: config.rolloutResyncMs });
+    // A stage that opens tells its nodes at once, on their streams; polling stays the fallback.
+    const push = new PushHub({ keepaliveMs: config.pushKeepaliveMs, onStreams: (open) => metrics.agentStreams.set(open) });
+    controller.subscribeMoves((m) => push.nodesMoved(m.nodeIds, m.releaseId, m.planId));
     const authorizer = new Authorizer({ store: instrumented, logger, enforced: config.rbacEnforcement !== false, registry: metrics.registry });
     const signer = SpecSigner.load(config.dataDir);
     await instrumented.registerSigningKey(signer.row(Date.now()));
@@ -269,7 +277,7 @@ export async function startServer(
     await controller.start();
     if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
-    const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane });
+    const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, push });
     const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
     const infos = new WeakMap<NodeRequest, RequestInfo>();
     const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
@@ -384,6 +392,8 @@ export async function startServer(
         );
       }
     }
+    // Run before the listener closes: streams end (unavailable) instead of holding it open.
+    teardown.push("push streams", () => push.close());
     let metricsServer: Listener | undefined;
     if (metricsAddress) {
       const onlyMetrics = createRestHandler({
@@ -408,6 +418,7 @@ export async function startServer(
       metrics,
       store,
       rollouts: controller,
+      push,
       close: () => teardown.run(),
     };
   }

@@ -8,6 +8,7 @@ import { diagnoseTransportError, ReleaseSchema, type OrchestratorClients, type R
 import type { Logger } from "../observability/logger.js";
 import { verifySpecSignature } from "../domain/signatures.js";
 import { runHook } from "./hooks.js";
+import { followPushStream, type PushState } from "./push.js";
 import { writeState, type AgentState } from "./state.js";
 import { writeAgentStatus, type AgentStatus } from "./status.js";
 
@@ -34,6 +35,8 @@ export interface AgentOptions {
   hookGraceMs?: number;
   /** Longest wait between attempts while the orchestrator refuses this node's certificate (default 10 min). */
   refusedBackoffMaxMs?: number;
+  /** Keep the push stream open (default); false: learn of releases by polling only. */
+  push?: boolean;
 }
 
 /**
@@ -82,6 +85,7 @@ class Connection {
   private retryInMs: number | undefined;
   lastAck: AgentStatus["last_ack"];
   installing: string | undefined;
+  push: PushState | undefined;
   private readonly startedAt = new Date().toISOString();
 
   constructor(private readonly opts: AgentOptions) {}
@@ -135,6 +139,12 @@ class Connection {
     return delay;
   }
 
+  private updates(): string {
+    const polling = `polling every ${Math.round(this.opts.pollIntervalMs / 100) / 10}s`;
+    if (!this.push) return polling;
+    return this.push.state === "open" ? `pushed (stream open since ${this.push.since}); ${polling} as a fallback` : `push stream ${this.push.state}; ${polling}`;
+  }
+
   save(stoppedAt?: string): void {
     const status: AgentStatus = {
       pid: process.pid,
@@ -144,7 +154,7 @@ class Connection {
       channel: this.opts.channel,
       orchestrator_url: this.opts.target.url,
       connection: { state: this.state, since: this.since, message: this.message, last_contact_at: this.lastContact, retry_in_ms: this.retryInMs },
-      updates: `polling every ${Math.round(this.opts.pollIntervalMs / 100) / 10}s`,
+      updates: this.updates(),
       last_ack: this.lastAck,
       installing: this.installing,
       stopped_at: stoppedAt,
@@ -291,6 +301,32 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
 
   let nextHeartbeat = 0;
   let nextPoll = 0;
+  // The push stream brings the next poll forward; the loop's sleep ends when it does.
+  let wake: (() => void) | undefined;
+  let pushes = 0;
+  const pushed =
+    opts.push === false
+      ? Promise.resolve()
+      : followPushStream({
+          api,
+          logger,
+          nodeId,
+          signal,
+          afterSequence: BigInt(state.pushSequence ?? "0"),
+          onChange: () => {
+            pushes++;
+            nextPoll = 0;
+            wake?.();
+          },
+          onSequence: (sequence) => {
+            state.pushSequence = String(sequence);
+            save();
+          },
+          onState: (s) => {
+            conn.push = s;
+            conn.save();
+          },
+        });
   while (!signal.aborted) {
     try {
       if (Date.now() >= nextHeartbeat) {
@@ -299,8 +335,10 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
         nextHeartbeat = Date.now() + opts.heartbeatIntervalMs;
       }
       if (Date.now() >= nextPoll) {
+        const before = pushes;
         const { release, planId } = await api.nodes.getDesiredRelease({ nodeId }, { signal });
-        nextPoll = Date.now() + opts.pollIntervalMs;
+        // A push during the poll may be about a change it did not see yet: poll again.
+        nextPoll = pushes === before ? Date.now() + opts.pollIntervalMs : 0;
         if (release && release.releaseId !== state.failedReleaseId && (await planAllows(planId, release))) {
           if (release.releaseId !== state.currentReleaseId) await install(release);
           else if (!confirmedHealthy.has(release.releaseId)) {
@@ -321,8 +359,12 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
       nextHeartbeat = nextPoll = Date.now() + delay;
     }
     const wait = Math.max(0, Math.min(nextHeartbeat, nextPoll) - Date.now());
-    await sleep(wait, undefined, { signal }).catch(() => {});
+    const woken = new AbortController();
+    wake = () => woken.abort();
+    await sleep(wait, undefined, { signal: AbortSignal.any([signal, woken.signal]) }).catch(() => {});
+    wake = undefined;
   }
+  await pushed;
   conn.save(new Date().toISOString());
   logger.info("stopped");
 }

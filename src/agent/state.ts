@@ -12,6 +12,8 @@ export interface AgentState {
   currentReleaseId?: string;
   /** The last release whose install or check failed; not tried again until another is desired. */
   failedReleaseId?: string;
+  /** The sequence of the last message taken in from the push stream (a decimal string). */
+  pushSequence?: string;
 }
 
 /** `$XDG_STATE_HOME/autonomyops/edgectl`, falling back to `~/.local/state/autonomyops/edgectl`. */

@@ -28,6 +28,10 @@ export interface Metrics {
   readonly rolloutEvaluations: Counter;
   readonly tlsRefusals: Counter<"reason">;
   readonly tlsRevokedClosed: Counter;
+  /** AgentService.Subscribe streams open now. */
+  readonly agentStreams: Gauge;
+  /** Messages pushed on agents' streams, by kind (hello, keepalive, desired_release_changed). */
+  readonly agentPushed: Counter<"kind">;
   readonly crlReloadFailures: Counter;
   readonly crlReloadFailing: Gauge;
   readonly crlNumber: Gauge;
@@ -166,6 +170,17 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
       name: "cp_tls_handshake_failures_total",
       help: "Client connections refused at the TLS handshake, by reason (CERT_REVOKED: a revoked certificate; CERT_HAS_EXPIRED; UNABLE_TO_VERIFY_LEAF_SIGNATURE: another CA; no certificate ...).",
       labelNames: ["reason"],
+      registers,
+    }),
+    agentStreams: new Gauge({
+      name: "cp_agent_streams",
+      help: "Agents' push streams (AgentService.Subscribe) open now.",
+      registers,
+    }),
+    agentPushed: new Counter({
+      name: "cp_agent_pushed_total",
+      help: "Messages sent on agents' push streams, by kind (hello, keepalive, desired_release_changed).",
+      labelNames: ["kind"],
       registers,
     }),
     tlsRevokedClosed: new Counter({

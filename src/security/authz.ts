@@ -266,7 +266,20 @@ export class Authorizer {
           );
         }
       }
-      if (principal.kind === "node") {
+      if (principal.kind === "node" && req.stream) {
+        // A streaming call's messages are checked as the handler reads them.
+        const node = principal.name;
+        const messages = req.message;
+        async function* own() {
+          for await (const m of messages) {
+            const foreign = foreignNodeField(m as unknown as Record<string, unknown>, node);
+            if (foreign) await deny(Code.PermissionDenied, `node ${node} may write and read only its own data: ${foreign}`, "another node's data");
+            yield m;
+          }
+        }
+        return next({ ...req, message: own() });
+      }
+      if (principal.kind === "node" && !req.stream) {
         const message = req.message as unknown as Record<string, unknown>;
         const foreign = foreignNodeField(message, principal.name);
         if (foreign) await deny(Code.PermissionDenied, `node ${principal.name} may write and read only its own data: ${foreign}`, "another node's data");

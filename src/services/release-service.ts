@@ -7,6 +7,7 @@ import type { Metrics } from "../observability/metrics.js";
 import { actorOf, auditRecord } from "./audit-record.js";
 import { channelReleases } from "./fleet-views.js";
 import type { RolloutController } from "../rollouts/controller.js";
+import type { PushHub } from "./agent-push.js";
 import { ackToRow, releaseToRow } from "../store/fleet-rows.js";
 import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
@@ -17,6 +18,8 @@ export function createReleaseService(deps: {
   metrics: Metrics;
   sightings: SightingBuffer;
   controller?: RolloutController;
+  /** Tells the nodes of a channel, on their streams, of an unstaged release published on it. */
+  push?: PushHub;
   /** --audit-data-plane: record every stored ack in the audit trail. */
   auditDataPlane?: boolean;
 }): ServiceImpl<typeof ReleaseService> {
@@ -34,7 +37,10 @@ export function createReleaseService(deps: {
         fields: { channel: r.channel, version: r.version, staged: r.staged, artifacts: r.artifacts.map((a) => a.digest) },
       });
       const result = await store.publishRelease(releaseToRow(r, Date.now()), audit);
-      if (result.created) metrics.releasesPublished.inc();
+      if (result.created) {
+        metrics.releasesPublished.inc();
+        if (!r.staged) deps.push?.channelReleased(r.channel, r.releaseId);
+      }
       return result;
     },
 

@@ -47,14 +47,30 @@ export function createObserveInterceptor(metrics: Metrics): Interceptor {
  */
 export function createErrorInterceptor(logger: Logger): Interceptor {
   return (next) => async (req) => {
-    try {
-      return await next(req);
-    } catch (err) {
-      if (err instanceof ConnectError) throw err;
+    const rpc = `${req.service.typeName}/${req.method.name}`;
+    const map = (err: unknown): ConnectError => {
+      if (err instanceof ConnectError) return err;
       const mapped = domainToConnectError(err);
-      if (mapped) throw mapped;
-      logger.error({ err, rpc: `${req.service.typeName}/${req.method.name}` }, "unexpected error in handler");
-      throw new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+      if (mapped) return mapped;
+      logger.error({ err, rpc }, "unexpected error in handler");
+      return new ConnectError("internal error", Code.Internal, undefined, undefined, err);
+    };
+    let res: Awaited<ReturnType<typeof next>>;
+    try {
+      res = await next(req);
+    } catch (err) {
+      throw map(err);
     }
+    if (!res.stream) return res;
+    // A streaming handler throws while its messages are read, after this returned.
+    const messages = res.message;
+    async function* mapped() {
+      try {
+        yield* messages;
+      } catch (err) {
+        throw map(err);
+      }
+    }
+    return { ...res, message: mapped() };
   };
 }

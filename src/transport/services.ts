@@ -1,5 +1,6 @@
 import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import { AgentService } from "../../gen/autonomy/v1/agent_pb.js";
 import { AuditService } from "../../gen/autonomy/v1/audit_pb.js";
 import { EventService } from "../../gen/autonomy/v1/events_pb.js";
 import { HealthService } from "../../gen/autonomy/v1/health_pb.js";
@@ -14,6 +15,7 @@ import type { RolloutController } from "../rollouts/controller.js";
 import type { SpecSigner } from "../rollouts/signing.js";
 import { createRolloutService } from "../services/rollout-service.js";
 import type { Metrics } from "../observability/metrics.js";
+import { createAgentService, type PushHub } from "../services/agent-push.js";
 import { createAuditService } from "../services/audit-service.js";
 import { createEventService } from "../services/event-service.js";
 import { createHealthService } from "../services/health-service.js";
@@ -45,6 +47,8 @@ export interface ServiceDeps {
   auditCheckpoints?: AuditCheckpoints;
   /** --audit-data-plane: also audit every ingested batch and every stored ack. */
   auditDataPlane?: boolean;
+  /** The agents' push streams. */
+  push: PushHub;
 }
 
 /** The one list of served services: the RPC router and the REST transcoder both read it. */
@@ -56,6 +60,7 @@ export function createServices(deps: ServiceDeps): ServiceEntry[] {
     entry(RolloutService, createRolloutService(deps)),
     entry(AuditService, createAuditService(deps)),
     entry(RbacService, createRbacService(deps)),
+    entry(AgentService, createAgentService(deps)),
     entry(HealthService, createHealthService({ rbacEnforced: deps.authorizer.enforced })),
   ];
 }

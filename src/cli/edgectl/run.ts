@@ -32,6 +32,7 @@ interface RunOptions {
   heartbeatInterval: number;
   pollInterval: number;
   hookGrace: number;
+  push: boolean;
   logFormat: LogFormat;
   logLevel: LogLevel;
 }
@@ -39,7 +40,7 @@ interface RunOptions {
 export function runAgentCommand(): Command {
   return new Command("run")
     .description(
-      "Run the agent: heartbeat, poll the desired release, install it with --apply-command, and acknowledge each step " +
+      "Run the agent: heartbeat, hear of a new desired release on the push stream (or poll for it), install it with --apply-command, and acknowledge each step " +
         "(downloading, applied, healthy or failed). Stops cleanly on SIGTERM: a running hook's process group gets SIGTERM, " +
         "then SIGKILL after --hook-grace, and the install is acknowledged failed (interrupted).",
     )
@@ -62,6 +63,7 @@ export function runAgentCommand(): Command {
     .addOption(
       new Option("--poll-interval <duration>", "time between polls of the desired release").argParser(parsePositiveDuration).default(10_000, "10s"),
     )
+    .option("--no-push", "do not keep the push stream open: learn of new releases by polling only")
     .addOption(
       new Option("--hook-grace <duration>", "how long a hook may take to stop after SIGTERM before it is killed").argParser(parsePositiveDuration).default(5_000, "5s"),
     )
@@ -115,6 +117,7 @@ export function runAgentCommand(): Command {
               planPublicKeyPem,
               pollIntervalMs: opts.pollInterval,
               hookGraceMs: opts.hookGrace,
+              push: opts.push,
               signal: stop.signal,
               target: { url: target.url, source: target.source, tls: target.tls },
             },

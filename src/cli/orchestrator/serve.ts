@@ -45,6 +45,7 @@ interface ServeOptions {
   http2MaxSessionMemory: number;
   unauthenticatedRate: number;
   unauthenticatedBurst: number;
+  pushKeepalive: number;
 }
 
 const seconds = (ms: number) => `${ms / 1000}s`;
@@ -278,6 +279,12 @@ export function serveCommand(): Command {
         .default(DEFAULT_UNAUTHENTICATED_RATE.burst),
     )
     .addOption(
+      new Option("--push-keepalive <duration>", "how often an agent's push stream carries a keepalive when nothing else is sent (proxies drop idle streams)")
+        .env("AUTONOMY_PUSH_KEEPALIVE")
+        .argParser(parsePositiveDuration)
+        .default(15_000, "15s"),
+    )
+    .addOption(
       new Option(
         "--audit-data-plane",
         "also write an audit record for every ingested event batch and every stored ack (heavy at fleet scale)",
@@ -332,6 +339,7 @@ export function serveCommand(): Command {
               maxSessionMemoryMiB: opts.http2MaxSessionMemory,
             },
             unauthenticatedRate: { perSecond: opts.unauthenticatedRate, burst: opts.unauthenticatedBurst },
+            pushKeepaliveMs: opts.pushKeepalive,
             tls:
               opts.tlsCertFile && opts.tlsKeyFile
                 ? {
