@@ -50,11 +50,14 @@ export async function checkPlanSpec(
   pinnedPem: string | undefined,
   signal?: AbortSignal,
 ): Promise<string | undefined> {
-  const spec = await api.rollouts.getRolloutSpec({ planId }, { signal });
+  // Both at once: the spec names its key, and the key list is small.
+  const [spec, served] = await Promise.all([
+    api.rollouts.getRolloutSpec({ planId }, { signal }),
+    pinnedPem === undefined ? api.rollouts.listSigningKeys({}, { signal }) : undefined,
+  ]);
   let pem = pinnedPem;
   if (pem === undefined) {
-    const { keys } = await api.rollouts.listSigningKeys({}, { signal });
-    pem = keys.find((k) => k.keyId === spec.keyId)?.publicKeyPem;
+    pem = served?.keys.find((k) => k.keyId === spec.keyId)?.publicKeyPem;
     if (pem === undefined) return `the orchestrator serves no key "${spec.keyId}"`;
   }
   if (!verifySpecSignature(spec.canonicalSpec, spec.signature, pem)) return "its signature does not verify";
