@@ -68,6 +68,8 @@ export interface ServerConfig {
   limits?: Partial<TransportLimits>;
   /** Unauthenticated calls per client address (--unauthenticated-rate, --unauthenticated-burst). */
   unauthenticatedRate?: RateLimitSettings;
+  /** Events per second each node may ingest, with a burst (--node-ingest-rate, --node-ingest-burst); no limit when unset or 0. */
+  nodeIngestRate?: RateLimitSettings;
   /** How often an agent's push stream carries a keepalive (--push-keepalive); 15 seconds when unset. */
   pushKeepaliveMs?: number;
 }
@@ -277,7 +279,9 @@ export async function startServer(
     await controller.start();
     if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
-    const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, push });
+    const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, push,
+      nodeIngestLimiter: config.nodeIngestRate && config.nodeIngestRate.perSecond > 0 ? new RateLimiter(config.nodeIngestRate) : undefined,
+    });
     const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
     const infos = new WeakMap<NodeRequest, RequestInfo>();
     const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));

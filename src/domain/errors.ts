@@ -60,3 +60,13 @@ export class StoreUnavailableError extends DomainError {
 
 /** The database file is corrupt. The process must stop: serving from it could lose acknowledged writes. */
 export class StoreCorruptError extends DomainError {}
+
+/** A caller over its rate (the per-node ingest limit): answered 429 / resource_exhausted with Retry-After. */
+export class RateLimitedError extends DomainError {
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+  ) {
+    super(message);
+  }
+}

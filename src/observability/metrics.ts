@@ -14,6 +14,8 @@ export interface Metrics {
   readonly eventsReceived: Counter;
   readonly eventsInserted: Counter;
   readonly eventsDeduped: Counter;
+  /** Ingest calls refused by the per-node limit, by node (enrolled ones; "unenrolled" for the rest). */
+  readonly ingestThrottled: Counter<"node">;
   readonly storeDuration: Histogram<"operation" | "outcome">;
   readonly releasesPublished: Counter;
   readonly acks: Counter<"state" | "outcome">;
@@ -170,6 +172,12 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
       name: "cp_tls_handshake_failures_total",
       help: "Client connections refused at the TLS handshake, by reason (CERT_REVOKED: a revoked certificate; CERT_HAS_EXPIRED; UNABLE_TO_VERIFY_LEAF_SIGNATURE: another CA; no certificate ...).",
       labelNames: ["reason"],
+      registers,
+    }),
+    ingestThrottled: new Counter({
+      name: "cp_ingest_throttled_total",
+      help: "IngestEvents calls refused by the per-node limit (--node-ingest-rate), by node: enrolled node ids, \"unenrolled\" for any other.",
+      labelNames: ["node"],
       registers,
     }),
     agentStreams: new Gauge({

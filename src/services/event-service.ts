@@ -1,4 +1,6 @@
 import type { ServiceImpl } from "@connectrpc/connect";
+import { RateLimitedError } from "../domain/errors.js";
+import type { RateLimiter } from "../transport/rate-limit.js";
 import type { Event, EventService } from "../../gen/autonomy/v1/events_pb.js";
 import { dedupeWithinBatch, queryCursor, queryLimit, validateEventBatch } from "../domain/events.js";
 import type { Metrics } from "../observability/metrics.js";
@@ -26,11 +28,38 @@ export function createEventService(deps: {
   controller?: RolloutController;
   /** --audit-data-plane: record every ingested batch in the audit trail. */
   auditDataPlane?: boolean;
+  /** --node-ingest-rate: events per second per node, with a burst. */
+  nodeIngestLimiter?: RateLimiter;
 }): ServiceImpl<typeof EventService> {
   const { store, metrics, controller } = deps;
+  const limiter = deps.nodeIngestLimiter?.enabled ? deps.nodeIngestLimiter : undefined;
+  // The metric's node label names enrolled nodes only, so its series stay bounded by the fleet.
+  const enrolled = new Set<string>();
+  const labelOf = async (nodeId: string) => {
+    if (enrolled.has(nodeId)) return nodeId;
+    if (await store.getNode(nodeId)) {
+      enrolled.add(nodeId);
+      return nodeId;
+    }
+    return "unenrolled";
+  };
+  /** Refuses the whole batch when a node in it is over its limit; else takes each node's share. */
+  const admit = async (events: readonly Event[]) => {
+    const perNode = new Map<string, number>();
+    for (const e of events) perNode.set(e.nodeId, (perNode.get(e.nodeId) ?? 0) + 1);
+    for (const [nodeId, n] of perNode) {
+      const wait = limiter!.waitFor(nodeId, n);
+      if (wait > 0) {
+        metrics.ingestThrottled.inc({ node: await labelOf(nodeId) });
+        throw new RateLimitedError(`node ${nodeId} is over its ingest limit (--node-ingest-rate); retry in ${wait}s`, wait);
+      }
+    }
+    for (const [nodeId, n] of perNode) limiter!.takeN(nodeId, n);
+  };
   return {
     async ingestEvents(req, ctx) {
       validateEventBatch(req.events);
+      if (limiter) await admit(req.events);
       const unique = dedupeWithinBatch(req.events);
       const audit = deps.auditDataPlane ? ingestAudit(actorOf(ctx), req.events.length, unique) : undefined;
       const inserted = unique.length === 0 ? 0 : await store.ingestEvents(unique, audit);

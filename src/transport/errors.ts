@@ -6,6 +6,7 @@ import {
   FailedPreconditionError,
   NotFoundError,
   PayloadTooLargeError,
+  RateLimitedError,
   StoreBusyError,
   StoreCorruptError,
   StoreFullError,
@@ -27,6 +28,7 @@ type ErrorClass = abstract new (...args: never[]) => Error;
 const MAPPING: ReadonlyArray<{ type: ErrorClass; code: Code; status?: number }> = [
   { type: ValidationError, code: Code.InvalidArgument },
   { type: PayloadTooLargeError, code: Code.ResourceExhausted, status: 413 },
+  { type: RateLimitedError, code: Code.ResourceExhausted, status: 429 },
   { type: NotFoundError, code: Code.NotFound },
   { type: ConflictError, code: Code.AlreadyExists },
   { type: FailedPreconditionError, code: Code.FailedPrecondition, status: 409 },

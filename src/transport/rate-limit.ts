@@ -55,6 +55,29 @@ export class RateLimiter {
     bucket.tokens = Math.max(0, bucket.tokens - 1);
   }
 
+  /**
+   * Seconds until `key` may take `n` tokens: it may once its bucket holds min(n, burst), so a
+   * batch larger than the burst passes on a full bucket and leaves it in debt. 0: now. Takes nothing.
+   */
+  waitFor(key: string, n: number): number {
+    if (!this.enabled || n <= 0) return 0;
+    const tokens = this.level(key)?.tokens ?? this.settings.burst;
+    const needed = Math.min(n, this.settings.burst);
+    return tokens >= needed ? 0 : Math.max(1, Math.ceil((needed - tokens) / this.settings.perSecond));
+  }
+
+  /** Takes `n` tokens from `key`'s bucket (after `waitFor` said 0); it may go into debt. */
+  takeN(key: string, n: number): void {
+    if (!this.enabled || n <= 0) return;
+    let bucket = this.level(key);
+    if (!bucket) {
+      if (this.buckets.size >= this.maxKeys) this.forgetOldest();
+      bucket = { tokens: this.settings.burst, at: this.now() };
+      this.buckets.set(key, bucket);
+    }
+    bucket.tokens -= n;
+  }
+
   private forgetOldest(): void {
     // Map keeps insertion order: drop the first tenth, which are the longest tracked.
     let n = Math.ceil(this.maxKeys / 10);

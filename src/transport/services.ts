@@ -9,6 +9,7 @@ import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
 import type { Authorizer } from "../security/authz.js";
+import type { RateLimiter } from "./rate-limit.js";
 import type { AuditCheckpoints } from "../services/audit-checkpoints.js";
 import { createRbacService } from "../services/rbac-service.js";
 import type { RolloutController } from "../rollouts/controller.js";
@@ -49,6 +50,8 @@ export interface ServiceDeps {
   auditDataPlane?: boolean;
   /** The agents' push streams. */
   push: PushHub;
+  /** --node-ingest-rate and --node-ingest-burst: events per second per node. */
+  nodeIngestLimiter?: RateLimiter;
 }
 
 /** The one list of served services: the RPC router and the REST transcoder both read it. */

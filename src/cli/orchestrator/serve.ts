@@ -46,6 +46,8 @@ interface ServeOptions {
   unauthenticatedRate: number;
   unauthenticatedBurst: number;
   pushKeepalive: number;
+  nodeIngestRate: number;
+  nodeIngestBurst: number;
 }
 
 const seconds = (ms: number) => `${ms / 1000}s`;
@@ -279,6 +281,22 @@ export function serveCommand(): Command {
         .default(DEFAULT_UNAUTHENTICATED_RATE.burst),
     )
     .addOption(
+      new Option("--node-ingest-rate <n>", "events per second one node may ingest; over it, 429 with Retry-After (REST) or resource_exhausted with a retry-after hint (RPC); 0: no limit")
+        .env("AUTONOMY_NODE_INGEST_RATE")
+        .argParser((v) => {
+          const n = Number(v);
+          if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError("a number of events per second, 0 or more");
+          return n;
+        })
+        .default(0),
+    )
+    .addOption(
+      new Option("--node-ingest-burst <n>", "events one node may send at once before --node-ingest-rate applies")
+        .env("AUTONOMY_NODE_INGEST_BURST")
+        .argParser(parsePositiveInt)
+        .default(1000),
+    )
+    .addOption(
       new Option("--push-keepalive <duration>", "how often an agent's push stream carries a keepalive when nothing else is sent (proxies drop idle streams)")
         .env("AUTONOMY_PUSH_KEEPALIVE")
         .argParser(parsePositiveDuration)
@@ -340,6 +358,7 @@ export function serveCommand(): Command {
             },
             unauthenticatedRate: { perSecond: opts.unauthenticatedRate, burst: opts.unauthenticatedBurst },
             pushKeepaliveMs: opts.pushKeepalive,
+            nodeIngestRate: { perSecond: opts.nodeIngestRate, burst: opts.nodeIngestBurst },
             tls:
               opts.tlsCertFile && opts.tlsKeyFile
                 ? {
