@@ -1,4 +1,27 @@
-import Database from "better-sqlite3";
+import { createRequire } from "node:module";
+import type Database from "better-sqlite3";
+
+/** Why the SQLite store cannot run here, undefined when it can: better-sqlite3 is an optional dependency. */
+export function sqliteUnavailable(): string | undefined {
+  try {
+    // Its native binding loads with the first database: open one in memory to know.
+    new (loadDriver())(":memory:").close();
+    return undefined;
+  } catch (err) {
+    return (
+      `the SQLite store needs better-sqlite3, which is not installed or did not build here (${(err as Error).message.split("\n")[0]}); ` +
+      "install it (npm install better-sqlite3, with a C++ toolchain where no prebuilt binary fits) or serve from PostgreSQL (--postgres-url)"
+    );
+  }
+}
+
+let driver: typeof Database | undefined;
+
+/** better-sqlite3, loaded when a store first opens: the clients and the agent never load it. */
+function loadDriver(): typeof Database {
+  driver ??= createRequire(import.meta.url)("better-sqlite3") as typeof Database;
+  return driver;
+}
 
 /** Options shared by the writer and reader connections of one SQLite store. */
 export interface SqliteConnectionOptions {
@@ -22,7 +45,7 @@ export function dbSizeReserveBytes(maxDbBytes: number): number {
  * WAL, synchronous=FULL (a committed transaction survives power loss), a bounded busy timeout.
  */
 export function openConnection(opts: SqliteConnectionOptions, role: "writer" | "reader"): Database.Database {
-  const db = new Database(opts.file);
+  const db = new (loadDriver())(opts.file);
   db.pragma(`busy_timeout = ${Math.max(0, Math.floor(opts.busyTimeoutMs))}`);
   if (role === "writer") {
     db.pragma("journal_mode = WAL");

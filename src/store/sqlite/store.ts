@@ -2,7 +2,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import { Worker } from "node:worker_threads";
 import { desc, getTableColumns, sql } from "drizzle-orm";
-import { drizzle, type BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
+import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type Database from "better-sqlite3";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import type { Node } from "../../../gen/autonomy/v1/nodes_pb.js";
@@ -21,7 +21,7 @@ import { rowToAck, rowToNode, rowToRelease, type AckRow, type NodeSighting, type
 import type { FleetTotalsQuery } from "../fleet-totals.js";
 import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, StageNodeQuery, Store } from "../store.js";
 import type { OpenedStage, StageOpening } from "../rollout-opening.js";
-import { openConnection, type SqliteConnectionOptions } from "./connection.js";
+import { openConnection, sqliteUnavailable, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, sqliteDomainError } from "./errors.js";
 import { prepareFleetReads } from "./fleet-reads.js";
 import type { AuditRow, PlanRow, RolloutChange, SigningKeyRow, StatusRow } from "../rollout-rows.js";
@@ -108,6 +108,8 @@ export class SqliteStore implements Store {
 
   /** Creates the data dir, starts the writer (which applies migrations), then opens the reader. */
   static async open(opts: SqliteStoreOptions): Promise<SqliteStore> {
+    const missing = sqliteUnavailable();
+    if (missing) throw new StoreUnavailableError(missing);
     mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
     const file = path.join(opts.dataDir, DB_FILE_NAME);
     // Mode 0600 whatever the umask; SQLite gives the -wal and -shm files the database file's mode.
@@ -132,6 +134,8 @@ export class SqliteStore implements Store {
         : new Error(`cannot open the database ${connection.file}: ${detail}`);
     }
     const reader = openConnection(connection, "reader");
+    // Loaded here, not at the top: drizzle's driver imports better-sqlite3, an optional dependency.
+    const { drizzle } = await import("drizzle-orm/better-sqlite3");
     return new SqliteStore(worker, reader, drizzle({ client: reader }), opts.onFatal);
   }
 
