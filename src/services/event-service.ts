@@ -1,6 +1,5 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import { RateLimitedError } from "../domain/errors.js";
-import type { RateLimiter } from "../transport/rate-limit.js";
 import type { Event, EventService } from "../../gen/autonomy/v1/events_pb.js";
 import { dedupeWithinBatch, queryCursor, queryLimit, validateEventBatch } from "../domain/events.js";
 import type { Metrics } from "../observability/metrics.js";
@@ -21,6 +20,14 @@ function ingestAudit(who: Actor, received: number, events: readonly Event[]) {
   });
 }
 
+/** A token bucket per node in events (src/transport/rate-limit.ts RateLimiter). */
+export interface IngestLimiter {
+  readonly enabled: boolean;
+  /** Seconds until `key` may send `n` events; 0: now. */
+  waitFor(key: string, n: number): number;
+  takeN(key: string, n: number): void;
+}
+
 /** EventService: validates, dedupes within the batch, and hands the rest to the store. */
 export function createEventService(deps: {
   store: Store;
@@ -29,7 +36,7 @@ export function createEventService(deps: {
   /** --audit-data-plane: record every ingested batch in the audit trail. */
   auditDataPlane?: boolean;
   /** --node-ingest-rate: events per second per node, with a burst. */
-  nodeIngestLimiter?: RateLimiter;
+  nodeIngestLimiter?: IngestLimiter;
 }): ServiceImpl<typeof EventService> {
   const { store, metrics, controller } = deps;
   const limiter = deps.nodeIngestLimiter?.enabled ? deps.nodeIngestLimiter : undefined;
