@@ -141,7 +141,7 @@ describe("the push hub", () => {
 });
 
 describe("who may open a stream", () => {
-  it("a node opens only its own; a revoked certificate's live stream is cut", async () => {
+  it("a node opens only its own; a revoked token or certificate cuts its live stream", async () => {
     const work = mkdtempSync(path.join(os.tmpdir(), "ao-push-tls-"));
     const ca = path.join(work, "ca");
     await initCa(ca);
@@ -151,7 +151,7 @@ describe("who may open a stream", () => {
     await revokeCerts(ca, {});
     const server = await startTestServer("sqlite", {
       rbacEnforcement: true,
-      pushKeepaliveMs: 60_000,
+      pushKeepaliveMs: 300,
       tls: { certFile: serverCert.certFile, keyFile: serverCert.keyFile, caFile: path.join(ca, CA_CERT), crlFile: path.join(ca, CRL_FILE) },
       tlsClientAuth: "request",
     });
@@ -165,18 +165,28 @@ describe("who may open a stream", () => {
       await expect(open(anonymous, "robot-1").next()).rejects.toThrow(/\[unauthenticated\]/);
       await expect(open(asRobot, "robot-2").next()).rejects.toThrow(/\[permission_denied\] node robot-1 may write and read only its own data: node_id is "robot-2"/);
       // A node's token works like its certificate.
-      const token = (await admin.rbac.createToken({ principal: "node:robot-2", ttlHours: 1 })).token;
-      const asRobot2 = createOrchestratorClients({ baseUrl: server.url, tls: { ca: tlsCa }, token });
+      const created = await admin.rbac.createToken({ principal: "node:robot-2", ttlHours: 1 });
+      const asRobot2 = createOrchestratorClients({ baseUrl: server.url, tls: { ca: tlsCa }, token: created.token });
       const viaToken = open(asRobot2, "robot-2");
       expect((await viaToken.next()).kind.case).toBe("hello");
-      viaToken.close();
+      expect((await viaToken.next()).kind.case).toBe("keepalive");
+      // A revoked token ends its live stream at the next keepalive.
+      await admin.rbac.revokeToken({ tokenId: created.info!.tokenId });
+      await expect(
+        (async () => {
+          for (;;) await viaToken.next();
+        })(),
+      ).rejects.toThrow(/\[unauthenticated\] the stream's credential is no longer valid/);
       asRobot2.close();
 
       const live = open(asRobot, "robot-1");
       expect((await live.next()).kind.case).toBe("hello");
-      const cut = live.next();
+      const cut = (async () => {
+        for (;;) await live.next();
+      })();
       await revokeCerts(ca, { name: "robot-1" });
       await expect(cut).rejects.toThrow();
+      expect(await server.metrics.registry.getSingleMetricAsString("cp_tls_revoked_connections_closed_total")).toMatch(/ 1$/m);
       await expect(open(asRobot, "robot-1").next()).rejects.toThrow();
     } finally {
       admin.close();

@@ -97,7 +97,7 @@ export class PushHub {
    * A node's stream: a hello, what came after `after` (when still held), then each new message
    * and keepalives, until the signal aborts or the hub closes.
    */
-  async *stream(nodeId: string, channel: string, after: bigint, signal: AbortSignal): AsyncGenerator<SubscribeResponse> {
+  async *stream(nodeId: string, channel: string, after: bigint, signal: AbortSignal, recheck?: () => Promise<void>): AsyncGenerator<SubscribeResponse> {
     if (this.closed) throw new ConnectError("the server is shutting down", Code.Unavailable);
     let log = this.logs.get(nodeId);
     if (!log) this.logs.set(nodeId, (log = { channel, last: this.base, window: [], subscribers: new Set() }));
@@ -140,7 +140,11 @@ export class PushHub {
           };
         });
         wake = undefined;
-        if (timedOut && !signal.aborted && !ended && pending.length === 0) yield frame({ case: "keepalive", value: { $typeName: "autonomy.v1.StreamKeepalive" } });
+        if (timedOut && !signal.aborted && !ended && pending.length === 0) {
+          // The credential is checked again at each keepalive: a revoked token ends the stream.
+          await recheck?.();
+          yield frame({ case: "keepalive", value: { $typeName: "autonomy.v1.StreamKeepalive" } });
+        }
       }
     } finally {
       signal.removeEventListener("abort", onAbort);
@@ -161,6 +165,8 @@ export interface AgentServiceDeps {
   store: Store;
   push: PushHub;
   metrics: Metrics;
+  /** Checks a stream's bearer token again (the authorizer's principalOf); throws once it is revoked or expired. */
+  authorizer?: { principalOf(peer: undefined, authorization: string | null): Promise<unknown> };
 }
 
 const KIND_LABELS: Record<Body["case"], string> = { hello: "hello", keepalive: "keepalive", desiredReleaseChanged: "desired_release_changed" };
@@ -172,7 +178,18 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
       checkId(req.nodeId, "node_id", true);
       const node = await deps.store.getNode(req.nodeId);
       if (!node) throw new NotFoundError(`node "${req.nodeId}" is not enrolled; enrol it first (edgectl enroll)`);
-      for await (const m of deps.push.stream(node.nodeId, node.channel, req.afterSequence, ctx.signal)) {
+      const authorization = ctx.requestHeader.get("authorization");
+      const recheck =
+        authorization && deps.authorizer
+          ? async () => {
+              try {
+                await deps.authorizer!.principalOf(undefined, authorization);
+              } catch (err) {
+                throw new ConnectError(`the stream's credential is no longer valid: ${(err as Error).message}`, Code.Unauthenticated);
+              }
+            }
+          : undefined;
+      for await (const m of deps.push.stream(node.nodeId, node.channel, req.afterSequence, ctx.signal, recheck)) {
         if (m.kind.case) deps.metrics.agentPushed.inc({ kind: KIND_LABELS[m.kind.case] });
         yield m;
       }
