@@ -32,7 +32,7 @@ describe("push to real edgectl agents", () => {
 
   it(`with a ${POLL_MS / 1000} s poll interval, ${AGENTS} agents all start installing when the stage opens, before any of them could have polled again`, async () => {
     fleet = startPushFleet({ url: server.url, work, channel: "push", count: AGENTS, pollInterval: `${POLL_MS / 1000}s` });
-    await fleet.streamsOpen(60_000);
+    await fleet.streamsOpen(45_000);
     await eventually(async () => {
       const { nodes } = await api.nodes.getFleetStatus({ channel: "push" });
       expect(nodes.filter((n) => n.lifecycle === "HEALTHY")).toHaveLength(AGENTS);
@@ -52,5 +52,6 @@ describe("push to real edgectl agents", () => {
     // For the record (bench/push.ts measures it): the stage's opening to the last install start.
     console.log(`stage opened to the last of ${AGENTS} installs starting: ${Math.max(...starts) - timestampMs(stage.openedAt!)} ms`);
     await eventually(async () => expect((await api.rollouts.getRolloutStatus({ planId: "push-plan" })).status!.phase).toBe("completed"), 20_000);
-  });
+    // Twenty agents starting on a loaded two-core machine take a while; the poll interval bounds the rest.
+  }, 150_000);
 });
