@@ -206,6 +206,20 @@ describe("autonomy-orchestrator migrate", () => {
     expect(dirDigest(big)).toEqual(before);
   });
 
+  it("a resumed copy takes the source's current rows of the tables whose rows change", async () => {
+    const url = await freshDatabase();
+    expect((await migrate("--sqlite-dir", dataDir, "--postgres-url", url)).code).toBe(0);
+    // As if the copy had stopped before its cutover, with older versions of a node and an ack in PostgreSQL.
+    await pgQuery(url, "UPDATE ha_cutover SET cutover_at_ms = NULL");
+    await pgQuery(url, "UPDATE nodes SET drain_reason = 'stale copy', drained = false WHERE node_id = 'fx-4'");
+    await pgQuery(url, "UPDATE node_acks SET state = 'downloading' WHERE node_id = 'fx-1' AND release_id = 'fx-r1'");
+    const again = await migrate("--sqlite-dir", dataDir, "--postgres-url", url);
+    expect(again.stderr).toBe("");
+    expect(again.code).toBe(0);
+    expect(await pgQuery(url, "SELECT drained, drain_reason FROM nodes WHERE node_id = 'fx-4'")).toEqual([{ drained: true, drain_reason: "disk swap" }]);
+    expect(await pgQuery(url, "SELECT state FROM node_acks WHERE node_id = 'fx-1' AND release_id = 'fx-r1'")).toEqual([{ state: "healthy" }]);
+  });
+
   it("--dry-run prints the counts and writes nothing", async () => {
     const url = await freshDatabase();
     const run = await migrate("--dry-run", "--sqlite-dir", dataDir, "--postgres-url", url);
@@ -237,7 +251,8 @@ describe("autonomy-orchestrator migrate", () => {
     const [first] = await pgQuery<{ cutover_at_ms: string }>(url, "SELECT cutover_at_ms FROM ha_cutover");
     const snapshot = async () => JSON.stringify([await pgQuery(url, "SELECT * FROM ha_cutover ORDER BY seq"), await pgCounts(url, Object.keys(sqliteCounts(dataDir)))]);
     const before = await snapshot();
-    const refused = await migrate("--sqlite-dir", dataDir, "--postgres-url", url);
+    // AUTONOMY_FORCE=0 is not --force.
+    const refused = await runProgram(ORCHESTRATOR_BIN, ["migrate", "--sqlite-dir", dataDir, "--postgres-url", url], { AUTONOMY_FORCE: "0" });
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain(`PostgreSQL already holds a cutover: HACutoverAt ${new Date(Number(first.cutover_at_ms)).toISOString()} from ${os.hostname()}:${dataDir}`);
     expect(refused.stderr).toMatch(/Nothing was written\. --force replaces/);
@@ -324,7 +339,18 @@ describe("autonomy-orchestrator migrate", () => {
       [["--sqlite-dir", dataDir, "--postgres-url", url, "--force", "--dry-run"], /option '--force' cannot be used with option '--dry-run'/],
       [["--sqlite-dir", dataDir, "--postgres-url", url, "--bogus"], /unknown option '--bogus'/],
     ] as const;
-    const runs = await Promise.all(usage.map(([args]) => migrate(...args)));
+    const [help, ...runs] = await Promise.all([runProgram(ORCHESTRATOR_BIN, ["migrate", "--help"], { COLUMNS: "300" }), ...usage.map(([args]) => migrate(...args))]);
+    expect(help.code).toBe(0);
+    for (const [flag, env] of [["--sqlite-dir", "AUTONOMY_SQLITE_DIR"], ["--postgres-url <url> (required)", "AUTONOMY_POSTGRES_URL"], ["--batch-size", "AUTONOMY_BATCH_SIZE"], ["--dry-run", "AUTONOMY_DRY_RUN"], ["--validate-only", "AUTONOMY_VALIDATE_ONLY"], ["--force", "AUTONOMY_FORCE"]]) {
+      expect(help.stdout).toMatch(new RegExp(`${flag.replace(/[()]/g, "\\$&")}.*env: ${env}`));
+    }
+    expect(help.stdout).toContain("(default: 500, env: AUTONOMY_BATCH_SIZE)");
+    // The variable of a boolean flag is read as 1 or 0.
+    const viaEnv = await runProgram(ORCHESTRATOR_BIN, ["migrate", "--sqlite-dir", dataDir, "--postgres-url", url], { AUTONOMY_VALIDATE_ONLY: "1" });
+    expect(viaEnv.code).toBe(1);
+    expect(viaEnv.stderr).toMatch(/row counts differ/);
+    const badEnv = await runProgram(ORCHESTRATOR_BIN, ["migrate", "--sqlite-dir", dataDir, "--postgres-url", url], { AUTONOMY_VALIDATE_ONLY: "maybe" });
+    expect(badEnv).toMatchObject({ code: 2, stderr: expect.stringContaining('AUTONOMY_VALIDATE_ONLY="maybe": expected 1 or 0') });
     usage.forEach(([args, message], i) => {
       expect(runs[i].code, args.join(" ")).toBe(2);
       expect(runs[i].stderr).toMatch(message);

@@ -108,7 +108,15 @@ export function migrateCommand(): Command {
         .env("AUTONOMY_FORCE")
         .conflicts(["dryRun", "validateOnly"]),
     )
-    .action(async (opts: MigrateOptions) => {
+    .action(async (opts: MigrateOptions, cmd: Command) => {
+      // commander sets a boolean flag from any value of its variable; AUTONOMY_FORCE=0 must not force.
+      for (const [key, variable] of [["dryRun", "AUTONOMY_DRY_RUN"], ["validateOnly", "AUTONOMY_VALIDATE_ONLY"], ["force", "AUTONOMY_FORCE"]] as const) {
+        if (cmd.getOptionValueSource(key) !== "env") continue;
+        const value = (process.env[variable] ?? "").trim().toLowerCase();
+        if (["1", "true", "on", "yes"].includes(value)) opts[key] = true;
+        else if (["", "0", "false", "off", "no"].includes(value)) opts[key] = false;
+        else cmd.error(`error: ${variable}="${process.env[variable]}": expected 1 or 0`, { exitCode: 2 });
+      }
       const url = opts.postgresUrl!;
       const out = process.stdout;
       try {

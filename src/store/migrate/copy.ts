@@ -4,10 +4,11 @@
  * other table → row-count validation (and the projections and the audit chain checked) → the
  * HACutoverAt record.
  *
- * Each batch is one INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING, a transaction of
- * its own, in rowid order. An interrupted copy (kill -9) is finished by running it again: tables
- * keyed by a sequence resume after the largest id already in PostgreSQL (batches commit in
- * order), the others are sent again and what is already there is kept, so nothing is doubled.
+ * Each batch is one INSERT ... SELECT FROM unnest(...) ON CONFLICT ..., a transaction of its own,
+ * in rowid order. An interrupted copy (kill -9) is finished by running it again: tables keyed by
+ * a sequence (whose rows never change once written) resume after the largest id already in
+ * PostgreSQL (batches commit in order); the others (nodes, acks, status, RBAC: rows that change)
+ * are sent again as upserts on their primary key. Nothing is doubled.
  */
 import os from "node:os";
 import { getTableColumns } from "drizzle-orm";
@@ -317,7 +318,7 @@ async function copyTable(
   let inserted = 0;
   let rows: SourceValue[][] = source.batch(table, names, after, batchSize);
   while (rows.length > 0) {
-    const sending = target.insert(table, columns, rows, 1);
+    const sending = target.insert(table, columns, rows, 1, key ? "keep" : "update");
     // Read the next batch while PostgreSQL writes this one.
     after = rows[rows.length - 1][0] as bigint;
     const next = source.batch(table, names, after, batchSize);

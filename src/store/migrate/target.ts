@@ -13,6 +13,8 @@ export interface TargetColumn {
   /** A bigserial: its sequence is moved past the copied ids. */
   serial: boolean;
   notNull: boolean;
+  /** Part of the table's primary key. */
+  primary: boolean;
 }
 
 const ARRAY_TYPES: Record<string, TargetColumn["arrayType"]> = {
@@ -29,13 +31,14 @@ export function targetTables(): Map<string, TargetColumn[]> {
   for (const value of Object.values(pgSchema)) {
     if (!is(value, PgTable)) continue;
     const config = getTableConfig(value);
+    const composite = new Set(config.primaryKeys.flatMap((k) => k.columns.map((c) => c.name)));
     tables.set(
       config.name,
       config.columns.map((c: PgColumn) => {
         const type = c.getSQLType();
         const arrayType = ARRAY_TYPES[type];
         if (!arrayType) throw new Error(`${config.name}.${c.name}: the copy has no rule for the PostgreSQL type ${type}`);
-        return { name: c.name, arrayType, serial: type === "bigserial", notNull: c.notNull };
+        return { name: c.name, arrayType, serial: type === "bigserial", notNull: c.notNull, primary: c.primary || composite.has(c.name) };
       }),
     );
   }
@@ -156,14 +159,20 @@ export class PgTarget {
   }
 
   /**
-   * Inserts rows (values in `columns` order) in one statement; a row already there (any unique
-   * key) is left as it is. Returns how many were inserted.
+   * Writes rows (values in `columns` order, after `offset` leading values) in one statement.
+   * `mode` "keep": a row already there (any unique key) is left as it is (rows that never change
+   * once written: events, releases, plans, moves, audit records); "update": a row already there
+   * under the same primary key takes the values sent (rows that change: nodes, acks, status, RBAC),
+   * so a run resumed after the source changed copies the changes. Returns how many rows it wrote.
    */
-  async insert(table: string, columns: readonly TargetColumn[], rows: readonly SourceValue[][], offset: number): Promise<number> {
+  async insert(table: string, columns: readonly TargetColumn[], rows: readonly SourceValue[][], offset: number, mode: "keep" | "update"): Promise<number> {
     const arrays = columns.map((c, i) => rows.map((row) => toPg(table, c, row[i + offset], row[0])));
+    const key = columns.filter((c) => c.primary).map((c) => quote(c.name));
+    const rest = columns.filter((c) => !c.primary).map((c) => `${quote(c.name)} = excluded.${quote(c.name)}`);
+    const conflict = mode === "update" && key.length > 0 && rest.length > 0 ? `ON CONFLICT (${key.join(", ")}) DO UPDATE SET ${rest.join(", ")}` : "ON CONFLICT DO NOTHING";
     const sql =
       `INSERT INTO ${quote(table)} (${columns.map((c) => quote(c.name)).join(", ")}) ` +
-      `SELECT * FROM unnest(${columns.map((c, i) => `$${i + 1}::${c.arrayType}`).join(", ")}) ON CONFLICT DO NOTHING`;
+      `SELECT * FROM unnest(${columns.map((c, i) => `$${i + 1}::${c.arrayType}`).join(", ")}) ${conflict}`;
     const r = await this.client.query(sql, arrays);
     return r.rowCount ?? 0;
   }
