@@ -126,6 +126,9 @@ function copyColumns(source: SqliteSource, present: ReadonlySet<string>): Map<st
 
 /** What PostgreSQL holds that would stop a copy, or undefined when it may start (or resume). */
 async function refusal(target: PgTarget, sourceName: string, cutovers: readonly CutoverRow[]): Promise<string | undefined> {
+  // The newest record is an unfinished copy of this data dir (a --force run among them): finish it.
+  const latest = cutovers.at(-1);
+  if (latest && latest.cutoverAtMs === null && latest.source === sourceName) return undefined;
   const done = cutovers.filter((c) => c.cutoverAtMs !== null);
   if (done.length > 0) {
     const last = done[done.length - 1];
