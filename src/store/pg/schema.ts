@@ -239,3 +239,21 @@ export const rbacTokens = pgTable("rbac_tokens", {
   expiresAtMs: bigint("expires_at_ms", { mode: "number" }).notNull(),
   revokedAtMs: bigint("revoked_at_ms", { mode: "number" }),
 });
+
+/**
+ * Copies of a SQLite data dir into this database (`autonomy-orchestrator migrate`): a row is
+ * written when a copy starts, and its cutover_at_ms (the HACutoverAt record) once every table
+ * was copied and its row count checked. Never written by the server.
+ */
+export const haCutover = pgTable("ha_cutover", {
+  seq: bigserial("seq", { mode: "number" }).primaryKey(),
+  /** host:directory of the SQLite data dir copied. */
+  source: text("source").notNull(),
+  startedAtMs: bigint("started_at_ms", { mode: "number" }).notNull(),
+  /** When the copy was validated; null while it is under way (or was interrupted). */
+  cutoverAtMs: bigint("cutover_at_ms", { mode: "number" }),
+  /** JSON object: rows copied per table. */
+  rowCounts: text("row_counts").notNull(),
+  /** Version of the program that copied. */
+  version: text("version").notNull(),
+});

@@ -240,3 +240,16 @@ export const rbacTokens = sqliteTable("rbac_tokens", {
   expiresAtMs: integer("expires_at_ms").notNull(),
   revokedAtMs: integer("revoked_at_ms"),
 });
+
+/**
+ * Copies of a SQLite data dir into PostgreSQL (`autonomy-orchestrator migrate`); the table is
+ * here only so both dialects have one schema: a SQLite database is never a cutover's target.
+ */
+export const haCutover = sqliteTable("ha_cutover", {
+  seq: integer("seq").primaryKey({ autoIncrement: true }),
+  source: text("source").notNull(),
+  startedAtMs: integer("started_at_ms").notNull(),
+  cutoverAtMs: integer("cutover_at_ms"),
+  rowCounts: text("row_counts").notNull(),
+  version: text("version").notNull(),
+});
