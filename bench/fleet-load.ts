@@ -8,6 +8,7 @@
 import { readFileSync } from "node:fs";
 import http2 from "node:http2";
 import { pathToFileURL } from "node:url";
+import Database from "better-sqlite3";
 import { request, summarize } from "./h2-request.js";
 
 export interface FleetLoadSpec {
@@ -22,6 +23,11 @@ export interface FleetLoadSpec {
   state?: string;
   /** ack: a JSON file holding the node ids to ack, instead of the first `nodes` simulated ones. */
   nodeIdsFile?: string;
+  /**
+   * ack: the nodes a plan moved in a stage, read here from the server's database file (read
+   * only), so that reading them costs the server's process nothing.
+   */
+  stageOf?: { dbFile: string; planId: string; stageId: string };
 }
 
 export interface FleetLoadResult {
@@ -53,8 +59,17 @@ function call(spec: FleetLoadSpec, node: string): { headers: http2.OutgoingHttpH
   }
 }
 
+function stageNodeIds(q: { dbFile: string; planId: string; stageId: string }): string[] {
+  const db = new Database(q.dbFile, { readonly: true });
+  try {
+    return db.prepare("SELECT node_id FROM rollout_moves WHERE plan_id = ? AND stage_id = ? ORDER BY node_id").pluck().all(q.planId, q.stageId) as string[];
+  } finally {
+    db.close();
+  }
+}
+
 async function run(spec: FleetLoadSpec): Promise<FleetLoadResult> {
-  const ids = spec.nodeIdsFile === undefined ? undefined : (JSON.parse(readFileSync(spec.nodeIdsFile, "utf8")) as string[]);
+  const ids = spec.stageOf !== undefined ? stageNodeIds(spec.stageOf) : spec.nodeIdsFile === undefined ? undefined : (JSON.parse(readFileSync(spec.nodeIdsFile, "utf8")) as string[]);
   const nodes = ids?.length ?? spec.nodes;
   const session = http2.connect(spec.url);
   session.on("error", () => {});

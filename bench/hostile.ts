@@ -48,6 +48,8 @@ interface Run {
   during: number[];
   ratio: number;
   peakRssMiB: number;
+  /** The attack process's CPU time over its wall time and the machine's cores (0.25: half of one of two cores). */
+  attackerCpuShare: number;
   attack: Record<string, unknown>[];
 }
 
@@ -89,7 +91,9 @@ async function run(scenario: Scenario, dir: string): Promise<Run> {
       attacks.push(JSON.parse(readFileSync(summaryFile, "utf8")) as Record<string, unknown>);
       baseline.push(await next());
     }
-    return { baseline, during, ratio: median(during) / median(baseline), peakRssMiB: server.peakRssMiB(), attack: attacks };
+    // The attacker's CPU as a share of the machine's cores while it ran (median of the rounds).
+    const attackerCpuShare = median(attacks.map((a) => Number(a.cpuSeconds) / (Number(a.seconds) * os.cpus().length)));
+    return { baseline, during, ratio: median(during) / median(baseline), peakRssMiB: server.peakRssMiB(), attackerCpuShare, attack: attacks };
   } finally {
     await server.stop();
   }
@@ -104,7 +108,7 @@ async function main(): Promise<void> {
       for (const scenario of SCENARIOS) {
         const r = await run(scenario, path.join(work, `${scenario}-${rep}`));
         runs[scenario].push(r);
-        log(`  ${scenario.padEnd(12)} without ${r.baseline.map((x) => fmt(x)).join(" ")}  during ${r.during.map((x) => fmt(x)).join(" ")} events/s  ratio ${fmt(r.ratio, 2)}  peak RSS ${fmt(r.peakRssMiB, 1)} MiB`);
+        log(`  ${scenario.padEnd(12)} without ${r.baseline.map((x) => fmt(x)).join(" ")}  during ${r.during.map((x) => fmt(x)).join(" ")} events/s  ratio ${fmt(r.ratio, 2)}  peak RSS ${fmt(r.peakRssMiB, 1)} MiB  attacker CPU ${fmt(r.attackerCpuShare * 100, 0)} % of the machine`);
         log(`  ${"".padEnd(12)} attack ${JSON.stringify(r.attack[0])}`);
       }
     }
@@ -118,15 +122,15 @@ async function main(): Promise<void> {
     idle: `(c) ${fmt(IDLE_CONNECTIONS)} idle connections`,
   };
   let out = "\nLegitimate ingest under attack (median events/s during / median without; target >= 0.9)\n";
-  out += `${"".padEnd(42)}${"without".padStart(10)}${"during".padStart(10)}${"ratio".padStart(8)}${"peak RSS".padStart(12)}\n`;
-  const table: Record<string, { ratio: number; peakRssMiB: number }> = {};
+  out += `${"".padEnd(42)}${"without".padStart(10)}${"during".padStart(10)}${"ratio".padStart(8)}${"peak RSS".padStart(12)}${"attacker CPU".padStart(14)}\n`;
+  const table: Record<string, { ratio: number; peakRssMiB: number; attackerCpuShare: number }> = {};
   for (const scenario of SCENARIOS) {
     const rs = runs[scenario];
     if (rs.length === 0) continue;
     const r = rs.find((x) => x.ratio === median(rs.map((y) => y.ratio)))!;
     const peak = Math.max(...rs.map((x) => x.peakRssMiB));
-    table[scenario] = { ratio: r.ratio, peakRssMiB: peak };
-    out += `${labels[scenario].padEnd(42)}${fmt(median(r.baseline)).padStart(10)}${fmt(median(r.during)).padStart(10)}${fmt(r.ratio, 2).padStart(8)}${`${fmt(peak, 0)} MiB`.padStart(12)}\n`;
+    table[scenario] = { ratio: r.ratio, peakRssMiB: peak, attackerCpuShare: r.attackerCpuShare };
+    out += `${labels[scenario].padEnd(42)}${fmt(median(r.baseline)).padStart(10)}${fmt(median(r.during)).padStart(10)}${fmt(r.ratio, 2).padStart(8)}${`${fmt(peak, 0)} MiB`.padStart(12)}${`${fmt(r.attackerCpuShare * 100, 0)} %`.padStart(14)}\n`;
   }
   process.stdout.write(out);
   const results = {

@@ -63,6 +63,9 @@ describe.each(STORE_KINDS)("rollout stage openings on %s", (kind) => {
     expect(after).toMatchObject({ phase: "active", version: before.version + 1, currentStage: 0 });
     expect(after.stages[0]).toMatchObject({ phase: "open", nodeCount: 3, openedAtMs: NOW + 1, detail: "" });
     expect((await store.movesOfPlan("op")).map((m) => m.nodeId).sort()).toEqual([...opened.nodeIds].sort());
+    expect(await store.planMovedNode("op", opened.nodeIds[0])).toBe(true);
+    expect(await store.planMovedNode("op", "op-6")).toBe(false);
+    expect(await store.planMovedNode("other-plan", opened.nodeIds[0])).toBe(false);
     const [record] = await store.auditRecords({ action: "start", limit: 5 });
     expect(JSON.parse(record.fieldsJson)).toMatchObject({ stage_id: "half", moved_nodes: 3 });
   });

@@ -10,6 +10,7 @@ import {
   evaluateStage,
   pastDeadline,
   selectStageNodes,
+  selectionRank,
   transition,
   validateRolloutPlan,
   type Action,
@@ -154,6 +155,20 @@ describe("stage node selection", () => {
     expect(selectStageNodes("plan-a", s, [...fleet].reverse(), new Set()).nodeIds).toEqual(a);
     expect(selectStageNodes("plan-b", s, fleet, new Set()).nodeIds).not.toEqual(a);
     expect(a).not.toContain("n03");
+  });
+
+  it("takes the nodes of lowest selection rank, as sorting the rank strings orders them", () => {
+    const many = Array.from({ length: 5000 }, (_, i) => ({ nodeId: `node-${i}`, labels: {}, healthy: i % 11 !== 0 }));
+    const taken = new Set(["node-1", "node-2", "node-500"]);
+    const byRank = many
+      .filter((c) => c.healthy && !taken.has(c.nodeId))
+      .map((c) => ({ id: c.nodeId, rank: selectionRank("rank-plan", c.nodeId) }))
+      .sort((a, b) => (a.rank < b.rank ? -1 : a.rank > b.rank ? 1 : 0));
+    for (const percent of [1, 10, 100]) {
+      const need = Math.ceil((percent / 100) * many.length) - taken.size;
+      const expected = byRank.slice(0, need).map((r) => r.id).sort();
+      expect(selectStageNodes("rank-plan", stage({ percent }), many, taken).nodeIds).toEqual(expected);
+    }
   });
 
   it("counts percentages cumulatively and never takes a node twice", () => {

@@ -290,6 +290,23 @@ export function selectionRank(planId: string, nodeId: string): string {
   return hash("sha256", `${planId}\n${nodeId}`, "hex");
 }
 
+/** Hex digits of a rank read as a number: 52 bits, exact in a double. */
+const RANK_PREFIX = 13;
+
+/**
+ * The `need` candidates of lowest selectionRank, in rank order. The same order as sorting the
+ * rank strings, but sorted on their first 52 bits as numbers (the full strings only break a
+ * tie), which costs a stage opening over 100,000 nodes far less than comparing strings.
+ */
+function lowestRanked(planId: string, free: readonly Candidate[], need: number): string[] {
+  const ranks = free.map((c) => selectionRank(planId, c.nodeId));
+  const keys = Float64Array.from(ranks, (r) => parseInt(r.slice(0, RANK_PREFIX), 16));
+  const order = Uint32Array.from(ranks, (_, i) => i).sort((a, b) => keys[a] - keys[b] || (ranks[a] < ranks[b] ? -1 : ranks[a] > ranks[b] ? 1 : 0));
+  const out: string[] = [];
+  for (let i = 0; i < Math.min(need, order.length); i++) out.push(free[order[i]].nodeId);
+  return out;
+}
+
 /**
  * The nodes a stage moves. `fleet` is every node of the plan's channel; `taken` the nodes
  * earlier stages moved. Explicit ids keep their order; other selections come out sorted.
@@ -330,11 +347,7 @@ export function selectStageNodes(planId: string, stage: Stage, fleet: readonly C
   }
   const target = Math.ceil((stage.percent / 100) * fleet.length - 1e-9);
   const need = Math.max(0, target - taken.size);
-  const ranked = fleet
-    .filter(free)
-    .map((c) => ({ id: c.nodeId, rank: selectionRank(planId, c.nodeId) }))
-    .sort((a, b) => (a.rank < b.rank ? -1 : a.rank > b.rank ? 1 : 0));
-  const chosen = ranked.slice(0, need).map((r) => r.id);
+  const chosen = lowestRanked(planId, fleet.filter(free), need);
   chosen.sort();
   const detail =
     chosen.length < need

@@ -285,7 +285,7 @@ export class Authorizer {
         if (foreign) await deny(Code.PermissionDenied, `node ${principal.name} may write and read only its own data: ${foreign}`, "another node's data");
         if (req.method.name === GET_SPEC && req.service.typeName === RolloutService.typeName) {
           const planId = String(message.planId ?? "");
-          const moved = planId !== "" && (await this.deps.store.movesOfPlan(planId)).some((m) => m.nodeId === principal.name);
+          const moved = planId !== "" && (await this.deps.store.planMovedNode(planId, principal.name));
           if (!moved) await deny(Code.PermissionDenied, `node ${principal.name} may read only the specs of plans that moved it: plan_id is "${planId}"`, "a plan that did not move the node");
         }
       }

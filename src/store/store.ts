@@ -159,6 +159,8 @@ export interface Store {
   stageNodes(q: StageNodeQuery): Promise<StageNodeRow[]>;
   /** The nodes a plan moved, in move order. */
   movesOfPlan(planId: string): Promise<MoveRow[]>;
+  /** Whether a plan moved a node: one point lookup on (plan_id, node_id). */
+  planMovedNode(planId: string, nodeId: string): Promise<boolean>;
   /** Each node's newest move by any plan, by node id: of the given nodes, or of every node. */
   newestMoves(nodeIds?: readonly string[]): Promise<Map<string, MoveRow>>;
   /** How many events of a type each node sent after an event sequence number. */

@@ -212,6 +212,11 @@ export class FakeRolloutStore {
     return this.moves.filter((m) => m.planId === planId).map((m) => ({ ...m }));
   }
 
+  async planMovedNode(planId: string, nodeId: string): Promise<boolean> {
+    this.leave("planMovedNode", this.enter("planMovedNode"));
+    return this.moves.some((m) => m.planId === planId && m.nodeId === nodeId);
+  }
+
   async stageNodes(q: { planId: string; stageId: string; releaseId: string; afterNodeId?: string; limit: number }): Promise<StageNodeRow[]> {
     this.leave("stageNodes", this.enter("stageNodes"));
     return this.moves

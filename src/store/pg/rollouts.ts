@@ -163,6 +163,15 @@ export const pgRollouts = {
     return rows.map(stripMove);
   },
 
+  async planMovedNode(db: Db, id: string, nodeId: string): Promise<boolean> {
+    const rows = await db
+      .select({ nodeId: rolloutMoves.nodeId })
+      .from(rolloutMoves)
+      .where(and(eq(rolloutMoves.planId, id), eq(rolloutMoves.nodeId, nodeId)))
+      .limit(1);
+    return rows.length > 0;
+  },
+
   async newestMoves(db: Db, nodeIds?: readonly string[]): Promise<Map<string, MoveRow>> {
     const out = new Map<string, MoveRow>();
     if (nodeIds !== undefined && nodeIds.length === 0) return out;

@@ -201,6 +201,9 @@ export class PostgresStore implements Store {
   movesOfPlan(planId: string) {
     return this.run(() => pgRollouts.movesOfPlan(this.db, planId));
   }
+  planMovedNode(planId: string, nodeId: string) {
+    return this.run(() => pgRollouts.planMovedNode(this.db, planId, nodeId));
+  }
   newestMoves(nodeIds?: readonly string[]) {
     return this.run(() => pgRollouts.newestMoves(this.db, nodeIds));
   }

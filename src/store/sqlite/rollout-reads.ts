@@ -1,8 +1,10 @@
 import { and, asc, count, desc, eq, gt, inArray, max, notInArray, sql, type SQL } from "drizzle-orm";
+import type Database from "better-sqlite3";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import { TERMINAL_PHASES } from "../../domain/rollouts.js";
 import type { ChainedAuditRow } from "../../domain/audit.js";
 import { auditQueryParts } from "../audit-query.js";
+import { placeholderNames } from "../prepared-queries.js";
 import type { MoveRow, RolloutRecord, SigningKeyRow, StageNodeRow } from "../rollout-rows.js";
 import type { AuditQuery, RolloutQuery, StageNodeQuery } from "../store.js";
 import { auditRecords, events, nodeAcks, nodes, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
@@ -11,7 +13,7 @@ import { auditRecords, events, nodeAcks, nodes, rolloutMoves, rolloutPlans, roll
 const IDS_PER_QUERY = 500;
 
 /** The rollout reads of the SQLite store, on the reader connection. */
-export function prepareRolloutReads(db: BetterSQLite3Database) {
+export function prepareRolloutReads(db: BetterSQLite3Database & { $client: Database.Database }) {
   // Drizzle builders change in place: each query starts from a fresh one.
   const records = () =>
     db.select({ plan: rolloutPlans, status: rolloutStatus }).from(rolloutPlans).innerJoin(rolloutStatus, eq(rolloutStatus.planId, rolloutPlans.planId));
@@ -21,6 +23,11 @@ export function prepareRolloutReads(db: BetterSQLite3Database) {
     .from(rolloutMoves)
     .where(eq(rolloutMoves.planId, sql.placeholder("id")))
     .orderBy(asc(rolloutMoves.seq))
+    .prepare();
+  const movedNode = db
+    .select({ nodeId: rolloutMoves.nodeId })
+    .from(rolloutMoves)
+    .where(and(eq(rolloutMoves.planId, sql.placeholder("id")), eq(rolloutMoves.nodeId, sql.placeholder("node"))))
     .prepare();
   const newest = db.select({ seq: max(rolloutMoves.seq).as("newest_seq") }).from(rolloutMoves).groupBy(rolloutMoves.nodeId).as("newest");
   const allNewest = db
@@ -35,8 +42,10 @@ export function prepareRolloutReads(db: BetterSQLite3Database) {
     .groupBy(events.nodeId)
     .prepare();
   const newestSeq = db.select({ seq: max(events.seq) }).from(events).prepare();
-  // A page of a stage's nodes in node id order, through the (plan_id, node_id) index.
-  const stageNodes = db
+  // A page of a stage's nodes in node id order, through the (plan_id, node_id) index. The
+  // controller reads whole stages (100,000 rows at a time) page by page on the event loop:
+  // a raw statement (rows as arrays) spares drizzle's mapping of each row. Drizzle writes the SQL.
+  const stageNodesQuery = db
     .select({
       nodeId: rolloutMoves.nodeId,
       movedAtMs: rolloutMoves.movedAtMs,
@@ -53,7 +62,9 @@ export function prepareRolloutReads(db: BetterSQLite3Database) {
     )
     .orderBy(asc(rolloutMoves.nodeId))
     .limit(sql.placeholder("limit"))
-    .prepare();
+    .toSQL();
+  const stageNodes = db.$client.prepare(stageNodesQuery.sql).raw(true);
+  const stageNodeParams = placeholderNames(stageNodesQuery.params);
 
   return {
     getRollout: (id: string): RolloutRecord | undefined => byId.get({ id }),
@@ -66,6 +77,7 @@ export function prepareRolloutReads(db: BetterSQLite3Database) {
       return q.limit === undefined ? query.all() : query.limit(q.limit).all();
     },
     movesOfPlan: (id: string): MoveRow[] => movesOfPlan.all({ id }),
+    planMovedNode: (id: string, node: string): boolean => movedNode.get({ id, node }) !== undefined,
     newestMoves: (nodeIds?: readonly string[]): Map<string, MoveRow> => {
       const out = new Map<string, MoveRow>();
       if (nodeIds === undefined) {
@@ -86,17 +98,18 @@ export function prepareRolloutReads(db: BetterSQLite3Database) {
     eventCountsSince: (type: string, after: bigint): Map<string, number> =>
       new Map(eventCounts.all({ type, after: Number(after) }).map((r) => [r.nodeId, r.n])),
     newestEventSeq: (): bigint => BigInt(newestSeq.get()?.seq ?? 0),
-    stageNodes: (q: StageNodeQuery): StageNodeRow[] =>
-      stageNodes
-        .all({ plan: q.planId, stage: q.stageId, release: q.releaseId, after: q.afterNodeId ?? "", limit: q.limit })
-        .map((r) => ({
-          nodeId: r.nodeId,
-          movedAtMs: r.movedAtMs,
-          ackState: r.ackState ?? undefined,
-          ackReportedReleaseId: r.ackReportedReleaseId ?? undefined,
-          ackUpdatedAtMs: r.ackUpdatedAtMs ?? undefined,
-          lastSeenMs: r.lastSeenMs ?? undefined,
-        })),
+    stageNodes: (q: StageNodeQuery): StageNodeRow[] => {
+      const values: Record<string, string | number> = { plan: q.planId, stage: q.stageId, release: q.releaseId, after: q.afterNodeId ?? "", limit: q.limit };
+      const rows = stageNodes.all(...stageNodeParams.map((name) => values[name])) as [string, number, string | null, string | null, number | null, number | null][];
+      return rows.map(([nodeId, movedAtMs, ackState, ackReportedReleaseId, ackUpdatedAtMs, lastSeenMs]) => ({
+        nodeId,
+        movedAtMs,
+        ackState: ackState ?? undefined,
+        ackReportedReleaseId: ackReportedReleaseId ?? undefined,
+        ackUpdatedAtMs: ackUpdatedAtMs ?? undefined,
+        lastSeenMs: lastSeenMs ?? undefined,
+      }));
+    },
     auditRecords: (q: AuditQuery): ChainedAuditRow[] => {
       const { where, orderBy } = auditQueryParts(auditRecords, q);
       return db.select().from(auditRecords).where(where).orderBy(orderBy).limit(q.limit).all();

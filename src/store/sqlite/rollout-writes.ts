@@ -6,6 +6,7 @@ import type { AuditRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, St
 import { refuseStaleStatus, requireChannelFree, requireRelease, requireSamePlanSpec } from "../write-rules.js";
 import { planStageOpening, type CandidateRow, type OpenedStage, type StageOpening } from "../rollout-opening.js";
 import type { MoveRow } from "../rollout-rows.js";
+import { placeholderNames } from "../prepared-queries.js";
 import type { AppendAudit } from "./audit-writes.js";
 import { events, nodes, releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
 
@@ -42,11 +43,15 @@ export function prepareRolloutWrites(db: BetterSQLite3Database & { $client: Data
       .orderBy(nodes.nodeId),
   );
   const movedByPlan = raw(db.select({ nodeId: rolloutMoves.nodeId }).from(rolloutMoves).where(eq(rolloutMoves.planId, sql.placeholder("id"))));
+  // An opening writes up to a whole channel of moves: one raw statement run per move, its
+  // parameters in the order drizzle wrote them.
   const p = (name: keyof MoveRow) => sql.placeholder(name);
-  const insertMove = db
+  const insertMoveQuery = db
     .insert(rolloutMoves)
     .values({ planId: p("planId"), stageId: p("stageId"), nodeId: p("nodeId"), releaseId: p("releaseId"), movedAtMs: p("movedAtMs") })
-    .prepare();
+    .toSQL();
+  const insertMove = db.$client.prepare(insertMoveQuery.sql);
+  const moveParams = placeholderNames(insertMoveQuery.params) as (keyof MoveRow)[];
   const candidates = (channel: string): CandidateRow[] =>
     (channelNodes.all(channel) as [string, string, number, number | null][]).map(([nodeId, labels, drained, lastSeenMs]) => ({ nodeId, labels, drained, lastSeenMs }));
   const newestEventSeq = db.select({ seq: max(events.seq) }).from(events).prepare();
@@ -102,7 +107,7 @@ export function prepareRolloutWrites(db: BetterSQLite3Database & { $client: Data
         const planned = planStageOpening(plan, o, candidates(plan.channel), taken, () => BigInt(newestEventSeq.get()?.seq ?? 0));
         if (!planned) return { opened: undefined };
         updateStatus(planned.status, o.expectedVersion);
-        for (const m of planned.moves) insertMove.run({ ...m });
+        for (const m of planned.moves) insertMove.run(...moveParams.map((name) => m[name]));
         audit([planned.audit]);
         return { opened: { status: planned.status, nodeIds: planned.moves.map((m) => m.nodeId) } };
       }

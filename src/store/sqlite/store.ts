@@ -92,7 +92,7 @@ export class SqliteStore implements Store {
   private constructor(
     private readonly worker: Worker,
     private readonly reader: Database.Database,
-    db: BetterSQLite3Database,
+    db: BetterSQLite3Database & { $client: Database.Database },
     private readonly onFatal: (err: Error) => void,
   ) {
     this.queries = new PreparedEventQueries((shape) => prepareEventQuery(db, reader, shape));
@@ -225,6 +225,9 @@ export class SqliteStore implements Store {
   }
   movesOfPlan(planId: string) {
     return this.read(() => this.rollouts.movesOfPlan(planId));
+  }
+  planMovedNode(planId: string, nodeId: string) {
+    return this.read(() => this.rollouts.planMovedNode(planId, nodeId));
   }
   newestMoves(nodeIds?: readonly string[]) {
     return this.read(() => this.rollouts.newestMoves(nodeIds));
