@@ -13,6 +13,8 @@ import { SqliteStore } from "./store/sqlite/store.js";
 import { instrumentStore } from "./store/instrumented.js";
 import { SightingBuffer } from "./store/sightings.js";
 import { countLifecycles } from "./services/node-service.js";
+import { countDiverged } from "./services/divergence-report.js";
+import { DEFAULT_DIVERGENCE_SECONDS } from "./domain/divergence.js";
 import { RolloutController } from "./rollouts/controller.js";
 import { SpecSigner } from "./rollouts/signing.js";
 import type { Store } from "./store/store.js";
@@ -251,6 +253,7 @@ export async function startServer(
     teardown.push("heartbeat buffer", () => sightings.close());
     const fleet = { store: instrumented, sightings, staleAfterMs: config.nodeStaleAfterMs ?? DEFAULT_NODE_STALE_AFTER_MS };
     metrics.countNodes = () => countLifecycles(fleet);
+    metrics.countDiverged = () => countDiverged(fleet, DEFAULT_DIVERGENCE_SECONDS);
     const controller = new RolloutController({ ...fleet, metrics, logger, resyncMs: config.rolloutResyncMs });
     const authorizer = new Authorizer({ store: instrumented, logger, enforced: config.rbacEnforcement !== false, registry: metrics.registry });
     const signer = SpecSigner.load(config.dataDir);
@@ -269,7 +272,7 @@ export async function startServer(
     await controller.start();
     if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
-    const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane });
+    const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, logger });
     const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
     const infos = new WeakMap<NodeRequest, RequestInfo>();
     const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));

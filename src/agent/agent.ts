@@ -8,6 +8,7 @@ import { diagnoseTransportError, ReleaseSchema, type OrchestratorClients, type R
 import type { Logger } from "../observability/logger.js";
 import { verifySpecSignature } from "../domain/signatures.js";
 import { runHook } from "./hooks.js";
+import { takeReapply } from "./reapply.js";
 import { writeState, type AgentState } from "./state.js";
 import { writeAgentStatus, type AgentStatus } from "./status.js";
 
@@ -299,10 +300,11 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
         nextHeartbeat = Date.now() + opts.heartbeatIntervalMs;
       }
       if (Date.now() >= nextPoll) {
-        const { release, planId } = await api.nodes.getDesiredRelease({ nodeId }, { signal });
+        const { release, planId, reapplyToken } = await api.nodes.getDesiredRelease({ nodeId }, { signal });
         nextPoll = Date.now() + opts.pollIntervalMs;
+        const reapply = takeReapply(state, release, reapplyToken, save, logger);
         if (release && release.releaseId !== state.failedReleaseId && (await planAllows(planId, release))) {
-          if (release.releaseId !== state.currentReleaseId) await install(release);
+          if (reapply || release.releaseId !== state.currentReleaseId) await install(release);
           else if (!confirmedHealthy.has(release.releaseId)) {
             await ack(release, "healthy");
             confirmedHealthy.add(release.releaseId);

@@ -12,6 +12,8 @@ export interface AgentState {
   currentReleaseId?: string;
   /** The last release whose install or check failed; not tried again until another is desired. */
   failedReleaseId?: string;
+  /** The last reapply request honoured (./reapply.ts): each is honoured once. */
+  reapplyToken?: string;
 }
 
 /** `$XDG_STATE_HOME/autonomyops/edgectl`, falling back to `~/.local/state/autonomyops/edgectl`. */

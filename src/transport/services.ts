@@ -7,6 +7,9 @@ import { NodeService } from "../../gen/autonomy/v1/nodes_pb.js";
 import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
+import { OperationsService } from "../../gen/autonomy/v1/operations_pb.js";
+import { createOperationsService } from "../services/operations-service.js";
+import type { Logger } from "../observability/logger.js";
 import type { Authorizer } from "../security/authz.js";
 import type { AuditCheckpoints } from "../services/audit-checkpoints.js";
 import { createRbacService } from "../services/rbac-service.js";
@@ -45,6 +48,7 @@ export interface ServiceDeps {
   auditCheckpoints?: AuditCheckpoints;
   /** --audit-data-plane: also audit every ingested batch and every stored ack. */
   auditDataPlane?: boolean;
+  logger?: Logger;
 }
 
 /** The one list of served services: the RPC router and the REST transcoder both read it. */
@@ -56,7 +60,8 @@ export function createServices(deps: ServiceDeps): ServiceEntry[] {
     entry(RolloutService, createRolloutService(deps)),
     entry(AuditService, createAuditService(deps)),
     entry(RbacService, createRbacService(deps)),
-    entry(HealthService, createHealthService({ rbacEnforced: deps.authorizer.enforced })),
+    entry(OperationsService, createOperationsService(deps)),
+    entry(HealthService, createHealthService({ rbacEnforced: deps.authorizer.enforced, store: deps.store })),
   ];
 }
 
