@@ -3,7 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { EmergencyStopStateSchema, type EmergencyStopState, type OperationsService, type ReconcileOutcome } from "../../gen/autonomy/v1/operations_pb.js";
 import { checkOlderThan, decodeDivergenceToken, encodeDivergenceToken, RECONCILE_STRATEGIES, type ReconcileStrategy } from "../domain/divergence.js";
-import { DomainError, FailedPreconditionError, NotFoundError, ValidationError } from "../domain/errors.js";
+import { FailedPreconditionError, NotFoundError, ValidationError, type DomainError } from "../domain/errors.js";
 import { checkId } from "../domain/fields.js";
 import { pageSize } from "../domain/nodes.js";
 import { checkReason } from "../domain/rollouts.js";
