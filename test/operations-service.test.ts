@@ -1,7 +1,15 @@
 import { create } from "@bufbuild/protobuf";
 import { createContextValues, type HandlerContext } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ReconcileNodesRequestSchema, ListDivergedNodesRequestSchema } from "../gen/autonomy/v1/operations_pb.js";
+import {
+  EmergencyResumeRequestSchema,
+  GetEmergencyStatusRequestSchema,
+  ListDivergedNodesRequestSchema,
+  ReconcileNodesRequestSchema,
+  type GetEmergencyStatusResponse,
+  type ListDivergedNodesResponse,
+  type ReconcileNodesResponse,
+} from "../gen/autonomy/v1/operations_pb.js";
 import { RolloutPlanSchema } from "../gen/autonomy/v1/rollouts_pb.js";
 import { classifyDivergence, type DivergenceFacts } from "../src/domain/divergence.js";
 import { FailedPreconditionError, ValidationError } from "../src/domain/errors.js";
@@ -90,7 +98,7 @@ describe("operations service", () => {
     const seen: string[] = [];
     let pageToken = "";
     do {
-      const page = await service.listDivergedNodes(create(ListDivergedNodesRequestSchema, { channel: "sv", olderThanSeconds: 0n, pageSize: 2, pageToken }), ctx);
+      const page = (await service.listDivergedNodes(create(ListDivergedNodesRequestSchema, { channel: "sv", olderThanSeconds: 0n, pageSize: 2, pageToken }), ctx)) as ListDivergedNodesResponse;
       expect(page.nodes.length).toBeLessThanOrEqual(2);
       seen.push(...page.nodes.map((n) => n.nodeId));
       pageToken = page.nextPageToken;
@@ -100,7 +108,10 @@ describe("operations service", () => {
     // accept refuses a node that reports nothing; with all_diverged such nodes are skipped, the others done.
     const one = await Promise.resolve(service.reconcileNodes(create(ReconcileNodesRequestSchema, { nodeId: "sv-1", strategy: "accept", reason: "r" }), ctx)).catch((e: unknown) => e);
     expect(one).toBeInstanceOf(FailedPreconditionError);
-    const all = await service.reconcileNodes(create(ReconcileNodesRequestSchema, { allDiverged: true, channel: "sv", olderThanSeconds: 0n, strategy: "accept", reason: "sweep" }), ctx);
+    const all = (await service.reconcileNodes(
+      create(ReconcileNodesRequestSchema, { allDiverged: true, channel: "sv", olderThanSeconds: 0n, strategy: "accept", reason: "sweep" }),
+      ctx,
+    )) as ReconcileNodesResponse;
     expect(all).toMatchObject({ done: 1, skipped: 4 });
     expect(all.outcomes.find((o) => o.outcome === "done")).toMatchObject({ nodeId: "sv-3", message: "pinned to sv-r0, the release it reports" });
   });
@@ -122,9 +133,9 @@ describe("operations service", () => {
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(FailedPreconditionError);
     expect((err as Error).message).toMatch(/by operator:elsewhere \(reason: "from another replica"\): rollout action start is refused/);
-    const status = await service.getEmergencyStatus({}, ctx);
+    const status = (await service.getEmergencyStatus(create(GetEmergencyStatusRequestSchema), ctx)) as GetEmergencyStatusResponse;
     expect(status.state).toMatchObject({ active: true, stoppedBy: "operator:elsewhere" });
-    await service.emergencyResume({ reason: "done" }, ctx);
-    expect((await service.getEmergencyStatus({}, ctx)).state).toMatchObject({ active: false, resumedBy: "olga" });
+    await service.emergencyResume(create(EmergencyResumeRequestSchema, { reason: "done" }), ctx);
+    expect(((await service.getEmergencyStatus(create(GetEmergencyStatusRequestSchema), ctx)) as GetEmergencyStatusResponse).state).toMatchObject({ active: false, resumedBy: "olga" });
   });
 });
