@@ -6,6 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
 import { AUTONOMY_BIN, EDGECTL_BIN, runProgram, startChildServer, type ChildServer } from "./helpers/child.js";
+import { createTestDatabase } from "./helpers/postgres.js";
 import { eventually } from "./helpers/wait.js";
 
 const DIGEST = `sha256:${"0123".repeat(16)}`;
@@ -265,4 +266,48 @@ describe("emergency stop, divergence and reconcile with real edgectl agents", ()
     const actions = records.records.map((r) => `${r.action}:${r.resource}`);
     expect(actions).toEqual(expect.arrayContaining([`reapply:${fail}`, `accept:${hand}`, `unpin:${hand}`, `drain:${stuck}`, `reapply:${stuck}`]));
   }, 120_000);
+});
+
+describe("an emergency stop on PostgreSQL is honoured by every replica", () => {
+  it("stopped through one replica, the other refuses, reports it and shows the halted plan; resumed through the other", async () => {
+    const db = await createTestDatabase();
+    const dirs = [0, 1].map(() => mkdtempSync(path.join(os.tmpdir(), "ao-ops-pg-")));
+    const [a, b] = await Promise.all(dirs.map((d) => startChildServer(["--data-dir", d], { AUTONOMY_POSTGRES_URL: db.url })));
+    const apiA = createOrchestratorClients({ baseUrl: a.url });
+    const apiB = createOrchestratorClients({ baseUrl: b.url });
+    const call = async (server: ChildServer, method: string, p: string, body?: unknown) => {
+      const res = await fetch(`${server.url}${p}`, { method, headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
+      return { status: res.status, json: (await res.json()) as Record<string, unknown> };
+    };
+    try {
+      await apiA.releases.publishRelease({ release: { releaseId: "pg-r1", channel: "pg", version: "1", staged: true, artifacts: [{ name: "app", digest: DIGEST }] } });
+      await apiA.rollouts.createRolloutPlan({ plan: { planId: "pg-plan", releaseId: "pg-r1", stages: [{ stageId: "all", percent: 100 }] } });
+
+      const stop = await runProgram(AUTONOMY_BIN, ["--orchestrator-url", a.url, "emergency", "stop", "--reason", "pg drill"], { AUTONOMY_OPERATOR: "olga" });
+      expect(stop.stdout).toMatch(/halted 1 plan\(s\): pg-plan/);
+
+      // Replica B never saw the call: it reads the stop from the database.
+      expect((await apiB.operations.getEmergencyStatus({})).state).toMatchObject({ active: true, stoppedBy: "olga", reason: "pg drill" });
+      expect((await call(b, "GET", "/v1/health")).json).toMatchObject({ emergency_stop: { active: true, stopped_by: "olga" } });
+      expect((await apiB.rollouts.getRolloutStatus({ planId: "pg-plan" })).status).toMatchObject({ phase: "halted", reason: "pg drill" });
+      const plan = await call(b, "POST", "/v1/rollouts", { plan_id: "pg-plan-2", release_id: "pg-r1", stages: [{ stage_id: "all", percent: 100 }] });
+      expect(plan).toMatchObject({ status: 409, json: { code: "failed_precondition" } });
+      expect(String(plan.json.message)).toMatch(/emergency stop is in force .* by olga \(reason: "pg drill"\)/);
+      const release = await call(b, "POST", "/v1/releases", { release_id: "pg-u1", channel: "pg", version: "2", artifacts: [{ name: "app", digest: DIGEST }] });
+      expect(release).toMatchObject({ status: 409, json: { code: "failed_precondition" } });
+      const resume = await call(b, "POST", "/v1/rollouts/pg-plan/resume", { reason: "try" });
+      expect(resume).toMatchObject({ status: 409, json: { code: "failed_precondition" } });
+
+      const lifted = await runProgram(AUTONOMY_BIN, ["--orchestrator-url", b.url, "emergency", "resume", "--reason", "drill over"], { AUTONOMY_OPERATOR: "olga" });
+      expect(lifted.stdout).toMatch(/emergency stop lifted/);
+      expect((await call(a, "POST", "/v1/releases", { release_id: "pg-u1", channel: "pg", version: "2", artifacts: [{ name: "app", digest: DIGEST }] })).status).toBe(200);
+      expect((await apiA.operations.getEmergencyStatus({})).state).toMatchObject({ active: false, resumedBy: "olga", resumeReason: "drill over" });
+    } finally {
+      apiA.close();
+      apiB.close();
+      await Promise.all([a.kill(), b.kill()]);
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
+      await db.drop();
+    }
+  }, 60_000);
 });
