@@ -22,6 +22,7 @@ import { EventService } from "../gen/autonomy/v1/events_pb.js";
 import { HealthService } from "../gen/autonomy/v1/health_pb.js";
 import { NodeService } from "../gen/autonomy/v1/nodes_pb.js";
 import { RbacService } from "../gen/autonomy/v1/rbac_pb.js";
+import { OperationsService } from "../gen/autonomy/v1/operations_pb.js";
 import { ReleaseService } from "../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../gen/autonomy/v1/rollouts_pb.js";
 
@@ -32,6 +33,7 @@ export * from "../gen/autonomy/v1/events_pb.js";
 export * from "../gen/autonomy/v1/health_pb.js";
 export * from "../gen/autonomy/v1/nodes_pb.js";
 export * from "../gen/autonomy/v1/rbac_pb.js";
+export * from "../gen/autonomy/v1/operations_pb.js";
 export * from "../gen/autonomy/v1/releases_pb.js";
 export * from "../gen/autonomy/v1/rollouts_pb.js";
 
@@ -45,6 +47,7 @@ const SERVICES = {
   rbac: RbacService,
   health: HealthService,
   agent: AgentService,
+  operations: OperationsService,
 } as const;
 
 /** The request header that names the operator a call is made for (AUTONOMY_OPERATOR); it goes into the audit trail. */

@@ -13,6 +13,8 @@ import { SqliteStore } from "./store/sqlite/store.js";
 import { instrumentStore } from "./store/instrumented.js";
 import { SightingBuffer } from "./store/sightings.js";
 import { countLifecycles } from "./services/node-service.js";
+import { countDiverged } from "./services/divergence-report.js";
+import { DEFAULT_DIVERGENCE_SECONDS } from "./domain/divergence.js";
 import { RolloutController } from "./rollouts/controller.js";
 import { SpecSigner } from "./rollouts/signing.js";
 import type { Store } from "./store/store.js";
@@ -258,6 +260,7 @@ export async function startServer(
     teardown.push("heartbeat buffer", () => sightings.close());
     const fleet = { store: instrumented, sightings, staleAfterMs: config.nodeStaleAfterMs ?? DEFAULT_NODE_STALE_AFTER_MS };
     metrics.countNodes = () => countLifecycles(fleet);
+    metrics.countDiverged = () => countDiverged(fleet, DEFAULT_DIVERGENCE_SECONDS);
     const controller = new RolloutController({ ...fleet, metrics, logger, resyncMs: config.rolloutResyncMs });
     // A stage that opens tells its nodes at once, on their streams; polling stays the fallback.
     const push = new PushHub({ keepaliveMs: config.pushKeepaliveMs, onStreams: (open) => metrics.agentStreams.set(open) });
@@ -279,7 +282,7 @@ export async function startServer(
     await controller.start();
     if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
-    const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, push,
+    const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, logger, push,
       nodeIngestLimiter: config.nodeIngestRate && config.nodeIngestRate.perSecond > 0 ? new RateLimiter(config.nodeIngestRate) : undefined,
     });
     const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];

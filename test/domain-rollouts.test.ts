@@ -21,7 +21,7 @@ import {
 
 /** The phase machine of SPEC §3, written out cell by cell, independently of the module's table. */
 const EXPECTED: Record<PlanPhase, Partial<Record<Action, PlanPhase>>> = {
-  published: { start: "active", retry: "active", cancel: "cancelled", rollback: "rolled_back" },
+  published: { start: "active", retry: "active", cancel: "cancelled", rollback: "rolled_back", emergency_halt: "halted" },
   active: {
     pause: "paused",
     halt: "halted",
@@ -34,8 +34,9 @@ const EXPECTED: Record<PlanPhase, Partial<Record<Action, PlanPhase>>> = {
     skip_failed: "active",
     cancel: "cancelled",
     rollback: "rolled_back",
+    emergency_halt: "halted",
   },
-  paused: { resume: "active", approve: "paused", cancel: "cancelled", rollback: "rolled_back" },
+  paused: { resume: "active", approve: "paused", cancel: "cancelled", rollback: "rolled_back", emergency_halt: "halted" },
   halted: { resume: "active", retry: "active", skip_failed: "active", cancel: "cancelled", rollback: "rolled_back" },
   completed: {},
   cancelled: {},
@@ -45,8 +46,8 @@ const EXPECTED: Record<PlanPhase, Partial<Record<Action, PlanPhase>>> = {
 describe("rollout phase machine", () => {
   const cells = PLAN_PHASES.flatMap((phase) => ACTIONS.map((action) => [phase, action] as const));
 
-  it("has one cell per phase and action: 7 × 13", () => {
-    expect(cells).toHaveLength(91);
+  it("has one cell per phase and action: 7 × 14", () => {
+    expect(cells).toHaveLength(98);
     expect(Object.keys(TRANSITIONS).sort()).toEqual([...PLAN_PHASES].sort());
   });
 

@@ -9,6 +9,7 @@ import type { Logger } from "../observability/logger.js";
 import { verifySpecSignature } from "../domain/signatures.js";
 import { runHook } from "./hooks.js";
 import { followPushStream, type PushState } from "./push.js";
+import { takeReapply } from "./reapply.js";
 import { writeState, type AgentState } from "./state.js";
 import { writeAgentStatus, type AgentStatus } from "./status.js";
 
@@ -339,11 +340,12 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
       }
       if (Date.now() >= nextPoll) {
         const before = pushes;
-        const { release, planId } = await api.nodes.getDesiredRelease({ nodeId }, { signal });
+        const { release, planId, reapplyToken } = await api.nodes.getDesiredRelease({ nodeId }, { signal });
         // A push during the poll may be about a change it did not see yet: poll again.
         nextPoll = pushes === before ? Date.now() + opts.pollIntervalMs : 0;
+        const reapply = takeReapply(state, release, reapplyToken, save, logger);
         if (release && release.releaseId !== state.failedReleaseId && (await planAllows(planId, release))) {
-          if (release.releaseId !== state.currentReleaseId) await install(release);
+          if (reapply || release.releaseId !== state.currentReleaseId) await install(release);
           else if (!confirmedHealthy.has(release.releaseId)) {
             await ack(release, "healthy");
             confirmedHealthy.add(release.releaseId);

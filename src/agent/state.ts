@@ -14,6 +14,8 @@ export interface AgentState {
   failedReleaseId?: string;
   /** The sequence of the last message taken in from the push stream (a decimal string). */
   pushSequence?: string;
+  /** The last reapply request honoured (./reapply.ts): each is honoured once. */
+  reapplyToken?: string;
 }
 
 /** `$XDG_STATE_HOME/autonomyops/edgectl`, falling back to `~/.local/state/autonomyops/edgectl`. */

@@ -80,6 +80,11 @@ export function withInserted(r: AuditRow, inserted: number): AuditRow {
   return { ...r, fieldsJson: JSON.stringify({ ...(JSON.parse(r.fieldsJson) as object), inserted }) };
 }
 
+/** A record's fields completed with what only the store learns inside the transaction. */
+export function withFields(r: AuditRow, fields: object): AuditRow {
+  return { ...r, fieldsJson: JSON.stringify({ ...(JSON.parse(r.fieldsJson) as object), ...fields }) };
+}
+
 /** Byte bounds of the stored fields: no record, however it was built, holds more. */
 export const AUDIT_FIELD_BYTES = {
   eventName: 128,

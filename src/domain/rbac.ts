@@ -4,7 +4,7 @@ import { declaredPermissions } from "./permissions.js";
 /** The roles the server defines; they cannot be redefined. `*` grants every permission. */
 export const BUILTIN_ROLES: Readonly<Record<string, readonly string[]>> = {
   admin: ["*"],
-  operator: ["fleet:read", "telemetry:read", "release:read", "release:publish", "node:drain", "rollout:read", "rollout:spec", "rollout:manage", "gate:approve"],
+  operator: ["fleet:read", "telemetry:read", "release:read", "release:publish", "node:drain", "rollout:read", "rollout:spec", "rollout:manage", "gate:approve", "emergency:stop", "fleet:reconcile"],
   analyst: ["fleet:read", "telemetry:read", "release:read", "rollout:read", "rollout:spec"],
   auditor: ["audit:read", "rbac:read", "fleet:read", "release:read", "rollout:read"],
   integrator: ["telemetry:write", "telemetry:read", "release:read", "release:publish", "fleet:read", "rollout:read", "rollout:spec"],

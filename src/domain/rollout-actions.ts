@@ -70,6 +70,7 @@ export function applyAction(plan: RolloutPlan, state: PlanState, action: Action,
     case "advance":
       return { next, opens: close("passed", "every gate passed"), message: "stage passed" };
     case "auto_halt":
+    case "emergency_halt":
     case "pause":
     case "halt":
       next.reason = input.reason;

@@ -23,7 +23,8 @@ export type StagePhase = (typeof STAGE_PHASES)[number];
  * Operator actions, recovery strategies, and the controller's own moves: `start` opens the
  * first stage of a published plan, `advance` opens the next stage after every gate passed,
  * `auto_halt` is a gate halting the plan, `select` selects the nodes of an open stage that
- * selected none again (some qualify now), `approve` records a manual gate's approval.
+ * selected none again (some qualify now), `approve` records a manual gate's approval,
+ * `emergency_halt` is the emergency stop halting an unfinished plan.
  */
 export const ACTIONS = [
   "start",
@@ -39,6 +40,7 @@ export const ACTIONS = [
   "advance",
   "auto_halt",
   "select",
+  "emergency_halt",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
@@ -50,7 +52,7 @@ export type RecoveryStrategy = (typeof RECOVERY_STRATEGIES)[number];
  * `skip_failed` lead to `active`, or to `completed` when the stage they close was the last.
  */
 export const TRANSITIONS: Readonly<Record<PlanPhase, Partial<Record<Action, PlanPhase>>>> = {
-  published: { start: "active", retry: "active", cancel: "cancelled", rollback: "rolled_back" },
+  published: { start: "active", retry: "active", cancel: "cancelled", rollback: "rolled_back", emergency_halt: "halted" },
   active: {
     pause: "paused",
     halt: "halted",
@@ -63,8 +65,9 @@ export const TRANSITIONS: Readonly<Record<PlanPhase, Partial<Record<Action, Plan
     skip_failed: "active",
     cancel: "cancelled",
     rollback: "rolled_back",
+    emergency_halt: "halted",
   },
-  paused: { resume: "active", approve: "paused", cancel: "cancelled", rollback: "rolled_back" },
+  paused: { resume: "active", approve: "paused", cancel: "cancelled", rollback: "rolled_back", emergency_halt: "halted" },
   halted: { resume: "active", retry: "active", skip_failed: "active", cancel: "cancelled", rollback: "rolled_back" },
   completed: {},
   cancelled: {},
@@ -89,7 +92,7 @@ export function transition(phase: PlanPhase, action: Action): PlanPhase {
 }
 
 /** Actions only the controller takes. */
-export const SYSTEM_ACTIONS: readonly Action[] = ["start", "advance", "auto_halt", "select"];
+export const SYSTEM_ACTIONS: readonly Action[] = ["start", "advance", "auto_halt", "select", "emergency_halt"];
 
 /** The audit event name of an action, e.g. rollout.plan.paused. */
 export const ACTION_EVENT_NAMES: Readonly<Record<Action, string>> = {
@@ -106,6 +109,7 @@ export const ACTION_EVENT_NAMES: Readonly<Record<Action, string>> = {
   advance: "rollout.stage.passed",
   auto_halt: "rollout.plan.auto_halted",
   select: "rollout.stage.selected",
+  emergency_halt: "rollout.plan.emergency_halted",
 };
 
 // ---------------------------------------------------------------------------------------

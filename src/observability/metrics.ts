@@ -25,6 +25,9 @@ export interface Metrics {
   /** Enrolled nodes per lifecycle state, counted at scrape time by the function the server sets here. */
   readonly nodes: Gauge<"lifecycle">;
   countNodes?: () => Promise<Record<string, number>>;
+  /** Nodes diverged from their desired release for longer than 10 minutes, by class, counted at scrape time. */
+  readonly nodesDiverged: Gauge<"class">;
+  countDiverged?: () => Promise<Record<string, number>>;
   readonly rolloutPlans: Counter;
   readonly rolloutTransitions: Counter<"action" | "phase">;
   readonly rolloutEvaluations: Counter;
@@ -150,6 +153,17 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
         const counts = await metrics.countNodes?.().catch(() => undefined);
         this.reset();
         if (counts) for (const [lifecycle, n] of Object.entries(counts)) this.set({ lifecycle }, n);
+      },
+    }),
+    nodesDiverged: new Gauge({
+      name: "cp_nodes_diverged",
+      help: "Nodes whose reported release has differed from their desired release for longer than 10 minutes, by class (installing, failed, stuck, unexpected), computed when scraped.",
+      labelNames: ["class"],
+      registers,
+      async collect() {
+        const counts = await metrics.countDiverged?.().catch(() => undefined);
+        this.reset();
+        if (counts) for (const [cls, n] of Object.entries(counts)) this.set({ class: cls }, n);
       },
     }),
     rolloutPlans: new Counter({

@@ -10,6 +10,14 @@ import type { Metrics } from "../observability/metrics.js";
 import { auditRecord, type Actor } from "../services/audit-record.js";
 import { rowToState, stateToRow } from "../store/rollout-rows.js";
 import type { Store } from "../store/store.js";
+import { refuseDuringStop } from "../store/operation-rows.js";
+
+/**
+ * Decisions that open a stage, move nodes or make a plan active: refused while an emergency
+ * stop is in force, which is read from the store at decision time (any replica may have
+ * started it). The store refuses the same writes again inside their transactions.
+ */
+const REFUSED_DURING_STOP: ReadonlySet<Action> = new Set<Action>(["start", "advance", "select", "resume", "retry", "skip_failed", "promote", "rollback"]);
 
 /** Who the controller's own decisions are recorded as. */
 export const CONTROLLER_ACTOR: Actor = { actor: "system:rollout-controller", source: "controller" };
@@ -53,6 +61,7 @@ export class DecisionWriter {
    */
   async write(d: Decision): Promise<PlanState | undefined> {
     const { store, metrics } = this.deps;
+    if (REFUSED_DURING_STOP.has(d.action)) refuseDuringStop(await store.emergencyStop(), `rollout action ${d.action}`);
     const next = d.outcome.next;
     const stageIndex = d.outcome.opens ?? next.currentStage;
     const audit = auditRecord(

@@ -17,7 +17,7 @@ import type { Metrics } from "../observability/metrics.js";
 import { actorOf, auditRecord } from "./audit-record.js";
 import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
-import { desiredReleases } from "./desired-release.js";
+import { agentDesiredRelease, desiredReleases } from "./desired-release.js";
 import { fleetOverview, searchFleetNodes } from "./fleet-views.js";
 
 export const MAX_DRAIN_REASON_BYTES = 1024;
@@ -151,9 +151,7 @@ export function createNodeService(deps: NodeServiceDeps): ServiceImpl<typeof Nod
     },
 
     async getDesiredRelease(req) {
-      const node = await enrolled(req.nodeId);
-      const desired = (await desiredReleases(store, [node])).get(node.nodeId);
-      return { release: desired?.release, planId: desired?.planId ?? "" };
+      return agentDesiredRelease(store, await enrolled(req.nodeId));
     },
 
     async getFleetStatus(req) {

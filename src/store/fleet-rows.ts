@@ -74,6 +74,11 @@ export function rowToNode(r: NodeRow): Node {
     reportedReleaseId: r.reportedReleaseId ?? "",
     drained: r.drained,
     drainReason: r.drainReason,
+    pinnedReleaseId: r.pinnedReleaseId ?? "",
+    pinnedAt: r.pinnedAtMs === null ? undefined : timestampFromMs(r.pinnedAtMs),
+    pinReason: r.pinReason,
+    reapplyRequestedAt: r.reapplyRequestedAtMs === null ? undefined : timestampFromMs(r.reapplyRequestedAtMs),
+    reapplyReleaseId: r.reapplyReleaseId ?? "",
   });
 }
 

@@ -76,13 +76,15 @@ export function fleetTotalsOf(snapshot: FleetTotalsSnapshot, q: FleetTotalsQuery
 /**
  * The desired release of a node of `channel` as the stores keep it in nodes.desired_release_id:
  * the rule of src/services/desired-release.ts in SQL (the node's newest move when it is not
- * older than the channel's latest unstaged release, else that release). The migration's
+ * older than the channel's latest unstaged release, else that release; a pin, while the node
+ * has one, before either: the next move removes it). The migration's
  * triggers apply the same expression when a move or an unstaged release is stored;
  * `unstaged` is the dialect's test of an unstaged release row `r`.
  */
 export function desiredReleaseSql(nodeId: string, channel: string, unstaged: SQL): SQL {
   const latest = sql`SELECT r.release_id, r.published_at_ms FROM releases r WHERE r.channel = ${channel} AND ${unstaged} ORDER BY r.seq DESC LIMIT 1`;
   return sql`coalesce(
+    (SELECT p.pinned_release_id FROM nodes p WHERE p.node_id = ${nodeId}),
     (SELECT CASE WHEN m.moved_at_ms >= coalesce((SELECT l.published_at_ms FROM (${latest}) l), -1)
                   AND EXISTS (SELECT 1 FROM releases r WHERE r.release_id = m.release_id)
              THEN m.release_id END

@@ -57,6 +57,14 @@ const OPERATIONS = {
   rbacCounts: "rbac_counts",
   registerSigningKey: "register_signing_key",
   signingKeys: "signing_keys",
+  emergencyStop: "emergency_stop",
+  startEmergencyStop: "start_emergency_stop",
+  endEmergencyStop: "end_emergency_stop",
+  divergedNodes: "diverged_nodes",
+  acksOfNodes: "acks_of_nodes",
+  acceptReported: "accept_reported",
+  unpinNode: "unpin_node",
+  requestReapply: "request_reapply",
 } as const satisfies Record<Exclude<keyof Store, "dialect" | "close">, string>;
 
 /** The store with each operation's latency and outcome recorded in cp_store_operation_duration_seconds. */

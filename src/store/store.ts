@@ -7,6 +7,7 @@ import type { ChainedAuditRow } from "../domain/audit.js";
 import type { BindingRow, RoleRow, TokenRow } from "./rbac-rows.js";
 import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StageNodeRow, StatusRow } from "./rollout-rows.js";
 import type { OpenedStage, StageOpening } from "./rollout-opening.js";
+import type { DivergedRow, DivergenceQuery, EmergencyChange, EmergencyStopResult, EmergencyStopRow } from "./operation-rows.js";
 
 /** Filter and page of a stored-event query. */
 export interface EventQuery {
@@ -195,6 +196,32 @@ export interface Store {
   tokenByHash(hash: string): Promise<TokenRow | undefined>;
   /** How many role bindings and tokens exist (both 0: a store never set up). */
   rbacCounts(): Promise<{ bindings: number; tokens: number }>;
+  /** The emergency stop as stored (every replica reads the same row). */
+  emergencyStop(): Promise<EmergencyStopRow>;
+  /**
+   * Starts an emergency stop in one transaction: every unfinished plan not already halted is
+   * halted with the reason (each with its own audit record), the stop is stored and its
+   * record (completed with the plans halted) appended. A stop already in force: nothing is
+   * written (changed false). While a stop is in force the store refuses, in their own
+   * transactions, new plans, new unstaged releases, stage openings, node moves, a plan made
+   * active again and reapply requests (FailedPreconditionError naming the stop).
+   */
+  startEmergencyStop(change: EmergencyChange): Promise<EmergencyStopResult>;
+  /** Lifts the stop with its audit record; no stop in force: nothing is written (changed false). */
+  endEmergencyStop(change: EmergencyChange): Promise<{ state: EmergencyStopRow; changed: boolean }>;
+  /** A page of the nodes whose desired and reported releases have differed since at most q.divergedAtOrBeforeMs. */
+  divergedNodes(q: DivergenceQuery): Promise<DivergedRow[]>;
+  /** Every ack of the given nodes. */
+  acksOfNodes(nodeIds: readonly string[]): Promise<NodeAck[]>;
+  /**
+   * Pins the node's desired release to the release it reports (which must be a stored release,
+   * else FailedPreconditionError), with its audit record; the node's next move removes the pin.
+   */
+  acceptReported(nodeId: string, atMs: number, reason: string, audit: AuditRow): Promise<Node>;
+  /** Removes a node's pin (none: nothing changes) and gives it back the desired release of the usual rule. */
+  unpinNode(nodeId: string, audit: AuditRow): Promise<Node>;
+  /** Asks the node to install its desired release again (FailedPreconditionError without one, or during a stop). */
+  requestReapply(nodeId: string, atMs: number, audit: AuditRow): Promise<Node>;
   /** Releases connections and workers. */
   close(): Promise<void>;
 }

@@ -8,6 +8,9 @@ import { NodeService } from "../../gen/autonomy/v1/nodes_pb.js";
 import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
+import { OperationsService } from "../../gen/autonomy/v1/operations_pb.js";
+import { createOperationsService } from "../services/operations-service.js";
+import type { Logger } from "../observability/logger.js";
 import type { Authorizer } from "../security/authz.js";
 import type { RateLimiter } from "./rate-limit.js";
 import type { AuditCheckpoints } from "../services/audit-checkpoints.js";
@@ -52,6 +55,7 @@ export interface ServiceDeps {
   push: PushHub;
   /** --node-ingest-rate and --node-ingest-burst: events per second per node. */
   nodeIngestLimiter?: RateLimiter;
+  logger?: Logger;
 }
 
 /** The one list of served services: the RPC router and the REST transcoder both read it. */
@@ -64,7 +68,8 @@ export function createServices(deps: ServiceDeps): ServiceEntry[] {
     entry(AuditService, createAuditService(deps)),
     entry(RbacService, createRbacService(deps)),
     entry(AgentService, createAgentService(deps)),
-    entry(HealthService, createHealthService({ rbacEnforced: deps.authorizer.enforced })),
+    entry(OperationsService, createOperationsService(deps)),
+    entry(HealthService, createHealthService({ rbacEnforced: deps.authorizer.enforced, store: deps.store })),
   ];
 }
 

@@ -19,6 +19,7 @@ import {
 } from "../../src/store/rollout-rows.js";
 import { planStageOpening, type OpenedStage, type StageOpening } from "../../src/store/rollout-opening.js";
 import type { NodeQuery, RolloutQuery, Store } from "../../src/store/store.js";
+import { NO_STOP, type EmergencyStopRow } from "../../src/store/operation-rows.js";
 
 /** An injected failure: thrown before the call (`after` false) or once a write landed (`after` true). */
 export class InjectedFault extends Error {
@@ -128,6 +129,12 @@ export class FakeRolloutStore {
       desiredReleaseId: null,
       drained: opts.drained ?? false,
       drainReason: "",
+      divergedSinceMs: null,
+      pinnedReleaseId: null,
+      pinnedAtMs: null,
+      pinReason: "",
+      reapplyReleaseId: null,
+      reapplyRequestedAtMs: null,
     });
   }
 
@@ -155,6 +162,11 @@ export class FakeRolloutStore {
   }
 
   // -- the Store methods the controller uses ---------------------------------------------
+
+  /** The emergency stop: none here (test/operations-store.test.ts covers the stores' stop). */
+  async emergencyStop(): Promise<EmergencyStopRow> {
+    return NO_STOP;
+  }
 
   async getRollout(planId: string): Promise<RolloutRecord | undefined> {
     this.leave("getRollout", this.enter("getRollout"));

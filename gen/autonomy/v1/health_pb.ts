@@ -4,6 +4,8 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { EmergencyStopState } from "./operations_pb.js";
+import { file_autonomy_v1_operations } from "./operations_pb.js";
 import { file_autonomy_v1_options } from "./options_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file autonomy/v1/health.proto.
  */
 export const file_autonomy_v1_health: GenFile = /*@__PURE__*/
-  fileDesc("ChhhdXRvbm9teS92MS9oZWFsdGgucHJvdG8SC2F1dG9ub215LnYxIg4KDENoZWNrUmVxdWVzdCJBCg1DaGVja1Jlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIUCgd3YXJuaW5nGAIgASgJSACIAQFCCgoIX3dhcm5pbmcybQoNSGVhbHRoU2VydmljZRJcCgVDaGVjaxIZLmF1dG9ub215LnYxLkNoZWNrUmVxdWVzdBoaLmF1dG9ub215LnYxLkNoZWNrUmVzcG9uc2UiHIq1GAZwdWJsaWOC0+STAgwSCi92MS9oZWFsdGhiBnByb3RvMw", [file_autonomy_v1_options, file_google_api_annotations]);
+  fileDesc("ChhhdXRvbm9teS92MS9oZWFsdGgucHJvdG8SC2F1dG9ub215LnYxIg4KDENoZWNrUmVxdWVzdCJ6Cg1DaGVja1Jlc3BvbnNlEg4KBnN0YXR1cxgBIAEoCRIUCgd3YXJuaW5nGAIgASgJSACIAQESNwoOZW1lcmdlbmN5X3N0b3AYAyABKAsyHy5hdXRvbm9teS52MS5FbWVyZ2VuY3lTdG9wU3RhdGVCCgoIX3dhcm5pbmcybQoNSGVhbHRoU2VydmljZRJcCgVDaGVjaxIZLmF1dG9ub215LnYxLkNoZWNrUmVxdWVzdBoaLmF1dG9ub215LnYxLkNoZWNrUmVzcG9uc2UiHIq1GAZwdWJsaWOC0+STAgwSCi92MS9oZWFsdGhiBnByb3RvMw", [file_autonomy_v1_operations, file_autonomy_v1_options, file_google_api_annotations]);
 
 /**
  * CheckRequest has no fields.
@@ -49,6 +51,13 @@ export type CheckResponse = Message<"autonomy.v1.CheckResponse"> & {
    * @generated from field: optional string warning = 2;
    */
   warning?: string | undefined;
+
+  /**
+   * The emergency stop as the store holds it (active, since, by whom).
+   *
+   * @generated from field: autonomy.v1.EmergencyStopState emergency_stop = 3;
+   */
+  emergencyStop?: EmergencyStopState | undefined;
 };
 
 /**

@@ -1,8 +1,15 @@
 import { create } from "@bufbuild/protobuf";
 import { Command, Option } from "commander";
-import { GetFleetStatusResponseSchema, type FleetNode, type GetFleetStatusResponse } from "../../../clients/index.js";
-import { escapeControl, formatAge, formatTable, printMessage } from "../shared/output.js";
-import { DURATION_HINT, parsePositiveDuration } from "../shared/parse.js";
+import {
+  GetFleetStatusResponseSchema,
+  ListDivergedNodesResponseSchema,
+  ReconcileNodesResponseSchema,
+  type DivergedNode,
+  type FleetNode,
+  type GetFleetStatusResponse,
+} from "../../../clients/index.js";
+import { escapeControl, formatAge, formatTable, printMessage, UsageError } from "../shared/output.js";
+import { DURATION_HINT, parseDuration, parsePositiveDuration } from "../shared/parse.js";
 import { withClients } from "./context.js";
 
 interface StatusOptions {
@@ -60,6 +67,79 @@ export function fleetCommand(): Command {
         ]);
         process.stdout.write(formatTable(["NODE", "CHANNEL", "LIFECYCLE", "LAST SEEN", "RELEASE", "DESIRED", "DRIFT"], rows));
       }),
+    );
+  fleet
+    .command("divergence")
+    .description(
+      "Nodes whose reported release has differed from their desired release for longer than --older-than, longest first, " +
+        "classified: installing (acks moving), failed (last ack failed), stuck (no ack or heartbeat progress), " +
+        "unexpected (reports a release nobody desired for it, e.g. changed by hand), with the evidence (runbook 04).",
+    )
+    .option("--channel <name>", "only nodes of this channel (default: every node)")
+    .addOption(new Option("--older-than <duration>", `diverged for longer than this (${DURATION_HINT}, or 0)`).argParser(parseDuration).default(600_000, "10m"))
+    .action((opts: { channel?: string; olderThan: number }, cmd: Command) =>
+      withClients(cmd, async (api, options) => {
+        const nodes: DivergedNode[] = [];
+        let pageToken = "";
+        let olderThanSeconds = BigInt(Math.floor(opts.olderThan / 1000));
+        do {
+          const page = await api.operations.listDivergedNodes({ channel: opts.channel, olderThanSeconds, pageSize: 1000, pageToken });
+          nodes.push(...page.nodes);
+          pageToken = page.nextPageToken;
+          olderThanSeconds = page.olderThanSeconds;
+        } while (pageToken !== "");
+        const report = { $typeName: "autonomy.v1.ListDivergedNodesResponse" as const, nodes, nextPageToken: "", olderThanSeconds };
+        if (options.output !== "text") return printMessage(options.output, ListDivergedNodesResponseSchema, report);
+        if (nodes.length === 0) return void process.stdout.write(`no node diverged for longer than ${olderThanSeconds}s\n`);
+        const rows = nodes.map((n) => [
+          n.nodeId,
+          n.channel,
+          n.class,
+          n.reportedReleaseId || "-",
+          n.desiredReleaseId,
+          formatAge(n.divergedSince),
+          n.planId || "-",
+          n.evidence,
+        ]);
+        process.stdout.write(formatTable(["NODE", "CHANNEL", "CLASS", "RELEASE", "DESIRED", "DIVERGED", "PLAN", "EVIDENCE"], rows));
+      }),
+    );
+  fleet
+    .command("reconcile")
+    .description(
+      "Bring diverged nodes back: reapply (the agent installs its desired release again, also one it failed before), " +
+        "accept (what the node reports becomes its desired release: a pin, removed by the next plan that moves it or --unpin), " +
+        "or drain. Each node's outcome is audited. Needs fleet:reconcile.",
+    )
+    .option("--node-id <id>", "the node to reconcile")
+    .option("--all-diverged", "every node `autonomy fleet divergence` lists with the same --channel and --older-than")
+    .option("--channel <name>", "with --all-diverged: only nodes of this channel")
+    .addOption(new Option("--older-than <duration>", `with --all-diverged: diverged for longer than this (${DURATION_HINT}, or 0; default 10m)`).argParser(parseDuration))
+    .addOption(new Option("--strategy <strategy>", "what to do").choices(["reapply", "accept", "drain"]))
+    .option("--unpin", "remove the pin an accept made (with --node-id; no --strategy)")
+    .requiredOption("--reason <text>", "why (recorded in the audit trail)")
+    .action(
+      (
+        opts: { nodeId?: string; allDiverged?: boolean; channel?: string; olderThan?: number; strategy?: string; unpin?: boolean; reason: string },
+        cmd: Command,
+      ) =>
+        withClients(cmd, async (api, options) => {
+          if (!opts.nodeId === !opts.allDiverged) throw new UsageError("name one node (--node-id N) or pass --all-diverged");
+          if (!opts.unpin && !opts.strategy) throw new UsageError("--strategy reapply|accept|drain is required (or --unpin)");
+          if (opts.unpin && opts.strategy) throw new UsageError("--unpin takes no --strategy");
+          const r = await api.operations.reconcileNodes({
+            nodeId: opts.nodeId,
+            allDiverged: opts.allDiverged,
+            channel: opts.channel,
+            olderThanSeconds: opts.olderThan === undefined ? undefined : BigInt(Math.floor(opts.olderThan / 1000)),
+            strategy: opts.strategy ?? "",
+            unpin: opts.unpin,
+            reason: opts.reason,
+          });
+          if (options.output !== "text") return printMessage(options.output, ReconcileNodesResponseSchema, r);
+          if (r.outcomes.length > 0) process.stdout.write(formatTable(["NODE", "OUTCOME", "MESSAGE"], r.outcomes.map((o) => [o.nodeId, o.outcome, o.message])));
+          process.stdout.write(`${r.done} done, ${r.skipped} skipped\n`);
+        }),
     );
   return fleet;
 }

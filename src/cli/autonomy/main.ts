@@ -9,6 +9,7 @@ import { clientVersionCommand, serverVersion } from "../shared/version.js";
 import { auditCommand } from "./audit.js";
 import { certCommand } from "./cert.js";
 import { configCommand } from "./config.js";
+import { emergencyCommand } from "./emergency.js";
 import { commandContext, outputOf } from "./context.js";
 import { fleetCommand } from "./fleet.js";
 import { logsCommand } from "./logs.js";
@@ -36,6 +37,7 @@ const program = addClientTlsOptions(new Command("autonomy"))
   .addCommand(rolloutCommand())
   .addCommand(rollbackCommand())
   .addCommand(nodeCommand())
+  .addCommand(emergencyCommand())
   .addCommand(certCommand())
   .addCommand(auditCommand())
   .addCommand(rbacCommand())

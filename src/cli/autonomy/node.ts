@@ -51,6 +51,7 @@ export function nodeCommand(): Command {
             ["runs", s.reportedReleaseId || "-"],
             ["desired", s.desiredRelease ? `${s.desiredRelease.releaseId} (${s.desiredRelease.version})` : "-"],
             ["drift", s.drift ? "yes" : "no"],
+            ["pinned", n.pinnedReleaseId ? `${n.pinnedReleaseId} since ${formatTime(n.pinnedAt)}: ${n.pinReason}` : "-"],
             ["lock", s.lockFingerprint || "-"],
             [
               "last ack",

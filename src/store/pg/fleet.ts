@@ -19,6 +19,8 @@ import type { Enrollment, NodeQuery } from "../store.js";
 import type { Outcome } from "../group-commit.js";
 import type { AuditRow } from "../rollout-rows.js";
 import { appendAudit } from "./rollouts.js";
+import { refuseDuringStop } from "../operation-rows.js";
+import { stopForWrite } from "./stop-guard.js";
 import { events, nodeAcks, nodeLastEvents, nodes, releases } from "./schema.js";
 
 type Db = NodePgDatabase;
@@ -58,6 +60,14 @@ export const pgFleet = {
       // An unstaged release rewrites the desired release of every node of its channel (a trigger):
       // publishes to one channel take turns, or two of them deadlock on the channel's node rows.
       if (!row.staged) await tx.execute(sql`SELECT pg_advisory_xact_lock(hashtext(${`autonomy.channel:${row.channel}`}))`);
+      // An unstaged release moves its channel's nodes: a stop refuses a new one (the same one again is a no-op).
+      if (!row.staged) {
+        const stop = await stopForWrite(tx);
+        if (stop.active) {
+          const [existing] = await tx.select({ id: releases.releaseId }).from(releases).where(eq(releases.releaseId, row.releaseId));
+          if (!existing) refuseDuringStop(stop, "publishing an unstaged release");
+        }
+      }
       const inserted = await tx.insert(releases).values(row).onConflictDoNothing().returning({ seq: releases.seq });
       if (inserted.length === 1 && audit) await appendAudit(tx, [audit]);
       const [stored] = await tx.select().from(releases).where(eq(releases.releaseId, row.releaseId));

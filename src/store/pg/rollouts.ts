@@ -7,6 +7,8 @@ import type { AuditQuery, RolloutQuery, StageNodeQuery } from "../store.js";
 import { planStageOpening, type OpenedStage, type StageOpening } from "../rollout-opening.js";
 import { chainAudit, type ChainedAuditRow } from "../../domain/audit.js";
 import { auditQueryParts } from "../audit-query.js";
+import { refuseDuringStop } from "../operation-rows.js";
+import { stopForWrite } from "./stop-guard.js";
 import { auditRecords, events, nodeAcks, nodes, releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
 
 type Db = NodePgDatabase;
@@ -54,6 +56,7 @@ export const pgRollouts = {
         requireSamePlanSpec(plan.planId, stored.plan.spec, plan.spec);
         return { record: stored, created: false };
       }
+      refuseDuringStop(await stopForWrite(tx), "publishing a rollout plan");
       const [release] = await tx.select({ id: releases.releaseId }).from(releases).where(eq(releases.releaseId, plan.releaseId));
       requireRelease(plan.releaseId, release);
       const [busy] = await tx
@@ -73,6 +76,10 @@ export const pgRollouts = {
 
   async commitRollout(db: Db, change: RolloutChange): Promise<void> {
     await db.transaction(async (tx) => {
+      // A stop halted every plan: none becomes active again, no node is moved (a rollback's moves).
+      if (change.moves.length > 0 || change.status.phase === "active") {
+        refuseDuringStop(await stopForWrite(tx), change.moves.length > 0 ? "moving nodes" : "making a plan active");
+      }
       const updated = await tx
         .update(rolloutStatus)
         .set(change.status)
@@ -91,6 +98,7 @@ export const pgRollouts = {
 
   async openRolloutStage(db: Db, o: StageOpening): Promise<OpenedStage | undefined> {
     return db.transaction(async (tx) => {
+      refuseDuringStop(await stopForWrite(tx), "opening a rollout stage");
       // The status row locked first: a concurrent writer of the plan waits, then sees the new version.
       const [current] = await tx.select().from(rolloutStatus).where(eq(rolloutStatus.planId, o.planId)).for("update");
       const [plan] = await tx.select().from(rolloutPlans).where(eq(rolloutPlans.planId, o.planId));

@@ -16,6 +16,8 @@ import { pgFleet } from "./fleet.js";
 import { GroupCommit } from "../group-commit.js";
 import { appendAudit, pgRollouts } from "./rollouts.js";
 import { pgRbac } from "./rbac.js";
+import { pgOperations } from "./operations.js";
+import type { DivergenceQuery, EmergencyChange } from "../operation-rows.js";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
 import type { AuditRow, PlanRow, RolloutChange, SigningKeyRow, StatusRow } from "../rollout-rows.js";
 import { events } from "./schema.js";
@@ -252,6 +254,31 @@ export class PostgresStore implements Store {
   }
   rbacCounts() {
     return this.run(() => pgRbac.rbacCounts(this.db));
+  }
+
+  emergencyStop() {
+    return this.run(() => pgOperations.emergencyStop(this.db));
+  }
+  startEmergencyStop(change: EmergencyChange) {
+    return this.run(() => pgOperations.startEmergencyStop(this.db, change));
+  }
+  endEmergencyStop(change: EmergencyChange) {
+    return this.run(() => pgOperations.endEmergencyStop(this.db, change));
+  }
+  divergedNodes(q: DivergenceQuery) {
+    return this.run(() => pgOperations.divergedNodes(this.db, q));
+  }
+  acksOfNodes(nodeIds: readonly string[]) {
+    return this.run(() => pgOperations.acksOfNodes(this.db, nodeIds));
+  }
+  acceptReported(nodeId: string, atMs: number, reason: string, audit: AuditRow) {
+    return this.run(() => pgOperations.acceptReported(this.db, nodeId, atMs, reason, audit));
+  }
+  unpinNode(nodeId: string, audit: AuditRow) {
+    return this.run(() => pgOperations.unpinNode(this.db, nodeId, audit));
+  }
+  requestReapply(nodeId: string, atMs: number, audit: AuditRow) {
+    return this.run(() => pgOperations.requestReapply(this.db, nodeId, atMs, audit));
   }
 
   /** Runs an operation with driver failures translated; typed domain errors pass through. */

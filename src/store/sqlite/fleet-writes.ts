@@ -7,6 +7,8 @@ import { desiredReleaseSql } from "../fleet-totals.js";
 import type { AuditRow } from "../rollout-rows.js";
 import type { Enrollment } from "../store.js";
 import type { AppendAudit } from "./audit-writes.js";
+import { refuseDuringStop } from "../operation-rows.js";
+import { prepareStopRead } from "./operation-writes.js";
 import type { WriteHandlers } from "./write-ops.js";
 import { nodeAcks, nodes, releases } from "./schema.js";
 
@@ -77,9 +79,12 @@ export function prepareFleetWrites(db: BetterSQLite3Database, audit: AppendAudit
     .prepare();
 
   const node = (id: string): NodeRow => requireNode(id, nodeById.get({ id }));
+  const stop = prepareStopRead(db);
 
   return {
     publishRelease: (w) => {
+      // An unstaged release moves its channel's nodes: a stop refuses a new one (the same one again is a no-op).
+      if (!w.row.staged && !releaseById.get({ id: w.row.releaseId })) refuseDuringStop(stop(), "publishing an unstaged release");
       const inserted = db.insert(releases).values(w.row).onConflictDoNothing().run().changes;
       const stored = releaseById.get({ id: w.row.releaseId })!;
       if (inserted === 0) requireSameRelease(stored, w.row);

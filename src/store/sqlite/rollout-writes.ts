@@ -8,6 +8,8 @@ import { planStageOpening, type CandidateRow, type OpenedStage, type StageOpenin
 import type { MoveRow } from "../rollout-rows.js";
 import { placeholderNames } from "../prepared-queries.js";
 import type { AppendAudit } from "./audit-writes.js";
+import { refuseDuringStop } from "../operation-rows.js";
+import { prepareStopRead } from "./operation-writes.js";
 import { events, nodes, releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
 
 /** A rollout write, run by the writer thread inside its own savepoint. */
@@ -55,6 +57,7 @@ export function prepareRolloutWrites(db: BetterSQLite3Database & { $client: Data
   const candidates = (channel: string): CandidateRow[] =>
     (channelNodes.all(channel) as [string, string, number, number | null][]).map(([nodeId, labels, drained, lastSeenMs]) => ({ nodeId, labels, drained, lastSeenMs }));
   const newestEventSeq = db.select({ seq: max(events.seq) }).from(events).prepare();
+  const stop = prepareStopRead(db);
 
   /** The status update conditional on the version, refused as the contract says when it does not apply. */
   const updateStatus = (status: StatusRow, expectedVersion: number) => {
@@ -74,6 +77,7 @@ export function prepareRolloutWrites(db: BetterSQLite3Database & { $client: Data
           requireSamePlanSpec(w.plan.planId, stored.spec, w.plan.spec);
           return { record: { plan: stored, status: statusById.get({ id: w.plan.planId })! }, created: false };
         }
+        refuseDuringStop(stop(), "publishing a rollout plan");
         requireRelease(w.plan.releaseId, db.select({ id: releases.releaseId }).from(releases).where(eq(releases.releaseId, w.plan.releaseId)).get());
         const busy = db
           .select({ planId: rolloutPlans.planId, phase: rolloutStatus.phase })
@@ -89,6 +93,8 @@ export function prepareRolloutWrites(db: BetterSQLite3Database & { $client: Data
       }
       case "commitRollout": {
         const { change } = w;
+        // A stop halted every plan: none becomes active again, no node is moved (a rollback's moves).
+        if (change.moves.length > 0 || change.status.phase === "active") refuseDuringStop(stop(), change.moves.length > 0 ? "moving nodes" : "making a plan active");
         updateStatus(change.status, change.expectedVersion);
         for (let i = 0; i < change.moves.length; i += MOVES_PER_STATEMENT) {
           db.insert(rolloutMoves)
@@ -100,6 +106,7 @@ export function prepareRolloutWrites(db: BetterSQLite3Database & { $client: Data
       }
       case "openRolloutStage": {
         const o = w.opening;
+        refuseDuringStop(stop(), "opening a rollout stage");
         const plan = planById.get({ id: o.planId });
         const current = statusById.get({ id: o.planId });
         if (!plan || !current || current.version !== o.expectedVersion) refuseStaleStatus(o.planId, plan && current?.version, o.expectedVersion);

@@ -56,9 +56,42 @@ export const nodes = sqliteTable(
      * enrolment; the same rule as src/services/desired-release.ts, so the fleet totals can count drift.
      */
     desiredReleaseId: text("desired_release_id"),
+    /**
+     * Since when desired_release_id and reported_release_id have differed (null: they do not),
+     * kept by a trigger on nodes: the divergence report reads the diverged nodes by this index.
+     */
+    divergedSinceMs: integer("diverged_since_ms"),
+    /** The release an operator accepted as this node's desired one (a pin); cleared by its next move. */
+    pinnedReleaseId: text("pinned_release_id"),
+    pinnedAtMs: integer("pinned_at_ms"),
+    pinReason: text("pin_reason").notNull().default(""),
+    /** An operator's pending request that the node install this release again (reconcile --strategy reapply). */
+    reapplyReleaseId: text("reapply_release_id"),
+    reapplyRequestedAtMs: integer("reapply_requested_at_ms"),
   },
-  (t) => [index("nodes_channel_id").on(t.channel, t.nodeId), index("nodes_channel_seen").on(t.channel, t.lastSeenMs)],
+  (t) => [
+    index("nodes_channel_id").on(t.channel, t.nodeId),
+    index("nodes_channel_seen").on(t.channel, t.lastSeenMs),
+    index("nodes_diverged").on(t.divergedSinceMs, t.nodeId),
+    index("nodes_channel_diverged").on(t.channel, t.divergedSinceMs, t.nodeId),
+  ],
 );
+
+/**
+ * The emergency stop: one row (id 1), written by the migration. While active, every write
+ * that would start or move a rollout or publish an unstaged release is refused, in the
+ * same transaction that reads it (PostgreSQL: FOR SHARE against the stop's row lock).
+ */
+export const emergencyStop = sqliteTable("emergency_stop", {
+  id: integer("id").primaryKey(),
+  active: integer("active", { mode: "boolean" }).notNull(),
+  sinceMs: integer("since_ms"),
+  stoppedBy: text("stopped_by").notNull(),
+  reason: text("reason").notNull(),
+  resumedAtMs: integer("resumed_at_ms"),
+  resumedBy: text("resumed_by").notNull(),
+  resumeReason: text("resume_reason").notNull(),
+});
 
 /**
  * How many nodes of a channel were last seen in each second (last_seen_ms / 1000), kept by

@@ -7,7 +7,7 @@ import type Database from "better-sqlite3";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import type { Node } from "../../../gen/autonomy/v1/nodes_pb.js";
 import type { NodeAck, Release } from "../../../gen/autonomy/v1/releases_pb.js";
-import { AbortedError, ConflictError, NotFoundError, StoreCorruptError, StoreUnavailableError } from "../../domain/errors.js";
+import { AbortedError, ConflictError, FailedPreconditionError, NotFoundError, StoreCorruptError, StoreUnavailableError } from "../../domain/errors.js";
 import { packageRoot } from "../../paths.js";
 import { appendEventRow, rowToEvent } from "../event-rows.js";
 import {
@@ -27,6 +27,8 @@ import { prepareFleetReads } from "./fleet-reads.js";
 import type { AuditRow, PlanRow, RolloutChange, SigningKeyRow, StatusRow } from "../rollout-rows.js";
 import { prepareRolloutReads } from "./rollout-reads.js";
 import { prepareRbacReads } from "./rbac.js";
+import { prepareOperationReads } from "./operation-reads.js";
+import type { DivergenceQuery, EmergencyChange } from "../operation-rows.js";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
 import { events } from "./schema.js";
 import type { StoreWrite, StoreWriteResult, StoreWriteResults, WriterReply, WriterRequest } from "./writer.js";
@@ -88,6 +90,7 @@ export class SqliteStore implements Store {
   private readonly fleet: ReturnType<typeof prepareFleetReads>;
   private readonly rollouts: ReturnType<typeof prepareRolloutReads>;
   private readonly rbac: ReturnType<typeof prepareRbacReads>;
+  private readonly operations: ReturnType<typeof prepareOperationReads>;
 
   private constructor(
     private readonly worker: Worker,
@@ -99,6 +102,7 @@ export class SqliteStore implements Store {
     this.fleet = prepareFleetReads(db, reader);
     this.rollouts = prepareRolloutReads(db);
     this.rbac = prepareRbacReads(db);
+    this.operations = prepareOperationReads(db);
     worker.on("message", (reply: WriterReply) => this.onReply(reply));
     worker.on("error", () => this.fail(new StoreUnavailableError("the database writer stopped")));
     worker.on("exit", () => {
@@ -279,6 +283,31 @@ export class SqliteStore implements Store {
     return this.read(() => this.rbac.rbacCounts());
   }
 
+  emergencyStop() {
+    return this.read(() => this.operations.emergencyStop());
+  }
+  startEmergencyStop(change: EmergencyChange) {
+    return this.write({ op: "startEmergencyStop", change });
+  }
+  endEmergencyStop(change: EmergencyChange) {
+    return this.write({ op: "endEmergencyStop", change });
+  }
+  divergedNodes(q: DivergenceQuery) {
+    return this.read(() => this.operations.divergedNodes(q));
+  }
+  acksOfNodes(nodeIds: readonly string[]) {
+    return this.read(() => this.operations.acksOfNodes(nodeIds));
+  }
+  async acceptReported(nodeId: string, atMs: number, reason: string, audit: AuditRow): Promise<Node> {
+    return rowToNode((await this.write({ op: "acceptReported", nodeId, atMs, reason, audit })).node);
+  }
+  async unpinNode(nodeId: string, audit: AuditRow): Promise<Node> {
+    return rowToNode((await this.write({ op: "unpinNode", nodeId, audit })).node);
+  }
+  async requestReapply(nodeId: string, atMs: number, audit: AuditRow): Promise<Node> {
+    return rowToNode((await this.write({ op: "requestReapply", nodeId, atMs, audit })).node);
+  }
+
   queryEvents(q: EventQuery): Promise<Event[]> {
     const query = this.queries.get(q);
     return this.read(() => query(eventQueryParams(q)));
@@ -342,7 +371,7 @@ export class SqliteStore implements Store {
     if ("inserted" in reply || "result" in reply) waiter.resolve(reply);
     else if ("refused" in reply) {
       const { kind, message } = reply.refused;
-      const error = { notFound: NotFoundError, conflict: ConflictError, aborted: AbortedError }[kind];
+      const error = { notFound: NotFoundError, conflict: ConflictError, aborted: AbortedError, failedPrecondition: FailedPreconditionError }[kind];
       waiter.reject(new error(message));
     } else waiter.reject(this.translate(new Error(reply.detail), reply.failure));
   }

@@ -24,13 +24,14 @@ import { EVENT_COLUMNS } from "../event-rows.js";
 import { placeholderNames } from "../prepared-queries.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, type SqliteFailure } from "./errors.js";
-import { AbortedError, ConflictError, NotFoundError } from "../../domain/errors.js";
+import { AbortedError, ConflictError, FailedPreconditionError, NotFoundError } from "../../domain/errors.js";
 import { prepareFleetWrites, type FleetWrite, type FleetWriteResults } from "./fleet-writes.js";
 import { prepareAuditWrites } from "./audit-writes.js";
 import { withInserted } from "../../domain/audit.js";
 import type { AuditRow } from "../rollout-rows.js";
 import { prepareRbacWrites, type RbacWrite, type RbacWriteResults } from "./rbac.js";
 import { prepareRolloutWrites, type RolloutWrite } from "./rollout-writes.js";
+import { prepareOperationWrites, type OperationWrite, type OperationWriteResults } from "./operation-writes.js";
 import type { RolloutRecord } from "../rollout-rows.js";
 import type { OpenedStage } from "../rollout-opening.js";
 import type { WriteHandlers } from "./write-ops.js";
@@ -42,7 +43,7 @@ import { events } from "./schema.js";
  */
 export type WriterRequest = { id: number; rows: unknown[]; audit?: AuditRow } | { id: number; write: StoreWrite } | { close: true };
 /** A write of the fleet or rollout tables. */
-export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite;
+export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite | OperationWrite;
 /**
  * Writes that make room: allowed at --max-db-size (into the reserve above it), so that the
  * way out of a full database — an audit prune, revoking what flooded it — still works.
@@ -58,7 +59,7 @@ interface RolloutWriteResults {
   appendAudit: { done: true };
 }
 /** What each write answers, by operation: the typed op map SqliteStore.write is checked against. */
-export type StoreWriteResults = FleetWriteResults & RbacWriteResults & RolloutWriteResults;
+export type StoreWriteResults = FleetWriteResults & RbacWriteResults & RolloutWriteResults & OperationWriteResults;
 export type StoreWriteResult = StoreWriteResults[StoreWrite["op"]];
 type Work = Exclude<WriterRequest, { close: true }>;
 
@@ -96,9 +97,17 @@ function holdReserve(file: string): boolean {
   }
 }
 /** A write refused by a rule of ../write-rules.ts, by the class of its error (classes do not cross threads). */
-export type RefusalKind = "notFound" | "conflict" | "aborted";
+export type RefusalKind = "notFound" | "conflict" | "aborted" | "failedPrecondition";
 const refusalKind = (err: unknown): RefusalKind | undefined =>
-  err instanceof NotFoundError ? "notFound" : err instanceof ConflictError ? "conflict" : err instanceof AbortedError ? "aborted" : undefined;
+  err instanceof NotFoundError
+    ? "notFound"
+    : err instanceof ConflictError
+      ? "conflict"
+      : err instanceof AbortedError
+        ? "aborted"
+        : err instanceof FailedPreconditionError
+          ? "failedPrecondition"
+          : undefined;
 
 /** Most batches one transaction takes; the rest wait for the next one. */
 const MAX_GROUP = 32;
@@ -130,6 +139,7 @@ function prepareStatements(sqlite: Database.Database) {
     fleet: prepareFleetWrites(db, audit.append),
     rollout: prepareRolloutWrites(db, audit.append, audit.prune),
     rbac: prepareRbacWrites(db, audit.append),
+    operations: prepareOperationWrites(db, audit.append),
     audit,
     insertOne: insertOf(1),
     insertMany: insertOf(ROWS_PER_STATEMENT),
@@ -172,6 +182,7 @@ function start(): void {
   const handlers = {
     ...s.fleet,
     ...s.rbac,
+    ...s.operations,
     createRollout: rollout,
     commitRollout: rollout,
     openRolloutStage: rollout,
