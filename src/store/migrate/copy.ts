@@ -14,7 +14,7 @@ import os from "node:os";
 import { getTableColumns } from "drizzle-orm";
 import { AuditVerifier, type ChainedAuditRow } from "../../domain/audit.js";
 import { auditRecords } from "../pg/schema.js";
-import { COPY_ORDER, isSqliteInternal, TABLE_RULES, type TableRule } from "./plan.js";
+import { COPY_ORDER, isSqliteInternal, SEEDED_ROWS, TABLE_RULES, type TableRule } from "./plan.js";
 import { SqliteSource, type SourceValue } from "./source.js";
 import { PgTarget, type CutoverRow, type TargetColumn, targetTables } from "./target.js";
 
@@ -148,7 +148,7 @@ async function refusal(target: PgTarget, sourceName: string, cutovers: readonly 
   for (const [table] of COPY_ORDER) {
     if (!(await target.tableExists(table))) continue;
     const n = await target.count(table);
-    if (n > 0) held.push(`${table} ${n}`);
+    if (n > (SEEDED_ROWS[table] ?? 0)) held.push(`${table} ${n}`);
   }
   if (held.length > 0) {
     return `PostgreSQL already holds data that migrate did not copy (${held.join(", ")}): a server ran on it. Nothing was written. --force replaces it with this SQLite data dir's`;

@@ -34,7 +34,12 @@ export const COPY_ORDER = [
   ["rbac_roles", "the rest"],
   ["rbac_bindings", "the rest"],
   ["rbac_tokens", "the rest"],
+  // One row, written by the schema migrations and changed by `autonomy emergency stop|resume`.
+  ["emergency_stop", "the rest"],
 ] as const;
+
+/** Rows the schema migrations themselves write into a copied table: a database holding only these holds no data yet. */
+export const SEEDED_ROWS: Readonly<Record<string, number>> = { emergency_stop: 1 };
 
 export const TABLE_RULES: Readonly<Record<string, TableRule>> = {
   ...Object.fromEntries(COPY_ORDER.map(([table, step]) => [table, { kind: "copy", step } satisfies TableRule])),
