@@ -20,7 +20,7 @@ import {
 
 /** The phase machine of SPEC §3, written out cell by cell, independently of the module's table. */
 const EXPECTED: Record<PlanPhase, Partial<Record<Action, PlanPhase>>> = {
-  published: { start: "active", retry: "active", cancel: "cancelled", rollback: "rolled_back" },
+  published: { start: "active", retry: "active", cancel: "cancelled", rollback: "rolling_back", abort: "cancelled" },
   active: {
     pause: "paused",
     halt: "halted",
@@ -32,10 +32,12 @@ const EXPECTED: Record<PlanPhase, Partial<Record<Action, PlanPhase>>> = {
     retry: "active",
     skip_failed: "active",
     cancel: "cancelled",
-    rollback: "rolled_back",
+    rollback: "rolling_back",
+    abort: "cancelled",
   },
-  paused: { resume: "active", approve: "paused", cancel: "cancelled", rollback: "rolled_back" },
-  halted: { resume: "active", retry: "active", skip_failed: "active", cancel: "cancelled", rollback: "rolled_back" },
+  paused: { resume: "active", approve: "paused", cancel: "cancelled", rollback: "rolling_back", abort: "cancelled" },
+  halted: { resume: "active", retry: "active", skip_failed: "active", cancel: "cancelled", rollback: "rolling_back", abort: "cancelled" },
+  rolling_back: { restoring: "rolling_back", restored: "rolled_back", abort: "cancelled" },
   completed: {},
   cancelled: {},
   rolled_back: {},
@@ -44,8 +46,8 @@ const EXPECTED: Record<PlanPhase, Partial<Record<Action, PlanPhase>>> = {
 describe("rollout phase machine", () => {
   const cells = PLAN_PHASES.flatMap((phase) => ACTIONS.map((action) => [phase, action] as const));
 
-  it("has one cell per phase and action: 7 × 13", () => {
-    expect(cells).toHaveLength(91);
+  it("has one cell per phase and action: 8 × 16", () => {
+    expect(cells).toHaveLength(128);
     expect(Object.keys(TRANSITIONS).sort()).toEqual([...PLAN_PHASES].sort());
   });
 

@@ -36,6 +36,7 @@ const OPERATIONS = {
   listRollouts: "list_rollouts",
   commitRollout: "commit_rollout",
   movesOfPlan: "moves_of_plan",
+  restoreProgress: "restore_progress",
   newestMoves: "newest_moves",
   eventCountsSince: "event_counts_since",
   newestEventSeq: "newest_event_seq",

@@ -4,6 +4,7 @@ import type { NodeAck, Release } from "../../gen/autonomy/v1/releases_pb.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "./fleet-rows.js";
 import type { FleetCounts, FleetTotalsQuery } from "./fleet-totals.js";
 import type { ChainedAuditRow } from "../domain/audit.js";
+import type { RestoreProgress } from "../domain/rollout-actions.js";
 import type { BindingRow, RoleRow, TokenRow } from "./rbac-rows.js";
 import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StageNodeRow, StatusRow } from "./rollout-rows.js";
 import type { OpenedStage, StageOpening } from "./rollout-opening.js";
@@ -159,6 +160,8 @@ export interface Store {
   stageNodes(q: StageNodeQuery): Promise<StageNodeRow[]>;
   /** The nodes a plan moved, in move order. */
   movesOfPlan(planId: string): Promise<MoveRow[]>;
+  /** A rolling-back plan: its restored nodes, those back on their previous release, those that failed to reinstall it. */
+  restoreProgress(planId: string): Promise<RestoreProgress>;
   /** Each node's newest move by any plan, by node id: of the given nodes, or of every node. */
   newestMoves(nodeIds?: readonly string[]): Promise<Map<string, MoveRow>>;
   /** How many events of a type each node sent after an event sequence number. */

@@ -201,6 +201,9 @@ export class PostgresStore implements Store {
   movesOfPlan(planId: string) {
     return this.run(() => pgRollouts.movesOfPlan(this.db, planId));
   }
+  restoreProgress(planId: string) {
+    return this.run(() => pgRollouts.restoreProgress(this.db, planId));
+  }
   newestMoves(nodeIds?: readonly string[]) {
     return this.run(() => pgRollouts.newestMoves(this.db, nodeIds));
   }

@@ -222,6 +222,9 @@ export class SqliteStore implements Store {
   movesOfPlan(planId: string) {
     return this.read(() => this.rollouts.movesOfPlan(planId));
   }
+  restoreProgress(planId: string) {
+    return this.read(() => this.rollouts.restoreProgress(planId));
+  }
   newestMoves(nodeIds?: readonly string[]) {
     return this.read(() => this.rollouts.newestMoves(nodeIds));
   }
