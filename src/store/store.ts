@@ -5,6 +5,7 @@ import type { AckRow, NodeSighting, ReleaseRow } from "./fleet-rows.js";
 import type { FleetCounts, FleetTotalsQuery } from "./fleet-totals.js";
 import type { ChainedAuditRow } from "../domain/audit.js";
 import type { RestoreProgress } from "../domain/rollout-actions.js";
+import type { IngestRateQuery } from "./ingest-rate.js";
 import type { BindingRow, RoleRow, TokenRow } from "./rbac-rows.js";
 import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StageNodeRow, StatusRow } from "./rollout-rows.js";
 import type { OpenedStage, StageOpening } from "./rollout-opening.js";
@@ -92,6 +93,8 @@ export interface Store {
   ingestEvents(events: readonly Event[], audit?: AuditRow): Promise<number>;
   /** Stored events newest first (by insertion sequence). */
   queryEvents(query: EventQuery): Promise<Event[]>;
+  /** Events stored per bucket of time from sinceMs, oldest bucket first (src/store/ingest-rate.ts). */
+  ingestCounts(q: IngestRateQuery): Promise<number[]>;
   /**
    * Publishes a release. The same id with the same content is a no-op (created false); with
    * other content it throws ConflictError. A new release's audit record is written with it.
@@ -123,6 +126,8 @@ export interface Store {
    * every selected node with those sightings applied.
    */
   fleetTotals(q: FleetTotalsQuery): Promise<FleetCounts>;
+  /** The channels that have enrolled nodes, by name (from the totals projection: no node is read). */
+  fleetChannels(): Promise<string[]>;
   /** Drains or undrains a node; NotFoundError when it is not enrolled. */
   setDrained(nodeId: string, drained: boolean, reason: string, audit?: AuditRow): Promise<Node>;
   /**
