@@ -21,7 +21,7 @@ import {
 
 /** The phase machine of SPEC §3, written out cell by cell, independently of the module's table. */
 const EXPECTED: Record<PlanPhase, Partial<Record<Action, PlanPhase>>> = {
-  published: { start: "active", retry: "active", cancel: "cancelled", rollback: "rolled_back", emergency_halt: "halted" },
+  published: { start: "active", retry: "active", cancel: "cancelled", rollback: "rolling_back", abort: "cancelled", emergency_halt: "halted" },
   active: {
     pause: "paused",
     halt: "halted",
@@ -33,11 +33,13 @@ const EXPECTED: Record<PlanPhase, Partial<Record<Action, PlanPhase>>> = {
     retry: "active",
     skip_failed: "active",
     cancel: "cancelled",
-    rollback: "rolled_back",
+    rollback: "rolling_back",
+    abort: "cancelled",
     emergency_halt: "halted",
   },
-  paused: { resume: "active", approve: "paused", cancel: "cancelled", rollback: "rolled_back", emergency_halt: "halted" },
-  halted: { resume: "active", retry: "active", skip_failed: "active", cancel: "cancelled", rollback: "rolled_back" },
+  paused: { resume: "active", approve: "paused", cancel: "cancelled", rollback: "rolling_back", abort: "cancelled", emergency_halt: "halted" },
+  halted: { resume: "active", retry: "active", skip_failed: "active", cancel: "cancelled", rollback: "rolling_back", abort: "cancelled" },
+  rolling_back: { restoring: "rolling_back", restored: "rolled_back", abort: "cancelled" },
   completed: {},
   cancelled: {},
   rolled_back: {},
@@ -46,8 +48,8 @@ const EXPECTED: Record<PlanPhase, Partial<Record<Action, PlanPhase>>> = {
 describe("rollout phase machine", () => {
   const cells = PLAN_PHASES.flatMap((phase) => ACTIONS.map((action) => [phase, action] as const));
 
-  it("has one cell per phase and action: 7 × 14", () => {
-    expect(cells).toHaveLength(98);
+  it("has one cell per phase and action: 8 × 17", () => {
+    expect(cells).toHaveLength(136);
     expect(Object.keys(TRANSITIONS).sort()).toEqual([...PLAN_PHASES].sort());
   });
 

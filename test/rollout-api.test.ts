@@ -77,6 +77,9 @@ describe.each(STORE_KINDS)("rollouts on %s", (kind) => {
   it("walks a three-stage plan: canary, manual gate, 50 %, a failure that halts it by itself, recovery", async () => {
     const nodes = Array.from({ length: 6 }, (_, i) => `w-${i}`);
     await enrol("walk", nodes);
+    // Every node runs walk-r0 before the plan; half of them have said so.
+    await call("POST", "/v1/releases", release("walk-r0", "walk", false));
+    for (const n of nodes.slice(0, 3)) await ack(n, "walk-r0", "healthy");
     await call("POST", "/v1/releases", release("walk-r1", "walk", true));
     const plan = {
       plan_id: "walk-plan",
@@ -155,19 +158,37 @@ describe.each(STORE_KINDS)("rollouts on %s", (kind) => {
     expect(s.reason).toBe('stage "half": 1 of 2 node(s) failed (0.5), above max_failure_ratio 0.4');
     expect(s.stages[1]).toMatchObject({ phase: "halted", failed: 1, pending: 1 });
 
-    // Rollback preview writes nothing; rollback ends the plan and lists the moved nodes.
+    // Rollback preview writes nothing; rollback gives every moved node the release it ran before.
     const preview = await call("POST", "/v1/rollouts/walk-plan/recover", { strategy: "rollback", reason: "bad", dry_run: true });
-    expect(preview.body).toMatchObject({ dry_run: true, from_phase: "halted", to_phase: "rolled_back" });
+    expect(preview.body).toMatchObject({ dry_run: true, from_phase: "halted", to_phase: "rolling_back" });
     expect((await status("walk-plan")).phase).toBe("halted");
     const rolled = await call("POST", "/v1/rollouts/walk-plan/recover", { strategy: "rollback", reason: "bad release" });
-    expect(rolled.body).toMatchObject({ from_phase: "halted", to_phase: "rolled_back" });
-    expect(rolled.body.moved_nodes.map((m: { node_id: string }) => m.node_id).sort()).toEqual(["w-0", ...half].sort());
-    // Terminal: nothing is allowed, and the moved nodes keep the release.
+    expect(rolled.body).toMatchObject({ from_phase: "halted", to_phase: "rolling_back" });
+    const moved = ["w-0", ...half].sort();
+    expect(rolled.body.moved_nodes.map((m: { node_id: string }) => m.node_id).sort()).toEqual(moved);
+    // The moved nodes' desired release is walk-r0 again (no plan to verify); the others never left it.
+    for (const n of nodes) expect(await desired(n), n).toMatchObject({ release: { release_id: "walk-r0" }, plan_id: "" });
+    // Only abort is allowed while it rolls back; the progress is in the status.
+    const paused = await call("POST", "/v1/rollouts/walk-plan/pause", { reason: "r" });
+    expect(paused.body.message).toMatch(/cannot pause: the plan is rolling_back \(allowed: abort\)/);
+    s = await status("walk-plan");
+    expect(s.phase).toBe("rolling_back");
+    expect(s.reason).toBe("rolling back (bad release): 0 of 3 node(s) back on their previous release");
+    // A stale healthy ack of walk-r0 from before the rollback does not count: the nodes ack again.
+    await ack(moved[0], "walk-r0", "healthy");
+    await until("one back", async () => ((await status("walk-plan")).reason.includes("1 of 3") ? true : undefined));
+    await ack(moved[1], "walk-r0", "failed");
+    await until("one failed", async () => ((await status("walk-plan")).reason.endsWith("1 failed to reinstall") ? true : undefined));
+    await ack(moved[1], "walk-r0", "healthy");
+    await ack(moved[2], "walk-r0", "healthy");
+    s = await phaseIs("walk-plan", "rolled_back");
+    expect(s.reason).toBe("rolled back (bad release): 3 node(s) run their previous release again");
+    // Terminal: nothing is allowed.
     for (const action of ["pause", "resume", "promote", "halt", "cancel"]) {
       const res = await call("POST", `/v1/rollouts/walk-plan/${action}`, { reason: "r" });
       expect(res.body.message).toMatch(/the plan is rolled_back \(it is finished\)/);
     }
-    expect((await desired(half[0])).release.release_id).toBe("walk-r1");
+    expect((await desired(half[0])).release.release_id).toBe("walk-r0");
 
     // Every transition has its audit record, with the version it wrote.
     const audit = await server.store.auditRecords({ resourceType: "rollout_plan", resource: "walk-plan", limit: 100 });
@@ -177,12 +198,40 @@ describe.each(STORE_KINDS)("rollouts on %s", (kind) => {
       "rollout.gate.approved",
       "rollout.stage.passed",
       "rollout.plan.auto_halted",
+      "rollout.plan.rollback_started",
       "rollout.plan.rolled_back",
     ]);
-    const rollback = audit[0];
+    const rollback = audit[1];
     expect(rollback).toMatchObject({ actor: "alice", category: "rollback", outcome: "success", reason: "bad release" });
-    expect(JSON.parse(rollback.fieldsJson)).toMatchObject({ from_phase: "halted", to_phase: "rolled_back", version: (await status("walk-plan")).version });
+    expect(JSON.parse(rollback.fieldsJson)).toMatchObject({ from_phase: "halted", to_phase: "rolling_back", restored_nodes: 3 });
+    expect(audit[0]).toMatchObject({ actor: "system:rollout-controller", category: "rollback" });
+    expect(JSON.parse(audit[0].fieldsJson)).toMatchObject({ from_phase: "rolling_back", to_phase: "rolled_back", version: (await status("walk-plan")).version });
     expect(audit.find((a) => a.eventName === "rollout.plan.auto_halted")).toMatchObject({ actor: "system:rollout-controller" });
+  });
+
+  it("aborts a plan where it is: no further move, the moved nodes keep its release, also in the middle of a rollback", async () => {
+    await enrol("ab", ["ab-1", "ab-2"]);
+    await call("POST", "/v1/releases", release("ab-r0", "ab", false));
+    await call("POST", "/v1/releases", release("ab-r1", "ab", true));
+    await call("POST", "/v1/rollouts", { plan_id: "ab-plan", release_id: "ab-r1", stages: [{ stage_id: "one", node_ids: ["ab-1"], gates: [{ kind: "manual" }] }, { stage_id: "two", percent: 100 }] });
+    await phaseIs("ab-plan", "active");
+    const aborted = await call("POST", "/v1/rollouts/ab-plan/recover", { strategy: "abort", reason: "wrong channel" });
+    expect(aborted.body).toMatchObject({ from_phase: "active", to_phase: "cancelled", status: { reason: "aborted by alice: wrong channel" } });
+    expect(aborted.body.moved_nodes.map((m: { node_id: string }) => m.node_id)).toEqual(["ab-1"]);
+    expect(await desired("ab-1")).toMatchObject({ release: { release_id: "ab-r1" }, plan_id: "ab-plan" });
+    expect((await desired("ab-2")).release.release_id).toBe("ab-r0");
+    const [record] = await server.store.auditRecords({ resourceType: "rollout_plan", resource: "ab-plan", limit: 1 });
+    expect(record).toMatchObject({ eventName: "rollout.plan.aborted", category: "rollback", reason: "wrong channel" });
+
+    // A rollback nobody finishes (the node never acks) can be aborted: the node keeps what it was given back.
+    await call("POST", "/v1/releases", release("ab-r2", "ab", true));
+    await call("POST", "/v1/rollouts", { plan_id: "ab-plan-2", release_id: "ab-r2", stages: [{ stage_id: "one", node_ids: ["ab-2"], gates: [{ kind: "manual" }] }] });
+    await until("the move", async () => ((await desired("ab-2")).release.release_id === "ab-r2" ? true : undefined));
+    expect((await call("POST", "/v1/rollouts/ab-plan-2/recover", { strategy: "rollback", reason: "r2 bad" })).body.to_phase).toBe("rolling_back");
+    expect(await desired("ab-2")).toMatchObject({ release: { release_id: "ab-r0" }, plan_id: "" });
+    const gaveUp = await call("POST", "/v1/rollouts/ab-plan-2/recover", { strategy: "abort", reason: "ab-2 is offline for good" });
+    expect(gaveUp.body).toMatchObject({ from_phase: "rolling_back", to_phase: "cancelled" });
+    expect((await desired("ab-2")).release.release_id).toBe("ab-r0");
   });
 
   it("halts on an event_rate gate, skips a failed stage, and completes", async () => {

@@ -76,11 +76,11 @@ describe("autonomy rollout and rollback commands", () => {
     expect((await cli("rollout", "plan", "pause", "--plan-id", "cli-plan", "--reason", "lunch")).stdout).toMatch(/plan cli-plan: active -> paused \(stage berlin\), version 3/);
     const again = await cli("rollout", "plan", "pause", "--plan-id", "cli-plan", "--reason", "lunch");
     expect(again.code).toBe(1);
-    expect(again.stderr).toMatch(/failed_precondition: cannot pause: the plan is paused \(allowed: resume, approve, cancel, rollback\)/);
+    expect(again.stderr).toMatch(/failed_precondition: cannot pause: the plan is paused \(allowed: resume, approve, cancel, rollback, abort\)/);
     expect((await cli("rollout", "plan", "resume", "--plan-id", "cli-plan", "--reason", "back")).stdout).toMatch(/paused -> active/);
 
     const preview = await cli("rollback", "preview", "--target", "rollout_stage", "--resource", "cli-plan/berlin", "--strategy", "rollback", "--reason", "try");
-    expect(preview.stdout).toMatch(/^preview: would rollback: active -> rolled_back\nphase active -> rolled_back\n2 node\(s\) moved/);
+    expect(preview.stdout).toMatch(/^preview: would rollback: active -> rolling_back\nphase active -> rolling_back\n2 node\(s\) moved by this plan get back the release they ran before/);
     expect((await api.rollouts.getRolloutStatus({ planId: "cli-plan" })).status!.phase).toBe("active");
     const wrongStage = await cli("rollback", "execute", "--target", "rollout_stage", "--resource", "cli-plan/rest", "--strategy", "skip_failed", "--reason", "x");
     expect(wrongStage.stderr).toMatch(/stage "rest" is not the plan's current stage \("berlin" is\)/);

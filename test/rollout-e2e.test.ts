@@ -122,10 +122,22 @@ describe("staged rollouts with real edgectl agents", () => {
     for (const n of untouched) expect(now[n]).toBe("r1");
     expect(now[bad]).toBe("r1");
 
-    // Rolled back: the plan is over, the moved nodes are listed.
+    // Rolled back: every moved node gets r1 back; the agents reinstall it and the plan ends rolled_back.
     const rollback = await autonomy("rollback", "execute", "--target", "rollout_plan", "--resource", "plan-r2", "--strategy", "rollback", "--reason", "r2 checksum broken");
-    expect(rollback).toMatch(/phase halted -> rolled_back/);
-    expect(rollback).toMatch(/3 node\(s\) moved by this plan keep its release/);
+    expect(rollback).toMatch(/phase halted -> rolling_back/);
+    expect(rollback).toMatch(/3 node\(s\) moved by this plan get back the release they ran before/);
+    const waited = await autonomy("rollout", "status", "--plan-id", "plan-r2", "--wait", "--timeout", "20s").catch((e: { stdout: string }) => e.stdout);
+    expect(waited).toMatch(/rolled_back/);
+    const done = await status("plan-r2");
+    expect(done.phase).toBe("rolled_back");
+    expect(done.reason).toBe("rolled back (r2 checksum broken): 3 node(s) run their previous release again");
+    expect(Object.values(await reported("ro"))).toEqual(Array(5).fill("r1"));
+    for (const n of ["ro-1", halfNodes[1]]) {
+      expect((await api.nodes.getDesiredRelease({ nodeId: n })).release?.releaseId).toBe("r1");
+      expect(readFileSync(path.join(work, `${n}.marks`), "utf8")).toBe("r1\nr2\nr1\n");
+    }
+    // The node whose r2 install failed never left r1: nothing to reinstall.
+    expect(readFileSync(path.join(work, `${bad}.marks`), "utf8")).toBe("r1\nr2\n");
 
     // A good release goes through all three stages.
     await publish("r3", "ro", true);
@@ -142,11 +154,11 @@ describe("staged rollouts with real edgectl agents", () => {
       ["half", "passed", 2, 2],
       ["rest", "passed", 2, 2],
     ]);
-    // Each node installed each release it was moved to once.
-    expect(readFileSync(path.join(work, "ro-1.marks"), "utf8")).toBe("r1\nr2\nr3\n");
+    // Each node installed each release it was moved to once (and r1 again when the rollback gave it back).
+    expect(readFileSync(path.join(work, "ro-1.marks"), "utf8")).toBe("r1\nr2\nr1\nr3\n");
     expect(readFileSync(path.join(work, `${bad}.marks`), "utf8")).toBe("r1\nr2\nr3\n");
     expect(readFileSync(path.join(work, `${untouched[0]}.marks`), "utf8")).toBe("r1\nr3\n");
-  });
+  }, 60_000);
 
   it("refuses to act on a plan whose signature does not verify against the pinned key", async () => {
     const wrongKey = path.join(work, "wrong.pem");

@@ -65,3 +65,17 @@ export function queryCursor(before: bigint): bigint {
   if (before < 0n) throw new ValidationError("before", "must not be negative");
   return before;
 }
+
+/** The window and bucket of an ingest-rate query, checked: 60 s to a day, at most 360 buckets. */
+export function ingestRateWindow(req: { windowSeconds?: number; bucketSeconds?: number }, nowMs: number): { sinceMs: number; bucketMs: number; buckets: number } {
+  const windowSeconds = req.windowSeconds ?? 600;
+  const bucketSeconds = req.bucketSeconds ?? 10;
+  if (!Number.isInteger(windowSeconds) || windowSeconds < 60 || windowSeconds > 86_400) throw new ValidationError("window_seconds", "must be 60 to 86400");
+  if (!Number.isInteger(bucketSeconds) || bucketSeconds < 1) throw new ValidationError("bucket_seconds", "must be at least 1");
+  const buckets = Math.ceil(windowSeconds / bucketSeconds);
+  if (buckets > 360) throw new ValidationError("bucket_seconds", `${bucketSeconds} makes ${buckets} buckets of a ${windowSeconds}s window; at most 360`);
+  const bucketMs = bucketSeconds * 1000;
+  // Buckets on whole multiples of their width; the last one holds now and is still filling.
+  const endMs = (Math.floor(nowMs / bucketMs) + 1) * bucketMs;
+  return { sinceMs: endMs - buckets * bucketMs, bucketMs, buckets };
+}

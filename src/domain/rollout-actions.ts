@@ -16,6 +16,21 @@ export interface ActionInput {
   tally?: StageTally;
   /** approve: the stage approved; a recovery: when set, it must be the current stage. */
   stageId?: string;
+  /** rollback, restoring, restored: how many moved nodes run their previous release again. */
+  restore?: RestoreProgress;
+}
+
+/** A rollback's progress: the nodes it restores, those back on their previous release, those whose reinstall failed. */
+export interface RestoreProgress {
+  nodes: number;
+  restored: number;
+  failed: number;
+}
+
+/** The status reason while a plan rolls back: the operator's reason, then the progress. */
+export function rollbackReason(reason: string, p: RestoreProgress): string {
+  const failed = p.failed > 0 ? `, ${p.failed} failed to reinstall` : "";
+  return `rolling back (${reason}): ${p.restored} of ${p.nodes} node(s) back on their previous release${failed}`;
 }
 
 export interface ActionOutcome {
@@ -87,16 +102,25 @@ export function applyAction(plan: RolloutPlan, state: PlanState, action: Action,
     case "skip_failed":
       return { next, opens: close("skipped", note("skipped")), message: "stage skipped past its failures" };
     case "cancel":
-    case "rollback":
-      next.reason = input.reason;
+    case "abort":
+      next.reason = action === "abort" ? note("aborted") : input.reason;
       if (stage?.phase === "open") stage.phase = "halted";
       return {
         next,
-        message:
-          action === "cancel"
-            ? "plan cancelled; nodes already moved keep the release"
-            : "plan rolled back: no further node is moved; the nodes already moved are listed",
+        message: action === "cancel" ? "plan cancelled; nodes already moved keep the release" : "plan aborted: no further node is moved; nodes keep what they have",
       };
+    case "rollback":
+      next.reason = rollbackReason(input.reason, input.restore ?? { nodes: 0, restored: 0, failed: 0 });
+      if (stage?.phase === "open") stage.phase = "halted";
+      return { next, message: "rolling back: every node the plan moved gets the release it ran before; the moved nodes are listed" };
+    case "restoring":
+    case "restored": {
+      // The operator's reason stays in front of the progress.
+      const why = /^rolling back \((.*)\): /s.exec(state.reason)?.[1] ?? "";
+      const restore = input.restore ?? { nodes: 0, restored: 0, failed: 0 };
+      next.reason = action === "restored" ? `rolled back (${why}): ${restore.nodes} node(s) run their previous release again` : rollbackReason(why, restore);
+      return { next, message: next.reason };
+    }
     case "approve":
       if (stage === undefined || stage.phase !== "open") {
         throw new FailedPreconditionError(`stage "${input.stageId}" is ${stage?.phase ?? "not open"}; only the open stage can be approved`);

@@ -14,7 +14,7 @@ export const DEFAULT_STUCK_THRESHOLD_SECONDS = 3600;
 // ---------------------------------------------------------------------------------------
 // The phase machine. One table: which action each phase allows, and the phase it leads to.
 
-export const PLAN_PHASES = ["published", "active", "paused", "halted", "completed", "cancelled", "rolled_back"] as const;
+export const PLAN_PHASES = ["published", "active", "paused", "halted", "rolling_back", "completed", "cancelled", "rolled_back"] as const;
 export type PlanPhase = (typeof PLAN_PHASES)[number];
 export const STAGE_PHASES = ["pending", "open", "passed", "halted", "skipped"] as const;
 export type StagePhase = (typeof STAGE_PHASES)[number];
@@ -24,7 +24,8 @@ export type StagePhase = (typeof STAGE_PHASES)[number];
  * first stage of a published plan, `advance` opens the next stage after every gate passed,
  * `auto_halt` is a gate halting the plan, `select` selects the nodes of an open stage that
  * selected none again (some qualify now), `approve` records a manual gate's approval,
- * `emergency_halt` is the emergency stop halting an unfinished plan.
+ * `emergency_halt` is the emergency stop halting an unfinished plan, `restoring` records how far
+ * a rollback got, `restored` ends it once every moved node runs its previous release again.
  */
 export const ACTIONS = [
   "start",
@@ -35,24 +36,29 @@ export const ACTIONS = [
   "cancel",
   "retry",
   "rollback",
+  "abort",
   "skip_failed",
   "approve",
   "advance",
   "auto_halt",
   "select",
   "emergency_halt",
+  "restoring",
+  "restored",
 ] as const;
 export type Action = (typeof ACTIONS)[number];
 
-export const RECOVERY_STRATEGIES = ["retry", "rollback", "skip_failed"] as const satisfies readonly Action[];
+export const RECOVERY_STRATEGIES = ["retry", "rollback", "abort", "skip_failed"] as const satisfies readonly Action[];
 export type RecoveryStrategy = (typeof RECOVERY_STRATEGIES)[number];
 
 /**
  * The transition table. A missing cell is a forbidden action. `advance`, `promote` and
  * `skip_failed` lead to `active`, or to `completed` when the stage they close was the last.
+ * `rollback` gives every moved node its previous release back and waits in `rolling_back`
+ * until they run it; `abort` ends the plan where it is (no new move, nodes keep what they have).
  */
 export const TRANSITIONS: Readonly<Record<PlanPhase, Partial<Record<Action, PlanPhase>>>> = {
-  published: { start: "active", retry: "active", cancel: "cancelled", rollback: "rolled_back", emergency_halt: "halted" },
+  published: { start: "active", retry: "active", cancel: "cancelled", rollback: "rolling_back", abort: "cancelled", emergency_halt: "halted" },
   active: {
     pause: "paused",
     halt: "halted",
@@ -64,11 +70,13 @@ export const TRANSITIONS: Readonly<Record<PlanPhase, Partial<Record<Action, Plan
     retry: "active",
     skip_failed: "active",
     cancel: "cancelled",
-    rollback: "rolled_back",
+    rollback: "rolling_back",
+    abort: "cancelled",
     emergency_halt: "halted",
   },
-  paused: { resume: "active", approve: "paused", cancel: "cancelled", rollback: "rolled_back", emergency_halt: "halted" },
-  halted: { resume: "active", retry: "active", skip_failed: "active", cancel: "cancelled", rollback: "rolled_back" },
+  paused: { resume: "active", approve: "paused", cancel: "cancelled", rollback: "rolling_back", abort: "cancelled", emergency_halt: "halted" },
+  halted: { resume: "active", retry: "active", skip_failed: "active", cancel: "cancelled", rollback: "rolling_back", abort: "cancelled" },
+  rolling_back: { restoring: "rolling_back", restored: "rolled_back", abort: "cancelled" },
   completed: {},
   cancelled: {},
   rolled_back: {},
@@ -92,7 +100,7 @@ export function transition(phase: PlanPhase, action: Action): PlanPhase {
 }
 
 /** Actions only the controller takes. */
-export const SYSTEM_ACTIONS: readonly Action[] = ["start", "advance", "auto_halt", "select", "emergency_halt"];
+export const SYSTEM_ACTIONS: readonly Action[] = ["start", "advance", "auto_halt", "select", "emergency_halt", "restoring", "restored"];
 
 /** The audit event name of an action, e.g. rollout.plan.paused. */
 export const ACTION_EVENT_NAMES: Readonly<Record<Action, string>> = {
@@ -103,13 +111,16 @@ export const ACTION_EVENT_NAMES: Readonly<Record<Action, string>> = {
   halt: "rollout.plan.halted",
   cancel: "rollout.plan.cancelled",
   retry: "rollout.plan.retried",
-  rollback: "rollout.plan.rolled_back",
+  rollback: "rollout.plan.rollback_started",
+  abort: "rollout.plan.aborted",
   skip_failed: "rollout.stage.skipped",
   approve: "rollout.gate.approved",
   advance: "rollout.stage.passed",
   auto_halt: "rollout.plan.auto_halted",
   select: "rollout.stage.selected",
   emergency_halt: "rollout.plan.emergency_halted",
+  restoring: "rollout.plan.rollback_progressed",
+  restored: "rollout.plan.rolled_back",
 };
 
 // ---------------------------------------------------------------------------------------

@@ -228,6 +228,8 @@ export class RolloutController {
   /** An ack the store kept (not a stale one). */
   onAck(ack: NodeAck): void {
     for (const rt of this.runtimes.values()) {
+      // A rollback counts acks of the releases it restores: the runtime counts again.
+      if (rt.state.phase === "rolling_back") rt.schedule();
       if (rt.plan.releaseId !== ack.releaseId) continue;
       const updatedAtMs = ack.updatedAt ? timestampMs(ack.updatedAt) : this.now();
       rt.onAck({ nodeId: ack.nodeId, state: ack.state, reportedReleaseId: ack.reportedReleaseId, updatedAtMs });
@@ -290,7 +292,7 @@ export class RolloutController {
     } else if (!isTerminal(rt.state.phase)) {
       rt.schedule();
     }
-    const moved = action === "rollback" || action === "cancel" ? await this.deps.store.movesOfPlan(rt.planId) : [];
+    const moved = action === "rollback" || action === "cancel" || action === "abort" ? await this.deps.store.movesOfPlan(rt.planId) : [];
     return { state: rt.state, fromPhase, moved, promoted, message };
   }
 }

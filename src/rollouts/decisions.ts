@@ -8,7 +8,7 @@ import type { ActionOutcome } from "../domain/rollout-actions.js";
 import { ACTION_EVENT_NAMES, type Action, type PlanState } from "../domain/rollouts.js";
 import type { Metrics } from "../observability/metrics.js";
 import { auditRecord, type Actor } from "../services/audit-record.js";
-import { rowToState, stateToRow } from "../store/rollout-rows.js";
+import { rowToState, stateToRow, type MoveRow } from "../store/rollout-rows.js";
 import type { Store } from "../store/store.js";
 import { refuseDuringStop } from "../store/operation-rows.js";
 
@@ -50,6 +50,8 @@ export interface Decision {
   nowMs: number;
   /** A held stage selected again: write nothing when it still selects no node. */
   onlyIfSelected?: boolean;
+  /** A rollback: the restore rows written with it (each moved node back to its previous release). */
+  restores?: readonly MoveRow[];
 }
 
 export class DecisionWriter {
@@ -68,7 +70,7 @@ export class DecisionWriter {
       d.who,
       {
         eventName: ACTION_EVENT_NAMES[d.action],
-        category: d.action === "rollback" ? "rollback" : "rollout",
+        category: d.action === "rollback" || d.action === "restored" || d.action === "abort" ? "rollback" : "rollout",
         action: d.action,
         resourceType: "rollout_plan",
         resource: d.planId,
@@ -78,6 +80,7 @@ export class DecisionWriter {
           version: next.version,
           stage_id: stageIndex >= 0 ? next.stages[stageIndex].stageId : "",
           moved_nodes: 0,
+          ...(d.restores && d.restores.length > 0 ? { restored_nodes: d.restores.length } : {}),
         },
         reason: d.reason,
       },
@@ -85,7 +88,9 @@ export class DecisionWriter {
     );
     let stored: PlanState;
     if (d.outcome.opens === undefined) {
-      await store.commitRollout({ expectedVersion: d.before.version, status: stateToRow(next), moves: [], audit: [audit] });
+      // Progress of a rollback is status only; its start and its end are audited.
+      const audited = d.action === "restoring" ? [] : [audit];
+      await store.commitRollout({ expectedVersion: d.before.version, status: stateToRow(next), moves: d.restores ?? [], audit: audited });
       stored = next;
     } else {
       const opened = await store.openRolloutStage({

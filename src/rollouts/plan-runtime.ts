@@ -6,18 +6,21 @@
  */
 import type { RolloutPlan } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { AbortedError, FailedPreconditionError } from "../domain/errors.js";
-import { applyAction } from "../domain/rollout-actions.js";
+import { applyAction, rollbackReason, type RestoreProgress } from "../domain/rollout-actions.js";
 import { evaluateStage, gatedEventType, isTerminal, type Action, type PlanState, type StageTally } from "../domain/rollouts.js";
 import type { Logger } from "../observability/logger.js";
 import type { Metrics } from "../observability/metrics.js";
 import type { Actor } from "../services/audit-record.js";
-import { rowToPlan, rowToState, type RolloutRecord } from "../store/rollout-rows.js";
+import { rowToPlan, rowToState, type MoveRow, type RolloutRecord } from "../store/rollout-rows.js";
 import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
 import { CONTROLLER_ACTOR, type DecisionWriter } from "./decisions.js";
 import { ControllerStoppedError } from "./errors.js";
 import { PlanQueue } from "./plan-queue.js";
 import { loadStageTracker, sameTally, type StageTracker, type TrackedAck, type TrackerSignal } from "./stage-tracker.js";
+
+/** How often a rolling-back plan counts its nodes back on their previous release (acks also wake it). */
+export const RESTORE_POLL_MS = 2000;
 
 export interface RuntimeDeps {
   store: Store;
@@ -214,6 +217,10 @@ export class PlanRuntime {
         await this.decide("start", CONTROLLER_ACTOR, "");
         continue;
       }
+      if (this.state.phase === "rolling_back") {
+        await this.followRestore();
+        return;
+      }
       const index = this.state.currentStage;
       if (this.state.phase !== "active" || index < 0 || !this.tracker) return;
       if (this.recountEvents) await this.countEvents();
@@ -236,6 +243,21 @@ export class PlanRuntime {
     }
   }
 
+  /** A rollback: records how many moved nodes are back on their previous release, ends it when all are. */
+  private async followRestore(): Promise<void> {
+    clearTimeout(this.wake);
+    const progress = await this.deps.store.restoreProgress(this.planId);
+    if (progress.restored >= progress.nodes) {
+      await this.decide("restored", CONTROLLER_ACTOR, "", { restore: progress });
+      this.deps.logger.info({ plan_id: this.planId, nodes: progress.nodes }, "rollout rolled back: every moved node runs its previous release");
+      return;
+    }
+    const why = /^rolling back \((.*)\): /s.exec(this.state.reason)?.[1] ?? "";
+    if (rollbackReason(why, progress) !== this.state.reason) await this.decide("restoring", CONTROLLER_ACTOR, "", { restore: progress });
+    this.wake = setTimeout(() => this.schedule(), RESTORE_POLL_MS);
+    this.wake.unref();
+  }
+
   private async countEvents(): Promise<void> {
     this.recountEvents = false;
     const type = this.gatedType();
@@ -252,12 +274,20 @@ export class PlanRuntime {
     action: Action,
     who: Actor,
     reason: string,
-    opts: { onlyIfSelected?: boolean; stageId?: string } = {},
+    opts: { onlyIfSelected?: boolean; stageId?: string; restore?: RestoreProgress } = {},
   ): Promise<{ state: PlanState; message: string } | undefined> {
     if (this.stopped) throw new ControllerStoppedError();
     const before = this.state;
     const nowMs = this.deps.now();
-    const outcome = applyAction(this.plan, before, action, { nowMs, reason, actor: who.actor, tally: this.tracker?.tally(), stageId: opts.stageId });
+    // A rollback restores every node the plan moved: one restore row each, to the release it ran before.
+    let restores: MoveRow[] = [];
+    let restore = opts.restore;
+    if (action === "rollback") {
+      const moves = await this.deps.store.movesOfPlan(this.planId);
+      restores = moves.map((m) => ({ planId: m.planId, stageId: m.stageId, nodeId: m.nodeId, releaseId: m.previousReleaseId ?? "", movedAtMs: nowMs, kind: "restore" }));
+      restore = { nodes: moves.length, restored: 0, failed: 0 };
+    }
+    const outcome = applyAction(this.plan, before, action, { nowMs, reason, actor: who.actor, tally: this.tracker?.tally(), stageId: opts.stageId, restore });
     // An opening selects by the stored last-seen times: write the buffered ones first.
     if (outcome.opens !== undefined) await this.deps.sightings.flush();
     this.stale = true;
@@ -271,6 +301,7 @@ export class PlanRuntime {
       reason,
       nowMs,
       onlyIfSelected: opts.onlyIfSelected,
+      restores,
     });
     if (!stored) {
       this.stale = false;
@@ -278,6 +309,7 @@ export class PlanRuntime {
     }
     this.state = stored;
     if (isTerminal(stored.phase)) this.finish();
+    else if (stored.phase === "rolling_back") this.stale = false;
     else if (outcome.opens !== undefined || stored.currentStage !== before.currentStage) await this.track();
     else this.stale = false;
     return { state: stored, message: outcome.message };

@@ -28,8 +28,9 @@ const MOVES_BY_ID_LIMIT = 1000;
  * that decides it. The newest decision wins:
  *
  * - a rollout plan moving the node to its release (the node's newest move, whatever became
- *   of the plan afterwards: a halted, cancelled or rolled-back plan leaves its nodes where
- *   they are), or
+ *   of the plan afterwards: a halted, cancelled or aborted plan leaves its nodes where they
+ *   are), or a rollback giving it back the release it ran before that move (with no plan:
+ *   the node acts on it without a plan to verify; none before: the rule below), or
  * - the latest unstaged release of the node's channel, which every node of the channel
  *   follows from the moment it is published.
  *
@@ -62,9 +63,9 @@ export async function desiredReleases(store: Store, nodes: readonly Node[]): Pro
     const latest = channelReleases.get(node.channel);
     const latestMs = latest?.publishedAt ? timestampMs(latest.publishedAt) : -1;
     if (move && move.movedAtMs >= latestMs) {
-      const release = await releaseOf(move.releaseId);
+      const release = move.releaseId === "" ? undefined : await releaseOf(move.releaseId);
       if (release) {
-        desired.set(node.nodeId, { release, planId: move.planId });
+        desired.set(node.nodeId, move.kind === "restore" ? { release } : { release, planId: move.planId });
         continue;
       }
     }

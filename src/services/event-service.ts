@@ -1,7 +1,8 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import { RateLimitedError } from "../domain/errors.js";
 import type { Event, EventService } from "../../gen/autonomy/v1/events_pb.js";
-import { dedupeWithinBatch, queryCursor, queryLimit, validateEventBatch } from "../domain/events.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { dedupeWithinBatch, ingestRateWindow, queryCursor, queryLimit, validateEventBatch } from "../domain/events.js";
 import type { Metrics } from "../observability/metrics.js";
 import type { RolloutController } from "../rollouts/controller.js";
 import { actorOf, auditRecord, type Actor } from "./audit-record.js";
@@ -83,6 +84,16 @@ export function createEventService(deps: {
       const before = queryCursor(req.before);
       const events = await store.queryEvents({ nodeId: req.nodeId || undefined, eventType: req.eventType || undefined, limit, before });
       return { events, count: events.length };
+    },
+
+    async getIngestRate(req) {
+      const q = ingestRateWindow(req, Date.now());
+      const counts = await store.ingestCounts(q);
+      return {
+        bucketSeconds: q.bucketMs / 1000,
+        buckets: counts.map((events, i) => ({ start: timestampFromMs(q.sinceMs + i * q.bucketMs), events: BigInt(events) })),
+        total: BigInt(counts.reduce((a, b) => a + b, 0)),
+      };
     },
   };
 }

@@ -1,7 +1,6 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type {
-  FleetTotals,
   GetFleetOverviewResponseSchema,
   SearchFleetNodesRequest,
   SearchFleetNodesResponseSchema,
@@ -23,7 +22,6 @@ export interface FleetViewDeps {
 
 type Row = FleetSearchRow & { drained: boolean; drainReason: string; lastSeen?: Timestamp };
 
-const emptyTotals = (): Omit<FleetTotals, "$typeName"> => ({ total: 0, up: 0, stale: 0, unknown: 0, draining: 0, drifted: 0 });
 
 /** Every node of the selection as a fleet row, by the rules of GetFleetStatus (lifecycle, desired release, drift). */
 async function fleetRows(deps: FleetViewDeps, channel: string | undefined, thresholdMs: number): Promise<Row[]> {
@@ -51,33 +49,20 @@ async function fleetRows(deps: FleetViewDeps, channel: string | undefined, thres
   });
 }
 
-function count(totals: Omit<FleetTotals, "$typeName">, row: Row, nowMs: number, thresholdMs: number): void {
-  totals.total++;
-  if (row.lastSeenMs === undefined) totals.unknown++;
-  else if (nowMs - row.lastSeenMs <= thresholdMs) totals.up++;
-  else totals.stale++;
-  if (row.drained) totals.draining++;
-  if (row.drift) totals.drifted++;
-}
-
 /** GetFleetOverview: totals of every node and of each channel, channels by name. */
 export async function fleetOverview(deps: FleetViewDeps, req: { staleThresholdSeconds?: number }): Promise<MessageInitShape<typeof GetFleetOverviewResponseSchema>> {
   const thresholdMs = staleThresholdMs(req.staleThresholdSeconds, deps.staleAfterMs);
-  const rows = await fleetRows(deps, undefined, thresholdMs);
-  const nowMs = Date.now();
-  const totals = emptyTotals();
-  const perChannel = new Map<string, Omit<FleetTotals, "$typeName">>();
-  for (const row of rows) {
-    count(totals, row, nowMs, thresholdMs);
-    let t = perChannel.get(row.channel);
-    if (!t) perChannel.set(row.channel, (t = emptyTotals()));
-    count(t, row, nowMs, thresholdMs);
-  }
-  const names = [...perChannel.keys()].sort();
-  const latest = await Promise.all(names.map((c) => deps.store.latestRelease(c)));
+  // The totals projection the stores keep (as GetFleetStatus): no node is read, at any fleet size.
+  const q = { seenSinceMs: Date.now() - thresholdMs, sightings: deps.sightings.pending() };
+  const names = await deps.store.fleetChannels();
+  const [totals, perChannel, latest] = await Promise.all([
+    deps.store.fleetTotals(q),
+    Promise.all(names.map((channel) => deps.store.fleetTotals({ ...q, channel }))),
+    Promise.all(names.map((c) => deps.store.latestRelease(c))),
+  ]);
   return {
     totals,
-    channels: names.map((channel, i) => ({ channel, totals: perChannel.get(channel), latestRelease: latest[i] })),
+    channels: names.map((channel, i) => ({ channel, totals: perChannel[i], latestRelease: latest[i] })),
   };
 }
 

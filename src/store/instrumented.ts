@@ -17,6 +17,7 @@ async function timed<T>(metrics: Metrics, operation: string, fn: () => Promise<T
 const OPERATIONS = {
   ingestEvents: "ingest_events",
   queryEvents: "query_events",
+  ingestCounts: "ingest_counts",
   publishRelease: "publish_release",
   latestRelease: "latest_release",
   getRelease: "get_release",
@@ -27,6 +28,7 @@ const OPERATIONS = {
   getNode: "get_node",
   listNodes: "list_nodes",
   fleetTotals: "fleet_totals",
+  fleetChannels: "fleet_channels",
   setDrained: "set_drained",
   recordSightings: "record_sightings",
   lastEventsByType: "last_events_by_type",
@@ -37,6 +39,7 @@ const OPERATIONS = {
   commitRollout: "commit_rollout",
   movesOfPlan: "moves_of_plan",
   planMovedNode: "plan_moved_node",
+  restoreProgress: "restore_progress",
   newestMoves: "newest_moves",
   eventCountsSince: "event_counts_since",
   newestEventSeq: "newest_event_seq",

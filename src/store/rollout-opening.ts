@@ -37,6 +37,9 @@ export interface CandidateRow {
   labels: string;
   drained: boolean | number;
   lastSeenMs: number | null;
+  /** What it runs (its reported release), else what it was to run: recorded with its move for a rollback. */
+  reportedReleaseId: string | null;
+  desiredReleaseId: string | null;
 }
 
 /**
@@ -61,13 +64,28 @@ export function planStageOpening(
     healthy: nodeLifecycle({ drained: Boolean(n.drained), lastSeenMs: n.lastSeenMs ?? undefined }, o.nowMs, o.staleAfterMs) === "HEALTHY",
   }));
   const selection = selectStageNodes(plan.planId, stage, candidates, taken);
+  const byId = new Map(fleet.map((n) => [n.nodeId, n]));
   if (o.onlyIfSelected && selection.nodeIds.length === 0) return undefined;
   const eventSeq = gatedEventType(stage) === undefined ? undefined : newestEventSeq();
   const next = withStageOpened(o.next, o.index, selection, o.nowMs, eventSeq);
   const fields = { ...(JSON.parse(o.audit.fieldsJson) as object), stage_id: stage.stageId, moved_nodes: selection.nodeIds.length };
   return {
     status: stateToRow(next),
-    moves: selection.nodeIds.map((nodeId) => ({ planId: plan.planId, stageId: stage.stageId, nodeId, releaseId: plan.releaseId, movedAtMs: o.nowMs })),
+    moves: selection.nodeIds.map((nodeId) => ({
+      planId: plan.planId,
+      stageId: stage.stageId,
+      nodeId,
+      releaseId: plan.releaseId,
+      movedAtMs: o.nowMs,
+      kind: "move",
+      previousReleaseId: previousRelease(byId.get(nodeId)),
+    })),
     audit: { ...o.audit, fieldsJson: JSON.stringify(fields) },
   };
+}
+
+/** The release a node ran before a move: the one it reports, else the one it was to run; null when neither. */
+function previousRelease(n: CandidateRow | undefined): string | null {
+  if (n?.reportedReleaseId) return n.reportedReleaseId;
+  return n?.desiredReleaseId || null;
 }

@@ -42,6 +42,10 @@ export interface MoveRow {
   nodeId: string;
   releaseId: string;
   movedAtMs: number;
+  /** "move" (to the plan's release; the default) or "restore" (a rollback's, to previousReleaseId of the move). */
+  kind?: string;
+  /** A move: the release the node ran before it (null: none known). */
+  previousReleaseId?: string | null;
 }
 
 export type { AuditRow };

@@ -4,6 +4,8 @@ import type { NodeAck, Release } from "../../gen/autonomy/v1/releases_pb.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "./fleet-rows.js";
 import type { FleetCounts, FleetTotalsQuery } from "./fleet-totals.js";
 import type { ChainedAuditRow } from "../domain/audit.js";
+import type { RestoreProgress } from "../domain/rollout-actions.js";
+import type { IngestRateQuery } from "./ingest-rate.js";
 import type { BindingRow, RoleRow, TokenRow } from "./rbac-rows.js";
 import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StageNodeRow, StatusRow } from "./rollout-rows.js";
 import type { OpenedStage, StageOpening } from "./rollout-opening.js";
@@ -92,6 +94,8 @@ export interface Store {
   ingestEvents(events: readonly Event[], audit?: AuditRow): Promise<number>;
   /** Stored events newest first (by insertion sequence). */
   queryEvents(query: EventQuery): Promise<Event[]>;
+  /** Events stored per bucket of time from sinceMs, oldest bucket first (src/store/ingest-rate.ts). */
+  ingestCounts(q: IngestRateQuery): Promise<number[]>;
   /**
    * Publishes a release. The same id with the same content is a no-op (created false); with
    * other content it throws ConflictError. A new release's audit record is written with it.
@@ -123,6 +127,8 @@ export interface Store {
    * every selected node with those sightings applied.
    */
   fleetTotals(q: FleetTotalsQuery): Promise<FleetCounts>;
+  /** The channels that have enrolled nodes, by name (from the totals projection: no node is read). */
+  fleetChannels(): Promise<string[]>;
   /** Drains or undrains a node; NotFoundError when it is not enrolled. */
   setDrained(nodeId: string, drained: boolean, reason: string, audit?: AuditRow): Promise<Node>;
   /**
@@ -162,6 +168,8 @@ export interface Store {
   movesOfPlan(planId: string): Promise<MoveRow[]>;
   /** Whether a plan moved a node: one point lookup on (plan_id, node_id). */
   planMovedNode(planId: string, nodeId: string): Promise<boolean>;
+  /** A rolling-back plan: its restored nodes, those back on their previous release, those that failed to reinstall it. */
+  restoreProgress(planId: string): Promise<RestoreProgress>;
   /** Each node's newest move by any plan, by node id: of the given nodes, or of every node. */
   newestMoves(nodeIds?: readonly string[]): Promise<Map<string, MoveRow>>;
   /** How many events of a type each node sent after an event sequence number. */

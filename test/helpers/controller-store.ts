@@ -158,7 +158,7 @@ export class FakeRolloutStore {
   }
 
   movesOf(planId: string, stageId?: string): string[] {
-    return this.moves.filter((m) => m.planId === planId && (stageId === undefined || m.stageId === stageId)).map((m) => m.nodeId);
+    return this.moves.filter((m) => m.planId === planId && (m.kind ?? "move") === "move" && (stageId === undefined || m.stageId === stageId)).map((m) => m.nodeId);
   }
 
   // -- the Store methods the controller uses ---------------------------------------------
@@ -188,7 +188,7 @@ export class FakeRolloutStore {
     if (!current) throw new NotFoundError(`plan "${change.status.planId}" not found`);
     if (current.version !== change.expectedVersion) throw new AbortedError(`plan at version ${current.version}, not ${change.expectedVersion}`);
     for (const m of change.moves) {
-      if (this.moves.some((x) => x.planId === m.planId && x.nodeId === m.nodeId)) {
+      if (this.moves.some((x) => x.planId === m.planId && x.nodeId === m.nodeId && (x.kind ?? "move") === (m.kind ?? "move"))) {
         throw new ConflictError(`node "${m.nodeId}" moved twice by plan "${m.planId}"`);
       }
     }
@@ -221,7 +221,25 @@ export class FakeRolloutStore {
 
   async movesOfPlan(planId: string): Promise<MoveRow[]> {
     this.leave("movesOfPlan", this.enter("movesOfPlan"));
-    return this.moves.filter((m) => m.planId === planId).map((m) => ({ ...m }));
+    return this.moves.filter((m) => m.planId === planId && (m.kind ?? "move") === "move").map((m) => ({ ...m }));
+  }
+
+  /** The rule of src/store/rollout-restore.ts over the rows in memory. */
+  async restoreProgress(planId: string) {
+    this.leave("restoreProgress", this.enter("restoreProgress"));
+    let nodes = 0;
+    let restored = 0;
+    let failed = 0;
+    for (const m of this.moves) {
+      if (m.planId !== planId || m.kind !== "restore") continue;
+      nodes++;
+      const ack = this.acks.get(`${m.releaseId}\n${m.nodeId}`);
+      const node = this.nodes.get(m.nodeId);
+      const fresh = ack !== undefined && ack.updatedAtMs >= m.movedAtMs;
+      if (m.releaseId === "" || (fresh && ack.state === "healthy" && ack.reportedReleaseId === m.releaseId) || (node?.reportedReleaseId === m.releaseId && (node.lastSeenMs ?? -1) >= m.movedAtMs)) restored++;
+      else if (fresh && (ack.state === "failed" || ack.state === "rolled_back")) failed++;
+    }
+    return { nodes, restored, failed };
   }
 
   async planMovedNode(planId: string, nodeId: string): Promise<boolean> {
@@ -232,7 +250,7 @@ export class FakeRolloutStore {
   async stageNodes(q: { planId: string; stageId: string; releaseId: string; afterNodeId?: string; limit: number }): Promise<StageNodeRow[]> {
     this.leave("stageNodes", this.enter("stageNodes"));
     return this.moves
-      .filter((m) => m.planId === q.planId && m.stageId === q.stageId && (q.afterNodeId === undefined || m.nodeId > q.afterNodeId))
+      .filter((m) => m.planId === q.planId && (m.kind ?? "move") === "move" && m.stageId === q.stageId && (q.afterNodeId === undefined || m.nodeId > q.afterNodeId))
       .sort((a, b) => (a.nodeId < b.nodeId ? -1 : 1))
       .slice(0, q.limit)
       .map((m) => {

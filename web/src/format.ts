@@ -39,6 +39,8 @@ export function waitingOn(plan: RolloutPlan, status: RolloutStatus, gates: reado
       return `paused by an operator${status.reason ? `: ${status.reason}` : ""}; resume to continue`;
     case "halted":
       return `halted${status.reason ? `: ${status.reason}` : ""}; resume or recover`;
+    case "rolling_back":
+      return status.reason || "rolling back: the moved nodes reinstall the release they ran before";
   }
   const stageId = status.currentStageId;
   if (!stageId) return "waiting for the first stage to open";
@@ -67,10 +69,11 @@ export function waitingOn(plan: RolloutPlan, status: RolloutStatus, gates: reado
 
 /** Operator actions a phase allows: the transition table of the server (src/domain/rollouts.ts), less the controller's own. */
 export const PHASE_ACTIONS: Readonly<Record<string, readonly string[]>> = {
-  published: ["retry", "cancel", "rollback"],
-  active: ["pause", "halt", "promote", "approve", "retry", "skip_failed", "cancel", "rollback"],
-  paused: ["resume", "approve", "cancel", "rollback"],
-  halted: ["resume", "retry", "skip_failed", "cancel", "rollback"],
+  published: ["retry", "cancel", "rollback", "abort"],
+  active: ["pause", "halt", "promote", "approve", "retry", "skip_failed", "cancel", "rollback", "abort"],
+  paused: ["resume", "approve", "cancel", "rollback", "abort"],
+  halted: ["resume", "retry", "skip_failed", "cancel", "rollback", "abort"],
+  rolling_back: ["abort"],
   completed: [],
   cancelled: [],
   rolled_back: [],

@@ -4,6 +4,8 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GetIngestRateRequestSchema, GetIngestRateResponseSchema } from "./ingest_rate_pb.js";
+import { file_autonomy_v1_ingest_rate } from "./ingest_rate_pb.js";
 import { file_autonomy_v1_options } from "./options_pb.js";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file autonomy/v1/events.proto.
  */
 export const file_autonomy_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChhhdXRvbm9teS92MS9ldmVudHMucHJvdG8SC2F1dG9ub215LnYxIoACCgVFdmVudBIQCghldmVudF9pZBgBIAEoCRISCgpldmVudF90eXBlGAIgASgJEg8KB25vZGVfaWQYAyABKAkSLQoJdGltZXN0YW1wGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdChBsb2NrX2ZpbmdlcnByaW50GAUgASgJSACIAQESFwoKcmVsZWFzZV9pZBgGIAEoCUgBiAEBEigKB3BheWxvYWQYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EgsKA3NlcRgIIAEoA0ITChFfbG9ja19maW5nZXJwcmludEINCgtfcmVsZWFzZV9pZCI5ChNJbmdlc3RFdmVudHNSZXF1ZXN0EiIKBmV2ZW50cxgBIAMoCzISLmF1dG9ub215LnYxLkV2ZW50IksKFEluZ2VzdEV2ZW50c1Jlc3BvbnNlEhAKCHJlY2VpdmVkGAEgASgFEhAKCGluc2VydGVkGAIgASgFEg8KB2RlZHVwZWQYAyABKAUiZwoSUXVlcnlFdmVudHNSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRISCgVsaW1pdBgDIAEoBUgAiAEBEg4KBmJlZm9yZRgEIAEoA0IICgZfbGltaXQiSAoTUXVlcnlFdmVudHNSZXNwb25zZRIiCgZldmVudHMYASADKAsyEi5hdXRvbm9teS52MS5FdmVudBINCgVjb3VudBgCIAEoBTKFAgoMRXZlbnRTZXJ2aWNlEn0KDEluZ2VzdEV2ZW50cxIgLmF1dG9ub215LnYxLkluZ2VzdEV2ZW50c1JlcXVlc3QaIS5hdXRvbm9teS52MS5Jbmdlc3RFdmVudHNSZXNwb25zZSIoirUYD3RlbGVtZXRyeTp3cml0ZYLT5JMCDzoBKiIKL3YxL2V2ZW50cxJ2CgtRdWVyeUV2ZW50cxIfLmF1dG9ub215LnYxLlF1ZXJ5RXZlbnRzUmVxdWVzdBogLmF1dG9ub215LnYxLlF1ZXJ5RXZlbnRzUmVzcG9uc2UiJIq1GA50ZWxlbWV0cnk6cmVhZILT5JMCDBIKL3YxL2V2ZW50c2IGcHJvdG8z", [file_autonomy_v1_options, file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChhhdXRvbm9teS92MS9ldmVudHMucHJvdG8SC2F1dG9ub215LnYxIoACCgVFdmVudBIQCghldmVudF9pZBgBIAEoCRISCgpldmVudF90eXBlGAIgASgJEg8KB25vZGVfaWQYAyABKAkSLQoJdGltZXN0YW1wGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIdChBsb2NrX2ZpbmdlcnByaW50GAUgASgJSACIAQESFwoKcmVsZWFzZV9pZBgGIAEoCUgBiAEBEigKB3BheWxvYWQYByABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EgsKA3NlcRgIIAEoA0ITChFfbG9ja19maW5nZXJwcmludEINCgtfcmVsZWFzZV9pZCI5ChNJbmdlc3RFdmVudHNSZXF1ZXN0EiIKBmV2ZW50cxgBIAMoCzISLmF1dG9ub215LnYxLkV2ZW50IksKFEluZ2VzdEV2ZW50c1Jlc3BvbnNlEhAKCHJlY2VpdmVkGAEgASgFEhAKCGluc2VydGVkGAIgASgFEg8KB2RlZHVwZWQYAyABKAUiZwoSUXVlcnlFdmVudHNSZXF1ZXN0Eg8KB25vZGVfaWQYASABKAkSEgoKZXZlbnRfdHlwZRgCIAEoCRISCgVsaW1pdBgDIAEoBUgAiAEBEg4KBmJlZm9yZRgEIAEoA0IICgZfbGltaXQiSAoTUXVlcnlFdmVudHNSZXNwb25zZRIiCgZldmVudHMYASADKAsyEi5hdXRvbm9teS52MS5FdmVudBINCgVjb3VudBgCIAEoBTKJAwoMRXZlbnRTZXJ2aWNlEn0KDEluZ2VzdEV2ZW50cxIgLmF1dG9ub215LnYxLkluZ2VzdEV2ZW50c1JlcXVlc3QaIS5hdXRvbm9teS52MS5Jbmdlc3RFdmVudHNSZXNwb25zZSIoirUYD3RlbGVtZXRyeTp3cml0ZYLT5JMCDzoBKiIKL3YxL2V2ZW50cxJ2CgtRdWVyeUV2ZW50cxIfLmF1dG9ub215LnYxLlF1ZXJ5RXZlbnRzUmVxdWVzdBogLmF1dG9ub215LnYxLlF1ZXJ5RXZlbnRzUmVzcG9uc2UiJIq1GA50ZWxlbWV0cnk6cmVhZILT5JMCDBIKL3YxL2V2ZW50cxKBAQoNR2V0SW5nZXN0UmF0ZRIhLmF1dG9ub215LnYxLkdldEluZ2VzdFJhdGVSZXF1ZXN0GiIuYXV0b25vbXkudjEuR2V0SW5nZXN0UmF0ZVJlc3BvbnNlIimKtRgOdGVsZW1ldHJ5OnJlYWSC0+STAhESDy92MS9ldmVudHMvcmF0ZWIGcHJvdG8z", [file_autonomy_v1_ingest_rate, file_autonomy_v1_options, file_google_api_annotations, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Event is one telemetry record reported by a node.
@@ -229,6 +231,17 @@ export const EventService: GenService<{
     methodKind: "unary";
     input: typeof QueryEventsRequestSchema;
     output: typeof QueryEventsResponseSchema;
+  },
+  /**
+   * GetIngestRate counts the events stored per bucket of time over a recent window (by the
+   * time the server stored them), from the stored events: what the dashboard plots as events/s.
+   *
+   * @generated from rpc autonomy.v1.EventService.GetIngestRate
+   */
+  getIngestRate: {
+    methodKind: "unary";
+    input: typeof GetIngestRateRequestSchema;
+    output: typeof GetIngestRateResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_autonomy_v1_events, 0);

@@ -201,7 +201,7 @@ export type RolloutStatus = Message<"autonomy.v1.RolloutStatus"> & {
   planId: string;
 
   /**
-   * published, active, paused, halted, completed, cancelled or rolled_back.
+   * published, active, paused, halted, rolling_back, completed, cancelled or rolled_back.
    *
    * @generated from field: string phase = 2;
    */
@@ -1088,7 +1088,7 @@ export type RecoverRolloutRequest = Message<"autonomy.v1.RecoverRolloutRequest">
   planId: string;
 
   /**
-   * retry, rollback or skip_failed.
+   * retry, rollback, abort or skip_failed.
    *
    * @generated from field: string strategy = 2;
    */
@@ -1305,6 +1305,7 @@ export const ApproveGateResponseSchema: GenMessage<ApproveGateResponse> = /*@__P
  * when the one before it passes its gates; a gate that fails hard halts the plan by itself.
  *
  * Plan phases: published -> active <-> paused; active -> halted -> active (resume);
+ * rollback -> rolling_back -> rolled_back once every moved node runs its previous release;
  * terminal completed, cancelled, rolled_back. An action a phase does not allow is refused
  * with FailedPrecondition naming the phase. Every operator action needs a reason and
  * answers the new status. Passing expected_version makes the action conditional: when the
@@ -1439,8 +1440,10 @@ export const RolloutService: GenService<{
   },
   /**
    * RecoverRollout applies a recovery strategy: retry (back to active, re-evaluate),
-   * rollback (terminal rolled_back; no node is moved any more, the moved ones are listed),
-   * or skip_failed (the open stage is skipped past its failures and the next one opens).
+   * rollback (every node the plan moved gets back the release it ran before as its desired
+   * release; the plan is rolling_back until they run it, then rolled_back; the moved nodes
+   * are listed), abort (terminal cancelled: no node is moved any more, nodes keep what they
+   * have), or skip_failed (the open stage is skipped past its failures and the next one opens).
    * dry_run answers what would happen and writes nothing.
    *
    * @generated from rpc autonomy.v1.RolloutService.RecoverRollout

@@ -1,7 +1,7 @@
 import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import { toJsonString, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
-import { Command, InvalidArgumentError, Option } from "commander";
+import { Command, Option } from "commander";
 import {
   AuditRecordSchema,
   PruneAuditRecordsResponseSchema,
@@ -9,32 +9,24 @@ import {
   VerifyAuditChainResponseSchema,
   type QueryAuditRecordsRequestSchema,
 } from "../../../clients/index.js";
-import { formatTable, formatTime, printJson } from "../shared/output.js";
-import { parseDuration } from "../shared/parse.js";
+import { formatTable, formatTime, printMessage } from "../shared/output.js";
+import { parseDays, parsePositiveInt, parseTimeMs, TIME_HINT } from "../shared/parse.js";
+import { AUDIT_CATEGORIES } from "../../domain/audit.js";
 import { withClients } from "./context.js";
 import { AUDIT_CSV_COLUMNS, auditCsvRow } from "../../domain/audit-csv.js";
 
 /** An RFC 3339 time, or a duration meaning that long ago ("24h", "7d" is 7 × 24h). */
-function parseTime(value: string): Timestamp {
-  const days = /^(\d+)d$/.exec(value);
-  if (days) return timestampFromMs(Date.now() - Number(days[1]) * 86_400_000);
-  if (/^\d+(ms|s|m|h)$/.test(value)) return timestampFromMs(Date.now() - parseDuration(value));
-  const ms = Date.parse(value);
-  if (Number.isNaN(ms) || !/^\d{4}-\d\d-\d\dT/.test(value)) {
-    throw new InvalidArgumentError(`expected an RFC 3339 time (2026-11-23T10:00:00Z) or a duration ago (24h, 7d), got "${value}"`);
-  }
-  return timestampFromMs(ms);
-}
+const parseTime = (value: string): Timestamp => timestampFromMs(parseTimeMs(value));
 
 const FILTERS = [
   ["event-name", "eventName", "event name, e.g. rollout.plan.created"],
-  ["category", "category", "rollout, ha, cert, auth, system or rollback"],
+  ["category", "category", AUDIT_CATEGORIES.join(", ")],
   ["action", "action", "action, e.g. pause"],
   ["outcome", "outcome", "success, failure or denied"],
   ["actor", "actor", "who: an operator, a node, system:rollout-controller"],
   ["resource-type", "resourceType", "e.g. rollout_plan, release, node"],
   ["resource", "resource", "the resource's id"],
-  ["source", "source", "api or controller"],
+  ["source", "source", "api (a call), controller (the rollout controller) or server (the server itself: bootstrap, checkpoints); a summary of refused calls: many"],
 ] as const;
 
 type FilterOptions = Partial<Record<(typeof FILTERS)[number][1], string>> & { since?: Timestamp; until?: Timestamp };
@@ -42,8 +34,8 @@ type FilterOptions = Partial<Record<(typeof FILTERS)[number][1], string>> & { si
 function withFilters(cmd: Command): Command {
   for (const [flag, , help] of FILTERS) cmd.option(`--${flag} <value>`, help);
   return cmd
-    .option("--since <time>", "records at or after this time (RFC 3339, or a duration ago: 24h, 7d)", parseTime)
-    .option("--until <time>", "records before this time", parseTime);
+    .option("--since <time>", `records at or after this time (${TIME_HINT})`, parseTime)
+    .option("--until <time>", `records before this time (${TIME_HINT})`, parseTime);
 }
 
 function queryOf(opts: FilterOptions): MessageInitShape<typeof QueryAuditRecordsRequestSchema> {
@@ -58,12 +50,12 @@ export function auditCommand(): Command {
   const audit = new Command("audit").description("Query, export, verify and prune the audit trail.");
   withFilters(audit.command("query"))
     .description("Show audit records, newest first; every filter given must match.")
-    .option("--limit <n>", "at most this many (1-1000)", (v) => Number(v), 50)
+    .option("--limit <n>", "at most this many (1-1000)", parsePositiveInt, 50)
     .addOption(new Option("--order <order>", "newest first (desc) or oldest first (asc)").choices(["desc", "asc"]).default("desc"))
     .action((opts: FilterOptions & { limit: number; order: string }, cmd: Command) =>
       withClients(cmd, async (api, options) => {
         const res = await api.audit.queryAuditRecords({ ...queryOf(opts), limit: opts.limit, order: opts.order });
-        if (options.output === "json") return printJson(QueryAuditRecordsResponseSchema, res);
+        if (options.output !== "text") return printMessage(options.output, QueryAuditRecordsResponseSchema, res);
         if (res.records.length === 0) {
           process.stdout.write("no audit records match\n");
           return;
@@ -129,7 +121,7 @@ export function auditCommand(): Command {
             });
         });
         const res = await api.audit.verifyAuditChain({ checkpoints });
-        if (options.output === "json") printJson(VerifyAuditChainResponseSchema, res);
+        if (options.output !== "text") printMessage(options.output, VerifyAuditChainResponseSchema, res);
         else if (res.ok) {
           process.stdout.write(
             `audit trail intact: ${res.recordsChecked} records, seq ${res.firstSeq} to ${res.lastSeq}` +
@@ -146,17 +138,13 @@ export function auditCommand(): Command {
     );
   audit
     .command("prune")
-    .description("Remove records older than N days (the only way records leave the trail); the prune is recorded itself.")
-    .requiredOption("--older-than <Nd>", "age in days, e.g. 365d", (v) => {
-      const m = /^(\d+)d$/.exec(v);
-      if (!m || Number(m[1]) < 1) throw new InvalidArgumentError(`expected a number of days such as 90d, got "${v}"`);
-      return Number(m[1]);
-    })
+    .description("Remove records older than a number of days (the only way records leave the trail); the prune is recorded itself.")
+    .requiredOption("--older-than <duration>", "age of the records removed, whole days: 90d, 365d", parseDays)
     .requiredOption("--reason <text>", "why (recorded in the trail)")
     .action((opts: { olderThan: number; reason: string }, cmd: Command) =>
       withClients(cmd, async (api, options) => {
         const res = await api.audit.pruneAuditRecords({ olderThanDays: opts.olderThan, reason: opts.reason });
-        if (options.output === "json") return printJson(PruneAuditRecordsResponseSchema, res);
+        if (options.output !== "text") return printMessage(options.output, PruneAuditRecordsResponseSchema, res);
         process.stdout.write(`removed ${res.removed} records older than ${opts.olderThan} days${res.firstKeptSeq ? `; the trail now starts at seq ${res.firstKeptSeq}` : ""}\n`);
       }),
     );

@@ -14,8 +14,9 @@ import {
   type IssuedCert,
 } from "../../security/ca.js";
 import { PROFILES, type Profile } from "../../security/pki.js";
-import { formatTable, runCommand } from "../shared/output.js";
-import { commandContext, resolveOrchestratorUrl } from "./context.js";
+import { formatTable, printValue, runCommand } from "../shared/output.js";
+import { parseDays, parsePositiveInt } from "../shared/parse.js";
+import { commandContext, outputOf, resolveOrchestratorUrl } from "./context.js";
 
 /**
  * A certificate carries the roles bound to its principal: before issuing one for
@@ -56,11 +57,12 @@ async function checkUnbound(cmd: Command, profile: Profile, name: string): Promi
   }
 }
 
-const positiveInt = (flag: string) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`${flag}: expected a whole number, got "${v}"`);
-  return n;
-};
+/** A validity: a duration of whole days (`--valid-for 825d`), or the older `--days N`. */
+const validity = (what: string, days: number) => [
+  new Option("--valid-for <duration>", `${what}, whole days: 90d, 825d`).argParser(parseDays).default(days, `${days}d`),
+  new Option("--days <n>", `${what} in days (older spelling of --valid-for)`).argParser(parsePositiveInt).hideHelp(),
+];
+const daysOf = (o: { validFor: number; days?: number }) => o.days ?? o.validFor;
 const collect = (v: string, all: string[] = []) => [...all, v];
 
 interface CaDirOption {
@@ -86,10 +88,11 @@ export function certCommand(): Command {
     .description("Create the CA (certificate, key and an empty CRL) in an empty directory.")
     .addOption(caDirOption())
     .option("--common-name <name>", "the CA's common name", "autonomy orchestrator CA")
-    .option("--days <n>", "validity of the CA certificate", positiveInt("--days"), 3650)
-    .action((opts: CaDirOption & { commonName: string; days: number }) =>
+    .addOption(validity("validity of the CA certificate", 3650)[0])
+    .addOption(validity("validity of the CA certificate", 3650)[1])
+    .action((opts: CaDirOption & { commonName: string; validFor: number; days?: number }) =>
       runCommand("autonomy", async () => {
-        await initCa(opts.caDir, { commonName: opts.commonName, days: opts.days });
+        await initCa(opts.caDir, { commonName: opts.commonName, days: daysOf(opts) });
         process.stdout.write(
           `created the CA in ${opts.caDir}\n  ${path.join(opts.caDir, CA_CERT)}   give it to servers (--tls-ca-file) and clients (--tls-ca-file)\n` +
             `  ${path.join(opts.caDir, CRL_FILE)}  give it to servers (--tls-crl-file)\n`,
@@ -105,15 +108,16 @@ export function certCommand(): Command {
     .addOption(caDirOption())
     .addOption(new Option("--profile <profile>", "what the certificate is for").choices(PROFILES).makeOptionMandatory())
     .requiredOption("--name <name>", "node id, operator name or server name")
-    .option("--days <n>", "validity in days", positiveInt("--days"), DEFAULT_LEAF_DAYS)
+    .addOption(validity("validity", DEFAULT_LEAF_DAYS)[0])
+    .addOption(validity("validity", DEFAULT_LEAF_DAYS)[1])
     .option("--dns <name>", "server: a DNS name (repeatable)", collect)
     .option("--ip <address>", "server: an IP address (repeatable)", collect)
     .option("--out-dir <dir>", "where to write the certificate and key (default: the CA directory)")
     .option("--force", "issue even when the principal of this name holds a role on the orchestrator")
-    .action((opts: CaDirOption & { profile: Profile; name: string; days: number; dns?: string[]; ip?: string[]; outDir?: string; force?: boolean }, cmd: Command) =>
+    .action((opts: CaDirOption & { profile: Profile; name: string; validFor: number; days?: number; dns?: string[]; ip?: string[]; outDir?: string; force?: boolean }, cmd: Command) =>
       runCommand("autonomy", async () => {
         if (!opts.force) await checkUnbound(cmd, opts.profile, opts.name);
-        const issued = await issueCert(opts.caDir, { profile: opts.profile, name: opts.name, days: opts.days, dns: opts.dns, ips: opts.ip, outDir: opts.outDir });
+        const issued = await issueCert(opts.caDir, { profile: opts.profile, name: opts.name, days: daysOf(opts), dns: opts.dns, ips: opts.ip, outDir: opts.outDir });
         printIssued(issued, "issued");
       }),
     );
@@ -123,14 +127,15 @@ export function certCommand(): Command {
     .addOption(caDirOption())
     .addOption(new Option("--profile <profile>", "profile of the certificate").choices(PROFILES).makeOptionMandatory())
     .requiredOption("--name <name>", "node id, operator name or server name")
-    .option("--days <n>", "validity in days", positiveInt("--days"), DEFAULT_LEAF_DAYS)
+    .addOption(validity("validity", DEFAULT_LEAF_DAYS)[0])
+    .addOption(validity("validity", DEFAULT_LEAF_DAYS)[1])
     .option("--out-dir <dir>", "where to write the certificate and key (default: the CA directory)")
     .option("--revoke-old", "revoke the certificates of this name issued before")
-    .action((opts: CaDirOption & { profile: Profile; name: string; days: number; outDir?: string; revokeOld?: boolean }) =>
+    .action((opts: CaDirOption & { profile: Profile; name: string; validFor: number; days?: number; outDir?: string; revokeOld?: boolean }) =>
       runCommand("autonomy", async () => {
         const before = listCerts(opts.caDir).filter((c) => c.profile === opts.profile && c.name === opts.name && c.state !== "revoked");
         if (before.length === 0) throw new Error(`no ${opts.profile} certificate named "${opts.name}" to rotate; use \`cert issue\``);
-        const issued = await issueCert(opts.caDir, { profile: opts.profile, name: opts.name, days: opts.days, outDir: opts.outDir });
+        const issued = await issueCert(opts.caDir, { profile: opts.profile, name: opts.name, days: daysOf(opts), outDir: opts.outDir });
         printIssued(issued, "rotated:");
         if (opts.revokeOld) {
           for (const old of before) {
@@ -148,9 +153,11 @@ export function certCommand(): Command {
     .option("--name <name>", "revoke every valid certificate of this name")
     .addOption(new Option("--profile <profile>", "with --name: only this profile").choices(PROFILES))
     .option("--refresh", "revoke nothing; write a new CRL number and validity")
-    .option("--crl-days <n>", "validity of the CRL written", positiveInt("--crl-days"), DEFAULT_CRL_DAYS)
-    .action((opts: CaDirOption & { serial?: string; name?: string; profile?: Profile; refresh?: boolean; crlDays: number }) =>
+    .addOption(new Option("--crl-valid-for <duration>", "validity of the CRL written, whole days: 7d, 30d").argParser(parseDays).default(DEFAULT_CRL_DAYS, `${DEFAULT_CRL_DAYS}d`))
+    .addOption(new Option("--crl-days <n>", "validity of the CRL in days (older spelling of --crl-valid-for)").argParser(parsePositiveInt).hideHelp())
+    .action((raw: CaDirOption & { serial?: string; name?: string; profile?: Profile; refresh?: boolean; crlValidFor: number; crlDays?: number }) =>
       runCommand("autonomy", async () => {
+        const opts = { ...raw, crlDays: raw.crlDays ?? raw.crlValidFor };
         const targets = [opts.serial, opts.name, opts.refresh].filter((x) => x !== undefined).length;
         if (targets !== 1) throw new Error("say what to revoke: one of --serial, --name or --refresh");
         const r = await revokeCerts(opts.caDir, { serial: opts.serial, name: opts.name, profile: opts.profile, crlDays: opts.crlDays });
@@ -162,11 +169,29 @@ export function certCommand(): Command {
     .command("list")
     .description("List the certificates issued, with their state (valid, expiring, expired, revoked).")
     .addOption(caDirOption())
-    .option("--expiring-within-days <n>", "mark (and list only) certificates that end within this many days", positiveInt("--expiring-within-days"))
-    .action((opts: CaDirOption & { expiringWithinDays?: number }) =>
+    .addOption(new Option("--expiring-within <duration>", "mark (and list only) certificates that end within this long, whole days: 30d").argParser(parseDays))
+    .addOption(new Option("--expiring-within-days <n>", "the same in days (older spelling)").argParser(parsePositiveInt).hideHelp())
+    .action((raw: CaDirOption & { expiringWithin?: number; expiringWithinDays?: number }, cmd: Command) =>
       runCommand("autonomy", async () => {
+        const opts = { ...raw, expiringWithinDays: raw.expiringWithinDays ?? raw.expiringWithin };
         let certs = listCerts(opts.caDir, { expiringWithinDays: opts.expiringWithinDays });
         if (opts.expiringWithinDays !== undefined) certs = certs.filter((c) => c.state === "expiring");
+        const output = outputOf(cmd);
+        if (output !== "text") {
+          const rows = certs.map((c) => ({
+            serial: c.serial,
+            profile: c.profile,
+            name: c.name,
+            not_before: c.notBefore,
+            not_after: c.notAfter,
+            state: c.state,
+            ...(c.revokedAt ? { revoked_at: c.revokedAt } : {}),
+            cert_file: c.certFile,
+            key_file: c.keyFile,
+          }));
+          printValue(output, { certificates: rows, count: rows.length });
+          return;
+        }
         if (certs.length === 0) {
           process.stdout.write(opts.expiringWithinDays !== undefined ? `no certificate ends within ${opts.expiringWithinDays} days\n` : "no certificates issued\n");
           return;

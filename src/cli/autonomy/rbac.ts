@@ -5,7 +5,8 @@ import { toJson } from "@bufbuild/protobuf";
 import { Command, Option } from "commander";
 import { ListBindingsResponseSchema, ListRolesResponseSchema, ListTokensResponseSchema, WhoAmIResponseSchema } from "../../../clients/index.js";
 import { writeFileAtomic } from "../../files.js";
-import { formatTable, formatTime, printJson } from "../shared/output.js";
+import { formatTable, formatTime, printMessage, printValue } from "../shared/output.js";
+import { parseHours, parsePositiveInt } from "../shared/parse.js";
 import { withClients } from "./context.js";
 
 const collect = (v: string, all: string[] = []) => [...all, v];
@@ -65,11 +66,11 @@ export function rbacCommand(): Command {
     .action((_opts: unknown, cmd: Command) =>
       withClients(cmd, async (api, options) => {
         const [roles, bindings] = await Promise.all([api.rbac.listRoles({}), api.rbac.listBindings({})]);
-        if (options.output === "json") {
+        if (options.output !== "text") {
           // One document: the roles and who holds them.
           const opts = { useProtoFieldName: true, alwaysEmitImplicit: true } as const;
           const doc = { ...(toJson(ListRolesResponseSchema, roles, opts) as object), ...(toJson(ListBindingsResponseSchema, bindings, opts) as object) };
-          process.stdout.write(JSON.stringify(doc, null, 2) + "\n");
+          printValue(options.output, doc);
           return;
         }
         const holders = (name: string) => bindings.bindings.filter((b) => b.role === name).map((b) => b.principal);
@@ -112,12 +113,13 @@ export function rbacCommand(): Command {
     .command("create")
     .description("Create a token; it is printed once (the server keeps only its hash).")
     .requiredOption("--principal <principal>", "operator:NAME or node:ID")
-    .option("--ttl-hours <n>", "lifetime in hours (1-8760)", (v) => Number(v), 720)
+    .addOption(new Option("--ttl <duration>", "lifetime, whole hours from 1h to 365d: 12h, 30d").argParser(parseHours).default(720, "30d"))
+    .addOption(new Option("--ttl-hours <n>", "lifetime in hours (older spelling of --ttl)").argParser(parsePositiveInt).hideHelp())
     .option("--description <text>", "what it is for", "")
     .option("--output-file <file>", "write the token to this file (mode 0600) instead of printing it")
-    .action((opts: { principal: string; ttlHours: number; description: string; outputFile?: string }, cmd: Command) =>
+    .action((opts: { principal: string; ttl: number; ttlHours?: number; description: string; outputFile?: string }, cmd: Command) =>
       withClients(cmd, async (api) => {
-        const res = await api.rbac.createToken({ principal: opts.principal, ttlHours: opts.ttlHours, description: opts.description });
+        const res = await api.rbac.createToken({ principal: opts.principal, ttlHours: opts.ttlHours ?? opts.ttl, description: opts.description });
         warn(res.warnings);
         if (opts.outputFile) {
           writeFileAtomic(opts.outputFile, `${res.token}\n`, 0o600);
@@ -134,7 +136,7 @@ export function rbacCommand(): Command {
     .action((_opts: unknown, cmd: Command) =>
       withClients(cmd, async (api, options) => {
         const res = await api.rbac.listTokens({});
-        if (options.output === "json") return printJson(ListTokensResponseSchema, res);
+        if (options.output !== "text") return printMessage(options.output, ListTokensResponseSchema, res);
         process.stdout.write(
           formatTable(
             ["TOKEN", "PRINCIPAL", "EXPIRES", "REVOKED", "DESCRIPTION"],
@@ -163,7 +165,7 @@ export function rbacCommand(): Command {
     .action((_opts: unknown, cmd: Command) =>
       withClients(cmd, async (api, options) => {
         const res = await api.rbac.whoAmI({});
-        if (options.output === "json") return printJson(WhoAmIResponseSchema, res);
+        if (options.output !== "text") return printMessage(options.output, WhoAmIResponseSchema, res);
         process.stdout.write(
           `${res.principal} (by ${res.authenticatedBy}); roles: ${res.roles.join(", ") || "none"}; permissions: ${res.permissions.join(", ") || "none"}` +
             `${res.enforced ? "" : "; RBAC enforcement is OFF on this server"}\n`,

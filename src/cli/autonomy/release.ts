@@ -1,12 +1,13 @@
 import { Command, Option } from "commander";
 import {
   GetLatestReleaseResponseSchema,
+  ListChannelReleasesResponseSchema,
   ListReleaseAcksResponseSchema,
   PublishReleaseResponseSchema,
   ReleaseSchema,
   type Release,
 } from "../../../clients/index.js";
-import { escapeControl, formatFields, formatTable, formatTime, printMessage, subjectOf } from "../shared/output.js";
+import { escapeControl, formatFields, formatTable, formatTime, messageJson, printMessage, printValue, subjectOf } from "../shared/output.js";
 import { readSpecFile } from "../shared/spec-file.js";
 import { withClients } from "./context.js";
 
@@ -60,6 +61,51 @@ export function releaseCommand(): Command {
               : `release ${r.releaseId} was already published with this content; nothing changed`,
           ) + "\n",
         );
+      }),
+    );
+  release
+    .command("list")
+    .description(
+      "List the releases that matter to each channel now (its latest, those its rollout plans target, those its nodes should run or report running), newest first, with the nodes' acks.",
+    )
+    .argument("[channel]", "only this channel (default: every channel with enrolled nodes)")
+    .addOption(new Option("--channel <name>", "only this channel (older spelling of the argument)").hideHelp())
+    .action((positional: string | undefined, opts: { channel?: string }, cmd: Command) =>
+      withClients(cmd, async (api, options) => {
+        const one = positional ?? opts.channel;
+        if (positional !== undefined && opts.channel !== undefined && positional !== opts.channel) {
+          subjectOf(positional, opts.channel, "channel", "autonomy release list [CHANNEL]");
+        }
+        const channels = one !== undefined ? [one] : (await api.nodes.getFleetOverview({})).channels.map((c) => c.channel).sort();
+        const lists = await Promise.all(channels.map((channel) => api.releases.listChannelReleases({ channel })));
+        if (options.output !== "text") {
+          return printValue(options.output, {
+            channels: lists.map((l, i) => ({ channel: channels[i], ...(messageJson(ListChannelReleasesResponseSchema, l) as object) })),
+          });
+        }
+        const rows = lists.flatMap((l, i) =>
+          l.releases.map((cr) => {
+            const r = cr.release!;
+            const acks = cr.acks.map((a) => `${a.nodes} ${a.state}`).join(", ") || "-";
+            return [
+              channels[i],
+              r.releaseId,
+              r.version,
+              formatTime(r.publishedAt),
+              r.staged ? "yes" : "no",
+              cr.latest ? "yes" : "",
+              `${cr.desiredBy}/${l.channelNodes}`,
+              `${cr.reportedBy}/${l.channelNodes}`,
+              acks,
+              cr.planIds.join(",") || "-",
+            ];
+          }),
+        );
+        if (rows.length === 0) {
+          process.stdout.write(one !== undefined ? `no release on channel ${escapeControl(one)}\n` : "no releases\n");
+          return;
+        }
+        process.stdout.write(formatTable(["CHANNEL", "RELEASE", "VERSION", "PUBLISHED", "STAGED", "LATEST", "DESIRED", "RUNNING", "ACKS", "PLANS"], rows));
       }),
     );
   release

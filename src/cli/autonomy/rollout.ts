@@ -174,7 +174,7 @@ export function rolloutCommand(): Command {
   plan
     .command("list")
     .description("List rollout plans, newest first.")
-    .option("--phase <phase>", "only plans in this phase (published, active, paused, halted, completed, cancelled, rolled_back)")
+    .option("--phase <phase>", "only plans in this phase (published, active, paused, halted, rolling_back, completed, cancelled, rolled_back)")
     .addOption(new Option("--limit <n>", "at most this many (1-1000)").argParser(parsePositiveInt))
     .action((opts: { phase?: string; limit?: number }, cmd: Command) =>
       withClients(cmd, async (api, options) => {
@@ -344,12 +344,12 @@ export function rolloutCommand(): Command {
 }
 
 const TARGETS = ["rollout_plan", "rollout_stage"] as const;
-const STRATEGIES = ["retry", "rollback", "skip_failed"] as const;
+const STRATEGIES = ["retry", "rollback", "abort", "skip_failed"] as const;
 
 /** `autonomy rollback preview|execute`: the recovery strategies of a plan or of its current stage. */
 export function rollbackCommand(): Command {
   const rollback = new Command("rollback").description(
-    "Recover a rollout: retry (back to active), rollback (terminal: no further node moves) or skip_failed (pass the stage over its failures).",
+    "Recover a rollout: retry (back to active), rollback (every node the plan moved gets back the release it ran before; the plan is rolling_back until they run it, then rolled_back), abort (terminal: no further node moves, nodes keep what they have) or skip_failed (pass the stage over its failures).",
   );
   const sub = (name: "preview" | "execute", dryRun: boolean, about: string) =>
     rollback
@@ -383,7 +383,9 @@ export function rollbackCommand(): Command {
           if (options.output !== "text") return printMessage(options.output, RecoverRolloutResponseSchema, res);
           process.stdout.write(escapeControl(`${dryRun ? "preview: " : ""}${res.message}`) + `\n${escapeControl(`phase ${res.fromPhase} -> ${res.toPhase}`)}\n`);
           if (res.movedNodes.length > 0) {
-            process.stdout.write(`${res.movedNodes.length} node(s) moved by this plan keep its release:\n`);
+            const fate =
+              opts.strategy === "rollback" ? "get back the release they ran before" : res.toPhase === "cancelled" ? "keep its release" : "were moved by this plan";
+            process.stdout.write(`${res.movedNodes.length} node(s) moved by this plan ${fate}:\n`);
             process.stdout.write(formatTable(["NODE", "STAGE", "MOVED"], res.movedNodes.map((m) => [m.nodeId, m.stageId, formatTime(m.movedAt)])));
           }
         }),

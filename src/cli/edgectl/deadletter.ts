@@ -1,21 +1,13 @@
-import { Command, InvalidArgumentError, Option } from "commander";
+import { Command, Option } from "commander";
 import { normalizeEvent } from "../../agent/spool/events.js";
 import { pokeShipper } from "../../agent/spool/shipper.js";
 import { Spool, spoolDir } from "../../agent/spool/spool.js";
 import type { DeadletterEntry } from "../../agent/spool/deadletter.js";
-import { formatTable, OUTPUT_FORMATS, runCommand, type OutputFormat } from "../shared/output.js";
-import { parseDuration } from "../shared/parse.js";
+import { formatTable, OUTPUT_FORMATS, printValue, runCommand, type OutputFormat } from "../shared/output.js";
+import { DURATION_HINT, parsePositiveDuration } from "../shared/parse.js";
 import { addSpoolCapOptions, runSpoolCommand, stderrSpoolLog, type SpoolCapOptions } from "./events.js";
 import type { EdgeOptions } from "./options.js";
 
-/** A duration that may also be whole days ("7d"). */
-function parseAge(value: string): number {
-  const days = /^(\d+)d$/.exec(value.trim());
-  if (days) return Number(days[1]) * 86_400_000;
-  const ms = parseDuration(value);
-  if (ms <= 0) throw new InvalidArgumentError(`"${value}" must be a duration of more than 0 (examples: 12h, 7d)`);
-  return ms;
-}
 
 const spoolOf = (cmd: Command, cap?: SpoolCapOptions) =>
   new Spool({ dir: spoolDir((cmd.optsWithGlobals() as EdgeOptions).stateDir), log: stderrSpoolLog, maxBytes: cap?.spoolMaxBytes, full: cap?.spoolFull });
@@ -31,8 +23,8 @@ export function deadletterCommand(): Command {
     .action((opts: { output: OutputFormat }, cmd: Command) =>
       runCommand("edgectl", async () => {
         const entries = spoolOf(cmd).deadletter.list();
-        if (opts.output === "json") {
-          process.stdout.write(JSON.stringify({ entries, count: entries.length }, null, 2) + "\n");
+        if (opts.output !== "text") {
+          printValue(opts.output, { entries, count: entries.length });
           return;
         }
         const rows = entries.map((e) => [e.id, e.deadlettered_at, e.code, String(e.attempts), summary(e), e.reason]);
@@ -80,7 +72,7 @@ export function deadletterCommand(): Command {
   );
   const purge = new Command("purge")
     .description("Remove deadletter entries: all of them, or those set aside longer ago than --older-than.")
-    .option("--older-than <age>", "e.g. 12h, 7d", (v: string) => parseAge(v))
+    .addOption(new Option("--older-than <duration>", `age (${DURATION_HINT})`).argParser(parsePositiveDuration))
     .action((opts: { olderThan?: number }, cmd: Command) =>
       runCommand("edgectl", async () => {
         const before = opts.olderThan === undefined ? undefined : new Date(Date.now() - opts.olderThan);

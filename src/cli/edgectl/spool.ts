@@ -3,15 +3,15 @@ import { flushSpool } from "../../agent/spool/shipper.js";
 import { Spool, spoolDir, type SpoolStatus } from "../../agent/spool/spool.js";
 import { formatBytes, throttleState, type ThrottleState } from "../../agent/throttle.js";
 import { createLogger } from "../../observability/logger.js";
-import { OUTPUT_FORMATS, runCommand, type OutputFormat } from "../shared/output.js";
+import { OUTPUT_FORMATS, printValue, runCommand, type OutputFormat } from "../shared/output.js";
 import { parsePositiveDuration } from "../shared/parse.js";
 import { stderrSpoolLog } from "./events.js";
 import { edgeClients, edgeTarget, type EdgeOptions } from "./options.js";
 import { describeThrottle } from "./throttle.js";
 
 function printStatus(s: SpoolStatus, t: ThrottleState, output: OutputFormat): void {
-  if (output === "json") {
-    process.stdout.write(JSON.stringify({ ...s, throttle: t }, null, 2) + "\n");
+  if (output !== "text") {
+    printValue(output, { ...s, throttle: t });
     return;
   }
   const c = s.counters;

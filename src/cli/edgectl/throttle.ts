@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError, Option } from "commander";
 import { formatBytes, parseByteSize, parseRate, readThrottleConfig, throttleState, writeThrottleConfig, type ThrottleState } from "../../agent/throttle.js";
-import { OUTPUT_FORMATS, runCommand, type OutputFormat } from "../shared/output.js";
+import { OUTPUT_FORMATS, printValue, runCommand, type OutputFormat } from "../shared/output.js";
 import type { EdgeOptions } from "./options.js";
 
 const parsed = (fn: (v: string) => number) => (value: string) => {
@@ -28,7 +28,8 @@ export function throttleCommand(): Command {
     .action((opts: { output: OutputFormat }, cmd: Command) =>
       runCommand("edgectl", async () => {
         const t = throttleState((cmd.optsWithGlobals() as EdgeOptions).stateDir);
-        process.stdout.write(opts.output === "json" ? JSON.stringify(t, null, 2) + "\n" : describeThrottle(t) + "\n");
+        if (opts.output !== "text") printValue(opts.output, t);
+        else process.stdout.write(describeThrottle(t) + "\n");
       }),
     );
   const set = new Command("set")

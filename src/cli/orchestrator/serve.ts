@@ -4,7 +4,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
 import { DEFAULT_UNAUTHENTICATED_RATE, startServer } from "../../server.js";
 import { wrapProse } from "../shared/program.js";
-import { parseDuration, parsePositiveDuration, parsePositiveInt, parseSize } from "../shared/parse.js";
+import { parseDuration, parseMiB, parsePositiveDuration, parsePositiveInt, parseSize } from "../shared/parse.js";
 import { DEFAULT_LIMITS } from "../../transport/limits.js";
 
 /** `$XDG_CACHE_HOME/autonomyops/orchestrator`, falling back to `~/.cache/autonomyops/orchestrator`. */
@@ -259,10 +259,10 @@ export function serveCommand(): Command {
         .default(DEFAULT_LIMITS.maxConcurrentStreams),
     )
     .addOption(
-      new Option("--http2-max-session-memory <MiB>", "memory one HTTP/2 session may buffer before its new streams are refused")
+      new Option("--http2-max-session-memory <size>", "memory one HTTP/2 session may buffer before its new streams are refused (whole MiB: 10MiB; a bare number is MiB)")
         .env("AUTONOMY_HTTP2_MAX_SESSION_MEMORY")
-        .argParser(parsePositiveInt)
-        .default(DEFAULT_LIMITS.maxSessionMemoryMiB),
+        .argParser(parseMiB)
+        .default(DEFAULT_LIMITS.maxSessionMemoryMiB, `${DEFAULT_LIMITS.maxSessionMemoryMiB}MiB`),
     )
     .addOption(
       new Option("--unauthenticated-rate <n>", "calls per second one client address may make without a valid credential (0: no limit)")

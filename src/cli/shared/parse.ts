@@ -71,3 +71,44 @@ export function parsePositiveInt(value: string): number {
   if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`"${value}" is not a positive whole number`);
   return n;
 }
+
+/** Parses a duration that is a whole number of days ("90d", "2160h") into days (at least one). */
+export function parseDays(value: string): number {
+  const ms = parseDuration(value);
+  if (ms < 86_400_000 || ms % 86_400_000 !== 0) throw new InvalidArgumentError(`"${value}" is not a whole number of days (examples: 1d, 90d, 365d)`);
+  return ms / 86_400_000;
+}
+
+/** Parses a duration that is a whole number of hours ("12h", "30d") into hours (at least one). */
+export function parseHours(value: string): number {
+  const ms = parseDuration(value);
+  if (ms < 3_600_000 || ms % 3_600_000 !== 0) throw new InvalidArgumentError(`"${value}" is not a whole number of hours (examples: 1h, 12h, 30d)`);
+  return ms / 3_600_000;
+}
+
+/** The one way times are written on every command line: RFC 3339, or a duration meaning that long ago. */
+export const TIME_HINT = "RFC 3339 such as 2026-11-23T10:00:00Z, or a duration ago such as 24h, 7d";
+
+/** Parses a time: RFC 3339 ("2026-11-23T10:00:00Z") or a duration ago ("24h", "7d"), into epoch milliseconds. */
+export function parseTimeMs(value: string, nowMs = Date.now()): number {
+  const text = value.trim();
+  if (/^\d{4}-\d\d-\d\dT/.test(text)) {
+    const ms = Date.parse(text);
+    if (!Number.isNaN(ms)) return ms;
+  } else if (/^\d/.test(text)) {
+    try {
+      return nowMs - parseDuration(text);
+    } catch {
+      // Reported below with both forms.
+    }
+  }
+  throw new InvalidArgumentError(`"${value}" is not a time (expected ${TIME_HINT})`);
+}
+
+/** Parses a size in whole MiB ("64MiB", "1GiB"); a bare number is MiB, the older form. */
+export function parseMiB(value: string): number {
+  if (/^\d+$/.test(value.trim())) return parsePositiveInt(value.trim());
+  const bytes = parseSize(value);
+  if (bytes < 1024 ** 2 || bytes % 1024 ** 2 !== 0) throw new InvalidArgumentError(`"${value}" is not a whole number of MiB (examples: 10MiB, 1GiB)`);
+  return bytes / 1024 ** 2;
+}

@@ -9,6 +9,8 @@ import { chainAudit, type ChainedAuditRow } from "../../domain/audit.js";
 import { auditQueryParts } from "../audit-query.js";
 import { refuseDuringStop } from "../operation-rows.js";
 import { stopForWrite } from "./stop-guard.js";
+import type { RestoreProgress } from "../../domain/rollout-actions.js";
+import { restoreProgressSql } from "../rollout-restore.js";
 import { auditRecords, events, nodeAcks, nodes, releases, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
 
 type Db = NodePgDatabase;
@@ -104,11 +106,25 @@ export const pgRollouts = {
       const [plan] = await tx.select().from(rolloutPlans).where(eq(rolloutPlans.planId, o.planId));
       if (!current || !plan || current.version !== o.expectedVersion) refuseStaleStatus(o.planId, plan && current?.version, o.expectedVersion);
       const fleet = await tx
-        .select({ nodeId: nodes.nodeId, labels: nodes.labels, drained: nodes.drained, lastSeenMs: nodes.lastSeenMs })
+        .select({
+          nodeId: nodes.nodeId,
+          labels: nodes.labels,
+          drained: nodes.drained,
+          lastSeenMs: nodes.lastSeenMs,
+          reportedReleaseId: nodes.reportedReleaseId,
+          desiredReleaseId: nodes.desiredReleaseId,
+        })
         .from(nodes)
         .where(eq(nodes.channel, plan.channel))
         .orderBy(asc(nodes.nodeId));
-      const taken = new Set((await tx.select({ nodeId: rolloutMoves.nodeId }).from(rolloutMoves).where(eq(rolloutMoves.planId, o.planId))).map((m) => m.nodeId));
+      const taken = new Set(
+        (
+          await tx
+            .select({ nodeId: rolloutMoves.nodeId })
+            .from(rolloutMoves)
+            .where(and(eq(rolloutMoves.planId, o.planId), eq(rolloutMoves.kind, "move")))
+        ).map((m) => m.nodeId),
+      );
       const [newest] = await tx.select({ seq: max(events.seq) }).from(events);
       const planned = planStageOpening(plan, o, fleet, taken, () => BigInt(newest?.seq ?? 0));
       if (!planned) return undefined;
@@ -134,7 +150,9 @@ export const pgRollouts = {
       .from(rolloutMoves)
       .leftJoin(nodeAcks, and(eq(nodeAcks.releaseId, q.releaseId), eq(nodeAcks.nodeId, rolloutMoves.nodeId)))
       .leftJoin(nodes, eq(nodes.nodeId, rolloutMoves.nodeId))
-      .where(and(eq(rolloutMoves.planId, q.planId), eq(rolloutMoves.stageId, q.stageId), gt(rolloutMoves.nodeId, q.afterNodeId ?? "")))
+      .where(
+        and(eq(rolloutMoves.planId, q.planId), eq(rolloutMoves.kind, "move"), eq(rolloutMoves.stageId, q.stageId), gt(rolloutMoves.nodeId, q.afterNodeId ?? "")),
+      )
       .orderBy(asc(rolloutMoves.nodeId))
       .limit(q.limit);
     return rows.map((r) => ({
@@ -167,7 +185,11 @@ export const pgRollouts = {
   },
 
   async movesOfPlan(db: Db, id: string): Promise<MoveRow[]> {
-    const rows = await db.select().from(rolloutMoves).where(eq(rolloutMoves.planId, id)).orderBy(asc(rolloutMoves.seq));
+    const rows = await db
+      .select()
+      .from(rolloutMoves)
+      .where(and(eq(rolloutMoves.planId, id), eq(rolloutMoves.kind, "move")))
+      .orderBy(asc(rolloutMoves.seq));
     return rows.map(stripMove);
   },
 
@@ -178,6 +200,12 @@ export const pgRollouts = {
       .where(and(eq(rolloutMoves.planId, id), eq(rolloutMoves.nodeId, nodeId)))
       .limit(1);
     return rows.length > 0;
+  },
+
+  async restoreProgress(db: Db, id: string): Promise<RestoreProgress> {
+    const result = await db.execute(restoreProgressSql(id));
+    const row = result.rows[0] as Record<string, unknown> | undefined;
+    return { nodes: Number(row?.nodes ?? 0), restored: Number(row?.restored ?? 0), failed: Number(row?.failed ?? 0) };
   },
 
   async newestMoves(db: Db, nodeIds?: readonly string[]): Promise<Map<string, MoveRow>> {

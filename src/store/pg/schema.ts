@@ -187,7 +187,12 @@ export const rolloutStatus = pgTable(
   (t) => [index("rollout_status_phase").on(t.phase)],
 );
 
-/** Which node each plan moved, in which stage: a node is moved once per plan. */
+/**
+ * Which node each plan moved, in which stage, and the release it ran before (kind "move": a
+ * node is moved once per plan); a rollback adds one "restore" row per moved node, whose
+ * release_id is that previous release ("" when it had none: its channel's release again).
+ * A node's newest row decides its desired release.
+ */
 export const rolloutMoves = pgTable(
   "rollout_moves",
   {
@@ -199,8 +204,10 @@ export const rolloutMoves = pgTable(
     nodeId: text("node_id").notNull(),
     releaseId: text("release_id").notNull(),
     movedAtMs: bigint("moved_at_ms", { mode: "number" }).notNull(),
+    kind: text("kind").notNull().default("move"),
+    previousReleaseId: text("previous_release_id"),
   },
-  (t) => [uniqueIndex("rollout_moves_plan_node").on(t.planId, t.nodeId), index("rollout_moves_node_seq").on(t.nodeId, t.seq)],
+  (t) => [uniqueIndex("rollout_moves_plan_node").on(t.planId, t.nodeId, t.kind), index("rollout_moves_node_seq").on(t.nodeId, t.seq)],
 );
 
 /** The audit trail: appended in the same transaction as the change it records. */

@@ -1,4 +1,4 @@
-import { desc, getTableColumns, sql } from "drizzle-orm";
+import { desc, getTableColumns, sql, type SQL } from "drizzle-orm";
 import { drizzle, type NodePgDatabase } from "drizzle-orm/node-postgres";
 import { migrate } from "drizzle-orm/node-postgres/migrator";
 import pg from "pg";
@@ -21,6 +21,7 @@ import type { DivergenceQuery, EmergencyChange } from "../operation-rows.js";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
 import type { AuditRow, PlanRow, RolloutChange, SigningKeyRow, StatusRow } from "../rollout-rows.js";
 import { events } from "./schema.js";
+import { ingestCounts, type IngestRateQuery } from "../ingest-rate.js";
 
 export interface PostgresStoreOptions {
   url: string;
@@ -122,6 +123,29 @@ export class PostgresStore implements Store {
     }
   }
 
+  ingestCounts(q: IngestRateQuery): Promise<number[]> {
+    const rows = async <T>(query: SQL) => (await this.run(() => this.db.execute(query))).rows as T[];
+    return ingestCounts(
+      {
+        seqRange: async () => {
+          const [r] = await rows<{ min: string | null; max: string | null }>(sql`SELECT min(seq) AS min, max(seq) AS max FROM events`);
+          return r?.min == null || r.max == null ? undefined : { min: Number(r.min), max: Number(r.max) };
+        },
+        receivedAtOrAfter: async (seq) => {
+          const [r] = await rows<{ at: string }>(sql`SELECT received_at_ms AS at FROM events WHERE seq >= ${seq} ORDER BY seq LIMIT 1`);
+          return r === undefined ? undefined : Number(r.at);
+        },
+        countFrom: async (seq, query) =>
+          (
+            await rows<{ bucket: string; n: string }>(
+              sql`SELECT (received_at_ms - ${query.sinceMs}::bigint) / ${query.bucketMs}::bigint AS bucket, count(*) AS n FROM events WHERE seq >= ${seq} GROUP BY 1`,
+            )
+          ).map((r) => ({ bucket: Number(r.bucket), n: Number(r.n) })),
+      },
+      q,
+    );
+  }
+
   async queryEvents(q: EventQuery): Promise<Event[]> {
     const query = this.queries.get(q);
     try {
@@ -162,6 +186,10 @@ export class PostgresStore implements Store {
   }
   fleetTotals(q: FleetTotalsQuery) {
     return this.run(() => pgFleet.fleetTotals(this.db, q));
+  }
+  async fleetChannels() {
+    const res = await this.run(() => this.db.execute(sql`SELECT channel FROM fleet_totals GROUP BY channel HAVING sum(n) > 0 ORDER BY channel COLLATE "C"`));
+    return (res.rows as { channel: string }[]).map((r) => r.channel);
   }
   setDrained(nodeId: string, drained: boolean, reason: string, audit?: AuditRow) {
     return this.run(() => pgFleet.setDrained(this.db, nodeId, drained, reason, audit));
@@ -205,6 +233,9 @@ export class PostgresStore implements Store {
   }
   planMovedNode(planId: string, nodeId: string) {
     return this.run(() => pgRollouts.planMovedNode(this.db, planId, nodeId));
+  }
+  restoreProgress(planId: string) {
+    return this.run(() => pgRollouts.restoreProgress(this.db, planId));
   }
   newestMoves(nodeIds?: readonly string[]) {
     return this.run(() => pgRollouts.newestMoves(this.db, nodeIds));

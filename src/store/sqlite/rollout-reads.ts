@@ -5,6 +5,8 @@ import { TERMINAL_PHASES } from "../../domain/rollouts.js";
 import type { ChainedAuditRow } from "../../domain/audit.js";
 import { auditQueryParts } from "../audit-query.js";
 import { placeholderNames } from "../prepared-queries.js";
+import type { RestoreProgress } from "../../domain/rollout-actions.js";
+import { restoreProgressSql } from "../rollout-restore.js";
 import type { MoveRow, RolloutRecord, SigningKeyRow, StageNodeRow } from "../rollout-rows.js";
 import type { AuditQuery, RolloutQuery, StageNodeQuery } from "../store.js";
 import { auditRecords, events, nodeAcks, nodes, rolloutMoves, rolloutPlans, rolloutStatus, signingKeys } from "./schema.js";
@@ -21,7 +23,7 @@ export function prepareRolloutReads(db: BetterSQLite3Database & { $client: Datab
   const movesOfPlan = db
     .select()
     .from(rolloutMoves)
-    .where(eq(rolloutMoves.planId, sql.placeholder("id")))
+    .where(and(eq(rolloutMoves.planId, sql.placeholder("id")), eq(rolloutMoves.kind, "move")))
     .orderBy(asc(rolloutMoves.seq))
     .prepare();
   const movedNode = db
@@ -58,7 +60,12 @@ export function prepareRolloutReads(db: BetterSQLite3Database & { $client: Datab
     .leftJoin(nodeAcks, and(eq(nodeAcks.releaseId, sql.placeholder("release")), eq(nodeAcks.nodeId, rolloutMoves.nodeId)))
     .leftJoin(nodes, eq(nodes.nodeId, rolloutMoves.nodeId))
     .where(
-      and(eq(rolloutMoves.planId, sql.placeholder("plan")), eq(rolloutMoves.stageId, sql.placeholder("stage")), gt(rolloutMoves.nodeId, sql.placeholder("after"))),
+      and(
+        eq(rolloutMoves.planId, sql.placeholder("plan")),
+        eq(rolloutMoves.kind, "move"),
+        eq(rolloutMoves.stageId, sql.placeholder("stage")),
+        gt(rolloutMoves.nodeId, sql.placeholder("after")),
+      ),
     )
     .orderBy(asc(rolloutMoves.nodeId))
     .limit(sql.placeholder("limit"))
@@ -78,6 +85,10 @@ export function prepareRolloutReads(db: BetterSQLite3Database & { $client: Datab
     },
     movesOfPlan: (id: string): MoveRow[] => movesOfPlan.all({ id }),
     planMovedNode: (id: string, node: string): boolean => movedNode.get({ id, node }) !== undefined,
+    restoreProgress: (id: string): RestoreProgress => {
+      const row = db.get<{ nodes: number; restored: number; failed: number }>(restoreProgressSql(id));
+      return { nodes: Number(row?.nodes ?? 0), restored: Number(row?.restored ?? 0), failed: Number(row?.failed ?? 0) };
+    },
     newestMoves: (nodeIds?: readonly string[]): Map<string, MoveRow> => {
       const out = new Map<string, MoveRow>();
       if (nodeIds === undefined) {

@@ -39,23 +39,45 @@ export function prepareRolloutWrites(db: BetterSQLite3Database & { $client: Data
   const raw = (query: { toSQL(): { sql: string } }) => db.$client.prepare(query.toSQL().sql).raw(true);
   const channelNodes = raw(
     db
-      .select({ nodeId: nodes.nodeId, labels: nodes.labels, drained: nodes.drained, lastSeenMs: nodes.lastSeenMs })
+      .select({
+        nodeId: nodes.nodeId,
+        labels: nodes.labels,
+        drained: nodes.drained,
+        lastSeenMs: nodes.lastSeenMs,
+        reportedReleaseId: nodes.reportedReleaseId,
+        desiredReleaseId: nodes.desiredReleaseId,
+      })
       .from(nodes)
       .where(eq(nodes.channel, sql.placeholder("channel")))
       .orderBy(nodes.nodeId),
   );
-  const movedByPlan = raw(db.select({ nodeId: rolloutMoves.nodeId }).from(rolloutMoves).where(eq(rolloutMoves.planId, sql.placeholder("id"))));
+  const movedByPlan = raw(
+    db
+      .select({ nodeId: rolloutMoves.nodeId })
+      .from(rolloutMoves)
+      .where(and(eq(rolloutMoves.planId, sql.placeholder("id")), eq(rolloutMoves.kind, sql`'move'`))),
+  );
   // An opening writes up to a whole channel of moves: one raw statement run per move, its
   // parameters in the order drizzle wrote them.
   const p = (name: keyof MoveRow) => sql.placeholder(name);
   const insertMoveQuery = db
     .insert(rolloutMoves)
-    .values({ planId: p("planId"), stageId: p("stageId"), nodeId: p("nodeId"), releaseId: p("releaseId"), movedAtMs: p("movedAtMs") })
+    .values({
+      planId: p("planId"),
+      stageId: p("stageId"),
+      nodeId: p("nodeId"),
+      releaseId: p("releaseId"),
+      movedAtMs: p("movedAtMs"),
+      kind: p("kind"),
+      previousReleaseId: p("previousReleaseId"),
+    })
     .toSQL();
   const insertMove = db.$client.prepare(insertMoveQuery.sql);
   const moveParams = placeholderNames(insertMoveQuery.params) as (keyof MoveRow)[];
   const candidates = (channel: string): CandidateRow[] =>
-    (channelNodes.all(channel) as [string, string, number, number | null][]).map(([nodeId, labels, drained, lastSeenMs]) => ({ nodeId, labels, drained, lastSeenMs }));
+    (channelNodes.all(channel) as [string, string, number, number | null, string | null, string | null][]).map(
+      ([nodeId, labels, drained, lastSeenMs, reportedReleaseId, desiredReleaseId]) => ({ nodeId, labels, drained, lastSeenMs, reportedReleaseId, desiredReleaseId }),
+    );
   const newestEventSeq = db.select({ seq: max(events.seq) }).from(events).prepare();
   const stop = prepareStopRead(db);
 
@@ -114,7 +136,10 @@ export function prepareRolloutWrites(db: BetterSQLite3Database & { $client: Data
         const planned = planStageOpening(plan, o, candidates(plan.channel), taken, () => BigInt(newestEventSeq.get()?.seq ?? 0));
         if (!planned) return { opened: undefined };
         updateStatus(planned.status, o.expectedVersion);
-        for (const m of planned.moves) insertMove.run(...moveParams.map((name) => m[name]));
+        for (const m of planned.moves) {
+          const row: MoveRow = { ...m, kind: m.kind ?? "move", previousReleaseId: m.previousReleaseId ?? null };
+          insertMove.run(...moveParams.map((name) => row[name]));
+        }
         audit([planned.audit]);
         return { opened: { status: planned.status, nodeIds: planned.moves.map((m) => m.nodeId) } };
       }

@@ -31,6 +31,7 @@ import { prepareOperationReads } from "./operation-reads.js";
 import type { DivergenceQuery, EmergencyChange } from "../operation-rows.js";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
 import { events } from "./schema.js";
+import { ingestCounts, type IngestRateQuery } from "../ingest-rate.js";
 import type { StoreWrite, StoreWriteResult, StoreWriteResults, WriterReply, WriterRequest } from "./writer.js";
 
 /** The database file inside `--data-dir`. */
@@ -199,6 +200,11 @@ export class SqliteStore implements Store {
   fleetTotals(q: FleetTotalsQuery) {
     return this.read(() => this.fleet.fleetTotals(q));
   }
+  private channelsQuery?: Database.Statement;
+  fleetChannels() {
+    const q = (this.channelsQuery ??= this.reader.prepare("SELECT channel FROM fleet_totals GROUP BY channel HAVING sum(n) > 0 ORDER BY channel"));
+    return this.read(() => (q.all() as { channel: string }[]).map((r) => r.channel));
+  }
   lastEventsByType(nodeId: string) {
     return this.read(() => this.fleet.lastEventsByType(nodeId));
   }
@@ -232,6 +238,9 @@ export class SqliteStore implements Store {
   }
   planMovedNode(planId: string, nodeId: string) {
     return this.read(() => this.rollouts.planMovedNode(planId, nodeId));
+  }
+  restoreProgress(planId: string) {
+    return this.read(() => this.rollouts.restoreProgress(planId));
   }
   newestMoves(nodeIds?: readonly string[]) {
     return this.read(() => this.rollouts.newestMoves(nodeIds));
@@ -311,6 +320,26 @@ export class SqliteStore implements Store {
   queryEvents(q: EventQuery): Promise<Event[]> {
     const query = this.queries.get(q);
     return this.read(() => query(eventQueryParams(q)));
+  }
+
+  private ingestRate?: { range: Database.Statement; at: Database.Statement; count: Database.Statement };
+  ingestCounts(q: IngestRateQuery): Promise<number[]> {
+    const s = (this.ingestRate ??= {
+      range: this.reader.prepare("SELECT min(seq) AS min, max(seq) AS max FROM events"),
+      at: this.reader.prepare("SELECT received_at_ms AS at FROM events WHERE seq >= ? ORDER BY seq LIMIT 1"),
+      count: this.reader.prepare("SELECT CAST((received_at_ms - CAST(? AS INTEGER)) / CAST(? AS INTEGER) AS INTEGER) AS bucket, count(*) AS n FROM events WHERE seq >= ? GROUP BY 1"),
+    });
+    return ingestCounts(
+      {
+        seqRange: () => this.read(() => {
+          const r = s.range.get() as { min: number | null; max: number | null };
+          return r.min === null || r.max === null ? undefined : { min: r.min, max: r.max };
+        }),
+        receivedAtOrAfter: (seq) => this.read(() => (s.at.get(seq) as { at: number } | undefined)?.at),
+        countFrom: (seq, query) => this.read(() => s.count.all(query.sinceMs, query.bucketMs, seq) as { bucket: number; n: number }[]),
+      },
+      q,
+    );
   }
 
   /** Runs a read on the reader connection, with driver failures translated. */

@@ -3,7 +3,9 @@ import { useState, type FormEvent } from "react";
 import type { FleetTotals } from "../../../gen/autonomy/v1/nodes_pb.js";
 import { api } from "../api.js";
 import { ErrorNote, useNow } from "../components.js";
+import { useSession } from "../auth.js";
 import { ago } from "../format.js";
+import { IngestChart } from "./ingest-chart.js";
 
 const POLL_MS = 3000;
 const PAGE_SIZE = 25;
@@ -46,6 +48,7 @@ interface Filters {
 }
 
 export function FleetPage() {
+  const session = useSession();
   const now = useNow(5000);
   const overview = useQuery({ queryKey: ["fleet-overview"], queryFn: () => api.nodes.getFleetOverview({}), refetchInterval: POLL_MS });
   const [filters, setFilters] = useState<Filters>({ channel: "", lifecycle: "", labelSelector: "", drift: "" });
@@ -91,6 +94,13 @@ export function FleetPage() {
           </article>
         ))}
       </div>
+
+      {session.can("telemetry:read") && (
+        <>
+          <h2>Ingest rate</h2>
+          <IngestChart />
+        </>
+      )}
 
       <h2>Nodes</h2>
       <form className="filters" onSubmit={apply} aria-label="Filter nodes">

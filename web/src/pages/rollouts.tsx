@@ -9,7 +9,7 @@ import { PHASE_ACTIONS, waitingOn, when } from "../format.js";
 const POLL_MS = 2000;
 
 type PlanAction = "pause" | "resume" | "promote" | "halt" | "cancel";
-type Recovery = "retry" | "rollback" | "skip_failed";
+type Recovery = "retry" | "rollback" | "abort" | "skip_failed";
 
 const ACTION_TEXT: Record<PlanAction | Recovery, { label: string; does: string; danger?: boolean }> = {
   pause: { label: "Pause", does: "Progression stops; nodes keep what they have." },
@@ -18,7 +18,12 @@ const ACTION_TEXT: Record<PlanAction | Recovery, { label: string; does: string; 
   halt: { label: "Halt", does: "The plan halts, as a failing gate would.", danger: true },
   cancel: { label: "Cancel", does: "The plan ends for good; nodes already moved keep the release.", danger: true },
   retry: { label: "Recover: retry", does: "Back to active; the stage is re-evaluated." },
-  rollback: { label: "Recover: roll back", does: "Every node the plan moved gets back the release it ran before; the plan ends rolled back.", danger: true },
+  rollback: {
+    label: "Recover: roll back",
+    does: "Every node the plan moved gets back the release it ran before; the plan ends rolled back once they run it.",
+    danger: true,
+  },
+  abort: { label: "Recover: abort", does: "The plan ends for good where it is: no further node is moved, nodes keep what they have.", danger: true },
   skip_failed: { label: "Recover: skip failed", does: "The open stage is force-passed past its failures and the next one opens." },
 };
 
@@ -162,7 +167,7 @@ function PlanCard({ r }: { r: Rollout }) {
           {manage &&
             (["pause", "resume", "promote", "halt", "cancel"] as const).filter((a) => allowed.has(a)).map((a) => actionButton(a, (reason) => act(a, reason)))}
           {manage &&
-            (["retry", "rollback", "skip_failed"] as const)
+            (["retry", "rollback", "abort", "skip_failed"] as const)
               .filter((a) => allowed.has(a) && (a !== "retry" || status.phase !== "active"))
               .map((a) =>
                 actionButton(a, async (reason) => {

@@ -1,0 +1,4 @@
+DROP INDEX `rollout_moves_plan_node`;--> statement-breakpoint
+ALTER TABLE `rollout_moves` ADD `kind` text DEFAULT 'move' NOT NULL;--> statement-breakpoint
+ALTER TABLE `rollout_moves` ADD `previous_release_id` text;--> statement-breakpoint
+CREATE UNIQUE INDEX `rollout_moves_plan_node` ON `rollout_moves` (`plan_id`,`node_id`,`kind`);
