@@ -8,7 +8,6 @@ import { permission } from "../gen/autonomy/v1/options_pb.js";
 import { MAX_BODY_BYTES } from "./domain/events.js";
 import type { Logger } from "./observability/logger.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
-import { PostgresStore } from "./store/pg/store.js";
 import { SqliteStore } from "./store/sqlite/store.js";
 import { instrumentStore } from "./store/instrumented.js";
 import { SightingBuffer } from "./store/sightings.js";
@@ -34,6 +33,10 @@ import { Authorizer, peerIdentity } from "./security/authz.js";
 import { bootstrapRbac } from "./security/bootstrap.js";
 import { AuditCheckpoints, CHECKPOINT_FILE } from "./services/audit-checkpoints.js";
 import { ENFORCEMENT_OFF_WARNING } from "./services/health-service.js";
+import { HaRuntime } from "./ha/runtime.js";
+import { haServiceEntry } from "./ha/service.js";
+import { openPostgres } from "./ha/connect.js";
+import { DEFAULT_LEADER_LEASE_MS, DEFAULT_LEADER_RENEW_MS, validateLeaderTimings } from "./ha/election.js";
 
 export interface ServerConfig {
   /** host:port of the API. */
@@ -67,6 +70,8 @@ export interface ServerConfig {
   limits?: Partial<TransportLimits>;
   /** Unauthenticated calls per client address (--unauthenticated-rate, --unauthenticated-burst). */
   unauthenticatedRate?: RateLimitSettings;
+  /** HA (with postgresUrl): --leader-lease, --leader-renew, --replication-lag-critical. */
+  ha?: { leaseMs?: number; renewMs?: number; lagCriticalMs?: number };
 }
 
 /** 20 unauthenticated calls a second per client address, 100 at once. */
@@ -85,6 +90,7 @@ export interface RunningServer {
   readonly metrics: Metrics;
   readonly store: Store;
   readonly rollouts: RolloutController;
+  readonly ha: HaRuntime;
   close(): Promise<void>;
 }
 
@@ -200,6 +206,7 @@ export async function startServer(
   const metricsAddress = config.metricsAddr ? parseListenAddress(config.metricsAddr) : undefined;
   const limits: TransportLimits = { ...DEFAULT_LIMITS, ...config.limits };
   validateLimits(limits);
+  if (config.postgresUrl) validateLeaderTimings(config.ha?.leaseMs ?? DEFAULT_LEADER_LEASE_MS, config.ha?.renewMs ?? DEFAULT_LEADER_RENEW_MS);
   const metrics = createMetrics();
   // TLS files first: a bad one stops the start before anything is opened. A CRL synced from
   // other control planes is fetched before the CRL file is read.
@@ -217,7 +224,7 @@ export async function startServer(
   const tls = config.tls ? await loadTlsFiles(config.tls) : undefined;
   let crl = tls?.crl;
   const store: Store = config.postgresUrl
-    ? await PostgresStore.open({ url: config.postgresUrl })
+    ? await openPostgres(config.postgresUrl, logger)
     : await SqliteStore.open({
         dataDir: config.dataDir,
         busyTimeoutMs: config.busyTimeoutMs,
@@ -251,7 +258,18 @@ export async function startServer(
     teardown.push("heartbeat buffer", () => sightings.close());
     const fleet = { store: instrumented, sightings, staleAfterMs: config.nodeStaleAfterMs ?? DEFAULT_NODE_STALE_AFTER_MS };
     metrics.countNodes = () => countLifecycles(fleet);
-    const controller = new RolloutController({ ...fleet, metrics, logger, resyncMs: config.rolloutResyncMs });
+    const ha = new HaRuntime({ postgresUrl: config.postgresUrl, ...config.ha }, { store: instrumented, metrics, logger });
+    teardown.push("leadership", () => ha.close());
+    await ha.check();
+    const controller = new RolloutController({
+      ...fleet,
+      metrics,
+      logger,
+      resyncMs: config.rolloutResyncMs,
+      fence: () => ha.leadership.fence(),
+      relay: ha.relay,
+      startAsFollower: ha.mode === "postgres",
+    });
     const authorizer = new Authorizer({ store: instrumented, logger, enforced: config.rbacEnforcement !== false, registry: metrics.registry });
     const signer = SpecSigner.load(config.dataDir);
     await instrumented.registerSigningKey(signer.row(Date.now()));
@@ -266,17 +284,17 @@ export async function startServer(
     teardown.push("audit checkpoints", () => auditCheckpoints.close());
     await auditCheckpoints.start();
     teardown.push("refusal records", () => authorizer.close());
-    await controller.start();
+    await ha.attach(controller);
     if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
-    const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane });
+    const services = [...createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane }), haServiceEntry(ha)];
     const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
     const infos = new WeakMap<NodeRequest, RequestInfo>();
     const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
     const onUnexpected = (err: unknown, req: NodeRequest) => logger.error({ err, path: req.url, method: req.method }, "unexpected error outside the interceptors");
     const rest = createRestHandler({
       services,
-      plainRoutes: [metricsRoute(metrics), crlRoute(() => crl)],
+      plainRoutes: [metricsRoute(metrics), crlRoute(() => crl), ...ha.routes()],
       interceptors,
       contextValues,
       maxBodyBytes: MAX_BODY_BYTES,
@@ -408,6 +426,7 @@ export async function startServer(
       metrics,
       store,
       rollouts: controller,
+      ha,
       close: () => teardown.run(),
     };
   }

@@ -1,8 +1,8 @@
 /**
  * The one place the controller writes its decisions and the operators' actions: each is one
  * transaction of the store (the status conditional on the version read, the moves of a stage
- * it opens, the audit record). A leader-only write that must carry a fencing token gets it
- * here.
+ * it opens, the audit record). The controller's own decisions are leader-only: each carries
+ * the leader's fencing epoch (see src/ha/) and commits only while it is current.
  */
 import type { ActionOutcome } from "../domain/rollout-actions.js";
 import { ACTION_EVENT_NAMES, type Action, type PlanState } from "../domain/rollouts.js";
@@ -29,6 +29,12 @@ export interface DecisionWriterDeps {
   staleAfterMs: number;
   /** Called after a write that moved nodes has committed. */
   onMovesCommitted?: (moves: MovesCommitted) => void;
+  /**
+   * The fencing epoch of the controller's own decisions (Leadership.fence): each commits only
+   * while that epoch is current, checked in its transaction. Undefined (standalone): not fenced.
+   * Operators' actions are not leader-only (any replica takes them): conditional on the version only.
+   */
+  fence?: () => number | undefined;
 }
 
 export interface Decision {
@@ -74,14 +80,16 @@ export class DecisionWriter {
       },
       d.nowMs,
     );
+    const fenceEpoch = d.who.actor === CONTROLLER_ACTOR.actor ? this.deps.fence?.() : undefined;
     let stored: PlanState;
     if (d.outcome.opens === undefined) {
-      await store.commitRollout({ expectedVersion: d.before.version, status: stateToRow(next), moves: [], audit: [audit] });
+      await store.commitRollout({ expectedVersion: d.before.version, fenceEpoch, status: stateToRow(next), moves: [], audit: [audit] });
       stored = next;
     } else {
       const opened = await store.openRolloutStage({
         planId: d.planId,
         expectedVersion: d.before.version,
+        fenceEpoch,
         next,
         index: d.outcome.opens,
         nowMs: d.nowMs,

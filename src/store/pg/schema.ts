@@ -239,3 +239,4 @@ export const rbacTokens = pgTable("rbac_tokens", {
   expiresAtMs: bigint("expires_at_ms", { mode: "number" }).notNull(),
   revokedAtMs: bigint("revoked_at_ms", { mode: "number" }),
 });
+
