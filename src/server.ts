@@ -36,6 +36,7 @@ import { ENFORCEMENT_OFF_WARNING } from "./services/health-service.js";
 import { HaRuntime } from "./ha/runtime.js";
 import { haServiceEntry } from "./ha/service.js";
 import { openPostgres } from "./ha/connect.js";
+import { newReplicaId, storeUrl } from "./ha/ids.js";
 import { DEFAULT_LEADER_LEASE_MS, DEFAULT_LEADER_RENEW_MS, validateLeaderTimings } from "./ha/election.js";
 
 export interface ServerConfig {
@@ -207,6 +208,7 @@ export async function startServer(
   const limits: TransportLimits = { ...DEFAULT_LIMITS, ...config.limits };
   validateLimits(limits);
   if (config.postgresUrl) validateLeaderTimings(config.ha?.leaseMs ?? DEFAULT_LEADER_LEASE_MS, config.ha?.renewMs ?? DEFAULT_LEADER_RENEW_MS);
+  const replicaId = newReplicaId();
   const metrics = createMetrics();
   // TLS files first: a bad one stops the start before anything is opened. A CRL synced from
   // other control planes is fetched before the CRL file is read.
@@ -224,7 +226,7 @@ export async function startServer(
   const tls = config.tls ? await loadTlsFiles(config.tls) : undefined;
   let crl = tls?.crl;
   const store: Store = config.postgresUrl
-    ? await openPostgres(config.postgresUrl, logger)
+    ? await openPostgres(storeUrl(config.postgresUrl, replicaId, config.ha?.leaseMs ?? DEFAULT_LEADER_LEASE_MS), logger)
     : await SqliteStore.open({
         dataDir: config.dataDir,
         busyTimeoutMs: config.busyTimeoutMs,
@@ -258,7 +260,7 @@ export async function startServer(
     teardown.push("heartbeat buffer", () => sightings.close());
     const fleet = { store: instrumented, sightings, staleAfterMs: config.nodeStaleAfterMs ?? DEFAULT_NODE_STALE_AFTER_MS };
     metrics.countNodes = () => countLifecycles(fleet);
-    const ha = new HaRuntime({ postgresUrl: config.postgresUrl, ...config.ha }, { store: instrumented, metrics, logger });
+    const ha = new HaRuntime({ postgresUrl: config.postgresUrl, ...config.ha }, { store: instrumented, metrics, logger, replicaId });
     teardown.push("leadership", () => ha.close());
     await ha.check();
     const controller = new RolloutController({

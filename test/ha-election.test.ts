@@ -8,7 +8,7 @@ import { createLogger } from "../src/observability/logger.js";
 import { requireEpoch } from "../src/store/pg/rollouts.js";
 import { PostgresStore } from "../src/store/pg/store.js";
 import { createHaDatabase } from "./helpers/ha-db.js";
-import { TcpProxy } from "./helpers/tcp-proxy.js";
+import { TcpProxy } from "../bench/ha-pg.js";
 import { until } from "./helpers/wait.js";
 
 const quiet = () => createLogger({ format: "json", level: "error", destination: new Writable({ write: (_c, _e, done) => done() }) });

@@ -26,6 +26,7 @@ import { performance } from "node:perf_hooks";
 import pg from "pg";
 import { FailedPreconditionError, StoreUnavailableError, ValidationError } from "../domain/errors.js";
 import type { Logger } from "../observability/logger.js";
+import { electionSessionName, storeSessionName } from "./ids.js";
 import { notLeader, type Leadership } from "./leadership.js";
 
 export const DEFAULT_LEADER_LEASE_MS = 10_000;
@@ -197,7 +198,7 @@ export class PgLeadership implements Leadership {
       keepAlive: true,
       connectionTimeoutMillis: this.opts.renewMs,
       query_timeout: this.opts.renewMs,
-      application_name: `autonomy-leader ${this.opts.holderId}`.slice(0, 63),
+      application_name: electionSessionName(this.opts.holderId),
     });
     client.on("error", (err) => this.dropConnection(err, client));
     client.on("end", () => this.dropConnection(new Error("connection closed"), client));
@@ -248,8 +249,27 @@ export class PgLeadership implements Leadership {
     let reason: string | undefined;
     let epoch = 0;
     let acquiredAt = new Date();
+    if (!this.lockHeld) {
+      // A holder whose lease ran out but whose lock session lives is stuck (paused, cut off):
+      // its sessions are ended first, so no transaction it left open holds the epoch's row.
+      const { rows } = await c.query<{ holder_id: string; expired: boolean; resigned: boolean }>(
+        `SELECT holder_id, resigned_at IS NOT NULL AS resigned,
+                renewed_at + lease_ms * interval '1 millisecond' <= clock_timestamp() AS expired
+         FROM leader_epochs ORDER BY epoch DESC LIMIT 1`,
+      );
+      const cur = rows[0];
+      if (cur && !cur.resigned && !cur.expired) return;
+      if (cur && !cur.resigned && cur.expired && cur.holder_id !== this.opts.holderId) {
+        await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name IN ($1, $2) AND pid <> pg_backend_pid()", [
+          electionSessionName(cur.holder_id),
+          storeSessionName(cur.holder_id),
+        ]);
+      }
+    }
     await c.query("BEGIN");
     try {
+      // Never wait long for the row: a campaign that cannot lock it tries again at the next tick.
+      await c.query(`SET LOCAL lock_timeout = ${Math.max(100, Math.floor(this.opts.renewMs / 2))}`);
       const { rows } = await c.query<{ epoch: string; holder_id: string; resigned: boolean; expired: boolean }>(
         `SELECT epoch, holder_id, resigned_at IS NOT NULL AS resigned,
                 renewed_at + lease_ms * interval '1 millisecond' <= clock_timestamp() AS expired
@@ -275,15 +295,11 @@ export class PgLeadership implements Leadership {
     } catch (err) {
       await c.query("ROLLBACK").catch(() => undefined);
       // Another replica won the same takeover (the epoch's primary key): not an error of the connection.
-      if ((err as { code?: string }).code === "23505") {
+      if ((err as { code?: string }).code === "23505" || (err as { code?: string }).code === "55P03") {
         if (this.lockHeld) await this.unlock(c);
         return;
       }
       throw err;
-    }
-    if (reason === "lease_expired" && !this.lockHeld) {
-      // The stuck holder's lock session: ended, so the lock is ours at the next renewal.
-      await c.query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = $1 AND granted AND pid <> pg_backend_pid()", [LEADER_LOCK_KEY]).catch(() => undefined);
     }
     this.lastRenewOk = started;
     this.leading = { epoch, acquiredAt };

@@ -4,8 +4,6 @@
  * follower relays to the leader, and the answers of the HA endpoints (readiness, leader,
  * quorum, audit, resign) and metrics.
  */
-import { randomBytes } from "node:crypto";
-import os from "node:os";
 import type http from "node:http";
 import pg from "pg";
 import { Counter, Gauge } from "prom-client";
@@ -18,6 +16,7 @@ import { auditRecord, type Actor } from "../services/audit-record.js";
 import type { Store } from "../store/store.js";
 import type { PlainRoute } from "../transport/rest.js";
 import { DEFAULT_LEADER_LEASE_MS, DEFAULT_LEADER_RENEW_MS, LEADER_LOCK_KEY, PgLeadership } from "./election.js";
+import { newReplicaId } from "./ids.js";
 import { StandaloneLeadership, type Leadership } from "./leadership.js";
 import { applySignals, SignalRelay } from "./relay.js";
 
@@ -93,15 +92,16 @@ export class HaRuntime {
 
   constructor(
     private readonly settings: HaSettings,
-    private readonly deps: { store: Store; metrics: Metrics; logger: Logger },
+    private readonly deps: { store: Store; metrics: Metrics; logger: Logger; replicaId?: string },
   ) {
     this.lagCriticalMs = settings.lagCriticalMs ?? DEFAULT_LAG_CRITICAL_MS;
     if (!Number.isFinite(this.lagCriticalMs) || this.lagCriticalMs <= 0) throw new ValidationError("--replication-lag-critical", "must be a positive duration");
-    this.replicaId = `${os.hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
+    this.replicaId = deps.replicaId ?? newReplicaId();
     if (settings.postgresUrl) {
       // Readiness probes, quorum, notifications: a small pool of their own, each query bounded.
       this.pool = new pg.Pool({ connectionString: settings.postgresUrl, max: 3, connectionTimeoutMillis: PROBE_TIMEOUT_MS, query_timeout: PROBE_TIMEOUT_MS, idleTimeoutMillis: 10_000 });
       this.pool.on("error", () => {});
+      this.pool.on("connect", (client) => client.on("error", () => {}));
       const election = new PgLeadership({
         url: settings.postgresUrl,
         holderId: this.replicaId,

@@ -61,6 +61,7 @@ export class DecisionWriter {
     const { store, metrics } = this.deps;
     const next = d.outcome.next;
     const stageIndex = d.outcome.opens ?? next.currentStage;
+    const fenceEpoch = d.who.actor === CONTROLLER_ACTOR.actor ? this.deps.fence?.() : undefined;
     const audit = auditRecord(
       d.who,
       {
@@ -75,12 +76,13 @@ export class DecisionWriter {
           version: next.version,
           stage_id: stageIndex >= 0 ? next.stages[stageIndex].stageId : "",
           moved_nodes: 0,
+          // The leader epoch the decision was fenced by (HA): an audit trail shows who decided under which epoch.
+          ...(fenceEpoch === undefined ? {} : { leader_epoch: fenceEpoch }),
         },
         reason: d.reason,
       },
       d.nowMs,
     );
-    const fenceEpoch = d.who.actor === CONTROLLER_ACTOR.actor ? this.deps.fence?.() : undefined;
     let stored: PlanState;
     if (d.outcome.opens === undefined) {
       await store.commitRollout({ expectedVersion: d.before.version, fenceEpoch, status: stateToRow(next), moves: [], audit: [audit] });
