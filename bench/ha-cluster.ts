@@ -173,7 +173,14 @@ export class HaCluster {
           return { ...l, ms: performance.now() - started };
         }
       }
-      if (performance.now() > deadline) throw new Error(`no new leader within ${opts.timeoutMs ?? this.leaseMs * 4}ms (newest epoch: ${JSON.stringify(await this.newestEpoch().catch(() => undefined))})`);
+      if (performance.now() > deadline) {
+        const holder = l?.replica;
+        const says = holder ? await get(holder.url, "/v1/health/leader").catch((e: Error) => e.message) : undefined;
+        throw new Error(
+          `no new leader within ${opts.timeoutMs ?? this.leaseMs * 4}ms after epoch ${opts.after ?? 0} (newest epoch: ${JSON.stringify(await this.newestEpoch().catch(() => undefined))}; ` +
+            `its holder says ${JSON.stringify(says)})\n${(holder?.lines ?? []).slice(-12).join("\n")}`,
+        );
+      }
       await sleep(20);
     }
   }

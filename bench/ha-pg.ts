@@ -87,7 +87,7 @@ export class PgCluster {
     const dir = path.join(path.dirname(this.dir), name);
     await pgRun("pg_basebackup", ["-h", "127.0.0.1", "-p", String(this.port), "-U", "postgres", "-D", dir, "-R", "-X", "stream"]);
     const port = await freePort();
-    appendFileSync(path.join(dir, "postgresql.conf"), `port = ${port}\nprimary_conninfo = 'host=127.0.0.1 port=${this.port} user=postgres application_name=${name}'\n`);
+    appendFileSync(path.join(dir, "postgresql.auto.conf"), `port = ${port}\nprimary_conninfo = 'host=127.0.0.1 port=${this.port} user=postgres application_name=${name}'\n`);
     const s = new PgCluster(dir, port);
     await s.start();
     return s;

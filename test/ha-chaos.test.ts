@@ -5,7 +5,7 @@
  * restart of PostgreSQL. Afterwards the checker reads the history: epochs strictly increase
  * and never overlap, every controller decision was written inside its epoch's lease, plan
  * transitions form valid chains, no node moved twice by a plan, every event and ack answered
- * 200 is stored, the audit chain verifies. HA_CHAOS_KILLS (default 2) sets the kill -9 rounds;
+ * 200 is stored, the audit chain verifies. HA_CHAOS_KILLS (default 1) sets the kill -9 rounds;
  * `npm run chaos` runs 20.
  */
 import { mkdtempSync, rmSync } from "node:fs";
@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { checkHistory, get, HaCluster, Load } from "../bench/ha-cluster.js";
 import { PgCluster } from "../bench/ha-pg.js";
 
-const KILLS = Number(process.env.HA_CHAOS_KILLS ?? 2);
+const KILLS = Number(process.env.HA_CHAOS_KILLS ?? 1);
 const LEASE_MS = 2_000;
 const RENEW_MS = 400;
 

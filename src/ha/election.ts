@@ -413,7 +413,11 @@ export class PgLeadership implements Leadership {
       return;
     }
     if (msg.t === "resigned") {
-      if (this.leading?.epoch === msg.epoch) void this.stepDown(`epoch ${msg.epoch} was resigned`, { alreadyEnded: true });
+      if (this.leading?.epoch === msg.epoch) {
+        // Resigned from another replica: hand over, do not take it straight back.
+        this.holdOffUntil = mono() + 2 * this.opts.renewMs;
+        void this.stepDown(`epoch ${msg.epoch} was resigned`, { alreadyEnded: true });
+      }
       else if (!this.leading) this.kick();
     } else if (msg.t === "signals") {
       if (this.leading && msg.from !== this.opts.holderId) this.opts.onSignals?.(msg.body, msg.from);

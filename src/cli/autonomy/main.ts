@@ -11,6 +11,7 @@ import { certCommand } from "./cert.js";
 import { configCommand } from "./config.js";
 import { commandContext, outputOf } from "./context.js";
 import { fleetCommand } from "./fleet.js";
+import { haCommand } from "./ha.js";
 import { logsCommand } from "./logs.js";
 import { nodeCommand } from "./node.js";
 import { rbacCommand } from "./rbac.js";
@@ -39,6 +40,7 @@ const program = addClientTlsOptions(new Command("autonomy"))
   .addCommand(certCommand())
   .addCommand(auditCommand())
   .addCommand(rbacCommand())
+  .addCommand(haCommand())
   .addCommand(configCommand())
   .addCommand(
     clientVersionCommand(
