@@ -49,7 +49,7 @@ describe("three replicas under faults", () => {
     rmSync(work, { recursive: true, force: true });
   });
 
-  it("loses no acknowledged write, never has two leaders, and a deposed leader commits nothing", { timeout: 240_000 }, async () => {
+  it("loses no acknowledged write, never has two leaders, and a deposed leader commits nothing", { timeout: 120_000 + KILLS * 20_000 }, async () => {
     let { epoch } = await cluster.waitLeader();
 
     // kill -9 of the leader: a follower leads within the lease (and the killed one comes back as a follower).

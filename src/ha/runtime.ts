@@ -15,7 +15,7 @@ import type { RolloutController } from "../rollouts/controller.js";
 import { auditRecord, type Actor } from "../services/audit-record.js";
 import type { Store } from "../store/store.js";
 import type { PlainRoute } from "../transport/rest.js";
-import { DEFAULT_LEADER_LEASE_MS, DEFAULT_LEADER_RENEW_MS, LEADER_LOCK_KEY, PgLeadership } from "./election.js";
+import { DEFAULT_LEADER_LEASE_MS, DEFAULT_LEADER_RENEW_MS, HA_CHANNEL, LEADER_LOCK_KEY, PgLeadership } from "./election.js";
 import { newReplicaId } from "./ids.js";
 import { StandaloneLeadership, type Leadership } from "./leadership.js";
 import { applySignals, SignalRelay } from "./relay.js";
@@ -84,6 +84,8 @@ export class HaRuntime {
   readonly relay?: SignalRelay;
   private readonly election?: PgLeadership;
   private readonly pool?: pg.Pool;
+  /** The relay's notifications: a pool of their own, so a burst never queues a readiness probe. */
+  private readonly notifier?: pg.Pool;
   private readonly lagCriticalMs: number;
   private controller?: RolloutController;
   private verified?: { seq: number; hash: string };
@@ -102,6 +104,9 @@ export class HaRuntime {
       this.pool = new pg.Pool({ connectionString: settings.postgresUrl, max: 3, connectionTimeoutMillis: PROBE_TIMEOUT_MS, query_timeout: PROBE_TIMEOUT_MS, idleTimeoutMillis: 10_000 });
       this.pool.on("error", () => {});
       this.pool.on("connect", (client) => client.on("error", () => {}));
+      this.notifier = new pg.Pool({ connectionString: settings.postgresUrl, max: 2, connectionTimeoutMillis: PROBE_TIMEOUT_MS, query_timeout: PROBE_TIMEOUT_MS, idleTimeoutMillis: 10_000 });
+      this.notifier.on("error", () => {});
+      this.notifier.on("connect", (client) => client.on("error", () => {}));
       const election = new PgLeadership({
         url: settings.postgresUrl,
         holderId: this.replicaId,
@@ -122,7 +127,7 @@ export class HaRuntime {
       this.relay = new SignalRelay(
         this.replicaId,
         async (msg) => {
-          await this.pool!.query("SELECT pg_notify($1, $2)", ["autonomy_ha", JSON.stringify(msg)]);
+          await this.notifier!.query("SELECT pg_notify($1, $2)", [HA_CHANNEL, JSON.stringify(msg)]);
         },
         (err) => deps.logger.debug({ err: err.message }, "relaying signals to the leader failed; its resync catches up"),
       );
@@ -182,6 +187,7 @@ export class HaRuntime {
     this.relay?.close();
     await this.election?.close();
     await this.pool?.end().catch(() => undefined);
+    await this.notifier?.end().catch(() => undefined);
   }
 
   // -- answers --------------------------------------------------------------------------
