@@ -1,6 +1,13 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { TcpProxy } from "../bench/ha-pg.js";
+import { startServer } from "../src/server.js";
+import { createHaDatabase } from "./helpers/ha-db.js";
 import { h1 } from "./helpers/http.js";
-import { startTestServer, type TestServer } from "./helpers/server.js";
+import { memoryLogger, startTestServer, type TestServer } from "./helpers/server.js";
 import { until } from "./helpers/wait.js";
 
 describe("HA endpoints, standalone (SQLite)", () => {
@@ -65,4 +72,40 @@ describe("HA endpoints on PostgreSQL", () => {
     expect(audit.records[0]).toMatchObject({ event_name: "ha.leader_resigned", category: "ha", actor: "alice", reason: "maintenance", resource: "1" });
     await until("the replica leads again", async () => s.ha.leadership.epoch() === 2, 5000);
   });
+});
+
+describe("PostgreSQL unreachable at start", () => {
+  it("one clear line, retried with backoff, no exit; it serves once the database answers", async () => {
+    const db = await createHaDatabase();
+    const u = new URL(db.url);
+    const proxy = await new TcpProxy({ host: u.hostname, port: Number(u.port) }).start();
+    proxy.set("drop");
+    const { logger, log } = memoryLogger();
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "ha-start-"));
+    const starting = startServer(
+      { listen: "127.0.0.1:0", dataDir, postgresUrl: proxy.urlFor(db.url), busyTimeoutMs: 2000, rbacEnforcement: false, ha: { leaseMs: 3000, renewMs: 500 } },
+      { logger, onFatal: () => {} },
+    );
+    await until("the unreachable line", async () => log.lines.some((l) => l.msg === "PostgreSQL cannot be reached at start; retrying with backoff (up to every 10s) until it can"));
+    await sleep(2500);
+    expect(log.lines.filter((l) => String(l.msg).startsWith("PostgreSQL cannot be reached")).length).toBe(1);
+    proxy.set("pass");
+    const server = await starting;
+    try {
+      expect(log.lines.some((l) => l.msg === "PostgreSQL reached; starting")).toBe(true);
+      expect((await h1(`${server.url}/v1/health/write-ready`)).status).toBe(200);
+      // Cut off later: readiness answers 503 and the replica stops leading.
+      proxy.set("drop");
+      await until("503", async () => (await h1(`${server.url}/v1/health/read-ready`)).status === 503, 10_000);
+      expect((await h1(`${server.url}/v1/health/write-ready`)).json()).toMatchObject({ ready: false, reason: expect.stringMatching(/^PostgreSQL cannot be reached/) });
+      await until("no leader", async () => !server.ha.leadership.isLeader(), 10_000);
+      proxy.set("pass");
+      await until("leads again", async () => server.ha.leadership.isLeader(), 15_000);
+    } finally {
+      await server.close();
+      await proxy.close();
+      await db.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });
