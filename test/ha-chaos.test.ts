@@ -56,7 +56,7 @@ describe("three replicas under faults", () => {
     for (let k = 0; k < KILLS; k++) {
       const { replica } = (await cluster.leader())!;
       await cluster.kill9(replica);
-      const next = await cluster.waitLeader({ after: epoch, not: replica, timeoutMs: LEASE_MS * 3 });
+      const next = await cluster.waitLeader({ after: epoch, not: replica, timeoutMs: LEASE_MS * 6 });
       epoch = next.epoch;
       await load.movedSince(Date.now() - 1, 30_000);
       await cluster.restart(replica);
@@ -68,7 +68,7 @@ describe("three replicas under faults", () => {
       const { replica } = (await cluster.leader())!;
       const old = epoch;
       cluster.stop(replica);
-      const next = await cluster.waitLeader({ after: old, not: replica, timeoutMs: LEASE_MS * 4 });
+      const next = await cluster.waitLeader({ after: old, not: replica, timeoutMs: LEASE_MS * 8 });
       epoch = next.epoch;
       await sleep(LEASE_MS);
       cluster.cont(replica);
@@ -82,7 +82,7 @@ describe("three replicas under faults", () => {
     {
       const { replica } = (await cluster.leader())!;
       expect(await cluster.terminateLockConnection(replica)).toBe(1);
-      epoch = (await cluster.waitLeader({ after: epoch, timeoutMs: LEASE_MS * 4 })).epoch;
+      epoch = (await cluster.waitLeader({ after: epoch, timeoutMs: LEASE_MS * 8 })).epoch;
     }
 
     // One replica cut off from PostgreSQL (a partition: silence, no reset): it answers 503 on
@@ -91,7 +91,7 @@ describe("three replicas under faults", () => {
       const { replica } = (await cluster.leader())!;
       replica.proxy.set("blackhole");
       await until(async () => (await get(replica.url, "/v1/health/write-ready", 5_000)).status, (s) => s === 503);
-      const next = await cluster.waitLeader({ after: epoch, not: replica, timeoutMs: LEASE_MS * 5 });
+      const next = await cluster.waitLeader({ after: epoch, not: replica, timeoutMs: LEASE_MS * 8 });
       epoch = next.epoch;
       replica.proxy.set("pass");
       await until(async () => (await get(replica.url, "/v1/health/write-ready")).status, (s) => s === 200).catch(async (err: Error) => {
