@@ -239,4 +239,3 @@ export const rbacTokens = pgTable("rbac_tokens", {
   expiresAtMs: bigint("expires_at_ms", { mode: "number" }).notNull(),
   revokedAtMs: bigint("revoked_at_ms", { mode: "number" }),
 });
-
