@@ -2,6 +2,6 @@ import { defineConfig } from "drizzle-kit";
 
 export default defineConfig({
   dialect: "postgresql",
-  schema: "./src/store/pg/schema.ts",
+  schema: ["./src/store/pg/schema.ts", "./src/store/pg/ha-schema.ts"],
   out: "./migrations/pg",
 });

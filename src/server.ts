@@ -8,7 +8,6 @@ import { permission } from "../gen/autonomy/v1/options_pb.js";
 import { MAX_BODY_BYTES } from "./domain/events.js";
 import type { Logger } from "./observability/logger.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
-import { PostgresStore } from "./store/pg/store.js";
 import { SqliteStore } from "./store/sqlite/store.js";
 import { instrumentStore } from "./store/instrumented.js";
 import { SightingBuffer } from "./store/sightings.js";
@@ -37,6 +36,11 @@ import { bootstrapRbac } from "./security/bootstrap.js";
 import { AuditCheckpoints, CHECKPOINT_FILE } from "./services/audit-checkpoints.js";
 import { ENFORCEMENT_OFF_WARNING } from "./services/health-service.js";
 import { PushHub } from "./services/agent-push.js";
+import { HaRuntime } from "./ha/runtime.js";
+import { haServiceEntry } from "./ha/service.js";
+import { openPostgres } from "./ha/connect.js";
+import { newReplicaId, storeUrl } from "./ha/ids.js";
+import { DEFAULT_LEADER_LEASE_MS, DEFAULT_LEADER_RENEW_MS, validateLeaderTimings } from "./ha/election.js";
 
 export interface ServerConfig {
   /** host:port of the API. */
@@ -74,6 +78,8 @@ export interface ServerConfig {
   nodeIngestRate?: RateLimitSettings;
   /** How often an agent's push stream carries a keepalive (--push-keepalive); 15 seconds when unset. */
   pushKeepaliveMs?: number;
+  /** HA (with postgresUrl): --leader-lease, --leader-renew, --replication-lag-critical. */
+  ha?: { leaseMs?: number; renewMs?: number; lagCriticalMs?: number };
 }
 
 /** 20 unauthenticated calls a second per client address, 100 at once. */
@@ -94,6 +100,7 @@ export interface RunningServer {
   readonly rollouts: RolloutController;
   /** The agents' push streams. */
   readonly push: PushHub;
+  readonly ha: HaRuntime;
   close(): Promise<void>;
 }
 
@@ -209,6 +216,8 @@ export async function startServer(
   const metricsAddress = config.metricsAddr ? parseListenAddress(config.metricsAddr) : undefined;
   const limits: TransportLimits = { ...DEFAULT_LIMITS, ...config.limits };
   validateLimits(limits);
+  if (config.postgresUrl) validateLeaderTimings(config.ha?.leaseMs ?? DEFAULT_LEADER_LEASE_MS, config.ha?.renewMs ?? DEFAULT_LEADER_RENEW_MS);
+  const replicaId = newReplicaId();
   const metrics = createMetrics();
   // TLS files first: a bad one stops the start before anything is opened. A CRL synced from
   // other control planes is fetched before the CRL file is read.
@@ -226,7 +235,7 @@ export async function startServer(
   const tls = config.tls ? await loadTlsFiles(config.tls) : undefined;
   let crl = tls?.crl;
   const store: Store = config.postgresUrl
-    ? await PostgresStore.open({ url: config.postgresUrl })
+    ? await openPostgres(storeUrl(config.postgresUrl, replicaId, config.ha?.leaseMs ?? DEFAULT_LEADER_LEASE_MS), logger)
     : await SqliteStore.open({
         dataDir: config.dataDir,
         busyTimeoutMs: config.busyTimeoutMs,
@@ -261,7 +270,18 @@ export async function startServer(
     const fleet = { store: instrumented, sightings, staleAfterMs: config.nodeStaleAfterMs ?? DEFAULT_NODE_STALE_AFTER_MS };
     metrics.countNodes = () => countLifecycles(fleet);
     metrics.countDiverged = () => countDiverged(fleet, DEFAULT_DIVERGENCE_SECONDS);
-    const controller = new RolloutController({ ...fleet, metrics, logger, resyncMs: config.rolloutResyncMs });
+    const ha = new HaRuntime({ postgresUrl: config.postgresUrl, ...config.ha }, { store: instrumented, metrics, logger, replicaId });
+    teardown.push("leadership", () => ha.close());
+    await ha.check();
+    const controller = new RolloutController({
+      ...fleet,
+      metrics,
+      logger,
+      resyncMs: config.rolloutResyncMs,
+      fence: () => ha.leadership.fence(),
+      relay: ha.relay,
+      startAsFollower: ha.mode === "postgres",
+    });
     // A stage that opens tells its nodes at once, on their streams; polling stays the fallback.
     const push = new PushHub({ keepaliveMs: config.pushKeepaliveMs, onStreams: (open) => metrics.agentStreams.set(open) });
     controller.subscribeMoves((m) => push.nodesMoved(m.nodeIds, m.releaseId, m.planId));
@@ -279,19 +299,22 @@ export async function startServer(
     teardown.push("audit checkpoints", () => auditCheckpoints.close());
     await auditCheckpoints.start();
     teardown.push("refusal records", () => authorizer.close());
-    await controller.start();
+    await ha.attach(controller);
     if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
-    const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, logger, push,
-      nodeIngestLimiter: config.nodeIngestRate && config.nodeIngestRate.perSecond > 0 ? new RateLimiter(config.nodeIngestRate) : undefined,
-    });
+    const services = [
+      ...createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, logger, push,
+        nodeIngestLimiter: config.nodeIngestRate && config.nodeIngestRate.perSecond > 0 ? new RateLimiter(config.nodeIngestRate) : undefined,
+      }),
+      haServiceEntry(ha),
+    ];
     const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
     const infos = new WeakMap<NodeRequest, RequestInfo>();
     const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
     const onUnexpected = (err: unknown, req: NodeRequest) => logger.error({ err, path: req.url, method: req.method }, "unexpected error outside the interceptors");
     const rest = createRestHandler({
       services,
-      plainRoutes: [metricsRoute(metrics), crlRoute(() => crl)],
+      plainRoutes: [metricsRoute(metrics), crlRoute(() => crl), ...ha.routes()],
       interceptors,
       contextValues,
       maxBodyBytes: MAX_BODY_BYTES,
@@ -426,6 +449,7 @@ export async function startServer(
       store,
       rollouts: controller,
       push,
+      ha,
       close: () => teardown.run(),
     };
   }

@@ -58,6 +58,9 @@ export class StoreUnavailableError extends DomainError {
   }
 }
 
+/** A leader-only write of a leader whose epoch is no longer current: nothing was written. */
+export class FencedError extends StoreUnavailableError {}
+
 /** The database file is corrupt. The process must stop: serving from it could lose acknowledged writes. */
 export class StoreCorruptError extends DomainError {}
 

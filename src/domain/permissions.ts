@@ -1,6 +1,7 @@
 import { getOption } from "@bufbuild/protobuf";
 import { AuditService } from "../../gen/autonomy/v1/audit_pb.js";
 import { EventService } from "../../gen/autonomy/v1/events_pb.js";
+import { HaService } from "../../gen/autonomy/v1/ha_pb.js";
 import { HealthService } from "../../gen/autonomy/v1/health_pb.js";
 import { NodeService } from "../../gen/autonomy/v1/nodes_pb.js";
 import { permission } from "../../gen/autonomy/v1/options_pb.js";
@@ -17,7 +18,7 @@ let declared: ReadonlySet<string> | undefined;
  */
 export function declaredPermissions(): ReadonlySet<string> {
   declared ??= new Set(
-    [AuditService, EventService, HealthService, NodeService, OperationsService, RbacService, ReleaseService, RolloutService]
+    [AuditService, EventService, HaService, HealthService, NodeService, OperationsService, RbacService, ReleaseService, RolloutService]
       .flatMap((s) => s.methods.map((m) => getOption(m, permission)))
       .filter((p) => p !== "" && p !== "public"),
   );

@@ -29,7 +29,7 @@ import type { Actor } from "../services/audit-record.js";
 import { DecisionWriter, type MovesCommitted } from "./decisions.js";
 import { ControllerStoppedError } from "./errors.js";
 import { PlanRuntime } from "./plan-runtime.js";
-import { loadStageTracker } from "./stage-tracker.js";
+import { loadStageTracker, type TrackedAck } from "./stage-tracker.js";
 
 export { CONTROLLER_ACTOR } from "./decisions.js";
 export type { MovesCommitted } from "./decisions.js";
@@ -50,6 +50,21 @@ export interface ControllerDeps {
   /** --rollout-resync; 0 turns the periodic resync off (errors still trigger one). */
   resyncMs?: number;
   retryMs?: number;
+  /** The fencing epoch of the controller's decisions (Leadership.fence); unset: not fenced. */
+  fence?: () => number | undefined;
+  /** While this replica does not lead: where its signals go (to the leader's controller, src/ha/relay.ts). */
+  relay?: ControllerRelay;
+  /** HA: a follower until start() (this replica gained leadership). Otherwise it leads from the start. */
+  startAsFollower?: boolean;
+}
+
+/** The signals a follower's controller passes on to the leader's. */
+export interface ControllerRelay {
+  ack(releaseId: string, ack: TrackedAck): void;
+  events(events: readonly { nodeId: string; eventType: string }[], allNew: boolean): void;
+  seen(nodeId: string, atMs: number): void;
+  /** A plan was created or changed by an operator here: the leader reads it back. */
+  plan(planId: string): void;
 }
 
 /** The result of an operator action. */
@@ -82,43 +97,70 @@ export class RolloutController {
   private readonly decisions: DecisionWriter;
   private readonly moveListeners: ((m: MovesCommitted) => void)[] = [];
   private stopped = false;
+  /** Runs the plans (start() to follow()); a follower only takes operators' actions. */
+  private leading: boolean;
+  private running = false;
   private timer?: NodeJS.Timeout;
   private pass?: Promise<ResyncResult>;
   private drifted: string[] = [];
 
   constructor(private readonly deps: ControllerDeps) {
     this.now = deps.now ?? Date.now;
+    this.leading = !deps.startAsFollower;
     this.decisions = new DecisionWriter({
       store: deps.store,
       metrics: deps.metrics,
       staleAfterMs: deps.staleAfterMs,
+      fence: deps.fence,
       onMovesCommitted: (m) => {
         for (const fn of this.moveListeners) fn(m);
       },
     });
-    deps.sightings.subscribe((s) => {
-      for (const rt of this.runtimes.values()) rt.onSeen(s.nodeId, s.lastSeenMs);
-    });
+    deps.sightings.subscribe((s) => this.onSeen(s.nodeId, s.lastSeenMs));
   }
 
-  /** Reads every unfinished plan and evaluates it, then resyncs on the period. */
+  /** Whether this controller runs the plans (it leads). */
+  isLeading(): boolean {
+    return this.leading;
+  }
+
+  /**
+   * Runs the plans: reads every unfinished plan and evaluates it, then resyncs on the period.
+   * With HA, called each time this replica gains leadership (the resync rebuilds every plan's
+   * state from the store).
+   */
   async start(): Promise<void> {
     if (this.stopped) throw new ControllerStoppedError();
+    if (this.running) return;
+    this.running = true;
+    this.leading = true;
     await this.resync();
     const every = this.deps.resyncMs ?? DEFAULT_ROLLOUT_RESYNC_MS;
-    if (every > 0 && !this.stopped) {
+    if (every > 0 && !this.stopped && this.leading) {
+      clearInterval(this.timer);
       this.timer = setInterval(() => void this.resync(), every);
       this.timer.unref();
     }
   }
 
+  /**
+   * Stops running the plans (this replica lost leadership): the resync and every plan's timers
+   * stop, and it resolves once no step is running. Operators' actions are still taken.
+   */
+  async follow(): Promise<void> {
+    this.leading = false;
+    this.running = false;
+    clearInterval(this.timer);
+    await this.pass?.catch(() => undefined);
+    const runtimes = [...this.runtimes.values()];
+    this.runtimes.clear();
+    await Promise.all(runtimes.map((rt) => rt.stop()));
+  }
+
   /** Stops the resync and every plan's timers, and waits until no step or action is running. */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearInterval(this.timer);
-    await this.pass?.catch(() => undefined);
-    await Promise.all([...this.runtimes.values()].map((rt) => rt.stop()));
-    this.runtimes.clear();
+    await this.follow();
   }
 
   /** Calls fn after each committed write that moved nodes to a plan's release. */
@@ -131,7 +173,7 @@ export class RolloutController {
    * read back, its open stage counted again from the store, and evaluated.
    */
   resync(): Promise<ResyncResult> {
-    if (this.stopped) return Promise.resolve({ plans: 0, drifted: [] });
+    if (this.stopped || !this.leading) return Promise.resolve({ plans: 0, drifted: [] });
     this.pass ??= this.resyncPass().finally(() => (this.pass = undefined));
     return this.pass;
   }
@@ -145,6 +187,7 @@ export class RolloutController {
       this.deps.logger.error({ err: (err as Error).message }, "reading the unfinished rollout plans failed; trying again at the next resync");
       return { plans: 0, drifted: [] };
     }
+    if (!this.leading) return { plans: 0, drifted: [] };
     const runs: Promise<void>[] = [];
     const listed = new Set<string>();
     for (const record of records) {
@@ -159,11 +202,28 @@ export class RolloutController {
 
   /** A plan just published: track it and start it. */
   async track(record: RolloutRecord): Promise<void> {
-    if (!this.stopped && !this.runtimes.has(record.plan.planId)) this.load(record);
+    if (!this.leading) this.deps.relay?.plan(record.plan.planId);
+    else if (!this.stopped && !this.runtimes.has(record.plan.planId)) this.load(record);
+  }
+
+  /** A plan changed on another replica: read it back (and start running it if it is new here). */
+  async refreshPlan(planId: string): Promise<void> {
+    if (this.stopped || !this.leading) return;
+    const rt = this.runtimes.get(planId);
+    if (rt) return rt.resync();
+    const record = await this.deps.store.getRollout(planId);
+    if (record && !isTerminal(record.status.phase as PlanState["phase"]) && this.leading && !this.runtimes.has(planId)) this.load(record);
   }
 
   private load(record: RolloutRecord): PlanRuntime {
-    const rt = new PlanRuntime(
+    const rt = this.runtime(record);
+    this.runtimes.set(rt.planId, rt);
+    void rt.resync(record);
+    return rt;
+  }
+
+  private runtime(record: RolloutRecord): PlanRuntime {
+    return new PlanRuntime(
       {
         ...this.deps,
         now: this.now,
@@ -179,9 +239,6 @@ export class RolloutController {
       },
       record,
     );
-    this.runtimes.set(rt.planId, rt);
-    void rt.resync(record);
-    return rt;
   }
 
   /** The live counts of a plan's stage, when the controller tracks it and has counted it. */
@@ -227,17 +284,38 @@ export class RolloutController {
 
   /** An ack the store kept (not a stale one). */
   onAck(ack: NodeAck): void {
+    const updatedAtMs = ack.updatedAt ? timestampMs(ack.updatedAt) : this.now();
+    this.applyAck(ack.releaseId, { nodeId: ack.nodeId, state: ack.state, reportedReleaseId: ack.reportedReleaseId, updatedAtMs });
+  }
+
+  /** An ack stored here or on another replica. */
+  applyAck(releaseId: string, ack: TrackedAck): void {
+    if (!this.leading) {
+      this.deps.relay?.ack(releaseId, ack);
+      return;
+    }
     for (const rt of this.runtimes.values()) {
       // A rollback counts acks of the releases it restores: the runtime counts again.
       if (rt.state.phase === "rolling_back") rt.schedule();
-      if (rt.plan.releaseId !== ack.releaseId) continue;
-      const updatedAtMs = ack.updatedAt ? timestampMs(ack.updatedAt) : this.now();
-      rt.onAck({ nodeId: ack.nodeId, state: ack.state, reportedReleaseId: ack.reportedReleaseId, updatedAtMs });
+      if (rt.plan.releaseId === releaseId) rt.onAck(ack);
     }
   }
 
+  /** A node seen here or on another replica. */
+  onSeen(nodeId: string, atMs: number): void {
+    if (!this.leading) {
+      this.deps.relay?.seen(nodeId, atMs);
+      return;
+    }
+    for (const rt of this.runtimes.values()) rt.onSeen(nodeId, atMs);
+  }
+
   /** Events just stored; allNew false when some of the batch were duplicates (which ones is unknown here). */
-  onEvents(events: readonly Event[], allNew: boolean): void {
+  onEvents(events: readonly Pick<Event, "nodeId" | "eventType">[], allNew: boolean): void {
+    if (!this.leading) {
+      if (events.length > 0) this.deps.relay?.events(events.map((e) => ({ nodeId: e.nodeId, eventType: e.eventType })), allNew);
+      return;
+    }
     for (const rt of this.runtimes.values()) {
       const type = rt.gatedType();
       if (type === undefined) continue;
@@ -251,6 +329,7 @@ export class RolloutController {
   async act(planId: string, action: Action, req: ActionRequest): Promise<ActionResult> {
     if (this.stopped) throw new ControllerStoppedError();
     if (SYSTEM_ACTIONS.includes(action)) throw new FailedPreconditionError(`${action} is taken by the controller only`);
+    if (!this.leading) return this.actAsFollower(planId, action, req);
     let rt = this.runtimes.get(planId);
     if (!rt) {
       const record = await this.deps.store.getRollout(planId);
@@ -262,6 +341,25 @@ export class RolloutController {
     }
     const runtime = rt;
     return runtime.queue.run(() => this.actOn(runtime, action, req));
+  }
+
+  /**
+   * An operator's action on a replica that does not lead: written here (conditional on the
+   * version, like any action) by a runtime that lives for this action only; the leader is told
+   * to read the plan back and goes on from there.
+   */
+  private async actAsFollower(planId: string, action: Action, req: ActionRequest): Promise<ActionResult> {
+    const record = await this.deps.store.getRollout(planId);
+    if (!record) throw new NotFoundError(`rollout plan "${planId}" not found`);
+    const phase = record.status.phase as PlanState["phase"];
+    if (isTerminal(phase)) transition(phase, action); // throws: a finished plan allows nothing
+    const rt = this.runtime(record);
+    try {
+      return await rt.queue.run(() => this.actOn(rt, action, req));
+    } finally {
+      await rt.stop();
+      if (!req.dryRun) this.deps.relay?.plan(planId);
+    }
   }
 
   private async actOn(rt: PlanRuntime, action: Action, req: ActionRequest): Promise<ActionResult> {
@@ -284,12 +382,15 @@ export class RolloutController {
     const done = await rt.decide(action, who, req.reason, { stageId: req.stageId });
     let message = done?.message ?? "";
     let promoted: boolean | undefined;
-    if (action === "approve") {
+    if (action === "approve" && !this.leading) {
+      promoted = false;
+      message = "approved; the leader evaluates the stage's other gates";
+    } else if (action === "approve") {
       // The approval is written; now see whether every gate passes.
       if (!isTerminal(rt.state.phase)) await rt.progress();
       promoted = rt.state.currentStage !== index || rt.state.phase === "completed";
       message = promoted ? "approved; every gate passed and the plan advanced" : "approved; the stage waits for its other gates";
-    } else if (!isTerminal(rt.state.phase)) {
+    } else if (!isTerminal(rt.state.phase) && this.leading) {
       rt.schedule();
     }
     const moved = action === "rollback" || action === "cancel" || action === "abort" ? await this.deps.store.movesOfPlan(rt.planId) : [];

@@ -1,8 +1,8 @@
 /**
  * The one place the controller writes its decisions and the operators' actions: each is one
  * transaction of the store (the status conditional on the version read, the moves of a stage
- * it opens, the audit record). A leader-only write that must carry a fencing token gets it
- * here.
+ * it opens, the audit record). The controller's own decisions are leader-only: each carries
+ * the leader's fencing epoch (see src/ha/) and commits only while it is current.
  */
 import type { ActionOutcome } from "../domain/rollout-actions.js";
 import { ACTION_EVENT_NAMES, type Action, type PlanState } from "../domain/rollouts.js";
@@ -37,6 +37,12 @@ export interface DecisionWriterDeps {
   staleAfterMs: number;
   /** Called after a write that moved nodes has committed. */
   onMovesCommitted?: (moves: MovesCommitted) => void;
+  /**
+   * The fencing epoch of the controller's own decisions (Leadership.fence): each commits only
+   * while that epoch is current, checked in its transaction. Undefined (standalone): not fenced.
+   * Operators' actions are not leader-only (any replica takes them): conditional on the version only.
+   */
+  fence?: () => number | undefined;
 }
 
 export interface Decision {
@@ -66,6 +72,7 @@ export class DecisionWriter {
     if (REFUSED_DURING_STOP.has(d.action)) refuseDuringStop(await store.emergencyStop(), `rollout action ${d.action}`);
     const next = d.outcome.next;
     const stageIndex = d.outcome.opens ?? next.currentStage;
+    const fenceEpoch = d.who.actor === CONTROLLER_ACTOR.actor ? this.deps.fence?.() : undefined;
     const audit = auditRecord(
       d.who,
       {
@@ -81,6 +88,8 @@ export class DecisionWriter {
           stage_id: stageIndex >= 0 ? next.stages[stageIndex].stageId : "",
           moved_nodes: 0,
           ...(d.restores && d.restores.length > 0 ? { restored_nodes: d.restores.length } : {}),
+          // The leader epoch the decision was fenced by (HA): an audit trail shows who decided under which epoch.
+          ...(fenceEpoch === undefined ? {} : { leader_epoch: fenceEpoch }),
         },
         reason: d.reason,
       },
@@ -90,12 +99,13 @@ export class DecisionWriter {
     if (d.outcome.opens === undefined) {
       // Progress of a rollback is status only; its start and its end are audited.
       const audited = d.action === "restoring" ? [] : [audit];
-      await store.commitRollout({ expectedVersion: d.before.version, status: stateToRow(next), moves: d.restores ?? [], audit: audited });
+      await store.commitRollout({ expectedVersion: d.before.version, fenceEpoch, status: stateToRow(next), moves: d.restores ?? [], audit: audited });
       stored = next;
     } else {
       const opened = await store.openRolloutStage({
         planId: d.planId,
         expectedVersion: d.before.version,
+        fenceEpoch,
         next,
         index: d.outcome.opens,
         nowMs: d.nowMs,

@@ -13,6 +13,8 @@ import { rowToPlan, stateToRow, type AuditRow, type MoveRow, type PlanRow, type 
 export interface StageOpening {
   planId: string;
   expectedVersion: number;
+  /** A leader-only write: commits only while this leader epoch is current (PostgreSQL; src/ha/). */
+  fenceEpoch?: number;
   /** The status the action leads to (applyAction's next); stage `index` is opened in it. */
   next: PlanState;
   index: number;

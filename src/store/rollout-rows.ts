@@ -81,6 +81,8 @@ export interface RolloutRecord {
  */
 export interface RolloutChange {
   expectedVersion: number;
+  /** A leader-only write: commits only while this leader epoch is current (PostgreSQL; src/ha/). */
+  fenceEpoch?: number;
   status: StatusRow;
   moves: readonly MoveRow[];
   audit: readonly AuditRow[];

@@ -12,6 +12,7 @@ import { configCommand } from "./config.js";
 import { emergencyCommand } from "./emergency.js";
 import { commandContext, outputOf } from "./context.js";
 import { fleetCommand } from "./fleet.js";
+import { haCommand } from "./ha.js";
 import { logsCommand } from "./logs.js";
 import { nodeCommand } from "./node.js";
 import { rbacCommand } from "./rbac.js";
@@ -41,6 +42,7 @@ const program = addClientTlsOptions(new Command("autonomy"))
   .addCommand(certCommand())
   .addCommand(auditCommand())
   .addCommand(rbacCommand())
+  .addCommand(haCommand())
   .addCommand(configCommand())
   .addCommand(
     clientVersionCommand(

@@ -25,6 +25,9 @@ interface ServeOptions {
   nodeStaleAfter: number;
   heartbeatFlushInterval: number;
   rolloutResync: number;
+  leaderLease: number;
+  leaderRenew: number;
+  replicationLagCritical: number;
   tlsCertFile?: string;
   tlsKeyFile?: string;
   tlsCaFile?: string;
@@ -135,6 +138,24 @@ export function serveCommand(): Command {
       new Option("--postgres-url <url>", "store in PostgreSQL instead of the embedded SQLite database").env(
         "AUTONOMY_POSTGRES_URL",
       ),
+    )
+    .addOption(
+      new Option("--leader-lease <duration>", "with --postgres-url: how long a leader's epoch lasts without renewal; a follower takes over after it (must be at least 3x --leader-renew)")
+        .env("AUTONOMY_LEADER_LEASE")
+        .argParser(parsePositiveDuration)
+        .default(10_000, "10s"),
+    )
+    .addOption(
+      new Option("--leader-renew <duration>", "with --postgres-url: how often the leader renews its epoch; it stops acting when no renewal succeeded within lease - renew")
+        .env("AUTONOMY_LEADER_RENEW")
+        .argParser(parsePositiveDuration)
+        .default(2_000, "2s"),
+    )
+    .addOption(
+      new Option("--replication-lag-critical <duration>", "with --postgres-url: standby replay lag above which /v1/health/quorum says critical and a resign is refused")
+        .env("AUTONOMY_REPLICATION_LAG_CRITICAL")
+        .argParser(parsePositiveDuration)
+        .default(10_000, "10s"),
     )
     .addOption(
       new Option("--busy-timeout <duration>", "how long a SQLite write waits for the lock before answering 503")
@@ -343,6 +364,7 @@ export function serveCommand(): Command {
             nodeStaleAfterMs: opts.nodeStaleAfter,
             heartbeatFlushMs: opts.heartbeatFlushInterval,
             rolloutResyncMs: opts.rolloutResync,
+            ha: { leaseMs: opts.leaderLease, renewMs: opts.leaderRenew, lagCriticalMs: opts.replicationLagCritical },
             rbacEnforcement: !["0", "false", "off"].includes(enforcement),
             auditDataPlane: opts.auditDataPlane === true,
             auditCheckpointIntervalMs: opts.auditCheckpointInterval,

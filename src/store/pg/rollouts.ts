@@ -2,6 +2,7 @@ import { and, asc, count, desc, eq, gt, inArray, max, notInArray, sql, type SQL 
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import { pruneRecord, refuseStaleStatus, requireChannelFree, requireRelease, requireSamePlanSpec } from "../write-rules.js";
 import { TERMINAL_PHASES } from "../../domain/rollouts.js";
+import { FencedError } from "../../domain/errors.js";
 import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StageNodeRow, StatusRow } from "../rollout-rows.js";
 import type { AuditQuery, RolloutQuery, StageNodeQuery } from "../store.js";
 import { planStageOpening, type OpenedStage, type StageOpening } from "../rollout-opening.js";
@@ -45,6 +46,22 @@ async function appendAfter(tx: Db, head: { seq: number; hash: string } | undefin
   await tx.insert(auditRecords).values(chainAudit(rows, head?.hash ?? "").map((r, i) => ({ ...r, seq: first + i })));
 }
 
+/**
+ * The fence of a leader-only write, first in its transaction: the epoch must be the newest, not
+ * resigned, its lease not run out by the database's clock. FOR KEY SHARE keeps the row so: a
+ * takeover (which locks it FOR UPDATE to end it) waits until this transaction is over, and a
+ * write that comes after the takeover sees the epoch ended. Renewals do not conflict with it.
+ */
+export async function requireEpoch(tx: Db, epoch: number): Promise<void> {
+  const result = await tx.execute(sql`
+    SELECT epoch FROM leader_epochs
+    WHERE epoch = ${epoch} AND resigned_at IS NULL
+      AND renewed_at + lease_ms * interval '1 millisecond' > clock_timestamp()
+      AND epoch = (SELECT max(epoch) FROM leader_epochs)
+    FOR KEY SHARE`);
+  if (result.rows.length === 0) throw new FencedError(`leader epoch ${epoch} is no longer current: this replica is not the leader, nothing was written`);
+}
+
 const records = (db: Db) =>
   db.select({ plan: rolloutPlans, status: rolloutStatus }).from(rolloutPlans).innerJoin(rolloutStatus, eq(rolloutStatus.planId, rolloutPlans.planId));
 
@@ -78,6 +95,7 @@ export const pgRollouts = {
 
   async commitRollout(db: Db, change: RolloutChange): Promise<void> {
     await db.transaction(async (tx) => {
+      if (change.fenceEpoch !== undefined) await requireEpoch(tx, change.fenceEpoch);
       // A stop halted every plan: none becomes active again, no node is moved (a rollback's moves).
       if (change.moves.length > 0 || change.status.phase === "active") {
         refuseDuringStop(await stopForWrite(tx), change.moves.length > 0 ? "moving nodes" : "making a plan active");
@@ -100,6 +118,7 @@ export const pgRollouts = {
 
   async openRolloutStage(db: Db, o: StageOpening): Promise<OpenedStage | undefined> {
     return db.transaction(async (tx) => {
+      if (o.fenceEpoch !== undefined) await requireEpoch(tx, o.fenceEpoch);
       refuseDuringStop(await stopForWrite(tx), "opening a rollout stage");
       // The status row locked first: a concurrent writer of the plan waits, then sees the new version.
       const [current] = await tx.select().from(rolloutStatus).where(eq(rolloutStatus.planId, o.planId)).for("update");

@@ -85,6 +85,9 @@ export class PostgresStore implements Store {
     const pool = new pg.Pool({ connectionString: opts.url, max: opts.poolSize ?? 10 });
     // An idle client losing its connection must not crash the process; the next query reports it.
     pool.on("error", () => {});
+    // A connection ended while checked out between two statements (a transaction, when the
+    // server or a successor leader ends the session) emits on the client: the next query reports it.
+    pool.on("connect", (client) => client.on("error", () => {}));
     const db = drizzle({ client: pool });
     try {
       const client = await pool.connect();
