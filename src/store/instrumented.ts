@@ -17,6 +17,10 @@ async function timed<T>(metrics: Metrics, operation: string, fn: () => Promise<T
 const OPERATIONS = {
   ingestEvents: "ingest_events",
   queryEvents: "query_events",
+  eventsAfter: "events_after",
+  eventAtOrAfter: "event_at_or_after",
+  deleteEvents: "delete_events",
+  statistics: "statistics",
   publishRelease: "publish_release",
   latestRelease: "latest_release",
   getRelease: "get_release",

@@ -19,7 +19,7 @@ import {
 } from "../prepared-queries.js";
 import { rowToAck, rowToNode, rowToRelease, type AckRow, type NodeSighting, type ReleaseRow } from "../fleet-rows.js";
 import type { FleetTotalsQuery } from "../fleet-totals.js";
-import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, StageNodeQuery, Store } from "../store.js";
+import type { AuditQuery, Enrollment, EventDeletion, EventFollowQuery, EventQuery, NodeQuery, RolloutQuery, StageNodeQuery, Store } from "../store.js";
 import type { OpenedStage, StageOpening } from "../rollout-opening.js";
 import { openConnection, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, sqliteDomainError } from "./errors.js";
@@ -29,6 +29,7 @@ import { prepareRolloutReads } from "./rollout-reads.js";
 import { prepareRbacReads } from "./rbac.js";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
 import { events } from "./schema.js";
+import { fromDeleteEventsResult, prepareEventMaintenanceReads, toDeleteEventsWrite } from "./event-maintenance.js";
 import type { StoreWrite, StoreWriteResult, StoreWriteResults, WriterReply, WriterRequest } from "./writer.js";
 
 /** The database file inside `--data-dir`. */
@@ -88,13 +89,16 @@ export class SqliteStore implements Store {
   private readonly fleet: ReturnType<typeof prepareFleetReads>;
   private readonly rollouts: ReturnType<typeof prepareRolloutReads>;
   private readonly rbac: ReturnType<typeof prepareRbacReads>;
+  private readonly maintenance: ReturnType<typeof prepareEventMaintenanceReads>;
 
   private constructor(
     private readonly worker: Worker,
     private readonly reader: Database.Database,
     db: BetterSQLite3Database,
     private readonly onFatal: (err: Error) => void,
+    file: string,
   ) {
+    this.maintenance = prepareEventMaintenanceReads(db, reader, file);
     this.queries = new PreparedEventQueries((shape) => prepareEventQuery(db, reader, shape));
     this.fleet = prepareFleetReads(db, reader);
     this.rollouts = prepareRolloutReads(db);
@@ -132,7 +136,7 @@ export class SqliteStore implements Store {
         : new Error(`cannot open the database ${connection.file}: ${detail}`);
     }
     const reader = openConnection(connection, "reader");
-    return new SqliteStore(worker, reader, drizzle({ client: reader }), opts.onFatal);
+    return new SqliteStore(worker, reader, drizzle({ client: reader }), opts.onFatal, file);
   }
 
   async ingestEvents(batch: readonly Event[], audit?: AuditRow): Promise<number> {
@@ -275,6 +279,19 @@ export class SqliteStore implements Store {
   queryEvents(q: EventQuery): Promise<Event[]> {
     const query = this.queries.get(q);
     return this.read(() => query(eventQueryParams(q)));
+  }
+
+  eventsAfter(q: EventFollowQuery) {
+    return this.read(() => this.maintenance.eventsAfter(q));
+  }
+  eventAtOrAfter(seq: bigint) {
+    return this.read(() => this.maintenance.eventAtOrAfter(seq));
+  }
+  async deleteEvents(d: EventDeletion) {
+    return fromDeleteEventsResult(await this.write(toDeleteEventsWrite(d)));
+  }
+  statistics() {
+    return this.read(() => this.maintenance.statistics());
   }
 
   /** Runs a read on the reader connection, with driver failures translated. */
