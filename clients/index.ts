@@ -23,6 +23,8 @@ import { NodeService } from "../gen/autonomy/v1/nodes_pb.js";
 import { RbacService } from "../gen/autonomy/v1/rbac_pb.js";
 import { ReleaseService } from "../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../gen/autonomy/v1/rollouts_pb.js";
+import { EventFollowService } from "../gen/autonomy/v1/follow_pb.js";
+import { SupportService } from "../gen/autonomy/v1/support_pb.js";
 
 export * from "../gen/autonomy/v1/audit_pb.js";
 export { diagnoseTransportError, type TransportFailure, type TransportFailureKind } from "./diagnose.js";
@@ -32,6 +34,8 @@ export * from "../gen/autonomy/v1/nodes_pb.js";
 export * from "../gen/autonomy/v1/rbac_pb.js";
 export * from "../gen/autonomy/v1/releases_pb.js";
 export * from "../gen/autonomy/v1/rollouts_pb.js";
+export * from "../gen/autonomy/v1/follow_pb.js";
+export * from "../gen/autonomy/v1/support_pb.js";
 
 /** Every service a client can reach, by the property name of the returned object. */
 const SERVICES = {
@@ -42,6 +46,8 @@ const SERVICES = {
   audit: AuditService,
   rbac: RbacService,
   health: HealthService,
+  follow: EventFollowService,
+  support: SupportService,
 } as const;
 
 /** The request header that names the operator a call is made for (AUTONOMY_OPERATOR); it goes into the audit trail. */

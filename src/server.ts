@@ -6,7 +6,9 @@ import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { permission } from "../gen/autonomy/v1/options_pb.js";
 import { MAX_BODY_BYTES } from "./domain/events.js";
-import type { Logger } from "./observability/logger.js";
+import type { Logger, LogRing } from "./observability/logger.js";
+import { EventRetention } from "./ops/retention.js";
+import { EventFeed } from "./services/event-feed.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { PostgresStore } from "./store/pg/store.js";
 import { SqliteStore } from "./store/sqlite/store.js";
@@ -67,6 +69,10 @@ export interface ServerConfig {
   limits?: Partial<TransportLimits>;
   /** Unauthenticated calls per client address (--unauthenticated-rate, --unauthenticated-burst). */
   unauthenticatedRate?: RateLimitSettings;
+  /** Delete events received longer ago than this (--event-retention); off when unset or 0. */
+  eventRetentionMs?: number;
+  /** How often event retention runs; a minute when unset. */
+  eventRetentionIntervalMs?: number;
 }
 
 /** 20 unauthenticated calls a second per client address, 100 at once. */
@@ -85,6 +91,8 @@ export interface RunningServer {
   readonly metrics: Metrics;
   readonly store: Store;
   readonly rollouts: RolloutController;
+  /** Event retention, when --event-retention is set. */
+  readonly retention?: EventRetention;
   close(): Promise<void>;
 }
 
@@ -193,7 +201,7 @@ class Teardown {
  */
 export async function startServer(
   config: ServerConfig,
-  deps: { logger: Logger; onFatal: (err: Error) => void },
+  deps: { logger: Logger; onFatal: (err: Error) => void; logRing?: LogRing },
 ): Promise<RunningServer> {
   const { logger } = deps;
   const listenAddress = parseListenAddress(config.listen);
@@ -267,9 +275,15 @@ export async function startServer(
     await auditCheckpoints.start();
     teardown.push("refusal records", () => authorizer.close());
     await controller.start();
+    // Beside the rollout controller; an HA leader gate goes in as isLeader.
+    const retention = config.eventRetentionMs ? new EventRetention({ store: instrumented, retentionMs: config.eventRetentionMs, intervalMs: config.eventRetentionIntervalMs, logger }) : undefined;
+    teardown.push("event retention", () => retention?.stop());
+    retention?.start();
     if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
-    const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane });
+    const feed = new EventFeed();
+    const bundle = { config, logRing: deps.logRing, startedAtMs: Date.now() };
+    const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, feed, bundle });
     const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
     const infos = new WeakMap<NodeRequest, RequestInfo>();
     const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
@@ -408,6 +422,7 @@ export async function startServer(
       metrics,
       store,
       rollouts: controller,
+      retention,
       close: () => teardown.run(),
     };
   }

@@ -7,6 +7,8 @@ import { permission } from "../../gen/autonomy/v1/options_pb.js";
 import { RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
 import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
+import { EventFollowService } from "../../gen/autonomy/v1/follow_pb.js";
+import { SupportService } from "../../gen/autonomy/v1/support_pb.js";
 
 let declared: ReadonlySet<string> | undefined;
 
@@ -16,7 +18,7 @@ let declared: ReadonlySet<string> | undefined;
  */
 export function declaredPermissions(): ReadonlySet<string> {
   declared ??= new Set(
-    [AuditService, EventService, HealthService, NodeService, RbacService, ReleaseService, RolloutService]
+    [AuditService, EventService, HealthService, NodeService, RbacService, ReleaseService, RolloutService, EventFollowService, SupportService]
       .flatMap((s) => s.methods.map((m) => getOption(m, permission)))
       .filter((p) => p !== "" && p !== "public"),
   );

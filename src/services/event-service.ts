@@ -5,6 +5,7 @@ import type { Metrics } from "../observability/metrics.js";
 import type { RolloutController } from "../rollouts/controller.js";
 import { actorOf, auditRecord, type Actor } from "./audit-record.js";
 import type { Store } from "../store/store.js";
+import type { EventFeed } from "./event-feed.js";
 
 /** The audit record of an ingested batch (--audit-data-plane): who sent it and for which nodes. */
 function ingestAudit(who: Actor, received: number, events: readonly Event[]) {
@@ -26,6 +27,8 @@ export function createEventService(deps: {
   controller?: RolloutController;
   /** --audit-data-plane: record every ingested batch in the audit trail. */
   auditDataPlane?: boolean;
+  /** Woken when a batch stored new events (followers answer at once). */
+  feed?: EventFeed;
 }): ServiceImpl<typeof EventService> {
   const { store, metrics, controller } = deps;
   return {
@@ -38,7 +41,10 @@ export function createEventService(deps: {
       metrics.eventsReceived.inc(received);
       metrics.eventsInserted.inc(inserted);
       metrics.eventsDeduped.inc(received - inserted);
-      if (inserted > 0) controller?.onEvents(unique, inserted === unique.length);
+      if (inserted > 0) {
+        controller?.onEvents(unique, inserted === unique.length);
+        deps.feed?.stored();
+      }
       return { received, inserted, deduped: received - inserted };
     },
 

@@ -7,6 +7,14 @@ import { NodeService } from "../../gen/autonomy/v1/nodes_pb.js";
 import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
+import { EventFollowService } from "../../gen/autonomy/v1/follow_pb.js";
+import { SupportService } from "../../gen/autonomy/v1/support_pb.js";
+import { VerifyAuditChainRequestSchema, VerifyAuditChainResponseSchema } from "../../gen/autonomy/v1/audit_pb.js";
+import { create, toJson } from "@bufbuild/protobuf";
+import type { EventFeed } from "../services/event-feed.js";
+import { createFollowService } from "../services/follow-service.js";
+import { createSupportService } from "../services/support-service.js";
+import { SupportBundle, standardParts, type StandardPartDeps } from "../ops/support-bundle.js";
 import type { Authorizer } from "../security/authz.js";
 import type { AuditCheckpoints } from "../services/audit-checkpoints.js";
 import { createRbacService } from "../services/rbac-service.js";
@@ -45,16 +53,33 @@ export interface ServiceDeps {
   auditCheckpoints?: AuditCheckpoints;
   /** --audit-data-plane: also audit every ingested batch and every stored ack. */
   auditDataPlane?: boolean;
+  /** Wakes followers of the event stream when this process stores events. */
+  feed: EventFeed;
+  /** What the support bundle's standard parts read (besides the store, metrics and audit chain). */
+  bundle: Pick<StandardPartDeps, "config" | "logRing" | "startedAtMs">;
 }
 
 /** The one list of served services: the RPC router and the REST transcoder both read it. */
 export function createServices(deps: ServiceDeps): ServiceEntry[] {
+  const audit = createAuditService(deps);
+  const bundle = new SupportBundle(
+    standardParts({
+      ...deps.bundle,
+      store: deps.store,
+      metrics: deps.metrics,
+      rbacEnforced: deps.authorizer.enforced,
+      // The audit service's own verification, as `autonomy audit verify` shows it.
+      verifyAudit: async (call) => toJson(VerifyAuditChainResponseSchema, create(VerifyAuditChainResponseSchema, await audit.verifyAuditChain(create(VerifyAuditChainRequestSchema), call))),
+    }),
+  );
   return [
     entry(EventService, createEventService(deps)),
+    entry(EventFollowService, createFollowService(deps)),
+    entry(SupportService, createSupportService({ bundle })),
     entry(ReleaseService, createReleaseService(deps)),
     entry(NodeService, createNodeService(deps)),
     entry(RolloutService, createRolloutService(deps)),
-    entry(AuditService, createAuditService(deps)),
+    entry(AuditService, audit),
     entry(RbacService, createRbacService(deps)),
     entry(HealthService, createHealthService({ rbacEnforced: deps.authorizer.enforced })),
   ];

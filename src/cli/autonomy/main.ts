@@ -16,6 +16,7 @@ import { nodeCommand } from "./node.js";
 import { rbacCommand } from "./rbac.js";
 import { releaseCommand } from "./release.js";
 import { rollbackCommand, rolloutCommand } from "./rollout.js";
+import { supportBundleCommand } from "./support-bundle.js";
 
 const outputOption = () => new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS);
 
@@ -39,6 +40,7 @@ const program = addClientTlsOptions(new Command("autonomy"))
   .addCommand(certCommand())
   .addCommand(auditCommand())
   .addCommand(rbacCommand())
+  .addCommand(supportBundleCommand())
   .addCommand(configCommand())
   .addCommand(
     clientVersionCommand(

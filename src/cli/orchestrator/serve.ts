@@ -1,7 +1,7 @@
 import os from "node:os";
 import path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
+import { createLogger, LogRing, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
 import { DEFAULT_UNAUTHENTICATED_RATE, startServer } from "../../server.js";
 import { wrapProse } from "../shared/program.js";
 import { parseDuration, parsePositiveDuration, parsePositiveInt, parseSize } from "../shared/parse.js";
@@ -35,6 +35,7 @@ interface ServeOptions {
   tlsCrlServerName?: string;
   auditDataPlane?: boolean;
   auditCheckpointInterval: number;
+  eventRetention: number;
   tlsClientAuth: "require" | "request";
   httpHeadersTimeout: number;
   httpRequestTimeout: number;
@@ -289,8 +290,20 @@ export function serveCommand(): Command {
         .argParser(parseDuration)
         .default(300_000, "5m"),
     )
+    .addOption(
+      new Option("--event-retention <duration>", "delete events received longer ago than this (30s, 10m, 2h, 7d), in short batches, each run recorded in the audit trail; 0: keep every event")
+        .env("AUTONOMY_EVENT_RETENTION")
+        .argParser((v) => {
+          const ms = parseDuration(v);
+          if (ms !== 0 && ms < 1000) throw new InvalidArgumentError(`"${v}": at least 1s (or 0 to keep every event)`);
+          return ms;
+        })
+        .default(0, "0 (off)"),
+    )
     .action(async (opts: ServeOptions) => {
-      const logger = createLogger({ format: opts.logFormat, level: opts.logLevel });
+      // The newest log records stay in memory too, for support bundles.
+      const logRing = new LogRing();
+      const logger = createLogger({ format: opts.logFormat, level: opts.logLevel, ring: logRing });
       const fatal = (err: Error) => {
         logger.fatal(`fatal: ${err.message}; stopping`);
         process.exit(1);
@@ -321,6 +334,7 @@ export function serveCommand(): Command {
             rbacEnforcement: !["0", "false", "off"].includes(enforcement),
             auditDataPlane: opts.auditDataPlane === true,
             auditCheckpointIntervalMs: opts.auditCheckpointInterval,
+            eventRetentionMs: opts.eventRetention || undefined,
             tlsClientAuth: opts.tlsClientAuth,
             limits: {
               headersTimeoutMs: opts.httpHeadersTimeout,
@@ -348,7 +362,7 @@ export function serveCommand(): Command {
                   }
                 : undefined,
           },
-          { logger, onFatal: fatal },
+          { logger, onFatal: fatal, logRing },
         );
       } catch (err) {
         logger.fatal(`cannot start: ${(err as Error).message}`);
