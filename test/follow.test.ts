@@ -11,6 +11,13 @@ import { until } from "./helpers/wait.js";
 
 const event = (id: string, node = "n1", type = "boot") => ({ event_id: id, event_type: type, node_id: node, timestamp: "2026-01-01T00:00:00Z" });
 
+interface FollowAnswer {
+  events: { event_id: string; seq: string }[];
+  count: number;
+  next_after: string;
+}
+const follow = async (url: string): Promise<FollowAnswer> => (await fetch(url)).json() as Promise<FollowAnswer>;
+
 async function post(url: string, events: object[]): Promise<void> {
   const res = await fetch(`${url}/v1/events`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ events }) });
   expect(res.status).toBe(200);
@@ -23,17 +30,17 @@ describe.each(STORE_KINDS)("FollowEvents: %s", (kind) => {
 
   it("a REST long poll over HTTP/1.1 answers with the events stored after its cursor, filtered", async () => {
     await post(server.url, [event("before")]);
-    const start = await (await fetch(`${server.url}/v1/events/follow?from_newest=true`)).json();
+    const start = await follow(`${server.url}/v1/events/follow?from_newest=true`);
     expect(start).toMatchObject({ events: [], count: 0 });
     const after = start.next_after;
-    const waiting = fetch(`${server.url}/v1/events/follow?after=${after}&node_id=n1&wait_seconds=30`).then((r) => r.json());
+    const waiting = follow(`${server.url}/v1/events/follow?after=${after}&node_id=n1&wait_seconds=30`);
     await new Promise((r) => setTimeout(r, 300));
     await post(server.url, [event("other", "n2"), event("mine", "n1")]);
     const res = await waiting;
-    expect(res.events.map((e: { event_id: string }) => e.event_id)).toEqual(["mine"]);
+    expect(res.events.map((e) => e.event_id)).toEqual(["mine"]);
     expect(res.next_after).toBe(res.events[0].seq);
     // Nothing newer: the poll ends empty when its wait does, the cursor unchanged.
-    const idle = await (await fetch(`${server.url}/v1/events/follow?after=${res.next_after}&node_id=n1&wait_seconds=0`)).json();
+    const idle = await follow(`${server.url}/v1/events/follow?after=${res.next_after}&node_id=n1&wait_seconds=0`);
     expect(idle).toMatchObject({ events: [], count: 0, next_after: res.next_after });
   });
 
@@ -58,7 +65,7 @@ describe.each(STORE_KINDS)("FollowEvents: %s", (kind) => {
   ])("refuses a bad %s with 400 naming the field", async (_name, query, field) => {
     const res = await fetch(`${server.url}/v1/events/follow?${query}`);
     expect(res.status).toBe(400);
-    expect((await res.json()).message).toContain(field);
+    expect(((await res.json()) as { message: string }).message).toContain(field);
   });
 });
 

@@ -5,10 +5,15 @@ import type { EventDeletionResult, Store } from "../store/store.js";
 
 export const RETENTION_ACTOR: Actor = { actor: "system:event-retention", source: "retention" };
 
-/** A batch may hold the writer this long at most; the batch size is steered to half of it. */
+/**
+ * A batch may hold the writer this long at most. Batches are steered to a quarter of it (and a
+ * batch stops early once it spent that), which leaves room for a slow step on a busy machine.
+ */
 export const MAX_BATCH_MS = 50;
-const TARGET_BATCH_MS = MAX_BATCH_MS / 2;
-const MIN_BATCH = 50;
+const TARGET_BATCH_MS = MAX_BATCH_MS / 4;
+/** The writer is left to ingest this many times as long as a batch held it (besides its queue). */
+const PAUSE_FACTOR = 1;
+const MIN_BATCH = 10;
 const MAX_BATCH = 50_000;
 // Small at first: the first batch measures what a batch costs on this database.
 const FIRST_BATCH = 100;
@@ -49,7 +54,7 @@ export function nextBatchSize(size: number, elapsedMs: number): number {
  * Event retention (--event-retention): deletes events received before now minus the
  * retention, oldest first, in batches that each hold the writer briefly (their time is
  * measured where they run and the next batch is sized from it), with a pause between
- * batches as long as the batch took so writes of ingest interleave. Each run that removed
+ * batches as long as the batch took, so ingest keeps at least half of the writer. Each run that removed
  * anything is recorded in the audit trail with its count and its seq and time ranges.
  *
  * The range is found without scanning: sequence numbers and receive times grow together,
@@ -113,12 +118,13 @@ export class EventRetention {
     // The loop also ends when stop() was called: a batch in progress finishes, none starts.
     while (this.isLeader() && !this.halting) {
       const limit = this.batchSize;
-      const r = await store.deleteEvents({ afterSeq, throughSeq, receivedBeforeMs: cutoffMs, limit });
+      const r = await store.deleteEvents({ afterSeq, throughSeq, receivedBeforeMs: cutoffMs, limit, budgetMs: TARGET_BATCH_MS });
       this.record(run, r);
-      this.batchSize = nextBatchSize(limit, r.elapsedMs);
-      if (r.deleted < limit || r.lastSeq === undefined || r.lastSeq >= throughSeq) break;
+      // Sized from the rate it deleted at: a batch its budget cut short counts as the part it did.
+      this.batchSize = nextBatchSize(Math.max(r.deleted, MIN_BATCH), r.elapsedMs);
+      if (r.done || r.lastSeq === undefined || r.lastSeq >= throughSeq) break;
       afterSeq = r.lastSeq;
-      await sleep(Math.max(2, Math.ceil(r.elapsedMs)));
+      await sleep(Math.max(2, Math.ceil(r.elapsedMs * PAUSE_FACTOR)));
     }
     if (run.deleted > 0) await this.audit(run);
     return run;

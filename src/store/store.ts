@@ -37,6 +37,11 @@ export interface EventDeletion {
   receivedBeforeMs: number;
   /** At most this many, the oldest first. */
   limit: number;
+  /**
+   * SQLite: the batch is deleted in steps, and stops after the step that spent this many
+   * milliseconds of writer time, even short of `limit`.
+   */
+  budgetMs?: number;
 }
 
 /** What a retention batch removed; the ranges are absent when it removed nothing. */
@@ -48,6 +53,8 @@ export interface EventDeletionResult {
   newestReceivedMs?: number;
   /** How long the delete held the writer (its statements, measured where they ran). */
   elapsedMs: number;
+  /** No event of the range is left to delete. */
+  done: boolean;
 }
 
 /** Row counts, file sizes and settings, for a support bundle. */

@@ -81,6 +81,7 @@ export function serveCommand(): Command {
           "REST endpoints:\n" +
             '  POST /v1/events   ingest {"events":[...]} -> {"received":N,"inserted":N,"deduped":N}\n' +
             "  GET  /v1/events   newest first; node_id, event_type, limit (default 100, max 1000), before\n" +
+            "  GET  /v1/events/follow?after=SEQ   events stored after SEQ, oldest first (a long poll: wait_seconds, default 20)\n" +
             "  POST /v1/releases                          publish a release (immutable; artifacts pinned by sha256 digest)\n" +
             "  GET  /v1/releases/latest?channel=C         latest release of a channel\n" +
             "  GET  /v1/releases/{release_id}/acks        every node's ack of a release\n" +
@@ -92,6 +93,7 @@ export function serveCommand(): Command {
             "  POST /v1/rollouts/{plan_id}/pause|resume|promote|halt|cancel|recover   operator actions (reason required)\n" +
             "  GET  /v1/rollouts/{plan_id}/stages/{stage_id}/gates, POST .../gates/approve   gate status, manual approval\n" +
             "  GET  /v1/rollouts/signing-keys   public keys of the signed plan specs\n" +
+            "  GET  /v1/support/bundle/parts[/{name}]   the parts of a support bundle, redacted\n" +
             "  GET  /v1/crl      the CRL in force (with --tls-crl-file)\n" +
             '  GET  /v1/health   {"status":"ok"}\n' +
             "  GET  /metrics     Prometheus exposition\n\n" +

@@ -62,7 +62,8 @@ export const pgEventMaintenance = {
         ORDER BY seq LIMIT ${d.limit}
       ) RETURNING seq, received_at_ms`);
     const elapsedMs = performance.now() - started;
-    if (result.rows.length === 0) return { deleted: 0, elapsedMs };
+    const done = result.rows.length < d.limit;
+    if (result.rows.length === 0) return { deleted: 0, elapsedMs, done };
     let firstSeq = Infinity;
     let lastSeq = -Infinity;
     let oldest = Infinity;
@@ -75,7 +76,7 @@ export const pgEventMaintenance = {
       oldest = Math.min(oldest, at);
       newest = Math.max(newest, at);
     }
-    return { deleted: result.rows.length, firstSeq: BigInt(firstSeq), lastSeq: BigInt(lastSeq), oldestReceivedMs: oldest, newestReceivedMs: newest, elapsedMs };
+    return { deleted: result.rows.length, firstSeq: BigInt(firstSeq), lastSeq: BigInt(lastSeq), oldestReceivedMs: oldest, newestReceivedMs: newest, elapsedMs, done };
   },
 
   async statistics(db: NodePgDatabase): Promise<StoreStatistics> {

@@ -14,6 +14,7 @@ export interface DeleteEventsWrite {
   throughSeq: number;
   receivedBeforeMs: number;
   limit: number;
+  budgetMs?: number;
 }
 
 /** What the writer answers for a retention batch (sequence numbers as numbers). */
@@ -24,6 +25,7 @@ export interface DeleteEventsResult {
   oldestReceivedMs?: number;
   newestReceivedMs?: number;
   elapsedMs: number;
+  done: boolean;
 }
 
 export const toDeleteEventsWrite = (d: EventDeletion): DeleteEventsWrite => ({
@@ -32,6 +34,7 @@ export const toDeleteEventsWrite = (d: EventDeletion): DeleteEventsWrite => ({
   throughSeq: Number(d.throughSeq),
   receivedBeforeMs: d.receivedBeforeMs,
   limit: d.limit,
+  budgetMs: d.budgetMs,
 });
 
 export const fromDeleteEventsResult = (r: DeleteEventsResult): EventDeletionResult => ({
@@ -41,9 +44,10 @@ export const fromDeleteEventsResult = (r: DeleteEventsResult): EventDeletionResu
 });
 
 /**
- * Retention on the writer connection: one statement deletes the oldest events of a sequence
- * range (a range scan of the primary key, so a batch costs its own rows, however many events
- * stay) and answers what it removed. The time is measured here, where the writer is held.
+ * Retention on the writer connection: statements delete the oldest events of a sequence range
+ * (a range scan of the primary key, so a batch costs its own rows, however many events stay),
+ * a step of the batch at a time, until the batch is deleted or its time budget is spent. The
+ * time is measured here, where the writer is held.
  */
 export function prepareEventDeletes(sqlite: Database.Database) {
   const del = sqlite.prepare(
@@ -54,20 +58,28 @@ export function prepareEventDeletes(sqlite: Database.Database) {
   return {
     deleteEvents(w: DeleteEventsWrite): DeleteEventsResult {
       const started = performance.now();
-      const rows = del.raw(true).all(w.afterSeq, w.throughSeq, w.receivedBeforeMs, w.limit) as [number, number][];
-      const elapsedMs = performance.now() - started;
-      if (rows.length === 0) return { deleted: 0, elapsedMs };
-      let firstSeq = Infinity;
-      let lastSeq = -Infinity;
-      let oldest = Infinity;
-      let newest = -Infinity;
-      for (const [seq, at] of rows) {
-        if (seq < firstSeq) firstSeq = seq;
-        if (seq > lastSeq) lastSeq = seq;
-        if (at < oldest) oldest = at;
-        if (at > newest) newest = at;
+      const step = Math.max(10, Math.ceil(w.limit / 8));
+      const r: DeleteEventsResult = { deleted: 0, elapsedMs: 0, done: false };
+      let after = w.afterSeq;
+      while (r.deleted < w.limit) {
+        const asked = Math.min(step, w.limit - r.deleted);
+        const rows = del.raw(true).all(after, w.throughSeq, w.receivedBeforeMs, asked) as [number, number][];
+        for (const [seq, at] of rows) {
+          r.firstSeq = Math.min(r.firstSeq ?? Infinity, seq);
+          r.lastSeq = Math.max(r.lastSeq ?? -Infinity, seq);
+          r.oldestReceivedMs = Math.min(r.oldestReceivedMs ?? Infinity, at);
+          r.newestReceivedMs = Math.max(r.newestReceivedMs ?? -Infinity, at);
+        }
+        r.deleted += rows.length;
+        if (rows.length < asked) {
+          r.done = true;
+          break;
+        }
+        after = r.lastSeq!;
+        if (w.budgetMs !== undefined && performance.now() - started >= w.budgetMs) break;
       }
-      return { deleted: rows.length, firstSeq, lastSeq, oldestReceivedMs: oldest, newestReceivedMs: newest, elapsedMs };
+      r.elapsedMs = performance.now() - started;
+      return r;
     },
   };
 }
