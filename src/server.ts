@@ -201,7 +201,7 @@ class Teardown {
  */
 export async function startServer(
   config: ServerConfig,
-  deps: { logger: Logger; onFatal: (err: Error) => void; logRing?: LogRing },
+  deps: { logger: Logger; onFatal: (err: Error) => void; logRing?: LogRing; flags?: object },
 ): Promise<RunningServer> {
   const { logger } = deps;
   const listenAddress = parseListenAddress(config.listen);
@@ -282,7 +282,7 @@ export async function startServer(
     if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
     const feed = new EventFeed();
-    const bundle = { config, logRing: deps.logRing, startedAtMs: Date.now() };
+    const bundle = { config: deps.flags ?? config, logRing: deps.logRing, startedAtMs: Date.now() };
     const services = createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, feed, bundle });
     const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
     const infos = new WeakMap<NodeRequest, RequestInfo>();
@@ -398,6 +398,8 @@ export async function startServer(
         );
       }
     }
+    // Before the listener closes: waiting long polls answer at once.
+    teardown.push("event followers", () => feed.close());
     let metricsServer: Listener | undefined;
     if (metricsAddress) {
       const onlyMetrics = createRestHandler({

@@ -69,6 +69,16 @@ describe.each(STORE_KINDS)("FollowEvents: %s", (kind) => {
   });
 });
 
+describe("a server stopping", () => {
+  it("answers its waiting long polls, empty with their cursor, instead of cutting them", async () => {
+    const server = await startTestServer("sqlite");
+    const waiting = follow(`${server.url}/v1/events/follow?after=7&wait_seconds=60`);
+    await new Promise((r) => setTimeout(r, 300));
+    await server.stop();
+    expect(await waiting).toMatchObject({ events: [], count: 0, next_after: "7" });
+  });
+});
+
 describe("autonomy logs --follow", () => {
   let dataDir: string;
   let server: ChildServer | undefined;

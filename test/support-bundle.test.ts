@@ -174,7 +174,7 @@ describe("autonomy support-bundle generate against a TLS server with RBAC on", (
     const flags = JSON.parse(files["flags.json"].toString());
     expect(flags.environment.AUTONOMY_AUDIT_PG_URL).toBe("postgres://auditor:[redacted]@db.example:5432/audit");
     expect(flags.environment.AUTONOMY_TOKEN).toBe("[redacted]");
-    expect(flags.settings.tls.keyFile).toBe(serverCert.keyFile);
+    expect(flags.settings).toMatchObject({ tlsKeyFile: serverCert.keyFile, logFormat: "json", eventRetention: 0 });
 
     const keyBody = readFileSync(serverCert.keyFile, "utf8").split("\n").filter((l) => l && !l.startsWith("-----"));
     const caKeyBody = readFileSync(path.join(work, "ca", readdirSync(path.join(work, "ca")).find((f) => f.includes("key"))!), "utf8")
@@ -183,6 +183,16 @@ describe("autonomy support-bundle generate against a TLS server with RBAC on", (
     const everything = Object.values(files).map((b) => b.toString()).join("\n");
     for (const s of [adminToken, envToken, pgPassword, bearer, ...keyBody, ...caKeyBody]) expect(everything).not.toContain(s);
     expect(everything).not.toContain("PRIVATE KEY-----\nM");
+  });
+
+  it("prints a progress line per part on a terminal", async () => {
+    const out = path.join(work, "tty.tar.gz");
+    const argv = [process.execPath, AUTONOMY_BIN, "--orchestrator-url", server.url, "--tls-ca-file", caFile, "support-bundle", "generate", "--output", out];
+    const { stdout } = await promisify(execFile)("script", ["-qec", argv.map((a) => `'${a}'`).join(" "), "/dev/null"], {
+      env: { ...process.env, AUTONOMY_TOKEN: adminToken },
+    });
+    const names = ["version", "flags", "health", "metrics", "store-stats", "audit-verify", "plans", "server-log"];
+    names.forEach((name, i) => expect(stdout).toMatch(new RegExp(`\\[${i + 1}/${names.length}\\] ${name}: [\\d.]+ (B|KiB) in \\d+ ms`)));
   });
 
   it("refuses a principal without support:bundle and writes nothing", async () => {

@@ -85,7 +85,7 @@ export function render(fileName: string, value: unknown): string {
 export interface StandardPartDeps {
   store: Store;
   metrics: Metrics;
-  /** The settings the server runs with (its flags, after defaults). */
+  /** The flags the server runs with (after defaults and environment variables), else its settings. */
   config: object;
   /** The server log's newest records. */
   logRing?: LogRing;

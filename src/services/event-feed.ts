@@ -5,6 +5,18 @@
  */
 export class EventFeed {
   private waiters = new Set<() => void>();
+  private ended = false;
+
+  /** True once close() was called: waits end at once. */
+  get closed(): boolean {
+    return this.ended;
+  }
+
+  /** Ends every wait (the server is stopping: long polls answer now instead of holding the shutdown). */
+  close(): void {
+    this.ended = true;
+    this.stored();
+  }
 
   /** Called after a batch with new events committed. */
   stored(): void {
@@ -15,6 +27,7 @@ export class EventFeed {
 
   /** Resolves at the next stored(), after `ms`, or when the signal aborts, whichever is first. */
   next(ms: number, signal?: AbortSignal): Promise<void> {
+    if (this.ended) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);

@@ -41,7 +41,7 @@ export function createFollowService(deps: { store: Store; feed: EventFeed; reche
       const query = { nodeId: req.nodeId || undefined, eventType: req.eventType || undefined, afterSeq: after, limit };
       const deadline = Date.now() + waitMs;
       let events: Event[] = await store.eventsAfter(query);
-      while (events.length === 0 && !ctx.signal.aborted) {
+      while (events.length === 0 && !ctx.signal.aborted && !feed.closed) {
         const left = deadline - Date.now();
         if (left <= 0) break;
         await feed.next(Math.min(left, recheckMs), ctx.signal);

@@ -14,7 +14,7 @@ import { create, toJson } from "@bufbuild/protobuf";
 import type { EventFeed } from "../services/event-feed.js";
 import { createFollowService } from "../services/follow-service.js";
 import { createSupportService } from "../services/support-service.js";
-import { SupportBundle, standardParts, type StandardPartDeps } from "../ops/support-bundle.js";
+import { SupportBundle, standardParts, type BundlePart, type StandardPartDeps } from "../ops/support-bundle.js";
 import type { Authorizer } from "../security/authz.js";
 import type { AuditCheckpoints } from "../services/audit-checkpoints.js";
 import { createRbacService } from "../services/rbac-service.js";
@@ -55,8 +55,11 @@ export interface ServiceDeps {
   auditDataPlane?: boolean;
   /** Wakes followers of the event stream when this process stores events. */
   feed: EventFeed;
-  /** What the support bundle's standard parts read (besides the store, metrics and audit chain). */
-  bundle: Pick<StandardPartDeps, "config" | "logRing" | "startedAtMs">;
+  /**
+   * What the support bundle's standard parts read (besides the store, metrics and audit chain),
+   * and the parts other features add by name after them (HA status, the divergence report).
+   */
+  bundle: Pick<StandardPartDeps, "config" | "logRing" | "startedAtMs"> & { parts?: readonly BundlePart[] };
 }
 
 /** The one list of served services: the RPC router and the REST transcoder both read it. */
@@ -72,6 +75,7 @@ export function createServices(deps: ServiceDeps): ServiceEntry[] {
       verifyAudit: async (call) => toJson(VerifyAuditChainResponseSchema, create(VerifyAuditChainResponseSchema, await audit.verifyAuditChain(create(VerifyAuditChainRequestSchema), call))),
     }),
   );
+  for (const part of deps.bundle.parts ?? []) bundle.register(part);
   return [
     entry(EventService, createEventService(deps)),
     entry(EventFollowService, createFollowService(deps)),

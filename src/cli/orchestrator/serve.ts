@@ -364,7 +364,8 @@ export function serveCommand(): Command {
                   }
                 : undefined,
           },
-          { logger, onFatal: fatal, logRing },
+          // The flags as parsed (defaults and AUTONOMY_ variables applied) go into support bundles.
+          { logger, onFatal: fatal, logRing, flags: opts },
         );
       } catch (err) {
         logger.fatal(`cannot start: ${(err as Error).message}`);
