@@ -8,7 +8,8 @@ const SECRET_KEY = /^(?:.*[_-])?(?:password|passwd|pass|secret|token|authorizati
 
 const TOKEN = new RegExp(`\\b${TOKEN_PREFIX}[A-Za-z0-9_-]{16,}`, "g");
 const PEM_PRIVATE = /-----BEGIN ([A-Z0-9 ]*?)PRIVATE KEY-----[\s\S]*?(?:-----END \1PRIVATE KEY-----|$)/g;
-const AUTH_SCHEME = /(?<![A-Za-z])(Bearer|Basic|Token)(\s+|%20)[A-Za-z0-9._~+/=-]+/gi;
+// A credential after the scheme: at least 8 characters, so prose ("basic auth") stays readable.
+const AUTH_SCHEME = /(?<![A-Za-z])(Bearer|Basic)(\s+|%20)[A-Za-z0-9._~+/=-]{8,}/gi;
 const URL_PASSWORD = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:@/]*):[^\s@/]*@/gi;
 const SECRET_PARAM = /([?&;](?:password|passwd|pass|token|access_token|auth|secret|api_key|apikey|key|sig|signature|sslpassword)=)[^&\s"';]*/gi;
 const SECRET_ASSIGN = /\b((?:password|passwd|secret|token)\s*[=:]\s*)(?!\[redacted\])[^\s,;"'}]+/gi;
