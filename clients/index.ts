@@ -25,6 +25,8 @@ import { RbacService } from "../gen/autonomy/v1/rbac_pb.js";
 import { OperationsService } from "../gen/autonomy/v1/operations_pb.js";
 import { ReleaseService } from "../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../gen/autonomy/v1/rollouts_pb.js";
+import { EventFollowService } from "../gen/autonomy/v1/follow_pb.js";
+import { SupportService } from "../gen/autonomy/v1/support_pb.js";
 
 export * from "../gen/autonomy/v1/agent_pb.js";
 export * from "../gen/autonomy/v1/audit_pb.js";
@@ -36,6 +38,8 @@ export * from "../gen/autonomy/v1/rbac_pb.js";
 export * from "../gen/autonomy/v1/operations_pb.js";
 export * from "../gen/autonomy/v1/releases_pb.js";
 export * from "../gen/autonomy/v1/rollouts_pb.js";
+export * from "../gen/autonomy/v1/follow_pb.js";
+export * from "../gen/autonomy/v1/support_pb.js";
 
 /** Every service a client can reach, by the property name of the returned object. */
 const SERVICES = {
@@ -48,6 +52,8 @@ const SERVICES = {
   health: HealthService,
   agent: AgentService,
   operations: OperationsService,
+  follow: EventFollowService,
+  support: SupportService,
 } as const;
 
 /** The request header that names the operator a call is made for (AUTONOMY_OPERATOR); it goes into the audit trail. */

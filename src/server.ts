@@ -6,7 +6,9 @@ import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { permission } from "../gen/autonomy/v1/options_pb.js";
 import { MAX_BODY_BYTES } from "./domain/events.js";
-import type { Logger } from "./observability/logger.js";
+import type { Logger, LogRing } from "./observability/logger.js";
+import { EventRetention } from "./ops/retention.js";
+import { EventFeed } from "./services/event-feed.js";
 import { createMetrics, type Metrics } from "./observability/metrics.js";
 import { SqliteStore } from "./store/sqlite/store.js";
 import { instrumentStore } from "./store/instrumented.js";
@@ -80,6 +82,10 @@ export interface ServerConfig {
   pushKeepaliveMs?: number;
   /** HA (with postgresUrl): --leader-lease, --leader-renew, --replication-lag-critical. */
   ha?: { leaseMs?: number; renewMs?: number; lagCriticalMs?: number };
+  /** Delete events received longer ago than this (--event-retention); off when unset or 0. */
+  eventRetentionMs?: number;
+  /** How often event retention runs; a minute when unset. */
+  eventRetentionIntervalMs?: number;
 }
 
 /** 20 unauthenticated calls a second per client address, 100 at once. */
@@ -101,6 +107,8 @@ export interface RunningServer {
   /** The agents' push streams. */
   readonly push: PushHub;
   readonly ha: HaRuntime;
+  /** Event retention, when --event-retention is set. */
+  readonly retention?: EventRetention;
   close(): Promise<void>;
 }
 
@@ -209,7 +217,7 @@ class Teardown {
  */
 export async function startServer(
   config: ServerConfig,
-  deps: { logger: Logger; onFatal: (err: Error) => void },
+  deps: { logger: Logger; onFatal: (err: Error) => void; logRing?: LogRing; flags?: object },
 ): Promise<RunningServer> {
   const { logger } = deps;
   const listenAddress = parseListenAddress(config.listen);
@@ -300,10 +308,18 @@ export async function startServer(
     await auditCheckpoints.start();
     teardown.push("refusal records", () => authorizer.close());
     await ha.attach(controller);
+    // Leader-only work, like the rollout controller: with several replicas only the leader deletes.
+    const retention = config.eventRetentionMs
+      ? new EventRetention({ store: instrumented, retentionMs: config.eventRetentionMs, intervalMs: config.eventRetentionIntervalMs, logger, isLeader: () => ha.leadership.isLeader() })
+      : undefined;
+    teardown.push("event retention", () => retention?.stop());
+    retention?.start();
     if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
+    const feed = new EventFeed();
+    const bundle = { config: deps.flags ?? config, logRing: deps.logRing, startedAtMs: Date.now() };
     const services = [
-      ...createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, logger, push,
+      ...createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, logger, push, feed, bundle,
         nodeIngestLimiter: config.nodeIngestRate && config.nodeIngestRate.perSecond > 0 ? new RateLimiter(config.nodeIngestRate) : undefined,
       }),
       haServiceEntry(ha),
@@ -422,8 +438,9 @@ export async function startServer(
         );
       }
     }
-    // Run before the listener closes: streams end (unavailable) instead of holding it open.
+    // Run before the listener closes: streams end (unavailable) and waiting long polls answer, instead of holding it open.
     teardown.push("push streams", () => push.close());
+    teardown.push("event followers", () => feed.close());
     let metricsServer: Listener | undefined;
     if (metricsAddress) {
       const onlyMetrics = createRestHandler({
@@ -450,6 +467,7 @@ export async function startServer(
       rollouts: controller,
       push,
       ha,
+      retention,
       close: () => teardown.run(),
     };
   }

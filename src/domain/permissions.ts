@@ -9,6 +9,8 @@ import { RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
 import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { OperationsService } from "../../gen/autonomy/v1/operations_pb.js";
+import { EventFollowService } from "../../gen/autonomy/v1/follow_pb.js";
+import { SupportService } from "../../gen/autonomy/v1/support_pb.js";
 
 let declared: ReadonlySet<string> | undefined;
 
@@ -18,7 +20,7 @@ let declared: ReadonlySet<string> | undefined;
  */
 export function declaredPermissions(): ReadonlySet<string> {
   declared ??= new Set(
-    [AuditService, EventService, HaService, HealthService, NodeService, OperationsService, RbacService, ReleaseService, RolloutService]
+    [AuditService, EventService, HaService, HealthService, NodeService, OperationsService, RbacService, ReleaseService, RolloutService, EventFollowService, SupportService]
       .flatMap((s) => s.methods.map((m) => getOption(m, permission)))
       .filter((p) => p !== "" && p !== "public"),
   );

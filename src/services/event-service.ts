@@ -7,6 +7,7 @@ import type { Metrics } from "../observability/metrics.js";
 import type { RolloutController } from "../rollouts/controller.js";
 import { actorOf, auditRecord, type Actor } from "./audit-record.js";
 import type { Store } from "../store/store.js";
+import type { EventFeed } from "./event-feed.js";
 
 /** The audit record of an ingested batch (--audit-data-plane): who sent it and for which nodes. */
 function ingestAudit(who: Actor, received: number, events: readonly Event[]) {
@@ -38,6 +39,8 @@ export function createEventService(deps: {
   auditDataPlane?: boolean;
   /** --node-ingest-rate: events per second per node, with a burst. */
   nodeIngestLimiter?: IngestLimiter;
+  /** Woken when a batch stored new events (followers answer at once). */
+  feed?: EventFeed;
 }): ServiceImpl<typeof EventService> {
   const { store, metrics, controller } = deps;
   const limiter = deps.nodeIngestLimiter?.enabled ? deps.nodeIngestLimiter : undefined;
@@ -75,7 +78,10 @@ export function createEventService(deps: {
       metrics.eventsReceived.inc(received);
       metrics.eventsInserted.inc(inserted);
       metrics.eventsDeduped.inc(received - inserted);
-      if (inserted > 0) controller?.onEvents(unique, inserted === unique.length);
+      if (inserted > 0) {
+        controller?.onEvents(unique, inserted === unique.length);
+        deps.feed?.stored();
+      }
       return { received, inserted, deduped: received - inserted };
     },
 

@@ -21,6 +21,56 @@ export interface EventQuery {
   before?: bigint;
 }
 
+/** Filter and cursor of a follow: events stored after a sequence number, oldest first. */
+export interface EventFollowQuery {
+  nodeId?: string;
+  eventType?: string;
+  /** Only events with a sequence number above this one. */
+  afterSeq: bigint;
+  limit: number;
+}
+
+/** One batch of retention: events in a sequence range received before a time. */
+export interface EventDeletion {
+  /** Only events with a sequence number above this one... */
+  afterSeq: bigint;
+  /** ...and at most this one. */
+  throughSeq: bigint;
+  /** Only events received (server time) before this. */
+  receivedBeforeMs: number;
+  /** At most this many, the oldest first. */
+  limit: number;
+  /**
+   * SQLite: the batch is deleted in steps, and stops after the step that spent this many
+   * milliseconds of writer time, even short of `limit`.
+   */
+  budgetMs?: number;
+}
+
+/** What a retention batch removed; the ranges are absent when it removed nothing. */
+export interface EventDeletionResult {
+  deleted: number;
+  firstSeq?: bigint;
+  lastSeq?: bigint;
+  oldestReceivedMs?: number;
+  newestReceivedMs?: number;
+  /** How long the delete held the writer (its statements, measured where they ran). */
+  elapsedMs: number;
+  /** No event of the range is left to delete. */
+  done: boolean;
+}
+
+/** Row counts, file sizes and settings, for a support bundle. */
+export interface StoreStatistics {
+  dialect: "sqlite" | "postgres";
+  /** Rows of each table, by table name. */
+  rowCounts: Record<string, number>;
+  /** Bytes of each database file (SQLite: the file, its -wal and -shm), or of each table with its indexes (PostgreSQL). */
+  sizes: Record<string, number>;
+  /** Settings that matter when diagnosing: pragmas (SQLite) or server settings (PostgreSQL). */
+  settings: Record<string, string>;
+}
+
 /** A node's enrolment: who it is and what it follows. */
 export interface Enrollment {
   nodeId: string;
@@ -96,6 +146,17 @@ export interface Store {
   queryEvents(query: EventQuery): Promise<Event[]>;
   /** Events stored per bucket of time from sinceMs, oldest bucket first (src/store/ingest-rate.ts). */
   ingestCounts(q: IngestRateQuery): Promise<number[]>;
+  /**
+   * Events stored after a sequence number, oldest first, that no later commit can precede:
+   * a follower that resumes after the last seq it saw misses none.
+   */
+  eventsAfter(query: EventFollowQuery): Promise<Event[]>;
+  /** The first stored event at or after a sequence number, with its receive time. */
+  eventAtOrAfter(seq: bigint): Promise<{ seq: bigint; receivedAtMs: number } | undefined>;
+  /** Deletes one retention batch in its own short transaction (see EventDeletion). */
+  deleteEvents(d: EventDeletion): Promise<EventDeletionResult>;
+  /** Row counts, sizes and settings (support bundles). */
+  statistics(): Promise<StoreStatistics>;
   /**
    * Publishes a release. The same id with the same content is a no-op (created false); with
    * other content it throws ConflictError. A new release's audit record is written with it.

@@ -11,6 +11,14 @@ import { RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
 import { OperationsService } from "../../gen/autonomy/v1/operations_pb.js";
 import { createOperationsService } from "../services/operations-service.js";
 import type { Logger } from "../observability/logger.js";
+import { EventFollowService } from "../../gen/autonomy/v1/follow_pb.js";
+import { SupportService } from "../../gen/autonomy/v1/support_pb.js";
+import { VerifyAuditChainRequestSchema, VerifyAuditChainResponseSchema } from "../../gen/autonomy/v1/audit_pb.js";
+import { create, toJson } from "@bufbuild/protobuf";
+import type { EventFeed } from "../services/event-feed.js";
+import { createFollowService } from "../services/follow-service.js";
+import { createSupportService } from "../services/support-service.js";
+import { SupportBundle, standardParts, type BundlePart, type StandardPartDeps } from "../ops/support-bundle.js";
 import type { Authorizer } from "../security/authz.js";
 import type { RateLimiter } from "./rate-limit.js";
 import type { AuditCheckpoints } from "../services/audit-checkpoints.js";
@@ -56,16 +64,37 @@ export interface ServiceDeps {
   /** --node-ingest-rate and --node-ingest-burst: events per second per node. */
   nodeIngestLimiter?: RateLimiter;
   logger?: Logger;
+  /** Wakes followers of the event stream when this process stores events. */
+  feed: EventFeed;
+  /**
+   * What the support bundle's standard parts read (besides the store, metrics and audit chain),
+   * and the parts other features add by name after them (HA status, the divergence report).
+   */
+  bundle: Pick<StandardPartDeps, "config" | "logRing" | "startedAtMs"> & { parts?: readonly BundlePart[] };
 }
 
 /** The one list of served services: the RPC router and the REST transcoder both read it. */
 export function createServices(deps: ServiceDeps): ServiceEntry[] {
+  const audit = createAuditService(deps);
+  const bundle = new SupportBundle(
+    standardParts({
+      ...deps.bundle,
+      store: deps.store,
+      metrics: deps.metrics,
+      rbacEnforced: deps.authorizer.enforced,
+      // The audit service's own verification, as `autonomy audit verify` shows it.
+      verifyAudit: async (call) => toJson(VerifyAuditChainResponseSchema, create(VerifyAuditChainResponseSchema, await audit.verifyAuditChain(create(VerifyAuditChainRequestSchema), call))),
+    }),
+  );
+  for (const part of deps.bundle.parts ?? []) bundle.register(part);
   return [
     entry(EventService, createEventService(deps)),
+    entry(EventFollowService, createFollowService(deps)),
+    entry(SupportService, createSupportService({ bundle })),
     entry(ReleaseService, createReleaseService(deps)),
     entry(NodeService, createNodeService(deps)),
     entry(RolloutService, createRolloutService(deps)),
-    entry(AuditService, createAuditService(deps)),
+    entry(AuditService, audit),
     entry(RbacService, createRbacService(deps)),
     entry(AgentService, createAgentService(deps)),
     entry(OperationsService, createOperationsService(deps)),

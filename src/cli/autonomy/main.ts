@@ -18,6 +18,7 @@ import { nodeCommand } from "./node.js";
 import { rbacCommand } from "./rbac.js";
 import { releaseCommand } from "./release.js";
 import { rollbackCommand, rolloutCommand } from "./rollout.js";
+import { supportBundleCommand } from "./support-bundle.js";
 
 const outputOption = () => new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS);
 
@@ -43,6 +44,7 @@ const program = addClientTlsOptions(new Command("autonomy"))
   .addCommand(auditCommand())
   .addCommand(rbacCommand())
   .addCommand(haCommand())
+  .addCommand(supportBundleCommand())
   .addCommand(configCommand())
   .addCommand(
     clientVersionCommand(

@@ -1,7 +1,7 @@
 import os from "node:os";
 import path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
+import { createLogger, LogRing, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
 import { DEFAULT_UNAUTHENTICATED_RATE, startServer } from "../../server.js";
 import { wrapProse } from "../shared/program.js";
 import { parseDuration, parseMiB, parsePositiveDuration, parsePositiveInt, parseSize } from "../shared/parse.js";
@@ -38,6 +38,7 @@ interface ServeOptions {
   tlsCrlServerName?: string;
   auditDataPlane?: boolean;
   auditCheckpointInterval: number;
+  eventRetention: number;
   tlsClientAuth: "require" | "request";
   httpHeadersTimeout: number;
   httpRequestTimeout: number;
@@ -86,6 +87,7 @@ export function serveCommand(): Command {
           "REST endpoints:\n" +
             '  POST /v1/events   ingest {"events":[...]} -> {"received":N,"inserted":N,"deduped":N}\n' +
             "  GET  /v1/events   newest first; node_id, event_type, limit (default 100, max 1000), before\n" +
+            "  GET  /v1/events/follow?after=SEQ   events stored after SEQ, oldest first (a long poll: wait_seconds, default 20)\n" +
             "  POST /v1/releases                          publish a release (immutable; artifacts pinned by sha256 digest)\n" +
             "  GET  /v1/releases/latest?channel=C         latest release of a channel\n" +
             "  GET  /v1/releases/{release_id}/acks        every node's ack of a release\n" +
@@ -97,6 +99,7 @@ export function serveCommand(): Command {
             "  POST /v1/rollouts/{plan_id}/pause|resume|promote|halt|cancel|recover   operator actions (reason required)\n" +
             "  GET  /v1/rollouts/{plan_id}/stages/{stage_id}/gates, POST .../gates/approve   gate status, manual approval\n" +
             "  GET  /v1/rollouts/signing-keys   public keys of the signed plan specs\n" +
+            "  GET  /v1/support/bundle/parts[/{name}]   the parts of a support bundle, redacted\n" +
             "  GET  /v1/crl      the CRL in force (with --tls-crl-file)\n" +
             '  GET  /v1/health   {"status":"ok"}\n' +
             "  GET  /metrics     Prometheus exposition\n\n" +
@@ -335,8 +338,20 @@ export function serveCommand(): Command {
         .argParser(parseDuration)
         .default(300_000, "5m"),
     )
+    .addOption(
+      new Option("--event-retention <duration>", "delete events received longer ago than this (30s, 10m, 2h, 7d), in short batches, each run recorded in the audit trail; 0: keep every event")
+        .env("AUTONOMY_EVENT_RETENTION")
+        .argParser((v) => {
+          const ms = parseDuration(v);
+          if (ms !== 0 && ms < 1000) throw new InvalidArgumentError(`"${v}": at least 1s (or 0 to keep every event)`);
+          return ms;
+        })
+        .default(0, "0 (off)"),
+    )
     .action(async (opts: ServeOptions) => {
-      const logger = createLogger({ format: opts.logFormat, level: opts.logLevel });
+      // The newest log records stay in memory too, for support bundles.
+      const logRing = new LogRing();
+      const logger = createLogger({ format: opts.logFormat, level: opts.logLevel, ring: logRing });
       const fatal = (err: Error) => {
         logger.fatal(`fatal: ${err.message}; stopping`);
         process.exit(1);
@@ -368,6 +383,7 @@ export function serveCommand(): Command {
             rbacEnforcement: !["0", "false", "off"].includes(enforcement),
             auditDataPlane: opts.auditDataPlane === true,
             auditCheckpointIntervalMs: opts.auditCheckpointInterval,
+            eventRetentionMs: opts.eventRetention || undefined,
             tlsClientAuth: opts.tlsClientAuth,
             limits: {
               headersTimeoutMs: opts.httpHeadersTimeout,
@@ -397,7 +413,8 @@ export function serveCommand(): Command {
                   }
                 : undefined,
           },
-          { logger, onFatal: fatal },
+          // The flags as parsed (defaults and AUTONOMY_ variables applied) go into support bundles.
+          { logger, onFatal: fatal, logRing, flags: opts },
         );
       } catch (err) {
         logger.fatal(`cannot start: ${(err as Error).message}`);

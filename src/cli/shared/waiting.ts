@@ -7,6 +7,8 @@ import type { Interceptor } from "@connectrpc/connect";
 export function waitingNotice(url: string, program = "autonomy"): Interceptor {
   let told = false;
   return (next) => async (req) => {
+    // A long poll waits by design.
+    if (req.method.name === "FollowEvents") return next(req);
     const timer = setTimeout(() => {
       if (told) return;
       told = true;

@@ -10,7 +10,7 @@ import { withInserted } from "../../domain/audit.js";
 import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
 import type { FleetTotalsQuery } from "../fleet-totals.js";
-import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, StageNodeQuery, Store } from "../store.js";
+import type { AuditQuery, Enrollment, EventDeletion, EventFollowQuery, EventQuery, NodeQuery, RolloutQuery, StageNodeQuery, Store } from "../store.js";
 import type { StageOpening } from "../rollout-opening.js";
 import { pgFleet } from "./fleet.js";
 import { GroupCommit } from "../group-commit.js";
@@ -22,6 +22,7 @@ import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
 import type { AuditRow, PlanRow, RolloutChange, SigningKeyRow, StatusRow } from "../rollout-rows.js";
 import { events } from "./schema.js";
 import { ingestCounts, type IngestRateQuery } from "../ingest-rate.js";
+import { pgEventMaintenance } from "./event-maintenance.js";
 
 export interface PostgresStoreOptions {
   url: string;
@@ -157,6 +158,19 @@ export class PostgresStore implements Store {
     } catch (err) {
       throw translate(err);
     }
+  }
+
+  eventsAfter(q: EventFollowQuery) {
+    return this.run(() => pgEventMaintenance.eventsAfter(this.db, q, Date.now()));
+  }
+  eventAtOrAfter(seq: bigint) {
+    return this.run(() => pgEventMaintenance.eventAtOrAfter(this.db, seq));
+  }
+  deleteEvents(d: EventDeletion) {
+    return this.run(() => pgEventMaintenance.deleteEvents(this.db, d));
+  }
+  statistics() {
+    return this.run(() => pgEventMaintenance.statistics(this.db));
   }
 
   publishRelease(row: ReleaseRow, audit?: AuditRow) {

@@ -19,7 +19,7 @@ import {
 } from "../prepared-queries.js";
 import { rowToAck, rowToNode, rowToRelease, type AckRow, type NodeSighting, type ReleaseRow } from "../fleet-rows.js";
 import type { FleetTotalsQuery } from "../fleet-totals.js";
-import type { AuditQuery, Enrollment, EventQuery, NodeQuery, RolloutQuery, StageNodeQuery, Store } from "../store.js";
+import type { AuditQuery, Enrollment, EventDeletion, EventFollowQuery, EventQuery, NodeQuery, RolloutQuery, StageNodeQuery, Store } from "../store.js";
 import type { OpenedStage, StageOpening } from "../rollout-opening.js";
 import { openConnection, sqliteUnavailable, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, sqliteDomainError } from "./errors.js";
@@ -32,6 +32,7 @@ import type { DivergenceQuery, EmergencyChange } from "../operation-rows.js";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
 import { events } from "./schema.js";
 import { ingestCounts, type IngestRateQuery } from "../ingest-rate.js";
+import { fromDeleteEventsResult, prepareEventMaintenanceReads, toDeleteEventsWrite } from "./event-maintenance.js";
 import type { StoreWrite, StoreWriteResult, StoreWriteResults, WriterReply, WriterRequest } from "./writer.js";
 
 /** The database file inside `--data-dir`. */
@@ -92,13 +93,16 @@ export class SqliteStore implements Store {
   private readonly rollouts: ReturnType<typeof prepareRolloutReads>;
   private readonly rbac: ReturnType<typeof prepareRbacReads>;
   private readonly operations: ReturnType<typeof prepareOperationReads>;
+  private readonly maintenance: ReturnType<typeof prepareEventMaintenanceReads>;
 
   private constructor(
     private readonly worker: Worker,
     private readonly reader: Database.Database,
     db: BetterSQLite3Database & { $client: Database.Database },
     private readonly onFatal: (err: Error) => void,
+    file: string,
   ) {
+    this.maintenance = prepareEventMaintenanceReads(db, reader, file);
     this.queries = new PreparedEventQueries((shape) => prepareEventQuery(db, reader, shape));
     this.fleet = prepareFleetReads(db, reader);
     this.rollouts = prepareRolloutReads(db);
@@ -141,7 +145,7 @@ export class SqliteStore implements Store {
     const reader = openConnection(connection, "reader");
     // Loaded here, not at the top: drizzle's driver imports better-sqlite3, an optional dependency.
     const { drizzle } = await import("drizzle-orm/better-sqlite3");
-    return new SqliteStore(worker, reader, drizzle({ client: reader }), opts.onFatal);
+    return new SqliteStore(worker, reader, drizzle({ client: reader }), opts.onFatal, file);
   }
 
   async ingestEvents(batch: readonly Event[], audit?: AuditRow): Promise<number> {
@@ -340,6 +344,19 @@ export class SqliteStore implements Store {
       },
       q,
     );
+  }
+
+  eventsAfter(q: EventFollowQuery) {
+    return this.read(() => this.maintenance.eventsAfter(q));
+  }
+  eventAtOrAfter(seq: bigint) {
+    return this.read(() => this.maintenance.eventAtOrAfter(seq));
+  }
+  async deleteEvents(d: EventDeletion) {
+    return fromDeleteEventsResult(await this.write(toDeleteEventsWrite(d)));
+  }
+  statistics() {
+    return this.read(() => this.maintenance.statistics());
   }
 
   /** Runs a read on the reader connection, with driver failures translated. */

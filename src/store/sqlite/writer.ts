@@ -36,6 +36,7 @@ import type { RolloutRecord } from "../rollout-rows.js";
 import type { OpenedStage } from "../rollout-opening.js";
 import type { WriteHandlers } from "./write-ops.js";
 import { events } from "./schema.js";
+import { prepareEventDeletes, type DeleteEventsResult, type DeleteEventsWrite } from "./event-maintenance.js";
 
 /**
  * An event batch to store (its rows flattened, EVENT_COLUMNS.length values per row), a
@@ -43,12 +44,12 @@ import { events } from "./schema.js";
  */
 export type WriterRequest = { id: number; rows: unknown[]; audit?: AuditRow } | { id: number; write: StoreWrite } | { close: true };
 /** A write of the fleet or rollout tables. */
-export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite | OperationWrite;
+export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite | OperationWrite | DeleteEventsWrite;
 /**
  * Writes that make room: allowed at --max-db-size (into the reserve above it), so that the
  * way out of a full database — an audit prune, revoking what flooded it — still works.
  */
-const RELIEF_OPS: ReadonlySet<string> = new Set<StoreWrite["op"]>(["pruneAudit", "revokeRole", "revokeToken"]);
+const RELIEF_OPS: ReadonlySet<string> = new Set<StoreWrite["op"]>(["pruneAudit", "revokeRole", "revokeToken", "deleteEvents"]);
 /** What each rollout write answers (./rollout-writes.ts answers their union). */
 interface RolloutWriteResults {
   createRollout: { record: RolloutRecord; created: boolean };
@@ -59,7 +60,7 @@ interface RolloutWriteResults {
   appendAudit: { done: true };
 }
 /** What each write answers, by operation: the typed op map SqliteStore.write is checked against. */
-export type StoreWriteResults = FleetWriteResults & RbacWriteResults & RolloutWriteResults & OperationWriteResults;
+export type StoreWriteResults = FleetWriteResults & RbacWriteResults & RolloutWriteResults & OperationWriteResults & { deleteEvents: DeleteEventsResult };
 export type StoreWriteResult = StoreWriteResults[StoreWrite["op"]];
 type Work = Exclude<WriterRequest, { close: true }>;
 
@@ -141,6 +142,7 @@ function prepareStatements(sqlite: Database.Database) {
     rbac: prepareRbacWrites(db, audit.append),
     operations: prepareOperationWrites(db, audit.append),
     audit,
+    retention: prepareEventDeletes(sqlite),
     insertOne: insertOf(1),
     insertMany: insertOf(ROWS_PER_STATEMENT),
     begin: sqlite.prepare("BEGIN IMMEDIATE"),
@@ -189,6 +191,7 @@ function start(): void {
     registerSigningKey: rollout,
     pruneAudit: rollout,
     appendAudit: rollout,
+    deleteEvents: (w: DeleteEventsWrite) => s.retention.deleteEvents(w),
   } satisfies WriteHandlers<StoreWrite, StoreWriteResults>;
   // The one place the request's operation picks its handler (TypeScript cannot correlate the two).
   const write = (w: StoreWrite): StoreWriteResult => (handlers[w.op] as (w: StoreWrite) => StoreWriteResult)(w);
