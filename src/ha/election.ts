@@ -348,6 +348,9 @@ export class PgLeadership implements Leadership {
     const lead = this.leading;
     if (!lead) return;
     this.leading = undefined;
+    // A replica that just stopped leading lets the others campaign first: its connection came
+    // back quicker than theirs noticed would otherwise hand it the lock again, and leadership flap.
+    this.holdOffUntil = Math.max(this.holdOffUntil, mono() + 2 * this.opts.renewMs);
     this.opts.logger.warn({ epoch: lead.epoch, reason }, "this replica stopped leading");
     const stopped = this.transition(false, undefined);
     await Promise.race([stopped, new Promise((r) => setTimeout(r, opts.waitMs ?? this.opts.renewMs).unref())]);

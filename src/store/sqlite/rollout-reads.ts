@@ -62,7 +62,8 @@ export function prepareRolloutReads(db: BetterSQLite3Database & { $client: Datab
     .where(
       and(
         eq(rolloutMoves.planId, sql.placeholder("plan")),
-        eq(rolloutMoves.kind, "move"),
+        // A literal, not a parameter: the statement binds its placeholders by name.
+        eq(rolloutMoves.kind, sql`'move'`),
         eq(rolloutMoves.stageId, sql.placeholder("stage")),
         gt(rolloutMoves.nodeId, sql.placeholder("after")),
       ),
