@@ -1,7 +1,8 @@
 import { copyFileSync, constants, existsSync, linkSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { loadDriver } from "../sqlite/connection.js";
 import { DB_FILE_NAME } from "../sqlite/store.js";
 
 /** A value of a SQLite row as read for the copy: integers exactly (bigint), text, or null. */
@@ -116,7 +117,7 @@ export class SqliteSource {
 }
 
 function openReadOnly(file: string): Database.Database {
-  const db = new Database(file, { readonly: true, fileMustExist: true });
+  const db = new (loadDriver())(file, { readonly: true, fileMustExist: true });
   db.pragma("query_only = ON");
   db.pragma("cache_size = -32768");
   return db;

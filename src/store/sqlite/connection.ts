@@ -18,7 +18,7 @@ export function sqliteUnavailable(): string | undefined {
 let driver: typeof Database | undefined;
 
 /** better-sqlite3, loaded when a store first opens: the clients and the agent never load it. */
-function loadDriver(): typeof Database {
+export function loadDriver(): typeof Database {
   driver ??= createRequire(import.meta.url)("better-sqlite3") as typeof Database;
   return driver;
 }
