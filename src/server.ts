@@ -38,6 +38,7 @@ import { bootstrapRbac } from "./security/bootstrap.js";
 import { AuditCheckpoints, CHECKPOINT_FILE } from "./services/audit-checkpoints.js";
 import { ENFORCEMENT_OFF_WARNING } from "./services/health-service.js";
 import { PushHub } from "./services/agent-push.js";
+import { divergenceBundlePart, haBundlePart } from "./ops/bundle-parts.js";
 import { HaRuntime } from "./ha/runtime.js";
 import { haServiceEntry } from "./ha/service.js";
 import { openPostgres } from "./ha/connect.js";
@@ -317,7 +318,7 @@ export async function startServer(
     if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
     const feed = new EventFeed();
-    const bundle = { config: deps.flags ?? config, logRing: deps.logRing, startedAtMs: Date.now() };
+    const bundle = { config: deps.flags ?? config, logRing: deps.logRing, startedAtMs: Date.now(), parts: [haBundlePart(ha), divergenceBundlePart(fleet)] };
     const services = [
       ...createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, logger, push, feed, bundle,
         nodeIngestLimiter: config.nodeIngestRate && config.nodeIngestRate.perSecond > 0 ? new RateLimiter(config.nodeIngestRate) : undefined,

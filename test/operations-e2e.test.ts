@@ -220,7 +220,7 @@ describe("emergency stop, divergence and reconcile with real edgectl agents", ()
     expect(before[hand].evidence).toMatch(/reports d0 \(never acked by this node\)/);
     expect(before[slow].evidence).toMatch(/ack of d2: downloading/);
     // The threshold: none of them has diverged for ten minutes.
-    expect(await autonomy("fleet", "divergence", "--channel", "dv")).toBe("no node diverged for longer than 600s\n");
+    expect(await autonomy("fleet", "divergence", "--channel", "dv")).toBe("no node diverged for longer than 10m\n");
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
     expect(metrics).toMatch(/cp_nodes_diverged\{class="failed"\} 0/);
 

@@ -95,9 +95,13 @@ describe.each(STORE_KINDS)("support bundle parts: %s", (kind) => {
     const api = createOrchestratorClients({ baseUrl: server.url });
     try {
       const { parts } = await api.support.listBundleParts({});
-      expect(parts.map((p) => p.name)).toEqual(["version", "flags", "health", "metrics", "store-stats", "audit-verify", "plans", "server-log"]);
+      expect(parts.map((p) => p.name)).toEqual(["version", "flags", "health", "metrics", "store-stats", "audit-verify", "plans", "server-log", "ha", "divergence"]);
       const stats = JSON.parse((await api.support.collectBundlePart({ name: "store-stats" })).content);
       expect(stats.dialect).toBe(kind);
+      const ha = JSON.parse((await api.support.collectBundlePart({ name: "ha" })).content);
+      expect(ha).toMatchObject({ mode: kind === "sqlite" ? "standalone" : "postgres", writeReady: true });
+      const divergence = JSON.parse((await api.support.collectBundlePart({ name: "divergence" })).content);
+      expect(divergence).toEqual({ nodes: [], truncated: false, cap: 1000 });
       expect(stats.rowCounts.events).toBe(0);
       expect(Object.keys(stats.settings)).toContain(kind === "sqlite" ? "journal_mode" : "synchronous_commit");
       if (kind === "postgres") expect(JSON.stringify(JSON.parse((await api.support.collectBundlePart({ name: "flags" })).content))).not.toMatch(/:\/\/[^:/]+:[^[@/]+@/);
@@ -161,7 +165,7 @@ describe("autonomy support-bundle generate against a TLS server with RBAC on", (
     const [top] = readdirSync(dir);
     const files = Object.fromEntries(readdirSync(path.join(dir, top)).map((f) => [f, readFileSync(path.join(dir, top, f))]));
     expect(Object.keys(files).sort()).toEqual(
-      ["audit-verify.json", "client.json", "flags.json", "health.json", "manifest.json", "metrics.prom", "plans-unfinished.json", "server-log.jsonl", "store-stats.json", "version.json"],
+      ["audit-verify.json", "client.json", "divergence.json", "flags.json", "ha.json", "health.json", "manifest.json", "metrics.prom", "plans-unfinished.json", "server-log.jsonl", "store-stats.json", "version.json"],
     );
     const manifest = JSON.parse(files["manifest.json"].toString());
     expect(manifest.failed).toEqual([]);
@@ -191,7 +195,7 @@ describe("autonomy support-bundle generate against a TLS server with RBAC on", (
     const { stdout } = await promisify(execFile)("script", ["-qec", argv.map((a) => `'${a}'`).join(" "), "/dev/null"], {
       env: { ...process.env, AUTONOMY_TOKEN: adminToken },
     });
-    const names = ["version", "flags", "health", "metrics", "store-stats", "audit-verify", "plans", "server-log"];
+    const names = ["version", "flags", "health", "metrics", "store-stats", "audit-verify", "plans", "server-log", "ha", "divergence"];
     names.forEach((name, i) => expect(stdout).toMatch(new RegExp(`\\[${i + 1}/${names.length}\\] ${name}: [\\d.]+ (B|KiB) in \\d+ ms`)));
   });
 

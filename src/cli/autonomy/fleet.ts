@@ -9,7 +9,7 @@ import {
   type GetFleetStatusResponse,
 } from "../../../clients/index.js";
 import { escapeControl, formatAge, formatTable, printMessage, UsageError } from "../shared/output.js";
-import { DURATION_HINT, parseDuration, parsePositiveDuration } from "../shared/parse.js";
+import { DURATION_HINT, formatDuration, parseDuration, parsePositiveDuration } from "../shared/parse.js";
 import { withClients } from "./context.js";
 
 interface StatusOptions {
@@ -90,7 +90,7 @@ export function fleetCommand(): Command {
         } while (pageToken !== "");
         const report = { $typeName: "autonomy.v1.ListDivergedNodesResponse" as const, nodes, nextPageToken: "", olderThanSeconds };
         if (options.output !== "text") return printMessage(options.output, ListDivergedNodesResponseSchema, report);
-        if (nodes.length === 0) return void process.stdout.write(`no node diverged for longer than ${olderThanSeconds}s\n`);
+        if (nodes.length === 0) return void process.stdout.write(`no node diverged for longer than ${olderThanSeconds === 0n ? "0s" : formatDuration(Number(olderThanSeconds) * 1000)}\n`);
         const rows = nodes.map((n) => [
           n.nodeId,
           n.channel,
