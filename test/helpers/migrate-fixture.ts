@@ -1,37 +1,13 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
-import pg from "pg";
-import { inject } from "vitest";
 import { h1 } from "./http.js";
+import { createTestDatabase } from "./postgres.js";
 import { until } from "./wait.js";
 
 /** A fresh database named mig_<random> on the run's PostgreSQL server; `drop` removes it. */
-export async function createMigrateDatabase(): Promise<{ url: string; name: string; drop: () => Promise<void> }> {
-  const adminUrl = inject("postgresAdminUrl");
-  const name = `mig_${randomBytes(6).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    name,
-    async drop() {
-      const client = new pg.Client({ connectionString: adminUrl });
-      await client.connect();
-      try {
-        await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      } finally {
-        await client.end();
-      }
-    },
-  };
+export function createMigrateDatabase(): Promise<{ url: string; name: string; drop: () => Promise<void> }> {
+  return createTestDatabase({ prefix: "mig" });
 }
 
 /** sha256 of every file of a directory, by name: what "the SQLite data dir did not change" compares. */

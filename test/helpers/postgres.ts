@@ -2,10 +2,15 @@ import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { inject } from "vitest";
 
-/** A fresh, empty database on the run's PostgreSQL server; `drop` removes it. */
-export async function createTestDatabase(): Promise<{ url: string; drop: () => Promise<void> }> {
-  const adminUrl = inject("postgresAdminUrl");
-  const name = `ao_test_${randomBytes(6).toString("hex")}`;
+/**
+ * A fresh, empty database named `<prefix>_<random>` on the run's PostgreSQL server (or on
+ * adminUrl); `drop` removes it. The prefix tells the tests' databases apart on a shared server.
+ */
+export async function createTestDatabase(
+  opts: { prefix?: string; adminUrl?: string } = {},
+): Promise<{ url: string; name: string; drop: () => Promise<void> }> {
+  const adminUrl = opts.adminUrl ?? inject("postgresAdminUrl");
+  const name = `${opts.prefix ?? "ao_test"}_${randomBytes(6).toString("hex")}`;
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   try {
@@ -17,6 +22,7 @@ export async function createTestDatabase(): Promise<{ url: string; drop: () => P
   url.pathname = `/${name}`;
   return {
     url: url.toString(),
+    name,
     async drop() {
       const client = new pg.Client({ connectionString: adminUrl });
       await client.connect();
