@@ -206,6 +206,12 @@ export class RolloutController {
     else if (!this.stopped && !this.runtimes.has(record.plan.planId)) this.load(record);
   }
 
+  /** A plan changed outside the controller (the emergency stop halted it): the leader reads it back, a follower tells the leader. */
+  async planChanged(planId: string): Promise<void> {
+    if (!this.leading) this.deps.relay?.plan(planId);
+    else await this.refreshPlan(planId);
+  }
+
   /** A plan changed on another replica: read it back (and start running it if it is new here). */
   async refreshPlan(planId: string): Promise<void> {
     if (this.stopped || !this.leading) return;

@@ -44,8 +44,8 @@ export function createOperationsService(deps: OperationsServiceDeps): ServiceImp
   const { store, sightings, controller } = deps;
 
   /** The controller reads the halted plans back now rather than at its next resync. */
-  const resyncController = () =>
-    controller.resync().catch((err: unknown) => deps.logger?.warn({ err: (err as Error).message }, "re-reading the rollout plans after the emergency stop failed"));
+  const resyncController = (planIds: readonly string[] = []) =>
+    Promise.all([controller.resync(), ...planIds.map((id) => controller.planChanged(id))]).catch((err: unknown) => deps.logger?.warn({ err: (err as Error).message }, "re-reading the rollout plans after the emergency stop failed"));
 
   async function reconcileOne(ctx: HandlerContext, nodeId: string, strategy: ReconcileStrategy | "unpin", reason: string): Promise<string> {
     const who = actorOf(ctx);
@@ -89,7 +89,7 @@ export function createOperationsService(deps: OperationsServiceDeps): ServiceImp
       const result = await store.startEmergencyStop({ ...who, atMs, reason: req.reason, audit });
       if (result.changed) {
         deps.logger?.warn({ actor: who.actor, reason: req.reason, halted_plans: result.haltedPlanIds }, "emergency stop: every unfinished rollout plan halted");
-        await resyncController();
+        await resyncController(result.haltedPlanIds);
       }
       return { state: stopState(result.state), changed: result.changed, haltedPlanIds: result.haltedPlanIds };
     },
