@@ -43,9 +43,11 @@ const RECONCILE_PAGE = 500;
 export function createOperationsService(deps: OperationsServiceDeps): ServiceImpl<typeof OperationsService> {
   const { store, sightings, controller } = deps;
 
-  /** The controller reads the halted plans back now rather than at its next resync. */
-  const resyncController = (planIds: readonly string[] = []) =>
-    Promise.all([controller.resync(), ...planIds.map((id) => controller.planChanged(id))]).catch((err: unknown) => deps.logger?.warn({ err: (err as Error).message }, "re-reading the rollout plans after the emergency stop failed"));
+  /** The leader's controller reads the halted plans back now rather than at its next resync (a follower relays them). */
+  const rereadPlans = (planIds: readonly string[]) =>
+    Promise.all(planIds.map((id) => controller.planChanged(id))).catch((err: unknown) =>
+      deps.logger?.warn({ err: (err as Error).message }, "re-reading the rollout plans after the emergency stop failed"),
+    );
 
   async function reconcileOne(ctx: HandlerContext, nodeId: string, strategy: ReconcileStrategy | "unpin", reason: string): Promise<string> {
     const who = actorOf(ctx);
@@ -89,7 +91,7 @@ export function createOperationsService(deps: OperationsServiceDeps): ServiceImp
       const result = await store.startEmergencyStop({ ...who, atMs, reason: req.reason, audit });
       if (result.changed) {
         deps.logger?.warn({ actor: who.actor, reason: req.reason, halted_plans: result.haltedPlanIds }, "emergency stop: every unfinished rollout plan halted");
-        await resyncController(result.haltedPlanIds);
+        await rereadPlans(result.haltedPlanIds);
       }
       return { state: stopState(result.state), changed: result.changed, haltedPlanIds: result.haltedPlanIds };
     },
