@@ -1,0 +1,98 @@
+import { ValidationError } from "../../domain/errors.js";
+
+/** What the agent does when a replica's process ends on its own (not stopped by a command). */
+export type RestartPolicy = "always" | "on-failure" | "never";
+export const RESTART_POLICIES: readonly RestartPolicy[] = ["always", "on-failure", "never"];
+
+/** One replica of a service, as the control plane asks a node to run it. */
+export interface ReplicaSpec {
+  /** `<service>-<index>`, unique on the node. */
+  replicaId: string;
+  service: string;
+  index: number;
+  /** The version of the spec; a launch of the replicaId and generation that runs is a no-op. */
+  generation: number;
+  command: string;
+  args: string[];
+  env: Record<string, string>;
+  restartPolicy: RestartPolicy;
+}
+
+/** Variables the agent sets in every replica's environment; a spec may not set them. */
+export const RESERVED_ENV = ["AUTONOMY_REPLICA_ID", "AUTONOMY_SERVICE", "AUTONOMY_REPLICA_INDEX", "AUTONOMY_GENERATION", "AUTONOMY_REPLICA_INSTANCE"] as const;
+
+/** A service name: letters, digits, `-`, `_` and `.`, starting with a letter or digit, at most 63 characters. */
+export const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+export const MAX_COMMAND_CHARS = 4096;
+export const MAX_ARGS = 1024;
+export const MAX_ARG_CHARS = 65536;
+export const MAX_ENV = 1024;
+export const MAX_COMMAND_ID_CHARS = 256;
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+
+/**
+ * Checks a replica spec from the command stream. Throws ValidationError naming the first bad
+ * field (`command`, `args[2]`, `env.PATH`, ...); a spec that passes can be started as it is.
+ */
+export function validateReplicaSpec(spec: unknown): asserts spec is ReplicaSpec {
+  if (!isRecord(spec)) throw new ValidationError("spec", "must be an object");
+  const { replicaId, service, index, generation, command, args, env, restartPolicy } = spec;
+  if (typeof service !== "string" || service === "") throw new ValidationError("service", "must not be empty");
+  if (!SERVICE_NAME.test(service)) {
+    throw new ValidationError("service", "must be letters, digits, '-', '_' or '.', start with a letter or digit and be at most 63 characters");
+  }
+  if (!isCount(index)) throw new ValidationError("index", "must be an integer of 0 or more");
+  if (typeof replicaId !== "string" || replicaId === "") throw new ValidationError("replicaId", "must not be empty");
+  if (replicaId !== `${service}-${index}`) throw new ValidationError("replicaId", `must be "<service>-<index>" (${service}-${index}), not "${printable(replicaId)}"`);
+  if (!isCount(generation)) throw new ValidationError("generation", "must be an integer of 0 or more");
+  if (typeof command !== "string" || command.trim() === "") throw new ValidationError("command", "must not be empty");
+  if (command.length > MAX_COMMAND_CHARS) throw new ValidationError("command", `must be at most ${MAX_COMMAND_CHARS} characters`);
+  if (command.includes("\0")) throw new ValidationError("command", "must not contain NUL");
+  if (!Array.isArray(args)) throw new ValidationError("args", "must be a list of strings");
+  if (args.length > MAX_ARGS) throw new ValidationError("args", `must have at most ${MAX_ARGS} items`);
+  args.forEach((a: unknown, i) => {
+    if (typeof a !== "string") throw new ValidationError(`args[${i}]`, "must be a string");
+    if (a.length > MAX_ARG_CHARS) throw new ValidationError(`args[${i}]`, `must be at most ${MAX_ARG_CHARS} characters`);
+    if (a.includes("\0")) throw new ValidationError(`args[${i}]`, "must not contain NUL");
+  });
+  if (!isRecord(env)) throw new ValidationError("env", "must be a map of names to strings");
+  const names = Object.keys(env);
+  if (names.length > MAX_ENV) throw new ValidationError("env", `must have at most ${MAX_ENV} variables`);
+  for (const name of names) {
+    const value = env[name];
+    if (!ENV_NAME.test(name)) throw new ValidationError(`env.${printable(name)}`, "is not a variable name (letters, digits and '_', not starting with a digit)");
+    if ((RESERVED_ENV as readonly string[]).includes(name)) throw new ValidationError(`env.${name}`, "is set by the agent");
+    if (typeof value !== "string") throw new ValidationError(`env.${name}`, "must be a string");
+    if (value.length > MAX_ARG_CHARS) throw new ValidationError(`env.${name}`, `must be at most ${MAX_ARG_CHARS} characters`);
+    if (value.includes("\0")) throw new ValidationError(`env.${name}`, "must not contain NUL");
+  }
+  if (typeof restartPolicy !== "string" || !(RESTART_POLICIES as readonly string[]).includes(restartPolicy)) {
+    throw new ValidationError("restartPolicy", `must be one of ${RESTART_POLICIES.join(", ")}`);
+  }
+}
+
+/** Checks a command's idempotency key. */
+export function validateCommandId(commandId: unknown): asserts commandId is string {
+  if (typeof commandId !== "string" || commandId === "") throw new ValidationError("commandId", "must not be empty");
+  if (commandId.length > MAX_COMMAND_ID_CHARS) throw new ValidationError("commandId", `must be at most ${MAX_COMMAND_ID_CHARS} characters`);
+}
+
+/** Checks the replica id of a stop command (any id is fine to stop; it only has to be an id). */
+export function validateReplicaId(replicaId: unknown): asserts replicaId is string {
+  if (typeof replicaId !== "string" || replicaId === "") throw new ValidationError("replicaId", "must not be empty");
+  if (replicaId.length > 128 || /[\0/]/.test(replicaId)) throw new ValidationError("replicaId", "is not a replica id");
+}
+
+/** A copy of a spec with its own arrays and maps, so a caller's later changes do not reach it. */
+export function copySpec(spec: ReplicaSpec): ReplicaSpec {
+  return { ...spec, args: [...spec.args], env: { ...spec.env } };
+}
+
+function printable(s: string): string {
+  const cut = s.length > 80 ? `${s.slice(0, 80)}...` : s;
+  return cut.replace(/[\0-\x1f\x7f]/g, "?");
+}
