@@ -129,3 +129,31 @@ export function certificateBackdateMs(lifetimeMs: number): number {
 export function renewAtMs(notBeforeMs: number, notAfterMs: number): number {
   return notBeforeMs + Math.floor(((notAfterMs - notBeforeMs) * 2) / 3);
 }
+
+/** A node certificate as a CA signed it: what the node is answered and what the store records. */
+export interface SignedNodeCertificate {
+  /** Upper-case hex. */
+  serial: string;
+  certPem: string;
+  /** The node certificate, then the CA certificate. */
+  chainPem: string;
+  caPem: string;
+  notBeforeMs: number;
+  notAfterMs: number;
+  renewAfterMs: number;
+}
+
+/** A certificate signing request that parsed and verified: the names it asks for, and its key (opaque here). */
+export interface CheckedCsrLike {
+  names: CsrNames;
+}
+
+/**
+ * What enrolment needs of a CA (src/security/node-signer.ts): reading requests (ValidationError
+ * naming csr_pem for a bad one) and signing a node certificate for the key of one.
+ */
+export interface NodeCertificateAuthority<C extends CheckedCsrLike = CheckedCsrLike> {
+  readonly lifetimeMs: number;
+  checkCsr(pem: string): Promise<C>;
+  sign(csr: C, nodeId: string, origin: "enrolment" | "renewal", nowMs?: number): Promise<SignedNodeCertificate>;
+}
