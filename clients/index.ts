@@ -21,6 +21,7 @@ import { AuditService } from "../gen/autonomy/v1/audit_pb.js";
 import { EventService } from "../gen/autonomy/v1/events_pb.js";
 import { HealthService } from "../gen/autonomy/v1/health_pb.js";
 import { NodeService } from "../gen/autonomy/v1/nodes_pb.js";
+import { EnrollmentService } from "../gen/autonomy/v1/enrollment_pb.js";
 import { RbacService } from "../gen/autonomy/v1/rbac_pb.js";
 import { OperationsService } from "../gen/autonomy/v1/operations_pb.js";
 import { ReleaseService } from "../gen/autonomy/v1/releases_pb.js";
@@ -34,6 +35,7 @@ export { diagnoseTransportError, type TransportFailure, type TransportFailureKin
 export * from "../gen/autonomy/v1/events_pb.js";
 export * from "../gen/autonomy/v1/health_pb.js";
 export * from "../gen/autonomy/v1/nodes_pb.js";
+export * from "../gen/autonomy/v1/enrollment_pb.js";
 export * from "../gen/autonomy/v1/rbac_pb.js";
 export * from "../gen/autonomy/v1/operations_pb.js";
 export * from "../gen/autonomy/v1/releases_pb.js";
@@ -46,6 +48,7 @@ const SERVICES = {
   events: EventService,
   releases: ReleaseService,
   nodes: NodeService,
+  enrollment: EnrollmentService,
   rollouts: RolloutService,
   audit: AuditService,
   rbac: RbacService,
@@ -153,4 +156,66 @@ export function createOrchestratorClients(opts: ClientOptions): OrchestratorClie
     Object.entries(SERVICES).map(([name, service]) => [name, createClient(service as DescService, transport)]),
   );
   return { ...(clients as Omit<OrchestratorClients, "transport" | "close">), transport, close };
+}
+
+/** Clients whose TLS credentials can change while they are in use (a renewed node certificate). */
+export interface RenewableClients extends OrchestratorClients {
+  /**
+   * Calls from now on go over a new connection made with these credentials. The old connection
+   * is closed once the unary calls on it have ended (at most `graceMs` later, 10 s by default);
+   * streams on it end then, and a caller that reopens them gets the new connection.
+   */
+  useTls(tls: NonNullable<ClientOptions["tls"]>, graceMs?: number): void;
+}
+
+/** Typed clients for every service over a transport that can be replaced (see RenewableClients). */
+export function createRenewableClients(opts: ClientOptions): RenewableClients {
+  interface Generation {
+    transport: Transport;
+    close(): void;
+    inflight: number;
+    retired: boolean;
+  }
+  const open = (o: ClientOptions): Generation => ({ ...createOrchestratorTransport(o), inflight: 0, retired: false });
+  let current = open(opts);
+  const generations = new Set([current]);
+  const settle = (g: Generation) => {
+    if (!g.retired || g.inflight > 0 || !generations.has(g)) return;
+    generations.delete(g);
+    g.close();
+  };
+  const transport: Transport = {
+    unary(method, signal, timeoutMs, header, input, contextValues) {
+      const g = current;
+      g.inflight++;
+      return g.transport.unary(method, signal, timeoutMs, header, input, contextValues).finally(() => {
+        g.inflight--;
+        settle(g);
+      });
+    },
+    stream(method, signal, timeoutMs, header, input, contextValues) {
+      return current.transport.stream(method, signal, timeoutMs, header, input, contextValues);
+    },
+  };
+  const clients = Object.fromEntries(
+    Object.entries(SERVICES).map(([name, service]) => [name, createClient(service as DescService, transport)]),
+  );
+  return {
+    ...(clients as Omit<OrchestratorClients, "transport" | "close">),
+    transport,
+    useTls(tls, graceMs = 10_000) {
+      const old = current;
+      current = open({ ...opts, tls });
+      generations.add(current);
+      old.retired = true;
+      settle(old);
+      setTimeout(() => {
+        if (generations.delete(old)) old.close();
+      }, graceMs).unref();
+    },
+    close() {
+      for (const g of generations) g.close();
+      generations.clear();
+    },
+  };
 }

@@ -33,6 +33,9 @@ import { loadTlsFiles, watchCrlFile, type TlsFiles } from "./security/crl-watch.
 import { syncCrlOnce, type CrlSyncSettings } from "./security/crl-sync.js";
 import type { CheckedCrl } from "./security/pki.js";
 import { listenTls, type TlsListener } from "./transport/tls-listener.js";
+import { NodeCertificateSigner } from "./security/node-signer.js";
+import { DEFAULT_NODE_CERT_LIFETIME_MS, MAX_NODE_CERT_LIFETIME_MS, MIN_NODE_CERT_LIFETIME_MS } from "./domain/enrollment.js";
+import { EnrollmentService } from "../gen/autonomy/v1/enrollment_pb.js";
 import { Authorizer, peerIdentity } from "./security/authz.js";
 import { bootstrapRbac } from "./security/bootstrap.js";
 import { AuditCheckpoints, CHECKPOINT_FILE } from "./services/audit-checkpoints.js";
@@ -73,6 +76,14 @@ export interface ServerConfig {
   auditCheckpointIntervalMs?: number;
   /** With --tls-ca-file: "require" a client certificate (the default) or "request" one, letting tokens in. */
   tlsClientAuth?: "require" | "request";
+  /**
+   * The CA directory of `autonomy cert init-ca` (--ca-dir): the server then holds the CA key and
+   * signs node certificates at enrolment (a one-time token) and renewal. Needs mutual TLS with
+   * that CA in --tls-ca-file.
+   */
+  caDir?: string;
+  /** How long a node certificate the server signs is valid (--node-cert-valid-for); 30 days when unset. */
+  nodeCertLifetimeMs?: number;
   /** Timeouts, connection caps and HTTP/2 session bounds (--http-*, --max-connections*); DEFAULT_LIMITS for what is unset. */
   limits?: Partial<TransportLimits>;
   /** Unauthenticated calls per client address (--unauthenticated-rate, --unauthenticated-burst). */
@@ -153,6 +164,16 @@ function crlSyncSettings(files: TlsFiles | undefined): CrlSyncSettings | undefin
     cert: readFlagFile("--tls-cert-file", files.certFile),
     key: readFlagFile("--tls-key-file", files.keyFile),
   };
+}
+
+/** The CA of --ca-dir, checked against the TLS settings: its certificates must be ones the server accepts. */
+async function loadNodeCa(config: ServerConfig, trustedCa: Buffer | undefined): Promise<NodeCertificateSigner> {
+  if (!trustedCa) throw new Error("--ca-dir needs mutual TLS (--tls-cert-file, --tls-key-file and --tls-ca-file): the node certificates it signs are client certificates");
+  const lifetimeMs = config.nodeCertLifetimeMs ?? DEFAULT_NODE_CERT_LIFETIME_MS;
+  if (!Number.isFinite(lifetimeMs) || lifetimeMs < MIN_NODE_CERT_LIFETIME_MS || lifetimeMs > MAX_NODE_CERT_LIFETIME_MS) {
+    throw new Error(`--node-cert-valid-for: ${MIN_NODE_CERT_LIFETIME_MS / 1000}s to ${MAX_NODE_CERT_LIFETIME_MS / 86_400_000}d`);
+  }
+  return NodeCertificateSigner.load(config.caDir!, { lifetimeMs, trustedCaPem: trustedCa.toString("utf8") });
 }
 
 const isLoopback = (host: string) => host === "localhost" || host === "::1" || host.startsWith("127.");
@@ -243,6 +264,7 @@ export async function startServer(
   await syncRound();
   const tls = config.tls ? await loadTlsFiles(config.tls) : undefined;
   let crl = tls?.crl;
+  const nodeCa = config.caDir === undefined ? undefined : await loadNodeCa(config, tls?.ca);
   const store: Store = config.postgresUrl
     ? await openPostgres(storeUrl(config.postgresUrl, replicaId, config.ha?.leaseMs ?? DEFAULT_LEADER_LEASE_MS), logger)
     : await SqliteStore.open({
@@ -320,7 +342,7 @@ export async function startServer(
     const feed = new EventFeed();
     const bundle = { config: deps.flags ?? config, logRing: deps.logRing, startedAtMs: Date.now(), parts: [haBundlePart(ha), divergenceBundlePart(fleet)] };
     const services = [
-      ...createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, logger, push, feed, bundle,
+      ...createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, logger, push, feed, bundle, ca: nodeCa,
         nodeIngestLimiter: config.nodeIngestRate && config.nodeIngestRate.perSecond > 0 ? new RateLimiter(config.nodeIngestRate) : undefined,
       }),
       haServiceEntry(ha),
@@ -346,8 +368,13 @@ export async function startServer(
       fallback: (req, res) =>
         void (serveUi(req as NodeRequest, res as NodeResponse, infos.get(req as NodeRequest)) || rest(req as NodeRequest, res as NodeResponse)),
     });
+    // A client without a certificate on a server that requires one may only enrol (--ca-dir).
+    const admitCertless = tls?.ca !== undefined && nodeCa !== undefined && (config.tlsClientAuth ?? "require") === "require";
     const gated = createGate(
       {
+        certless: admitCertless ? (req) => !infos.get(req)?.peer : undefined,
+        certlessMethods: new Set([EnrollmentService.method.enroll]),
+        onCertlessRefused: () => metrics.tlsRefusals.inc({ reason: "NO_CERTIFICATE" }),
         services,
         resolveRest: createRestResolver(services),
         isOpen: (method) => !authorizer.enforced || getOption(method, permission) === "public",
@@ -397,7 +424,7 @@ export async function startServer(
       const tlsApi = await listenTls(
         listenAddress,
         handler,
-        { ...tls, clientAuth: config.tlsClientAuth ?? "require" },
+        { ...tls, clientAuth: config.tlsClientAuth ?? "require", admitCertless },
         {
           onRefused: (reason) => metrics.tlsRefusals.inc({ reason }),
           onRevokedClosed: () => metrics.tlsRevokedClosed.inc(),

@@ -149,7 +149,8 @@ describe("output, help and conventions of the CLIs", () => {
     const serve = (await runProgram(ORCHESTRATOR_BIN, ["serve", "--help"], { COLUMNS: "300" })).stdout;
     expect(serve).toContain("RBAC is enforced: every RPC needs a client certificate (mutual TLS) or a bearer token whose roles grant its permission. The first start");
     const edge = (await runProgram(EDGECTL_BIN, ["help", "enroll"])).stdout;
-    expect(edge).toMatch(/--node-id <id> \(required\)/);
+    expect(edge).toMatch(/--node-id <id> +this node's id \(required without --token/);
+    expect(edge).toMatch(/--token <token> +a one-time enrolment token/);
     expect(edge).toContain("--state-dir <dir>");
   });
 

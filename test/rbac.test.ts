@@ -17,8 +17,8 @@ import { STORE_KINDS, startTestServer, type TestServer } from "./helpers/server.
 
 /** Every served service, from the server's own list. */
 async function servedServices(): Promise<DescService[]> {
-  const { AuditService, EventService, HealthService, NodeService, RbacService, ReleaseService, RolloutService } = await import("../clients/index.js");
-  return [EventService, ReleaseService, NodeService, RolloutService, AuditService, RbacService, HealthService];
+  const { AuditService, EnrollmentService, EventService, HealthService, NodeService, RbacService, ReleaseService, RolloutService } = await import("../clients/index.js");
+  return [EventService, ReleaseService, NodeService, EnrollmentService, RolloutService, AuditService, RbacService, HealthService];
 }
 
 type Verdict = "allowed" | "unauthenticated" | "denied";
@@ -79,6 +79,8 @@ describe.each(STORE_KINDS)("RBAC on %s", (kind) => {
             needed === "public" ? "allowed" : role === "anonymous" ? "unauthenticated" : grants(BUILTIN_ROLES[role], needed) ? "allowed" : "denied";
           // A node reads only the specs of plans that moved it; this request names no plan.
           if (role === "edge" && rpc === "RolloutService.GetRolloutSpec") expected[role][rpc] = "denied";
+          // A certificate is renewed with itself: no bearer token renews one, whatever its roles.
+          if (role !== "anonymous" && rpc === "EnrollmentService.RenewCertificate") expected[role][rpc] = "denied";
         }
       } finally {
         api.close();
@@ -91,6 +93,10 @@ describe.each(STORE_KINDS)("RBAC on %s", (kind) => {
     expect(expected.edge["EventService.IngestEvents"]).toBe("allowed");
     expect(expected.auditor["AuditService.QueryAuditRecords"]).toBe("allowed");
     expect(expected.operator["RbacService.AssignRole"]).toBe("denied");
+    expect(expected.operator["EnrollmentService.CreateEnrollmentToken"]).toBe("allowed");
+    expect(expected.analyst["EnrollmentService.CreateEnrollmentToken"]).toBe("denied");
+    expect(expected.auditor["EnrollmentService.ListEnrollmentTokens"]).toBe("allowed");
+    expect(expected.anonymous["EnrollmentService.Enroll"]).toBe("allowed");
     // Every denial was recorded.
     const denials = await admin.audit.queryAuditRecords({ eventName: "auth.denied", limit: 1000 });
     const deniedCalls = Object.values(actual).flatMap((v) => Object.values(v)).filter((v) => v !== "allowed").length;

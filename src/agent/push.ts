@@ -108,7 +108,10 @@ export async function followPushStream(opts: PushFollowerOptions): Promise<void>
         setState("unsupported");
       } else {
         retryMs = Math.min(30_000, 250 * 2 ** Math.min(failures - 1, 8));
-        if (failures === 1 || e.code === Code.PermissionDenied || e.code === Code.Unauthenticated) {
+        if (e.code === Code.Canceled && failures === 1) {
+          // This agent closed the connection under the stream (a renewed certificate is used from the next one).
+          logger.info({ retry_in_ms: retryMs }, "push stream closed with its connection; reconnecting");
+        } else if (failures === 1 || e.code === Code.PermissionDenied || e.code === Code.Unauthenticated) {
           logger.warn({ err: e.message, code: Code[e.code], retry_in_ms: retryMs }, "push stream closed; polling goes on; reconnecting");
         }
         setState(`reconnecting: ${e.message}`);

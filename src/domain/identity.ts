@@ -4,10 +4,12 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 
-/** What a verified client certificate says: its CN and OU (the profile). */
+/** What a verified client certificate says: its CN and OU (the profile), and its serial. */
 export interface PeerIdentity {
   cn: string;
   ou: string;
+  /** Upper-case hex without leading zeros (normalizeSerial), when the certificate has one. */
+  serial?: string;
 }
 
 export type PrincipalKind = "operator" | "node" | "server" | "anonymous";

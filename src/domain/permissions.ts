@@ -4,6 +4,7 @@ import { EventService } from "../../gen/autonomy/v1/events_pb.js";
 import { HaService } from "../../gen/autonomy/v1/ha_pb.js";
 import { HealthService } from "../../gen/autonomy/v1/health_pb.js";
 import { NodeService } from "../../gen/autonomy/v1/nodes_pb.js";
+import { EnrollmentService } from "../../gen/autonomy/v1/enrollment_pb.js";
 import { permission } from "../../gen/autonomy/v1/options_pb.js";
 import { RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
 import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
@@ -20,7 +21,7 @@ let declared: ReadonlySet<string> | undefined;
  */
 export function declaredPermissions(): ReadonlySet<string> {
   declared ??= new Set(
-    [AuditService, EventService, HaService, HealthService, NodeService, OperationsService, RbacService, ReleaseService, RolloutService, EventFollowService, SupportService]
+    [AuditService, EnrollmentService, EventService, HaService, HealthService, NodeService, OperationsService, RbacService, ReleaseService, RolloutService, EventFollowService, SupportService]
       .flatMap((s) => s.methods.map((m) => getOption(m, permission)))
       .filter((p) => p !== "" && p !== "public"),
   );

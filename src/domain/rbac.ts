@@ -4,11 +4,11 @@ import { declaredPermissions } from "./permissions.js";
 /** The roles the server defines; they cannot be redefined. `*` grants every permission. */
 export const BUILTIN_ROLES: Readonly<Record<string, readonly string[]>> = {
   admin: ["*"],
-  operator: ["fleet:read", "telemetry:read", "release:read", "release:publish", "node:drain", "rollout:read", "rollout:spec", "rollout:manage", "gate:approve", "emergency:stop", "fleet:reconcile", "support:bundle"],
+  operator: ["fleet:read", "telemetry:read", "release:read", "release:publish", "node:drain", "enrollment:manage", "enrollment:read", "rollout:read", "rollout:spec", "rollout:manage", "gate:approve", "emergency:stop", "fleet:reconcile", "support:bundle"],
   analyst: ["fleet:read", "telemetry:read", "release:read", "rollout:read", "rollout:spec"],
-  auditor: ["audit:read", "rbac:read", "fleet:read", "release:read", "rollout:read", "support:bundle"],
+  auditor: ["audit:read", "rbac:read", "enrollment:read", "fleet:read", "release:read", "rollout:read", "support:bundle"],
   integrator: ["telemetry:write", "telemetry:read", "release:read", "release:publish", "fleet:read", "rollout:read", "rollout:spec"],
-  edge: ["telemetry:write", "node:enroll", "node:heartbeat", "release:ack", "release:read", "rollout:spec"],
+  edge: ["telemetry:write", "node:enroll", "node:heartbeat", "cert:renew", "release:ack", "release:read", "rollout:spec"],
 };
 
 /** A node's certificate or token gives it the edge role without an assignment. */

@@ -18,6 +18,7 @@ import type { Logger } from "../observability/logger.js";
 import { retireBootstrapBindings } from "../services/rbac-service.js";
 import type { Store } from "../store/store.js";
 import { RefusalRecorder } from "./denials.js";
+import { normalizeSerial } from "./pki.js";
 import { requestInfoKey, type RequestInfo } from "../transport/context.js";
 
 const peers = new WeakMap<object, PeerIdentity | null>();
@@ -28,9 +29,10 @@ export function peerIdentity(socket: unknown): PeerIdentity | undefined {
   if (!tls || typeof tls.getPeerCertificate !== "function") return undefined;
   let known = peers.get(tls);
   if (known === undefined) {
-    const subject = tls.authorized ? tls.getPeerCertificate()?.subject : undefined;
+    const cert = tls.authorized ? tls.getPeerCertificate() : undefined;
+    const subject = cert?.subject;
     const one = (v: string | string[] | undefined) => (Array.isArray(v) ? v[0] : v) ?? "";
-    known = subject ? { cn: one(subject.CN), ou: one(subject.OU) } : null;
+    known = subject ? { cn: one(subject.CN), ou: one(subject.OU), serial: cert.serialNumber ? normalizeSerial(cert.serialNumber) : undefined } : null;
     peers.set(tls, known);
   }
   return known ?? undefined;

@@ -5,12 +5,15 @@
  *   ca-key.pem        its private key (mode 0600; keep the directory offline if you can)
  *   crl.pem           the current CRL, signed by the CA, numbered (give it to servers as --tls-crl-file)
  *   certs.json        every certificate issued: serial, profile, name, validity, revocation
+ *                     (also those a server signed at a node's enrolment or renewal, for keys
+ *                     the CA never held; changed under certs.json.lock)
  *   <profile>-<name>.pem, <profile>-<name>-key.pem   issued certificates and keys (mode 0600 for keys)
  *
  * Every file is written atomically (a temporary file, fsync, rename), so a server watching
  * crl.pem never reads half of one.
  */
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 import { writeFileAtomic } from "../files.js";
 import path from "node:path";
 import {
@@ -37,27 +40,147 @@ export const DEFAULT_LEAF_DAYS = 90;
 export const DEFAULT_CA_DAYS = 3650;
 export const DEFAULT_CRL_DAYS = 30;
 
-export interface IssuedCert {
+/** A certificate the CA signed, as certs.json records it. */
+export interface RegisteredCert {
   serial: string;
   profile: Profile;
   name: string;
   notBefore: string;
   notAfter: string;
-  certFile: string;
-  keyFile: string;
+  /** Where `cert issue` wrote it and its key; absent for a certificate a server signed for a node's own key. */
+  certFile?: string;
+  keyFile?: string;
+  /** Set for a certificate a server signed (serve --ca-dir): at the node's enrolment, or at a renewal. */
+  origin?: "enrolment" | "renewal";
   revokedAt?: string;
 }
 
-function readRegistry(dir: string): IssuedCert[] {
+/** A certificate `cert issue` made, with the files it wrote. */
+export type IssuedCert = RegisteredCert & { certFile: string; keyFile: string };
+
+function readRegistry(dir: string): RegisteredCert[] {
   const file = path.join(dir, REGISTRY);
-  return existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as IssuedCert[]) : [];
+  return existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as RegisteredCert[]) : [];
 }
 
-async function loadCa(dir: string): Promise<{ cert: x509.X509Certificate; key: CryptoKey; pem: string }> {
+const LOCK_WAIT_MS = 10_000;
+const isAlive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+};
+
+/**
+ * Runs `fn` holding certs.json.lock: `autonomy cert` and a server signing node certificates
+ * (serve --ca-dir) may change the registry and the CRL at the same time. A lock left by a
+ * process that died is taken over.
+ */
+export async function withRegistryLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+  const lock = path.join(dir, `${REGISTRY}.lock`);
+  const deadline = Date.now() + LOCK_WAIT_MS;
+  for (;;) {
+    try {
+      const fd = openSync(lock, "wx", 0o600);
+      try {
+        writeSync(fd, String(process.pid));
+      } finally {
+        closeSync(fd);
+      }
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      let holder = NaN;
+      let ageMs = 0;
+      try {
+        holder = Number(readFileSync(lock, "utf8"));
+        ageMs = Date.now() - statSync(lock).mtimeMs;
+      } catch {
+        continue; // released meanwhile
+      }
+      // A holder that died, or a lock file never written (a crash between create and write).
+      if ((Number.isInteger(holder) && holder > 0 && !isAlive(holder)) || (!Number.isInteger(holder) && ageMs > LOCK_WAIT_MS)) {
+        try {
+          unlinkSync(lock);
+        } catch {
+          // another waiter took it over first
+        }
+        continue;
+      }
+      if (Date.now() > deadline) throw new Error(`${lock} is held by process ${Number.isInteger(holder) ? holder : "(unknown)"}: another autonomy cert command or a server signing certificates is changing the CA`);
+      await sleep(20);
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    try {
+      unlinkSync(lock);
+    } catch {
+      // nothing to release
+    }
+  }
+}
+
+/** A CA as loaded from its directory. */
+export interface LoadedCa {
+  cert: x509.X509Certificate;
+  key: CryptoKey;
+  pem: string;
+}
+
+export async function loadCa(dir: string): Promise<LoadedCa> {
   const certFile = path.join(dir, CA_CERT);
   if (!existsSync(certFile)) throw new Error(`${dir} holds no CA: run \`autonomy cert init-ca --ca-dir ${dir}\` first`);
   const pem = readFileSync(certFile, "utf8");
   return { cert: new x509.X509Certificate(pem), key: await importPrivateKeyPem(readFileSync(path.join(dir, CA_KEY), "utf8")), pem };
+}
+
+/** Appends a certificate to certs.json (under its lock). */
+export function registerCert(dir: string, c: RegisteredCert): Promise<void> {
+  return withRegistryLock(dir, async () => writeFileAtomic(path.join(dir, REGISTRY), JSON.stringify([...readRegistry(dir), c], null, 2) + "\n"));
+}
+
+/**
+ * Signs a leaf certificate for a public key: ECDSA P-256, SHA-256. node and operator
+ * certificates are for clients (their CN is the node id or the operator name); server
+ * certificates carry the DNS names and IP addresses given (localhost and 127.0.0.1 when none).
+ */
+export async function signLeaf(
+  ca: LoadedCa,
+  opts: { profile: Profile; name: string; publicKey: CryptoKey | x509.PublicKey; notBefore: Date; notAfter: Date; dns?: string[]; ips?: string[] },
+): Promise<{ cert: x509.X509Certificate; serial: string }> {
+  const serial = randomSerial();
+  const extensions: x509.Extension[] = [
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
+    // Servers are clients too when they pull CRLs from their peers.
+    new x509.ExtendedKeyUsageExtension(
+      opts.profile === "server" ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth] : [x509.ExtendedKeyUsage.clientAuth],
+    ),
+    await x509.AuthorityKeyIdentifierExtension.create(ca.cert.publicKey),
+  ];
+  if (opts.profile === "server") {
+    const dns = opts.dns?.length || opts.ips?.length ? (opts.dns ?? []) : ["localhost"];
+    const ips = opts.dns?.length || opts.ips?.length ? (opts.ips ?? []) : ["127.0.0.1"];
+    extensions.push(
+      new x509.SubjectAlternativeNameExtension([...dns.map((value) => ({ type: "dns" as const, value })), ...ips.map((value) => ({ type: "ip" as const, value }))]),
+    );
+  }
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serial,
+    subject: `CN=${opts.name}, OU=${opts.profile}, O=autonomy`,
+    issuer: ca.cert.subjectName,
+    notBefore: opts.notBefore,
+    notAfter: opts.notAfter,
+    signingAlgorithm: EC_ALGORITHM,
+    publicKey: opts.publicKey,
+    signingKey: ca.key,
+    extensions,
+  });
+  return { cert, serial: normalizeSerial(serial) };
 }
 
 /** A name usable in a subject and a file name: letters, digits, dot, dash, underscore. */
@@ -93,9 +216,8 @@ export async function initCa(dir: string, opts: { commonName?: string; days?: nu
 }
 
 /**
- * Issues a certificate: ECDSA P-256, `days` long (90 by default). node and operator
- * certificates are for clients (their CN is the node id or the operator name); server
- * certificates carry the DNS names and IP addresses given (localhost and 127.0.0.1 when none).
+ * Issues a certificate with a new key: `days` long (90 by default), written with its key
+ * (mode 0600) and recorded in certs.json (see signLeaf).
  */
 export async function issueCert(
   dir: string,
@@ -107,39 +229,20 @@ export async function issueCert(
   const now = opts.now ?? new Date();
   const days = opts.days ?? DEFAULT_LEAF_DAYS;
   if (!Number.isInteger(days) || days < 1) throw new Error("--days: a whole number of days, at least 1");
-  const serial = randomSerial();
-  const extensions: x509.Extension[] = [
-    new x509.BasicConstraintsExtension(false, undefined, true),
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
-    // Servers are clients too when they pull CRLs from their peers.
-    new x509.ExtendedKeyUsageExtension(
-      opts.profile === "server" ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth] : [x509.ExtendedKeyUsage.clientAuth],
-    ),
-    await x509.AuthorityKeyIdentifierExtension.create(ca.cert.publicKey),
-  ];
-  if (opts.profile === "server") {
-    const dns = opts.dns?.length || opts.ips?.length ? (opts.dns ?? []) : ["localhost"];
-    const ips = opts.dns?.length || opts.ips?.length ? (opts.ips ?? []) : ["127.0.0.1"];
-    extensions.push(
-      new x509.SubjectAlternativeNameExtension([...dns.map((value) => ({ type: "dns" as const, value })), ...ips.map((value) => ({ type: "ip" as const, value }))]),
-    );
-  }
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: serial,
-    subject: `CN=${opts.name}, OU=${opts.profile}, O=autonomy`,
-    issuer: ca.cert.subjectName,
+  const { cert, serial } = await signLeaf(ca, {
+    profile: opts.profile,
+    name: opts.name,
+    publicKey: keys.publicKey,
     notBefore: new Date(now.getTime() - 60_000),
     notAfter: new Date(now.getTime() + days * 86_400_000),
-    signingAlgorithm: EC_ALGORITHM,
-    publicKey: keys.publicKey,
-    signingKey: ca.key,
-    extensions,
+    dns: opts.dns,
+    ips: opts.ips,
   });
   const outDir = opts.outDir ?? dir;
   mkdirSync(outDir, { recursive: true, mode: 0o700 });
   const base = path.join(outDir, `${opts.profile}-${opts.name}`);
   const issued: IssuedCert = {
-    serial: normalizeSerial(serial),
+    serial,
     profile: opts.profile,
     name: opts.name,
     notBefore: cert.notBefore.toISOString(),
@@ -149,7 +252,7 @@ export async function issueCert(
   };
   writeFileAtomic(issued.keyFile, await privateKeyPem(keys.privateKey), 0o600);
   writeFileAtomic(issued.certFile, cert.toString("pem"));
-  writeFileAtomic(path.join(dir, REGISTRY), JSON.stringify([...readRegistry(dir), issued], null, 2) + "\n");
+  await registerCert(dir, issued);
   return issued;
 }
 
@@ -160,8 +263,16 @@ export async function issueCert(
 export async function revokeCerts(
   dir: string,
   opts: { serial?: string; profile?: Profile; name?: string; crlDays?: number; now?: Date },
-): Promise<{ revoked: IssuedCert[]; crlNumber: bigint; crlFile: string }> {
+): Promise<{ revoked: RegisteredCert[]; crlNumber: bigint; crlFile: string }> {
   const ca = await loadCa(dir);
+  return withRegistryLock(dir, () => revokeLocked(dir, ca, opts));
+}
+
+async function revokeLocked(
+  dir: string,
+  ca: LoadedCa,
+  opts: { serial?: string; profile?: Profile; name?: string; crlDays?: number; now?: Date },
+): Promise<{ revoked: RegisteredCert[]; crlNumber: bigint; crlFile: string }> {
   const registry = readRegistry(dir);
   const now = opts.now ?? new Date();
   const serial = opts.serial === undefined ? undefined : normalizeSerial(opts.serial);
@@ -190,7 +301,7 @@ export async function revokeCerts(
 export type CertState = "valid" | "expiring" | "expired" | "revoked";
 
 /** Every certificate issued, with its state now; `expiringWithinDays` marks those ending soon. */
-export function listCerts(dir: string, opts: { expiringWithinDays?: number; now?: Date } = {}): (IssuedCert & { state: CertState })[] {
+export function listCerts(dir: string, opts: { expiringWithinDays?: number; now?: Date } = {}): (RegisteredCert & { state: CertState })[] {
   const now = (opts.now ?? new Date()).getTime();
   const soon = now + (opts.expiringWithinDays ?? 0) * 86_400_000;
   return readRegistry(dir).map((c) => {

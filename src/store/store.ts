@@ -7,6 +7,7 @@ import type { ChainedAuditRow } from "../domain/audit.js";
 import type { RestoreProgress } from "../domain/rollout-actions.js";
 import type { IngestRateQuery } from "./ingest-rate.js";
 import type { BindingRow, RoleRow, TokenRow } from "./rbac-rows.js";
+import type { EnrollmentTokenRow, NodeCertificateRow, TokenEnrollment } from "./enrollment-rows.js";
 import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StageNodeRow, StatusRow } from "./rollout-rows.js";
 import type { OpenedStage, StageOpening } from "./rollout-opening.js";
 import type { DivergedRow, DivergenceQuery, EmergencyChange, EmergencyStopResult, EmergencyStopRow } from "./operation-rows.js";
@@ -265,6 +266,25 @@ export interface Store {
   tokenByHash(hash: string): Promise<TokenRow | undefined>;
   /** How many role bindings and tokens exist (both 0: a store never set up). */
   rbacCounts(): Promise<{ bindings: number; tokens: number }>;
+  /** Stores a new enrolment token (its hash) with its audit record. */
+  createEnrollmentToken(row: EnrollmentTokenRow, audit: AuditRow): Promise<EnrollmentTokenRow>;
+  /** Enrolment tokens, newest first; of one node when nodeId is given. */
+  listEnrollmentTokens(q: { nodeId?: string }): Promise<EnrollmentTokenRow[]>;
+  enrollmentTokenByHash(hash: string): Promise<EnrollmentTokenRow | undefined>;
+  /**
+   * Revokes an enrolment token with its audit record (NotFoundError for an unknown id;
+   * FailedPreconditionError for a used one); revoking a revoked or expired one changes nothing.
+   */
+  revokeEnrollmentToken(tokenId: string, atMs: number, audit: AuditRow): Promise<EnrollmentTokenRow>;
+  /**
+   * Enrols a node by token in one transaction (see TokenEnrollment). A token no longer usable
+   * at e.atMs (used, revoked or expired since it was read) is ConflictError, nothing written.
+   */
+  enrollWithToken(e: TokenEnrollment): Promise<Node>;
+  /** Records a renewed node certificate with its audit record; NotFoundError when the node is not enrolled. */
+  recordCertificateRenewal(row: NodeCertificateRow, audit: AuditRow): Promise<void>;
+  /** The certificates signed for a node, newest first. */
+  nodeCertificates(nodeId: string): Promise<NodeCertificateRow[]>;
   /** The emergency stop as stored (every replica reads the same row). */
   emergencyStop(): Promise<EmergencyStopRow>;
   /**

@@ -3,7 +3,8 @@
  * dialects: each store reads what a rule needs inside its own transaction and calls the rule,
  * so SQLite and PostgreSQL refuse the same writes with the same messages. Only the SQL differs.
  */
-import { AbortedError, ConflictError, NotFoundError } from "../domain/errors.js";
+import { enrollmentTokenRefusal, type EnrollmentTokenFacts } from "../domain/enrollment.js";
+import { AbortedError, ConflictError, FailedPreconditionError, NotFoundError } from "../domain/errors.js";
 import type { AuditRow } from "./rollout-rows.js";
 import { sameReleaseContent, type ReleaseRow } from "./fleet-rows.js";
 
@@ -50,6 +51,30 @@ export function refuseStaleStatus(planId: string, storedVersion: number | undefi
 export function requireToken<T>(tokenId: string, found: T | undefined): T {
   if (!found) throw new NotFoundError(`token "${tokenId}" not found`);
   return found;
+}
+
+/** An enrolment token id must name a stored token. */
+export function requireEnrollmentToken<T>(tokenId: string, found: T | undefined): T {
+  if (!found) throw new NotFoundError(`enrolment token "${tokenId}" not found`);
+  return found;
+}
+
+/**
+ * An enrolment spends its token only while the token is still unused, unrevoked and unexpired
+ * when the transaction runs (another enrolment with the same token may have won the race).
+ */
+export function requireUnspentEnrollmentToken(token: EnrollmentTokenFacts | undefined, atMs: number): void {
+  const refusal = enrollmentTokenRefusal(token, atMs);
+  if (refusal) throw new ConflictError(refusal);
+}
+
+/** A used token enrols nothing more: revoking it would change nothing, so it is refused, naming what to revoke instead. */
+export function refuseRevokingUsedToken(token: EnrollmentTokenFacts & { certificateSerial: string | null }): void {
+  if (token.usedAtMs === null) return;
+  throw new FailedPreconditionError(
+    `enrolment token ${token.tokenId} was used at ${new Date(token.usedAtMs).toISOString()} and enrols nothing more; ` +
+      `to cut node ${token.nodeId} off, revoke its certificate (autonomy cert revoke --serial ${token.certificateSerial ?? "SERIAL"})`,
+  );
 }
 
 /** The record of an audit prune, its fields completed with how many records went and the first seq kept. */

@@ -53,6 +53,10 @@ class ThrottledError extends Error {
   }
 }
 
+/** The answer to a client without a certificate on a server that requires one, but lets it enrol. */
+export const CERTLESS_REFUSAL =
+  "this server requires a client certificate (mutual TLS); without one it serves only enrolment (edgectl enroll --token)";
+
 /** Bodies above this size count against the large-body permits. */
 export const LARGE_BODY_BYTES = 1024 * 1024;
 
@@ -72,6 +76,15 @@ export interface GateOptions {
   requestTimeoutMs: number;
   /** Large bodies read and parsed at once; the number of cores when unset. */
   largeBodyPermits?: number;
+  /**
+   * True for a request on a connection that presented no client certificate to a server that
+   * requires one, let in for enrolment only (serve --ca-dir): it may call `certlessMethods`
+   * and nothing else (no RPC, REST path, page or /metrics), else it is answered `unauthenticated`.
+   */
+  certless?(req: NodeRequest): boolean;
+  certlessMethods?: ReadonlySet<DescMethod>;
+  /** A certless request was refused (counted like a handshake without a certificate). */
+  onCertlessRefused?(): void;
   logger: Logger;
 }
 
@@ -399,11 +412,20 @@ export function createGate(opts: GateOptions, next: RequestHandler): RequestHand
     const rpcMethod = rpcPaths.get(pathname);
     const rest = rpcMethod ? undefined : opts.resolveRest(req.method, pathname);
     const method = rpcMethod ?? rest?.method;
+    const protocol: Protocol = rpcMethod ? protocolOf(contentType) : "rest";
+    if (opts.certless?.(req) && !(method && opts.certlessMethods?.has(method))) {
+      opts.onCertlessRefused?.();
+      const info = opts.infoOf(req);
+      info.route ??= rpcMethod ? `${rpcMethod.parent.typeName}/${rpcMethod.name}` : (rest?.route ?? "certless");
+      info.code = codeToString(Code.Unauthenticated);
+      const refusal = new ConnectError(CERTLESS_REFUSAL, Code.Unauthenticated);
+      writeError(req, res, protocol, contentType, refusal);
+      return;
+    }
     if (!method) {
       next(req, res);
       return;
     }
-    const protocol: Protocol = rpcMethod ? protocolOf(contentType) : "rest";
     const start = async () => {
       // Connect needs the authority to build the request URL; HTTP/1.0 may leave it out.
       if (!("stream" in req ? req.authority : req.headers.host)) throw new ValidationError("host", "required: the request names no Host");

@@ -5,6 +5,9 @@ import { AuditService } from "../../gen/autonomy/v1/audit_pb.js";
 import { EventService } from "../../gen/autonomy/v1/events_pb.js";
 import { HealthService } from "../../gen/autonomy/v1/health_pb.js";
 import { NodeService } from "../../gen/autonomy/v1/nodes_pb.js";
+import { EnrollmentService } from "../../gen/autonomy/v1/enrollment_pb.js";
+import type { NodeCertificateAuthority } from "../domain/enrollment.js";
+import { createEnrollmentService } from "../services/enrollment-service.js";
 import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
@@ -61,6 +64,8 @@ export interface ServiceDeps {
   auditDataPlane?: boolean;
   /** The agents' push streams. */
   push: PushHub;
+  /** The CA node certificates are signed with at enrolment and renewal (serve --ca-dir). */
+  ca?: NodeCertificateAuthority;
   /** --node-ingest-rate and --node-ingest-burst: events per second per node. */
   nodeIngestLimiter?: RateLimiter;
   logger?: Logger;
@@ -93,6 +98,7 @@ export function createServices(deps: ServiceDeps): ServiceEntry[] {
     entry(SupportService, createSupportService({ bundle })),
     entry(ReleaseService, createReleaseService(deps)),
     entry(NodeService, createNodeService(deps)),
+    entry(EnrollmentService, createEnrollmentService({ ...deps, refusals: deps.authorizer.refusals })),
     entry(RolloutService, createRolloutService(deps)),
     entry(AuditService, audit),
     entry(RbacService, createRbacService(deps)),

@@ -18,6 +18,12 @@ export interface TlsSettings {
    * presents a certificate must still present a valid one).
    */
   clientAuth?: "require" | "request";
+  /**
+   * With "require": let a client that presents no certificate at all finish the handshake
+   * anyway, for enrolment (serve --ca-dir). The gate then lets its requests call only the
+   * enrolment RPC; a client presenting a bad certificate is still cut off here.
+   */
+  admitCertless?: boolean;
 }
 
 export interface TlsEvents {
@@ -83,7 +89,8 @@ export async function listenTls(
     if (!socket.authorized) {
       const presented = Object.keys(socket.getPeerCertificate() ?? {}).length > 0;
       // --tls-client-auth request: no certificate is allowed (the caller needs a token); a bad one is not.
-      if (optional && !presented) return;
+      // With --ca-dir, no certificate is allowed for enrolment only (the gate sees to it).
+      if ((optional || settings.admitCertless) && !presented) return;
       const code = (socket.authorizationError as unknown as { code?: string } | null)?.code ?? String(socket.authorizationError ?? "unknown");
       events.onRefused(presented ? code : "NO_CERTIFICATE");
       socket.destroy();

@@ -186,8 +186,9 @@ export function certCommand(): Command {
             not_after: c.notAfter,
             state: c.state,
             ...(c.revokedAt ? { revoked_at: c.revokedAt } : {}),
-            cert_file: c.certFile,
-            key_file: c.keyFile,
+            ...(c.certFile ? { cert_file: c.certFile } : {}),
+            ...(c.keyFile ? { key_file: c.keyFile } : {}),
+            ...(c.origin ? { origin: c.origin } : {}),
           }));
           printValue(output, { certificates: rows, count: rows.length });
           return;

@@ -2,6 +2,7 @@ import { Command, Option } from "commander";
 import { DrainNodeResponseSchema, GetNodeSummaryResponseSchema, ListNodesResponseSchema, type Node } from "../../../clients/index.js";
 import { escapeControl, formatAge, formatFields, formatTable, formatTime, printMessage, subjectOf, UsageError } from "../shared/output.js";
 import { withClients } from "./context.js";
+import { enrollmentTokenCommand } from "./enrollment-token.js";
 
 const labelsOf = (n: Node) =>
   Object.entries(n.labels)
@@ -9,7 +10,7 @@ const labelsOf = (n: Node) =>
     .join(",") || "-";
 
 export function nodeCommand(): Command {
-  const node = new Command("node").description("Inspect and drain nodes.");
+  const node = new Command("node").description("Inspect and drain nodes, and make the one-time tokens they enrol with.");
   node
     .command("list")
     .description("List enrolled nodes with their lifecycle state (HEALTHY, STALE, DRAINING, UNAVAILABLE).")
@@ -84,5 +85,6 @@ export function nodeCommand(): Command {
         process.stdout.write(`node ${escapeControl(nodeId)} is ${escapeControl(res.node!.lifecycle)}\n`);
       }),
     );
+  node.addCommand(enrollmentTokenCommand());
   return node;
 }

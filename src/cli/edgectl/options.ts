@@ -3,7 +3,8 @@ import path from "node:path";
 import { type Command, Option } from "commander";
 import YAML from "yaml";
 import { readFileSync } from "node:fs";
-import { createOrchestratorClients, diagnoseTransportError, type OrchestratorClients } from "../../../clients/index.js";
+import { createOrchestratorClients, createRenewableClients, diagnoseTransportError, type OrchestratorClients, type RenewableClients } from "../../../clients/index.js";
+import { identityPath, readIdentity, type LoadedIdentity } from "../../agent/identity.js";
 import { defaultStateDir } from "../../agent/state.js";
 import { runCommand, TransportError, UsageError, type OutputFormat } from "../shared/output.js";
 import { suggest } from "../shared/spec-file.js";
@@ -80,16 +81,35 @@ export interface EdgeTarget {
   config: EdgeConfig;
   tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
   token?: string;
+  /**
+   * The node's enrolled identity (edgectl enroll --token), when it is the client certificate in
+   * use: no --tls-cert-file came from a flag, a variable or config.yaml.
+   */
+  identity?: LoadedIdentity;
+}
+
+/** The node's enrolled identity in the state dir, or undefined; an unreadable one is a usage error. */
+function enrolledIdentity(stateDir: string): LoadedIdentity | undefined {
+  try {
+    return readIdentity(stateDir);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
 }
 
 export function edgeTarget(cmd: Command): EdgeTarget {
   const options = { ...(cmd.optsWithGlobals() as EdgeOptions) };
   const config = readEdgeConfig(options.stateDir);
+  const enrolled = enrolledIdentity(options.stateDir);
   let url = options.orchestratorUrl;
   let source = sourceOf(cmd, "orchestratorUrl", "--orchestrator-url", "AUTONOMY_ORCHESTRATOR_URL");
   if (!url && config["orchestrator-url"]) {
     url = config["orchestrator-url"];
     source = `from ${edgeConfigPath(options.stateDir)}`;
+  }
+  if (!url && enrolled?.orchestratorUrl) {
+    url = enrolled.orchestratorUrl;
+    source = `from ${identityPath(options.stateDir)} (the orchestrator this node enrolled with)`;
   }
   if (!url) {
     throw new UsageError(
@@ -101,7 +121,14 @@ export function edgeTarget(cmd: Command): EdgeTarget {
   options.tlsCaFile ||= config["tls-ca-file"];
   options.tlsCertFile ||= config["tls-cert-file"];
   options.tlsKeyFile ||= config["tls-key-file"];
-  return { url, source: source ?? "", options, config, tls: clientTls(options), token: clientToken(options) };
+  options.tlsCaFile ||= enrolled?.serverCaPath;
+  let identity: LoadedIdentity | undefined;
+  if (!options.tlsCertFile && !options.tlsKeyFile && enrolled) {
+    identity = enrolled;
+    options.tlsCertFile = identity.certPath;
+    options.tlsKeyFile = identity.keyPath;
+  }
+  return { url, source: source ?? "", options, config, tls: clientTls(options), token: clientToken(options), identity };
 }
 
 /**
@@ -116,6 +143,11 @@ export function edgeClients(target: EdgeTarget, opts: { interactive?: boolean; t
     token: target.token,
     interceptors: opts.interactive ? [waitingNotice(target.url, "edgectl")] : [],
   });
+}
+
+/** Clients whose certificate can be swapped for a renewed one (edgectl run with an enrolled identity). */
+export function renewableEdgeClients(target: EdgeTarget, opts: { timeoutMs?: number } = {}): RenewableClients {
+  return createRenewableClients({ baseUrl: target.url, timeoutMs: opts.timeoutMs ?? 30_000, tls: target.tls, token: target.token });
 }
 
 /** A TransportError naming the URL and its source when a call never reached the orchestrator's handlers. */

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { readFlagFile } from "../../files.js";
 import { createPublicKey } from "node:crypto";
 import { Command, Option } from "commander";
@@ -9,7 +10,8 @@ import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } 
 import { runCommand, UsageError } from "../shared/output.js";
 import { parsePositiveDuration } from "../shared/parse.js";
 import { parseLabelOption } from "./enroll.js";
-import { edgeClients, edgeTarget } from "./options.js";
+import { edgeClients, edgeTarget, renewableEdgeClients } from "./options.js";
+import { keepCertificateFresh } from "../../agent/renewal.js";
 
 /** Reads a PEM public key file, naming the file in errors. */
 function readPublicKeyFile(file: string): string {
@@ -80,12 +82,15 @@ export function runAgentCommand(): Command {
         const target = edgeTarget(cmd);
         const stateDir = target.options.stateDir;
         const state = readState(stateDir);
-        const nodeId = opts.nodeId ?? state.nodeId;
+        const nodeId = opts.nodeId ?? state.nodeId ?? target.identity?.nodeId;
         const channel = opts.channel ?? state.channel;
         if (!nodeId) throw new UsageError("no node id: pass --node-id or run `edgectl enroll` first");
         if (!channel) throw new UsageError("no channel: pass --channel or run `edgectl enroll` first");
         if (state.nodeId !== undefined && state.nodeId !== nodeId) {
           throw new UsageError(`the state dir belongs to node "${state.nodeId}", not "${nodeId}"; use another --state-dir`);
+        }
+        if (target.identity && target.identity.nodeId !== nodeId) {
+          throw new UsageError(`the enrolled certificate in the state dir is for node "${target.identity.nodeId}", not "${nodeId}"`);
         }
         const planKeyFile = opts.planPublicKeyFile ?? target.config["plan-public-key-file"];
         const planPublicKeyPem = planKeyFile === undefined ? undefined : readPublicKeyFile(planKeyFile);
@@ -97,10 +102,28 @@ export function runAgentCommand(): Command {
         };
         process.once("SIGTERM", () => onSignal("SIGTERM"));
         process.once("SIGINT", () => onSignal("SIGINT"));
-        const api = edgeClients(target);
+        // With the certificate of its enrolment, the agent renews it and reconnects with the new one.
+        const renewable = target.identity ? renewableEdgeClients(target) : undefined;
+        const api = renewable ?? edgeClients(target);
         logger.info({ url: target.url, url_source: target.source, node_id: nodeId, version: buildInfo().version }, "starting");
         // Ships the event spool alongside the agent loop, until the same signal stops both.
         const shipper = startShipper({ api, stateDir, logger, signal: stop.signal });
+        const renewal =
+          renewable && target.identity
+            ? keepCertificateFresh({
+                api,
+                logger,
+                stateDir,
+                identity: target.identity,
+                signal: stop.signal,
+                onRenewed: (identity) => {
+                  const tls = { ca: target.tls?.ca, cert: readFileSync(identity.certPath), key: readFileSync(identity.keyPath) };
+                  // The agent's messages about refused certificates describe the one in use.
+                  Object.assign(target.tls ?? {}, tls);
+                  renewable.useTls(tls);
+                },
+              })
+            : Promise.resolve();
         try {
           await runAgent(
             {
@@ -128,7 +151,7 @@ export function runAgentCommand(): Command {
           logger.info("stopped");
         } finally {
           stop.abort();
-          await shipper.done;
+          await Promise.all([shipper.done, renewal]);
           api.close();
         }
       }),

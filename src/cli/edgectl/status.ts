@@ -2,6 +2,7 @@ import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import { readState } from "../../agent/state.js";
+import { readIdentity } from "../../agent/identity.js";
 import { readAgentStatus, statusFile } from "../../agent/status.js";
 import { formatFields, OUTPUT_FORMATS, printValue, runCommand, type OutputFormat } from "../shared/output.js";
 import { readEdgeConfig, type EdgeOptions } from "./options.js";
@@ -49,7 +50,10 @@ export function statusCommand(): Command {
           const status = readAgentStatus(global.stateDir);
           const config = readEdgeConfig(global.stateDir);
           const running = status !== undefined && status.stopped_at === undefined && alive(status.pid);
-          const cert = certificateOf(global.tlsCertFile ?? config["tls-cert-file"]);
+          const explicit = global.tlsCertFile ?? config["tls-cert-file"];
+          const identity = explicit ? undefined : readIdentity(global.stateDir);
+          const cert = certificateOf(explicit ?? identity?.certPath);
+          const enrolled = identity && cert && !cert.error ? { enrolled: true, serial: identity.serial, renew_after: identity.renewAfter } : {};
           const doc = {
             state_dir: global.stateDir,
             node_id: state.nodeId ?? null,
@@ -64,11 +68,11 @@ export function statusCommand(): Command {
             spool: "none: events are sent as they happen (edgectl has no offline spool yet)",
             installing: status?.installing ?? null,
             last_ack: status?.last_ack ?? null,
-            certificate: cert ?? null,
+            certificate: cert ? { ...cert, ...enrolled } : null,
           };
           if (opts.output !== "text") return printValue(opts.output, doc);
           if (!state.nodeId) {
-            process.stdout.write(`no node enrolled in ${global.stateDir} (edgectl enroll --node-id ID --channel NAME)\n`);
+            process.stdout.write(`no node enrolled in ${global.stateDir} (edgectl enroll --token TOKEN, or --node-id ID --channel NAME)\n`);
             return;
           }
           const c = status?.connection;
@@ -108,7 +112,8 @@ export function statusCommand(): Command {
               "certificate",
               cert.error
                 ? `${cert.file}: unreadable (${cert.error})`
-                : `${cert.file}: expires ${cert.expires} (${cert.days_left! < 0 ? "EXPIRED" : `in ${cert.days_left} days`})`,
+                : `${cert.file}: expires ${cert.expires} (${cert.days_left! < 0 ? "EXPIRED" : `in ${cert.days_left} days`})` +
+                    (identity ? `; enrolled, serial ${identity.serial}, renewed by edgectl run from ${identity.renewAfter}` : ""),
             ]);
           } else fields.push(["certificate", "none (token or cleartext)"]);
           process.stdout.write(formatFields(fields));

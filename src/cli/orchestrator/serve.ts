@@ -40,6 +40,8 @@ interface ServeOptions {
   auditCheckpointInterval: number;
   eventRetention: number;
   tlsClientAuth: "require" | "request";
+  caDir?: string;
+  nodeCertValidFor: number;
   httpHeadersTimeout: number;
   httpRequestTimeout: number;
   httpIdleTimeout: number;
@@ -93,6 +95,8 @@ export function serveCommand(): Command {
             "  GET  /v1/releases/{release_id}/acks        every node's ack of a release\n" +
             "  PUT  /v1/releases/{release_id}/acks/{node_id}, POST /v1/nodes/{node_id}/ack   upsert an ack\n" +
             "  POST /v1/nodes, /v1/nodes/{node_id}/heartbeat, /v1/nodes/{node_id}/drain   enrol, heartbeat, drain\n" +
+            "  POST /v1/enrollment-tokens, GET /v1/enrollment-tokens, POST /v1/enrollment-tokens/{token_id}/revoke   one-time enrolment tokens\n" +
+            "  POST /v1/enrollments   a token and a CSR for a node certificate (--ca-dir); POST /v1/nodes/{node_id}/certificate/renew\n" +
             "  GET  /v1/nodes, /v1/nodes/{node_id}/summary, /v1/nodes/{node_id}/acks, /v1/nodes/{node_id}/desired-release\n" +
             "  GET  /v1/fleet?channel=C&stale_threshold_seconds=N   totals and one row per node (paged)\n" +
             "  POST /v1/rollouts, GET /v1/rollouts, GET /v1/rollouts/{plan_id}[/spec|/status], GET /v1/rollouts/stuck\n" +
@@ -113,7 +117,8 @@ export function serveCommand(): Command {
             "A call that needs a credential and has none (or a bad token) is answered 401 from its headers, before its body is read; " +
             "past --unauthenticated-burst such calls from one address are answered 429 (Retry-After).\n\n" +
             "Client certificates (--tls-ca-file): --tls-client-auth require (the default) refuses a client without one at the handshake; " +
-            "request lets it in to authenticate with a bearer token (a certificate it does present must still be valid and unrevoked).",
+            "request lets it in to authenticate with a bearer token (a certificate it does present must still be valid and unrevoked). " +
+            "With --ca-dir, a client without a certificate may call the enrolment RPC (edgectl enroll --token) and nothing else.",
         ) +
         "\n",
     )
@@ -245,6 +250,22 @@ export function serveCommand(): Command {
         .env("AUTONOMY_TLS_CLIENT_AUTH")
         .choices(["require", "request"])
         .default("require"),
+    )
+    .addOption(
+      new Option(
+        "--ca-dir <dir>",
+        "the CA directory of `autonomy cert init-ca`: the server then holds the CA key and signs node certificates at enrolment (edgectl enroll --token) and renewal; needs --tls-ca-file with that CA",
+      ).env("AUTONOMY_NODE_CA_DIR"),
+    )
+    .addOption(
+      new Option("--node-cert-valid-for <duration>", "with --ca-dir: how long a node certificate it signs is valid (agents renew at two thirds of it); 5s to 3650d")
+        .env("AUTONOMY_NODE_CERT_VALID_FOR")
+        .argParser((v) => {
+          const ms = parseDuration(v);
+          if (ms < 5000 || ms > 3650 * 86_400_000) throw new InvalidArgumentError(`"${v}": 5s to 3650d`);
+          return ms;
+        })
+        .default(30 * 86_400_000, "30d"),
     )
     .addOption(
       new Option("--http-headers-timeout <duration>", "a request's headers must arrive within this of the connection opening or the previous response")
@@ -385,6 +406,8 @@ export function serveCommand(): Command {
             auditCheckpointIntervalMs: opts.auditCheckpointInterval,
             eventRetentionMs: opts.eventRetention || undefined,
             tlsClientAuth: opts.tlsClientAuth,
+            caDir: opts.caDir ? path.resolve(opts.caDir) : undefined,
+            nodeCertLifetimeMs: opts.nodeCertValidFor,
             limits: {
               headersTimeoutMs: opts.httpHeadersTimeout,
               requestTimeoutMs: opts.httpRequestTimeout,

@@ -34,6 +34,8 @@ export const COPY_ORDER = [
   ["rbac_roles", "the rest"],
   ["rbac_bindings", "the rest"],
   ["rbac_tokens", "the rest"],
+  ["enrollment_tokens", "the rest"],
+  ["node_certificates", "the rest"],
   // One row, written by the schema migrations and changed by `autonomy emergency stop|resume`.
   ["emergency_stop", "the rest"],
 ] as const;

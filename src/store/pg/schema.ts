@@ -281,6 +281,42 @@ export const rbacTokens = pgTable("rbac_tokens", {
 });
 
 /**
+ * One-time enrolment tokens, by the SHA-256 of the token; the token itself is never stored.
+ * A token is spent (used_at_ms, certificate_serial) in the transaction that enrols its node.
+ */
+export const enrollmentTokens = pgTable(
+  "enrollment_tokens",
+  {
+    tokenId: text("token_id").primaryKey(),
+    tokenHash: text("token_hash").notNull().unique(),
+    nodeId: text("node_id").notNull(),
+    channel: text("channel").notNull(),
+    createdBy: text("created_by").notNull(),
+    createdAtMs: bigint("created_at_ms", { mode: "number" }).notNull(),
+    expiresAtMs: bigint("expires_at_ms", { mode: "number" }).notNull(),
+    usedAtMs: bigint("used_at_ms", { mode: "number" }),
+    certificateSerial: text("certificate_serial"),
+    revokedAtMs: bigint("revoked_at_ms", { mode: "number" }),
+  },
+  (t) => [index("enrollment_tokens_node").on(t.nodeId, t.createdAtMs)],
+);
+
+/** Certificates the server's CA signed for nodes: at enrolment (token_id) or renewal (previous_serial). */
+export const nodeCertificates = pgTable(
+  "node_certificates",
+  {
+    serial: text("serial").primaryKey(),
+    nodeId: text("node_id").notNull(),
+    issuedAtMs: bigint("issued_at_ms", { mode: "number" }).notNull(),
+    notBeforeMs: bigint("not_before_ms", { mode: "number" }).notNull(),
+    notAfterMs: bigint("not_after_ms", { mode: "number" }).notNull(),
+    tokenId: text("token_id"),
+    previousSerial: text("previous_serial"),
+  },
+  (t) => [index("node_certificates_node").on(t.nodeId, t.issuedAtMs)],
+);
+
+/**
  * Copies of a SQLite data dir into this database (`autonomy-orchestrator migrate`): a row is
  * written when a copy starts, and its cutover_at_ms (the HACutoverAt record) once every table
  * was copied and its row count checked. Never written by the server.

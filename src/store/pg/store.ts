@@ -16,6 +16,8 @@ import { pgFleet } from "./fleet.js";
 import { GroupCommit } from "../group-commit.js";
 import { appendAudit, pgRollouts } from "./rollouts.js";
 import { pgRbac } from "./rbac.js";
+import { pgEnrollment } from "./enrollment.js";
+import type { EnrollmentTokenRow, NodeCertificateRow, TokenEnrollment } from "../enrollment-rows.js";
 import { pgOperations } from "./operations.js";
 import type { DivergenceQuery, EmergencyChange } from "../operation-rows.js";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
@@ -302,6 +304,27 @@ export class PostgresStore implements Store {
   }
   rbacCounts() {
     return this.run(() => pgRbac.rbacCounts(this.db));
+  }
+  createEnrollmentToken(row: EnrollmentTokenRow, audit: AuditRow) {
+    return this.run(() => pgEnrollment.createEnrollmentToken(this.db, row, audit));
+  }
+  listEnrollmentTokens(q: { nodeId?: string }) {
+    return this.run(() => pgEnrollment.listEnrollmentTokens(this.db, q));
+  }
+  enrollmentTokenByHash(hash: string) {
+    return this.run(() => pgEnrollment.enrollmentTokenByHash(this.db, hash));
+  }
+  revokeEnrollmentToken(tokenId: string, atMs: number, audit: AuditRow) {
+    return this.run(() => pgEnrollment.revokeEnrollmentToken(this.db, tokenId, atMs, audit));
+  }
+  enrollWithToken(e: TokenEnrollment) {
+    return this.run(() => pgEnrollment.enrollWithToken(this.db, e));
+  }
+  recordCertificateRenewal(row: NodeCertificateRow, audit: AuditRow) {
+    return this.run(() => pgEnrollment.recordCertificateRenewal(this.db, row, audit));
+  }
+  nodeCertificates(nodeId: string) {
+    return this.run(() => pgEnrollment.nodeCertificates(this.db, nodeId));
   }
 
   emergencyStop() {

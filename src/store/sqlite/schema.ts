@@ -282,6 +282,42 @@ export const rbacTokens = sqliteTable("rbac_tokens", {
 });
 
 /**
+ * One-time enrolment tokens, by the SHA-256 of the token; the token itself is never stored.
+ * A token is spent (used_at_ms, certificate_serial) in the transaction that enrols its node.
+ */
+export const enrollmentTokens = sqliteTable(
+  "enrollment_tokens",
+  {
+    tokenId: text("token_id").primaryKey(),
+    tokenHash: text("token_hash").notNull().unique(),
+    nodeId: text("node_id").notNull(),
+    channel: text("channel").notNull(),
+    createdBy: text("created_by").notNull(),
+    createdAtMs: integer("created_at_ms").notNull(),
+    expiresAtMs: integer("expires_at_ms").notNull(),
+    usedAtMs: integer("used_at_ms"),
+    certificateSerial: text("certificate_serial"),
+    revokedAtMs: integer("revoked_at_ms"),
+  },
+  (t) => [index("enrollment_tokens_node").on(t.nodeId, t.createdAtMs)],
+);
+
+/** Certificates the server's CA signed for nodes: at enrolment (token_id) or renewal (previous_serial). */
+export const nodeCertificates = sqliteTable(
+  "node_certificates",
+  {
+    serial: text("serial").primaryKey(),
+    nodeId: text("node_id").notNull(),
+    issuedAtMs: integer("issued_at_ms").notNull(),
+    notBeforeMs: integer("not_before_ms").notNull(),
+    notAfterMs: integer("not_after_ms").notNull(),
+    tokenId: text("token_id"),
+    previousSerial: text("previous_serial"),
+  },
+  (t) => [index("node_certificates_node").on(t.nodeId, t.issuedAtMs)],
+);
+
+/**
  * Copies of a SQLite data dir into PostgreSQL (`autonomy-orchestrator migrate`); the table is
  * here only so both dialects have one schema: a SQLite database is never a cutover's target.
  */

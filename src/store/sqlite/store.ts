@@ -27,6 +27,8 @@ import { prepareFleetReads } from "./fleet-reads.js";
 import type { AuditRow, PlanRow, RolloutChange, SigningKeyRow, StatusRow } from "../rollout-rows.js";
 import { prepareRolloutReads } from "./rollout-reads.js";
 import { prepareRbacReads } from "./rbac.js";
+import { prepareEnrollmentReads } from "./enrollment.js";
+import type { EnrollmentTokenRow, NodeCertificateRow, TokenEnrollment } from "../enrollment-rows.js";
 import { prepareOperationReads } from "./operation-reads.js";
 import type { DivergenceQuery, EmergencyChange } from "../operation-rows.js";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
@@ -92,6 +94,7 @@ export class SqliteStore implements Store {
   private readonly fleet: ReturnType<typeof prepareFleetReads>;
   private readonly rollouts: ReturnType<typeof prepareRolloutReads>;
   private readonly rbac: ReturnType<typeof prepareRbacReads>;
+  private readonly enrollment: ReturnType<typeof prepareEnrollmentReads>;
   private readonly operations: ReturnType<typeof prepareOperationReads>;
   private readonly maintenance: ReturnType<typeof prepareEventMaintenanceReads>;
 
@@ -107,6 +110,7 @@ export class SqliteStore implements Store {
     this.fleet = prepareFleetReads(db, reader);
     this.rollouts = prepareRolloutReads(db);
     this.rbac = prepareRbacReads(db);
+    this.enrollment = prepareEnrollmentReads(db);
     this.operations = prepareOperationReads(db);
     worker.on("message", (reply: WriterReply) => this.onReply(reply));
     worker.on("error", () => this.fail(new StoreUnavailableError("the database writer stopped")));
@@ -294,6 +298,28 @@ export class SqliteStore implements Store {
   }
   rbacCounts() {
     return this.read(() => this.rbac.rbacCounts());
+  }
+
+  async createEnrollmentToken(row: EnrollmentTokenRow, audit: AuditRow) {
+    return (await this.write({ op: "createEnrollmentToken", row, audit })).token;
+  }
+  listEnrollmentTokens(q: { nodeId?: string }) {
+    return this.read(() => this.enrollment.listEnrollmentTokens(q));
+  }
+  enrollmentTokenByHash(hash: string) {
+    return this.read(() => this.enrollment.enrollmentTokenByHash(hash));
+  }
+  async revokeEnrollmentToken(tokenId: string, atMs: number, audit: AuditRow) {
+    return (await this.write({ op: "revokeEnrollmentToken", tokenId, atMs, audit })).token;
+  }
+  async enrollWithToken(enrollment: TokenEnrollment): Promise<Node> {
+    return rowToNode((await this.write({ op: "enrollWithToken", enrollment })).node);
+  }
+  async recordCertificateRenewal(row: NodeCertificateRow, audit: AuditRow): Promise<void> {
+    await this.write({ op: "recordCertificateRenewal", row, audit });
+  }
+  nodeCertificates(nodeId: string) {
+    return this.read(() => this.enrollment.nodeCertificates(nodeId));
   }
 
   emergencyStop() {

@@ -30,6 +30,7 @@ import { prepareAuditWrites } from "./audit-writes.js";
 import { withInserted } from "../../domain/audit.js";
 import type { AuditRow } from "../rollout-rows.js";
 import { prepareRbacWrites, type RbacWrite, type RbacWriteResults } from "./rbac.js";
+import { prepareEnrollmentWrites, type EnrollmentWrite, type EnrollmentWriteResults } from "./enrollment.js";
 import { prepareRolloutWrites, type RolloutWrite } from "./rollout-writes.js";
 import { prepareOperationWrites, type OperationWrite, type OperationWriteResults } from "./operation-writes.js";
 import type { RolloutRecord } from "../rollout-rows.js";
@@ -44,12 +45,12 @@ import { prepareEventDeletes, type DeleteEventsResult, type DeleteEventsWrite } 
  */
 export type WriterRequest = { id: number; rows: unknown[]; audit?: AuditRow } | { id: number; write: StoreWrite } | { close: true };
 /** A write of the fleet or rollout tables. */
-export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite | OperationWrite | DeleteEventsWrite;
+export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite | EnrollmentWrite | OperationWrite | DeleteEventsWrite;
 /**
  * Writes that make room: allowed at --max-db-size (into the reserve above it), so that the
  * way out of a full database — an audit prune, revoking what flooded it — still works.
  */
-const RELIEF_OPS: ReadonlySet<string> = new Set<StoreWrite["op"]>(["pruneAudit", "revokeRole", "revokeToken", "deleteEvents"]);
+const RELIEF_OPS: ReadonlySet<string> = new Set<StoreWrite["op"]>(["pruneAudit", "revokeRole", "revokeToken", "revokeEnrollmentToken", "deleteEvents"]);
 /** What each rollout write answers (./rollout-writes.ts answers their union). */
 interface RolloutWriteResults {
   createRollout: { record: RolloutRecord; created: boolean };
@@ -60,7 +61,7 @@ interface RolloutWriteResults {
   appendAudit: { done: true };
 }
 /** What each write answers, by operation: the typed op map SqliteStore.write is checked against. */
-export type StoreWriteResults = FleetWriteResults & RbacWriteResults & RolloutWriteResults & OperationWriteResults & { deleteEvents: DeleteEventsResult };
+export type StoreWriteResults = FleetWriteResults & RbacWriteResults & EnrollmentWriteResults & RolloutWriteResults & OperationWriteResults & { deleteEvents: DeleteEventsResult };
 export type StoreWriteResult = StoreWriteResults[StoreWrite["op"]];
 type Work = Exclude<WriterRequest, { close: true }>;
 
@@ -136,8 +137,10 @@ function prepareStatements(sqlite: Database.Database) {
     return sqlite.prepare(query.sql);
   };
   const audit = prepareAuditWrites(db);
+  const fleet = prepareFleetWrites(db, audit.append);
   return {
-    fleet: prepareFleetWrites(db, audit.append),
+    fleet,
+    enrollment: prepareEnrollmentWrites(db, audit.append, (enrollment, nowMs) => fleet.enrollNode({ op: "enrollNode", enrollment, nowMs }).node),
     rollout: prepareRolloutWrites(db, audit.append, audit.prune),
     rbac: prepareRbacWrites(db, audit.append),
     operations: prepareOperationWrites(db, audit.append),
@@ -184,6 +187,7 @@ function start(): void {
   const handlers = {
     ...s.fleet,
     ...s.rbac,
+    ...s.enrollment,
     ...s.operations,
     createRollout: rollout,
     commitRollout: rollout,
