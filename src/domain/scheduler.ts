@@ -133,8 +133,8 @@ interface NodeState {
 
 /**
  * A node in one group's bucket, sorted there by `share` as of its last repositioning. A node's
- * share changes with every placement; its memberships in other groups than the one being placed
- * are only marked dirty and repositioned when their group is next used.
+ * share changes with every placement; its memberships are only marked dirty then, and
+ * repositioned when their group is next placed into.
  */
 interface Membership {
   node: NodeState;
@@ -663,7 +663,7 @@ export class SchedulerState {
   private refresh(g: Group): void {
     for (const m of g.dirty) {
       m.dirty = false;
-      if (!m.live || m.share === m.node.share || m.node.id > "n005") continue;
+      if (!m.live || m.share === m.node.share) continue;
       m.bucket.nodes.remove(m);
       m.share = m.node.share;
       m.bucket.nodes.insert(m);
@@ -696,21 +696,18 @@ export class SchedulerState {
   }
 
   /**
-   * Sets a node's usage. Its place in the buckets of `placing` (the group being placed into)
-   * moves now; in other groups it is marked for `refresh`.
+   * Sets a node's usage; its memberships are marked for `refresh`. Within one service's pass no
+   * bucket needs moving: only that service places, and a node it placed on is skipped in the
+   * bucket scan from then on (it is in the pass's hosting list, kept in order by the pass).
    */
-  private setUsage(n: NodeState, cpu: number, mem: number, placing?: Group): void {
+  private setUsage(n: NodeState, cpu: number, mem: number): void {
     const share = shareOf(cpu, n.cpuCap, mem, n.memCap);
     n.cpuUsed = cpu;
     n.memUsed = mem;
     if (share === n.share) return;
     n.share = share;
     for (const m of n.memberships) {
-      if (m.group === placing) {
-        m.bucket.nodes.remove(m);
-        m.share = share;
-        m.bucket.nodes.insert(m);
-      } else if (!m.dirty) {
+      if (!m.dirty) {
         m.dirty = true;
         m.group.dirty.push(m);
       }
@@ -846,7 +843,7 @@ export class SchedulerState {
       pass.beforeCountChange(n);
       svc.slots[index] = r;
       n.replicas.add(r);
-      this.setUsage(n, n.cpuUsed + r.cpu, n.memUsed + r.mem, svc.group);
+      this.setUsage(n, n.cpuUsed + r.cpu, n.memUsed + r.mem);
       pass.afterCountChange(n);
       c.launches.push({ service: svc.spec.name, index, nodeId: n.id, generation: r.generation });
     }
