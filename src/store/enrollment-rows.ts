@@ -1,6 +1,6 @@
 import type { AuditRow } from "../domain/audit.js";
 import type { RowOf } from "./schema-check.js";
-import type { Enrollment } from "./store.js";
+import type { Enrollment } from "./fleet-rows.js";
 
 /** An enrolment token as both dialects hold it (its hash, never the token). */
 export type EnrollmentTokenRow = RowOf<"enrollmentTokens">;

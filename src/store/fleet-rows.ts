@@ -4,6 +4,14 @@ import { NodeSchema, type Node } from "../../gen/autonomy/v1/nodes_pb.js";
 import { NodeAckSchema, ReleaseSchema, type NodeAck, type Release } from "../../gen/autonomy/v1/releases_pb.js";
 import type { RowOf } from "./schema-check.js";
 
+/** A node enrolling: what it says of itself. */
+export interface Enrollment {
+  nodeId: string;
+  channel: string;
+  labels: Record<string, string>;
+  agentVersion: string;
+}
+
 /**
  * Rows of the fleet tables as both dialects hold them, from the drizzle schemas (which
  * ./schema-check.ts proves alike). A release's artifacts are canonical JSON ([{name, digest,

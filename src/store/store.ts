@@ -73,12 +73,8 @@ export interface StoreStatistics {
 }
 
 /** A node's enrolment: who it is and what it follows. */
-export interface Enrollment {
-  nodeId: string;
-  channel: string;
-  labels: Record<string, string>;
-  agentVersion: string;
-}
+import type { Enrollment } from "./fleet-rows.js";
+export type { Enrollment };
 
 /** A page of the inventory, in node id order. */
 export interface NodeQuery {
