@@ -104,19 +104,9 @@ const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 /** Variables of the agent's environment a replica inherits; the rest (credentials among them) it does not. */
 const INHERITED_ENV = ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
 
-interface Replica {
-  spec: ReplicaSpec;
+/** A replica as the supervisor holds it: what it records on disk, and the live process. */
+interface Replica extends Omit<ReplicaRecord, "state"> {
   state: ReplicaState;
-  pid: number | null;
-  procStart?: string;
-  bootId?: string;
-  instance?: string;
-  restarts: number;
-  lastExitCode: number | null;
-  lastSignal: string | null;
-  startedAt: number | null;
-  since: number;
-  reason: string;
   output: OutputTail;
   memory: RestartMemory;
   child?: ChildProcess;
@@ -558,14 +548,7 @@ export class Supervisor {
     r.since = this.now();
     if (!ACTIVE.has(state)) this.forgetOldest();
     this.persist();
-    const cb = this.opts.onChange;
-    if (cb) {
-      try {
-        cb(this.status(r));
-      } catch (err) {
-        this.log.error({ replica_id: r.spec.replicaId, err: (err as Error).message }, "a replica state listener failed");
-      }
-    }
+    this.notify(r);
   }
 
   private forgetOldest(): void {
@@ -689,15 +672,19 @@ export class Supervisor {
     r.reason = `orphan of an earlier agent run: ${detail}`;
     r.since = this.now();
     r.pid = null;
+    this.notify(r);
+  }
+  /** Tells the listener a replica's state changed; a listener that throws is logged, not fatal. */
+  private notify(r: Replica): void {
     const cb = this.opts.onChange;
-    if (cb) {
-      try {
-        cb(this.status(r));
-      } catch (err) {
-        this.log.error({ replica_id: r.spec.replicaId, err: (err as Error).message }, "a replica state listener failed");
-      }
+    if (!cb) return;
+    try {
+      cb(this.status(r));
+    } catch (err) {
+      this.log.error({ replica_id: r.spec.replicaId, err: (err as Error).message }, "a replica state listener failed");
     }
   }
+
 
   /** SIGTERM, then SIGKILL after stopTimeoutMs, to processes that are not the agent's children. */
   private async endOrphans(pgid: number, leaderStart: string | undefined, members: Orphan[]): Promise<string> {
