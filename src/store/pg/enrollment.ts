@@ -1,3 +1,4 @@
+import { enrollmentTokenState } from "../../domain/enrollment.js";
 import { desc, eq } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import type { Node } from "../../../gen/autonomy/v1/nodes_pb.js";
@@ -25,7 +26,7 @@ export const pgEnrollment = {
     db.transaction(async (tx) => {
       const token = requireEnrollmentToken(tokenId, await tokenForUpdate(tx, tokenId));
       refuseRevokingUsedToken(token);
-      if (token.revokedAtMs !== null || token.expiresAtMs <= atMs) return token;
+      if (enrollmentTokenState(token, atMs) !== "unused") return token;
       const [updated] = await tx.update(enrollmentTokens).set({ revokedAtMs: atMs }).where(eq(enrollmentTokens.tokenId, tokenId)).returning();
       await appendAudit(tx, [audit]);
       return updated;

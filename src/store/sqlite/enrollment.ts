@@ -1,3 +1,4 @@
+import { enrollmentTokenState } from "../../domain/enrollment.js";
 import { desc, eq } from "drizzle-orm";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type { EnrollmentTokenRow, NodeCertificateRow, TokenEnrollment } from "../enrollment-rows.js";
@@ -39,7 +40,7 @@ export function prepareEnrollmentWrites(db: BetterSQLite3Database, audit: Append
     revokeEnrollmentToken: (w) => {
       const token = requireEnrollmentToken(w.tokenId, tokenById(w.tokenId));
       refuseRevokingUsedToken(token);
-      if (token.revokedAtMs === null && token.expiresAtMs > w.atMs) {
+      if (enrollmentTokenState(token, w.atMs) === "unused") {
         db.update(enrollmentTokens).set({ revokedAtMs: w.atMs }).where(eq(enrollmentTokens.tokenId, w.tokenId)).run();
         audit([w.audit]);
       }
