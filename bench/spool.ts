@@ -119,7 +119,8 @@ async function rss(dir: string) {
   const server = await startOrchestrator(path.join(dir, "rss-server"));
   try {
     const run = (state: string) =>
-      spawnUntil(EDGECTL, ["--state-dir", state, "--orchestrator-url", server.url, "run", "--node-id", "rss", "--channel", "bench"], (l) => (/spool: shipping/.test(l) ? l : undefined));
+      // Run as users run it, through its #! line and the heap bounds it sets.
+      spawnUntil(EDGECTL, ["--state-dir", state, "--orchestrator-url", server.url, "run", "--node-id", "rss", "--channel", "bench"], (l) => (/spool: shipping/.test(l) ? l : undefined), true);
     const agent = await run(stateDir);
     await sleep(RSS_SECONDS * 1000);
     const busy = agent.peakRssMiB();

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1 --max-old-space-size=64
 import { Command, Option } from "commander";
 import { completionCommand } from "../shared/completion.js";
 import { finishProgram } from "../shared/program.js";
