@@ -125,7 +125,7 @@ export function DivergedPage() {
       <ErrorNote error={report.error ?? overview.error} />
       <p className="muted" aria-live="polite">
         {report.data
-          ? `${nodes.length}${report.data.nextPageToken ? "+" : ""} node(s) diverged for longer than ${duration(Number(report.data.olderThanSeconds) * 1000)}`
+          ? `${nodes.length}${report.data.nextPageToken ? "+" : ""} node(s) diverged${report.data.olderThanSeconds > 0n ? ` for longer than ${duration(Number(report.data.olderThanSeconds) * 1000)}` : ""}${pages.length > 1 ? ` (page ${pages.length})` : ""}`
           : "Loading…"}
       </p>
       {nodes.length > 0 && (
