@@ -169,19 +169,19 @@ describe("the on-call views in Chromium, on SQLite", { timeout: 60_000 }, () => 
     );
   });
 
-  it("lists a diverged node with its class, evidence and plan, and a reapply from the page is audited", async () => {
+  it("lists diverged nodes with class, evidence and plan; a reapply from the page is audited, and so are accept and drain of every node listed", async () => {
     await page.goto(ui("#/diverged"));
     await page.getByRole("heading", { name: "Diverged nodes", level: 1 }).waitFor();
     // Under the server's default threshold (10 minutes) nothing has diverged yet.
     await page.getByText("No node has diverged for longer than that.").waitFor();
-    await page.getByLabel("Diverged for longer than").selectOption({ label: "any time" });
+    await page.getByRole("combobox", { name: /^Diverged for longer than/ }).selectOption({ label: "any time" });
     await page.getByRole("button", { name: "Apply", exact: true }).click();
     // s-1 was moved to stable-r2 by the plan's canary stage and never acked it: stuck, with its plan.
     const moved = page.locator('tr[data-node="s-1"]');
     await moved.waitFor();
     expect(await moved.locator(".badge.c-stuck").textContent()).toBe("stuck");
     expect(await moved.locator("td").nth(6).textContent()).toMatch(new RegExp(`^${PLAN} / canarymoved \\S+ ago$`));
-    await page.getByLabel("Channel").selectOption("dv");
+    await page.getByRole("combobox", { name: /^Channel/ }).selectOption("dv");
     await page.getByRole("button", { name: "Apply", exact: true }).click();
     await page.getByText("1 node(s) diverged", { exact: true }).waitFor();
     const row = page.locator('tr[data-node="dv-1"]');
@@ -199,9 +199,18 @@ describe("the on-call views in Chromium, on SQLite", { timeout: 60_000 }, () => 
     await row.getByText(/^reapply asked /).waitFor();
     const audit = await admin.audit.queryAuditRecords({ eventName: "node.reconcile.reapply" });
     expect(audit.records.map((r) => [r.actor, r.resource, r.reason, r.outcome])).toEqual([["operator:olivia", "dv-1", "disk cleaned", "success"]]);
+    // Every node of the report as filtered (channel dv, any time): accept skips dv-1, which reports nothing; drain takes it.
+    const bulk = page.getByRole("region", { name: "reconcile every node listed" });
+    await act(page, bulk, "Accept all", "take what they run");
+    await bulk.getByRole("status").getByText(/^Accept: 0 done, 1 skipped: dv-1 \(.+\)$/).waitFor();
+    await act(page, bulk, "Drain all", "pull the dv nodes");
+    await bulk.getByRole("status").getByText("Drain: 1 done, 0 skipped").waitFor();
+    await row.locator(".badge", { hasText: "drained" }).waitFor();
+    const drained = await admin.audit.queryAuditRecords({ eventName: "node.drained", actor: "operator:olivia" });
+    expect(drained.records.map((r) => [r.resource, r.reason])).toEqual([["dv-1", "pull the dv nodes"]]);
     // The threshold and channel chosen survive the polls.
     await page.waitForResponse((r) => r.url().endsWith("/autonomy.v1.OperationsService/ListDivergedNodes"));
-    expect(await page.getByLabel("Diverged for longer than").inputValue()).toBe("0");
+    expect(await page.getByRole("combobox", { name: /^Diverged for longer than/ }).inputValue()).toBe("0");
     expect(await page.locator("tbody tr").count()).toBe(1);
   });
 
@@ -213,7 +222,7 @@ describe("the on-call views in Chromium, on SQLite", { timeout: 60_000 }, () => 
       await analyst.getByText(/operator:andy \(token\) · analyst · read-only/).waitFor();
       await analyst.getByTestId("emergency-banner").getByText("drill").waitFor();
       await analyst.goto(ui("#/diverged"));
-      await analyst.getByLabel("Diverged for longer than").selectOption({ label: "any time" });
+      await analyst.getByRole("combobox", { name: /^Diverged for longer than/ }).selectOption({ label: "any time" });
       await analyst.getByRole("button", { name: "Apply", exact: true }).click();
       await analyst.locator('tr[data-node="dv-1"]').waitFor();
       await analyst.goto(ui("#/cluster"));
@@ -222,7 +231,7 @@ describe("the on-call views in Chromium, on SQLite", { timeout: 60_000 }, () => 
         await analyst.goto(ui(hash));
         await analyst.getByTestId("emergency-banner").waitFor();
         const buttons = await analyst.getByRole("button").allTextContents();
-        for (const name of ["Emergency stop", "Resume", "Reapply", "Accept", "Drain", "Resign leadership"]) expect(buttons).not.toContain(name);
+        for (const name of ["Emergency stop", "Resume", "Reapply", "Accept", "Drain", "Reapply all", "Accept all", "Drain all", "Resign leadership"]) expect(buttons).not.toContain(name);
       }
       expect(await analyst.getByRole("columnheader", { name: "Reconcile" }).count()).toBe(0);
       expect(await a11y(analyst)).toEqual([]);

@@ -22,17 +22,24 @@ const THRESHOLDS: [number, string][] = [
 
 type Strategy = "reapply" | "accept" | "drain";
 
-const STRATEGIES: Record<Strategy, { label: string; does: (n: DivergedNode) => string; danger?: boolean }> = {
+const STRATEGIES: Record<Strategy, { label: string; does: (n: DivergedNode) => string; doesAll: string; danger?: boolean }> = {
   reapply: {
     label: "Reapply",
     does: (n) => `The agent installs its desired release ${n.desiredReleaseId || "(none)"} again, also one it failed before.`,
+    doesAll: "each agent installs its desired release again, also one it failed before.",
   },
   accept: {
     label: "Accept",
     does: (n) =>
       `What the node reports (${n.reportedReleaseId || "nothing"}) becomes its desired release: a pin, removed by the next plan that moves the node or by unpin. Refused when the node reports nothing.`,
+    doesAll: "what each node reports becomes its desired release (a pin, removed by the next plan that moves the node or by unpin); a node that reports nothing is skipped.",
   },
-  drain: { label: "Drain", does: () => "The node is drained: no plan moves it until it is undrained (on its node page).", danger: true },
+  drain: {
+    label: "Drain",
+    does: () => "The node is drained: no plan moves it until it is undrained (on its node page).",
+    doesAll: "each node is drained: no plan moves it until it is undrained.",
+    danger: true,
+  },
 };
 
 interface Filters {
@@ -63,6 +70,41 @@ function NodeActions({ n }: { n: DivergedNode }) {
         />
       ))}
     </div>
+  );
+}
+
+/** The same strategies for every node the report lists with the applied filters (all pages), each node's outcome audited. */
+function BulkActions({ filters, shown, more }: { filters: Filters; shown: number; more: boolean }) {
+  const queryClient = useQueryClient();
+  const scope = `every node diverged${filters.olderThan > 0 ? ` for longer than ${duration(filters.olderThan * 1000)}` : ""}${filters.channel ? ` in channel ${filters.channel}` : " in every channel"}`;
+  return (
+    <section className="actions" aria-label="reconcile every node listed">
+      {(Object.keys(STRATEGIES) as Strategy[]).map((strategy) => (
+        <ActionButton
+          key={strategy}
+          label={`${STRATEGIES[strategy].label} all`}
+          title={`${STRATEGIES[strategy].label} ${scope}`}
+          danger={STRATEGIES[strategy].danger}
+          description={
+            <p>
+              For {scope} as the server lists it now ({shown} shown{more ? " on this page, more on later pages" : ""}): {STRATEGIES[strategy].doesAll} A node the strategy cannot apply to is skipped with why. Each node's outcome is audited with your reason.
+            </p>
+          }
+          run={async (reason) => {
+            const res = await api.operations.reconcileNodes({
+              allDiverged: true,
+              channel: filters.channel,
+              olderThanSeconds: BigInt(filters.olderThan),
+              strategy,
+              reason,
+            });
+            await queryClient.invalidateQueries({ queryKey: ["diverged"] });
+            const skipped = res.outcomes.filter((o) => o.outcome === "skipped").map((o) => `${o.nodeId} (${o.message})`);
+            return `${STRATEGIES[strategy].label}: ${res.done} done, ${res.skipped} skipped${skipped.length > 0 ? `: ${skipped.join("; ")}` : ""}`;
+          }}
+        />
+      ))}
+    </section>
   );
 }
 
@@ -128,6 +170,7 @@ export function DivergedPage() {
           ? `${nodes.length}${report.data.nextPageToken ? "+" : ""} node(s) diverged${report.data.olderThanSeconds > 0n ? ` for longer than ${duration(Number(report.data.olderThanSeconds) * 1000)}` : ""}${pages.length > 1 ? ` (page ${pages.length})` : ""}`
           : "Loading…"}
       </p>
+      {reconcile && nodes.length > 0 && <BulkActions filters={filters} shown={nodes.length} more={report.data?.nextPageToken !== ""} />}
       {nodes.length > 0 && (
         <div className="table-wrap">
           <table aria-label="diverged nodes">
@@ -191,7 +234,7 @@ export function DivergedPage() {
           </table>
         </div>
       )}
-      {report.data && nodes.length === 0 && pages.length === 1 && <p>No node has diverged for longer than that.</p>}
+      {report.data && nodes.length === 0 && pages.length === 1 && <p>{filters.olderThan > 0 ? "No node has diverged for longer than that." : "No node has diverged."}</p>}
       {(pages.length > 1 || report.data?.nextPageToken) && (
         <div className="pager">
           <button type="button" disabled={pages.length === 1} onClick={() => setPages((p) => p.slice(0, -1))}>
