@@ -2,7 +2,9 @@ import { Code, ConnectError, createClient, type Client, type Interceptor } from 
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuditService } from "../../gen/autonomy/v1/audit_pb.js";
 import { EventService } from "../../gen/autonomy/v1/events_pb.js";
+import { HaService } from "../../gen/autonomy/v1/ha_pb.js";
 import { NodeService } from "../../gen/autonomy/v1/nodes_pb.js";
+import { OperationsService } from "../../gen/autonomy/v1/operations_pb.js";
 import { RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
 import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
@@ -36,6 +38,8 @@ export interface Api {
   audit: Client<typeof AuditService>;
   events: Client<typeof EventService>;
   rbac: Client<typeof RbacService>;
+  ha: Client<typeof HaService>;
+  operations: Client<typeof OperationsService>;
 }
 
 export const api: Api = {
@@ -45,6 +49,8 @@ export const api: Api = {
   audit: createClient(AuditService, transport),
   events: createClient(EventService, transport),
   rbac: createClient(RbacService, transport),
+  ha: createClient(HaService, transport),
+  operations: createClient(OperationsService, transport),
 };
 
 /** An error as one line for a person: the Connect code in words and the server's message. */

@@ -1,6 +1,9 @@
 import { useEffect, useState } from "react";
 import { SignedIn, useSession } from "./auth.js";
+import { EmergencyBanner, EmergencyStopButton } from "./emergency.js";
 import { AuditPage } from "./pages/audit.js";
+import { ClusterPage } from "./pages/cluster.js";
+import { DivergedPage } from "./pages/diverged.js";
 import { FleetPage } from "./pages/fleet.js";
 import { NodePage } from "./pages/node.js";
 import { ReleasesPage } from "./pages/releases.js";
@@ -8,7 +11,7 @@ import { RolloutsPage } from "./pages/rollouts.js";
 
 /** The page routes in the URL fragment (#/fleet, #/nodes/ID, ...): the server has one file to serve. */
 export interface Route {
-  page: "fleet" | "node" | "releases" | "rollouts" | "audit";
+  page: "fleet" | "node" | "releases" | "rollouts" | "diverged" | "cluster" | "audit";
   arg?: string;
 }
 
@@ -21,6 +24,10 @@ export function parseRoute(hash: string): Route {
       return { page: "releases", arg: parts[1] ? decodeURIComponent(parts[1]) : undefined };
     case "rollouts":
       return { page: "rollouts" };
+    case "diverged":
+      return { page: "diverged" };
+    case "cluster":
+      return { page: "cluster" };
     case "audit":
       return { page: "audit" };
     default:
@@ -38,7 +45,15 @@ function useRoute(): Route {
   return route;
 }
 
-const TITLES: Record<Route["page"], string> = { fleet: "Fleet", node: "Node", releases: "Releases", rollouts: "Rollouts", audit: "Audit" };
+const TITLES: Record<Route["page"], string> = {
+  fleet: "Fleet",
+  node: "Node",
+  releases: "Releases",
+  rollouts: "Rollouts",
+  diverged: "Diverged",
+  cluster: "Cluster",
+  audit: "Audit",
+};
 
 function Shell() {
   const route = useRoute();
@@ -50,9 +65,12 @@ function Shell() {
     ["fleet", "#/fleet", can("fleet:read")],
     ["releases", "#/releases", can("fleet:read")],
     ["rollouts", "#/rollouts", can("rollout:read")],
+    ["diverged", "#/diverged", can("fleet:read")],
+    // The HA answers are public, like /v1/health.
+    ["cluster", "#/cluster", true],
     ["audit", "#/audit", can("audit:read")],
   ];
-  const readOnly = !["node:drain", "rollout:manage", "gate:approve"].some(can);
+  const readOnly = !["node:drain", "rollout:manage", "gate:approve", "emergency:stop", "fleet:reconcile", "ha:manage"].some(can);
   return (
     <>
       <header>
@@ -67,6 +85,7 @@ function Shell() {
             ))}
         </nav>
         <div className="who">
+          <EmergencyStopButton />
           <span>
             {who.principal} ({who.authenticatedBy === "certificate" ? "client certificate" : who.authenticatedBy === "token" ? "token" : "no credential"})
             {who.roles.length > 0 && ` · ${who.roles.join(", ")}`}
@@ -81,10 +100,13 @@ function Shell() {
         </div>
       </header>
       <main>
+        <EmergencyBanner />
         {route.page === "fleet" && <FleetPage />}
         {route.page === "node" && route.arg && <NodePage nodeId={route.arg} />}
         {route.page === "releases" && <ReleasesPage channel={route.arg} />}
         {route.page === "rollouts" && <RolloutsPage />}
+        {route.page === "diverged" && (can("fleet:read") ? <DivergedPage /> : <p>The divergence report needs the fleet:read permission.</p>)}
+        {route.page === "cluster" && <ClusterPage />}
         {route.page === "audit" && (can("audit:read") ? <AuditPage /> : <p>The audit trail needs the audit:read permission.</p>)}
       </main>
     </>

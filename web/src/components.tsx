@@ -64,6 +64,8 @@ export function ActionButton(props: {
   description: ReactNode;
   reasonRequired?: boolean;
   danger?: boolean;
+  /** Shown but not offered (the state does not allow it now); the button keeps its place and its last message. */
+  disabled?: boolean;
   run: (reason: string) => Promise<string>;
   explain?: (err: unknown) => Promise<ReactNode>;
 }) {
@@ -107,7 +109,7 @@ export function ActionButton(props: {
   };
   return (
     <>
-      <button type="button" className={props.danger ? "danger" : undefined} onClick={open}>
+      <button type="button" className={props.danger ? "danger" : undefined} onClick={open} disabled={props.disabled}>
         {props.label}
       </button>
       {done && (

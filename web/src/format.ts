@@ -17,6 +17,20 @@ export function when(ts: Timestamp | undefined): string {
   return new Date(timestampMs(ts)).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
 }
 
+/** An RFC 3339 string as `when` shows a timestamp; "never" when empty. */
+export function whenRfc3339(text: string): string {
+  if (text === "") return "never";
+  const ms = Date.parse(text);
+  return Number.isNaN(ms) ? text : new Date(ms).toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+}
+
+/** Seconds as "0.4 s", "12 s", "3m05s". */
+export function seconds(s: number): string {
+  if (s < 10) return `${s.toFixed(1)} s`;
+  if (s < 60) return `${Math.round(s)} s`;
+  return duration(s * 1000);
+}
+
 export function ago(ts: Timestamp | undefined, nowMs: number): string {
   if (!ts) return "never";
   return `${duration(nowMs - timestampMs(ts))} ago`;
