@@ -331,10 +331,18 @@ export class HaRuntime {
     if (why === "") throw new ValidationError("reason", "required: say why the leader resigns (it is audited)");
     if (why.length > MAX_REASON) throw new ValidationError("reason", `at most ${MAX_REASON} characters`);
     if (!this.election) throw new FailedPreconditionError("standalone deployment (embedded SQLite): this replica is the only one and always leads; there is nothing to hand over");
-    const q = await this.quorum();
-    if (q.lagStatus === "critical") {
+    // The lag in one query (the handover waits for it): what /v1/health/quorum reports as lag_status.
+    let lag: number;
+    try {
+      const { rows } = await this.pool!.query<{ lag_s: number | null }>("SELECT max(EXTRACT(EPOCH FROM replay_lag))::float8 AS lag_s FROM pg_stat_replication");
+      lag = Number(rows[0].lag_s ?? 0);
+    } catch (err) {
+      throw new StoreUnavailableError(`PostgreSQL cannot be reached: ${(err as Error).message}`);
+    }
+    const lagCriticalSeconds = this.lagCriticalMs / 1000;
+    if (lag > lagCriticalSeconds) {
       throw new FailedPreconditionError(
-        `replication lag is critical (${q.replayLagSeconds.toFixed(1)}s > ${q.lagCriticalSeconds}s): a handover now could lose acknowledged writes on a failover; wait until the standbys catch up (autonomy ha quorum)`,
+        `replication lag is critical (${lag.toFixed(1)}s > ${lagCriticalSeconds}s): a handover now could lose acknowledged writes on a failover; wait until the standbys catch up (autonomy ha quorum)`,
       );
     }
     const r = await this.election.resign(why);
