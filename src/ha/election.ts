@@ -86,9 +86,9 @@ const mono = () => performance.now();
  * Opens a transaction on c with a bounded lock wait, and runs a first statement in it, all in one
  * round trip (a simple query: no parameters); the first statement's rows.
  */
-async function inTransaction<R extends pg.QueryResultRow>(c: pg.Client, lockTimeoutMs: number, first?: string): Promise<R[]> {
-  const results = (await c.query(`BEGIN; SET LOCAL lock_timeout = ${Math.floor(lockTimeoutMs)}${first ? `; ${first}` : ""}`)) as unknown as pg.QueryResult<R>[];
-  return first ? results[2].rows : [];
+async function inTransaction<R extends pg.QueryResultRow>(c: pg.Client, lockTimeoutMs: number, first: string): Promise<R[]> {
+  const results = (await c.query(`BEGIN; SET LOCAL lock_timeout = ${Math.floor(lockTimeoutMs)}; ${first}`)) as unknown as pg.QueryResult<R>[];
+  return results[2].rows;
 }
 
 export class PgLeadership implements Leadership {
