@@ -242,7 +242,8 @@ export interface Answered {
  * A steady load over the live replicas, as a load balancer spreads it (a replica that fails to
  * answer is skipped for the next): `nodes` simulated agents heartbeat, fetch their desired
  * release and ack it healthy; event batches are ingested; rollouts run one after the other
- * (each plan three stages) on the channel. Every 200 answer is recorded.
+ * (each plan three stages) on the channel; each replica's write-ready is checked every second,
+ * as the load balancer does. Every 200 answer is recorded.
  */
 export class Load {
   readonly answered: Answered = { events: [], acks: [], errors: 0, requests: 0 };
@@ -293,7 +294,16 @@ export class Load {
         await sleep(100);
       }
     }
-    this.loops.push(this.agents(), this.ingest(), this.rollouts());
+    this.loops.push(this.agents(), this.ingest(), this.rollouts(), this.healthChecks());
+  }
+
+  /** The load balancer's health check (README: HAProxy, inter 1s): write-ready of every live replica each second. */
+  private async healthChecks(): Promise<void> {
+    while (this.running) {
+      const started = Date.now();
+      await Promise.all(this.cluster.live().map((r) => get(r.url, "/v1/health/write-ready").catch(() => undefined)));
+      await sleep(Math.max(0, 1_000 - (Date.now() - started)));
+    }
   }
 
   private async agents(): Promise<void> {

@@ -210,6 +210,31 @@ function metricsRoute(metrics: Metrics): PlainRoute {
 }
 
 /**
+ * The answers of a server whose store is not open yet (PostgreSQL being waited for): the
+ * readiness endpoints 503 with the reason, /v1/health (liveness) 200 "starting", every other
+ * call 503 unavailable (gRPC: status UNAVAILABLE). Nothing is read from or decided on a store.
+ */
+function answerStarting(req: NodeRequest, res: NodeResponse, reason: string): void {
+  const r = res as http.ServerResponse;
+  if (req.httpVersionMajor === 1) closeIfBodyUnread(req as http.IncomingMessage, r);
+  const route = (req.url ?? "").split("?")[0];
+  const json = (status: number, body: object) => {
+    r.writeHead(status, { "content-type": "application/json", "cache-control": "no-store", ...(status === 503 ? { "retry-after": "1" } : {}) });
+    r.end(JSON.stringify(body));
+  };
+  if (req.method === "GET" && (route === "/v1/health/read-ready" || route === "/v1/health/write-ready")) return json(503, { ready: false, reason, mode: "postgres" });
+  if (req.method === "GET" && route === "/v1/health") return json(200, { status: "starting", warning: reason });
+  const message = `the server is starting and serves nothing yet: ${reason}`;
+  const type = String(req.headers["content-type"] ?? "");
+  if (type.startsWith("application/grpc")) {
+    r.writeHead(200, { "content-type": type, "grpc-status": "14", "grpc-message": encodeURIComponent(message) });
+    r.end();
+    return;
+  }
+  json(503, { code: "unavailable", message });
+}
+
+/**
  * Cleanup steps, run last-in first-out: each resource pushes its step once it is open, so a
  * failed start and a stop undo exactly what was done, in reverse order. A failing step is
  * logged and the rest still run.
@@ -265,24 +290,52 @@ export async function startServer(
   const tls = config.tls ? await loadTlsFiles(config.tls) : undefined;
   let crl = tls?.crl;
   const nodeCa = config.caDir === undefined ? undefined : await loadNodeCa(config, tls?.ca);
-  const store: Store = config.postgresUrl
-    ? await openPostgres(storeUrl(config.postgresUrl, replicaId, config.ha?.leaseMs ?? DEFAULT_LEADER_LEASE_MS), logger)
-    : await SqliteStore.open({
-        dataDir: config.dataDir,
-        busyTimeoutMs: config.busyTimeoutMs,
-        maxDbBytes: config.maxDbBytes,
-        onFatal: deps.onFatal,
-      });
+  // A client without a certificate on a server that requires one may only enrol (--ca-dir).
+  const admitCertless = tls?.ca !== undefined && nodeCa !== undefined && (config.tlsClientAuth ?? "require") === "require";
+  const openApi = (handler: (req: NodeRequest, res: NodeResponse) => void): Promise<Listener | TlsListener> =>
+    tls
+      ? listenTls(
+          listenAddress,
+          handler,
+          { ...tls, clientAuth: config.tlsClientAuth ?? "require", admitCertless },
+          {
+            onRefused: (reason) => metrics.tlsRefusals.inc({ reason }),
+            onRevokedClosed: () => metrics.tlsRevokedClosed.inc(),
+          },
+          limits,
+        )
+      : listenCleartext(listenAddress, handler, limits);
+  // With PostgreSQL the API listens before the store is open: while the database is waited for,
+  // the readiness endpoints answer 503 with the reason and every other call 503 unavailable;
+  // once the store is open and the leader election runs, it serves.
+  let serving: ((req: NodeRequest, res: NodeResponse) => void) | undefined;
+  let waitingFor = "the server is starting: opening the store";
+  const early = config.postgresUrl ? await openApi((req, res) => (serving ? serving(req, res) : answerStarting(req, res, waitingFor))) : undefined;
+  let apiInTeardown = false;
   const teardown = new Teardown(logger);
-  teardown.push("store", () => store.close());
   try {
-    return await serve();
+    const store: Store = config.postgresUrl
+      ? await openPostgres(storeUrl(config.postgresUrl, replicaId, config.ha?.leaseMs ?? DEFAULT_LEADER_LEASE_MS), logger, {
+          poolerCheckUrl: config.postgresUrl,
+          onWaiting: (reason) => (waitingFor = reason),
+          fields: early && { url: urlOf(early.address, tls !== undefined), listen: `${early.address.host}:${early.address.port}` },
+        })
+      : await SqliteStore.open({
+          dataDir: config.dataDir,
+          busyTimeoutMs: config.busyTimeoutMs,
+          maxDbBytes: config.maxDbBytes,
+          onFatal: deps.onFatal,
+        });
+    teardown.push("store", () => store.close());
+    return await serve(store);
   } catch (err) {
     await teardown.run();
+    if (early && !apiInTeardown) await early.close();
     throw err;
   }
 
-  async function serve(): Promise<RunningServer> {
+  async function serve(store: Store): Promise<RunningServer> {
+    waitingFor = "the server is starting: the store is open, the leader election not yet running";
     metrics.currentCrl = () => crl;
     const instrumented = instrumentStore(store, metrics);
     const sightings = new SightingBuffer({
@@ -303,7 +356,6 @@ export async function startServer(
     metrics.countDiverged = () => countDiverged(fleet, DEFAULT_DIVERGENCE_SECONDS);
     const ha = new HaRuntime({ postgresUrl: config.postgresUrl, ...config.ha }, { store: instrumented, metrics, logger, replicaId });
     teardown.push("leadership", () => ha.close());
-    await ha.check();
     const controller = new RolloutController({
       ...fleet,
       metrics,
@@ -368,8 +420,6 @@ export async function startServer(
       fallback: (req, res) =>
         void (serveUi(req as NodeRequest, res as NodeResponse, infos.get(req as NodeRequest)) || rest(req as NodeRequest, res as NodeResponse)),
     });
-    // A client without a certificate on a server that requires one may only enrol (--ca-dir).
-    const admitCertless = tls?.ca !== undefined && nodeCa !== undefined && (config.tlsClientAuth ?? "require") === "require";
     const gated = createGate(
       {
         certless: admitCertless ? (req) => !infos.get(req)?.peer : undefined,
@@ -419,20 +469,11 @@ export async function startServer(
       if (!refuseCrossSite(req, res, info)) gated(req, res);
     };
 
-    let api: Listener | TlsListener;
+    const api = early ?? (await openApi(handler));
+    teardown.push("API listener", () => api.close());
+    apiInTeardown = true;
     if (tls) {
-      const tlsApi = await listenTls(
-        listenAddress,
-        handler,
-        { ...tls, clientAuth: config.tlsClientAuth ?? "require", admitCertless },
-        {
-          onRefused: (reason) => metrics.tlsRefusals.inc({ reason }),
-          onRevokedClosed: () => metrics.tlsRevokedClosed.inc(),
-        },
-        limits,
-      );
-      api = tlsApi;
-      teardown.push("API listener", () => tlsApi.close());
+      const tlsApi = api as TlsListener;
       if (config.tls?.crlFile && crl) {
         const file = config.tls.crlFile;
         const crlWatch = watchCrlFile(file, tls.ca!.toString("utf8"), crl, {
@@ -455,16 +496,11 @@ export async function startServer(
         syncTimer.unref();
         teardown.push("CRL sync timer", () => clearInterval(syncTimer));
       }
-    } else {
-      const cleartext = await listenCleartext(listenAddress, handler, limits);
-      api = cleartext;
-      teardown.push("API listener", () => cleartext.close());
-      if (!isLoopback(listenAddress.host)) {
-        logger.warn(
-          { listen: config.listen },
-          "serving cleartext HTTP beyond loopback: anyone on the network can read and send requests; set --tls-cert-file and --tls-key-file (and --tls-ca-file for mutual TLS)",
-        );
-      }
+    } else if (!isLoopback(listenAddress.host)) {
+      logger.warn(
+        { listen: config.listen },
+        "serving cleartext HTTP beyond loopback: anyone on the network can read and send requests; set --tls-cert-file and --tls-key-file (and --tls-ca-file for mutual TLS)",
+      );
     }
     // Run before the listener closes: streams end (unavailable) and waiting long polls answer, instead of holding it open.
     teardown.push("push streams", () => push.close());
@@ -485,6 +521,7 @@ export async function startServer(
     }
     // With enforcement off nobody needs a credential; the token is made at the first enforced start.
     if (authorizer.enforced) await bootstrapRbac(instrumented, config.dataDir, logger);
+    serving = handler;
 
     return {
       address: api.address,

@@ -74,6 +74,57 @@ describe("leader election on PostgreSQL", () => {
     await Promise.all(ls.map((l) => l.close()));
   });
 
+  it("a resignation hands over by its notification: with polls half a minute apart a follower leads at once, whichever replica resigns", async () => {
+    // Renewal 60 s: a follower's next poll is 30 s away, the resigned leader holds off for 2 min.
+    // Only the notification of the resignation can make a follower campaign before the waits below end.
+    const ls = [replica("na", db.url, 180_000, 60_000), replica("nb", db.url, 180_000, 60_000), replica("nc", db.url, 180_000, 60_000)];
+    await ls[0].start();
+    await until("na leads", async () => ls[0].isLeader());
+    await Promise.all([ls[1].start(), ls[2].start()]);
+    expect(leaders(ls)).toEqual([ls[0]]);
+    const first = ls[0].epoch()!;
+
+    // Asked of a follower: the leader is told to stop, and another follower (or the one asked) leads.
+    await ls[1].resign("handover asked of a follower");
+    const second = await until("a follower leads", async () => leaders(ls).find((l) => l !== ls[0]), 10_000);
+    expect(second.epoch()).toBe(first + 1);
+    await until("the old leader stops", async () => !ls[0].isLeader(), 10_000);
+    // It let go of the session lock with its leadership (the next leader's fast path), and holds off.
+    await until("the old leader released the session lock", async () => !ls[0].holdsSessionLock(), 10_000);
+
+    // Asked of the leader itself: the one replica not holding off leads.
+    await second.resign("handover asked of the leader");
+    const third = await until("the remaining replica leads", async () => leaders(ls)[0], 10_000);
+    expect(third).not.toBe(second);
+    expect(third).not.toBe(ls[0]);
+    expect(third.epoch()).toBe(first + 2);
+    const rows = (await epochs()).filter((r) => r.epoch >= first);
+    expect(rows.map((r) => [r.epoch, r.end_reason])).toEqual([
+      [first, "resigned"],
+      [first + 1, "resigned"],
+      [first + 2, null],
+    ]);
+  }, 30_000);
+
+  it("a resigned leader does not take the leadership back when its hold-off ends, lock or no lock", async () => {
+    const [a, b] = [replica("ra"), replica("rb")];
+    await a.start();
+    await until("a leads", async () => a.isLeader());
+    await until("a holds the session lock", async () => a.holdsSessionLock(), 3000);
+    await b.start();
+    const resigned = a.epoch()!;
+    await b.resign("handover asked of the follower");
+    await until("b leads", async () => b.isLeader(), 3000);
+    const epoch = b.epoch()!;
+    expect(epoch).toBe(resigned + 1);
+    // a's hold-off is 2 × 300 ms; it polls every 150 ms after. Several polls later b still leads the same epoch.
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(b.isLeader()).toBe(true);
+    expect(b.epoch()).toBe(epoch);
+    expect(a.isLeader()).toBe(false);
+    expect((await epochs()).filter((r) => r.epoch >= resigned).map((r) => r.end_reason)).toEqual(["resigned", null]);
+  });
+
   it("fences: a write with an epoch that is not the newest, resigned, or past its lease commits nothing", async () => {
     const [a, b] = [replica("fa"), replica("fb")];
     await a.start();

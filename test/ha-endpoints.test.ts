@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -6,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TcpProxy } from "../bench/ha-pg.js";
 import { startServer } from "../src/server.js";
 import { createHaDatabase } from "./helpers/ha-db.js";
-import { h1 } from "./helpers/http.js";
+import { ORCHESTRATOR_BIN } from "./helpers/child.js";
+import { h1, h2 } from "./helpers/http.js";
 import { memoryLogger, startTestServer, type TestServer } from "./helpers/server.js";
 import { until } from "./helpers/wait.js";
 
@@ -75,6 +77,67 @@ describe("HA endpoints on PostgreSQL", () => {
 });
 
 describe("PostgreSQL unreachable at start", () => {
+  it("a real process listens at once: readiness 503 with the reason, every other call 503 unavailable, liveness 200; then it serves once the database answers", async () => {
+    const db = await createHaDatabase();
+    const u = new URL(db.url);
+    const proxy = await new TcpProxy({ host: u.hostname, port: Number(u.port) }).start();
+    proxy.set("drop");
+    const dataDir = mkdtempSync(path.join(os.tmpdir(), "ha-start-proc-"));
+    const proc = spawn(
+      process.execPath,
+      [ORCHESTRATOR_BIN, "serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir", dataDir, "--postgres-url", proxy.urlFor(db.url), "--leader-lease", "3s", "--leader-renew", "500ms"],
+      { env: { ...process.env, AUTONOMY_RBAC_ENFORCEMENT: "0" }, stdio: ["ignore", "ignore", "pipe"] },
+    );
+    const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
+    const lines: Record<string, unknown>[] = [];
+    let buffered = "";
+    proc.stderr!.on("data", (chunk: Buffer) => {
+      buffered += chunk.toString("utf8");
+      let nl;
+      while ((nl = buffered.indexOf("\n")) >= 0) {
+        lines.push(JSON.parse(buffered.slice(0, nl)) as Record<string, unknown>);
+        buffered = buffered.slice(nl + 1);
+      }
+    });
+    try {
+      const waiting = await until("the unreachable line", async () => lines.find((l) => String(l.msg).startsWith("PostgreSQL cannot be reached at start")), 20_000);
+      const url = String(waiting.url);
+      expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      for (const p of ["/v1/health/read-ready", "/v1/health/write-ready"]) {
+        const r = await h1(url + p);
+        expect(r.status).toBe(503);
+        expect(r.json()).toEqual({ ready: false, reason: expect.stringMatching(/^PostgreSQL cannot be reached: .*; retrying$/), mode: "postgres" });
+      }
+      expect((await h1(`${url}/v1/health`)).json()).toMatchObject({ status: "starting", warning: expect.stringMatching(/^PostgreSQL cannot be reached/) });
+      const rest = await h1(`${url}/v1/nodes`);
+      expect(rest.status).toBe(503);
+      expect(rest.json()).toEqual({ code: "unavailable", message: expect.stringMatching(/^the server is starting and serves nothing yet: PostgreSQL cannot be reached/) });
+      const leader = await h1(`${url}/v1/health/leader`);
+      expect(leader.status).toBe(503);
+      // Connect over HTTP/2 as well: unavailable, never an answer from a store or a leadership it does not have.
+      const rpc = await h2(`${url}/autonomy.v1.HaService/HaLeader`, { method: "POST", body: "{}", headers: { "content-type": "application/json" } });
+      expect(rpc.status).toBe(503);
+      expect(rpc.json()).toMatchObject({ code: "unavailable" });
+      await sleep(1500);
+      expect(lines.filter((l) => String(l.msg).startsWith("PostgreSQL cannot be reached")).length).toBe(1);
+      expect(proc.exitCode).toBeNull();
+
+      proxy.set("pass");
+      await until("write-ready", async () => (await h1(`${url}/v1/health/write-ready`)).status === 200, 30_000);
+      expect((await h1(`${url}/v1/health/read-ready`)).json()).toEqual({ ready: true, mode: "postgres" });
+      expect(lines.some((l) => l.msg === "serving" && l.url === url)).toBe(true);
+      expect((await h1(`${url}/v1/health`)).json()).toMatchObject({ status: "ok" });
+      expect((await h1(`${url}/v1/nodes`)).status).toBe(200);
+      await until("it leads", async () => (await h1(`${url}/v1/health/leader`)).json().this_replica_is_leader === true, 10_000);
+    } finally {
+      proc.kill("SIGTERM");
+      await exited;
+      await proxy.close();
+      await db.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 90_000);
+
   it("one clear line, retried with backoff, no exit; it serves once the database answers", async () => {
     const db = await createHaDatabase();
     const u = new URL(db.url);

@@ -4,10 +4,11 @@
  * The authority is a lease in `leader_epochs`: one row per epoch, the newest the current one.
  * Every replica keeps one dedicated connection (a pg.Client of its own, never a pooled one) on
  * which it holds, when it can, a session advisory lock: the fast path. A follower that gets the
- * lock knows the previous holder's session is gone (killed, its lock connection terminated) and
- * takes over at once; one that cannot get it takes over only when the current epoch is resigned
- * or its lease ran out by the database's clock (a paused or partitioned leader), and then ends
- * the stuck holder's lock session.
+ * lock and sees that the election session which won the current epoch is gone (killed, its lock
+ * connection terminated) takes over at once; one that cannot get it takes over only when the
+ * current epoch is resigned or its lease ran out by the database's clock (a paused or
+ * partitioned leader), and then ends the stuck holder's lock session. The lock goes with the
+ * leadership: a replica that stops leading releases it, one that starts takes it when free.
  *
  * Losing the election connection ends leadership at once (its session lock is gone with it, so
  * a follower may already lead).
@@ -19,8 +20,9 @@
  * monotonic clock from the moment the last good renewal was sent: always before the database
  * can consider its lease over. Its writes are fenced in the database anyway (requireEpoch).
  *
- * The same connection LISTENs on one channel: resignations (followers campaign at once, so a
- * handover takes milliseconds) and the signals other replicas relay to the leader (./relay.ts).
+ * The same connection LISTENs on one channel: resignations (followers campaign at once, not at
+ * their next poll, so a handover takes milliseconds; the resigned replica holds off for two
+ * renewal periods) and the signals other replicas relay to the leader (./relay.ts).
  */
 import { performance } from "node:perf_hooks";
 import pg from "pg";
@@ -79,6 +81,15 @@ export interface ElectionOptions {
 type Listener = (leading: boolean, epoch: number | undefined) => void | Promise<void>;
 
 const mono = () => performance.now();
+
+/**
+ * Opens a transaction on c with a bounded lock wait, and runs a first statement in it, all in one
+ * round trip (a simple query: no parameters); the first statement's rows.
+ */
+async function inTransaction<R extends pg.QueryResultRow>(c: pg.Client, lockTimeoutMs: number, first: string): Promise<R[]> {
+  const results = (await c.query(`BEGIN; SET LOCAL lock_timeout = ${Math.floor(lockTimeoutMs)}; ${first}`)) as unknown as pg.QueryResult<R>[];
+  return results[2].rows;
+}
 
 export class PgLeadership implements Leadership {
   readonly mode = "postgres" as const;
@@ -207,7 +218,8 @@ export class PgLeadership implements Leadership {
     });
     try {
       await client.connect();
-      await client.query(`LISTEN ${HA_CHANNEL}`);
+      // Every lock wait on this connection is bounded (a campaign bounds its own tighter).
+      await client.query(`LISTEN ${HA_CHANNEL}; SET lock_timeout = ${this.opts.renewMs}`);
     } catch (err) {
       client.end().catch(() => undefined);
       throw err;
@@ -239,58 +251,72 @@ export class PgLeadership implements Leadership {
     }
   }
 
+  /**
+   * One campaign, in few round trips (a handover waits for each): the lock and the newest epoch
+   * in one; the takeover's transaction opened with its row locked in one; the new epoch, its
+   * announcement (sent at commit) and the lock in one; the commit.
+   */
   private async campaign(c: pg.Client): Promise<void> {
     if (mono() < this.holdOffUntil) return;
-    if (!this.lockHeld) {
-      const { rows } = await c.query<{ got: boolean }>("SELECT pg_try_advisory_lock($1) AS got", [LEADER_LOCK_KEY]);
-      this.lockHeld = rows[0].got;
-    }
     const started = mono();
-    let reason: string | undefined;
-    let epoch = 0;
-    let acquiredAt = new Date();
-    if (!this.lockHeld) {
+    const { rows: [head] } = await c.query<{ got: boolean; holder_id: string | null; resigned: boolean | null; expired: boolean | null }>(
+      `SELECT CASE WHEN $2::boolean THEN true ELSE pg_try_advisory_lock($1) END AS got, e.holder_id, e.resigned, e.expired
+       FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+         SELECT holder_id, resigned_at IS NOT NULL AS resigned,
+                renewed_at + lease_ms * interval '1 millisecond' <= clock_timestamp() AS expired
+         FROM leader_epochs ORDER BY epoch DESC LIMIT 1) AS e ON true`,
+      [LEADER_LOCK_KEY, this.lockHeld],
+    );
+    this.lockHeld = head.got;
+    if (!this.lockHeld && head.holder_id !== null) {
+      if (!head.resigned && !head.expired) return;
       // A holder whose lease ran out but whose lock session lives is stuck (paused, cut off):
       // its sessions are ended first, so no transaction it left open holds the epoch's row.
-      const { rows } = await c.query<{ holder_id: string; expired: boolean; resigned: boolean }>(
-        `SELECT holder_id, resigned_at IS NOT NULL AS resigned,
-                renewed_at + lease_ms * interval '1 millisecond' <= clock_timestamp() AS expired
-         FROM leader_epochs ORDER BY epoch DESC LIMIT 1`,
-      );
-      const cur = rows[0];
-      if (cur && !cur.resigned && !cur.expired) return;
-      if (cur && !cur.resigned && cur.expired && cur.holder_id !== this.opts.holderId) {
+      if (!head.resigned && head.expired && head.holder_id !== this.opts.holderId) {
         await c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name IN ($1, $2) AND pid <> pg_backend_pid()", [
-          electionSessionName(cur.holder_id),
-          storeSessionName(cur.holder_id),
+          electionSessionName(head.holder_id),
+          storeSessionName(head.holder_id),
         ]);
       }
     }
-    await c.query("BEGIN");
+    let reason: string | undefined;
+    let epoch = 0;
+    let acquiredAt = new Date();
     try {
       // Never wait long for the row: a campaign that cannot lock it tries again at the next tick.
-      await c.query(`SET LOCAL lock_timeout = ${Math.max(100, Math.floor(this.opts.renewMs / 2))}`);
-      const { rows } = await c.query<{ epoch: string; holder_id: string; resigned: boolean; expired: boolean }>(
-        `SELECT epoch, holder_id, resigned_at IS NOT NULL AS resigned,
-                renewed_at + lease_ms * interval '1 millisecond' <= clock_timestamp() AS expired
-         FROM leader_epochs ORDER BY epoch DESC LIMIT 1 FOR UPDATE`,
-      );
-      const cur = rows[0];
+      const cur = (
+        await inTransaction<{ epoch: string; holder_id: string; resigned: boolean; expired: boolean }>(
+          c,
+          Math.max(100, Math.floor(this.opts.renewMs / 2)),
+          `SELECT epoch, holder_id, resigned_at IS NOT NULL AS resigned,
+                  renewed_at + lease_ms * interval '1 millisecond' <= clock_timestamp() AS expired
+           FROM leader_epochs ORDER BY epoch DESC LIMIT 1 FOR UPDATE`,
+        )
+      )[0];
       reason = !cur ? "first" : cur.resigned ? "resigned" : cur.expired ? "lease_expired" : this.lockHeld ? "lock_released" : undefined;
+      // The lock says the previous holder's session is gone only if the holder held it: one that
+      // took over a resigned epoch may not have it yet. A holder whose winning session lives leads on.
+      if (reason === "lock_released" && cur && (await this.winnerLives(c, cur.holder_id, cur.epoch))) reason = undefined;
       if (reason === undefined) {
         await c.query("ROLLBACK");
+        // Free the lock for the leader (it takes it at its next renewal): the fast path is its.
+        if (this.lockHeld && cur && cur.holder_id !== this.opts.holderId) await this.unlock(c);
         return;
       }
       if (cur && !cur.resigned) {
         await c.query("UPDATE leader_epochs SET resigned_at = clock_timestamp(), end_reason = $2 WHERE epoch = $1", [cur.epoch, reason]);
       }
       epoch = (cur ? Number(cur.epoch) : 0) + 1;
-      const inserted = await c.query<{ acquired_at: Date }>(
-        `INSERT INTO leader_epochs (epoch, holder_id, acquired_at, renewed_at, lease_ms)
-         VALUES ($1, $2, clock_timestamp(), clock_timestamp(), $3) RETURNING acquired_at`,
-        [epoch, this.opts.holderId, this.opts.leaseMs],
+      const inserted = await c.query<{ acquired_at: Date; got: boolean }>(
+        `WITH ins AS (
+           INSERT INTO leader_epochs (epoch, holder_id, acquired_at, renewed_at, lease_ms)
+           VALUES ($1, $2, clock_timestamp(), clock_timestamp(), $3) RETURNING acquired_at)
+         SELECT acquired_at, pg_notify($4, $5) IS NULL AS notified, CASE WHEN $6::boolean THEN true ELSE pg_try_advisory_lock($7) END AS got FROM ins`,
+        [epoch, this.opts.holderId, this.opts.leaseMs, HA_CHANNEL, JSON.stringify({ t: "acquired", epoch, holder: this.opts.holderId } satisfies HaMessage), this.lockHeld, LEADER_LOCK_KEY],
       );
       acquiredAt = inserted.rows[0].acquired_at;
+      // Taking over a resigned epoch or a lapsed lease, the lock was taken now if it was free (the fast path).
+      this.lockHeld = inserted.rows[0].got;
       await c.query("COMMIT");
     } catch (err) {
       await c.query("ROLLBACK").catch(() => undefined);
@@ -304,7 +330,6 @@ export class PgLeadership implements Leadership {
     this.lastRenewOk = started;
     this.leading = { epoch, acquiredAt };
     this.opts.logger.info({ epoch, holder_id: this.opts.holderId, reason, session_lock_held: this.lockHeld }, "this replica leads");
-    await c.query("SELECT pg_notify($1, $2)", [HA_CHANNEL, JSON.stringify({ t: "acquired", epoch, holder: this.opts.holderId } satisfies HaMessage)]).catch(() => undefined);
     void this.transition(true, epoch);
   }
 
@@ -327,6 +352,19 @@ export class PgLeadership implements Leadership {
       const { rows } = await c.query<{ got: boolean }>("SELECT pg_try_advisory_lock($1) AS got", [LEADER_LOCK_KEY]);
       this.lockHeld = rows[0].got;
     }
+  }
+
+  /**
+   * Whether the election session that won an epoch is still open: one of the holder's that began
+   * before the epoch did (a holder that lost its connection stopped leading; its next one is newer).
+   */
+  private async winnerLives(c: pg.Client, holderId: string, epoch: string): Promise<boolean> {
+    const { rows } = await c.query<{ lives: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()
+                        AND backend_start < (SELECT acquired_at FROM leader_epochs WHERE epoch = $2)) AS lives`,
+      [electionSessionName(holderId), epoch],
+    );
+    return rows[0].lives;
   }
 
   private async unlock(c: pg.Client): Promise<void> {
@@ -354,42 +392,70 @@ export class PgLeadership implements Leadership {
     this.opts.logger.warn({ epoch: lead.epoch, reason }, "this replica stopped leading");
     const stopped = this.transition(false, undefined);
     await Promise.race([stopped, new Promise((r) => setTimeout(r, opts.waitMs ?? this.opts.renewMs).unref())]);
-    if (opts.alreadyEnded || this.stopped) return;
+    if (!this.stopped) this.endEpoch(opts.alreadyEnded ? undefined : lead.epoch, "stepped_down");
+  }
+
+  /**
+   * In the background: ends this replica's epoch (unless undefined: it was ended elsewhere),
+   * releases the session lock with it (the next leader's fast path), and tells the followers.
+   */
+  private endEpoch(epoch: number | undefined, reason: string): void {
     void this.exclusive(async () => {
       const c = this.client;
       if (!c) return;
-      await c.query("UPDATE leader_epochs SET resigned_at = clock_timestamp(), end_reason = 'stepped_down' WHERE epoch = $1 AND holder_id = $2 AND resigned_at IS NULL", [lead.epoch, this.opts.holderId]);
+      if (epoch !== undefined) {
+        await c.query("UPDATE leader_epochs SET resigned_at = clock_timestamp(), end_reason = $3 WHERE epoch = $1 AND holder_id = $2 AND resigned_at IS NULL", [epoch, this.opts.holderId, reason]);
+      }
       await this.unlock(c);
-      await c.query("SELECT pg_notify($1, $2)", [HA_CHANNEL, JSON.stringify({ t: "resigned", epoch: lead.epoch, holder: this.opts.holderId } satisfies HaMessage)]);
+      if (epoch !== undefined) await c.query("SELECT pg_notify($1, $2)", [HA_CHANNEL, JSON.stringify({ t: "resigned", epoch, holder: this.opts.holderId } satisfies HaMessage)]);
     }).catch(() => undefined);
   }
 
   /**
-   * Resigns the current epoch, from any replica: this replica stops first if it is the holder;
-   * the epoch is ended in the database and the followers told, so one of them leads within
-   * milliseconds. The resigning replica does not campaign again for two renewal periods.
+   * Resigns the current epoch, from any replica: this replica stops leading first if it is the
+   * holder (fence() throws from then on; its listeners stop in the background); the epoch is ended
+   * in the database once no decision made under it is still committing (FOR UPDATE waits for
+   * their FOR KEY SHARE, and any later one is fenced), and the followers are told, so one of them
+   * leads within milliseconds. The resigning replica does not campaign again for two renewal periods.
    */
   async resign(reason: string): Promise<{ previousHolder: string; previousEpoch: number; resignedAt: Date }> {
-    const current = await this.current();
-    if (!current || current.resignedAt) throw new FailedPreconditionError("no replica leads now: there is nothing to resign");
-    if (this.leading?.epoch === current.epoch) {
+    const lead = this.leading;
+    if (lead) {
       this.holdOffUntil = mono() + 2 * this.opts.renewMs;
-      const lead = this.leading;
       this.leading = undefined;
       this.opts.logger.warn({ epoch: lead.epoch, reason }, "this replica resigns its leadership");
-      await Promise.race([this.transition(false, undefined), new Promise((r) => setTimeout(r, this.opts.renewMs).unref())]);
+      void this.transition(false, undefined);
     }
-    return this.exclusive(async () => {
-      const c = await this.connection();
-      const { rows } = await c.query<{ holder_id: string; resigned_at: Date }>(
-        "UPDATE leader_epochs SET resigned_at = clock_timestamp(), end_reason = 'resigned' WHERE epoch = $1 AND resigned_at IS NULL RETURNING holder_id, resigned_at",
-        [current.epoch],
-      );
-      if (rows.length === 0) throw new FailedPreconditionError(`epoch ${current.epoch} already ended before the resignation`);
-      if (current.holderId === this.opts.holderId) await this.unlock(c);
-      await c.query("SELECT pg_notify($1, $2)", [HA_CHANNEL, JSON.stringify({ t: "resigned", epoch: current.epoch, holder: rows[0].holder_id } satisfies HaMessage)]);
-      return { previousHolder: rows[0].holder_id, previousEpoch: current.epoch, resignedAt: rows[0].resigned_at };
-    });
+    try {
+      return await this.exclusive(async () => {
+        const c = await this.connection();
+        // One statement, one round trip: the newest epoch (this replica's own, if it led) locked
+        // FOR UPDATE first, so no decision made under it is still committing (the connection's
+        // lock_timeout bounds the wait); ended; the followers told at commit; and the session
+        // lock released with its own epoch, so the next leader takes it as it wins.
+        const { rows } = await c.query<{ epoch: string; holder_id: string; resigned_at: Date }>(
+          `WITH ended AS (
+             UPDATE leader_epochs SET resigned_at = clock_timestamp(), end_reason = 'resigned'
+             WHERE epoch = (SELECT epoch FROM leader_epochs
+                            WHERE epoch = (SELECT max(epoch) FROM leader_epochs) AND ($1::bigint IS NULL OR epoch = $1) AND resigned_at IS NULL
+                            FOR UPDATE)
+             RETURNING epoch, holder_id, resigned_at)
+           SELECT epoch, holder_id, resigned_at,
+                  pg_notify($2, json_build_object('t', 'resigned', 'epoch', epoch, 'holder', holder_id)::text) IS NULL AS notified,
+                  CASE WHEN holder_id = $3 THEN pg_advisory_unlock_all() IS NULL END AS unlocked
+           FROM ended`,
+          [lead?.epoch ?? null, HA_CHANNEL, this.opts.holderId],
+        );
+        const ended = rows[0];
+        if (!ended) throw new FailedPreconditionError(lead ? `epoch ${lead.epoch} already ended before the resignation` : "no replica leads now: there is nothing to resign");
+        if (ended.holder_id === this.opts.holderId) this.lockHeld = false;
+        return { previousHolder: ended.holder_id, previousEpoch: Number(ended.epoch), resignedAt: ended.resigned_at };
+      });
+    } catch (err) {
+      // This replica stopped leading: its epoch must end all the same, or the followers wait for its lease.
+      if (lead) this.endEpoch(lead.epoch, "stepped_down");
+      throw err;
+    }
   }
 
   /** The newest row of leader_epochs; StoreUnavailable when the database cannot be reached. */

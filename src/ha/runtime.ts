@@ -49,35 +49,6 @@ export interface QuorumView {
   message: string;
 }
 
-/**
- * Refuses a transaction-mode pooler (PgBouncer pool_mode=transaction, ...): there, statements of
- * one client run on whichever server connection is free, so a session advisory lock and LISTEN
- * are not this client's. Seen as one server connection shared by two clients, or a client's
- * server connection changing between two statements.
- */
-export async function refuseTransactionPooler(url: string): Promise<void> {
-  const a = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
-  const b = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 });
-  const pid = async (c: pg.Client) => Number((await c.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0].pid);
-  try {
-    await a.connect();
-    await b.connect();
-    const first = await pid(a);
-    await b.query("BEGIN");
-    const other = await pid(b);
-    const again = await pid(a);
-    await b.query("ROLLBACK");
-    if (other === first || again !== first) {
-      throw new Error(
-        "--postgres-url reaches PostgreSQL through a transaction-mode connection pooler: leader election needs a session advisory lock and LISTEN on one connection, which do not survive one; point it at PostgreSQL itself or at a session-mode pool",
-      );
-    }
-  } finally {
-    await a.end().catch(() => undefined);
-    await b.end().catch(() => undefined);
-  }
-}
-
 export class HaRuntime {
   readonly leadership: Leadership;
   readonly replicaId: string;
@@ -159,11 +130,6 @@ export class HaRuntime {
 
   get mode(): "standalone" | "postgres" {
     return this.leadership.mode;
-  }
-
-  /** Checks the connection for a transaction-mode pooler (refused: the start stops). */
-  async check(): Promise<void> {
-    if (this.settings.postgresUrl) await refuseTransactionPooler(this.settings.postgresUrl);
   }
 
   /**
@@ -331,10 +297,18 @@ export class HaRuntime {
     if (why === "") throw new ValidationError("reason", "required: say why the leader resigns (it is audited)");
     if (why.length > MAX_REASON) throw new ValidationError("reason", `at most ${MAX_REASON} characters`);
     if (!this.election) throw new FailedPreconditionError("standalone deployment (embedded SQLite): this replica is the only one and always leads; there is nothing to hand over");
-    const q = await this.quorum();
-    if (q.lagStatus === "critical") {
+    // The lag in one query (the handover waits for it): what /v1/health/quorum reports as lag_status.
+    let lag: number;
+    try {
+      const { rows } = await this.pool!.query<{ lag_s: number | null }>("SELECT max(EXTRACT(EPOCH FROM replay_lag))::float8 AS lag_s FROM pg_stat_replication");
+      lag = Number(rows[0].lag_s ?? 0);
+    } catch (err) {
+      throw new StoreUnavailableError(`PostgreSQL cannot be reached: ${(err as Error).message}`);
+    }
+    const lagCriticalSeconds = this.lagCriticalMs / 1000;
+    if (lag > lagCriticalSeconds) {
       throw new FailedPreconditionError(
-        `replication lag is critical (${q.replayLagSeconds.toFixed(1)}s > ${q.lagCriticalSeconds}s): a handover now could lose acknowledged writes on a failover; wait until the standbys catch up (autonomy ha quorum)`,
+        `replication lag is critical (${lag.toFixed(1)}s > ${lagCriticalSeconds}s): a handover now could lose acknowledged writes on a failover; wait until the standbys catch up (autonomy ha quorum)`,
       );
     }
     const r = await this.election.resign(why);
