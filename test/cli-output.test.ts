@@ -109,6 +109,23 @@ describe("output, help and conventions of the CLIs", () => {
     expect(JSON.parse(r.stderr)).toEqual({ error: { code: "not_found", message: expect.stringContaining('node "nobody" is not enrolled') } });
   });
 
+  it("the parser's own errors are JSON or YAML documents too with -o json|yaml, wherever -o stands", async () => {
+    const flag = await autonomy(["-o", "json", "fleet", "status", "--chanel", "x"]);
+    expect(flag.code).toBe(2);
+    expect(JSON.parse(flag.stderr)).toEqual({ error: { code: "usage", message: "unknown option '--chanel' (Did you mean --channel?)" } });
+    const required = await autonomy(["rollout", "plan", "create", "--output=json"]);
+    expect(required.code).toBe(2);
+    expect(JSON.parse(required.stderr)).toEqual({ error: { code: "usage", message: "required option '--file <path>' not specified" } });
+    const yaml = await autonomy(["fleet", "stauts", "-o", "yaml"]);
+    expect(yaml.code).toBe(2);
+    expect(YAML.parse(yaml.stderr)).toEqual({ error: { code: "usage", message: expect.stringContaining("unknown command 'stauts'") } });
+    const edge = await runProgram(EDGECTL_BIN, ["status", "-o", "json", "--bogus"]);
+    expect(edge.code).toBe(2);
+    expect(JSON.parse(edge.stderr)).toEqual({ error: { code: "usage", message: "unknown option '--bogus'" } });
+    // Text mode keeps the hint to the command's help.
+    expect((await autonomy(["fleet", "status", "--chanel", "x"])).stderr).toContain("(run `autonomy fleet status --help` for usage)");
+  });
+
   it("usage errors exit 2: unknown option, bad duration, bad choice, missing required option, bad --before", async () => {
     for (const args of [
       ["node", "list", "--no-such"],
