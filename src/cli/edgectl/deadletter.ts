@@ -19,7 +19,7 @@ function summary(e: DeadletterEntry): string {
 export function deadletterCommand(): Command {
   const list = new Command("list")
     .description("List the events set aside: refused by the orchestrator past their retry budget, or damaged on disk.")
-    .addOption(new Option("--output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
+    .addOption(new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
     .action((opts: { output: OutputFormat }, cmd: Command) =>
       runCommand("edgectl", async () => {
         const entries = spoolOf(cmd).deadletter.list();

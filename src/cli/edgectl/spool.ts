@@ -34,7 +34,7 @@ function printStatus(s: SpoolStatus, t: ThrottleState, output: OutputFormat): vo
 export function spoolCommand(): Command {
   const status = new Command("status")
     .description("Show the spool: unsent events and bytes, the oldest one's age, the cursor, the deadletter, the throttle, and damage counters.")
-    .addOption(new Option("--output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
+    .addOption(new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
     .action((opts: { output: OutputFormat }, cmd: Command) =>
       runCommand("edgectl", async () => {
         const dir = (cmd.optsWithGlobals() as EdgeOptions).stateDir;

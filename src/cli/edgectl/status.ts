@@ -1,10 +1,13 @@
 import { X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import { readState } from "../../agent/state.js";
 import { readIdentity } from "../../agent/identity.js";
 import { readAgentStatus, statusFile } from "../../agent/status.js";
+import { Spool, spoolDir } from "../../agent/spool/spool.js";
+import { formatBytes } from "../../agent/throttle.js";
 import { formatFields, OUTPUT_FORMATS, printValue, runCommand, type OutputFormat } from "../shared/output.js";
+import { stderrSpoolLog } from "./events.js";
 import { readEdgeConfig, type EdgeOptions } from "./options.js";
 
 /** Whether a process with this pid is alive (signal 0 checks without sending anything). */
@@ -53,6 +56,8 @@ export function statusCommand(): Command {
           const explicit = global.tlsCertFile ?? config["tls-cert-file"];
           const identity = explicit ? undefined : readIdentity(global.stateDir);
           const cert = certificateOf(explicit ?? identity?.certPath);
+          // The spool as `spool status` reads it; a state dir that never spooled has none (and gets none made here).
+          const spool = existsSync(spoolDir(global.stateDir)) ? await new Spool({ dir: spoolDir(global.stateDir), log: stderrSpoolLog }).status() : undefined;
           const enrolled = identity && cert && !cert.error ? { enrolled: true, serial: identity.serial, renew_after: identity.renewAfter } : {};
           const doc = {
             state_dir: global.stateDir,
@@ -65,7 +70,9 @@ export function statusCommand(): Command {
             orchestrator_url: status?.orchestrator_url ?? global.orchestratorUrl ?? config["orchestrator-url"] ?? null,
             connection: status?.connection ?? null,
             updates: status?.updates ?? null,
-            spool: "none: events are sent as they happen (edgectl has no offline spool yet)",
+            spool: spool
+              ? { unsent_frames: spool.unsent_frames, unsent_bytes: spool.unsent_bytes, oldest_unsent_at: spool.oldest_unsent_at, deadletter_entries: spool.deadletter_entries }
+              : null,
             installing: status?.installing ?? null,
             last_ack: status?.last_ack ?? null,
             certificate: cert ? { ...cert, ...enrolled } : null,
@@ -106,7 +113,15 @@ export function statusCommand(): Command {
             if (c.retry_in_ms !== undefined && c.state !== "ok") fields.push(["next try", `in ${Math.round(c.retry_in_ms / 1000)}s after ${status!.updated_at}`]);
             fields.push(["updates", status!.updates]);
           }
-          fields.push(["spool", "none (events are sent as they happen)"]);
+          fields.push([
+            "spool",
+            !spool
+              ? "empty (nothing spooled yet)"
+              : (spool.unsent_frames === 0
+                  ? "empty"
+                  : `${spool.unsent_frames} events unsent (${formatBytes(spool.unsent_bytes)}), the oldest spooled ${spool.oldest_unsent_age_seconds}s ago`) +
+                `; ${spool.deadletter_entries} in the deadletter`,
+          ]);
           if (cert) {
             fields.push([
               "certificate",

@@ -24,7 +24,7 @@ export function describeThrottle(t: ThrottleState): string {
 export function throttleCommand(): Command {
   const get = new Command("get")
     .description("Show the throttle of event shipping and what the daily quota has used.")
-    .addOption(new Option("--output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
+    .addOption(new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
     .action((opts: { output: OutputFormat }, cmd: Command) =>
       runCommand("edgectl", async () => {
         const t = throttleState((cmd.optsWithGlobals() as EdgeOptions).stateDir);
