@@ -171,6 +171,29 @@ describe("output, help and conventions of the CLIs", () => {
     expect(edge).toContain("--state-dir <dir>");
   });
 
+  it("no help of any command of edgectl breaks a sentence with a hard line break", async () => {
+    const broken: string[] = [];
+    let commands = 0;
+    const visit = async (bin: string, names: string[]): Promise<void> => {
+      const help = (await runProgram(bin, [...names, "--help"], { COLUMNS: "300" })).stdout;
+      commands++;
+      const lines = help.split("\n");
+      // At 300 columns a paragraph wraps only past 200 characters; a shorter line that ends mid-sentence and
+      // runs on in the next (unindented) line is a line break written into the text.
+      lines.forEach((line, i) => {
+        const next = lines[i + 1] ?? "";
+        if (line && next && !/^\s/.test(line) && !/^\s/.test(next) && line.length < 200 && !/[.:)]$/.test(line)) {
+          broken.push(`${path.basename(path.dirname(bin))} ${names.join(" ")}: ${line}`);
+        }
+      });
+      const children = (help.split("\nCommands:\n")[1] ?? "").split("\n").flatMap((l) => /^ {2}([a-z][\w-]*)/.exec(l)?.[1] ?? []);
+      await Promise.all(children.filter((c) => c !== "help").map((child) => visit(bin, [...names, child])));
+    };
+    await visit(EDGECTL_BIN, []);
+    expect(commands).toBeGreaterThan(15);
+    expect(broken).toEqual([]);
+  });
+
   it("help piped into head ends quietly", async () => {
     for (const bin of [AUTONOMY_BIN, EDGECTL_BIN]) {
       // `true` has exited long before the program writes: every write meets a closed pipe.

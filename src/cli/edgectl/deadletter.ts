@@ -44,8 +44,8 @@ export function deadletterCommand(): Command {
   const retry = addSpoolCapOptions(
     new Command("retry")
       .description(
-        "Put entries back into the spool (at its end) and remove them from the deadletter. An entry's\n" +
-          "event may be edited in its file first (deadletter inspect shows it). Damaged bytes with no\n" +
+        "Put entries back into the spool (at its end) and remove them from the deadletter. An entry's " +
+          "event may be edited in its file first (deadletter inspect shows it). Damaged bytes with no " +
           "readable event cannot be retried: purge them.",
       )
       .argument("[id]", "entry id, from deadletter list")

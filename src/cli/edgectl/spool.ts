@@ -44,7 +44,7 @@ export function spoolCommand(): Command {
     );
   const flush = new Command("flush")
     .description(
-      "Ship every spooled event now and wait: through `edgectl run` when it runs (it is woken), else from\n" +
+      "Ship every spooled event now and wait: through `edgectl run` when it runs (it is woken), else from " +
         "this process. Exit status 0 when the spool is empty, 1 when anything is left at --timeout.",
     )
     .addOption(new Option("--timeout <duration>", "how long to wait").argParser(parsePositiveDuration).default(300_000, "5m"))

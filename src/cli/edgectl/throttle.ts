@@ -34,8 +34,8 @@ export function throttleCommand(): Command {
     );
   const set = new Command("set")
     .description(
-      "Limit event shipping: --rate in bytes per second (a token bucket with one second of burst) and\n" +
-        "--daily-quota over a rolling 24 hours; 0 or off removes a limit. Bytes are the events' JSON.\n" +
+      "Limit event shipping: --rate in bytes per second (a token bucket with one second of burst) and " +
+        "--daily-quota over a rolling 24 hours; 0 or off removes a limit. Bytes are the events' JSON. " +
         "Kept in the state dir; a running `edgectl run` applies it within a second, without a restart.",
     )
     .option("--rate <size/s>", "e.g. 64KiB/s, 1MB/s, off", parsed(parseRate))
