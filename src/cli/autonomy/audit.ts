@@ -12,6 +12,7 @@ import {
 import { formatTable, formatTime, printMessage } from "../shared/output.js";
 import { parseDays, parsePositiveInt, parseTimeMs, TIME_HINT } from "../shared/parse.js";
 import { AUDIT_CATEGORIES } from "../../domain/audit.js";
+import { fileErrorReason } from "../../files.js";
 import { withClients } from "./context.js";
 import { AUDIT_CSV_COLUMNS, auditCsvRow } from "../../domain/audit-csv.js";
 
@@ -105,7 +106,7 @@ export function auditCommand(): Command {
           try {
             text = readFileSync(file, "utf8");
           } catch (err) {
-            throw new Error(`--checkpoints ${file}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`);
+            throw new Error(`--checkpoints ${file}: ${fileErrorReason(err)}`);
           }
           // Log lines carry the checkpoint as their audit_checkpoint field; checkpoint files hold it alone.
           return text
