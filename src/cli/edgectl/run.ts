@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { readFlagFile } from "../../files.js";
 import { createPublicKey } from "node:crypto";
+import path from "node:path";
 import { Command, Option } from "commander";
 import { runAgent } from "../../agent/agent.js";
 import { readState } from "../../agent/state.js";
@@ -148,7 +149,12 @@ export function runAgentCommand(): Command {
               hookGraceMs: opts.hookGrace,
               push: opts.push,
               signal: stop.signal,
-              target: { url: target.url, source: target.source, tls: target.tls },
+              target: {
+                url: target.url,
+                source: target.source,
+                tls: target.tls,
+                certFile: target.options.tlsCertFile ? path.resolve(target.options.tlsCertFile) : undefined,
+              },
             },
             state,
           );

@@ -1,5 +1,6 @@
 import { X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
 import { Command, Option } from "commander";
 import { readState } from "../../agent/state.js";
 import { readIdentity } from "../../agent/identity.js";
@@ -55,10 +56,13 @@ export function statusCommand(): Command {
           const running = status !== undefined && status.stopped_at === undefined && alive(status.pid);
           const explicit = global.tlsCertFile ?? config["tls-cert-file"];
           const identity = explicit ? undefined : readIdentity(global.stateDir);
-          const cert = certificateOf(explicit ?? identity?.certPath);
+          // Without a flag or config.yaml naming one, the certificate the agent last ran with (say from its --tls-cert-file).
+          const certFile = explicit ?? status?.tls_cert_file ?? identity?.certPath;
+          const byIdentity = identity !== undefined && certFile !== undefined && path.resolve(certFile) === path.resolve(identity.certPath);
+          const cert = certificateOf(certFile);
           // The spool as `spool status` reads it; a state dir that never spooled has none (and gets none made here).
           const spool = existsSync(spoolDir(global.stateDir)) ? await new Spool({ dir: spoolDir(global.stateDir), log: stderrSpoolLog }).status() : undefined;
-          const enrolled = identity && cert && !cert.error ? { enrolled: true, serial: identity.serial, renew_after: identity.renewAfter } : {};
+          const enrolled = byIdentity && cert && !cert.error ? { enrolled: true, serial: identity.serial, renew_after: identity.renewAfter } : {};
           const doc = {
             state_dir: global.stateDir,
             node_id: state.nodeId ?? null,
@@ -128,7 +132,7 @@ export function statusCommand(): Command {
               cert.error
                 ? `${cert.file}: unreadable (${cert.error})`
                 : `${cert.file}: expires ${cert.expires} (${cert.days_left! < 0 ? "EXPIRED" : `in ${cert.days_left} days`})` +
-                    (identity ? `; enrolled, serial ${identity.serial}, renewed by edgectl run from ${identity.renewAfter}` : ""),
+                    (byIdentity ? `; enrolled, serial ${identity.serial}, renewed by edgectl run from ${identity.renewAfter}` : ""),
             ]);
           } else fields.push(["certificate", "none (token or cleartext)"]);
           process.stdout.write(formatFields(fields));
