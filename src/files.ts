@@ -31,12 +31,20 @@ export function writeFileAtomic(file: string, data: string | Uint8Array, mode = 
   }
 }
 
+/** Why a file could not be read, in a few words (`no such file`, `is a directory`), for a message naming it. */
+export function fileErrorReason(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "ENOENT") return "no such file";
+  if (code === "EACCES") return "permission denied";
+  if (code === "EISDIR") return "is a directory, not a file";
+  return (err as Error).message;
+}
+
 /** Reads a file a flag names; errors name the flag and the file, in one line. */
 export function readFlagFile(flag: string, file: string): Buffer {
   try {
     return readFileSync(file);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new Error(`${flag} ${file}: ${code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (err as Error).message}`);
+    throw new Error(`${flag} ${file}: ${fileErrorReason(err)}`);
   }
 }

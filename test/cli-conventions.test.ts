@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Command, InvalidArgumentError, type Option } from "commander";
@@ -24,7 +24,7 @@ import { throttleCommand } from "../src/cli/edgectl/throttle.js";
 import { serveCommand } from "../src/cli/orchestrator/serve.js";
 import { walk } from "../src/cli/shared/program.js";
 import { parseDays, parseDuration, parseHours, parseMiB, parseTimeMs } from "../src/cli/shared/parse.js";
-import { AUDIT_CATEGORIES } from "../src/domain/audit.js";
+import { AUDIT_CATEGORIES, AUDIT_SOURCES } from "../src/domain/audit.js";
 import { AUTONOMY_BIN, runProgram } from "./helpers/child.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -162,7 +162,16 @@ describe("release list, cert list and the audit help, as a user runs them", () =
   it("audit: durations and times as everywhere, and help naming what records carry", async () => {
     const help = (await autonomy("audit", "query", "--help")).stdout.replace(/\s+/g, " ");
     expect(help).toContain(AUDIT_CATEGORIES.join(", "));
-    expect(help).toMatch(/api \(a call\), controller \(the rollout controller\) or server/);
+    expect(help).toMatch(/api \(a call\), controller \(the rollout controller\), server \(the server itself: bootstrap, checkpoints\), retention \(.*\) or many \(/);
+    // Every source a record is written with in the code is one the help names.
+    const written = new Set(
+      readdirSync("src", { recursive: true, encoding: "utf8" })
+        .filter((f) => f.endsWith(".ts"))
+        .flatMap((f) => [...readFileSync(path.join("src", f), "utf8").matchAll(/\bsource: "([a-z_]+)"/g)].map((m) => m[1])),
+    );
+    expect(written.size).toBeGreaterThanOrEqual(4);
+    for (const source of written) expect(Object.keys(AUDIT_SOURCES), source).toContain(source);
+    for (const source of written) expect(help).toContain(`${source} (`);
     expect(help).toContain("--since <time>");
     const prune = await autonomy("audit", "prune", "--older-than", "90", "--reason", "x");
     expect(prune.code).toBe(2);

@@ -221,6 +221,8 @@ describe("client-side TLS failures are clear messages", () => {
         const json = JSON.parse((await runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "status", "-o", "json"])).stdout);
         expect(json.connection).toMatchObject({ state: "tls-cert-refused" });
         expect(json.connection.retry_in_ms).toBeGreaterThanOrEqual(30_000);
+        // Without the flags, status shows the certificate the agent runs with.
+        expect(json.certificate).toMatchObject({ file: path.resolve(certs.node.certFile), days_left: expect.any(Number) });
         // Logged once, not at every attempt; no "cannot reach" line for it.
         expect(log.split("refused this node's certificate").length - 1).toBe(1);
         expect(log).not.toContain("cannot reach the orchestrator");

@@ -96,6 +96,10 @@ describe("release and plan files", () => {
       expect(r.stderr).toBe(`autonomy: error: ${f}:7:5: artifacts[0]: unknown key "ulr" (did you mean "url"?)\n`);
       const missing = await runProgram(AUTONOMY_BIN, ["--orchestrator-url", server.url, "rollout", "plan", "create", "--file", path.join(work, "nope.yaml")]);
       expect(missing).toMatchObject({ code: 2, stderr: `autonomy: error: ${path.join(work, "nope.yaml")}: no such file\n` });
+      const dir = await runProgram(AUTONOMY_BIN, ["--orchestrator-url", server.url, "release", "publish", "--file", work]);
+      expect(dir).toMatchObject({ code: 2, stderr: `autonomy: error: ${work}: is a directory, not a file\n` });
+      const flag = await runProgram(AUTONOMY_BIN, ["--orchestrator-url", server.url, "--token-file", work, "fleet", "status"]);
+      expect(flag).toMatchObject({ code: 2, stderr: `autonomy: error: --token-file ${work}: is a directory, not a file\n` });
     });
   });
 });

@@ -109,6 +109,23 @@ describe("output, help and conventions of the CLIs", () => {
     expect(JSON.parse(r.stderr)).toEqual({ error: { code: "not_found", message: expect.stringContaining('node "nobody" is not enrolled') } });
   });
 
+  it("the parser's own errors are JSON or YAML documents too with -o json|yaml, wherever -o stands", async () => {
+    const flag = await autonomy(["-o", "json", "fleet", "status", "--chanel", "x"]);
+    expect(flag.code).toBe(2);
+    expect(JSON.parse(flag.stderr)).toEqual({ error: { code: "usage", message: "unknown option '--chanel' (Did you mean --channel?)" } });
+    const required = await autonomy(["rollout", "plan", "create", "--output=json"]);
+    expect(required.code).toBe(2);
+    expect(JSON.parse(required.stderr)).toEqual({ error: { code: "usage", message: "required option '--file <path>' not specified" } });
+    const yaml = await autonomy(["fleet", "stauts", "-o", "yaml"]);
+    expect(yaml.code).toBe(2);
+    expect(YAML.parse(yaml.stderr)).toEqual({ error: { code: "usage", message: expect.stringContaining("unknown command 'stauts'") } });
+    const edge = await runProgram(EDGECTL_BIN, ["status", "-o", "json", "--bogus"]);
+    expect(edge.code).toBe(2);
+    expect(JSON.parse(edge.stderr)).toEqual({ error: { code: "usage", message: "unknown option '--bogus'" } });
+    // Text mode keeps the hint to the command's help.
+    expect((await autonomy(["fleet", "status", "--chanel", "x"])).stderr).toContain("(run `autonomy fleet status --help` for usage)");
+  });
+
   it("usage errors exit 2: unknown option, bad duration, bad choice, missing required option, bad --before", async () => {
     for (const args of [
       ["node", "list", "--no-such"],
@@ -152,6 +169,29 @@ describe("output, help and conventions of the CLIs", () => {
     expect(edge).toMatch(/--node-id <id> +this node's id \(required without --token/);
     expect(edge).toMatch(/--token <token> +a one-time enrolment token/);
     expect(edge).toContain("--state-dir <dir>");
+  });
+
+  it("no help of any command of edgectl breaks a sentence with a hard line break", async () => {
+    const broken: string[] = [];
+    let commands = 0;
+    const visit = async (bin: string, names: string[]): Promise<void> => {
+      const help = (await runProgram(bin, [...names, "--help"], { COLUMNS: "300" })).stdout;
+      commands++;
+      const lines = help.split("\n");
+      // At 300 columns a paragraph wraps only past 200 characters; a shorter line that ends mid-sentence and
+      // runs on in the next (unindented) line is a line break written into the text.
+      lines.forEach((line, i) => {
+        const next = lines[i + 1] ?? "";
+        if (line && next && !/^\s/.test(line) && !/^\s/.test(next) && line.length < 200 && !/[.:)]$/.test(line)) {
+          broken.push(`${path.basename(path.dirname(bin))} ${names.join(" ")}: ${line}`);
+        }
+      });
+      const children = (help.split("\nCommands:\n")[1] ?? "").split("\n").flatMap((l) => /^ {2}([a-z][\w-]*)/.exec(l)?.[1] ?? []);
+      await Promise.all(children.filter((c) => c !== "help").map((child) => visit(bin, [...names, child])));
+    };
+    await visit(EDGECTL_BIN, []);
+    expect(commands).toBeGreaterThan(15);
+    expect(broken).toEqual([]);
   });
 
   it("help piped into head ends quietly", async () => {

@@ -54,6 +54,19 @@ describe("config contexts", () => {
       `autonomy: error: no context "nope" in ${path.join(work, "config", "autonomy", "config.yaml")} (known: lab, dead)\n`,
     );
     expect((await autonomy("config", "use-context", "nope")).code).toBe(2);
+    // A context's TLS files go with its https:// URL: an http:// URL given by flag reaches a cleartext server without them.
+    const pem = path.join(work, "some.pem");
+    writeFileSync(pem, "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n");
+    const secure = ["--orchestrator-url", "https://localhost:9", "--token-file", tokenFile, "--tls-ca-file", pem, "--tls-cert-file", pem, "--tls-key-file", pem];
+    expect((await autonomy("config", "set-context", "secure", ...secure, "--use")).code).toBe(0);
+    const cleartext = await autonomy("--orchestrator-url", server.url, "rbac", "whoami", "-o", "json");
+    expect(cleartext.stderr).toBe("");
+    expect(JSON.parse(cleartext.stdout).principal).toMatch(/^operator:bootstrap-/);
+    // Given as flags, TLS options with an http:// URL are still refused.
+    const explicit = await autonomy("--orchestrator-url", server.url, "--tls-ca-file", pem, "rbac", "whoami");
+    expect(explicit.stderr).toContain(`TLS options need an https:// orchestrator URL, not "${server.url}"`);
+    expect((await autonomy("config", "use-context", "dead")).code).toBe(0);
+    expect((await autonomy("config", "delete-context", "secure")).code).toBe(0);
     expect((await autonomy("config", "delete-context", "dead")).code).toBe(0);
     expect(YAML.parse(readFileSync(path.join(work, "config", "autonomy", "config.yaml"), "utf8"))["current-context"]).toBeUndefined();
   });

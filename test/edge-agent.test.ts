@@ -245,6 +245,24 @@ describe("edgectl: stopping during an install, enrolment, status, signed plans",
     expect(after.stdout).toMatch(/agent\s+not running/);
   });
 
+  it("status shows the event spool: empty before anything is spooled, then the unsent events and the deadletter", async () => {
+    const stateDir = path.join(work, "spool-status");
+    const edgectl = (...args: string[]) => runProgram(EDGECTL_BIN, ["--state-dir", stateDir, ...args], { AUTONOMY_ORCHESTRATOR_URL: server.url });
+    expect((await edgectl("enroll", "--node-id", "spool-status", "--channel", "e2e")).code).toBe(0);
+    expect((await edgectl("status")).stdout).toMatch(/\nspool\s+empty \(nothing spooled yet\)\n/);
+    expect(JSON.parse((await edgectl("status", "-o", "json")).stdout).spool).toBeNull();
+    const file = path.join(work, "spool-status.jsonl");
+    writeFileSync(file, '{"event_type":"door_opened"}\n{"event_type":"door_closed"}\n');
+    expect((await edgectl("events", "send", "--file", file)).stdout).toBe("spooled 2\n");
+    expect((await edgectl("status")).stdout).toMatch(/\nspool\s+2 events unsent \(\d+B\), the oldest spooled \d+s ago; 0 in the deadletter\n/);
+    const json = JSON.parse((await edgectl("status", "-o", "json")).stdout);
+    expect(json.spool).toEqual({ unsent_frames: 2, unsent_bytes: expect.any(Number), oldest_unsent_at: expect.any(String), deadletter_entries: 0 });
+    // The spool's own commands take -o too.
+    expect(JSON.parse((await edgectl("spool", "status", "-o", "json")).stdout).unsent_frames).toBe(2);
+    expect(JSON.parse((await edgectl("deadletter", "list", "-o", "json")).stdout)).toEqual({ entries: [], count: 0 });
+    expect(YAML.parse((await edgectl("throttle", "get", "-o", "yaml")).stdout)).toMatchObject({ rate_bytes_per_second: 0 });
+  });
+
   it("an unknown key in config.yaml is a usage error with a did-you-mean", async () => {
     const stateDir = path.join(work, "cfg-bad");
     mkdirSync(stateDir, { recursive: true });

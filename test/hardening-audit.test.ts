@@ -419,6 +419,10 @@ describe("the bootstrap admin", () => {
       const alice = await admin.rbac.createToken({ principal: "operator:alice", ttlHours: 1 });
       expect((await cli("cert", "issue", "--profile", "operator", "--name", "alice")).out).toMatch(/operator:alice holds admin: a certificate with this name would carry it; pass --force/);
       expect((await cli("cert", "issue", "--profile", "operator", "--name", "alice", "--force")).code).toBe(0);
+      // A CA made while its orchestrator is down issues, and says the roles were not checked.
+      const down = await runProgram(AUTONOMY_BIN, ["--orchestrator-url", "http://127.0.0.1:1", "cert", "issue", "--profile", "operator", "--name", "carol"], { AUTONOMY_CA_DIR: ca });
+      expect(down.code).toBe(0);
+      expect(down.stderr).toBe("autonomy: warning: issued without checking whether operator:carol holds a role (its certificate would carry it): the orchestrator could not be reached\n");
       expect((await cli("cert", "issue", "--profile", "operator", "--name", me.principal.slice("operator:".length))).out).toMatch(/belong to bootstrap tokens/);
       expect((await cli("cert", "issue", "--profile", "operator", "--name", "bob")).code).toBe(0);
       // Revoking the bootstrap token takes its binding with it.
@@ -554,8 +558,14 @@ describe("RBAC guard rails", () => {
       expect(created.code).toBe(0);
       expect(created.stderr).toMatch(/warning: operator:nobody holds no role: the token identifies it but grants nothing/);
       const own = (await admin.rbac.listTokens({})).tokens.find((t) => t.principal === me)!.tokenId;
-      await expect(admin.rbac.revokeRole({ principal: me, role: "admin" })).rejects.toThrow(/is the last principal whose roles grant rbac:manage: without it nobody could change roles again; pass force/);
+      await expect(admin.rbac.revokeRole({ principal: me, role: "admin" })).rejects.toThrow(
+        /is the last principal whose roles grant rbac:manage: without it nobody could change roles again; assign another principal a role that grants it first \(autonomy rbac role assign --role admin\), or pass force/,
+      );
       await expect(admin.rbac.revokeToken({ tokenId: own })).rejects.toThrow(/the last usable token of a principal whose roles grant rbac:manage/);
+      // The CLI's refusal says what to do instead, and names its flag.
+      const kept = await runProgram(AUTONOMY_BIN, ["--orchestrator-url", server.url, "rbac", "token", "revoke", "--token-id", own], { AUTONOMY_TOKEN_FILE: tokenFile });
+      expect(kept.code).toBe(1);
+      expect(kept.stderr).toContain("create a token for another principal that holds it first (autonomy rbac token create), or pass force (autonomy: --force) to revoke anyway");
       const refused = await h1(`${server.url}/v1/rbac/tokens/${own}/revoke`, { method: "POST", body: "{}", headers: { authorization: `Bearer ${readFileSync(tokenFile, "utf8").trim()}`, "content-type": "application/json" } });
       expect(refused.status).toBe(409);
       const forced = await runProgram(AUTONOMY_BIN, ["--orchestrator-url", server.url, "rbac", "token", "revoke", "--token-id", own, "--force"], { AUTONOMY_TOKEN_FILE: tokenFile });

@@ -112,6 +112,7 @@ describe("README", () => {
     const runBlock = (b: Block) => spawnSync("bash", ["-c", script(b)], { env, encoding: "utf8", timeout: 120_000 });
 
     let section = "";
+    let last = "";
     for (const b of blocks) {
       if (b.heading !== section) {
         // A new section starts after the previous one's long-running processes are stopped.
@@ -149,7 +150,12 @@ describe("README", () => {
         status: 0,
         stderr: expect.any(String),
       });
+      // A step whose status a pipeline hides still says so on stderr.
+      expect(run.stderr, `${where}\n${b.code}`).not.toMatch(/\berror:/);
+      last = run.stdout;
     }
+    // The walkthrough's last step reads the CRL over mutual TLS.
+    expect(last).toContain("-----BEGIN X509 CRL");
     // What the walkthrough promises: the revoked node's certificate is refused by name.
     const refused = spawnSync(
       "bash",

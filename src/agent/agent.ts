@@ -31,7 +31,8 @@ export interface AgentOptions {
   /** Public key (PEM) plan specs must be signed with; else the keys the orchestrator serves. */
   planPublicKeyPem?: string;
   /** The orchestrator's URL, where it came from, and the TLS material, for messages about failures. */
-  target: { url: string; source: string; tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer } };
+  /** Where the orchestrator is, how to reach it, and the file of the client certificate in use (for `edgectl status`). */
+  target: { url: string; source: string; tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer }; certFile?: string };
   /** How long a hook may take to stop after SIGTERM before it is killed (default 5 s). */
   hookGraceMs?: number;
   /** Longest wait between attempts while the orchestrator refuses this node's certificate (default 10 min). */
@@ -161,6 +162,7 @@ class Connection {
       updates: this.updates(),
       last_ack: this.lastAck,
       installing: this.installing,
+      tls_cert_file: this.opts.target.certFile,
       stopped_at: stoppedAt,
     };
     try {

@@ -17,6 +17,8 @@ export interface AgentStatus {
   last_ack?: { release_id: string; state: string; at: string; message?: string };
   /** A release being installed right now. */
   installing?: string;
+  /** The client certificate the agent presents (absolute path), when it uses one. */
+  tls_cert_file?: string;
   stopped_at?: string;
 }
 

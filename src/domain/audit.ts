@@ -3,6 +3,14 @@ import { canonicalJson } from "./rollouts.js";
 
 export const AUDIT_CATEGORIES = ["rollout", "ha", "cert", "auth", "system", "rollback"] as const;
 export const AUDIT_OUTCOMES = ["success", "failure", "denied"] as const;
+/** The sources records carry (`source`), each with what it means: a call, or what the server did by itself. */
+export const AUDIT_SOURCES = {
+  api: "a call",
+  controller: "the rollout controller",
+  server: "the server itself: bootstrap, checkpoints",
+  retention: "event retention deleting old events",
+  many: "a summary of refused calls from many sources",
+} as const;
 
 /** One audit record (SPEC §3 fields). */
 export interface AuditRow {

@@ -139,7 +139,7 @@ export function createRbacService(deps: { store: Store; authorizer: AccessContro
         const after = await permissionsByPrincipal(store, bindings.filter((b) => !(b.principal === req.principal && b.role === req.role)));
         const managers = (m: Map<string, Set<string>>) => [...m].filter(([, perms]) => grants(perms, MANAGE)).length;
         if (managers(before) > 0 && managers(after) === 0) {
-          throw new ConflictError(`${req.principal} is the last principal whose roles grant ${MANAGE}: without it nobody could change roles again; pass force to revoke anyway`);
+          throw new ConflictError(`${req.principal} is the last principal whose roles grant ${MANAGE}: without it nobody could change roles again; assign another principal a role that grants it first (autonomy rbac role assign --role admin), or pass force (autonomy: --force) to revoke anyway`);
         }
       }
       const caller = callerOf(ctx);
@@ -183,7 +183,7 @@ export function createRbacService(deps: { store: Store; authorizer: AccessContro
         const certificateStays = caller.via === "certificate" && (await authorizer.accessOf(caller)).permissions.has(MANAGE);
         const others = tokens.filter((t) => t.tokenId !== target.tokenId && usable(t, now) && manages(t.principal));
         if (manages(target.principal) && others.length === 0 && !certificateStays) {
-          throw new ConflictError(`token ${target.tokenId} is the last usable token of a principal whose roles grant ${MANAGE}: without it nobody could change roles again; pass force to revoke anyway`);
+          throw new ConflictError(`token ${target.tokenId} is the last usable token of a principal whose roles grant ${MANAGE}: without it nobody could change roles again; create a token for another principal that holds it first (autonomy rbac token create), or pass force (autonomy: --force) to revoke anyway`);
         }
       }
       const warnings = caller.via === "token" && principalId(caller) === target.principal ? [`token ${target.tokenId} belongs to you (${target.principal}); if it is the one you are using, your next call will be refused`] : [];

@@ -11,7 +11,8 @@ import {
 } from "../../../clients/index.js";
 import { formatTable, formatTime, printMessage } from "../shared/output.js";
 import { parseDays, parsePositiveInt, parseTimeMs, TIME_HINT } from "../shared/parse.js";
-import { AUDIT_CATEGORIES } from "../../domain/audit.js";
+import { AUDIT_CATEGORIES, AUDIT_SOURCES } from "../../domain/audit.js";
+import { fileErrorReason } from "../../files.js";
 import { withClients } from "./context.js";
 import { AUDIT_CSV_COLUMNS, auditCsvRow } from "../../domain/audit-csv.js";
 
@@ -26,7 +27,14 @@ const FILTERS = [
   ["actor", "actor", "who: an operator, a node, system:rollout-controller"],
   ["resource-type", "resourceType", "e.g. rollout_plan, release, node"],
   ["resource", "resource", "the resource's id"],
-  ["source", "source", "api (a call), controller (the rollout controller) or server (the server itself: bootstrap, checkpoints); a summary of refused calls: many"],
+  [
+    "source",
+    "source",
+    Object.entries(AUDIT_SOURCES)
+      .map(([source, what]) => `${source} (${what})`)
+      .join(", ")
+      .replace(/, (?=[^,]*$)/, " or "),
+  ],
 ] as const;
 
 type FilterOptions = Partial<Record<(typeof FILTERS)[number][1], string>> & { since?: Timestamp; until?: Timestamp };
@@ -105,7 +113,7 @@ export function auditCommand(): Command {
           try {
             text = readFileSync(file, "utf8");
           } catch (err) {
-            throw new Error(`--checkpoints ${file}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`);
+            throw new Error(`--checkpoints ${file}: ${fileErrorReason(err)}`);
           }
           // Log lines carry the checkpoint as their audit_checkpoint field; checkpoint files hold it alone.
           return text

@@ -33,7 +33,7 @@ async function checkUnbound(cmd: Command, profile: Profile, name: string): Promi
   try {
     resolveOrchestratorUrl(options.orchestratorUrl);
   } catch {
-    process.stderr.write(`autonomy: warning: no orchestrator URL, so not checked whether ${principal} holds a role (a certificate for it would carry it)\n`);
+    process.stderr.write(`autonomy: warning: issued without checking whether ${principal} holds a role (its certificate would carry it): no orchestrator URL\n`);
     return;
   }
   const api = clients();
@@ -44,7 +44,9 @@ async function checkUnbound(cmd: Command, profile: Profile, name: string): Promi
     } catch (err) {
       // A CA is often made before its orchestrator runs: with nobody to ask, say so and issue.
       if (err instanceof ConnectError && (err.code === Code.Unavailable || err.code === Code.DeadlineExceeded)) {
-        process.stderr.write(`autonomy: warning: the orchestrator could not be reached, so not checked whether ${principal} holds a role (a certificate for it would carry it)\n`);
+        process.stderr.write(
+          `autonomy: warning: issued without checking whether ${principal} holds a role (its certificate would carry it): the orchestrator could not be reached\n`,
+        );
         return;
       }
       throw new Error(`cannot check whether ${principal} holds a role (${(err as Error).message}); pass --force to issue anyway`);

@@ -49,17 +49,22 @@ export function resolveOrchestratorUrl(flag: string | undefined, contextName?: s
   );
 }
 
-/** Fills the TLS and token flags that neither a flag nor the environment gave from the config context. */
-function withContextFiles(options: GlobalOptions): GlobalOptions {
+/**
+ * Fills the TLS and token flags that neither a flag nor the environment gave from the config
+ * context. The context's TLS files go with https:// URLs only: an http:// URL given by a flag or
+ * the environment (a cleartext server next to the context's) is reached without them.
+ */
+function withContextFiles(options: GlobalOptions, url: string): GlobalOptions {
   const ctx = currentContext(options.context)?.context;
   if (!ctx) return options;
+  const tls = url.startsWith("https://");
   return {
     ...options,
     // An empty flag or variable counts as not given.
     tokenFile: options.tokenFile || (process.env.AUTONOMY_TOKEN ? undefined : ctx["token-file"]),
-    tlsCaFile: options.tlsCaFile || ctx["tls-ca-file"],
-    tlsCertFile: options.tlsCertFile || ctx["tls-cert-file"],
-    tlsKeyFile: options.tlsKeyFile || ctx["tls-key-file"],
+    tlsCaFile: options.tlsCaFile || (tls ? ctx["tls-ca-file"] : undefined),
+    tlsCertFile: options.tlsCertFile || (tls ? ctx["tls-cert-file"] : undefined),
+    tlsKeyFile: options.tlsKeyFile || (tls ? ctx["tls-key-file"] : undefined),
   };
 }
 
@@ -84,7 +89,7 @@ export function commandContext(cmd: Command): CommandContext {
   let resolved: ResolvedUrl | undefined;
   let files: GlobalOptions | undefined;
   const target = () => (resolved ??= resolveOrchestratorUrl(options.orchestratorUrl, options.context));
-  const withFiles = () => (files ??= withContextFiles(options));
+  const withFiles = () => (files ??= withContextFiles(options, target().url));
   return {
     options,
     target,

@@ -4,7 +4,7 @@ import path from "node:path";
 import { toJson } from "@bufbuild/protobuf";
 import { Command, Option } from "commander";
 import { ListBindingsResponseSchema, ListRolesResponseSchema, ListTokensResponseSchema, WhoAmIResponseSchema } from "../../../clients/index.js";
-import { writeFileAtomic } from "../../files.js";
+import { fileErrorReason, writeFileAtomic } from "../../files.js";
 import { formatTable, formatTime, printMessage, printValue } from "../shared/output.js";
 import { parseHours, parsePositiveInt } from "../shared/parse.js";
 import { withClients } from "./context.js";
@@ -36,7 +36,7 @@ function readJsonArray<T>(file: string): T[] {
   try {
     parsed = JSON.parse(readFileSync(file, "utf8"));
   } catch (err) {
-    throw new Error(`${file}: ${(err as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (err as Error).message}`);
+    throw new Error(`${file}: ${fileErrorReason(err)}`);
   }
   if (!Array.isArray(parsed)) throw new Error(`${file}: expected a JSON array`);
   return parsed as T[];

@@ -19,7 +19,7 @@ function summary(e: DeadletterEntry): string {
 export function deadletterCommand(): Command {
   const list = new Command("list")
     .description("List the events set aside: refused by the orchestrator past their retry budget, or damaged on disk.")
-    .addOption(new Option("--output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
+    .addOption(new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
     .action((opts: { output: OutputFormat }, cmd: Command) =>
       runCommand("edgectl", async () => {
         const entries = spoolOf(cmd).deadletter.list();
@@ -44,8 +44,8 @@ export function deadletterCommand(): Command {
   const retry = addSpoolCapOptions(
     new Command("retry")
       .description(
-        "Put entries back into the spool (at its end) and remove them from the deadletter. An entry's\n" +
-          "event may be edited in its file first (deadletter inspect shows it). Damaged bytes with no\n" +
+        "Put entries back into the spool (at its end) and remove them from the deadletter. An entry's " +
+          "event may be edited in its file first (deadletter inspect shows it). Damaged bytes with no " +
           "readable event cannot be retried: purge them.",
       )
       .argument("[id]", "entry id, from deadletter list")

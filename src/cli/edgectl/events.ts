@@ -68,10 +68,10 @@ function sendCommand(): Command {
   return addSpoolCapOptions(
     new Command("send")
       .description(
-        "Append events to the node's spool; `edgectl run` ships them. Input is JSON lines, one event\n" +
-          "each, from --file or stdin: event_type is required; event_id is made when absent (a UUID),\n" +
-          "node_id defaults to the enrolled node, timestamp to now. All lines are checked first: a bad\n" +
-          "line spools nothing. Prints `spooled N` once the events are on disk (fsynced).\n" +
+        "Append events to the node's spool; `edgectl run` ships them. Input is JSON lines, one event " +
+          "each, from --file or stdin: event_type is required; event_id is made when absent (a UUID), " +
+          "node_id defaults to the enrolled node, timestamp to now. All lines are checked first: a bad " +
+          "line spools nothing. Prints `spooled N` once the events are on disk (fsynced). " +
           "Exit status 4: the spool is full (--spool-max-bytes with --spool-full=reject, or a full disk).",
       )
       .option("--file <path>", "JSON lines to read (default: stdin)")

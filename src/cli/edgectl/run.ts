@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { readFlagFile } from "../../files.js";
 import { createPublicKey } from "node:crypto";
+import path from "node:path";
 import { Command, Option } from "commander";
 import { runAgent } from "../../agent/agent.js";
 import { readState } from "../../agent/state.js";
@@ -9,6 +10,7 @@ import { buildInfo } from "../../build-info.js";
 import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
 import { runCommand, UsageError } from "../shared/output.js";
 import { parsePositiveDuration } from "../shared/parse.js";
+import { wrapProse } from "../shared/program.js";
 import { parseLabelOption } from "./enroll.js";
 import { edgeClients, edgeTarget, renewableEdgeClients } from "./options.js";
 import { keepCertificateFresh } from "../../agent/renewal.js";
@@ -48,11 +50,16 @@ export function runAgentCommand(): Command {
     )
     .addHelpText(
       "after",
-      "\nHooks run with /bin/sh -c, in a process group of their own, and get AUTONOMY_NODE_ID, AUTONOMY_RELEASE_ID,\n" +
-        "AUTONOMY_RELEASE_VERSION, AUTONOMY_RELEASE_CHANNEL and AUTONOMY_RELEASE_FILE (the release as JSON, with digests).\n" +
-        "Exit status 0 of --apply-command means applied; of --health-command (after it), healthy. Their output goes to\n" +
-        "the agent log. Without hooks a release is acknowledged healthy as soon as it is seen. Node id, channel and\n" +
-        "labels default to what `edgectl enroll` stored in the state dir; `edgectl status` shows what the agent knows.\n",
+      () =>
+        "\n" +
+        wrapProse(
+          "Hooks run with /bin/sh -c, in a process group of their own, and get AUTONOMY_NODE_ID, AUTONOMY_RELEASE_ID, " +
+            "AUTONOMY_RELEASE_VERSION, AUTONOMY_RELEASE_CHANNEL and AUTONOMY_RELEASE_FILE (the release as JSON, with digests). " +
+            "Exit status 0 of --apply-command means applied; of --health-command (after it), healthy. Their output goes to " +
+            "the agent log. Without hooks a release is acknowledged healthy as soon as it is seen. Node id, channel and " +
+            "labels default to what `edgectl enroll` stored in the state dir; `edgectl status` shows what the agent knows.",
+        ) +
+        "\n",
     )
     .option("--node-id <id>", "this node's id")
     .option("--channel <name>", "the release channel the node follows")
@@ -142,7 +149,12 @@ export function runAgentCommand(): Command {
               hookGraceMs: opts.hookGrace,
               push: opts.push,
               signal: stop.signal,
-              target: { url: target.url, source: target.source, tls: target.tls },
+              target: {
+                url: target.url,
+                source: target.source,
+                tls: target.tls,
+                certFile: target.options.tlsCertFile ? path.resolve(target.options.tlsCertFile) : undefined,
+              },
             },
             state,
           );

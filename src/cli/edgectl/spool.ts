@@ -34,7 +34,7 @@ function printStatus(s: SpoolStatus, t: ThrottleState, output: OutputFormat): vo
 export function spoolCommand(): Command {
   const status = new Command("status")
     .description("Show the spool: unsent events and bytes, the oldest one's age, the cursor, the deadletter, the throttle, and damage counters.")
-    .addOption(new Option("--output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
+    .addOption(new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
     .action((opts: { output: OutputFormat }, cmd: Command) =>
       runCommand("edgectl", async () => {
         const dir = (cmd.optsWithGlobals() as EdgeOptions).stateDir;
@@ -44,7 +44,7 @@ export function spoolCommand(): Command {
     );
   const flush = new Command("flush")
     .description(
-      "Ship every spooled event now and wait: through `edgectl run` when it runs (it is woken), else from\n" +
+      "Ship every spooled event now and wait: through `edgectl run` when it runs (it is woken), else from " +
         "this process. Exit status 0 when the spool is empty, 1 when anything is left at --timeout.",
     )
     .addOption(new Option("--timeout <duration>", "how long to wait").argParser(parsePositiveDuration).default(300_000, "5m"))

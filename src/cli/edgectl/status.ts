@@ -1,10 +1,14 @@
 import { X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
 import { Command, Option } from "commander";
 import { readState } from "../../agent/state.js";
 import { readIdentity } from "../../agent/identity.js";
 import { readAgentStatus, statusFile } from "../../agent/status.js";
+import { Spool, spoolDir } from "../../agent/spool/spool.js";
+import { formatBytes } from "../../agent/throttle.js";
 import { formatFields, OUTPUT_FORMATS, printValue, runCommand, type OutputFormat } from "../shared/output.js";
+import { stderrSpoolLog } from "./events.js";
 import { readEdgeConfig, type EdgeOptions } from "./options.js";
 
 /** Whether a process with this pid is alive (signal 0 checks without sending anything). */
@@ -52,8 +56,13 @@ export function statusCommand(): Command {
           const running = status !== undefined && status.stopped_at === undefined && alive(status.pid);
           const explicit = global.tlsCertFile ?? config["tls-cert-file"];
           const identity = explicit ? undefined : readIdentity(global.stateDir);
-          const cert = certificateOf(explicit ?? identity?.certPath);
-          const enrolled = identity && cert && !cert.error ? { enrolled: true, serial: identity.serial, renew_after: identity.renewAfter } : {};
+          // Without a flag or config.yaml naming one, the certificate the agent last ran with (say from its --tls-cert-file).
+          const certFile = explicit ?? status?.tls_cert_file ?? identity?.certPath;
+          const byIdentity = identity !== undefined && certFile !== undefined && path.resolve(certFile) === path.resolve(identity.certPath);
+          const cert = certificateOf(certFile);
+          // The spool as `spool status` reads it; a state dir that never spooled has none (and gets none made here).
+          const spool = existsSync(spoolDir(global.stateDir)) ? await new Spool({ dir: spoolDir(global.stateDir), log: stderrSpoolLog }).status() : undefined;
+          const enrolled = byIdentity && cert && !cert.error ? { enrolled: true, serial: identity.serial, renew_after: identity.renewAfter } : {};
           const doc = {
             state_dir: global.stateDir,
             node_id: state.nodeId ?? null,
@@ -65,7 +74,9 @@ export function statusCommand(): Command {
             orchestrator_url: status?.orchestrator_url ?? global.orchestratorUrl ?? config["orchestrator-url"] ?? null,
             connection: status?.connection ?? null,
             updates: status?.updates ?? null,
-            spool: "none: events are sent as they happen (edgectl has no offline spool yet)",
+            spool: spool
+              ? { unsent_frames: spool.unsent_frames, unsent_bytes: spool.unsent_bytes, oldest_unsent_at: spool.oldest_unsent_at, deadletter_entries: spool.deadletter_entries }
+              : null,
             installing: status?.installing ?? null,
             last_ack: status?.last_ack ?? null,
             certificate: cert ? { ...cert, ...enrolled } : null,
@@ -106,14 +117,22 @@ export function statusCommand(): Command {
             if (c.retry_in_ms !== undefined && c.state !== "ok") fields.push(["next try", `in ${Math.round(c.retry_in_ms / 1000)}s after ${status!.updated_at}`]);
             fields.push(["updates", status!.updates]);
           }
-          fields.push(["spool", "none (events are sent as they happen)"]);
+          fields.push([
+            "spool",
+            !spool
+              ? "empty (nothing spooled yet)"
+              : (spool.unsent_frames === 0
+                  ? "empty"
+                  : `${spool.unsent_frames} events unsent (${formatBytes(spool.unsent_bytes)}), the oldest spooled ${spool.oldest_unsent_age_seconds}s ago`) +
+                `; ${spool.deadletter_entries} in the deadletter`,
+          ]);
           if (cert) {
             fields.push([
               "certificate",
               cert.error
                 ? `${cert.file}: unreadable (${cert.error})`
                 : `${cert.file}: expires ${cert.expires} (${cert.days_left! < 0 ? "EXPIRED" : `in ${cert.days_left} days`})` +
-                    (identity ? `; enrolled, serial ${identity.serial}, renewed by edgectl run from ${identity.renewAfter}` : ""),
+                    (byIdentity ? `; enrolled, serial ${identity.serial}, renewed by edgectl run from ${identity.renewAfter}` : ""),
             ]);
           } else fields.push(["certificate", "none (token or cleartext)"]);
           process.stdout.write(formatFields(fields));

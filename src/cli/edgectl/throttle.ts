@@ -24,7 +24,7 @@ export function describeThrottle(t: ThrottleState): string {
 export function throttleCommand(): Command {
   const get = new Command("get")
     .description("Show the throttle of event shipping and what the daily quota has used.")
-    .addOption(new Option("--output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
+    .addOption(new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
     .action((opts: { output: OutputFormat }, cmd: Command) =>
       runCommand("edgectl", async () => {
         const t = throttleState((cmd.optsWithGlobals() as EdgeOptions).stateDir);
@@ -34,8 +34,8 @@ export function throttleCommand(): Command {
     );
   const set = new Command("set")
     .description(
-      "Limit event shipping: --rate in bytes per second (a token bucket with one second of burst) and\n" +
-        "--daily-quota over a rolling 24 hours; 0 or off removes a limit. Bytes are the events' JSON.\n" +
+      "Limit event shipping: --rate in bytes per second (a token bucket with one second of burst) and " +
+        "--daily-quota over a rolling 24 hours; 0 or off removes a limit. Bytes are the events' JSON. " +
         "Kept in the state dir; a running `edgectl run` applies it within a second, without a restart.",
     )
     .option("--rate <size/s>", "e.g. 64KiB/s, 1MB/s, off", parsed(parseRate))

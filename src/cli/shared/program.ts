@@ -1,5 +1,6 @@
 import { Command, Help, type Option, type Command as CommandType } from "commander";
 import { buildInfo } from "../../build-info.js";
+import { reportError, UsageError } from "./output.js";
 
 /** Every command of a tree, the root first. */
 export function walk(root: CommandType): CommandType[] {
@@ -41,6 +42,21 @@ function findCommand(root: CommandType, names: string[]): CommandType {
 }
 
 /**
+ * The format `-o`/`--output json|yaml` asks for anywhere on the command line (the last one
+ * wins), read before parsing so that the parser's own errors come in that format too.
+ */
+export function requestedFormat(argv: string[]): "json" | "yaml" | undefined {
+  let format: "json" | "yaml" | undefined;
+  for (let i = 0; i < argv.length && argv[i] !== "--"; i++) {
+    const arg = argv[i];
+    const value =
+      arg === "-o" || arg === "--output" ? argv[i + 1] : arg.startsWith("--output=") ? arg.slice("--output=".length) : /^-o[^-]/.test(arg) ? arg.slice(2) : undefined;
+    if (value === "json" || value === "yaml") format = value;
+  }
+  return format;
+}
+
+/**
  * Finishes a program's command tree: `--version`, `help [command...]` at any depth, one help
  * layout, usage errors (unknown option, bad argument, missing required option) exiting with status
  * 2 in every command so scripts can tell them from failures of the operation (status 1).
@@ -53,6 +69,8 @@ export function finishProgram(root: CommandType): CommandType {
       throw err;
     });
   }
+  // With -o json|yaml a usage error is a document on stderr like any other error, without the help hint.
+  const format = requestedFormat(process.argv.slice(2));
   root.version(buildInfo().version, "-V, --version", "print the version and exit");
   root.helpCommand(false);
   root.addCommand(
@@ -63,16 +81,19 @@ export function finishProgram(root: CommandType): CommandType {
         try {
           findCommand(root, names).outputHelp();
         } catch (err) {
-          process.stderr.write(`${root.name()}: error: ${(err as Error).message}\n`);
-          process.exitCode = 2;
+          reportError(root.name(), new UsageError((err as Error).message), format);
         }
       }),
   );
   for (const cmd of walk(root)) {
     cmd.createHelp = () => Object.assign(new ProgramHelp(), cmd.configureHelp());
     cmd.exitOverride((err) => process.exit(err.exitCode === 1 ? 2 : err.exitCode));
-    cmd.showHelpAfterError(`(run \`${commandPath(cmd)} --help\` for usage)`);
     cmd.showSuggestionAfterError(true);
+    if (format) {
+      cmd.configureOutput({
+        outputError: (message) => reportError(root.name(), new UsageError(message.trim().replace(/^error: /, "").replace(/\s*\n\s*/g, " ")), format),
+      });
+    } else cmd.showHelpAfterError(`(run \`${commandPath(cmd)} --help\` for usage)`);
   }
   return root;
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { fromJson, ScalarType, type DescField, type DescMessage, type JsonValue, type MessageShape } from "@bufbuild/protobuf";
 import YAML, { isMap, isScalar, isSeq, LineCounter, type Node as YamlNode } from "yaml";
+import { fileErrorReason } from "../../files.js";
 import { parseDuration } from "./parse.js";
 import { UsageError } from "./output.js";
 
@@ -175,8 +176,7 @@ export function readSpecFile<D extends DescMessage>(file: string, schema: D, wha
   try {
     text = readFileSync(file, "utf8");
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new SpecFileError(`${file}: ${code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (err as Error).message}`);
+    throw new SpecFileError(`${file}: ${fileErrorReason(err)}`);
   }
   const lines = new LineCounter();
   const doc = YAML.parseDocument(text, { schema: "failsafe", lineCounter: lines, prettyErrors: false, uniqueKeys: true });
