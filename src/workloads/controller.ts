@@ -47,6 +47,7 @@ export interface WorkloadControllerDeps {
   resyncMs?: number;
   resendAfterMs?: number;
   now?: () => number;
+  /** Command ids; each must sort after those made before it in the same millisecond. */
   newId?: () => string;
   /** The fencing epoch of the loop's commits (Leadership.fence); unset: not fenced. */
   fence?: () => number | undefined;
@@ -79,7 +80,9 @@ export class WorkloadController implements WorkloadHooks {
 
   constructor(private readonly deps: WorkloadControllerDeps) {
     this.now = deps.now ?? Date.now;
-    this.newId = deps.newId ?? randomUUID;
+    // Ids sort in the order they were made (outbox order is created_at, then id), and never repeat.
+    let made = 0;
+    this.newId = deps.newId ?? (() => `wc-${this.now().toString(36).padStart(9, "0")}-${(made++).toString(36).padStart(6, "0")}-${randomUUID().slice(0, 8)}`);
     this.lostAfterMs = deps.lostAfterMs ?? DEFAULT_REPLICA_LOST_AFTER_MS;
     if (!(this.lostAfterMs > 0)) throw new Error("--replica-lost-after: must be greater than 0");
   }
