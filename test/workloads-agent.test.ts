@@ -5,7 +5,8 @@ import path from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { WorkloadCommandSchema, type ReplicaReport, type WorkloadCommand } from "../gen/autonomy/v1/workloads_pb.js";
-import { isAlive } from "../src/agent/workloads/process.js";
+import { isAlive, listProcesses } from "../src/agent/workloads/process.js";
+import { UsageSampler } from "../src/agent/workloads/usage.js";
 import { parseMillicores, parseSize } from "../src/cli/shared/parse.js";
 import { EDGECTL_BIN, runProgram } from "./helpers/child.js";
 import { FakeOrchestrator } from "./helpers/fake-agent-server.js";
@@ -172,12 +173,14 @@ describe("edgectl run runs the replicas the control plane sends", () => {
       expect(reported("web-0")).toMatchObject({ state: "running", generation: 2n, restarts: 0 });
     });
 
-    // A stop ends the process.
+    // A stop ends the process. Its answer rides on reports that fail until one succeeds.
+    fake.failReports = 3;
     fake.push(create(WorkloadCommandSchema, { commandId: "c-api-stop", action: { case: "stop", value: { replicaId: "api-0", reason: "scaled down" } } }));
     await eventually(async () => {
       expect(fake.acks.get("c-api-stop")).toMatchObject({ ok: true });
       expect(reported("api-0")).toMatchObject({ state: "stopped" });
     });
+    expect(fake.failed.filter((r) => r.acks.some((a) => a.commandId === "c-api-stop")).length).toBeGreaterThan(0);
     expect(isAlive(api.pid)).toBe(false);
     expect(starts("api-0")).toEqual([`start 1 ${api.pid}`, `term 1 ${api.pid}`]);
 
@@ -265,5 +268,33 @@ describe("edgectl run runs the replicas the control plane sends", () => {
     expect(help.stdout).toMatch(/--capacity-cpu <cpu>/);
     expect(help.stdout).toMatch(/--capacity-memory <size>/);
     expect(help.stdout).toMatch(/SIGTERM or SIGINT to the agent stops them/);
+  });
+});
+
+describe("the usage of replicas, from /proc", () => {
+  it("sums CPU and resident memory over a replica's process group, and leaves out processes that ended", async () => {
+    // A group of two busy processes, as a replica that started a child would be.
+    const busy = spawn("/bin/sh", ["-c", "(while :; do :; done) & while :; do :; done"], { detached: true, stdio: "ignore" });
+    const pgid = busy.pid!;
+    try {
+      const sampler = new UsageSampler();
+      const groups = new Map([["busy-0", pgid]]);
+      const first = sampler.sample(groups);
+      expect(first.replicas.get("busy-0")!.cpuMillis).toBe(0);
+      expect(first.replicas.get("busy-0")!.memoryBytes).toBeGreaterThan(0);
+      let later = first;
+      await eventually(async () => {
+        later = sampler.sample(groups);
+        expect(later.replicas.get("busy-0")!.cpuMillis).toBeGreaterThan(50);
+      });
+      expect(later.total).toEqual(later.replicas.get("busy-0"));
+      const members = listProcesses().filter((p) => p.pgid === pgid);
+      expect(members).toHaveLength(2);
+    } finally {
+      process.kill(-pgid, "SIGKILL");
+    }
+    await eventually(async () => expect(listProcesses().filter((p) => p.pgid === pgid)).toEqual([]));
+    const gone = new UsageSampler().sample(new Map([["busy-0", pgid]]));
+    expect(gone.total).toEqual({ cpuMillis: 0, memoryBytes: 0 });
   });
 });

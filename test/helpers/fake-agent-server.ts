@@ -24,6 +24,10 @@ export class FakeOrchestrator {
   heartbeats = 0;
   /** How ReportWorkloads answers: normally, or Unimplemented (an older server). */
   reportMode: "ok" | "unimplemented" = "ok";
+  /** How many of the next reports are refused with Unavailable (not recorded in reports or acks). */
+  failReports = 0;
+  /** The reports refused so. */
+  readonly failed: ReportWorkloadsRequest[] = [];
   private readonly streams = new Set<(m: MessageInitShape<typeof SubscribeResponseSchema>) => void>();
   private sequence = 1000n;
   private server: http2.Http2Server | undefined;
@@ -71,6 +75,11 @@ export class FakeOrchestrator {
         reportWorkloads: (req) => {
           this.reportCalls++;
           if (this.reportMode === "unimplemented") throw new ConnectError("not implemented", Code.Unimplemented);
+          if (this.failReports > 0) {
+            this.failReports--;
+            this.failed.push(req);
+            throw new ConnectError("busy", Code.Unavailable);
+          }
           this.reports.push(req);
           for (const a of req.acks) this.acks.set(a.commandId, a);
           const open = this.offered.filter((c) => !this.acks.has(c.commandId));

@@ -267,8 +267,10 @@ export class WorkloadRunner {
         } else {
           this.failures++;
           const delay = Math.min(30_000, heartbeatIntervalMs, 250 * 2 ** Math.min(this.failures - 1, 8));
-          if (this.failures === 1) logger.warn({ err: e.message, code: Code[e.code], retry_in_ms: delay }, "could not report workloads; replicas keep running; will retry");
-          this.setReports(`failing: ${e.message}`);
+          const state = `failing: ${e.message}`;
+          // Logged when the reason changes, not on every retry.
+          if (state !== this.reports.state) logger.warn({ err: e.message, code: Code[e.code], retry_in_ms: delay }, "could not report workloads; replicas keep running; will retry");
+          this.setReports(state);
           this.retryAt = Date.now() + delay;
         }
       }
