@@ -224,6 +224,7 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
   opts.logger.info("stopped");
 }
 
+/** The agent's loop, until the signal aborts: enrol, then heartbeat, poll and install, the push stream and the workload reports beside it. */
 async function follow(opts: AgentOptions, state: AgentState, conn: Connection, workloads: WorkloadRunner | undefined): Promise<void> {
   const { api, logger, signal, nodeId } = opts;
   const save = () => writeState(opts.stateDir, state);

@@ -148,7 +148,10 @@ export function runAgentCommand(): Command {
         // With the certificate of its enrolment, the agent renews it and reconnects with the new one.
         const renewable = target.identity ? renewableEdgeClients(target) : undefined;
         const api = renewable ?? edgeClients(target);
-        logger.info({ url: target.url, url_source: target.source, node_id: nodeId, version: buildInfo().version }, "starting");
+        logger.info(
+          { url: target.url, url_source: target.source, node_id: nodeId, version: buildInfo().version, capacity_cpu_millis: capacity.cpuMillis, capacity_memory_bytes: capacity.memoryBytes },
+          "starting",
+        );
         // Ships the event spool alongside the agent loop, until the same signal stops both.
         const shipper = startShipper({ api, stateDir, logger, signal: stop.signal });
         const renewal =
