@@ -32,8 +32,8 @@ function getconf(name: string, fallback: number): number {
  * the replicas, nothing of those that ended.
  */
 export class UsageSampler {
-  private readonly hz = getconf("CLK_TCK", 100);
-  private readonly pageBytes = getconf("PAGESIZE", 4096);
+  /** Clock ticks per second and the page size, asked of getconf once there is something to measure. */
+  private units: { hz: number; pageBytes: number } | undefined;
   /** CPU ticks per process (`pid:starttime`) at the start of the current window. */
   private base = new Map<string, number>();
   private baseAt: number | undefined;
@@ -53,6 +53,7 @@ export class UsageSampler {
     const seconds = this.baseAt === undefined ? 0 : (at - this.baseAt) / 1000;
     const cpuTicks = new Map<string, number>();
     if (hasProc && byGroup.size > 0) {
+      this.units ??= { hz: getconf("CLK_TCK", 100), pageBytes: getconf("PAGESIZE", 4096) };
       for (const name of readdirSync("/proc")) {
         if (!/^\d+$/.test(name)) continue;
         const stat = readProcStat(Number(name));
@@ -70,7 +71,7 @@ export class UsageSampler {
       const cpu = new Map<string, number>();
       for (const id of groups.keys()) {
         const t = cpuTicks.get(id) ?? 0;
-        cpu.set(id, seconds > 0 ? Math.round((t / this.hz / seconds) * 1000) : 0);
+        cpu.set(id, seconds > 0 && this.units ? Math.round((t / this.units.hz / seconds) * 1000) : 0);
       }
       this.cpu = cpu;
       this.base = ticks;
@@ -88,7 +89,7 @@ export class UsageSampler {
   private residentBytes(pid: number): number {
     try {
       const pages = Number(readFileSync(`/proc/${pid}/statm`, "utf8").split(" ")[1]);
-      return Number.isFinite(pages) ? pages * this.pageBytes : 0;
+      return Number.isFinite(pages) ? pages * (this.units?.pageBytes ?? 4096) : 0;
     } catch {
       return 0;
     }
