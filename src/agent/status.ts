@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { writeFileAtomic } from "../files.js";
+import type { WorkloadStatus } from "./workloads/runner.js";
 
 /** What a running agent last knew, for `edgectl status` (written by `edgectl run` to status.json). */
 export interface AgentStatus {
@@ -17,6 +18,8 @@ export interface AgentStatus {
   last_ack?: { release_id: string; state: string; at: string; message?: string };
   /** A release being installed right now. */
   installing?: string;
+  /** The replicas it runs or ran, the node's capacity and use, and how its reports go. */
+  workloads?: WorkloadStatus;
   stopped_at?: string;
 }
 
