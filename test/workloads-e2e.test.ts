@@ -131,7 +131,7 @@ describe("workloads over five real agents", () => {
       const items = await services();
       const placed = new Map<string, string>();
       for (const s of items) {
-        for (const r of s.replicas ?? []) if (r.desiredState === "running") placed.set(r.replicaId, r.nodeId);
+        for (const r of s.replicas ?? []) if (r.desired_state === "running") placed.set(r.replica_id, r.node_id);
         expect({ name: s.spec.name, running: s.running ?? 0 }).toEqual({ name: s.spec.name, running: want[s.spec.name] ?? 0 });
       }
       const running = live();
@@ -162,8 +162,8 @@ describe("workloads over five real agents", () => {
     await eventually(async () => {
       const res = await api("GET", "/api/nodes");
       expect(res.status).toBe(200);
-      const ready = (res.body.items ?? []).filter((n: any) => n.schedulable && Number(n.capacity?.cpuMillis) === 2000);
-      expect(ready.map((n: any) => n.nodeId).sort()).toEqual(NODES.map((n) => n.id).sort());
+      const ready = (res.body.items ?? []).filter((n: any) => n.schedulable && Number(n.capacity?.cpu_millis) === 2000);
+      expect(ready.map((n: any) => n.node_id).sort()).toEqual(NODES.map((n) => n.id).sort());
     }, 60_000);
   }, 90_000);
 
@@ -246,13 +246,13 @@ describe("workloads over five real agents", () => {
             expect(l!.nodeId).not.toBe(victim);
           }
         }, 60_000);
-        const lost = (await services()).flatMap((s) => s.replicas ?? []).filter((r: any) => r.nodeId === victim && r.desiredState === "running");
+        const lost = (await services()).flatMap((s) => s.replicas ?? []).filter((r: any) => r.node_id === victim && r.desired_state === "running");
         expect(lost).toEqual([]);
 
         startAgent(victim, zone);
         await eventually(async () => {
           const res = await api("GET", "/api/nodes");
-          expect(res.body.items.find((n: any) => n.nodeId === victim)?.schedulable).toBe(true);
+          expect(res.body.items.find((n: any) => n.node_id === victim)?.schedulable).toBe(true);
         }, 60_000);
         await converged({ solo: 1, web: 3, worker: 5 });
         // Nothing of the old placement came back on the restarted node.
