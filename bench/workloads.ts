@@ -92,6 +92,7 @@ async function orchestratorRounds(work: string): Promise<Round[]> {
       await api.nodes.enrollNode({ nodeId, channel: "wl-bench", labels: { zone: `z${Number(nodeId.slice(-4)) % 4}` } });
       await api.nodes.heartbeat({ nodeId });
     }
+    log(`  ${AGENTS} nodes enrolled`);
     let open = 0;
     for (const nodeId of nodeIds) {
       void (async () => {
@@ -104,6 +105,7 @@ async function orchestratorRounds(work: string): Promise<Round[]> {
       });
     }
     while (open < AGENTS) await sleep(20);
+    log(`  ${AGENTS} streams open`);
     await Promise.all(nodeIds.map((nodeId) => api.agent.reportWorkloads({ nodeId, capacity, usage: {}, replicas: [], acks: [] })));
     // Reports are the nodes' liveness for the scheduler: keep them coming, as agents do.
     const reporter = setInterval(() => {
@@ -116,6 +118,7 @@ async function orchestratorRounds(work: string): Promise<Round[]> {
         if (items.filter((n) => n.schedulable).length === AGENTS) break;
         await sleep(100);
       }
+      log(`  ${AGENTS} nodes schedulable`);
       const rounds: Round[] = [];
       for (let r = 1; r <= ROUNDS; r++) {
         const names = Array.from({ length: SERVICES }, (_, s) => `r${r}s${s}`);
