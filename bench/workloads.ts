@@ -13,6 +13,7 @@
  *
  * Prints a table and writes bench/results/workloads-<time>.json.
  */
+import { setMaxListeners } from "node:events";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
 import os from "node:os";
@@ -84,6 +85,7 @@ async function orchestratorRounds(work: string): Promise<Round[]> {
   const api = createOrchestratorClients({ baseUrl: server.url, timeoutMs: 60_000 });
   const workloads = createClient(WorkloadService, api.transport);
   const streams = new AbortController();
+  setMaxListeners(AGENTS + 10, streams.signal);
   const launches = new Launches();
   const nodeIds = Array.from({ length: AGENTS }, (_, i) => `wl-bench-${String(i).padStart(4, "0")}`);
   const capacity = { cpuMillis: 64_000n, memoryBytes: 256n * 1024n ** 3n };
