@@ -139,5 +139,7 @@ describe.each(STORE_KINDS)("workload store contract: %s", (kind) => {
     expect(snap.replicas).toHaveLength(1);
     expect(snap.replicas[0]).toMatchObject({ desiredState: "stopped", state: "running", reason: "scaled down", restarts: 1 });
     expect(snap.unanswered.map((c) => c.commandId)).toEqual(["c2"]);
+    expect((await store.replicasOfNode("n1")).map((r) => `${r.service}-${r.idx}:${r.desiredState}`)).toEqual(["web-0:stopped"]);
+    expect(await store.replicasOfNode("n9")).toEqual([]);
   });
 });
