@@ -331,7 +331,9 @@ export async function startServer(
       resyncMs: config.workloadResyncMs,
       lostAfterMs: config.replicaLostAfterMs,
       fence: () => ha.leadership.fence(),
+      relay: ha.relay,
     });
+    ha.workloads = workloads;
     const authorizer = new Authorizer({ store: instrumented, logger, enforced: config.rbacEnforcement !== false, registry: metrics.registry });
     const signer = SpecSigner.load(config.dataDir);
     await instrumented.registerSigningKey(signer.row(Date.now()));

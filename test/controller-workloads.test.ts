@@ -200,6 +200,29 @@ describe("workload reconcile loop (SQLite store, injected clock)", () => {
     expect((await placed()).filter((p) => p.endsWith("/lost"))).toHaveLength(3);
   });
 
+  it("does nothing while it does not lead, and tells the leader's loop through the relay instead", async () => {
+    await controller.follow();
+    let relayed = 0;
+    const follower = new WorkloadController({
+      store,
+      sightings,
+      push,
+      metrics: createMetrics(),
+      logger: createLogger({ format: "json", level: "error", destination: new Writable({ write: (_c, _e, done) => done() }) }),
+      staleAfterMs: STALE_MS,
+      resyncMs: 0,
+      now: () => clock,
+      relay: { workloads: () => relayed++ },
+    });
+    await apply([svc("web", 1)]);
+    follower.changed();
+    follower.reported();
+    expect(relayed).toBe(2);
+    expect(await follower.reconcile()).toMatchObject({ outcome: "skipped" });
+    expect(await placed()).toEqual([]);
+    expect(sent).toEqual([]);
+  });
+
   it("updates a replica in place when its spec changes, and stops what a scale-down removes", async () => {
     await apply([svc("web", 2)]);
     await controller.reconcile();

@@ -97,6 +97,8 @@ describe.each(STORE_KINDS)("workloads API on %s", (kind) => {
       ["n1", ["web-0", "web-2"], true],
       ["n2", ["web-1"], true],
     ]);
+    const summary = await api.nodes.getNodeSummary({ nodeId: "n1" });
+    expect(summary.replicas.map((r) => `${r.replicaId}:${r.state}`)).toEqual(["web-0:running", "web-2:running"]);
     expect(nodes[0]).toMatchObject({ capacity: { cpu_millis: "1000" }, usage: { cpu_millis: "20", memory_bytes: "4096" }, reserved: { cpu_millis: "200", memory_bytes: "2097152" }, lifecycle: "HEALTHY" });
   });
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AbortedError, NotFoundError } from "../src/domain/errors.js";
+import { AbortedError, FencedError, NotFoundError } from "../src/domain/errors.js";
 import { validateApply, type ServiceSpecInput } from "../src/domain/workloads.js";
 import { auditRecord } from "../src/services/audit-record.js";
 import type { Store } from "../src/store/store.js";
@@ -91,6 +91,8 @@ describe.each(STORE_KINDS)("workload store contract: %s", (kind) => {
       commands: [command("c1", "n1"), command("c2", "n1", NOW + 1)],
     };
     await expect(store.commitPlacement({ ...commit, expectedVersion: version + 1 })).rejects.toBeInstanceOf(AbortedError);
+    // PostgreSQL: a commit under an epoch that is not the current leader's writes nothing (SQLite runs standalone, unfenced).
+    if (kind === "postgres") await expect(store.commitPlacement({ ...commit, fenceEpoch: 999 })).rejects.toBeInstanceOf(FencedError);
     expect((await store.workloadSnapshot()).replicas).toEqual([]);
     await store.commitPlacement(commit);
     const snap = await store.workloadSnapshot();
@@ -139,5 +141,7 @@ describe.each(STORE_KINDS)("workload store contract: %s", (kind) => {
     expect(snap.replicas).toHaveLength(1);
     expect(snap.replicas[0]).toMatchObject({ desiredState: "stopped", state: "running", reason: "scaled down", restarts: 1 });
     expect(snap.unanswered.map((c) => c.commandId)).toEqual(["c2"]);
+    expect((await store.replicasOfNode("n1")).map((r) => `${r.service}-${r.idx}:${r.desiredState}`)).toEqual(["web-0:stopped"]);
+    expect(await store.replicasOfNode("n9")).toEqual([]);
   });
 });

@@ -75,6 +75,7 @@ const OPERATIONS = {
   commitPlacement: "commit_placement",
   reportWorkloads: "report_workloads",
   unansweredCommands: "unanswered_commands",
+  replicasOfNode: "replicas_of_node",
   registerSigningKey: "register_signing_key",
   signingKeys: "signing_keys",
   emergencyStop: "emergency_stop",

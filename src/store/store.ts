@@ -10,7 +10,7 @@ import type { BindingRow, RoleRow, TokenRow } from "./rbac-rows.js";
 import type { EnrollmentTokenRow, NodeCertificateRow, TokenEnrollment } from "./enrollment-rows.js";
 import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StageNodeRow, StatusRow } from "./rollout-rows.js";
 import type { OpenedStage, StageOpening } from "./rollout-opening.js";
-import type { CommandRow, PlacementCommit, ServiceDeletion, WorkloadApply, WorkloadApplyResult, WorkloadReport, WorkloadSnapshot } from "./workload-rows.js";
+import type { CommandRow, ReplicaRow, PlacementCommit, ServiceDeletion, WorkloadApply, WorkloadApplyResult, WorkloadReport, WorkloadSnapshot } from "./workload-rows.js";
 import type { DivergedRow, DivergenceQuery, EmergencyChange, EmergencyStopResult, EmergencyStopRow } from "./operation-rows.js";
 
 /** Filter and page of a stored-event query. */
@@ -329,6 +329,8 @@ export interface Store {
    * replica's state on its row, the acks), and answers the node's unanswered commands, oldest first.
    */
   reportWorkloads(r: WorkloadReport): Promise<CommandRow[]>;
+  /** The replica rows placed on a node, by service and index (one indexed read). */
+  replicasOfNode(nodeId: string): Promise<ReplicaRow[]>;
   /** A node's unanswered commands, oldest first. */
   unansweredCommands(nodeId: string): Promise<CommandRow[]>;
   /** Releases connections and workers. */

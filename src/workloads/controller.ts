@@ -30,6 +30,8 @@ import { replicaStateCounts } from "./state-counts.js";
 export const DEFAULT_WORKLOAD_RESYNC_MS = 10_000;
 /** How long a command may go unanswered before it is pushed again. */
 export const DEFAULT_COMMAND_RESEND_MS = 30_000;
+/** Reports signalled within this long of one another start one pass. */
+export const REPORT_COALESCE_MS = 250;
 /** Answered commands are kept this long (workload_commands), then removed by a pass. */
 export const ANSWERED_COMMAND_RETENTION_MS = 3_600_000;
 
@@ -51,6 +53,8 @@ export interface WorkloadControllerDeps {
   newId?: () => string;
   /** The fencing epoch of the loop's commits (Leadership.fence); unset: not fenced. */
   fence?: () => number | undefined;
+  /** While this replica does not lead: tells the leader's loop that the workload state changed (src/ha/relay.ts). */
+  relay?: { workloads(): void };
 }
 
 /** What one pass did. */
@@ -73,6 +77,7 @@ export class WorkloadController implements WorkloadHooks {
   private stopped = false;
   private leaderSinceMs = 0;
   private timer?: NodeJS.Timeout;
+  private reportTimer?: NodeJS.Timeout;
   private pass?: Promise<PassResult>;
   private again = false;
   /** When each unanswered command was last pushed by this replica. */
@@ -112,6 +117,8 @@ export class WorkloadController implements WorkloadHooks {
   async follow(): Promise<void> {
     this.leading = false;
     clearInterval(this.timer);
+    clearTimeout(this.reportTimer);
+    this.reportTimer = undefined;
     await this.pass?.catch(() => undefined);
   }
 
@@ -121,10 +128,23 @@ export class WorkloadController implements WorkloadHooks {
   }
 
   changed(): void {
+    if (!this.leading) this.deps.relay?.workloads();
     this.trigger();
   }
+  /** Reports come from every node each heartbeat: they start at most one pass per REPORT_COALESCE_MS. */
   reported(): void {
-    this.trigger();
+    if (!this.leading) return this.deps.relay?.workloads();
+    this.relayed();
+  }
+
+  /** A follower relayed a change (src/ha/relay.ts): coalesced like reports, since they are mostly reports. */
+  relayed(): void {
+    if (this.reportTimer || !this.leading) return;
+    this.reportTimer = setTimeout(() => {
+      this.reportTimer = undefined;
+      this.trigger();
+    }, REPORT_COALESCE_MS);
+    this.reportTimer.unref();
   }
 
   settings(nowMs: number): PlacementSettings {

@@ -347,6 +347,9 @@ export class PostgresStore implements Store {
   unansweredCommands(nodeId: string) {
     return this.run(() => pgWorkloads.unansweredCommands(this.db, nodeId));
   }
+  replicasOfNode(nodeId: string) {
+    return this.run(() => pgWorkloads.replicasOfNode(this.db, nodeId));
+  }
 
   emergencyStop() {
     return this.run(() => pgOperations.emergencyStop(this.db));

@@ -1,7 +1,7 @@
 import { and, asc, eq, inArray, isNull, lt, sql } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import type { AuditRow } from "../rollout-rows.js";
-import type { CommandRow, PlacementCommit, ReplicaPlacement, ServiceDeletion, WorkloadApply, WorkloadApplyResult, WorkloadReport, WorkloadSnapshot } from "../workload-rows.js";
+import type { CommandRow, ReplicaRow, PlacementCommit, ReplicaPlacement, ServiceDeletion, WorkloadApply, WorkloadApplyResult, WorkloadReport, WorkloadSnapshot } from "../workload-rows.js";
 import { planWorkloadApply, requireService, requireWorkloadVersion, workloadRecord } from "../write-rules.js";
 import { appendAudit, requireEpoch } from "./rollouts.js";
 import { workloadCommands, workloadNodes, workloadReplicas, workloadServices, workloadState } from "./schema.js";
@@ -141,4 +141,6 @@ export const pgWorkloads = {
       { isolationLevel: "repeatable read", accessMode: "read only" },
     ),
   unansweredCommands: (db: Db, nodeId: string) => unansweredOf(db, nodeId),
+  replicasOfNode: (db: Db, nodeId: string): Promise<ReplicaRow[]> =>
+    db.select().from(workloadReplicas).where(eq(workloadReplicas.nodeId, nodeId)).orderBy(asc(workloadReplicas.service), asc(workloadReplicas.idx)),
 };

@@ -344,6 +344,9 @@ export class SqliteStore implements Store {
   unansweredCommands(nodeId: string) {
     return this.read(() => this.workloads.unansweredCommands(nodeId));
   }
+  replicasOfNode(nodeId: string) {
+    return this.read(() => this.workloads.replicasOfNode(nodeId));
+  }
 
   emergencyStop() {
     return this.read(() => this.operations.emergencyStop());

@@ -1,7 +1,7 @@
 import { and, asc, eq, inArray, isNull, lt } from "drizzle-orm";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type { AuditRow } from "../rollout-rows.js";
-import type { CommandRow, PlacementCommit, ServiceDeletion, WorkloadApply, WorkloadApplyResult, WorkloadReport, WorkloadSnapshot } from "../workload-rows.js";
+import type { CommandRow, ReplicaRow, PlacementCommit, ServiceDeletion, WorkloadApply, WorkloadApplyResult, WorkloadReport, WorkloadSnapshot } from "../workload-rows.js";
 import { planWorkloadApply, requireService, requireWorkloadVersion, workloadRecord } from "../write-rules.js";
 import type { AppendAudit } from "./audit-writes.js";
 import type { WriteHandlers } from "./write-ops.js";
@@ -130,5 +130,7 @@ export function prepareWorkloadReads(db: Db) {
         unanswered: tx.select().from(workloadCommands).where(isNull(workloadCommands.ackedAtMs)).orderBy(asc(workloadCommands.createdAtMs), asc(workloadCommands.commandId)).all(),
       })),
     unansweredCommands: (nodeId: string): CommandRow[] => unansweredOf(db, nodeId),
+    replicasOfNode: (nodeId: string): ReplicaRow[] =>
+      db.select().from(workloadReplicas).where(eq(workloadReplicas.nodeId, nodeId)).orderBy(asc(workloadReplicas.service), asc(workloadReplicas.idx)).all(),
   };
 }
