@@ -28,6 +28,7 @@ import { ReleaseService } from "../gen/autonomy/v1/releases_pb.js";
 import { RolloutService } from "../gen/autonomy/v1/rollouts_pb.js";
 import { EventFollowService } from "../gen/autonomy/v1/follow_pb.js";
 import { SupportService } from "../gen/autonomy/v1/support_pb.js";
+import { WorkloadService } from "../gen/autonomy/v1/workloads_pb.js";
 
 export * from "../gen/autonomy/v1/agent_pb.js";
 export * from "../gen/autonomy/v1/audit_pb.js";
@@ -42,6 +43,7 @@ export * from "../gen/autonomy/v1/releases_pb.js";
 export * from "../gen/autonomy/v1/rollouts_pb.js";
 export * from "../gen/autonomy/v1/follow_pb.js";
 export * from "../gen/autonomy/v1/support_pb.js";
+export * from "../gen/autonomy/v1/workloads_pb.js";
 
 /** Every service a client can reach, by the property name of the returned object. */
 const SERVICES = {
@@ -57,6 +59,7 @@ const SERVICES = {
   operations: OperationsService,
   follow: EventFollowService,
   support: SupportService,
+  workloads: WorkloadService,
 } as const;
 
 /** The request header that names the operator a call is made for (AUTONOMY_OPERATOR); it goes into the audit trail. */

@@ -17,6 +17,7 @@ import { countLifecycles } from "./services/node-service.js";
 import { countDiverged } from "./services/divergence-report.js";
 import { DEFAULT_DIVERGENCE_SECONDS } from "./domain/divergence.js";
 import { RolloutController } from "./rollouts/controller.js";
+import { WorkloadController } from "./workloads/controller.js";
 import { SpecSigner } from "./rollouts/signing.js";
 import type { Store } from "./store/store.js";
 import { requestInfoKey, type RequestInfo } from "./transport/context.js";
@@ -66,6 +67,10 @@ export interface ServerConfig {
   heartbeatFlushMs?: number;
   /** How often the rollout controller reads every unfinished plan back (--rollout-resync); 30 seconds when unset. */
   rolloutResyncMs?: number;
+  /** How often the workload reconcile loop runs without a signal (--workload-resync); 10 seconds when unset. */
+  workloadResyncMs?: number;
+  /** A node without a workload report for longer is lost (--replica-lost-after); 2 minutes when unset. */
+  replicaLostAfterMs?: number;
   /** TLS (cert and key), mutual TLS (ca) and revocation (crl): --tls-* files. Cleartext when unset. */
   tls?: TlsFiles;
   /** RBAC enforcement; on unless false (AUTONOMY_RBAC_ENFORCEMENT=0). */
@@ -116,6 +121,8 @@ export interface RunningServer {
   readonly metrics: Metrics;
   readonly store: Store;
   readonly rollouts: RolloutController;
+  /** The workload reconcile loop (it runs while this replica leads). */
+  readonly workloads: WorkloadController;
   /** The agents' push streams. */
   readonly push: PushHub;
   readonly ha: HaRuntime;
@@ -368,6 +375,17 @@ export async function startServer(
     // A stage that opens tells its nodes at once, on their streams; polling stays the fallback.
     const push = new PushHub({ keepaliveMs: config.pushKeepaliveMs, onStreams: (open) => metrics.agentStreams.set(open) });
     controller.subscribeMoves((m) => push.nodesMoved(m.nodeIds, m.releaseId, m.planId));
+    const workloads = new WorkloadController({
+      ...fleet,
+      push,
+      metrics,
+      logger,
+      resyncMs: config.workloadResyncMs,
+      lostAfterMs: config.replicaLostAfterMs,
+      fence: () => ha.leadership.fence(),
+      relay: ha.relay,
+    });
+    ha.workloads = workloads;
     const authorizer = new Authorizer({ store: instrumented, logger, enforced: config.rbacEnforcement !== false, registry: metrics.registry });
     const signer = SpecSigner.load(config.dataDir);
     await instrumented.registerSigningKey(signer.row(Date.now()));
@@ -383,6 +401,12 @@ export async function startServer(
     await auditCheckpoints.start();
     teardown.push("refusal records", () => authorizer.close());
     await ha.attach(controller);
+    // Leader-only too: standalone it starts now; with PostgreSQL on each gain of leadership.
+    teardown.push("workload controller", () => workloads.stop());
+    ha.leadership.onChange(async (leading) => {
+      if (leading) await workloads.start().catch((err: Error) => logger.error({ err: err.message }, "starting the workload controller failed"));
+      else await workloads.follow();
+    });
     // Leader-only work, like the rollout controller: with several replicas only the leader deletes.
     const retention = config.eventRetentionMs
       ? new EventRetention({ store: instrumented, retentionMs: config.eventRetentionMs, intervalMs: config.eventRetentionIntervalMs, logger, isLeader: () => ha.leadership.isLeader() })
@@ -394,7 +418,7 @@ export async function startServer(
     const feed = new EventFeed();
     const bundle = { config: deps.flags ?? config, logRing: deps.logRing, startedAtMs: Date.now(), parts: [haBundlePart(ha), divergenceBundlePart(fleet)] };
     const services = [
-      ...createServices({ ...fleet, metrics, controller, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, logger, push, feed, bundle, ca: nodeCa,
+      ...createServices({ ...fleet, metrics, controller, workloads, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, logger, push, feed, bundle, ca: nodeCa,
         nodeIngestLimiter: config.nodeIngestRate && config.nodeIngestRate.perSecond > 0 ? new RateLimiter(config.nodeIngestRate) : undefined,
       }),
       haServiceEntry(ha),
@@ -530,6 +554,7 @@ export async function startServer(
       metrics,
       store,
       rollouts: controller,
+      workloads,
       push,
       ha,
       retention,

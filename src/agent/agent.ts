@@ -12,6 +12,7 @@ import { followPushStream, type PushState } from "./push.js";
 import { takeReapply } from "./reapply.js";
 import { writeState, type AgentState } from "./state.js";
 import { writeAgentStatus, type AgentStatus } from "./status.js";
+import { WorkloadRunner, type Capacity } from "./workloads/runner.js";
 
 export interface AgentOptions {
   api: OrchestratorClients;
@@ -39,6 +40,8 @@ export interface AgentOptions {
   refusedBackoffMaxMs?: number;
   /** Keep the push stream open (default); false: learn of releases by polling only. */
   push?: boolean;
+  /** Run the replicas the control plane asks for (./workloads/runner.ts), in STATE_DIR/workloads. */
+  workloads?: { capacity: Capacity; stopTimeoutMs?: number; debounceMs?: number };
 }
 
 /**
@@ -91,6 +94,7 @@ class Connection {
   lastAck: AgentStatus["last_ack"];
   installing: string | undefined;
   push: PushState | undefined;
+  workloads: WorkloadRunner | undefined;
   private readonly startedAt = new Date().toISOString();
 
   constructor(private readonly opts: AgentOptions) {}
@@ -163,6 +167,7 @@ class Connection {
       last_ack: this.lastAck,
       installing: this.installing,
       tls_cert_file: this.opts.target.certFile,
+      workloads: this.workloads?.snapshot(),
       stopped_at: stoppedAt,
     };
     try {
@@ -191,20 +196,46 @@ async function retrying<T>(fn: () => Promise<T>, conn: Connection, signal: Abort
 
 /**
  * The edge agent: enrols, heartbeats, polls the node's desired release, installs it with the
- * apply hook and acknowledges each step (downloading → applied → healthy, or failed). It
- * keeps what the node runs in its state dir, so a restart reports the truth. Resolves when
- * the signal aborts (SIGTERM), after stopping a running hook.
+ * apply hook and acknowledges each step (downloading → applied → healthy, or failed), and runs
+ * the replicas the control plane asks for. It keeps what the node runs in its state dir, so a
+ * restart reports the truth. Resolves when the signal aborts (SIGTERM), after stopping a
+ * running hook and the replicas.
  */
 export async function runAgent(opts: AgentOptions, state: AgentState): Promise<void> {
+  const conn = new Connection(opts);
+  conn.save();
+  const workloads =
+    opts.workloads &&
+    (await WorkloadRunner.open({
+      ...opts.workloads,
+      api: opts.api,
+      logger: opts.logger,
+      nodeId: opts.nodeId,
+      stateDir: path.join(opts.stateDir, "workloads"),
+      heartbeatIntervalMs: opts.heartbeatIntervalMs,
+      onChange: () => conn.save(),
+    }));
+  conn.workloads = workloads;
+  try {
+    await follow(opts, state, conn, workloads);
+  } finally {
+    // The agent stops: so do its replicas (the control plane places them elsewhere or again).
+    await workloads?.close();
+    conn.save(new Date().toISOString());
+  }
+  opts.logger.info("stopped");
+}
+
+/** The agent's loop, until the signal aborts: enrol, then heartbeat, poll and install, the push stream and the workload reports beside it. */
+async function follow(opts: AgentOptions, state: AgentState, conn: Connection, workloads: WorkloadRunner | undefined): Promise<void> {
   const { api, logger, signal, nodeId } = opts;
   const save = () => writeState(opts.stateDir, state);
   const enrolment = { nodeId, channel: opts.channel, labels: opts.labels, agentVersion: opts.agentVersion };
-  const conn = new Connection(opts);
-  conn.save();
   await retrying(() => api.nodes.enrollNode(enrolment, { signal }), conn, signal);
   Object.assign(state, { nodeId, channel: opts.channel, labels: opts.labels });
   save();
   logger.info({ node_id: nodeId, channel: opts.channel, runs: state.currentReleaseId ?? null }, "enrolled; running");
+  workloads?.start(signal);
 
   // Acks the server has confirmed, so an ack lost to a network failure is sent again.
   const confirmedHealthy = new Set<string>();
@@ -319,6 +350,7 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
           nodeId,
           signal,
           afterSequence: BigInt(state.pushSequence ?? "0"),
+          onWorkloadCommand: (command) => workloads?.handle(command),
           onChange: () => {
             pushes++;
             nextPoll = 0;
@@ -331,6 +363,8 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
           onState: (s) => {
             conn.push = s;
             conn.save();
+            // Back in touch: say at once what runs (the answer lists what is still to do).
+            if (s.state === "open") workloads?.reportSoon();
           },
         });
   while (!signal.aborted) {
@@ -372,6 +406,4 @@ export async function runAgent(opts: AgentOptions, state: AgentState): Promise<v
     wake = undefined;
   }
   await pushed;
-  conn.save(new Date().toISOString());
-  logger.info("stopped");
 }

@@ -1,13 +1,14 @@
 /**
  * The agent's end of its push stream (AgentService.Subscribe): it keeps one stream open, tells
  * the main loop to look at its desired release when the server says it changed (or when it
- * cannot replay what the agent missed), and reconnects with backoff, resuming after the last
- * sequence it took in. A stream that stays silent for three keepalive intervals is taken for
+ * cannot replay what the agent missed), hands workload commands to the workload runner, and
+ * reconnects with backoff, resuming after the last sequence it took in. A stream that stays silent for three keepalive intervals is taken for
  * dead (a proxy that dropped it without a word) and opened again. Polling goes on beside it.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { OrchestratorClients } from "../../clients/index.js";
+import type { WorkloadCommand } from "../../gen/autonomy/v1/workloads_pb.js";
 import type { Logger } from "../observability/logger.js";
 
 /** How long the agent waits for the first message of a new stream. */
@@ -30,6 +31,8 @@ export interface PushFollowerOptions {
   afterSequence: bigint;
   /** Look at the desired release now. */
   onChange(reason: string): void;
+  /** A workload command to carry out (launch, update or stop a replica). */
+  onWorkloadCommand?(command: WorkloadCommand): void;
   /** A new last sequence taken in. */
   onSequence(sequence: bigint): void;
   onState(state: PushState): void;
@@ -87,6 +90,11 @@ export async function followPushStream(opts: PushFollowerOptions): Promise<void>
           case "desiredReleaseChanged":
             logger.info({ sequence: String(m.sequence), release_id: m.kind.value.releaseId, plan_id: m.kind.value.planId || undefined }, "pushed: the desired release changed");
             opts.onChange("pushed");
+            taken(m.sequence);
+            break;
+          case "workloadCommand":
+            logger.debug({ sequence: String(m.sequence), command_id: m.kind.value.commandId }, "pushed: a workload command");
+            opts.onWorkloadCommand?.(m.kind.value);
             taken(m.sequence);
             break;
           default:

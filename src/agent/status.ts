@@ -1,6 +1,7 @@
 import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { writeFileAtomic } from "../files.js";
+import type { WorkloadStatus } from "./workloads/runner.js";
 
 /** What a running agent last knew, for `edgectl status` (written by `edgectl run` to status.json). */
 export interface AgentStatus {
@@ -19,6 +20,8 @@ export interface AgentStatus {
   installing?: string;
   /** The client certificate the agent presents (absolute path), when it uses one. */
   tls_cert_file?: string;
+  /** The replicas it runs or ran, the node's capacity and use, and how its reports go. */
+  workloads?: WorkloadStatus;
   stopped_at?: string;
 }
 

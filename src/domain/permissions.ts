@@ -12,6 +12,7 @@ import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { OperationsService } from "../../gen/autonomy/v1/operations_pb.js";
 import { EventFollowService } from "../../gen/autonomy/v1/follow_pb.js";
 import { SupportService } from "../../gen/autonomy/v1/support_pb.js";
+import { WorkloadService } from "../../gen/autonomy/v1/workloads_pb.js";
 
 let declared: ReadonlySet<string> | undefined;
 
@@ -21,7 +22,7 @@ let declared: ReadonlySet<string> | undefined;
  */
 export function declaredPermissions(): ReadonlySet<string> {
   declared ??= new Set(
-    [AuditService, EnrollmentService, EventService, HaService, HealthService, NodeService, OperationsService, RbacService, ReleaseService, RolloutService, EventFollowService, SupportService]
+    [AuditService, EnrollmentService, EventService, HaService, HealthService, NodeService, OperationsService, RbacService, ReleaseService, RolloutService, EventFollowService, SupportService, WorkloadService]
       .flatMap((s) => s.methods.map((m) => getOption(m, permission)))
       .filter((p) => p !== "" && p !== "public"),
   );

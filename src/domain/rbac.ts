@@ -4,9 +4,9 @@ import { declaredPermissions } from "./permissions.js";
 /** The roles the server defines; they cannot be redefined. `*` grants every permission. */
 export const BUILTIN_ROLES: Readonly<Record<string, readonly string[]>> = {
   admin: ["*"],
-  operator: ["fleet:read", "telemetry:read", "release:read", "release:publish", "node:drain", "enrollment:manage", "enrollment:read", "rollout:read", "rollout:spec", "rollout:manage", "gate:approve", "emergency:stop", "fleet:reconcile", "support:bundle"],
-  analyst: ["fleet:read", "telemetry:read", "release:read", "rollout:read", "rollout:spec"],
-  auditor: ["audit:read", "rbac:read", "enrollment:read", "fleet:read", "release:read", "rollout:read", "support:bundle"],
+  operator: ["fleet:read", "telemetry:read", "release:read", "release:publish", "node:drain", "enrollment:manage", "enrollment:read", "rollout:read", "rollout:spec", "rollout:manage", "gate:approve", "emergency:stop", "fleet:reconcile", "support:bundle", "workload:apply", "workload:read"],
+  analyst: ["fleet:read", "telemetry:read", "release:read", "rollout:read", "rollout:spec", "workload:read"],
+  auditor: ["audit:read", "rbac:read", "enrollment:read", "fleet:read", "release:read", "rollout:read", "support:bundle", "workload:read"],
   integrator: ["telemetry:write", "telemetry:read", "release:read", "release:publish", "fleet:read", "rollout:read", "rollout:spec"],
   edge: ["telemetry:write", "node:enroll", "node:heartbeat", "cert:renew", "release:ack", "release:read", "rollout:spec"],
 };

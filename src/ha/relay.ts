@@ -1,6 +1,7 @@
 /**
  * Signals from a follower to the leader's rollout controller: acks, events of gated types, node
- * sightings and plans changed by operators, stored on this replica and relayed over PostgreSQL
+ * sightings and plans changed by operators (and to its workload loop: the workload state
+ * changed), stored on this replica and relayed over PostgreSQL
  * NOTIFY (after they committed), so a rollout moves as fast on three replicas as on one. They
  * are coalesced for a few milliseconds and split under NOTIFY's 8,000-byte payload limit. A lost
  * notification (the leader was changing) delays a decision until the controller's resync; it
@@ -20,6 +21,8 @@ export interface SignalBody {
   s?: [string, number][];
   /** plan ids */
   p?: string[];
+  /** Present (one item) when services were applied or deleted, or nodes reported workloads, here. */
+  w?: 1[];
 }
 
 const FLUSH_MS = 5;
@@ -30,6 +33,7 @@ export class SignalRelay implements ControllerRelay {
   private pendingEvents: NonNullable<SignalBody["e"]> = [];
   private readonly seenAt = new Map<string, number>();
   private readonly plans = new Set<string>();
+  private workloadsChanged = false;
   private timer?: NodeJS.Timeout;
 
   constructor(
@@ -54,6 +58,11 @@ export class SignalRelay implements ControllerRelay {
     this.plans.add(planId);
     this.soon();
   }
+  /** The workload state changed here (an apply, a delete, a report): the leader's loop passes over it. */
+  workloads(): void {
+    this.workloadsChanged = true;
+    this.soon();
+  }
 
   private soon(): void {
     if (this.timer) return;
@@ -65,12 +74,14 @@ export class SignalRelay implements ControllerRelay {
   async flush(): Promise<void> {
     this.timer = undefined;
     const items: { key: keyof SignalBody; value: unknown }[] = [
+      ...(this.workloadsChanged ? [{ key: "w" as const, value: 1 }] : []),
       ...[...this.plans].map((p) => ({ key: "p" as const, value: p })),
       ...this.acks.map((a) => ({ key: "a" as const, value: a })),
       ...this.pendingEvents.map((e) => ({ key: "e" as const, value: e })),
       ...[...this.seenAt].map((s) => ({ key: "s" as const, value: s })),
     ];
     this.plans.clear();
+    this.workloadsChanged = false;
     this.acks = [];
     this.pendingEvents = [];
     this.seenAt.clear();
@@ -99,9 +110,10 @@ export class SignalRelay implements ControllerRelay {
   }
 }
 
-/** Applies a relayed body to the leader's controller. */
-export function applySignals(controller: RolloutController, raw: unknown): void {
+/** Applies a relayed body to the leader's controllers (the rollout controller, and the workload loop when given). */
+export function applySignals(controller: RolloutController, raw: unknown, workloads?: { relayed(): void }): void {
   const body = raw as SignalBody;
+  if ((body.w ?? []).length > 0) workloads?.relayed();
   for (const p of body.p ?? []) void controller.refreshPlan(String(p)).catch(() => undefined);
   for (const [releaseId, nodeId, state, reportedReleaseId, updatedAtMs] of body.a ?? []) {
     controller.applyAck(releaseId, { nodeId, state, reportedReleaseId, updatedAtMs });

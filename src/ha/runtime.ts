@@ -59,6 +59,8 @@ export class HaRuntime {
   private readonly notifier?: pg.Pool;
   private readonly lagCriticalMs: number;
   private controller?: RolloutController;
+  /** The workload loop, told of workload changes relayed by followers. */
+  workloads?: { relayed(): void };
   private verified?: { seq: number; hash: string };
   private auditProblem?: string;
   private lastLagSeconds = 0;
@@ -85,7 +87,7 @@ export class HaRuntime {
         renewMs: settings.renewMs ?? DEFAULT_LEADER_RENEW_MS,
         logger: deps.logger,
         onSignals: (body) => {
-          if (this.controller) applySignals(this.controller, body);
+          if (this.controller) applySignals(this.controller, body, this.workloads);
         },
         onTransition: (leading, epoch) => {
           this.changes.inc();

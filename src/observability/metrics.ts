@@ -37,6 +37,16 @@ export interface Metrics {
   readonly agentStreams: Gauge;
   /** Messages pushed on agents' streams, by kind (hello, keepalive, desired_release_changed). */
   readonly agentPushed: Counter<"kind">;
+  /** ReportWorkloads calls stored. */
+  readonly workloadReports: Counter;
+  /** Replicas by state (pending, running, unschedulable, lost, ...), as of the leader's last reconcile pass. */
+  readonly workloadReplicas: Gauge<"state">;
+  /** What the reconcile loop decided, by decision (launch, update, stop, unschedulable). */
+  readonly schedulingDecisions: Counter<"decision">;
+  /** Workload commands written and sent, by kind (launch, update, stop) and whether they were first sends or re-sends. */
+  readonly workloadCommands: Counter<"kind" | "send">;
+  /** How long one reconcile pass took, by outcome (ok, aborted, error). */
+  readonly reconcileDuration: Histogram<"outcome">;
   readonly crlReloadFailures: Counter;
   readonly crlReloadFailing: Gauge;
   readonly crlNumber: Gauge;
@@ -201,8 +211,38 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     }),
     agentPushed: new Counter({
       name: "cp_agent_pushed_total",
-      help: "Messages sent on agents' push streams, by kind (hello, keepalive, desired_release_changed).",
+      help: "Messages sent on agents' push streams, by kind (hello, keepalive, desired_release_changed, workload_command).",
       labelNames: ["kind"],
+      registers,
+    }),
+    workloadReports: new Counter({
+      name: "cp_workload_reports_total",
+      help: "Workload reports of agents (AgentService.ReportWorkloads) stored.",
+      registers,
+    }),
+    workloadReplicas: new Gauge({
+      name: "cp_workload_replicas",
+      help: "Service replicas by state (pending, running, unschedulable, lost, ...), as of the leader's last reconcile pass.",
+      labelNames: ["state"],
+      registers,
+    }),
+    schedulingDecisions: new Counter({
+      name: "cp_workload_scheduling_decisions_total",
+      help: "Placement decisions of the workload reconcile loop, by decision (launch, update, stop, unschedulable).",
+      labelNames: ["decision"],
+      registers,
+    }),
+    workloadCommands: new Counter({
+      name: "cp_workload_commands_total",
+      help: "Workload commands sent to agents, by kind (launch, update, stop) and send (first, resend).",
+      labelNames: ["kind", "send"],
+      registers,
+    }),
+    reconcileDuration: new Histogram({
+      name: "cp_workload_reconcile_duration_seconds",
+      help: "How long one pass of the workload reconcile loop took, by outcome (ok, aborted, error).",
+      labelNames: ["outcome"],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
       registers,
     }),
     tlsRevokedClosed: new Counter({

@@ -14,14 +14,17 @@
  * at most WINDOW messages; a stream whose client reads slower than its messages come is ended
  * after MAX_PENDING unread ones (the agent reconnects and resumes).
  */
-import { create } from "@bufbuild/protobuf";
-import { timestampNow } from "@bufbuild/protobuf/wkt";
+import { create, fromJsonString } from "@bufbuild/protobuf";
+import { timestampFromMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { type AgentService, SubscribeResponseSchema, type SubscribeResponse } from "../../gen/autonomy/v1/agent_pb.js";
-import { NotFoundError } from "../domain/errors.js";
+import { WorkloadCommandSchema, type WorkloadCommand } from "../../gen/autonomy/v1/workloads_pb.js";
+import { NotFoundError, ValidationError } from "../domain/errors.js";
 import { checkId } from "../domain/fields.js";
 import type { Metrics } from "../observability/metrics.js";
+import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
+import type { WorkloadHooks } from "../workloads/inputs.js";
 
 /** How often a stream carries a keepalive when nothing else is sent (--push-keepalive). */
 export const DEFAULT_PUSH_KEEPALIVE_MS = 15_000;
@@ -80,6 +83,13 @@ export class PushHub {
     for (const [id, log] of this.logs) {
       if (log.channel === channel) this.send(id, { case: "desiredReleaseChanged", value: { $typeName: "autonomy.v1.DesiredReleaseChanged", releaseId, planId: "" } });
     }
+  }
+
+  /** A workload command for a node; false when the node has no stream open here (its next report answers it). */
+  workloadCommand(nodeId: string, command: WorkloadCommand): boolean {
+    const open = (this.logs.get(nodeId)?.subscribers.size ?? 0) > 0;
+    this.send(nodeId, { case: "workloadCommand", value: command });
+    return open;
   }
 
   /** Appends a message to a node's log and hands it to its open streams. Nodes that never subscribed this run hold no log. */
@@ -167,9 +177,30 @@ export interface AgentServiceDeps {
   metrics: Metrics;
   /** Checks a stream's bearer token again (the authorizer's principalOf); throws once it is revoked or expired. */
   authorizer?: { principalOf(peer: undefined, authorization: string | null): Promise<unknown> };
+  /** A workload report counts as the node being seen. */
+  sightings?: SightingBuffer;
+  /** Tells the reconcile loop of each report. */
+  workloads?: WorkloadHooks;
 }
 
-const KIND_LABELS: Record<Body["case"], string> = { hello: "hello", keepalive: "keepalive", desiredReleaseChanged: "desired_release_changed" };
+/** Most replicas one report may list, and lines of output kept per replica. */
+export const MAX_REPORTED_REPLICAS = 10_000;
+export const MAX_REPORTED_LINES = 50;
+const MAX_LINE_CHARS = 1000;
+const MAX_ACKS = 10_000;
+
+const count = (v: bigint | undefined, field: string): number => {
+  const n = Number(v ?? 0n);
+  if (!Number.isSafeInteger(n) || n < 0) throw new ValidationError(field, "must be 0 or more");
+  return n;
+};
+
+const KIND_LABELS: Record<Body["case"], string> = {
+  hello: "hello",
+  keepalive: "keepalive",
+  desiredReleaseChanged: "desired_release_changed",
+  workloadCommand: "workload_command",
+};
 
 /** AgentService: the node's stream. The authorization interceptor holds a node to its own node_id. */
 export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof AgentService> {
@@ -193,6 +224,47 @@ export function createAgentService(deps: AgentServiceDeps): ServiceImpl<typeof A
         if (m.kind.case) deps.metrics.agentPushed.inc({ kind: KIND_LABELS[m.kind.case] });
         yield m;
       }
+    },
+
+    async reportWorkloads(req) {
+      checkId(req.nodeId, "node_id", true);
+      if (req.replicas.length > MAX_REPORTED_REPLICAS) throw new ValidationError("replicas", `at most ${MAX_REPORTED_REPLICAS} replicas`);
+      if (req.acks.length > MAX_ACKS) throw new ValidationError("acks", `at most ${MAX_ACKS} acks`);
+      const replicas = req.replicas.map((r, i) => {
+        checkId(r.replicaId, `replicas[${i}].replica_id`, true);
+        checkId(r.service, `replicas[${i}].service`, true);
+        checkId(r.state, `replicas[${i}].state`, true);
+        return {
+          replicaId: r.replicaId,
+          service: r.service,
+          index: r.index,
+          generation: count(r.generation, `replicas[${i}].generation`),
+          state: r.state,
+          reason: r.reason.slice(0, MAX_LINE_CHARS),
+          restarts: r.restarts,
+          lastExitCode: r.lastExitCode ?? null,
+          lastOutput: r.lastOutput.slice(-MAX_REPORTED_LINES).map((l) => l.slice(0, MAX_LINE_CHARS)),
+        };
+      });
+      req.acks.forEach((a, i) => checkId(a.commandId, `acks[${i}].command_id`, true));
+      const node = await deps.store.getNode(req.nodeId);
+      if (!node) throw new NotFoundError(`node "${req.nodeId}" is not enrolled; enrol it first (edgectl enroll)`);
+      const nowMs = Date.now();
+      const commands = await deps.store.reportWorkloads({
+        nodeId: req.nodeId,
+        atMs: nowMs,
+        capacity: { cpuMillis: count(req.capacity?.cpuMillis, "capacity.cpu_millis"), memoryBytes: count(req.capacity?.memoryBytes, "capacity.memory_bytes") },
+        usage: { cpuMillis: count(req.usage?.cpuMillis, "usage.cpu_millis"), memoryBytes: count(req.usage?.memoryBytes, "usage.memory_bytes") },
+        replicas,
+        acks: req.acks.map((a) => ({ commandId: a.commandId, ok: a.ok, message: a.message.slice(0, MAX_LINE_CHARS) })),
+      });
+      deps.sightings?.record({ nodeId: req.nodeId, lastSeenMs: nowMs });
+      deps.workloads?.reported(req.nodeId);
+      deps.metrics.workloadReports.inc();
+      return {
+        commands: commands.map((c) => fromJsonString(WorkloadCommandSchema, c.payload)),
+        serverTime: timestampFromMs(nowMs),
+      };
     },
   };
 }

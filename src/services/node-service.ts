@@ -19,6 +19,7 @@ import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
 import { agentDesiredRelease, desiredReleases } from "./desired-release.js";
 import { fleetOverview, searchFleetNodes } from "./fleet-views.js";
+import { replicaMessage } from "./workload-views.js";
 
 export const MAX_DRAIN_REASON_BYTES = 1024;
 
@@ -132,11 +133,12 @@ export function createNodeService(deps: NodeServiceDeps): ServiceImpl<typeof Nod
 
     async getNodeSummary(req) {
       const node = await enrolled(req.nodeId);
-      const [lastEvents, lockFingerprint, acks, desired] = await Promise.all([
+      const [lastEvents, lockFingerprint, acks, desired, replicas] = await Promise.all([
         store.lastEventsByType(node.nodeId),
         store.lastLockFingerprint(node.nodeId),
         store.acksOfNode(node.nodeId),
         desiredReleases(store, [node]),
+        store.replicasOfNode(node.nodeId),
       ]);
       const desiredRelease = desired.get(node.nodeId)?.release;
       return {
@@ -147,6 +149,7 @@ export function createNodeService(deps: NodeServiceDeps): ServiceImpl<typeof Nod
         lastAck: acks[0],
         lockFingerprint: lockFingerprint ?? "",
         drift: desiredRelease !== undefined && desiredRelease.releaseId !== node.reportedReleaseId,
+        replicas: replicas.map(replicaMessage),
       };
     },
 

@@ -10,6 +10,7 @@ import type { BindingRow, RoleRow, TokenRow } from "./rbac-rows.js";
 import type { EnrollmentTokenRow, NodeCertificateRow, TokenEnrollment } from "./enrollment-rows.js";
 import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StageNodeRow, StatusRow } from "./rollout-rows.js";
 import type { OpenedStage, StageOpening } from "./rollout-opening.js";
+import type { CommandRow, ReplicaRow, PlacementCommit, ServiceDeletion, WorkloadApply, WorkloadApplyResult, WorkloadReport, WorkloadSnapshot } from "./workload-rows.js";
 import type { DivergedRow, DivergenceQuery, EmergencyChange, EmergencyStopResult, EmergencyStopRow } from "./operation-rows.js";
 
 /** Filter and page of a stored-event query. */
@@ -307,6 +308,31 @@ export interface Store {
   unpinNode(nodeId: string, audit: AuditRow): Promise<Node>;
   /** Asks the node to install its desired release again (FailedPreconditionError without one, or during a stop). */
   requestReapply(nodeId: string, atMs: number, audit: AuditRow): Promise<Node>;
+  /**
+   * Creates or changes services in one transaction, only while the workload version is
+   * a.expectedVersion (else AbortedError, nothing written). The version is bumped, and the audit
+   * record appended, only when some service changed.
+   */
+  applyWorkloads(a: WorkloadApply): Promise<WorkloadApplyResult>;
+  /** Removes a service (NotFoundError when there is none; AbortedError when the version is stale), bumping the version, with its audit record. */
+  deleteWorkloadService(d: ServiceDeletion): Promise<{ version: number }>;
+  /** The services, replicas, node reports and unanswered commands as of one moment. */
+  workloadSnapshot(): Promise<WorkloadSnapshot>;
+  /**
+   * Writes a reconcile pass (replica placements, removals, new commands) in one transaction,
+   * only while the workload version is c.expectedVersion (else AbortedError) and, with
+   * c.fenceEpoch, while that leader epoch is current (else FencedError).
+   */
+  commitPlacement(c: PlacementCommit): Promise<void>;
+  /**
+   * Stores a node's workload report in one transaction (its capacity and use, each reported
+   * replica's state on its row, the acks), and answers the node's unanswered commands, oldest first.
+   */
+  reportWorkloads(r: WorkloadReport): Promise<CommandRow[]>;
+  /** The replica rows placed on a node, by service and index (one indexed read). */
+  replicasOfNode(nodeId: string): Promise<ReplicaRow[]>;
+  /** A node's unanswered commands, oldest first. */
+  unansweredCommands(nodeId: string): Promise<CommandRow[]>;
   /** Releases connections and workers. */
   close(): Promise<void>;
 }

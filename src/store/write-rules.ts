@@ -6,6 +6,8 @@
 import { enrollmentTokenRefusal, type EnrollmentTokenFacts } from "../domain/enrollment.js";
 import { AbortedError, ConflictError, FailedPreconditionError, NotFoundError } from "../domain/errors.js";
 import type { AuditRow } from "./rollout-rows.js";
+import { canonicalSpec, serviceChange } from "../domain/workloads.js";
+import type { AppliedChange, ServiceRow, WorkloadApply } from "./workload-rows.js";
 import { sameReleaseContent, type ReleaseRow } from "./fleet-rows.js";
 
 /** A release id must name a published release (acks, rollout plans). */
@@ -81,4 +83,37 @@ export function refuseRevokingUsedToken(token: EnrollmentTokenFacts & { certific
 export function pruneRecord(record: AuditRow, removed: number, firstKeptSeq: number | undefined): AuditRow {
   const fields = { ...(JSON.parse(record.fieldsJson) as object), removed, first_kept_seq: firstKeptSeq ?? null };
   return { ...record, fieldsJson: JSON.stringify(fields) };
+}
+
+/** A workload write based on a version that has since moved is refused, nothing written. */
+export function requireWorkloadVersion(stored: number, expected: number | undefined): void {
+  if (expected !== undefined && expected !== stored) {
+    throw new AbortedError(`the workload state is at version ${stored}, not ${expected}: it changed since it was read; read it again and retry`);
+  }
+}
+
+/** What an apply writes to the stored services (those it changes) and says of each it lists. */
+export function planWorkloadApply(stored: ReadonlyMap<string, ServiceRow>, apply: WorkloadApply): { writes: ServiceRow[]; changes: AppliedChange[] } {
+  const writes: ServiceRow[] = [];
+  const changes = apply.specs.map((spec): AppliedChange => {
+    const before = stored.get(spec.name);
+    const { change, generation } = serviceChange(before, spec);
+    if (change !== "unchanged") {
+      writes.push({ name: spec.name, spec: canonicalSpec(spec), generation, createdAtMs: before?.createdAtMs ?? apply.atMs, updatedAtMs: apply.atMs });
+    }
+    return { name: spec.name, change, generation };
+  });
+  return { writes, changes };
+}
+
+/** The record of an apply or delete, its fields completed with what changed and the version after. */
+export function workloadRecord(record: AuditRow, version: number, changes: readonly AppliedChange[] = []): AuditRow {
+  const fields = { ...(JSON.parse(record.fieldsJson) as object), version, ...(changes.length > 0 ? { changes: changes.filter((c) => c.change !== "unchanged").map((c) => `${c.name}:${c.change}`) } : {}) };
+  return { ...record, fieldsJson: JSON.stringify(fields) };
+}
+
+/** A service to delete must be stored. */
+export function requireService<T>(name: string, found: T | undefined): T {
+  if (!found) throw new NotFoundError(`service "${name}" not found`);
+  return found;
 }

@@ -9,6 +9,9 @@ import { EnrollmentService } from "../../gen/autonomy/v1/enrollment_pb.js";
 import type { NodeCertificateAuthority } from "../domain/enrollment.js";
 import { createEnrollmentService } from "../services/enrollment-service.js";
 import { ReleaseService } from "../../gen/autonomy/v1/releases_pb.js";
+import { WorkloadService } from "../../gen/autonomy/v1/workloads_pb.js";
+import { createWorkloadService } from "../services/workload-service.js";
+import type { WorkloadHooks } from "../workloads/inputs.js";
 import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { RbacService } from "../../gen/autonomy/v1/rbac_pb.js";
 import { OperationsService } from "../../gen/autonomy/v1/operations_pb.js";
@@ -56,6 +59,8 @@ export interface ServiceDeps {
   /** --node-stale-after, in milliseconds. */
   staleAfterMs: number;
   controller: RolloutController;
+  /** The workload reconcile loop: told of applies and reports, asked its placement settings. */
+  workloads: WorkloadHooks;
   signer: SpecSigner;
   authorizer: Authorizer;
   /** Signed checkpoints of the audit chain (audit verify, and one after every prune). */
@@ -103,6 +108,7 @@ export function createServices(deps: ServiceDeps): ServiceEntry[] {
     entry(AuditService, audit),
     entry(RbacService, createRbacService(deps)),
     entry(AgentService, createAgentService(deps)),
+    entry(WorkloadService, createWorkloadService(deps)),
     entry(OperationsService, createOperationsService(deps)),
     entry(HealthService, createHealthService({ rbacEnforced: deps.authorizer.enforced, store: deps.store })),
   ];

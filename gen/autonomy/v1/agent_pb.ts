@@ -5,6 +5,9 @@
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_autonomy_v1_options } from "./options_pb.js";
+import type { CommandAck, ReplicaReport, WorkloadCommand, WorkloadResources } from "./workloads_pb.js";
+import { file_autonomy_v1_workloads } from "./workloads_pb.js";
+import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -13,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file autonomy/v1/agent.proto.
  */
 export const file_autonomy_v1_agent: GenFile = /*@__PURE__*/
-  fileDesc("ChdhdXRvbm9teS92MS9hZ2VudC5wcm90bxILYXV0b25vbXkudjEiOwoQU3Vic2NyaWJlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgEIv8BChFTdWJzY3JpYmVSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBBIrCgdzZW50X2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVoZWxsbxgDIAEoCzIYLmF1dG9ub215LnYxLlN0cmVhbUhlbGxvSAASMQoJa2VlcGFsaXZlGAQgASgLMhwuYXV0b25vbXkudjEuU3RyZWFtS2VlcGFsaXZlSAASRQoXZGVzaXJlZF9yZWxlYXNlX2NoYW5nZWQYBSABKAsyIi5hdXRvbm9teS52MS5EZXNpcmVkUmVsZWFzZUNoYW5nZWRIAEIGCgRraW5kIj0KC1N0cmVhbUhlbGxvEg8KB3Jlc3VtZWQYASABKAgSHQoVa2VlcGFsaXZlX2ludGVydmFsX21zGAIgASgFIhEKD1N0cmVhbUtlZXBhbGl2ZSI8ChVEZXNpcmVkUmVsZWFzZUNoYW5nZWQSEgoKcmVsZWFzZV9pZBgBIAEoCRIPCgdwbGFuX2lkGAIgASgJMm4KDEFnZW50U2VydmljZRJeCglTdWJzY3JpYmUSHS5hdXRvbm9teS52MS5TdWJzY3JpYmVSZXF1ZXN0Gh4uYXV0b25vbXkudjEuU3Vic2NyaWJlUmVzcG9uc2UiEIq1GAxyZWxlYXNlOnJlYWQwAWIGcHJvdG8z", [file_autonomy_v1_options, file_google_protobuf_timestamp]);
+  fileDesc("ChdhdXRvbm9teS92MS9hZ2VudC5wcm90bxILYXV0b25vbXkudjEiOwoQU3Vic2NyaWJlUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgEIrkCChFTdWJzY3JpYmVSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBBIrCgdzZW50X2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVoZWxsbxgDIAEoCzIYLmF1dG9ub215LnYxLlN0cmVhbUhlbGxvSAASMQoJa2VlcGFsaXZlGAQgASgLMhwuYXV0b25vbXkudjEuU3RyZWFtS2VlcGFsaXZlSAASRQoXZGVzaXJlZF9yZWxlYXNlX2NoYW5nZWQYBSABKAsyIi5hdXRvbm9teS52MS5EZXNpcmVkUmVsZWFzZUNoYW5nZWRIABI4ChB3b3JrbG9hZF9jb21tYW5kGAYgASgLMhwuYXV0b25vbXkudjEuV29ya2xvYWRDb21tYW5kSABCBgoEa2luZCI9CgtTdHJlYW1IZWxsbxIPCgdyZXN1bWVkGAEgASgIEh0KFWtlZXBhbGl2ZV9pbnRlcnZhbF9tcxgCIAEoBSIRCg9TdHJlYW1LZWVwYWxpdmUiPAoVRGVzaXJlZFJlbGVhc2VDaGFuZ2VkEhIKCnJlbGVhc2VfaWQYASABKAkSDwoHcGxhbl9pZBgCIAEoCSLfAQoWUmVwb3J0V29ya2xvYWRzUmVxdWVzdBIPCgdub2RlX2lkGAEgASgJEjAKCGNhcGFjaXR5GAIgASgLMh4uYXV0b25vbXkudjEuV29ya2xvYWRSZXNvdXJjZXMSLQoFdXNhZ2UYAyABKAsyHi5hdXRvbm9teS52MS5Xb3JrbG9hZFJlc291cmNlcxIsCghyZXBsaWNhcxgEIAMoCzIaLmF1dG9ub215LnYxLlJlcGxpY2FSZXBvcnQSJQoEYWNrcxgFIAMoCzIXLmF1dG9ub215LnYxLkNvbW1hbmRBY2siegoXUmVwb3J0V29ya2xvYWRzUmVzcG9uc2USLgoIY29tbWFuZHMYASADKAsyHC5hdXRvbm9teS52MS5Xb3JrbG9hZENvbW1hbmQSLwoLc2VydmVyX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wMokCCgxBZ2VudFNlcnZpY2USXgoJU3Vic2NyaWJlEh0uYXV0b25vbXkudjEuU3Vic2NyaWJlUmVxdWVzdBoeLmF1dG9ub215LnYxLlN1YnNjcmliZVJlc3BvbnNlIhCKtRgMcmVsZWFzZTpyZWFkMAESmAEKD1JlcG9ydFdvcmtsb2FkcxIjLmF1dG9ub215LnYxLlJlcG9ydFdvcmtsb2Fkc1JlcXVlc3QaJC5hdXRvbm9teS52MS5SZXBvcnRXb3JrbG9hZHNSZXNwb25zZSI6irUYDm5vZGU6aGVhcnRiZWF0gtPkkwIiOgEqIh0vdjEvbm9kZXMve25vZGVfaWR9L3dvcmtsb2Fkc2IGcHJvdG8z", [file_autonomy_v1_options, file_autonomy_v1_workloads, file_google_api_annotations, file_google_protobuf_timestamp]);
 
 /**
  * SubscribeRequest names the node and where it left off.
@@ -79,13 +82,20 @@ export type SubscribeResponse = Message<"autonomy.v1.SubscribeResponse"> & {
     case: "keepalive";
   } | {
     /**
-     * Fields 6 to 15 are kept for workload commands (launch, stop, update), each with an
-     * idempotency key and acknowledged by the agent.
-     *
      * @generated from field: autonomy.v1.DesiredReleaseChanged desired_release_changed = 5;
      */
     value: DesiredReleaseChanged;
     case: "desiredReleaseChanged";
+  } | {
+    /**
+     * Launch, update or stop a replica; answered in ReportWorkloads.
+     *
+     * Fields 7 to 15 are kept for later kinds of message.
+     *
+     * @generated from field: autonomy.v1.WorkloadCommand workload_command = 6;
+     */
+    value: WorkloadCommand;
+    case: "workloadCommand";
   } | { case: undefined; value?: undefined };
 };
 
@@ -171,6 +181,77 @@ export const DesiredReleaseChangedSchema: GenMessage<DesiredReleaseChanged> = /*
   messageDesc(file_autonomy_v1_agent, 4);
 
 /**
+ * ReportWorkloadsRequest is a node's whole workload state.
+ *
+ * @generated from message autonomy.v1.ReportWorkloadsRequest
+ */
+export type ReportWorkloadsRequest = Message<"autonomy.v1.ReportWorkloadsRequest"> & {
+  /**
+   * @generated from field: string node_id = 1;
+   */
+  nodeId: string;
+
+  /**
+   * What the node offers to replicas.
+   *
+   * @generated from field: autonomy.v1.WorkloadResources capacity = 2;
+   */
+  capacity?: WorkloadResources | undefined;
+
+  /**
+   * What its replicas use now.
+   *
+   * @generated from field: autonomy.v1.WorkloadResources usage = 3;
+   */
+  usage?: WorkloadResources | undefined;
+
+  /**
+   * @generated from field: repeated autonomy.v1.ReplicaReport replicas = 4;
+   */
+  replicas: ReplicaReport[];
+
+  /**
+   * Answers to commands since the last report (answering one again is harmless).
+   *
+   * @generated from field: repeated autonomy.v1.CommandAck acks = 5;
+   */
+  acks: CommandAck[];
+};
+
+/**
+ * Describes the message autonomy.v1.ReportWorkloadsRequest.
+ * Use `create(ReportWorkloadsRequestSchema)` to create a new message.
+ */
+export const ReportWorkloadsRequestSchema: GenMessage<ReportWorkloadsRequest> = /*@__PURE__*/
+  messageDesc(file_autonomy_v1_agent, 5);
+
+/**
+ * ReportWorkloadsResponse lists what the node should still do.
+ *
+ * @generated from message autonomy.v1.ReportWorkloadsResponse
+ */
+export type ReportWorkloadsResponse = Message<"autonomy.v1.ReportWorkloadsResponse"> & {
+  /**
+   * Commands sent to the node that it has not answered, oldest first.
+   *
+   * @generated from field: repeated autonomy.v1.WorkloadCommand commands = 1;
+   */
+  commands: WorkloadCommand[];
+
+  /**
+   * @generated from field: google.protobuf.Timestamp server_time = 2;
+   */
+  serverTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message autonomy.v1.ReportWorkloadsResponse.
+ * Use `create(ReportWorkloadsResponseSchema)` to create a new message.
+ */
+export const ReportWorkloadsResponseSchema: GenMessage<ReportWorkloadsResponse> = /*@__PURE__*/
+  messageDesc(file_autonomy_v1_agent, 6);
+
+/**
  * AgentService is what the orchestrator pushes to an edge agent. Polling GetDesiredRelease
  * stays the fallback: an agent without a stream still converges, a poll interval later.
  *
@@ -188,6 +269,20 @@ export const AgentService: GenService<{
     methodKind: "server_streaming";
     input: typeof SubscribeRequestSchema;
     output: typeof SubscribeResponseSchema;
+  },
+  /**
+   * ReportWorkloads is the agent's workload heartbeat, sent on every change and at least every
+   * heartbeat interval: the node's capacity and use, every replica it runs or ran (the whole
+   * set, so a lost report is made good by the next), and its answers to commands. It counts
+   * as the node being seen. The answer lists the commands the node has not answered yet, so
+   * an agent without a stream still converges.
+   *
+   * @generated from rpc autonomy.v1.AgentService.ReportWorkloads
+   */
+  reportWorkloads: {
+    methodKind: "unary";
+    input: typeof ReportWorkloadsRequestSchema;
+    output: typeof ReportWorkloadsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_autonomy_v1_agent, 0);

@@ -120,6 +120,8 @@ export interface ProcStat {
   session: number;
   /** Clock ticks since boot, as text (it can pass 2^53 on no real machine, but stays exact). */
   startTime: string;
+  /** CPU time used so far, user and system, in clock ticks (utime + stime). */
+  cpuTicks: number;
 }
 
 export const hasProc = process.platform === "linux";
@@ -136,7 +138,7 @@ export function readProcStat(pid: number): ProcStat | undefined {
   // The command name (field 2) is in parentheses and may itself contain spaces and parentheses.
   const close = text.lastIndexOf(")");
   const f = text.slice(close + 2).split(" ");
-  return { pid, state: f[0], ppid: Number(f[1]), pgid: Number(f[2]), session: Number(f[3]), startTime: f[19] };
+  return { pid, state: f[0], ppid: Number(f[1]), pgid: Number(f[2]), session: Number(f[3]), startTime: f[19], cpuTicks: Number(f[11]) + Number(f[12]) };
 }
 
 /** Whether a process exists and is not a zombie. */

@@ -1,8 +1,19 @@
 import { ValidationError } from "../../domain/errors.js";
+import {
+  ENV_NAME,
+  MAX_ARG_CHARS,
+  MAX_ARGS,
+  MAX_COMMAND_CHARS,
+  MAX_COMMAND_ID_CHARS,
+  MAX_ENV,
+  RESERVED_ENV,
+  RESTART_POLICIES,
+  SERVICE_NAME,
+  SERVICE_NAME_RULE,
+  type RestartPolicy,
+} from "../../domain/workload-spec.js";
 
-/** What the agent does when a replica's process ends on its own (not stopped by a command). */
-export type RestartPolicy = "always" | "on-failure" | "never";
-export const RESTART_POLICIES: readonly RestartPolicy[] = ["always", "on-failure", "never"];
+export { MAX_ARG_CHARS, MAX_ARGS, MAX_COMMAND_CHARS, MAX_COMMAND_ID_CHARS, MAX_ENV, RESERVED_ENV, RESTART_POLICIES, SERVICE_NAME, type RestartPolicy };
 
 /** One replica of a service, as the control plane asks a node to run it. */
 export interface ReplicaSpec {
@@ -18,19 +29,6 @@ export interface ReplicaSpec {
   restartPolicy: RestartPolicy;
 }
 
-/** Variables the agent sets in every replica's environment; a spec may not set them. */
-export const RESERVED_ENV = ["AUTONOMY_REPLICA_ID", "AUTONOMY_SERVICE", "AUTONOMY_REPLICA_INDEX", "AUTONOMY_GENERATION", "AUTONOMY_REPLICA_INSTANCE"] as const;
-
-/** A service name: letters, digits, `-`, `_` and `.`, starting with a letter or digit, at most 63 characters. */
-export const SERVICE_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-export const MAX_COMMAND_CHARS = 4096;
-export const MAX_ARGS = 1024;
-export const MAX_ARG_CHARS = 65536;
-export const MAX_ENV = 1024;
-export const MAX_COMMAND_ID_CHARS = 256;
-
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
 const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 
@@ -43,7 +41,7 @@ export function validateReplicaSpec(spec: unknown): asserts spec is ReplicaSpec 
   const { replicaId, service, index, generation, command, args, env, restartPolicy } = spec;
   if (typeof service !== "string" || service === "") throw new ValidationError("service", "must not be empty");
   if (!SERVICE_NAME.test(service)) {
-    throw new ValidationError("service", "must be letters, digits, '-', '_' or '.', start with a letter or digit and be at most 63 characters");
+    throw new ValidationError("service", SERVICE_NAME_RULE);
   }
   if (!isCount(index)) throw new ValidationError("index", "must be an integer of 0 or more");
   if (typeof replicaId !== "string" || replicaId === "") throw new ValidationError("replicaId", "must not be empty");

@@ -255,6 +255,14 @@ export class Supervisor {
     });
   }
 
+  /**
+   * Whether the command's answer is recorded (it stands for good). An answer that is not (the
+   * supervisor was closing, or could not record it) asks for the command to be sent again.
+   */
+  answered(commandId: string): boolean {
+    return this.done.has(commandId);
+  }
+
   /** Every replica the supervisor knows, running or not, by replicaId. */
   list(): ReplicaStatus[] {
     return [...this.replicas.values()].sort((a, b) => (a.spec.replicaId < b.spec.replicaId ? -1 : 1)).map((r) => this.status(r));

@@ -19,6 +19,7 @@ import { rbacCommand } from "./rbac.js";
 import { releaseCommand } from "./release.js";
 import { rollbackCommand, rolloutCommand } from "./rollout.js";
 import { supportBundleCommand } from "./support-bundle.js";
+import { applyCommand, serviceCommand } from "./workload.js";
 
 const outputOption = () => new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS);
 
@@ -39,6 +40,8 @@ const program = addClientTlsOptions(new Command("autonomy"))
   .addCommand(rolloutCommand())
   .addCommand(rollbackCommand())
   .addCommand(nodeCommand())
+  .addCommand(applyCommand())
+  .addCommand(serviceCommand())
   .addCommand(emergencyCommand())
   .addCommand(certCommand())
   .addCommand(auditCommand())

@@ -67,6 +67,11 @@ export function nodeCommand(): Command {
           const rows = s.lastEvents.map((e) => [e.eventType, formatTime(e.timestamp), e.eventId, String(e.seq)]);
           process.stdout.write(formatTable(["TYPE", "TIMESTAMP", "EVENT ID", "SEQ"], rows));
         }
+        if (s.replicas.length > 0) {
+          process.stdout.write("\nservice replicas\n");
+          const rows = s.replicas.map((r) => [r.replicaId, r.desiredState, r.state, `${r.observedGeneration}/${r.generation}`, String(r.restarts), r.reason || "-"]);
+          process.stdout.write(formatTable(["REPLICA", "DESIRED", "STATE", "GEN", "RESTARTS", "REASON"], rows));
+        }
       }),
     );
   node

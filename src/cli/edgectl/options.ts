@@ -27,6 +27,8 @@ export const EDGE_CONFIG_KEYS = [
   "apply-command",
   "health-command",
   "plan-public-key-file",
+  "capacity-cpu",
+  "capacity-memory",
 ] as const;
 export type EdgeConfig = Partial<Record<(typeof EDGE_CONFIG_KEYS)[number], string>>;
 

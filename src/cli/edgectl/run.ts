@@ -1,15 +1,16 @@
 import { readFileSync } from "node:fs";
+import os from "node:os";
 import { readFlagFile } from "../../files.js";
 import { createPublicKey } from "node:crypto";
 import path from "node:path";
-import { Command, Option } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { runAgent } from "../../agent/agent.js";
 import { readState } from "../../agent/state.js";
 import { startShipper } from "../../agent/spool/shipper.js";
 import { buildInfo } from "../../build-info.js";
 import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
 import { runCommand, UsageError } from "../shared/output.js";
-import { parsePositiveDuration } from "../shared/parse.js";
+import { parseMillicores, parsePositiveDuration, parseSize } from "../shared/parse.js";
 import { wrapProse } from "../shared/program.js";
 import { parseLabelOption } from "./enroll.js";
 import { edgeClients, edgeTarget, renewableEdgeClients } from "./options.js";
@@ -26,6 +27,24 @@ function readPublicKeyFile(file: string): string {
   return pem;
 }
 
+/** A memory capacity: a size of at least one byte. */
+function parseCapacityBytes(value: string): number {
+  const bytes = parseSize(value);
+  if (bytes < 1) throw new InvalidArgumentError(`"${value}" must be a size of at least 1 byte (examples: 512Mi, 2Gi, 4GiB)`);
+  return bytes;
+}
+
+/** A value of config.yaml, parsed as its flag would be; a bad one is a usage error naming the key. */
+function fromConfig<T>(config: Record<string, string | undefined>, key: string, parse: (v: string) => T): T | undefined {
+  const v = config[key];
+  if (v === undefined) return undefined;
+  try {
+    return parse(v);
+  } catch (err) {
+    throw new UsageError(`config.yaml: ${key}: ${(err as Error).message}`);
+  }
+}
+
 interface RunOptions {
   planPublicKeyFile?: string;
   nodeId?: string;
@@ -37,6 +56,8 @@ interface RunOptions {
   pollInterval: number;
   hookGrace: number;
   push: boolean;
+  capacityCpu: number;
+  capacityMemory: number;
   logFormat: LogFormat;
   logLevel: LogLevel;
 }
@@ -59,6 +80,14 @@ export function runAgentCommand(): Command {
             "the agent log. Without hooks a release is acknowledged healthy as soon as it is seen. Node id, channel and " +
             "labels default to what `edgectl enroll` stored in the state dir; `edgectl status` shows what the agent knows.",
         ) +
+        "\n\n" +
+        wrapProse(
+          "The agent also runs the service replicas the control plane sends it (on the push stream and in the answers " +
+            "to its workload reports), each as a supervised child process; it reports them, with --capacity-cpu and " +
+            "--capacity-memory, soon after every change and at least every --heartbeat-interval. Replicas keep running " +
+            "while the orchestrator cannot be reached; SIGTERM or SIGINT to the agent stops them (SIGTERM to each process " +
+            "group, SIGKILL 10s later) before it exits.",
+        ) +
         "\n",
     )
     .option("--node-id <id>", "this node's id")
@@ -72,7 +101,19 @@ export function runAgentCommand(): Command {
     .addOption(
       new Option("--poll-interval <duration>", "time between polls of the desired release").argParser(parsePositiveDuration).default(10_000, "10s"),
     )
-    .option("--no-push", "do not keep the push stream open: learn of new releases by polling only")
+    .option("--no-push", "do not keep the push stream open: learn of new releases and workload commands by polling only")
+    .addOption(
+      new Option("--capacity-cpu <cpu>", "CPU this node offers to replicas: cores (2, 0.5) or millicores (1500m)")
+        .argParser(parseMillicores)
+        .env("AUTONOMY_CAPACITY_CPU")
+        .default(os.cpus().length * 1000, `${os.cpus().length}, this machine's cores`),
+    )
+    .addOption(
+      new Option("--capacity-memory <size>", "memory this node offers to replicas (512Mi, 2Gi, 4GiB, bytes)")
+        .argParser(parseCapacityBytes)
+        .env("AUTONOMY_CAPACITY_MEMORY")
+        .default(os.totalmem(), "this machine's memory"),
+    )
     .addOption(
       new Option("--hook-grace <duration>", "how long a hook may take to stop after SIGTERM before it is killed").argParser(parsePositiveDuration).default(5_000, "5s"),
     )
@@ -99,6 +140,11 @@ export function runAgentCommand(): Command {
         if (target.identity && target.identity.nodeId !== nodeId) {
           throw new UsageError(`the enrolled certificate in the state dir is for node "${target.identity.nodeId}", not "${nodeId}"`);
         }
+        const fromFlag = (key: string) => cmd.getOptionValueSource(key) !== "default";
+        const capacity = {
+          cpuMillis: (fromFlag("capacityCpu") ? undefined : fromConfig(target.config, "capacity-cpu", parseMillicores)) ?? opts.capacityCpu,
+          memoryBytes: (fromFlag("capacityMemory") ? undefined : fromConfig(target.config, "capacity-memory", parseCapacityBytes)) ?? opts.capacityMemory,
+        };
         const planKeyFile = opts.planPublicKeyFile ?? target.config["plan-public-key-file"];
         const planPublicKeyPem = planKeyFile === undefined ? undefined : readPublicKeyFile(planKeyFile);
         const logger = createLogger({ format: opts.logFormat, level: opts.logLevel });
@@ -112,7 +158,10 @@ export function runAgentCommand(): Command {
         // With the certificate of its enrolment, the agent renews it and reconnects with the new one.
         const renewable = target.identity ? renewableEdgeClients(target) : undefined;
         const api = renewable ?? edgeClients(target);
-        logger.info({ url: target.url, url_source: target.source, node_id: nodeId, version: buildInfo().version }, "starting");
+        logger.info(
+          { url: target.url, url_source: target.source, node_id: nodeId, version: buildInfo().version, capacity_cpu_millis: capacity.cpuMillis, capacity_memory_bytes: capacity.memoryBytes },
+          "starting",
+        );
         // Ships the event spool alongside the agent loop, until the same signal stops both.
         const shipper = startShipper({ api, stateDir, logger, signal: stop.signal });
         const renewal =
@@ -148,6 +197,7 @@ export function runAgentCommand(): Command {
               pollIntervalMs: opts.pollInterval,
               hookGraceMs: opts.hookGrace,
               push: opts.push,
+              workloads: { capacity },
               signal: stop.signal,
               target: {
                 url: target.url,

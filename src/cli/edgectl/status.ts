@@ -7,6 +7,7 @@ import { readIdentity } from "../../agent/identity.js";
 import { readAgentStatus, statusFile } from "../../agent/status.js";
 import { Spool, spoolDir } from "../../agent/spool/spool.js";
 import { formatBytes } from "../../agent/throttle.js";
+import type { WorkloadStatus } from "../../agent/workloads/runner.js";
 import { formatFields, OUTPUT_FORMATS, printValue, runCommand, type OutputFormat } from "../shared/output.js";
 import { stderrSpoolLog } from "./events.js";
 import { readEdgeConfig, type EdgeOptions } from "./options.js";
@@ -37,12 +38,35 @@ function certificateOf(file: string | undefined): { file: string; subject?: stri
   }
 }
 
+/** Bytes to one decimal in the largest binary unit that fits: "7.6GiB", "3.1MiB", "512B". */
+function approxBytes(bytes: number): string {
+  for (const [unit, size] of [["TiB", 1024 ** 4], ["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) {
+    if (bytes >= size) return `${Math.round((bytes / size) * 10) / 10}${unit}`;
+  }
+  return `${bytes}B`;
+}
+
+/** The replicas lines of the text output: capacity and use, how reports go, then one line per replica. */
+function workloadFields(w: WorkloadStatus): [string, string][] {
+  const fields: [string, string][] = [
+    ["capacity", `${w.capacity.cpu_millis}m cpu, ${approxBytes(w.capacity.memory_bytes)} memory (replicas use ${w.usage.cpu_millis}m, ${approxBytes(w.usage.memory_bytes)})`],
+    ["workload reports", `${w.reports.state} since ${w.reports.since}${w.reports.last_ok_at ? `; last reported ${w.reports.last_ok_at}` : ""}`],
+    ["replicas", w.replicas.length === 0 ? "none" : `${w.replicas.filter((r) => r.state === "running").length} running of ${w.replicas.length}`],
+  ];
+  for (const r of w.replicas) {
+    const restarts = `${r.restarts} restart${r.restarts === 1 ? "" : "s"}`;
+    fields.push([`  ${r.replica_id}`, `${r.state}, generation ${r.generation}, ${restarts}${r.reason && r.reason !== r.state ? `: ${r.reason}` : ""}`]);
+  }
+  return fields;
+}
+
 /** `edgectl status`: what the node runs and what its agent last knew, read from the state dir (no call to the orchestrator). */
 export function statusCommand(): Command {
   return new Command("status")
     .description(
       "Show this node's id, channel, the release it runs, the last acknowledgement, how the agent reaches the orchestrator " +
-        "(and whether its certificate was refused) and when the certificate expires. Reads the state dir; calls nothing.",
+        "(and whether its certificate was refused), its replicas (id, state, generation, restarts) with the node's capacity, " +
+        "and when the certificate expires. Reads the state dir; calls nothing.",
     )
     .addOption(new Option("-o, --output <format>", "output format").choices(OUTPUT_FORMATS).default("text"))
     .action((opts: { output: OutputFormat }, cmd: Command) =>
@@ -79,6 +103,7 @@ export function statusCommand(): Command {
               : null,
             installing: status?.installing ?? null,
             last_ack: status?.last_ack ?? null,
+            workloads: status?.workloads ?? null,
             certificate: cert ? { ...cert, ...enrolled } : null,
           };
           if (opts.output !== "text") return printValue(opts.output, doc);
@@ -117,6 +142,7 @@ export function statusCommand(): Command {
             if (c.retry_in_ms !== undefined && c.state !== "ok") fields.push(["next try", `in ${Math.round(c.retry_in_ms / 1000)}s after ${status!.updated_at}`]);
             fields.push(["updates", status!.updates]);
           }
+          if (status?.workloads) fields.push(...workloadFields(status.workloads));
           fields.push([
             "spool",
             !spool

@@ -25,6 +25,8 @@ interface ServeOptions {
   nodeStaleAfter: number;
   heartbeatFlushInterval: number;
   rolloutResync: number;
+  workloadResync: number;
+  replicaLostAfter: number;
   leaderLease: number;
   leaderRenew: number;
   replicationLagCritical: number;
@@ -200,6 +202,24 @@ export function serveCommand(): Command {
         .env("AUTONOMY_ROLLOUT_RESYNC")
         .argParser(parsePositiveDuration)
         .default(30_000, "30s"),
+    )
+    .addOption(
+      new Option(
+        "--workload-resync <duration>",
+        "how often the leader's workload reconcile loop places every service again and re-sends unanswered commands (besides reacting to applies, deletes and reports)",
+      )
+        .env("AUTONOMY_WORKLOAD_RESYNC")
+        .argParser(parsePositiveDuration)
+        .default(10_000, "10s"),
+    )
+    .addOption(
+      new Option(
+        "--replica-lost-after <duration>",
+        "a node without a workload report for longer is lost: its replicas are placed elsewhere (after a leader change, not before this long again)",
+      )
+        .env("AUTONOMY_REPLICA_LOST_AFTER")
+        .argParser(parsePositiveDuration)
+        .default(120_000, "2m"),
     )
     .addOption(
       new Option("--tls-cert-file <path>", "server TLS certificate (PEM); enables TLS when set with --tls-key-file").env("AUTONOMY_TLS_CERT_FILE"),
@@ -400,6 +420,8 @@ export function serveCommand(): Command {
             nodeStaleAfterMs: opts.nodeStaleAfter,
             heartbeatFlushMs: opts.heartbeatFlushInterval,
             rolloutResyncMs: opts.rolloutResync,
+            workloadResyncMs: opts.workloadResync,
+            replicaLostAfterMs: opts.replicaLostAfter,
             ha: { leaseMs: opts.leaderLease, renewMs: opts.leaderRenew, lagCriticalMs: opts.replicationLagCritical },
             rbacEnforcement: !["0", "false", "off"].includes(enforcement),
             auditDataPlane: opts.auditDataPlane === true,

@@ -55,14 +55,26 @@ export function formatDuration(ms: number): string {
 
 const SIZE_UNITS: Record<string, number> = {
   "": 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4,
+  // As Kubernetes writes them.
+  ki: 1024, mi: 1024 ** 2, gi: 1024 ** 3, ti: 1024 ** 4,
 };
 
-/** Parses a byte size ("0", "4096", "512MiB", "2GB") into bytes. */
+/** Parses a byte size ("0", "4096", "512MiB", "512Mi", "2GB") into bytes. */
 export function parseSize(value: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
   const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
   if (!m || unit === undefined) throw new InvalidArgumentError(`"${value}" is not a size (examples: 0, 500MB, 2GiB)`);
   return Math.floor(Number(m[1]) * unit);
+}
+
+/** Parses an amount of CPU, in cores ("2", "0.5") or millicores ("1500m"), into millicores (at least 1). */
+export function parseMillicores(value: string): number {
+  const m = /^(\d+(?:\.\d+)?)(m?)$/.exec(value.trim());
+  if (!m) throw new InvalidArgumentError(`"${value}" is not an amount of CPU (cores such as 2 or 0.5, or millicores such as 1500m)`);
+  const fraction = m[1].split(".")[1] ?? "";
+  const millis = m[2] === "m" ? Number(m[1]) : fraction.length <= 3 ? Math.round(Number(m[1]) * 1000) : NaN;
+  if (!Number.isSafeInteger(millis) || millis < 1) throw new InvalidArgumentError(`"${value}" must be a whole number of millicores, at least 1m`);
+  return millis;
 }
 
 /** Parses a positive whole number. */

@@ -36,6 +36,11 @@ export const COPY_ORDER = [
   ["rbac_tokens", "the rest"],
   ["enrollment_tokens", "the rest"],
   ["node_certificates", "the rest"],
+  ["workload_services", "the rest"],
+  ["workload_state", "the rest"],
+  ["workload_replicas", "the rest"],
+  ["workload_nodes", "the rest"],
+  ["workload_commands", "the rest"],
   // One row, written by the schema migrations and changed by `autonomy emergency stop|resume`.
   ["emergency_stop", "the rest"],
 ] as const;

@@ -333,3 +333,77 @@ export const haCutover = pgTable("ha_cutover", {
   /** Version of the program that copied. */
   version: text("version").notNull(),
 });
+
+/** The services of WorkloadService: each spec as canonical JSON (src/domain/workloads.ts), with its generation. */
+export const workloadServices = pgTable("workload_services", {
+  name: text("name").primaryKey(),
+  spec: text("spec").notNull(),
+  generation: bigint("generation", { mode: "number" }).notNull(),
+  createdAtMs: bigint("created_at_ms", { mode: "number" }).notNull(),
+  updatedAtMs: bigint("updated_at_ms", { mode: "number" }).notNull(),
+});
+
+/** The workload state's one version (row id 1, made by the first apply), bumped by every apply and delete that changes something. */
+export const workloadState = pgTable("workload_state", {
+  id: integer("id").primaryKey(),
+  version: bigint("version", { mode: "number" }).notNull(),
+});
+
+/**
+ * Where the reconcile loop placed each replica (node_id "" for one that fits nowhere), what it
+ * should do (desired_state running or stopped), and what its node last reported of it. A
+ * replica moved to another node has a row per node until the old one is gone.
+ */
+export const workloadReplicas = pgTable(
+  "workload_replicas",
+  {
+    service: text("service").notNull(),
+    idx: integer("idx").notNull(),
+    nodeId: text("node_id").notNull(),
+    generation: bigint("generation", { mode: "number" }).notNull(),
+    desiredState: text("desired_state").notNull(),
+    state: text("state").notNull(),
+    reason: text("reason").notNull(),
+    restarts: integer("restarts").notNull(),
+    lastExitCode: integer("last_exit_code"),
+    /** JSON list of lines. */
+    lastOutput: text("last_output").notNull(),
+    observedGeneration: bigint("observed_generation", { mode: "number" }).notNull(),
+    reportedAtMs: bigint("reported_at_ms", { mode: "number" }),
+    changedAtMs: bigint("changed_at_ms", { mode: "number" }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.service, t.idx, t.nodeId] }), index("workload_replicas_node").on(t.nodeId)],
+);
+
+/** Each node's last workload report (ReportWorkloads): capacity, use, and every replica it reported (JSON). */
+export const workloadNodes = pgTable("workload_nodes", {
+  nodeId: text("node_id").primaryKey(),
+  capacityCpuMillis: bigint("capacity_cpu_millis", { mode: "number" }).notNull(),
+  capacityMemoryBytes: bigint("capacity_memory_bytes", { mode: "number" }).notNull(),
+  usageCpuMillis: bigint("usage_cpu_millis", { mode: "number" }).notNull(),
+  usageMemoryBytes: bigint("usage_memory_bytes", { mode: "number" }).notNull(),
+  replicas: text("replicas").notNull(),
+  reportedAtMs: bigint("reported_at_ms", { mode: "number" }).notNull(),
+});
+
+/**
+ * The outbox of workload commands: written with the placement that needs them, pushed on the
+ * node's stream and answered in the node's ReportWorkloads (acked_at_ms, ok, message); an
+ * unanswered one is in every answer to the node's reports, whichever replica it reaches.
+ */
+export const workloadCommands = pgTable(
+  "workload_commands",
+  {
+    commandId: text("command_id").primaryKey(),
+    nodeId: text("node_id").notNull(),
+    replicaId: text("replica_id").notNull(),
+    kind: text("kind").notNull(),
+    /** The WorkloadCommand as proto JSON. */
+    payload: text("payload").notNull(),
+    createdAtMs: bigint("created_at_ms", { mode: "number" }).notNull(),
+    ackedAtMs: bigint("acked_at_ms", { mode: "number" }),
+    ok: boolean("ok"),
+    message: text("message").notNull(),
+  },
+  (t) => [index("workload_commands_node").on(t.nodeId, t.ackedAtMs, t.createdAtMs)],
+);

@@ -17,6 +17,8 @@ import { GroupCommit } from "../group-commit.js";
 import { appendAudit, pgRollouts } from "./rollouts.js";
 import { pgRbac } from "./rbac.js";
 import { pgEnrollment } from "./enrollment.js";
+import { pgWorkloads } from "./workloads.js";
+import type { PlacementCommit, ServiceDeletion, WorkloadApply, WorkloadReport } from "../workload-rows.js";
 import type { EnrollmentTokenRow, NodeCertificateRow, TokenEnrollment } from "../enrollment-rows.js";
 import { pgOperations } from "./operations.js";
 import type { DivergenceQuery, EmergencyChange } from "../operation-rows.js";
@@ -325,6 +327,28 @@ export class PostgresStore implements Store {
   }
   nodeCertificates(nodeId: string) {
     return this.run(() => pgEnrollment.nodeCertificates(this.db, nodeId));
+  }
+
+  applyWorkloads(apply: WorkloadApply) {
+    return this.run(() => pgWorkloads.applyWorkloads(this.db, apply));
+  }
+  deleteWorkloadService(deletion: ServiceDeletion) {
+    return this.run(() => pgWorkloads.deleteWorkloadService(this.db, deletion));
+  }
+  workloadSnapshot() {
+    return this.run(() => pgWorkloads.workloadSnapshot(this.db));
+  }
+  commitPlacement(commit: PlacementCommit) {
+    return this.run(() => pgWorkloads.commitPlacement(this.db, commit));
+  }
+  reportWorkloads(report: WorkloadReport) {
+    return this.run(() => pgWorkloads.reportWorkloads(this.db, report));
+  }
+  unansweredCommands(nodeId: string) {
+    return this.run(() => pgWorkloads.unansweredCommands(this.db, nodeId));
+  }
+  replicasOfNode(nodeId: string) {
+    return this.run(() => pgWorkloads.replicasOfNode(this.db, nodeId));
   }
 
   emergencyStop() {

@@ -329,3 +329,77 @@ export const haCutover = sqliteTable("ha_cutover", {
   rowCounts: text("row_counts").notNull(),
   version: text("version").notNull(),
 });
+
+/** The services of WorkloadService: each spec as canonical JSON (src/domain/workloads.ts), with its generation. */
+export const workloadServices = sqliteTable("workload_services", {
+  name: text("name").primaryKey(),
+  spec: text("spec").notNull(),
+  generation: integer("generation").notNull(),
+  createdAtMs: integer("created_at_ms").notNull(),
+  updatedAtMs: integer("updated_at_ms").notNull(),
+});
+
+/** The workload state's one version (row id 1, made by the first apply), bumped by every apply and delete that changes something. */
+export const workloadState = sqliteTable("workload_state", {
+  id: integer("id").primaryKey(),
+  version: integer("version").notNull(),
+});
+
+/**
+ * Where the reconcile loop placed each replica (node_id "" for one that fits nowhere), what it
+ * should do (desired_state running or stopped), and what its node last reported of it. A
+ * replica moved to another node has a row per node until the old one is gone.
+ */
+export const workloadReplicas = sqliteTable(
+  "workload_replicas",
+  {
+    service: text("service").notNull(),
+    idx: integer("idx").notNull(),
+    nodeId: text("node_id").notNull(),
+    generation: integer("generation").notNull(),
+    desiredState: text("desired_state").notNull(),
+    state: text("state").notNull(),
+    reason: text("reason").notNull(),
+    restarts: integer("restarts").notNull(),
+    lastExitCode: integer("last_exit_code"),
+    /** JSON list of lines. */
+    lastOutput: text("last_output").notNull(),
+    observedGeneration: integer("observed_generation").notNull(),
+    reportedAtMs: integer("reported_at_ms"),
+    changedAtMs: integer("changed_at_ms").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.service, t.idx, t.nodeId] }), index("workload_replicas_node").on(t.nodeId)],
+);
+
+/** Each node's last workload report (ReportWorkloads): capacity, use, and every replica it reported (JSON). */
+export const workloadNodes = sqliteTable("workload_nodes", {
+  nodeId: text("node_id").primaryKey(),
+  capacityCpuMillis: integer("capacity_cpu_millis").notNull(),
+  capacityMemoryBytes: integer("capacity_memory_bytes").notNull(),
+  usageCpuMillis: integer("usage_cpu_millis").notNull(),
+  usageMemoryBytes: integer("usage_memory_bytes").notNull(),
+  replicas: text("replicas").notNull(),
+  reportedAtMs: integer("reported_at_ms").notNull(),
+});
+
+/**
+ * The outbox of workload commands: written with the placement that needs them, pushed on the
+ * node's stream and answered in the node's ReportWorkloads (acked_at_ms, ok, message); an
+ * unanswered one is in every answer to the node's reports, whichever replica it reaches.
+ */
+export const workloadCommands = sqliteTable(
+  "workload_commands",
+  {
+    commandId: text("command_id").primaryKey(),
+    nodeId: text("node_id").notNull(),
+    replicaId: text("replica_id").notNull(),
+    kind: text("kind").notNull(),
+    /** The WorkloadCommand as proto JSON. */
+    payload: text("payload").notNull(),
+    createdAtMs: integer("created_at_ms").notNull(),
+    ackedAtMs: integer("acked_at_ms"),
+    ok: integer("ok", { mode: "boolean" }),
+    message: text("message").notNull(),
+  },
+  (t) => [index("workload_commands_node").on(t.nodeId, t.ackedAtMs, t.createdAtMs)],
+);

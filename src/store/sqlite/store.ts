@@ -28,6 +28,8 @@ import type { AuditRow, PlanRow, RolloutChange, SigningKeyRow, StatusRow } from 
 import { prepareRolloutReads } from "./rollout-reads.js";
 import { prepareRbacReads } from "./rbac.js";
 import { prepareEnrollmentReads } from "./enrollment.js";
+import { prepareWorkloadReads } from "./workloads.js";
+import type { PlacementCommit, ServiceDeletion, WorkloadApply, WorkloadReport } from "../workload-rows.js";
 import type { EnrollmentTokenRow, NodeCertificateRow, TokenEnrollment } from "../enrollment-rows.js";
 import { prepareOperationReads } from "./operation-reads.js";
 import type { DivergenceQuery, EmergencyChange } from "../operation-rows.js";
@@ -95,6 +97,7 @@ export class SqliteStore implements Store {
   private readonly rollouts: ReturnType<typeof prepareRolloutReads>;
   private readonly rbac: ReturnType<typeof prepareRbacReads>;
   private readonly enrollment: ReturnType<typeof prepareEnrollmentReads>;
+  private readonly workloads: ReturnType<typeof prepareWorkloadReads>;
   private readonly operations: ReturnType<typeof prepareOperationReads>;
   private readonly maintenance: ReturnType<typeof prepareEventMaintenanceReads>;
 
@@ -111,6 +114,7 @@ export class SqliteStore implements Store {
     this.rollouts = prepareRolloutReads(db);
     this.rbac = prepareRbacReads(db);
     this.enrollment = prepareEnrollmentReads(db);
+    this.workloads = prepareWorkloadReads(db);
     this.operations = prepareOperationReads(db);
     worker.on("message", (reply: WriterReply) => this.onReply(reply));
     worker.on("error", () => this.fail(new StoreUnavailableError("the database writer stopped")));
@@ -320,6 +324,28 @@ export class SqliteStore implements Store {
   }
   nodeCertificates(nodeId: string) {
     return this.read(() => this.enrollment.nodeCertificates(nodeId));
+  }
+
+  applyWorkloads(apply: WorkloadApply) {
+    return this.write({ op: "applyWorkloads", apply });
+  }
+  deleteWorkloadService(deletion: ServiceDeletion) {
+    return this.write({ op: "deleteWorkloadService", deletion });
+  }
+  workloadSnapshot() {
+    return this.read(() => this.workloads.workloadSnapshot());
+  }
+  async commitPlacement(commit: PlacementCommit): Promise<void> {
+    await this.write({ op: "commitPlacement", commit });
+  }
+  async reportWorkloads(report: WorkloadReport) {
+    return (await this.write({ op: "reportWorkloads", report })).commands;
+  }
+  unansweredCommands(nodeId: string) {
+    return this.read(() => this.workloads.unansweredCommands(nodeId));
+  }
+  replicasOfNode(nodeId: string) {
+    return this.read(() => this.workloads.replicasOfNode(nodeId));
   }
 
   emergencyStop() {

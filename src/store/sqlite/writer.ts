@@ -30,6 +30,7 @@ import { prepareAuditWrites } from "./audit-writes.js";
 import { withInserted } from "../../domain/audit.js";
 import type { AuditRow } from "../rollout-rows.js";
 import { prepareRbacWrites, type RbacWrite, type RbacWriteResults } from "./rbac.js";
+import { prepareWorkloadWrites, type WorkloadWrite, type WorkloadWriteResults } from "./workloads.js";
 import { prepareEnrollmentWrites, type EnrollmentWrite, type EnrollmentWriteResults } from "./enrollment.js";
 import { prepareRolloutWrites, type RolloutWrite } from "./rollout-writes.js";
 import { prepareOperationWrites, type OperationWrite, type OperationWriteResults } from "./operation-writes.js";
@@ -45,7 +46,7 @@ import { prepareEventDeletes, type DeleteEventsResult, type DeleteEventsWrite } 
  */
 export type WriterRequest = { id: number; rows: unknown[]; audit?: AuditRow } | { id: number; write: StoreWrite } | { close: true };
 /** A write of the fleet or rollout tables. */
-export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite | EnrollmentWrite | OperationWrite | DeleteEventsWrite;
+export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite | EnrollmentWrite | WorkloadWrite | OperationWrite | DeleteEventsWrite;
 /**
  * Writes that make room: allowed at --max-db-size (into the reserve above it), so that the
  * way out of a full database — an audit prune, revoking what flooded it — still works.
@@ -61,7 +62,7 @@ interface RolloutWriteResults {
   appendAudit: { done: true };
 }
 /** What each write answers, by operation: the typed op map SqliteStore.write is checked against. */
-export type StoreWriteResults = FleetWriteResults & RbacWriteResults & EnrollmentWriteResults & RolloutWriteResults & OperationWriteResults & { deleteEvents: DeleteEventsResult };
+export type StoreWriteResults = FleetWriteResults & RbacWriteResults & EnrollmentWriteResults & WorkloadWriteResults & RolloutWriteResults & OperationWriteResults & { deleteEvents: DeleteEventsResult };
 export type StoreWriteResult = StoreWriteResults[StoreWrite["op"]];
 type Work = Exclude<WriterRequest, { close: true }>;
 
@@ -143,6 +144,7 @@ function prepareStatements(sqlite: Database.Database) {
     enrollment: prepareEnrollmentWrites(db, audit.append, (enrollment, nowMs) => fleet.enrollNode({ op: "enrollNode", enrollment, nowMs }).node),
     rollout: prepareRolloutWrites(db, audit.append, audit.prune),
     rbac: prepareRbacWrites(db, audit.append),
+    workloads: prepareWorkloadWrites(db, audit.append),
     operations: prepareOperationWrites(db, audit.append),
     audit,
     retention: prepareEventDeletes(sqlite),
@@ -188,6 +190,7 @@ function start(): void {
     ...s.fleet,
     ...s.rbac,
     ...s.enrollment,
+    ...s.workloads,
     ...s.operations,
     createRollout: rollout,
     commitRollout: rollout,
