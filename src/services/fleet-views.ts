@@ -43,7 +43,7 @@ export async function fleetOverview(deps: FleetViewDeps, req: { staleThresholdSe
  * The store filters, orders and pages (keyset: the token holds the last row's sort key), with
  * the lifecycle as of now and the sightings this server has buffered applied, as GetFleetStatus.
  */
-export async function searchFleetNodes(deps: FleetViewDeps, req: SearchFleetNodesRequest): Promise<MessageInitShape<typeof SearchFleetNodesResponseSchema>> {
+export async function searchFleetNodes(deps: FleetViewDeps, req: SearchFleetNodesRequest, nowMs = Date.now()): Promise<MessageInitShape<typeof SearchFleetNodesResponseSchema>> {
   checkId(req.channel, "channel", false);
   const q = checkFleetSearch(req);
   const staleAfterMs = staleThresholdMs(req.staleThresholdSeconds, deps.staleAfterMs);
@@ -58,7 +58,7 @@ export async function searchFleetNodes(deps: FleetViewDeps, req: SearchFleetNode
     offset: q.offset,
     // One more than the page: whether there is a next one.
     limit: q.pageSize + 1,
-    nowMs: Date.now(),
+    nowMs,
     staleAfterMs,
     sightings: deps.sightings.pending(),
   });
