@@ -53,18 +53,28 @@ export const NEVER_SEEN_KEY = -Number.MAX_SAFE_INTEGER;
 export interface SearchDialect {
   /** Rows (node_id, seen, rel) of a JSON array of [node id, last seen ms, reported release or null]. */
   sightings(json: string): SQL;
+  /** The join of the sightings s to nodes n driven from s (a primary key lookup per sighting). */
+  sightingsJoin: SQL;
   /** Whether the node's labels (JSON text in n.labels) carry key=value. */
   hasLabel(key: string, value: string): SQL;
   /** Appended to a text expression so it compares and sorts by code point. */
   bytewise: SQL;
 }
 
-/** The search's columns of a node n left-joined to its buffered sighting s (as SightingBuffer.overlay). */
-function columns(q: FleetSearchQuery) {
-  const applies = sql`(s.node_id IS NOT NULL AND s.seen >= coalesce(n.last_seen_ms, -1))`;
-  const seen = sql`(CASE WHEN ${applies} THEN s.seen ELSE n.last_seen_ms END)`;
-  const reported = sql`(CASE WHEN ${applies} AND s.rel IS NOT NULL THEN s.rel ELSE coalesce(n.reported_release_id, '') END)`;
-  const desired = sql`coalesce(n.desired_release_id, '')`;
+/** A nullable text column with null read as "": spelled without a comma, as drizzle-kit can write it in an SQLite index. */
+const orEmpty = (column: SQL) => sql`(CASE WHEN ${column} IS NULL THEN '' ELSE ${column} END)`;
+
+/**
+ * The search's columns of a node n: as stored, or (overlaid) with its buffered sighting s
+ * applied as SightingBuffer.overlay applies it.
+ */
+function columns(q: FleetSearchQuery, overlaid: boolean) {
+  const applies = sql`(s.seen >= coalesce(n.last_seen_ms, -1))`;
+  const seen = overlaid ? sql`(CASE WHEN ${applies} THEN s.seen ELSE n.last_seen_ms END)` : sql`n.last_seen_ms`;
+  const reported = overlaid
+    ? sql`(CASE WHEN ${applies} AND s.rel IS NOT NULL THEN s.rel ELSE ${orEmpty(sql`n.reported_release_id`)} END)`
+    : orEmpty(sql`n.reported_release_id`);
+  const desired = orEmpty(sql`n.desired_release_id`);
   const drift = sql`(${desired} <> '' AND ${desired} <> ${reported})`;
   // nodeLifecycle: age <= threshold is seen >= now - threshold (integer milliseconds).
   const lifecycle = sql`(CASE WHEN n.drained THEN 'DRAINING' WHEN ${seen} IS NULL THEN 'UNAVAILABLE'
@@ -73,9 +83,13 @@ function columns(q: FleetSearchQuery) {
   return { seen, reported, desired, drift, lifecycle };
 }
 
-/** The sort key of an order: text compared by code point, never-seen below any time. */
-function sortKey(q: FleetSearchQuery, c: ReturnType<typeof columns>, d: SearchDialect): { key: SQL; text: boolean } {
-  const text = (e: SQL) => ({ key: sql`${e} ${d.bytewise}`, text: true });
+/**
+ * The sort key of an order: text compared by code point, never-seen below any time. Spelled
+ * as the indexes of migrations sqlite/0014 and pg/0016 are (the constant inline, not bound),
+ * so that the stored rows are read in index order.
+ */
+function sortKey(q: FleetSearchQuery, c: ReturnType<typeof columns>, d: SearchDialect): SQL {
+  const text = (e: SQL) => sql`${e} ${d.bytewise}`;
   switch (q.orderBy) {
     case "node_id":
       return text(sql`n.node_id`);
@@ -88,43 +102,63 @@ function sortKey(q: FleetSearchQuery, c: ReturnType<typeof columns>, d: SearchDi
     case "desired_release_id":
       return text(c.desired);
     case "last_seen":
-      return { key: sql`coalesce(${c.seen}, ${NEVER_SEEN_KEY})`, text: false };
+      return sql`coalesce(${c.seen}, ${sql.raw(String(NEVER_SEEN_KEY))})`;
   }
 }
 
 /**
- * The two statements of a search: its page (the columns of FleetSearchStoreRow, in order)
- * and the count of every matching node. Ties of the order key are broken by node id, in the
- * same direction, so a keyset `after` continues exactly where the previous page stopped.
+ * The two statements of a search: its page (the columns of FleetSearchSqlRow) and the count
+ * of every matching node. Ties of the order key are broken by node id, in the same direction,
+ * so a keyset `after` continues exactly where the previous page stopped.
+ *
+ * The nodes without a buffered sighting are searched by their stored columns (so an index on
+ * the order key serves the page); those with one, by a primary key lookup per sighting with
+ * the sighting applied. The page is the first rows of both, merged.
  */
 export function fleetSearchSql(q: FleetSearchQuery, d: SearchDialect): { page: SQL; count: SQL } {
-  const c = columns(q);
   const json = JSON.stringify(q.sightings.map((s) => [s.nodeId, s.lastSeenMs, s.reportedReleaseId ?? null]));
-  const from = sql`nodes n LEFT JOIN (${d.sightings(json)}) s ON s.node_id = n.node_id`;
-  const where: SQL[] = [];
-  if (q.channel !== undefined) where.push(sql`n.channel = ${q.channel}`);
-  if (q.lifecycle !== undefined) where.push(sql`${c.lifecycle} = ${q.lifecycle}`);
-  if (q.drift !== undefined) where.push(q.drift ? c.drift : sql`NOT ${c.drift}`);
-  for (const [k, v] of q.labels) where.push(d.hasLabel(k, v));
-  const matching = where.length === 0 ? sql`` : sql` WHERE ${sql.join(where, sql` AND `)}`;
-  const count = sql`SELECT count(*) AS total FROM ${from}${matching}`;
-
-  const { key } = sortKey(q, c, d);
+  const buffered = q.sightings.length > 0;
+  const dir = sql.raw(q.descending ? "DESC" : "ASC");
+  const textKey = q.orderBy !== "last_seen";
   const id = sql`n.node_id ${d.bytewise}`;
-  const dir = q.descending ? sql.raw("DESC") : sql.raw("ASC");
-  const paged = [...where];
-  if (q.after) {
-    const cmp = q.descending ? sql.raw("<") : sql.raw(">");
-    const value = q.after.value ?? NEVER_SEEN_KEY;
-    paged.push(sql`(${key} ${cmp} ${value} OR (${key} = ${value} AND ${id} ${cmp} ${q.after.nodeId}))`);
-  }
-  const pagedWhere = paged.length === 0 ? sql`` : sql` WHERE ${sql.join(paged, sql` AND `)}`;
+
+  /** Matching nodes by their stored or overlaid columns; of every node, or only of the buffered ones. */
+  const part = (overlaid: boolean, ofBuffered: boolean) => {
+    const c = columns(q, overlaid);
+    const where: SQL[] = [];
+    if (q.channel !== undefined) where.push(sql`n.channel = ${q.channel}`);
+    if (q.lifecycle !== undefined) where.push(sql`${c.lifecycle} = ${q.lifecycle}`);
+    if (q.drift !== undefined) where.push(q.drift ? c.drift : sql`NOT ${c.drift}`);
+    for (const [k, v] of q.labels) where.push(d.hasLabel(k, v));
+    const from = ofBuffered ? sql`(${d.sightings(json)}) s ${d.sightingsJoin} nodes n ON n.node_id = s.node_id` : sql`nodes n`;
+    const key = sortKey(q, c, d);
+    const paged = [...where];
+    // The stored rows of the page are those of the nodes without a buffered sighting.
+    if (!ofBuffered && buffered) paged.push(sql`n.node_id NOT IN (SELECT x.node_id FROM (${d.sightings(json)}) x)`);
+    if (q.after) {
+      const cmp = sql.raw(q.descending ? "<" : ">");
+      const value = q.after.value ?? NEVER_SEEN_KEY;
+      paged.push(sql`(${key} ${cmp} ${value} OR (${key} = ${value} AND ${id} ${cmp} ${q.after.nodeId}))`);
+    }
+    const whereOf = (w: SQL[]) => (w.length === 0 ? sql`` : sql` WHERE ${sql.join(w, sql` AND `)}`);
+    const select = sql`SELECT n.node_id AS node_id, n.channel AS channel, n.labels AS labels, ${c.lifecycle} AS lifecycle,
+        ${c.seen} AS seen, ${c.reported} AS reported, ${c.desired} AS desired, ${c.drift} AS drift,
+        n.drained AS drained, n.drain_reason AS drain_reason, ${key} AS k
+      FROM ${from}${whereOf(paged)}`;
+    // Each part's first rows up to the end of the page: the merged page is among them.
+    const rows = sql`SELECT * FROM (${select} ORDER BY ${key} ${dir}, ${id} ${dir} LIMIT ${q.limit + (q.after ? 0 : q.offset)}) ${sql.raw(overlaid ? "b" : "a")}`;
+    return { rows, count: sql`(SELECT count(*) FROM ${from}${whereOf(where)})` };
+  };
+
+  const stored = part(false, false);
+  const union = buffered ? sql`${stored.rows} UNION ALL ${part(true, true).rows}` : stored.rows;
   const offset = q.after || q.offset === 0 ? sql`` : sql` OFFSET ${q.offset}`;
-  const page = sql`SELECT n.node_id AS node_id, n.channel AS channel, n.labels AS labels, ${c.lifecycle} AS lifecycle,
-      ${c.seen} AS seen, ${c.reported} AS reported, ${c.desired} AS desired, ${c.drift} AS drift,
-      n.drained AS drained, n.drain_reason AS drain_reason
-    FROM ${from}${pagedWhere}
-    ORDER BY ${key} ${dir}, ${id} ${dir} LIMIT ${q.limit}${offset}`;
+  const page = sql`SELECT * FROM (${union}) u ORDER BY u.k ${textKey ? d.bytewise : sql``} ${dir}, u.node_id ${d.bytewise} ${dir} LIMIT ${q.limit}${offset}`;
+  // Every node by its stored columns, less the buffered ones by theirs, plus those by their overlaid ones:
+  // the buffered nodes are counted by lookups, not excluded from a scan of every node.
+  const count = buffered
+    ? sql`SELECT ${stored.count} - ${part(false, true).count} + ${part(true, true).count} AS total`
+    : sql`SELECT ${stored.count} AS total`;
   return { page, count };
 }
 

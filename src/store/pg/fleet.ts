@@ -54,6 +54,7 @@ async function nodeRow(db: Db, id: string) {
 /** PostgreSQL's spelling of the fleet search: labels are JSON text; text compares in the "C" collation (by code point). */
 const SEARCH_DIALECT: SearchDialect = {
   sightings: (json) => sql`SELECT x->>0 AS node_id, (x->>1)::bigint AS seen, x->>2 AS rel FROM json_array_elements(${json}::json) x`,
+  sightingsJoin: sql`JOIN`,
   hasLabel: (key, value) => sql`(n.labels::jsonb ->> ${key}::text) = ${value}::text`,
   bytewise: sql.raw(`COLLATE "C"`),
 };

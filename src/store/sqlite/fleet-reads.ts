@@ -22,6 +22,8 @@ const BUFFERED_MAY_CHANGE = "n.last_seen_ms IS NULL OR n.last_seen_ms < @since O
 const SEARCH_DIALECT: SearchDialect = {
   sightings: (json) =>
     sql`SELECT json_extract(value, '$[0]') AS node_id, json_extract(value, '$[1]') AS seen, json_extract(value, '$[2]') AS rel FROM json_each(${json})`,
+  // Driven from the sightings: SQLite would otherwise scan json_each once per node.
+  sightingsJoin: sql`CROSS JOIN`,
   hasLabel: (key, value) => sql`EXISTS (SELECT 1 FROM json_each(n.labels) l WHERE l.key = ${key} AND l.value = ${value})`,
   bytewise: sql``,
 };
