@@ -26,7 +26,8 @@ import { openStore } from "./helpers/store.js";
 const SEED = Number(process.env.FLEET_SEARCH_SEED ?? 20261202);
 const FLEETS = Number(process.env.FLEET_SEARCH_FLEETS ?? 3);
 const QUERIES = Number(process.env.FLEET_SEARCH_QUERIES ?? 60);
-const NOW_MS = 50_000_000;
+// A time of this era: milliseconds past 2^31, as PostgreSQL must read them (bigint).
+const NOW_MS = 1_796_000_000_000;
 const DIGEST = `sha256:${"cd".repeat(32)}`;
 // Ids and label text with characters whose UTF-16 order is not their code point order (astral
 // against U+E000-U+FFFF), accents, and digits, so that text order is tested as well as ties.
