@@ -4,7 +4,8 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
 import { GateStatusSchema, RolloutPlanSchema, RolloutStatusSchema } from "../gen/autonomy/v1/rollouts_pb.js";
 import { ValidationError } from "../src/domain/errors.js";
-import { checkFleetSearch, decodeOffsetToken, encodeOffsetToken, parseLabelSelector, searchFleet, type FleetSearchRow } from "../src/domain/fleet-query.js";
+import { checkFleetSearch, decodeOffsetToken, decodeSearchToken, encodeKeysetToken, encodeOffsetToken, parseLabelSelector } from "../src/domain/fleet-query.js";
+import { searchFleet, type FleetSearchRow } from "./helpers/fleet-search-reference.js";
 import { SYSTEM_ACTIONS, TRANSITIONS } from "../src/domain/rollouts.js";
 import { PHASE_ACTIONS, ackCurves, duration, waitingOn } from "../web/src/format.js";
 import { h1 } from "./helpers/http.js";
@@ -53,6 +54,22 @@ describe("fleet search", () => {
     ]);
     expect(decodeOffsetToken(encodeOffsetToken(150))).toBe(150);
     expect(decodeOffsetToken("")).toBe(0);
+  });
+
+  it("reads a keyset token back only for the order it was issued for", () => {
+    const after = { value: null, nodeId: "n-7" };
+    const token = encodeKeysetToken("last_seen", true, after, 50);
+    expect(decodeSearchToken(token, "last_seen", true)).toEqual({ offset: 50, after });
+    expect(query({ orderBy: "last_seen", descending: true, pageToken: token })).toMatchObject({ offset: 50, after });
+    // Offset tokens are still read (a page opened before the server issued keyset tokens).
+    expect(decodeSearchToken(encodeOffsetToken(25), "node_id", false)).toEqual({ offset: 25 });
+    for (const [by, desc] of [["last_seen", false], ["node_id", true]] as const) {
+      expect(() => decodeSearchToken(token, by, desc)).toThrow(ValidationError);
+    }
+    // A last_seen key is a time or null; a text key is text.
+    expect(() => decodeSearchToken(encodeKeysetToken("node_id", false, { value: 5, nodeId: "a" }, 1), "node_id", false)).toThrow(ValidationError);
+    expect(() => decodeSearchToken(encodeKeysetToken("last_seen", false, { value: "x", nodeId: "a" }, 1), "last_seen", false)).toThrow(ValidationError);
+    expect(() => decodeSearchToken(Buffer.from("k[1,2").toString("base64url"), "node_id", false)).toThrow(ValidationError);
   });
 
   it("filters on every field given, orders with node id breaking ties, and pages without overlap", () => {

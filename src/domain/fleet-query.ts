@@ -2,19 +2,6 @@ import { ValidationError } from "./errors.js";
 import { LIFECYCLES, MAX_LABELS, MAX_PAGE_SIZE, type Lifecycle } from "./nodes.js";
 import { checkId } from "./fields.js";
 
-/** One node as the fleet search sees it: the columns it filters and orders by. */
-export interface FleetSearchRow {
-  nodeId: string;
-  channel: string;
-  lifecycle: string;
-  /** Undefined when the node was never seen. */
-  lastSeenMs: number | undefined;
-  reportedReleaseId: string;
-  desiredReleaseId: string;
-  drift: boolean;
-  labels: Record<string, string>;
-}
-
 export const FLEET_ORDER_KEYS = ["node_id", "channel", "lifecycle", "last_seen", "reported_release_id", "desired_release_id"] as const;
 export type FleetOrderKey = (typeof FLEET_ORDER_KEYS)[number];
 export const FLEET_SEARCH_DEFAULT_PAGE = 50;
@@ -27,7 +14,16 @@ export interface FleetSearch {
   orderBy: FleetOrderKey;
   descending: boolean;
   pageSize: number;
+  /** Where the page starts among the matching nodes (0-based), as the token says. */
   offset: number;
+  /** The sort key of the previous page's last row (a keyset token); absent on the first page and for offset tokens. */
+  after?: FleetSearchKey;
+}
+
+/** A row's position in a search's order: its order key's value (null: never seen) and its node id. */
+export interface FleetSearchKey {
+  value: string | number | null;
+  nodeId: string;
 }
 
 /** Parses `k=v,k2=v2` (spaces around pairs are ignored); every pair needs a non-empty key. */
@@ -48,7 +44,10 @@ export function parseLabelSelector(selector: string): [string, string][] {
   return pairs;
 }
 
-/** Offset page tokens: "o" and the offset, base64url, so that a token reads as opaque. */
+/**
+ * Offset page tokens: "o" and the offset, base64url, so that a token reads as opaque. The
+ * server issues keyset tokens now; it still accepts these (a page opened before an upgrade).
+ */
 export function encodeOffsetToken(offset: number): string {
   return Buffer.from(`o${offset}`, "utf8").toString("base64url");
 }
@@ -59,6 +58,35 @@ export function decodeOffsetToken(token: string): number {
   const m = /^o(0|[1-9][0-9]{0,8})$/.exec(text);
   if (!m || encodeOffsetToken(Number(m[1])) !== token) throw new ValidationError("page_token", "not a token this server issued");
   return Number(m[1]);
+}
+
+/**
+ * Keyset page tokens: "k" and JSON [order key, descending, last row's key value, last row's
+ * node id, offset of the next page], base64url. Only valid for a search of the same order.
+ */
+export function encodeKeysetToken(orderBy: FleetOrderKey, descending: boolean, after: FleetSearchKey, offset: number): string {
+  return Buffer.from(`k${JSON.stringify([orderBy, descending, after.value, after.nodeId, offset])}`, "utf8").toString("base64url");
+}
+
+/** A page token of either kind: where its page starts (offset) and, for a keyset token, after which row. */
+export function decodeSearchToken(token: string, orderBy: FleetOrderKey, descending: boolean): { offset: number; after?: FleetSearchKey } {
+  const text = /^[A-Za-z0-9_-]+$/.test(token) ? Buffer.from(token, "base64url").toString("utf8") : "";
+  if (!text.startsWith("k")) return { offset: decodeOffsetToken(token) };
+  const bad = new ValidationError("page_token", "not a token this server issued");
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text.slice(1));
+  } catch {
+    throw bad;
+  }
+  if (!Array.isArray(parsed) || parsed.length !== 5) throw bad;
+  const [by, desc, value, nodeId, offset] = parsed as unknown[];
+  const valueOk = orderBy === "last_seen" ? value === null || Number.isSafeInteger(value) : typeof value === "string";
+  if (!valueOk || typeof nodeId !== "string" || !Number.isSafeInteger(offset) || (offset as number) < 0) throw bad;
+  const after = { value: value as string | number | null, nodeId };
+  if (encodeKeysetToken(orderBy, descending, after, offset as number) !== token) throw bad;
+  if (by !== orderBy || desc !== descending) throw new ValidationError("page_token", "issued for another order_by or direction");
+  return { offset: offset as number, after };
 }
 
 /** Checks the fields of a SearchFleetNodesRequest; each bad one is a ValidationError naming it. */
@@ -84,51 +112,15 @@ export function checkFleetSearch(req: {
   if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > MAX_PAGE_SIZE) {
     throw new ValidationError("page_size", `must be between 1 and ${MAX_PAGE_SIZE}`);
   }
+  const orderBy = (req.orderBy || "node_id") as FleetOrderKey;
   return {
     lifecycle: (req.lifecycle || undefined) as Lifecycle | undefined,
     labels: parseLabelSelector(req.labelSelector),
     drift: req.drift === "" ? undefined : req.drift === "drifted",
-    orderBy: (req.orderBy || "node_id") as FleetOrderKey,
+    orderBy,
     descending: req.descending,
     pageSize,
-    offset: decodeOffsetToken(req.pageToken),
+    ...decodeSearchToken(req.pageToken, orderBy, req.descending),
   };
 }
 
-const byText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
-
-function compareBy(key: FleetOrderKey, a: FleetSearchRow, b: FleetSearchRow): number {
-  switch (key) {
-    case "node_id":
-      return byText(a.nodeId, b.nodeId);
-    case "channel":
-      return byText(a.channel, b.channel);
-    case "lifecycle":
-      return byText(a.lifecycle, b.lifecycle);
-    case "reported_release_id":
-      return byText(a.reportedReleaseId, b.reportedReleaseId);
-    case "desired_release_id":
-      return byText(a.desiredReleaseId, b.desiredReleaseId);
-    case "last_seen":
-      // Never seen sorts before any time.
-      return (a.lastSeenMs ?? -Infinity) - (b.lastSeenMs ?? -Infinity) || 0;
-  }
-}
-
-/**
- * Filters, orders and cuts the rows: every filter must match; ties of the order key are
- * broken by node id (ascending or descending with the rest), so pages never overlap.
- */
-export function searchFleet<R extends FleetSearchRow>(rows: readonly R[], q: FleetSearch): { page: R[]; total: number; nextOffset?: number } {
-  const matching = rows.filter(
-    (r) =>
-      (q.lifecycle === undefined || r.lifecycle === q.lifecycle) &&
-      (q.drift === undefined || r.drift === q.drift) &&
-      q.labels.every(([k, v]) => r.labels[k] === v),
-  );
-  const sign = q.descending ? -1 : 1;
-  matching.sort((a, b) => sign * (compareBy(q.orderBy, a, b) || byText(a.nodeId, b.nodeId)));
-  const page = matching.slice(q.offset, q.offset + q.pageSize);
-  const end = q.offset + page.length;
-  return { page, total: matching.length, nextOffset: end < matching.length ? end : undefined };
-}

@@ -1,14 +1,15 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import type {
   GetFleetOverviewResponseSchema,
   SearchFleetNodesRequest,
   SearchFleetNodesResponseSchema,
 } from "../../gen/autonomy/v1/nodes_pb.js";
 import type { ChannelReleaseSchema, ListChannelReleasesResponseSchema, Release } from "../../gen/autonomy/v1/releases_pb.js";
-import { checkFleetSearch, encodeOffsetToken, searchFleet, type FleetSearchRow } from "../domain/fleet-query.js";
+import { checkFleetSearch, encodeKeysetToken, type FleetOrderKey } from "../domain/fleet-query.js";
 import { checkId } from "../domain/fields.js";
-import { livenessOf, nodeLifecycle, staleThresholdMs } from "../domain/nodes.js";
+import { staleThresholdMs } from "../domain/nodes.js";
+import type { FleetSearchStoreRow } from "../store/fleet-search.js";
 import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
 import { desiredReleases } from "./desired-release.js";
@@ -18,35 +19,6 @@ export interface FleetViewDeps {
   store: Store;
   sightings: SightingBuffer;
   staleAfterMs: number;
-}
-
-type Row = FleetSearchRow & { drained: boolean; drainReason: string; lastSeen?: Timestamp };
-
-
-/** Every node of the selection as a fleet row, by the rules of GetFleetStatus (lifecycle, desired release, drift). */
-async function fleetRows(deps: FleetViewDeps, channel: string | undefined, thresholdMs: number): Promise<Row[]> {
-  const all = await deps.store.listNodes({ channel });
-  const desired = await desiredReleases(deps.store, all);
-  const nowMs = Date.now();
-  return all.map((node) => {
-    // As node-service's nodeView: the newest buffered sighting, then the lifecycle as of now.
-    deps.sightings.overlay(node);
-    node.lifecycle = nodeLifecycle(livenessOf(node), nowMs, thresholdMs);
-    const desiredReleaseId = desired.get(node.nodeId)?.release.releaseId ?? "";
-    return {
-      nodeId: node.nodeId,
-      channel: node.channel,
-      lifecycle: node.lifecycle,
-      lastSeenMs: livenessOf(node).lastSeenMs,
-      lastSeen: node.lastSeen,
-      reportedReleaseId: node.reportedReleaseId,
-      desiredReleaseId,
-      drift: desiredReleaseId !== "" && desiredReleaseId !== node.reportedReleaseId,
-      labels: node.labels,
-      drained: node.drained,
-      drainReason: node.drainReason,
-    };
-  });
 }
 
 /** GetFleetOverview: totals of every node and of each channel, channels by name. */
@@ -66,20 +38,39 @@ export async function fleetOverview(deps: FleetViewDeps, req: { staleThresholdSe
   };
 }
 
-/** SearchFleetNodes: one filtered, ordered page of fleet rows; totals of all matching nodes. */
-export async function searchFleetNodes(deps: FleetViewDeps, req: SearchFleetNodesRequest): Promise<MessageInitShape<typeof SearchFleetNodesResponseSchema>> {
+/**
+ * SearchFleetNodes: one filtered, ordered page of fleet rows; totals of all matching nodes.
+ * The store filters, orders and pages (keyset: the token holds the last row's sort key), with
+ * the lifecycle as of now and the sightings this server has buffered applied, as GetFleetStatus.
+ */
+export async function searchFleetNodes(deps: FleetViewDeps, req: SearchFleetNodesRequest, nowMs = Date.now()): Promise<MessageInitShape<typeof SearchFleetNodesResponseSchema>> {
   checkId(req.channel, "channel", false);
   const q = checkFleetSearch(req);
-  const thresholdMs = staleThresholdMs(req.staleThresholdSeconds, deps.staleAfterMs);
-  const rows = await fleetRows(deps, req.channel || undefined, thresholdMs);
-  const { page, total, nextOffset } = searchFleet(rows, q);
+  const staleAfterMs = staleThresholdMs(req.staleThresholdSeconds, deps.staleAfterMs);
+  const { rows, total } = await deps.store.searchFleetNodes({
+    channel: req.channel || undefined,
+    lifecycle: q.lifecycle,
+    labels: q.labels,
+    drift: q.drift,
+    orderBy: q.orderBy,
+    descending: q.descending,
+    after: q.after,
+    offset: q.offset,
+    // One more than the page: whether there is a next one.
+    limit: q.pageSize + 1,
+    nowMs,
+    staleAfterMs,
+    sightings: deps.sightings.pending(),
+  });
+  const page = rows.slice(0, q.pageSize);
+  const last = page[page.length - 1];
   return {
     rows: page.map((r) => ({
       node: {
         nodeId: r.nodeId,
         channel: r.channel,
         lifecycle: r.lifecycle,
-        lastSeen: r.lastSeen,
+        lastSeen: r.lastSeenMs === undefined ? undefined : timestampFromMs(r.lastSeenMs),
         reportedReleaseId: r.reportedReleaseId,
         desiredReleaseId: r.desiredReleaseId,
         drift: r.drift,
@@ -89,9 +80,27 @@ export async function searchFleetNodes(deps: FleetViewDeps, req: SearchFleetNode
       drainReason: r.drainReason,
     })),
     totalSize: total,
-    nextPageToken: nextOffset === undefined ? "" : encodeOffsetToken(nextOffset),
+    nextPageToken: rows.length > q.pageSize ? encodeKeysetToken(q.orderBy, q.descending, { value: searchKeyOf(q.orderBy, last), nodeId: last.nodeId }, q.offset + page.length) : "",
     offset: q.offset,
   };
+}
+
+/** A row's value of the order key, as a keyset token holds it. */
+function searchKeyOf(orderBy: FleetOrderKey, r: FleetSearchStoreRow): string | number | null {
+  switch (orderBy) {
+    case "node_id":
+      return r.nodeId;
+    case "channel":
+      return r.channel;
+    case "lifecycle":
+      return r.lifecycle;
+    case "last_seen":
+      return r.lastSeenMs ?? null;
+    case "reported_release_id":
+      return r.reportedReleaseId;
+    case "desired_release_id":
+      return r.desiredReleaseId;
+  }
 }
 
 const publishedMs = (r: Release) => (r.publishedAt ? timestampMs(r.publishedAt) : 0);

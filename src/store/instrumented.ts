@@ -32,6 +32,7 @@ const OPERATIONS = {
   getNode: "get_node",
   listNodes: "list_nodes",
   fleetTotals: "fleet_totals",
+  searchFleetNodes: "search_fleet_nodes",
   fleetChannels: "fleet_channels",
   setDrained: "set_drained",
   recordSightings: "record_sightings",

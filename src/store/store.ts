@@ -3,6 +3,7 @@ import type { Node } from "../../gen/autonomy/v1/nodes_pb.js";
 import type { NodeAck, Release } from "../../gen/autonomy/v1/releases_pb.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "./fleet-rows.js";
 import type { FleetCounts, FleetTotalsQuery } from "./fleet-totals.js";
+import type { FleetSearchQuery, FleetSearchResult } from "./fleet-search.js";
 import type { ChainedAuditRow } from "../domain/audit.js";
 import type { RestoreProgress } from "../domain/rollout-actions.js";
 import type { IngestRateQuery } from "./ingest-rate.js";
@@ -186,6 +187,12 @@ export interface Store {
    * every selected node with those sightings applied.
    */
   fleetTotals(q: FleetTotalsQuery): Promise<FleetCounts>;
+  /**
+   * One page of the fleet search (SearchFleetNodes) and the count of every matching node,
+   * filtered, ordered and paged in the database, from one snapshot: the same rows as reading
+   * every node with the buffered sightings applied and searching them in memory.
+   */
+  searchFleetNodes(q: FleetSearchQuery): Promise<FleetSearchResult>;
   /** The channels that have enrolled nodes, by name (from the totals projection: no node is read). */
   fleetChannels(): Promise<string[]>;
   /** Drains or undrains a node; NotFoundError when it is not enrolled. */

@@ -7,10 +7,13 @@ import type { Store } from "../../src/store/store.js";
 import { createTestDatabase } from "./postgres.js";
 import type { StoreKind } from "./server.js";
 
-/** A store of either kind on a fresh SQLite data dir or a fresh PostgreSQL database. */
-export async function openStore(kind: StoreKind): Promise<{ store: Store; cleanup: () => Promise<void> }> {
+/**
+ * A store of either kind on a fresh SQLite data dir or a fresh PostgreSQL database (whose
+ * default collation is that of the ICU locale pgIcuLocale when given).
+ */
+export async function openStore(kind: StoreKind, opts: { pgIcuLocale?: string } = {}): Promise<{ store: Store; cleanup: () => Promise<void> }> {
   if (kind === "postgres") {
-    const db = await createTestDatabase();
+    const db = await createTestDatabase({ icuLocale: opts.pgIcuLocale });
     const store = await PostgresStore.open({ url: db.url });
     return { store, cleanup: async () => (await store.close(), await db.drop()) };
   }

@@ -15,6 +15,7 @@ import {
   type ReleaseRow,
 } from "../fleet-rows.js";
 import { desiredReleaseSql, fleetTotalsOf, seenBuckets, type FleetCounts, type FleetTotalsQuery, type StoredSightingRow } from "../fleet-totals.js";
+import { fleetSearchSql, rowOfSearch, type FleetSearchQuery, type FleetSearchResult, type FleetSearchSqlRow, type SearchDialect } from "../fleet-search.js";
 import type { Enrollment, NodeQuery } from "../store.js";
 import type { Outcome } from "../group-commit.js";
 import type { AuditRow } from "../rollout-rows.js";
@@ -49,6 +50,14 @@ async function nodeRow(db: Db, id: string) {
   const [row] = await db.select().from(nodes).where(eq(nodes.nodeId, id));
   return row;
 }
+
+/** PostgreSQL's spelling of the fleet search: labels are JSON text; text compares in the "C" collation (by code point). */
+const SEARCH_DIALECT: SearchDialect = {
+  sightings: (json) => sql`SELECT x->>0 AS node_id, (x->>1)::bigint AS seen, x->>2 AS rel FROM json_array_elements(${json}::json) x`,
+  sightingsJoin: sql`JOIN`,
+  hasLabel: (key, value) => sql`(n.labels::jsonb ->> ${key}::text) = ${value}::text`,
+  bytewise: sql.raw(`COLLATE "C"`),
+};
 
 /**
  * The fleet operations of the PostgreSQL store. Each write is one transaction; conflicts
@@ -284,6 +293,19 @@ export const pgFleet = {
     );
     const n = (v: string) => Number(v);
     return fleetTotalsOf({ total: n(row.total), draining: n(row.draining), drifted: n(row.drifted), unknown: n(row.unknown), up: n(row.up), buffered }, q);
+  },
+
+  /** The page and the count in one repeatable-read transaction: one snapshot. */
+  async searchFleetNodes(db: Db, q: FleetSearchQuery): Promise<FleetSearchResult> {
+    const { page, count } = fleetSearchSql(q, SEARCH_DIALECT);
+    return db.transaction(
+      async (tx) => {
+        const rows = (await tx.execute<FleetSearchSqlRow & Record<string, unknown>>(page)).rows.map(rowOfSearch);
+        const [{ total }] = (await tx.execute<{ total: string }>(count)).rows;
+        return { rows, total: Number(total) };
+      },
+      { isolationLevel: "repeatable read", accessMode: "read only" },
+    );
   },
 
   async lastEventsByType(db: Db, id: string): Promise<Event[]> {

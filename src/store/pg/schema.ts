@@ -1,3 +1,4 @@
+import { sql } from "drizzle-orm";
 import { bigint, bigserial, boolean, index, integer, pgTable, primaryKey, text, uniqueIndex } from "drizzle-orm/pg-core";
 
 /** Mirrors ../sqlite/schema.ts: same tables, columns and indexes, under the same names. */
@@ -73,6 +74,14 @@ export const nodes = pgTable(
     index("nodes_channel_seen").on(t.channel, t.lastSeenMs),
     index("nodes_diverged").on(t.divergedSinceMs, t.nodeId),
     index("nodes_channel_diverged").on(t.channel, t.divergedSinceMs, t.nodeId),
+    // The fleet search's orders (src/store/fleet-search.ts spells its keys the same), in the "C"
+    // collation it compares text in, whatever the database's: so also node_id and channel here,
+    // which SQLite's primary key and nodes_channel_id serve. No index on last seen: every
+    // heartbeat flush would rewrite it; that order sorts.
+    index("nodes_search_id").on(sql`${t.nodeId} COLLATE "C"`),
+    index("nodes_search_channel").on(sql`${t.channel} COLLATE "C"`, sql`${t.nodeId} COLLATE "C"`),
+    index("nodes_search_reported").on(sql`(CASE WHEN ${t.reportedReleaseId} IS NULL THEN '' ELSE ${t.reportedReleaseId} END) COLLATE "C"`, sql`${t.nodeId} COLLATE "C"`),
+    index("nodes_search_desired").on(sql`(CASE WHEN ${t.desiredReleaseId} IS NULL THEN '' ELSE ${t.desiredReleaseId} END) COLLATE "C"`, sql`${t.nodeId} COLLATE "C"`),
   ],
 );
 

@@ -10,6 +10,7 @@ import { withInserted } from "../../domain/audit.js";
 import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
 import type { FleetTotalsQuery } from "../fleet-totals.js";
+import type { FleetSearchQuery } from "../fleet-search.js";
 import type { AuditQuery, Enrollment, EventDeletion, EventFollowQuery, EventQuery, NodeQuery, RolloutQuery, StageNodeQuery, Store } from "../store.js";
 import type { StageOpening } from "../rollout-opening.js";
 import { pgFleet } from "./fleet.js";
@@ -207,6 +208,9 @@ export class PostgresStore implements Store {
   }
   fleetTotals(q: FleetTotalsQuery) {
     return this.run(() => pgFleet.fleetTotals(this.db, q));
+  }
+  searchFleetNodes(q: FleetSearchQuery) {
+    return this.run(() => pgFleet.searchFleetNodes(this.db, q));
   }
   async fleetChannels() {
     const res = await this.run(() => this.db.execute(sql`SELECT channel FROM fleet_totals GROUP BY channel HAVING sum(n) > 0 ORDER BY channel COLLATE "C"`));

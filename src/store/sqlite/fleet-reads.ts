@@ -7,6 +7,7 @@ import type { NodeAck, Release } from "../../../gen/autonomy/v1/releases_pb.js";
 import { rowToEvent } from "../event-rows.js";
 import { rowToAck, rowToNode, rowToRelease } from "../fleet-rows.js";
 import { fleetTotalsOf, seenBuckets, type FleetCounts, type FleetTotalsQuery, type StoredSightingRow } from "../fleet-totals.js";
+import { fleetSearchSql, rowOfSearch, type FleetSearchQuery, type FleetSearchResult, type FleetSearchSqlRow, type SearchDialect } from "../fleet-search.js";
 import type { NodeQuery } from "../store.js";
 import { events, nodeAcks, nodeLastEvents, nodes, releases } from "./schema.js";
 
@@ -16,6 +17,16 @@ import { events, nodeAcks, nodeLastEvents, nodes, releases } from "./schema.js";
  * most of a buffer in a steady fleet, are not read out.
  */
 const BUFFERED_MAY_CHANGE = "n.last_seen_ms IS NULL OR n.last_seen_ms < @since OR (s.value IS NOT NULL AND s.value IS NOT n.reported_release_id)";
+
+/** SQLite's spelling of the fleet search: JSON1 for the sightings and the labels; text compares bytewise already. */
+const SEARCH_DIALECT: SearchDialect = {
+  sightings: (json) =>
+    sql`SELECT json_extract(value, '$[0]') AS node_id, json_extract(value, '$[1]') AS seen, json_extract(value, '$[2]') AS rel FROM json_each(${json})`,
+  // Driven from the sightings: SQLite would otherwise scan json_each once per node.
+  sightingsJoin: sql`CROSS JOIN`,
+  hasLabel: (key, value) => sql`EXISTS (SELECT 1 FROM json_each(n.labels) l WHERE l.key = ${key} AND l.value = ${value})`,
+  bytewise: sql``,
+};
 
 /** The fleet reads of the SQLite store, on the reader connection (synchronous, like the driver). */
 export function prepareFleetReads(db: BetterSQLite3Database, reader: Database.Database) {
@@ -124,6 +135,13 @@ export function prepareFleetReads(db: BetterSQLite3Database, reader: Database.Da
       if (q.afterNodeId !== undefined) where.push(gt(nodes.nodeId, q.afterNodeId));
       const query = db.select().from(nodes).where(and(...where)).orderBy(asc(nodes.nodeId));
       return (q.limit === undefined ? query.all() : query.limit(q.limit).all()).map(rowToNode);
+    },
+    /** Both statements in one read, on the reader connection: one snapshot. */
+    searchFleetNodes: (q: FleetSearchQuery): FleetSearchResult => {
+      const { page, count } = fleetSearchSql(q, SEARCH_DIALECT);
+      const rows = db.all<FleetSearchSqlRow>(page).map(rowOfSearch);
+      const total = db.get<{ total: number }>(count).total;
+      return { rows, total };
     },
     lastEventsByType: (id: string): Event[] => lastEvents.all({ id }).map(rowToEvent),
     lastLockFingerprint: (id: string): string | undefined => fingerprint.get({ id })?.fp ?? undefined,

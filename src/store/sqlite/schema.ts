@@ -1,3 +1,4 @@
+import { sql } from "drizzle-orm";
 import { index, integer, primaryKey, sqliteTable, text, uniqueIndex } from "drizzle-orm/sqlite-core";
 
 /** Mirrors ../pg/schema.ts: same tables, columns and indexes, under the same names. */
@@ -74,6 +75,11 @@ export const nodes = sqliteTable(
     index("nodes_channel_seen").on(t.channel, t.lastSeenMs),
     index("nodes_diverged").on(t.divergedSinceMs, t.nodeId),
     index("nodes_channel_diverged").on(t.channel, t.divergedSinceMs, t.nodeId),
+    // The fleet search's orders by release (src/store/fleet-search.ts spells its keys the same);
+    // node_id and channel are served by the primary key and nodes_channel_id. No index on last
+    // seen: every heartbeat flush would rewrite it; that order sorts.
+    index("nodes_search_reported").on(sql`(CASE WHEN ${t.reportedReleaseId} IS NULL THEN '' ELSE ${t.reportedReleaseId} END)`, t.nodeId),
+    index("nodes_search_desired").on(sql`(CASE WHEN ${t.desiredReleaseId} IS NULL THEN '' ELSE ${t.desiredReleaseId} END)`, t.nodeId),
   ],
 );
 

@@ -19,6 +19,7 @@ import {
 } from "../prepared-queries.js";
 import { rowToAck, rowToNode, rowToRelease, type AckRow, type NodeSighting, type ReleaseRow } from "../fleet-rows.js";
 import type { FleetTotalsQuery } from "../fleet-totals.js";
+import type { FleetSearchQuery } from "../fleet-search.js";
 import type { AuditQuery, Enrollment, EventDeletion, EventFollowQuery, EventQuery, NodeQuery, RolloutQuery, StageNodeQuery, Store } from "../store.js";
 import type { OpenedStage, StageOpening } from "../rollout-opening.js";
 import { openConnection, sqliteUnavailable, type SqliteConnectionOptions } from "./connection.js";
@@ -211,6 +212,9 @@ export class SqliteStore implements Store {
   }
   fleetTotals(q: FleetTotalsQuery) {
     return this.read(() => this.fleet.fleetTotals(q));
+  }
+  searchFleetNodes(q: FleetSearchQuery) {
+    return this.read(() => this.fleet.searchFleetNodes(q));
   }
   private channelsQuery?: Database.Statement;
   fleetChannels() {

@@ -1,0 +1,4 @@
+CREATE INDEX "nodes_search_id" ON "nodes" USING btree ("node_id" COLLATE "C");--> statement-breakpoint
+CREATE INDEX "nodes_search_channel" ON "nodes" USING btree ("channel" COLLATE "C","node_id" COLLATE "C");--> statement-breakpoint
+CREATE INDEX "nodes_search_reported" ON "nodes" USING btree ((CASE WHEN "reported_release_id" IS NULL THEN '' ELSE "reported_release_id" END) COLLATE "C","node_id" COLLATE "C");--> statement-breakpoint
+CREATE INDEX "nodes_search_desired" ON "nodes" USING btree ((CASE WHEN "desired_release_id" IS NULL THEN '' ELSE "desired_release_id" END) COLLATE "C","node_id" COLLATE "C");

@@ -1,0 +1,2 @@
+CREATE INDEX `nodes_search_reported` ON `nodes` ((CASE WHEN "reported_release_id" IS NULL THEN '' ELSE "reported_release_id" END),`node_id`);--> statement-breakpoint
+CREATE INDEX `nodes_search_desired` ON `nodes` ((CASE WHEN "desired_release_id" IS NULL THEN '' ELSE "desired_release_id" END),`node_id`);
