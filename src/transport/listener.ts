@@ -41,14 +41,16 @@ export async function listenOn(server: net.Server, address: ListenAddress): Prom
 }
 
 const H2_PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+/** An HTTP/2 frame header: length (3 bytes), type, flags, stream id (4). */
+const H2_FRAME_HEADER_BYTES = 9;
 
 /**
  * Serves one handler on one cleartext port for both HTTP/2 with prior knowledge (h2c, as
  * gRPC and `curl --http2-prior-knowledge` speak it) and HTTP/1.1: it reads the first bytes
  * of each connection and hands the socket to the matching server. TLS, where ALPN chooses
  * the protocol, uses `http2.createSecureServer({ allowHTTP1: true })` with the same handler.
- * The limits bound every connection: its first bytes and each request's headers must come
- * within the headers timeout, a request within the request timeout, and connections beyond
+ * The limits bound every connection: its first bytes (for HTTP/2, the preface and the header
+ * of the client's first frame) and each request's headers must come within the headers timeout, a request within the request timeout, and connections beyond
  * the caps (in total, per client address) are closed as they open.
  */
 export async function listenCleartext(address: ListenAddress, handler: RequestHandler, limits: TransportLimits = DEFAULT_LIMITS): Promise<Listener> {
@@ -97,8 +99,12 @@ export async function listenCleartext(address: ListenAddress, handler: RequestHa
       head = Buffer.concat([head, chunk]);
       const n = Math.min(head.length, H2_PREFACE.length);
       const isH2Prefix = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-      // Wait while the bytes so far could still be the start of the HTTP/2 preface.
-      if (isH2Prefix && n < H2_PREFACE.length) return;
+      // Wait while the bytes so far could still be the start of the HTTP/2 preface, and past
+      // it for the header of the SETTINGS frame that a client sends with its preface (RFC 9113
+      // 3.4): an HTTP/2 session (nghttp2's state and buffers, the server's SETTINGS) is made
+      // only then, so that a connection that sends the preface alone costs no more than one
+      // that sends nothing, and is closed at the headers timeout the same way.
+      if (isH2Prefix && head.length < H2_PREFACE.length + H2_FRAME_HEADER_BYTES) return;
       socket.off("data", onData);
       socket.setTimeout(0);
       undecided.delete(socket);

@@ -2,7 +2,7 @@ import os from "node:os";
 import path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { createLogger, LogRing, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
-import { DEFAULT_UNAUTHENTICATED_RATE, startServer } from "../../server.js";
+import { DEFAULT_REFUSED_BODY_RATE, DEFAULT_UNAUTHENTICATED_RATE, startServer } from "../../server.js";
 import { wrapProse } from "../shared/program.js";
 import { parseDuration, parseMiB, parsePositiveDuration, parsePositiveInt, parseSize } from "../shared/parse.js";
 import { DEFAULT_LIMITS } from "../../transport/limits.js";
@@ -51,6 +51,8 @@ interface ServeOptions {
   http2MaxSessionMemory: number;
   unauthenticatedRate: number;
   unauthenticatedBurst: number;
+  refusedBodyRate: number;
+  refusedBodyBurst: number;
   pushKeepalive: number;
   nodeIngestRate: number;
   nodeIngestBurst: number;
@@ -326,6 +328,25 @@ export function serveCommand(): Command {
         .default(DEFAULT_UNAUTHENTICATED_RATE.burst),
     )
     .addOption(
+      new Option(
+        "--refused-body-rate <n>",
+        "request bodies per second one principal or client address may have refused (too large, nested too deep, malformed, too slow); beyond, its calls are answered 429 with Retry-After before their body is read (0: no limit)",
+      )
+        .env("AUTONOMY_REFUSED_BODY_RATE")
+        .argParser((v) => {
+          const n = Number(v);
+          if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError("a number, 0 or more");
+          return n;
+        })
+        .default(DEFAULT_REFUSED_BODY_RATE.perSecond),
+    )
+    .addOption(
+      new Option("--refused-body-burst <n>", "such refused bodies one principal or address may have at once before the rate applies")
+        .env("AUTONOMY_REFUSED_BODY_BURST")
+        .argParser(parsePositiveInt)
+        .default(DEFAULT_REFUSED_BODY_RATE.burst),
+    )
+    .addOption(
       new Option("--node-ingest-rate <n>", "events per second one node may ingest; over it, 429 with Retry-After (REST) or resource_exhausted with a retry-after hint (RPC); 0: no limit")
         .env("AUTONOMY_NODE_INGEST_RATE")
         .argParser((v) => {
@@ -418,6 +439,7 @@ export function serveCommand(): Command {
               maxSessionMemoryMiB: opts.http2MaxSessionMemory,
             },
             unauthenticatedRate: { perSecond: opts.unauthenticatedRate, burst: opts.unauthenticatedBurst },
+            refusedBodyRate: { perSecond: opts.refusedBodyRate, burst: opts.refusedBodyBurst },
             pushKeepaliveMs: opts.pushKeepalive,
             nodeIngestRate: { perSecond: opts.nodeIngestRate, burst: opts.nodeIngestBurst },
             tls:
