@@ -466,6 +466,7 @@ export async function startServer(
     } else {
       const cleartext = await listenCleartext(listenAddress, handler, limits);
       api = cleartext;
+      metrics.countWaitingConnections = () => cleartext.waiting?.() ?? 0;
       teardown.push("API listener", () => cleartext.close());
       if (!isLoopback(listenAddress.host)) {
         logger.warn(

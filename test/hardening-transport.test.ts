@@ -340,6 +340,69 @@ describe("throttling unauthenticated calls per address", () => {
   });
 });
 
+describe("new connections per client address at a rate (--connection-rate-per-client)", () => {
+  let dir: string;
+  let server: ChildServer;
+  beforeAll(async () => {
+    dir = tempDir("conn-rate");
+    // A rate this low serves no waiting connection while the test runs.
+    server = await startChildServer(["--data-dir", dir, "--connection-burst-per-client", "2", "--connection-rate-per-client", "0.001"]);
+  });
+  afterAll(async () => {
+    await server.kill();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const connect = (localAddress: string) =>
+    new Promise<net.Socket>((resolve) => {
+      const socket = net.connect({ port: Number(new URL(server.url).port), host: "127.0.0.1", localAddress }, () => resolve(socket));
+      socket.on("error", () => {});
+    });
+  /** Sends GET /v1/health on the socket; `replies` collects what comes back. */
+  const ask = (socket: net.Socket) => {
+    const replies: Buffer[] = [];
+    socket.on("data", (c: Buffer) => replies.push(c));
+    socket.write("GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n");
+    return replies;
+  };
+  // One kept-alive connection, from an address of its own, for every scrape.
+  const scraper = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const waiting = () =>
+    new Promise<number>((resolve, reject) => {
+      const req = http.get(`${server.url}/metrics`, { agent: scraper, localAddress: "127.0.0.13" }, (res) => {
+        let body = "";
+        res.on("data", (c) => (body += c));
+        res.on("end", () => resolve(Number(/^cp_connections_waiting (\d+)$/m.exec(body)?.[1])));
+      });
+      req.on("error", reject);
+    });
+
+  it("serves an address's burst, keeps its next connection waiting unread while other addresses are served, and forgets it when it closes", async () => {
+    const served = await Promise.all([connect("127.0.0.11"), connect("127.0.0.11")]);
+    const answers = served.map(ask);
+    await until("both connections of the burst to be answered", async () => answers.every((r) => /^HTTP\/1\.1 200 /.test(Buffer.concat(r).toString())));
+    const third = await connect("127.0.0.11");
+    const unanswered = ask(third);
+    await until("the third connection to wait for its turn", async () => (await waiting()) === 1);
+    // Another address is served meanwhile, and the waiting connection has had no answer.
+    const other = await connect("127.0.0.12");
+    const otherAnswer = ask(other);
+    await until("the other address to be answered", async () => /^HTTP\/1\.1 200 /.test(Buffer.concat(otherAnswer).toString()));
+    expect(Buffer.concat(unanswered).length).toBe(0);
+    expect(third.destroyed).toBe(false);
+    third.destroy();
+    await until("the closed waiting connection to be forgotten", async () => (await waiting()) === 0);
+    for (const s of [...served, other]) s.destroy();
+    scraper.destroy();
+  });
+
+  it("is documented in serve --help", async () => {
+    const help = await runProgram(ORCHESTRATOR_BIN, ["serve", "--help"]);
+    expect(help.stdout).toMatch(/--connection-rate-per-client <n>/);
+    expect(help.stdout).toMatch(/--connection-burst-per-client <n>/);
+  });
+});
+
 describe("budget of refused bodies per principal and address (--refused-body-rate)", () => {
   let dir: string;
   let server: ChildServer;

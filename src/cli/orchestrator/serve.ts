@@ -47,6 +47,8 @@ interface ServeOptions {
   httpIdleTimeout: number;
   maxConnections: number;
   maxConnectionsPerClient: number;
+  connectionRatePerClient: number;
+  connectionBurstPerClient: number;
   http2MaxConcurrentStreams: number;
   http2MaxSessionMemory: number;
   unauthenticatedRate: number;
@@ -300,6 +302,25 @@ export function serveCommand(): Command {
         .default(DEFAULT_LIMITS.maxConnectionsPerClient),
     )
     .addOption(
+      new Option(
+        "--connection-rate-per-client <n>",
+        "new connections per second one client address may have served (cleartext listener); those beyond wait, unread, for their turn, within --max-connections-per-client (0: no limit)",
+      )
+        .env("AUTONOMY_CONNECTION_RATE_PER_CLIENT")
+        .argParser((v) => {
+          const n = Number(v);
+          if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError("a number, 0 or more");
+          return n;
+        })
+        .default(DEFAULT_LIMITS.connectionRatePerClient),
+    )
+    .addOption(
+      new Option("--connection-burst-per-client <n>", "new connections one client address may have served at once before the rate applies")
+        .env("AUTONOMY_CONNECTION_BURST_PER_CLIENT")
+        .argParser(parsePositiveInt)
+        .default(DEFAULT_LIMITS.connectionBurstPerClient),
+    )
+    .addOption(
       new Option("--http2-max-concurrent-streams <n>", "HTTP/2 streams one session may have open at once")
         .env("AUTONOMY_HTTP2_MAX_CONCURRENT_STREAMS")
         .argParser(parsePositiveInt)
@@ -435,6 +456,8 @@ export function serveCommand(): Command {
               idleTimeoutMs: opts.httpIdleTimeout,
               maxConnections: opts.maxConnections,
               maxConnectionsPerClient: opts.maxConnectionsPerClient,
+              connectionRatePerClient: opts.connectionRatePerClient,
+              connectionBurstPerClient: opts.connectionBurstPerClient,
               maxConcurrentStreams: opts.http2MaxConcurrentStreams,
               maxSessionMemoryMiB: opts.http2MaxSessionMemory,
             },
