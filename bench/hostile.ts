@@ -6,7 +6,8 @@
  *
  *   flood          unauthenticated calls, REST and Connect, 64 streams without pause
  *   nested         16 concurrent 8 MiB bodies of nested arrays without a token
- *   nested-auth    the same with a valid token (read in full, refused by the depth check)
+ *   nested-auth    the same with a valid token of its own (another principal than the
+ *                  legitimate client's), refused by the depth check
  *   idle           5,000 connections that send nothing, half a request line or only the HTTP/2 preface
  *
  * The figure is the ratio of the median events/s during the attack to the median without it
@@ -17,6 +18,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { createOrchestratorClients } from "../clients/index.js";
 import { packageRoot } from "../src/paths.js";
 import { BOOTSTRAP_TOKEN_FILE } from "../src/security/bootstrap.js";
 import type { AttackSpec } from "./attack.js";
@@ -59,6 +61,20 @@ async function ingest(url: string, token: string, firstBatch: number): Promise<n
 }
 
 /**
+ * A token of another principal than the legitimate client's, allowed to ingest: a caller with
+ * valid credentials of its own that sends hostile bodies (throttling it must not throttle others).
+ */
+async function attackerToken(url: string, adminToken: string): Promise<string> {
+  const api = createOrchestratorClients({ baseUrl: url, token: adminToken });
+  try {
+    await api.rbac.assignRole({ principal: "operator:hostile", role: "integrator" });
+    return (await api.rbac.createToken({ principal: "operator:hostile", description: "bench:hostile attacker" })).token;
+  } finally {
+    api.close();
+  }
+}
+
+/**
  * Baseline and attack rounds alternate (B A B A B A B) on one server, so that a change in the
  * machine's load or the store's size weighs on both; the ratio is median(A) / median(B).
  */
@@ -66,6 +82,7 @@ async function run(scenario: Scenario, dir: string): Promise<Run> {
   const server = await startOrchestrator(dir, [], { AUTONOMY_RBAC_ENFORCEMENT: "1" });
   try {
     const token = readFileSync(path.join(dir, BOOTSTRAP_TOKEN_FILE), "utf8").trim();
+    const hostileToken = scenario === "nested-auth" ? await attackerToken(server.url, token) : undefined;
     let batch = 0;
     const next = () => ingest(server.url, token, (batch += BATCHES));
     await next(); // warm-up
@@ -78,7 +95,7 @@ async function run(scenario: Scenario, dir: string): Promise<Run> {
         kind: scenario === "nested-auth" ? "nested" : scenario,
         url: server.url,
         sources: scenario === "idle" ? ATTACK_SOURCES : ATTACK_SOURCES.slice(0, 1),
-        token: scenario === "nested-auth" ? token : undefined,
+        token: hostileToken,
         connections: IDLE_CONNECTIONS,
         summaryFile,
       };

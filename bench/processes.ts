@@ -26,9 +26,10 @@ export async function spawnUntil(
   const [command, argv] = direct ? [script, args] : [process.execPath, [script, ...args]];
   const proc = spawn(command, argv, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
   const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
+  let onData: (chunk: Buffer) => void = () => {};
   const ready = await new Promise<string>((resolve, reject) => {
     let seen = "";
-    const onData = (chunk: Buffer) => {
+    onData = (chunk: Buffer) => {
       seen += chunk.toString();
       for (const line of seen.split("\n")) {
         const value = match(line);
@@ -39,6 +40,11 @@ export async function spawnUntil(
     proc.stderr!.on("data", onData);
     void exited.then(() => reject(new Error(`${script} exited before it was ready:\n${seen}`)));
   });
+  // Once ready, the lines are no longer matched: re-reading all of them at every chunk made the
+  // bench process's cost grow with the square of the child's output (a server logging a flood
+  // of refused requests), taking CPU from the server and its load on a machine of few cores.
+  proc.stdout!.off("data", onData);
+  proc.stderr!.off("data", onData);
   // Keep draining the pipes so the child never blocks on a full one.
   proc.stdout!.resume();
   proc.stderr!.resume();

@@ -93,6 +93,11 @@ export interface ServerConfig {
   limits?: Partial<TransportLimits>;
   /** Unauthenticated calls per client address (--unauthenticated-rate, --unauthenticated-burst). */
   unauthenticatedRate?: RateLimitSettings;
+  /**
+   * Bodies refused by the transport's body checks per principal and per client address
+   * (--refused-body-rate, --refused-body-burst); beyond, 429 before the body is read.
+   */
+  refusedBodyRate?: RateLimitSettings;
   /** Events per second each node may ingest, with a burst (--node-ingest-rate, --node-ingest-burst); no limit when unset or 0. */
   nodeIngestRate?: RateLimitSettings;
   /** How often an agent's push stream carries a keepalive (--push-keepalive); 15 seconds when unset. */
@@ -107,6 +112,8 @@ export interface ServerConfig {
 
 /** 20 unauthenticated calls a second per client address, 100 at once. */
 export const DEFAULT_UNAUTHENTICATED_RATE: RateLimitSettings = { perSecond: 20, burst: 100 };
+/** Refused bodies per principal and per address: 20 at once, then 1 a second. */
+export const DEFAULT_REFUSED_BODY_RATE: RateLimitSettings = { perSecond: 1, burst: 20 };
 
 export { BOOTSTRAP_TOKEN_FILE } from "./security/bootstrap.js";
 
@@ -455,6 +462,7 @@ export async function startServer(
         checkCredential: (method, peer, header, source) => authorizer.checkCredential(method, peer, header, source),
         infoOf: (req) => infos.get(req) ?? {},
         limiter: new RateLimiter(config.unauthenticatedRate ?? DEFAULT_UNAUTHENTICATED_RATE),
+        refusedBodies: new RateLimiter(config.refusedBodyRate ?? DEFAULT_REFUSED_BODY_RATE),
         maxBodyBytes: MAX_BODY_BYTES,
         requestTimeoutMs: limits.requestTimeoutMs,
         logger,
@@ -520,11 +528,15 @@ export async function startServer(
         syncTimer.unref();
         teardown.push("CRL sync timer", () => clearInterval(syncTimer));
       }
-    } else if (!isLoopback(listenAddress.host)) {
-      logger.warn(
-        { listen: config.listen },
-        "serving cleartext HTTP beyond loopback: anyone on the network can read and send requests; set --tls-cert-file and --tls-key-file (and --tls-ca-file for mutual TLS)",
-      );
+    } else {
+      const cleartext = api as Listener;
+      metrics.countWaitingConnections = () => cleartext.waiting?.() ?? 0;
+      if (!isLoopback(listenAddress.host)) {
+        logger.warn(
+          { listen: config.listen },
+          "serving cleartext HTTP beyond loopback: anyone on the network can read and send requests; set --tls-cert-file and --tls-key-file (and --tls-ca-file for mutual TLS)",
+        );
+      }
     }
     // Run before the listener closes: streams end (unavailable) and waiting long polls answer, instead of holding it open.
     teardown.push("push streams", () => push.close());

@@ -213,6 +213,28 @@ describe("slow, idle and too many connections", () => {
     await Promise.all(closed);
   });
 
+  it("makes no HTTP/2 session for a connection that sends only the preface, and one for the preface with its SETTINGS", async () => {
+    const preface = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    const settings = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    const bare = await cleartext(server);
+    const withSettings = await cleartext(server);
+    const received = new Map<net.Socket, Buffer[]>([
+      [bare, []],
+      [withSettings, []],
+    ]);
+    for (const [s, chunks] of received) s.on("data", (c: Buffer) => chunks.push(c));
+    const closed = [bare, withSettings].map(closedByServer);
+    bare.write(preface);
+    withSettings.write(Buffer.concat([preface, settings]));
+    await Promise.all(closed);
+    // A session answers with its own SETTINGS frame (type 4) at once; the preface alone got none.
+    expect(Buffer.concat(received.get(bare)!).length).toBe(0);
+    const answer = Buffer.concat(received.get(withSettings)!);
+    expect(answer.length).toBeGreaterThanOrEqual(9);
+    expect(answer[3]).toBe(4);
+  });
+
   it("cuts a request whose body does not arrive within the request timeout, HTTP/1.1 and HTTP/2", async () => {
     const socket = await cleartext(server);
     const closed = closedByServer(socket);
@@ -315,6 +337,154 @@ describe("throttling unauthenticated calls per address", () => {
     // Another address has its own bucket, and a credential is served there.
     expect((await from("127.0.0.4", "/v1/fleet")).status).toBe(401);
     expect((await from("127.0.0.4", "/v1/fleet", { authorization: `Bearer ${token}` })).status).toBe(200);
+  });
+});
+
+describe("new connections per client address at a rate (--connection-rate-per-client)", () => {
+  let dir: string;
+  let server: ChildServer;
+  beforeAll(async () => {
+    dir = tempDir("conn-rate");
+    // A rate this low serves no waiting connection while the test runs.
+    server = await startChildServer(["--data-dir", dir, "--connection-burst-per-client", "2", "--connection-rate-per-client", "0.001"]);
+  });
+  afterAll(async () => {
+    await server.kill();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const connect = (localAddress: string) =>
+    new Promise<net.Socket>((resolve) => {
+      const socket = net.connect({ port: Number(new URL(server.url).port), host: "127.0.0.1", localAddress }, () => resolve(socket));
+      socket.on("error", () => {});
+    });
+  /** Sends GET /v1/health on the socket; `replies` collects what comes back. */
+  const ask = (socket: net.Socket) => {
+    const replies: Buffer[] = [];
+    socket.on("data", (c: Buffer) => replies.push(c));
+    socket.write("GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n");
+    return replies;
+  };
+  // One kept-alive connection, from an address of its own, for every scrape.
+  const scraper = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const waiting = () =>
+    new Promise<number>((resolve, reject) => {
+      const req = http.get(`${server.url}/metrics`, { agent: scraper, localAddress: "127.0.0.13" }, (res) => {
+        let body = "";
+        res.on("data", (c) => (body += c));
+        res.on("end", () => resolve(Number(/^cp_connections_waiting (\d+)$/m.exec(body)?.[1])));
+      });
+      req.on("error", reject);
+    });
+
+  it("serves an address's burst, keeps its next connection waiting unread while other addresses are served, and forgets it when it closes", async () => {
+    const served = await Promise.all([connect("127.0.0.11"), connect("127.0.0.11")]);
+    const answers = served.map(ask);
+    await until("both connections of the burst to be answered", async () => answers.every((r) => /^HTTP\/1\.1 200 /.test(Buffer.concat(r).toString())));
+    const third = await connect("127.0.0.11");
+    const unanswered = ask(third);
+    await until("the third connection to wait for its turn", async () => (await waiting()) === 1);
+    // Another address is served meanwhile, and the waiting connection has had no answer.
+    const other = await connect("127.0.0.12");
+    const otherAnswer = ask(other);
+    await until("the other address to be answered", async () => /^HTTP\/1\.1 200 /.test(Buffer.concat(otherAnswer).toString()));
+    expect(Buffer.concat(unanswered).length).toBe(0);
+    expect(third.destroyed).toBe(false);
+    third.destroy();
+    await until("the closed waiting connection to be forgotten", async () => (await waiting()) === 0);
+    for (const s of [...served, other]) s.destroy();
+    scraper.destroy();
+  });
+
+  it("is documented in serve --help", async () => {
+    const help = await runProgram(ORCHESTRATOR_BIN, ["serve", "--help"]);
+    expect(help.stdout).toMatch(/--connection-rate-per-client <n>/);
+    expect(help.stdout).toMatch(/--connection-burst-per-client <n>/);
+  });
+});
+
+describe("budget of refused bodies per principal and address (--refused-body-rate)", () => {
+  let dir: string;
+  let server: ChildServer;
+  let token: string;
+  beforeAll(async () => {
+    dir = tempDir("refused");
+    // A rate this low refills nothing while the test runs.
+    server = await startChildServer(["--data-dir", dir, "--refused-body-burst", "3", "--refused-body-rate", "0.001"], ENFORCED);
+    token = readFileSync(path.join(dir, BOOTSTRAP_TOKEN_FILE), "utf8").trim();
+  });
+  afterAll(async () => {
+    await server.kill();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const port = () => Number(new URL(server.url).port);
+  /** An HTTP/2 session from a chosen local address (127.0.0.0/8 is all loopback on Linux). */
+  const sessionFrom = (localAddress: string) => {
+    const s = http2.connect(server.url, { createConnection: () => net.connect({ host: "127.0.0.1", port: port(), localAddress }) });
+    s.on("error", () => {});
+    return s;
+  };
+  const post = (s: http2.ClientHttp2Session, p: string, body: Buffer | string, headers: http2.OutgoingHttpHeaders = {}) =>
+    h2Request(s, { ":method": "POST", ":path": p, "content-type": "application/json", ...headers }, body);
+  const deep = nestedBody(64 * 1024);
+  const good = JSON.stringify({ events: [{ event_id: "budget-ok", event_type: "t", node_id: "n1", timestamp: "2026-11-22T10:00:00Z" }] });
+
+  it("answers a principal 429 with Retry-After, without reading the body, once its refused bodies used up the burst", async () => {
+    const auth = { authorization: `Bearer ${token}` };
+    // Each refused body closes its session (GOAWAY): one session per call.
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const s = sessionFrom("127.0.0.5");
+      try {
+        statuses.push((await post(s, i % 2 ? "/autonomy.v1.EventService/IngestEvents" : "/v1/events", deep, auth)).status);
+      } finally {
+        s.destroy();
+      }
+    }
+    expect(statuses).toEqual([400, 400, 400]);
+    // The same principal from another address: its own budget is spent, valid body or not.
+    const other = sessionFrom("127.0.0.6");
+    try {
+      const rest = await post(other, "/v1/events", good, auth);
+      expect(rest.status).toBe(429);
+      expect(Number(rest.headers["retry-after"])).toBeGreaterThanOrEqual(1);
+      expect(JSON.parse(rest.body.toString())).toMatchObject({ code: "resource_exhausted", message: expect.stringContaining("too many refused request bodies") });
+      const connect = await post(other, "/autonomy.v1.EventService/IngestEvents", deep, auth);
+      expect([connect.status, JSON.parse(connect.body.toString()).code]).toEqual([429, "resource_exhausted"]);
+      // Calls without a body are not throttled, and the session stays open after a 429.
+      const list = await h2Request(other, { ":path": "/v1/fleet", ...auth });
+      expect(list.status).toBe(200);
+    } finally {
+      other.destroy();
+    }
+  });
+
+  it("counts refused bodies per address too, for calls that need no credential and for any principal there", async () => {
+    // Enroll is public: its calls are counted by address alone.
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const s = sessionFrom("127.0.0.8");
+      try {
+        statuses.push((await post(s, "/v1/enrollments", deep)).status);
+      } finally {
+        s.destroy();
+      }
+    }
+    expect(statuses).toEqual([400, 400, 400, 429]);
+    const there = sessionFrom("127.0.0.8");
+    const fresh = sessionFrom("127.0.0.9");
+    const anonymous = sessionFrom("127.0.0.10");
+    try {
+      expect((await post(there, "/v1/events", good, { authorization: `Bearer ${token}` })).status).toBe(429);
+      // Another address has its own budget; an unauthenticated call there is refused by its credential first.
+      expect((await post(fresh, "/v1/enrollments", deep)).status).toBe(400);
+      expect((await post(anonymous, "/v1/events", good)).status).toBe(401);
+    } finally {
+      there.destroy();
+      fresh.destroy();
+      anonymous.destroy();
+    }
   });
 });
 
@@ -450,5 +620,7 @@ describe("--tls-client-auth request", () => {
     const help = await runProgram(ORCHESTRATOR_BIN, ["serve", "--help"]);
     expect(help.stdout).toMatch(/--tls-client-auth <mode>/);
     expect(help.stdout).toMatch(/request lets it in to authenticate with a bearer token/);
+    expect(help.stdout).toMatch(/--refused-body-rate <n>/);
+    expect(help.stdout).toMatch(/--refused-body-burst <n>/);
   });
 });

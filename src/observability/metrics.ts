@@ -32,6 +32,9 @@ export interface Metrics {
   readonly rolloutTransitions: Counter<"action" | "phase">;
   readonly rolloutEvaluations: Counter;
   readonly tlsRefusals: Counter<"reason">;
+  /** Connections of the cleartext listener waiting for their turn (--connection-rate-per-client), read at scrape time. */
+  readonly connectionsWaiting: Gauge;
+  countWaitingConnections?: () => number;
   readonly tlsRevokedClosed: Counter;
   /** AgentService.Subscribe streams open now. */
   readonly agentStreams: Gauge;
@@ -203,6 +206,14 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
       help: "IngestEvents calls refused by the per-node limit (--node-ingest-rate), by node: enrolled node ids, \"unenrolled\" for any other.",
       labelNames: ["node"],
       registers,
+    }),
+    connectionsWaiting: new Gauge({
+      name: "cp_connections_waiting",
+      help: "New connections waiting, unread, for their turn under --connection-rate-per-client (cleartext listener), when scraped.",
+      registers,
+      collect() {
+        this.set(metrics.countWaitingConnections?.() ?? 0);
+      },
     }),
     agentStreams: new Gauge({
       name: "cp_agent_streams",

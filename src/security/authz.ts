@@ -296,13 +296,13 @@ export class Authorizer {
   }
   /**
    * Authentication from the headers alone, so the transport can answer before it reads a body:
-   * undefined when the call may go on to the interceptor (a public RPC, enforcement off, or a
-   * credential that names a principal), else the `unauthenticated` error the interceptor would
-   * raise, recorded (coalesced) in the audit trail the same way.
+   * `denied`, the `unauthenticated` error the interceptor would raise, recorded (coalesced) in
+   * the audit trail the same way; else the call may go on to the interceptor (a public RPC,
+   * enforcement off, or a credential that names a principal: `principal`, its id).
    */
-  async checkCredential(method: DescMethod, peer: PeerIdentity | undefined, header: Headers, source = "unknown"): Promise<ConnectError | undefined> {
+  async checkCredential(method: DescMethod, peer: PeerIdentity | undefined, header: Headers, source = "unknown"): Promise<CredentialCheck> {
     const needed = getOption(method, permissionOption);
-    if (!this.deps.enforced || !needed || needed === "public") return undefined;
+    if (!this.deps.enforced || !needed || needed === "public") return {};
     const rpc = `${method.parent.typeName}/${method.name}`;
     const claimed = header.get(OPERATOR_HEADER)?.trim() ?? "";
     let principal: Principal;
@@ -311,14 +311,20 @@ export class Authorizer {
     } catch (err) {
       if (err instanceof AuthenticationFailure) {
         await this.refusals.record({ eventName: "auth.failed", source, actor: "anonymous", claim: claimed, rpc, reason: err.reason, fields: err.fields });
-        return err;
+        return { denied: err };
       }
       throw err;
     }
-    if (principal.kind !== "anonymous") return undefined;
+    if (principal.kind !== "anonymous") return { principal: principalId(principal) };
     await this.refusals.record({ eventName: "auth.denied", source, actor: principalId(principal), claim: claimed, rpc, reason: "no credentials" });
-    return new ConnectError(`${rpc} needs ${needed}: present a client certificate or a bearer token (Authorization: Bearer ...)`, Code.Unauthenticated);
+    return { denied: new ConnectError(`${rpc} needs ${needed}: present a client certificate or a bearer token (Authorization: Bearer ...)`, Code.Unauthenticated) };
   }
+}
+
+/** What `checkCredential` found: a refusal, or the principal the credential names (none for a call that needs none). */
+export interface CredentialCheck {
+  denied?: ConnectError;
+  principal?: string;
 }
 
 const GET_SPEC = RolloutService.method.getRolloutSpec.name;

@@ -7,7 +7,9 @@
  *      (`resource_exhausted`) before any credential is looked at;
  *   3. the credential, from the headers only: a call that needs one and has none, or a bad
  *      token, is answered 401 (`unauthenticated`) without reading its body;
- *   4. the body: read within the size limit and the request timeout, with at most one large
+ *   4. the refused-bodies budget: a principal or address whose bodies the checks below keep
+ *      refusing is answered 429 (`resource_exhausted`) before its next body is read;
+ *   5. the body: read within the size limit and the request timeout, with at most one large
  *      body per core being read and parsed at a time, then checked for nesting depth and
  *      framing so the parsers' cost stays linear; Connect and REST then read it from memory.
  *
@@ -37,15 +39,16 @@ import type { ServiceEntry } from "./services.js";
 export const THROTTLE_HOLD_MS = 1000;
 
 /**
- * An address that used up its unauthenticated calls: answered `resource_exhausted` with
- * Retry-After. Not a ConnectError subclass: ConnectError's `instanceof` accepts any ConnectError.
+ * An address that used up its unauthenticated calls, or a principal or address that used up its
+ * refused bodies: answered `resource_exhausted` with Retry-After, held THROTTLE_HOLD_MS first.
+ * Not a ConnectError subclass: ConnectError's `instanceof` accepts any ConnectError.
  */
 class ThrottledError extends Error {
   constructor(
-    readonly address: string,
+    what: string,
     readonly retryAfterSeconds: number,
   ) {
-    super(`too many unauthenticated requests from ${address}; retry in ${retryAfterSeconds}s`);
+    super(`${what}; retry in ${retryAfterSeconds}s`);
   }
 
   toConnectError(): ConnectError {
@@ -65,12 +68,19 @@ export interface GateOptions {
   resolveRest: RestResolver;
   /** True for an RPC anyone may call (a "public" permission, or RBAC enforcement off): never throttled. */
   isOpen(method: DescMethod): boolean;
-  /** Authentication from the headers (src/security/authz.ts `checkCredential`). */
-  checkCredential(method: DescMethod, peer: PeerIdentity | undefined, header: Headers, source: string): Promise<ConnectError | undefined>;
+  /** Authentication from the headers (src/security/authz.ts `checkCredential`): a refusal, or the principal's id when the credential names one. */
+  checkCredential(method: DescMethod, peer: PeerIdentity | undefined, header: Headers, source: string): Promise<{ denied?: ConnectError; principal?: string }>;
   /** The request's log and metrics record (its verified client certificate included). */
   infoOf(req: NodeRequest): RequestInfo;
   /** Unauthenticated calls per client address. */
   limiter: RateLimiter;
+  /**
+   * Bodies refused by the body checks (too large, nested too deep, malformed framing, too
+   * slow), counted per principal and per client address: once either has used up its bucket,
+   * its calls are answered `resource_exhausted` (429) with Retry-After before their body is
+   * read. Off when unset or at a rate of 0.
+   */
+  refusedBodies?: RateLimiter;
   maxBodyBytes: number;
   /** The whole body must arrive within this many milliseconds of the request's headers. */
   requestTimeoutMs: number;
@@ -357,7 +367,7 @@ export function createGate(opts: GateOptions, next: RequestHandler): RequestHand
     const info = opts.infoOf(req);
     const header = headersOf(req);
     const address = throttleKey(clientAddress(req));
-    if (opts.isOpen(method)) return passBody(req, res, protocol, method, contentType, header);
+    if (opts.isOpen(method)) return passBody(req, res, protocol, method, contentType, header, refusalKeys(address, undefined));
     // A verified client certificate is never throttled. A call with no credential at all is
     // refused for sure: it takes its token before the (audited) refusal, so that concurrent
     // ones cannot all pass on the same last token. A bearer token is looked up first and
@@ -365,45 +375,68 @@ export function createGate(opts: GateOptions, next: RequestHandler): RequestHand
     if (!info.peer) {
       const wait = opts.limiter.retryAfter(address);
       if (wait > 0) {
-        throw new ThrottledError(address, wait);
+        throw new ThrottledError(`too many unauthenticated requests from ${address}`, wait);
       }
     }
     const bare = !info.peer && !header.has("authorization");
     if (bare) opts.limiter.take(address);
-    const denied = await opts.checkCredential(method, info.peer, header, address);
+    const { denied, principal } = await opts.checkCredential(method, info.peer, header, address);
     if (denied) {
       if (!bare && !info.peer) opts.limiter.take(address);
       throw denied;
     }
-    return passBody(req, res, protocol, method, contentType, header);
+    return passBody(req, res, protocol, method, contentType, header, refusalKeys(address, principal));
   }
 
-  async function passBody(req: NodeRequest, res: NodeResponse, protocol: Protocol, method: DescMethod, contentType: string, header: Headers): Promise<void> {
+  /** The refused-bodies buckets of a call: its principal's (when known) and its address's. */
+  function refusalKeys(address: string, principal: string | undefined): string[] {
+    return principal === undefined ? [`address ${address}`] : [`principal ${principal}`, `address ${address}`];
+  }
+
+  async function passBody(req: NodeRequest, res: NodeResponse, protocol: Protocol, method: DescMethod, contentType: string, header: Headers, keys: string[]): Promise<void> {
     const hasBody = req.method !== "GET" && req.method !== "HEAD" && req.method !== "DELETE";
-    if (hasBody) {
-      let release: (() => void) | undefined;
-      let closed = false;
-      res.once("close", () => {
-        closed = true;
-        release?.();
-      });
-      // Plain JSON is checked for depth as it arrives, and refused at its first bytes.
-      const plainJson = (protocol === "rest" || (protocol === "connect" && contentType.includes("json"))) && (header.get("content-encoding") ?? "identity") === "identity";
-      const scanner = plainJson ? new JsonDepthScanner() : undefined;
-      const body = await readBody(
-        req,
-        opts.maxBodyBytes,
-        opts.requestTimeoutMs,
-        () => permits.acquire(),
-        (r) => {
-          if (closed) r();
-          else release = r;
-        },
-        scanner && ((chunk) => scanner.feed(chunk)),
-      );
-      replay(req, scanner ? body : await checkBody(req, protocol, contentType, header, method, body, opts.maxBodyBytes));
+    const budget = opts.refusedBodies;
+    if (hasBody && budget?.enabled) {
+      // A caller whose bodies keep being refused is answered before its next body is read, so
+      // that refusing costs it a held stream rather than the server a read and a check.
+      for (const key of keys) {
+        const wait = budget.retryAfter(key);
+        if (wait > 0) throw new ThrottledError(`too many refused request bodies from ${key}`, wait);
+      }
+      try {
+        await readAndCheck(req, res, protocol, method, contentType, header);
+      } catch (err) {
+        if (err instanceof ValidationError || err instanceof PayloadTooLargeError || err instanceof RequestTimeoutError) for (const key of keys) budget.take(key);
+        throw err;
+      }
+    } else if (hasBody) {
+      await readAndCheck(req, res, protocol, method, contentType, header);
     }
     next(req, res);
+  }
+
+  async function readAndCheck(req: NodeRequest, res: NodeResponse, protocol: Protocol, method: DescMethod, contentType: string, header: Headers): Promise<void> {
+    let release: (() => void) | undefined;
+    let closed = false;
+    res.once("close", () => {
+      closed = true;
+      release?.();
+    });
+    // Plain JSON is checked for depth as it arrives, and refused at its first bytes.
+    const plainJson = (protocol === "rest" || (protocol === "connect" && contentType.includes("json"))) && (header.get("content-encoding") ?? "identity") === "identity";
+    const scanner = plainJson ? new JsonDepthScanner() : undefined;
+    const body = await readBody(
+      req,
+      opts.maxBodyBytes,
+      opts.requestTimeoutMs,
+      () => permits.acquire(),
+      (r) => {
+        if (closed) r();
+        else release = r;
+      },
+      scanner && ((chunk) => scanner.feed(chunk)),
+    );
+    replay(req, scanner ? body : await checkBody(req, protocol, contentType, header, method, body, opts.maxBodyBytes));
   }
 
   return (req, res) => {

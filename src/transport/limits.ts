@@ -5,6 +5,7 @@
 import type http from "node:http";
 import type http2 from "node:http2";
 import type net from "node:net";
+import { RateLimiter } from "./rate-limit.js";
 
 export interface TransportLimits {
   /** A request's headers must be complete this long after the connection opened or its previous response ended. */
@@ -17,6 +18,13 @@ export interface TransportLimits {
   maxConnections: number;
   /** Open connections at most from one client address. */
   maxConnectionsPerClient: number;
+  /**
+   * New connections per second one client address may have served, past its burst; those
+   * beyond wait, unread and without a timer, until their turn (cleartext listener). 0: no limit.
+   */
+  connectionRatePerClient: number;
+  /** New connections one client address may have served at once before the rate applies. */
+  connectionBurstPerClient: number;
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one session may have open. */
   maxConcurrentStreams: number;
   /** HTTP/2: memory one session may buffer, in MiB, before new streams are refused (Node's maxSessionMemory). */
@@ -29,6 +37,8 @@ export const DEFAULT_LIMITS: TransportLimits = {
   idleTimeoutMs: 60_000,
   maxConnections: 10_000,
   maxConnectionsPerClient: 256,
+  connectionRatePerClient: 10,
+  connectionBurstPerClient: 64,
   maxConcurrentStreams: 128,
   maxSessionMemoryMiB: 16,
 };
@@ -44,12 +54,14 @@ export function validateLimits(l: TransportLimits): void {
     ["idleTimeoutMs", "--http-idle-timeout"],
     ["maxConnections", "--max-connections"],
     ["maxConnectionsPerClient", "--max-connections-per-client"],
+    ["connectionBurstPerClient", "--connection-burst-per-client"],
     ["maxConcurrentStreams", "--http2-max-concurrent-streams"],
     ["maxSessionMemoryMiB", "--http2-max-session-memory"],
   ];
   for (const [key, flag] of positive) {
     if (!(l[key] > 0) || !Number.isFinite(l[key])) throw new Error(`${flag}: must be greater than 0`);
   }
+  if (!(l.connectionRatePerClient >= 0) || !Number.isFinite(l.connectionRatePerClient)) throw new Error("--connection-rate-per-client: must be 0 or more");
   if (l.requestTimeoutMs < l.headersTimeoutMs) throw new Error("--http-request-timeout: must be at least --http-headers-timeout");
 }
 
@@ -91,17 +103,101 @@ export function guardSession(session: http2.ServerHttp2Session, l: TransportLimi
   });
 }
 
-/** Counts open connections in total and per client address, and refuses those beyond the caps. */
+/** Connections of one address waiting for their turn, with the one timer that admits the next. */
+interface Waiting {
+  queue: { socket: net.Socket; start: (early: Buffer) => void; early: Buffer[]; onData: (chunk: Buffer) => void }[];
+  timer?: NodeJS.Timeout;
+}
+
+/** Bytes a waiting connection may send before it is no longer read (it is served later). */
+const WAITING_BYTES = 16 * 1024;
+
+/**
+ * Counts open connections in total and per client address, refuses those beyond the caps, and
+ * (`pace`) serves each address's new connections at a rate: a client that reopens connections
+ * as fast as they are closed (idle ones at the headers timeout) costs the server the accepting,
+ * parsing and closing of that rate, not of its reconnects; the ones it opens beyond the rate
+ * wait, counted against its caps, until their turn.
+ */
 export class ConnectionGuard {
   private total = 0;
   private readonly perClient = new Map<string, number>();
+  private readonly rate: RateLimiter;
+  private readonly waiting = new Map<string, Waiting>();
   refused = 0;
+  /** Connections waiting for their turn now. */
+  held = 0;
 
-  constructor(private readonly limits: Pick<TransportLimits, "maxConnections" | "maxConnectionsPerClient">) {}
+  constructor(private readonly limits: Pick<TransportLimits, "maxConnections" | "maxConnectionsPerClient"> & Partial<Pick<TransportLimits, "connectionRatePerClient" | "connectionBurstPerClient">>) {
+    this.rate = new RateLimiter({ perSecond: limits.connectionRatePerClient ?? 0, burst: limits.connectionBurstPerClient ?? 1 });
+  }
 
   /** Admits the socket (counted until it closes), or destroys it and returns false. */
   admit(socket: net.Socket): boolean {
     const address = socket.remoteAddress ?? "unknown";
+    return this.count(socket, address);
+  }
+
+  /**
+   * Admits the socket like `admit`, then calls `start` with the bytes it sent so far once the
+   * address's rate lets it be served: at once within the burst, else in its turn.
+   */
+  pace(socket: net.Socket, start: (early: Buffer) => void): boolean {
+    const address = socket.remoteAddress ?? "unknown";
+    if (!this.count(socket, address)) return false;
+    const waiting = this.waiting.get(address);
+    if (!waiting && this.rate.retryAfter(address) === 0) {
+      this.rate.take(address);
+      start(Buffer.alloc(0));
+      return true;
+    }
+    const early: Buffer[] = [];
+    let bytes = 0;
+    // Read while it waits (so that its close is seen), up to a bound.
+    const onData = (chunk: Buffer) => {
+      early.push(chunk);
+      bytes += chunk.length;
+      if (bytes >= WAITING_BYTES) socket.pause();
+    };
+    const entry = { socket, start, early, onData };
+    socket.on("data", onData);
+    this.held++;
+    const w = waiting ?? { queue: [] };
+    w.queue.push(entry);
+    this.waiting.set(address, w);
+    socket.once("close", () => {
+      const i = w.queue.indexOf(entry);
+      if (i < 0) return;
+      w.queue.splice(i, 1);
+      this.held--;
+      if (w.queue.length === 0) {
+        clearTimeout(w.timer);
+        this.waiting.delete(address);
+      }
+    });
+    const next = () => {
+      w.timer = undefined;
+      while (w.queue.length > 0 && this.rate.retryAfter(address) === 0) {
+        const e = w.queue.shift()!;
+        this.held--;
+        this.rate.take(address);
+        e.socket.off("data", e.onData);
+        e.socket.resume();
+        e.start(Buffer.concat(e.early));
+      }
+      if (w.queue.length === 0) this.waiting.delete(address);
+      else w.timer = setTimeout(next, this.rate.retryAfter(address) * 1000).unref();
+    };
+    w.timer ??= setTimeout(next, this.rate.retryAfter(address) * 1000).unref();
+    return true;
+  }
+
+  /** Closes the connections still waiting for their turn (when the listener closes). */
+  destroyWaiting(): void {
+    for (const w of this.waiting.values()) for (const e of [...w.queue]) e.socket.destroy();
+  }
+
+  private count(socket: net.Socket, address: string): boolean {
     const mine = this.perClient.get(address) ?? 0;
     if (this.total >= this.limits.maxConnections || mine >= this.limits.maxConnectionsPerClient) {
       this.refused++;

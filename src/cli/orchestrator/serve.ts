@@ -2,7 +2,7 @@ import os from "node:os";
 import path from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { createLogger, LogRing, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "../../observability/logger.js";
-import { DEFAULT_UNAUTHENTICATED_RATE, startServer } from "../../server.js";
+import { DEFAULT_REFUSED_BODY_RATE, DEFAULT_UNAUTHENTICATED_RATE, startServer } from "../../server.js";
 import { wrapProse } from "../shared/program.js";
 import { parseDuration, parseMiB, parsePositiveDuration, parsePositiveInt, parseSize } from "../shared/parse.js";
 import { DEFAULT_LIMITS } from "../../transport/limits.js";
@@ -49,10 +49,14 @@ interface ServeOptions {
   httpIdleTimeout: number;
   maxConnections: number;
   maxConnectionsPerClient: number;
+  connectionRatePerClient: number;
+  connectionBurstPerClient: number;
   http2MaxConcurrentStreams: number;
   http2MaxSessionMemory: number;
   unauthenticatedRate: number;
   unauthenticatedBurst: number;
+  refusedBodyRate: number;
+  refusedBodyBurst: number;
   pushKeepalive: number;
   nodeIngestRate: number;
   nodeIngestBurst: number;
@@ -318,6 +322,25 @@ export function serveCommand(): Command {
         .default(DEFAULT_LIMITS.maxConnectionsPerClient),
     )
     .addOption(
+      new Option(
+        "--connection-rate-per-client <n>",
+        "new connections per second one client address may have served (cleartext listener); those beyond wait, unread, for their turn, within --max-connections-per-client (0: no limit)",
+      )
+        .env("AUTONOMY_CONNECTION_RATE_PER_CLIENT")
+        .argParser((v) => {
+          const n = Number(v);
+          if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError("a number, 0 or more");
+          return n;
+        })
+        .default(DEFAULT_LIMITS.connectionRatePerClient),
+    )
+    .addOption(
+      new Option("--connection-burst-per-client <n>", "new connections one client address may have served at once before the rate applies")
+        .env("AUTONOMY_CONNECTION_BURST_PER_CLIENT")
+        .argParser(parsePositiveInt)
+        .default(DEFAULT_LIMITS.connectionBurstPerClient),
+    )
+    .addOption(
       new Option("--http2-max-concurrent-streams <n>", "HTTP/2 streams one session may have open at once")
         .env("AUTONOMY_HTTP2_MAX_CONCURRENT_STREAMS")
         .argParser(parsePositiveInt)
@@ -344,6 +367,25 @@ export function serveCommand(): Command {
         .env("AUTONOMY_UNAUTHENTICATED_BURST")
         .argParser(parsePositiveInt)
         .default(DEFAULT_UNAUTHENTICATED_RATE.burst),
+    )
+    .addOption(
+      new Option(
+        "--refused-body-rate <n>",
+        "request bodies per second one principal or client address may have refused (too large, nested too deep, malformed, too slow); beyond, its calls are answered 429 with Retry-After before their body is read (0: no limit)",
+      )
+        .env("AUTONOMY_REFUSED_BODY_RATE")
+        .argParser((v) => {
+          const n = Number(v);
+          if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError("a number, 0 or more");
+          return n;
+        })
+        .default(DEFAULT_REFUSED_BODY_RATE.perSecond),
+    )
+    .addOption(
+      new Option("--refused-body-burst <n>", "such refused bodies one principal or address may have at once before the rate applies")
+        .env("AUTONOMY_REFUSED_BODY_BURST")
+        .argParser(parsePositiveInt)
+        .default(DEFAULT_REFUSED_BODY_RATE.burst),
     )
     .addOption(
       new Option("--node-ingest-rate <n>", "events per second one node may ingest; over it, 429 with Retry-After (REST) or resource_exhausted with a retry-after hint (RPC); 0: no limit")
@@ -436,10 +478,13 @@ export function serveCommand(): Command {
               idleTimeoutMs: opts.httpIdleTimeout,
               maxConnections: opts.maxConnections,
               maxConnectionsPerClient: opts.maxConnectionsPerClient,
+              connectionRatePerClient: opts.connectionRatePerClient,
+              connectionBurstPerClient: opts.connectionBurstPerClient,
               maxConcurrentStreams: opts.http2MaxConcurrentStreams,
               maxSessionMemoryMiB: opts.http2MaxSessionMemory,
             },
             unauthenticatedRate: { perSecond: opts.unauthenticatedRate, burst: opts.unauthenticatedBurst },
+            refusedBodyRate: { perSecond: opts.refusedBodyRate, burst: opts.refusedBodyBurst },
             pushKeepaliveMs: opts.pushKeepalive,
             nodeIngestRate: { perSecond: opts.nodeIngestRate, burst: opts.nodeIngestBurst },
             tls:
