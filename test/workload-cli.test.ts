@@ -86,6 +86,12 @@ describe("autonomy apply and autonomy service", () => {
     expect(json.service.replicas.map((r: { replica_id: string }) => r.replica_id)).toEqual(["web-0", "web-1", "web-2"]);
     const nodes = await cli("service", "nodes");
     expect(nodes.stdout).toMatch(/n1\s+HEALTHY\s+yes\s+0m\/500m\/2000m\s+0B\/256Mi\/4\.0Gi\s+\d+s ago\s+web-0,web-2\n/);
+    const list2 = await cli("node", "list", "--workloads");
+    expect(list2.stdout).toMatch(/CPU RESERVED\/CAPACITY\s+MEMORY RESERVED\/CAPACITY\s+REPLICAS\n/);
+    expect(list2.stdout).toMatch(/n1\s+stable\s+HEALTHY\s+.*zone=a\s+500m\/2000m\s+256Mi\/4\.0Gi\s+web-0,web-2\n/);
+    expect(list2.stdout).toMatch(/n2\s+stable\s+HEALTHY\s+.*zone=b\s+250m\/2000m\s+128Mi\/4\.0Gi\s+web-1\n/);
+    const listJson = JSON.parse((await cli("-o", "json", "node", "list", "--workloads")).stdout);
+    expect(listJson.items.map((n: { node_id: string; replica_ids: string[] }) => [n.node_id, n.replica_ids])).toEqual([["n1", ["web-0", "web-2"]], ["n2", ["web-1"]]]);
     const unknown = await cli("service", "describe", "nope");
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toBe('autonomy: error: not_found: service "nope" not found\n');

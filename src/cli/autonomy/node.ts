@@ -1,8 +1,9 @@
 import { Command, Option } from "commander";
-import { DrainNodeResponseSchema, GetNodeSummaryResponseSchema, ListNodesResponseSchema, type Node } from "../../../clients/index.js";
+import { DrainNodeResponseSchema, GetNodeSummaryResponseSchema, ListNodesResponseSchema, ListWorkloadNodesResponseSchema, type Node } from "../../../clients/index.js";
 import { escapeControl, formatAge, formatFields, formatTable, formatTime, printMessage, subjectOf, UsageError } from "../shared/output.js";
 import { withClients } from "./context.js";
 import { enrollmentTokenCommand } from "./enrollment-token.js";
+import { cpu, mem } from "./workload.js";
 
 const labelsOf = (n: Node) =>
   Object.entries(n.labels)
@@ -15,7 +16,8 @@ export function nodeCommand(): Command {
     .command("list")
     .description("List enrolled nodes with their lifecycle state (HEALTHY, STALE, DRAINING, UNAVAILABLE).")
     .option("--channel <name>", "only nodes of this channel")
-    .action((opts: { channel?: string }, cmd: Command) =>
+    .option("--workloads", "also each node's workload capacity, what the scheduler reserved on it, and its replicas (-o json: the nodes as `autonomy service nodes` gives them)")
+    .action((opts: { channel?: string; workloads?: boolean }, cmd: Command) =>
       withClients(cmd, async (api, options) => {
         const nodes: Node[] = [];
         let pageToken = "";
@@ -24,10 +26,26 @@ export function nodeCommand(): Command {
           nodes.push(...page.nodes);
           pageToken = page.nextPageToken;
         } while (pageToken !== "");
-        if (options.output !== "text") return printMessage(options.output, ListNodesResponseSchema, { $typeName: "autonomy.v1.ListNodesResponse", nodes, nextPageToken: "" });
+        const reporting = opts.workloads ? await api.workloads.listWorkloadNodes({}) : undefined;
+        if (options.output !== "text") {
+          if (reporting) {
+            const ids = new Set(nodes.map((n) => n.nodeId));
+            return printMessage(options.output, ListWorkloadNodesResponseSchema, { ...reporting, items: reporting.items.filter((w) => ids.has(w.nodeId)) });
+          }
+          return printMessage(options.output, ListNodesResponseSchema, { $typeName: "autonomy.v1.ListNodesResponse", nodes, nextPageToken: "" });
+        }
         if (nodes.length === 0) return void process.stdout.write("no nodes enrolled\n");
+        const header = ["NODE", "CHANNEL", "LIFECYCLE", "LAST SEEN", "RELEASE", "LABELS"];
         const rows = nodes.map((n) => [n.nodeId, n.channel, n.lifecycle, formatAge(n.lastSeen), n.reportedReleaseId || "-", labelsOf(n)]);
-        process.stdout.write(formatTable(["NODE", "CHANNEL", "LIFECYCLE", "LAST SEEN", "RELEASE", "LABELS"], rows));
+        if (reporting) {
+          const byId = new Map(reporting.items.map((w) => [w.nodeId, w]));
+          header.push("CPU RESERVED/CAPACITY", "MEMORY RESERVED/CAPACITY", "REPLICAS");
+          nodes.forEach((n, i) => {
+            const w = byId.get(n.nodeId);
+            rows[i].push(...(w ? [`${cpu(w.reserved)}/${cpu(w.capacity)}`, `${mem(w.reserved)}/${mem(w.capacity)}`, w.replicaIds.join(",") || "-"] : ["-", "-", "-"]));
+          });
+        }
+        process.stdout.write(formatTable(header, rows));
       }),
     );
   node

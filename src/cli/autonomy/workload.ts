@@ -41,8 +41,10 @@ export function readApplyFile(file: string) {
   return req;
 }
 
-const cpu = (r: WorkloadResources | undefined) => `${Number(r?.cpuMillis ?? 0n)}m`;
-const mem = (r: WorkloadResources | undefined) => {
+/** Millicores as `250m`. */
+export const cpu = (r: WorkloadResources | undefined) => `${Number(r?.cpuMillis ?? 0n)}m`;
+/** Bytes as `64Mi`. */
+export const mem = (r: WorkloadResources | undefined) => {
   const b = Number(r?.memoryBytes ?? 0n);
   return b >= 1 << 30 ? `${(b / (1 << 30)).toFixed(1)}Gi` : b >= 1 << 20 ? `${(b / (1 << 20)).toFixed(0)}Mi` : `${b}B`;
 };
