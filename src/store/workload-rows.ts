@@ -86,6 +86,32 @@ export interface WorkloadReport {
   acks: { commandId: string; ok: boolean; message: string }[];
 }
 
+/** The stored row of a node's workload heartbeat (workload_nodes), alike in both dialects. */
+export function workloadNodeRow(r: WorkloadReport) {
+  return {
+    nodeId: r.nodeId,
+    capacityCpuMillis: r.capacity.cpuMillis,
+    capacityMemoryBytes: r.capacity.memoryBytes,
+    usageCpuMillis: r.usage.cpuMillis,
+    usageMemoryBytes: r.usage.memoryBytes,
+    replicas: JSON.stringify(r.replicas),
+    reportedAtMs: r.atMs,
+  };
+}
+
+/** What one replica's report sets on its placement row. */
+export function replicaReportSet(rep: ReplicaReportRow, atMs: number) {
+  return {
+    state: rep.state,
+    reason: rep.reason,
+    restarts: rep.restarts,
+    lastExitCode: rep.lastExitCode,
+    lastOutput: JSON.stringify(rep.lastOutput),
+    observedGeneration: rep.generation,
+    reportedAtMs: atMs,
+  };
+}
+
 /** Everything the reconcile loop and the read RPCs look at. */
 export interface WorkloadSnapshot {
   version: number;

@@ -2,6 +2,7 @@ import { and, asc, eq, inArray, isNull, lt, sql } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import type { AuditRow } from "../rollout-rows.js";
 import type { CommandRow, ReplicaRow, PlacementCommit, ReplicaPlacement, ServiceDeletion, WorkloadApply, WorkloadApplyResult, WorkloadReport, WorkloadSnapshot } from "../workload-rows.js";
+import { replicaReportSet, workloadNodeRow } from "../workload-rows.js";
 import { planWorkloadApply, requireService, requireWorkloadVersion, workloadRecord } from "../write-rules.js";
 import { appendAudit, requireEpoch } from "./rollouts.js";
 import { workloadCommands, workloadNodes, workloadReplicas, workloadServices, workloadState } from "./schema.js";
@@ -94,30 +95,14 @@ export const pgWorkloads = {
     }),
   reportWorkloads: (db: Db, r: WorkloadReport): Promise<CommandRow[]> =>
     db.transaction(async (tx) => {
-      const row = {
-        nodeId: r.nodeId,
-        capacityCpuMillis: r.capacity.cpuMillis,
-        capacityMemoryBytes: r.capacity.memoryBytes,
-        usageCpuMillis: r.usage.cpuMillis,
-        usageMemoryBytes: r.usage.memoryBytes,
-        replicas: JSON.stringify(r.replicas),
-        reportedAtMs: r.atMs,
-      };
+      const row = workloadNodeRow(r);
       await tx.insert(workloadNodes).values(row).onConflictDoUpdate({ target: workloadNodes.nodeId, set: row });
       // In (service, index) order, as the reconcile commits write them: two transactions never wait on each other in a cycle.
       const reports = [...r.replicas].sort((a, b) => (a.service < b.service ? -1 : a.service > b.service ? 1 : a.index - b.index));
       for (const rep of reports) {
         await tx
           .update(workloadReplicas)
-          .set({
-            state: rep.state,
-            reason: rep.reason,
-            restarts: rep.restarts,
-            lastExitCode: rep.lastExitCode,
-            lastOutput: JSON.stringify(rep.lastOutput),
-            observedGeneration: rep.generation,
-            reportedAtMs: r.atMs,
-          })
+          .set(replicaReportSet(rep, r.atMs))
           .where(and(eq(workloadReplicas.service, rep.service), eq(workloadReplicas.idx, rep.index), eq(workloadReplicas.nodeId, r.nodeId)));
       }
       for (const a of r.acks) {

@@ -2,6 +2,7 @@ import { and, asc, eq, inArray, isNull, lt } from "drizzle-orm";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type { AuditRow } from "../rollout-rows.js";
 import type { CommandRow, ReplicaRow, PlacementCommit, ServiceDeletion, WorkloadApply, WorkloadApplyResult, WorkloadReport, WorkloadSnapshot } from "../workload-rows.js";
+import { replicaReportSet, workloadNodeRow } from "../workload-rows.js";
 import { planWorkloadApply, requireService, requireWorkloadVersion, workloadRecord } from "../write-rules.js";
 import type { AppendAudit } from "./audit-writes.js";
 import type { WriteHandlers } from "./write-ops.js";
@@ -83,27 +84,11 @@ export function prepareWorkloadWrites(db: Db, audit: AppendAudit) {
       return { done: true as const };
     },
     reportWorkloads: ({ report: r }) => {
-      const row = {
-        nodeId: r.nodeId,
-        capacityCpuMillis: r.capacity.cpuMillis,
-        capacityMemoryBytes: r.capacity.memoryBytes,
-        usageCpuMillis: r.usage.cpuMillis,
-        usageMemoryBytes: r.usage.memoryBytes,
-        replicas: JSON.stringify(r.replicas),
-        reportedAtMs: r.atMs,
-      };
+      const row = workloadNodeRow(r);
       db.insert(workloadNodes).values(row).onConflictDoUpdate({ target: workloadNodes.nodeId, set: row }).run();
       for (const rep of r.replicas) {
         db.update(workloadReplicas)
-          .set({
-            state: rep.state,
-            reason: rep.reason,
-            restarts: rep.restarts,
-            lastExitCode: rep.lastExitCode,
-            lastOutput: JSON.stringify(rep.lastOutput),
-            observedGeneration: rep.generation,
-            reportedAtMs: r.atMs,
-          })
+          .set(replicaReportSet(rep, r.atMs))
           .where(and(eq(workloadReplicas.service, rep.service), eq(workloadReplicas.idx, rep.index), eq(workloadReplicas.nodeId, r.nodeId)))
           .run();
       }
