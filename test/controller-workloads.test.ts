@@ -14,7 +14,7 @@ import { SightingBuffer } from "../src/store/sightings.js";
 import type { Store } from "../src/store/store.js";
 import type { ReplicaReportRow } from "../src/store/workload-rows.js";
 import { WorkloadController } from "../src/workloads/controller.js";
-import { ORPHAN_REASON } from "../src/workloads/reconcile.js";
+import { ORPHAN_REASON, RELAUNCH_REASON } from "../src/workloads/reconcile.js";
 import { openStore } from "./helpers/store.js";
 
 const T0 = 1_800_000_000_000;
@@ -173,6 +173,36 @@ describe("workload reconcile loop (SQLite store, injected clock)", () => {
     expect(sent[0].nodeId).toBe("n2");
     expect(sent[0].command.action).toMatchObject({ case: "stop", value: { replicaId: "ghost-0", reason: ORPHAN_REASON } });
     expect((await controller.reconcile()).decisions.orphan).toBe(0);
+  });
+
+  it("launches again a replica its node reports stopped (the agent restarted) or no longer lists, not one that exited on its own", async () => {
+    await apply([svc("web", 2, { spreadKey: "zone" })]);
+    await controller.reconcile();
+    clock += 1000;
+    await converge("n1");
+    await converge("n2");
+    expect((await controller.reconcile()).decisions.relaunch).toBe(0);
+    sent = [];
+    clock += 1000;
+    // n1's agent restarted and ended its earlier run's replica; n2's replica exited by itself.
+    await report("n1", [{ ...running("web", 0), state: "stopped", reason: "orphan of an earlier agent run" }]);
+    await report("n2", [{ ...running("web", 1), state: "exited", lastExitCode: 0 }]);
+    const pass = await controller.reconcile();
+    expect(pass.decisions.relaunch).toBe(1);
+    expect(sent.map((c) => [c.nodeId, c.command.action.case])).toEqual([["n1", "launch"]]);
+    expect(await placed()).toEqual(["web-0@n1:running/pending", "web-1@n2:running/exited"]);
+    expect((await store.workloadSnapshot()).replicas[0].reason).toBe(RELAUNCH_REASON);
+    // While that launch is unanswered nothing more is sent; once answered and running, nothing either.
+    clock += 1000;
+    await report("n1", []);
+    expect((await controller.reconcile()).decisions.relaunch).toBe(0);
+    clock += 1000;
+    await converge("n1");
+    expect((await controller.reconcile()).decisions.relaunch).toBe(0);
+    // A node whose report no longer lists a replica it had answered gets it again.
+    clock += 1000;
+    await report("n1", []);
+    expect((await controller.reconcile()).decisions.relaunch).toBe(1);
   });
 
   it("a restarted controller changes nothing already right, and loses no node within the grace after it became leader", async () => {

@@ -295,6 +295,15 @@ describe("workloads over five real agents", () => {
     expect((await api("GET", "/v1/services/web")).status).toBe(404);
   }, 120_000);
 
+  it("an agent restarted within the grace runs its replicas again, on the same node", async () => {
+    const node = NODES.find((n) => live().some((l) => l.nodeId === n.id))!;
+    const before = live().filter((l) => l.nodeId === node.id).map((l) => l.replicaId).sort();
+    await stopAgent(node.id, "SIGTERM");
+    startAgent(node.id, node.zone);
+    await converged({ solo: 1, worker: 2 });
+    expect(live().filter((l) => l.nodeId === node.id).map((l) => l.replicaId).sort()).toEqual(before);
+  }, 120_000);
+
   it("stopping an agent stops its replicas", async () => {
     const mine = live().filter((l) => l.nodeId === "wl-b2" || l.nodeId === "wl-a1");
     await stopAgent("wl-b2", "SIGTERM");

@@ -67,7 +67,7 @@ export interface PassResult {
   outcome: "ok" | "aborted" | "fenced" | "error" | "skipped";
 }
 
-const SKIPPED: PassResult = { written: false, decisions: { launch: 0, update: 0, stop: 0, unschedulable: 0, orphan: 0 }, sent: 0, resent: 0, outcome: "skipped" };
+const SKIPPED: PassResult = { written: false, decisions: { launch: 0, update: 0, stop: 0, unschedulable: 0, orphan: 0, relaunch: 0 }, sent: 0, resent: 0, outcome: "skipped" };
 
 export class WorkloadController implements WorkloadHooks {
   private readonly now: () => number;

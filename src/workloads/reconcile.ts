@@ -11,7 +11,11 @@
  * - a stopped row is removed once its node reported after the stop without it running and
  *   holds no unanswered command for it;
  * - an orphan, a replica a node reports running that is not placed there and has no stop
- *   waiting, is sent a stop.
+ *   waiting, is sent a stop;
+ * - relaunch: a replica placed on a node that, in a report made after the placement and with no
+ *   command of it unanswered, says it is stopped or does not list it (the agent restarted and
+ *   ended its earlier run's replicas, or lost its state) is sent a new launch. Replicas that
+ *   exited or failed on their own are left to the agent's restart policy.
  */
 import { create, toJsonString } from "@bufbuild/protobuf";
 import { ReplicaSpecSchema, WorkloadCommandSchema, type WorkloadCommand } from "../../gen/autonomy/v1/workloads_pb.js";
@@ -22,13 +26,15 @@ import type { NodeStanding } from "./inputs.js";
 
 /** The reason of the stop sent to a replica a node runs but the server did not place there. */
 export const ORPHAN_REASON = "not placed on this node";
+/** The reason on a replica launched again because its node reported it stopped or without it. */
+export const RELAUNCH_REASON = "launched again: its node reported it stopped or not running it";
 
 export interface ReconcileWrites {
   upserts: ReplicaPlacement[];
   removals: { service: string; idx: number; nodeId: string }[];
   /** New commands: their rows, and the messages to push. */
   commands: { row: CommandRow; message: WorkloadCommand }[];
-  decisions: { launch: number; update: number; stop: number; unschedulable: number; orphan: number };
+  decisions: { launch: number; update: number; stop: number; unschedulable: number; orphan: number; relaunch: number };
 }
 
 const key = (service: string, idx: number, nodeId: string) => `${service}\u0000${idx}\u0000${nodeId}`;
@@ -38,7 +44,7 @@ const NOT_RUNNING: ReadonlySet<string> = new Set([...ENDED_STATES, "stopping"]);
 export function reconcileWrites(snapshot: WorkloadSnapshot, plan: SchedulePlan, standing: ReadonlyMap<string, NodeStanding>, nowMs: number, newId: () => string): ReconcileWrites {
   const rows = new Map(snapshot.replicas.map((r) => [key(r.service, r.idx, r.nodeId), r]));
   const specs = new Map(snapshot.services.map((s) => [s.name, parseSpec(s.spec)]));
-  const out: ReconcileWrites = { upserts: [], removals: [], commands: [], decisions: { launch: 0, update: 0, stop: 0, unschedulable: 0, orphan: 0 } };
+  const out: ReconcileWrites = { upserts: [], removals: [], commands: [], decisions: { launch: 0, update: 0, stop: 0, unschedulable: 0, orphan: 0, relaunch: 0 } };
   /** `${node}\0${replicaId}`: replicas that have an unanswered command, or get one in this pass. */
   const commanded = new Set(snapshot.unanswered.map((c) => `${c.nodeId}\u0000${c.replicaId}`));
   const stopping = new Set(snapshot.unanswered.filter((c) => c.kind === "stop").map((c) => `${c.nodeId}\u0000${c.replicaId}`));
@@ -106,6 +112,19 @@ export function reconcileWrites(snapshot: WorkloadSnapshot, plan: SchedulePlan, 
     const seen = report?.replicas.get(rid);
     const gone = report !== undefined && report.at > r.changedAtMs && (seen === undefined || ENDED_STATES.has(seen.state));
     if (gone && !commanded.has(`${r.nodeId}\u0000${rid}`)) out.removals.push({ service: r.service, idx: r.idx, nodeId: r.nodeId });
+  }
+
+  for (const a of plan.assignments) {
+    const rid = replicaId(a.service, a.index);
+    if (commanded.has(`${a.nodeId}\u0000${rid}`) || standing.get(a.nodeId)?.lost) continue;
+    const row = rows.get(key(a.service, a.index, a.nodeId));
+    const report = reports.get(a.nodeId);
+    if (!row || row.desiredState !== "running" || !report || report.at <= row.changedAtMs) continue;
+    const seen = report.replicas.get(rid);
+    if (seen !== undefined && seen.state !== "stopped") continue;
+    out.upserts.push({ service: a.service, idx: a.index, nodeId: a.nodeId, generation: a.generation, desiredState: "running", state: "pending", reason: RELAUNCH_REASON });
+    send(a.nodeId, rid, { case: "launch", value: create(ReplicaSpecSchema, replicaSpec(specs.get(a.service)!, a.index, a.generation)) });
+    out.decisions.relaunch++;
   }
 
   const placedRunning = new Set(plan.assignments.map((a) => key(a.service, a.index, a.nodeId)));
