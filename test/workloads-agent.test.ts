@@ -267,7 +267,8 @@ describe("edgectl run runs the replicas the control plane sends", () => {
     const help = await runProgram(EDGECTL_BIN, ["run", "--help"]);
     expect(help.stdout).toMatch(/--capacity-cpu <cpu>/);
     expect(help.stdout).toMatch(/--capacity-memory <size>/);
-    expect(help.stdout).toMatch(/SIGTERM or SIGINT to the agent stops them/);
+    // The notes are wrapped to the terminal: compare them as one line.
+    expect(help.stdout.replace(/\s+/g, " ")).toMatch(/SIGTERM or SIGINT to the agent stops them/);
   });
 });
 
