@@ -127,6 +127,13 @@ describe.each(STORE_KINDS)("workload store contract: %s", (kind) => {
     expect(JSON.parse(snap.nodes[0].replicas)).toHaveLength(1);
   });
 
+  it("lists only the nodes that report workloads when asked, so a reconcile pass never reads the rest of the fleet", async () => {
+    for (const nodeId of ["n1", "n2", "quiet-1", "quiet-2"]) await store.enrollNode({ nodeId, channel: "wl", labels: {}, agentVersion: "1" }, NOW);
+    const reporting = await store.listNodes({ reportingWorkloads: true });
+    expect(reporting.map((n) => n.nodeId)).toEqual(["n1", "n2"]);
+    expect((await store.listNodes({ channel: "wl" })).map((n) => n.nodeId)).toEqual(["n1", "n2", "quiet-1", "quiet-2"]);
+  });
+
   it("keeps reported fields when a placement changes without a state, removes rows and prunes answered commands", async () => {
     const { version } = await store.workloadSnapshot();
     await store.commitPlacement({

@@ -85,6 +85,8 @@ export interface NodeQuery {
   afterNodeId?: string;
   /** At most this many; every match when undefined. */
   limit?: number;
+  /** Only nodes that have reported their workloads (the nodes the workload scheduler places on). */
+  reportingWorkloads?: boolean;
 }
 
 /** A selection of rollout plans. */

@@ -22,7 +22,7 @@ import type { AuditRow } from "../rollout-rows.js";
 import { appendAudit } from "./rollouts.js";
 import { refuseDuringStop } from "../operation-rows.js";
 import { stopForWrite } from "./stop-guard.js";
-import { events, nodeAcks, nodeLastEvents, nodes, releases } from "./schema.js";
+import { events, nodeAcks, nodeLastEvents, nodes, releases, workloadNodes } from "./schema.js";
 
 type Db = NodePgDatabase;
 
@@ -224,6 +224,7 @@ export const pgFleet = {
     const where: SQL[] = [];
     if (q.channel !== undefined) where.push(eq(nodes.channel, q.channel));
     if (q.afterNodeId !== undefined) where.push(gt(nodes.nodeId, q.afterNodeId));
+    if (q.reportingWorkloads) where.push(inArray(nodes.nodeId, db.select({ id: workloadNodes.nodeId }).from(workloadNodes)));
     const query = db.select().from(nodes).where(and(...where)).orderBy(asc(nodes.nodeId));
     const rows = q.limit === undefined ? await query : await query.limit(q.limit);
     return rows.map(rowToNode);

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, getTableColumns, gt, isNotNull, sql, type SQL } from "drizzle-orm";
+import { and, asc, desc, eq, getTableColumns, gt, inArray, isNotNull, sql, type SQL } from "drizzle-orm";
 import type Database from "better-sqlite3";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
@@ -9,7 +9,7 @@ import { rowToAck, rowToNode, rowToRelease } from "../fleet-rows.js";
 import { fleetTotalsOf, seenBuckets, type FleetCounts, type FleetTotalsQuery, type StoredSightingRow } from "../fleet-totals.js";
 import { fleetSearchSql, rowOfSearch, type FleetSearchQuery, type FleetSearchResult, type FleetSearchSqlRow, type SearchDialect } from "../fleet-search.js";
 import type { NodeQuery } from "../store.js";
-import { events, nodeAcks, nodeLastEvents, nodes, releases } from "./schema.js";
+import { events, nodeAcks, nodeLastEvents, nodes, releases, workloadNodes } from "./schema.js";
 
 /**
  * Which buffered nodes a sighting may move between classes (see fleetTotalsOf): never seen,
@@ -133,6 +133,7 @@ export function prepareFleetReads(db: BetterSQLite3Database, reader: Database.Da
       const where: SQL[] = [];
       if (q.channel !== undefined) where.push(eq(nodes.channel, q.channel));
       if (q.afterNodeId !== undefined) where.push(gt(nodes.nodeId, q.afterNodeId));
+    if (q.reportingWorkloads) where.push(inArray(nodes.nodeId, db.select({ id: workloadNodes.nodeId }).from(workloadNodes)));
       const query = db.select().from(nodes).where(and(...where)).orderBy(asc(nodes.nodeId));
       return (q.limit === undefined ? query.all() : query.limit(q.limit).all()).map(rowToNode);
     },
