@@ -54,7 +54,8 @@ describe("new connections per client address at a rate, on the TLS listener", ()
   });
 
   const waitingNow = (s: TestServer) => s.metrics.countWaitingConnections?.() ?? 0;
-  const tlsOptions = (s: TestServer, alpn: string, localAddress = "127.0.0.1"): tls.ConnectionOptions => ({
+  // localAddress goes on to the TCP connection (net.connect), which the TLS option types leave out.
+  const tlsOptions = (s: TestServer, alpn: string, localAddress = "127.0.0.1"): tls.ConnectionOptions & { localAddress: string } => ({
     host: "127.0.0.1",
     port: s.address.port,
     localAddress,
