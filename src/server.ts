@@ -504,6 +504,7 @@ export async function startServer(
     const api = early ?? (await openApi(handler));
     teardown.push("API listener", () => api.close());
     apiInTeardown = true;
+    metrics.countWaitingConnections = () => api.waiting?.() ?? 0;
     if (tls) {
       const tlsApi = api as TlsListener;
       if (config.tls?.crlFile && crl) {
@@ -529,8 +530,6 @@ export async function startServer(
         teardown.push("CRL sync timer", () => clearInterval(syncTimer));
       }
     } else {
-      const cleartext = api as Listener;
-      metrics.countWaitingConnections = () => cleartext.waiting?.() ?? 0;
       if (!isLoopback(listenAddress.host)) {
         logger.warn(
           { listen: config.listen },

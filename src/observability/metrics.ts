@@ -32,7 +32,7 @@ export interface Metrics {
   readonly rolloutTransitions: Counter<"action" | "phase">;
   readonly rolloutEvaluations: Counter;
   readonly tlsRefusals: Counter<"reason">;
-  /** Connections of the cleartext listener waiting for their turn (--connection-rate-per-client), read at scrape time. */
+  /** Connections of the API listener waiting for their turn (--connection-rate-per-client), read at scrape time. */
   readonly connectionsWaiting: Gauge;
   countWaitingConnections?: () => number;
   readonly tlsRevokedClosed: Counter;
@@ -209,7 +209,7 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     }),
     connectionsWaiting: new Gauge({
       name: "cp_connections_waiting",
-      help: "New connections waiting, unread, for their turn under --connection-rate-per-client (cleartext listener), when scraped.",
+      help: "New connections waiting, unread, for their turn under --connection-rate-per-client (on TLS, before their handshake), when scraped.",
       registers,
       collect() {
         this.set(metrics.countWaitingConnections?.() ?? 0);

@@ -20,7 +20,7 @@ export interface TransportLimits {
   maxConnectionsPerClient: number;
   /**
    * New connections per second one client address may have served, past its burst; those
-   * beyond wait, unread and without a timer, until their turn (cleartext listener). 0: no limit.
+   * beyond wait, unread (on TLS, before their handshake) and without a timer, until their turn. 0: no limit.
    */
   connectionRatePerClient: number;
   /** New connections one client address may have served at once before the rate applies. */

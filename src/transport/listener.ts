@@ -25,7 +25,7 @@ export interface Listener {
   readonly address: ListenAddress;
   /** Stops accepting, then ends every open connection and HTTP/2 session. */
   close(): Promise<void>;
-  /** Connections waiting for their turn under the per-address rate (cleartext listener). */
+  /** Connections waiting for their turn under the per-address rate (--connection-rate-per-client). */
   waiting?(): number;
 }
 

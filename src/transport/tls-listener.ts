@@ -1,5 +1,5 @@
 import http2 from "node:http2";
-import type net from "node:net";
+import net from "node:net";
 import type tls from "node:tls";
 import { normalizeSerial, type CheckedCrl } from "../security/pki.js";
 import { ConnectionGuard, DEFAULT_LIMITS, guardSession, http1Options, http2Options, type TransportLimits } from "./limits.js";
@@ -42,7 +42,9 @@ export interface TlsListener extends Listener {
  * Serves the handler over TLS on one port, HTTP/2 and HTTP/1.1 chosen by ALPN, so Connect,
  * gRPC, gRPC-Web and REST all work. With a CA, every client must present a certificate it
  * signed; a client that does not, or whose certificate is expired or revoked, is cut off right
- * after the handshake, before any request is read.
+ * after the handshake, before any request is read. One address's new connections are served at
+ * a rate like on the cleartext listener (ConnectionGuard.pace): those beyond wait their turn
+ * before their handshake starts, their first bytes (the ClientHello) kept for it.
  */
 export async function listenTls(
   address: ListenAddress,
@@ -59,6 +61,8 @@ export async function listenTls(
     ca: settings.ca,
     crl: crl?.pem,
   });
+  // Never listens itself: connections come from the net.Server below, which paces them before
+  // handing them on, so that a waiting connection costs no handshake.
   const server = http2.createSecureServer(
     {
       ...contextOptions(settings.crl),
@@ -71,16 +75,27 @@ export async function listenTls(
     },
     handler,
   );
-  // HTTP/1.1 over TLS: Node's Http2SecureServer with allowHTTP1 checks these on its connections.
+  // HTTP/1.1 over TLS: Node's Http2SecureServer with allowHTTP1 checks these on its connections,
+  // once it has started tracking them, on "listening"; it never listens, so it is told here.
+  // test/hardening-transport.test.ts (half a request line over TLS) fails if this stops working.
   Object.assign(server, http1Options(limits));
+  server.emit("listening");
   const guard = new ConnectionGuard(limits);
   const peers = new Map<tls.TLSSocket, string>();
   const sessions = new Set<http2.ServerHttp2Session>();
   const sockets = new Set<net.Socket>();
-  server.on("connection", (socket: net.Socket) => {
-    if (!guard.admit(socket)) return;
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
+  const accept = net.createServer((socket) => {
+    socket.on("error", () => socket.destroy());
+    guard.pace(socket, (early) => {
+      if (socket.destroyed) return;
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+      // The TLS socket made in the server's "connection" listener takes over the TCP handle and
+      // first reads what is in this socket's buffer: the bytes it sent while it waited.
+      socket.pause();
+      if (early.length > 0) socket.unshift(early);
+      server.emit("connection", socket);
+    });
   });
   // http2 opens its session in its own listener of this event, which runs first; destroying the
   // socket here, in the same turn, ends that session before it reads a request.
@@ -113,10 +128,11 @@ export async function listenTls(
     socket.destroy();
   });
 
-  const bound = await listenOn(server, address);
+  const bound = await listenOn(accept, address);
 
   return {
     address: bound,
+    waiting: () => guard.held,
     updateCrl(crl) {
       server.setSecureContext(contextOptions(crl));
       let closed = 0;
@@ -129,8 +145,12 @@ export async function listenTls(
       return closed;
     },
     async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = new Promise<void>((resolve) => accept.close(() => resolve()));
+      // Closes idle HTTP/1.1 keep-alive connections and stops the checks started by the
+      // "listening" above (the server itself never bound).
+      server.close(() => {});
       for (const session of sessions) session.close();
+      guard.destroyWaiting();
       // Sessions and HTTP/1.1 keep-alive sockets that have not finished after 2 seconds are cut.
       const deadline = setTimeout(() => {
         for (const session of sessions) session.destroy();

@@ -324,7 +324,7 @@ export function serveCommand(): Command {
     .addOption(
       new Option(
         "--connection-rate-per-client <n>",
-        "new connections per second one client address may have served (cleartext listener); those beyond wait, unread, for their turn, within --max-connections-per-client (0: no limit)",
+        "new connections per second one client address may have served (cleartext and TLS); those beyond wait, unread (on TLS, before their handshake), for their turn, within --max-connections-per-client (0: no limit)",
       )
         .env("AUTONOMY_CONNECTION_RATE_PER_CLIENT")
         .argParser((v) => {
