@@ -11,8 +11,10 @@ import {
   pastDeadline,
   selectStageNodes,
   selectionRank,
+  shownStagePhase,
   transition,
   validateRolloutPlan,
+  waitingReason,
   type Action,
   type PlanPhase,
   type StageState,
@@ -122,6 +124,21 @@ describe("gate evaluation", () => {
     expect(ev).toMatchObject({ allPassed: false, held: "no node selected: selected 0 of 3: too few HEALTHY nodes" });
     expect(ev.halt).toBeUndefined();
     for (const g of ev.gates) expect(g).toMatchObject({ passed: false, detail: "no node selected: selected 0 of 3: too few HEALTHY nodes" });
+  });
+
+  it("shows an open stage that selected no node as waiting, with the reason its gates give", () => {
+    const empty: StageState = { ...open(), nodeCount: 0, detail: "selected 0 of 3: too few HEALTHY nodes" };
+    expect(shownStagePhase(empty)).toBe("waiting");
+    expect(waitingReason(empty)).toBe(evaluateStage(stage({ percent: 10 }), empty, tally({ nodeCount: 0 }), 0).held);
+    expect(shownStagePhase({ ...empty, detail: "" })).toBe("waiting");
+    expect(waitingReason({ ...empty, detail: "" })).toBe("no node selected: the selector matched no HEALTHY node");
+    // Covered by earlier stages, holding nodes, or not open: shown as stored.
+    expect(shownStagePhase({ ...empty, covered: true })).toBe("open");
+    expect(shownStagePhase({ ...empty, nodeCount: 2 })).toBe("open");
+    for (const phase of ["pending", "passed", "halted", "skipped"] as const) {
+      expect(shownStagePhase({ ...empty, phase })).toBe(phase);
+      expect(waitingReason({ ...empty, phase })).toBeUndefined();
+    }
   });
 
   it("a stage that has not opened passes no gate", () => {

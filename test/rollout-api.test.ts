@@ -234,6 +234,38 @@ describe.each(STORE_KINDS)("rollouts on %s", (kind) => {
     expect((await desired("ab-2")).release.release_id).toBe("ab-r0");
   });
 
+  it("shows a stage that selects no node as waiting, with why, until a node qualifies; then it is open", async () => {
+    await enrol("wt", ["wt-1"], { site: "oslo" });
+    await call("POST", "/v1/releases", release("wt-r1", "wt", true));
+    await call("POST", "/v1/rollouts", {
+      plan_id: "wt-plan",
+      release_id: "wt-r1",
+      stages: [{ stage_id: "paris", match_labels: { site: "paris" }, gates: [{ kind: "manual" }] }],
+    });
+    const why = "no node selected: no node of the channel matches site=paris";
+    const held = await until("stage paris opened", async () => {
+      const s = await status("wt-plan");
+      return s.current_stage_id === "paris" ? s : undefined;
+    });
+    expect(held).toMatchObject({ phase: "active", stages: [{ stage_id: "paris", phase: "waiting", detail: why }] });
+    expect((await call("GET", "/v1/rollouts/wt-plan/stages/paris/gates")).body).toMatchObject({
+      stage_phase: "waiting",
+      gates: [{ kind: "manual", passed: false, detail: why }],
+    });
+    // What the store holds is the open stage the controller and every action know.
+    const stored = await server.store.getRollout("wt-plan");
+    expect(JSON.parse(stored!.status.stages)[0]).toMatchObject({ phase: "open", nodeCount: 0 });
+
+    await enrol("wt", ["wt-2"], { site: "paris" });
+    await server.rollouts.resync();
+    const opened = await until("stage paris selected wt-2", async () => {
+      const s = await status("wt-plan");
+      return s.stages[0].node_count === 1 ? s : undefined;
+    });
+    expect(opened.stages[0]).toMatchObject({ stage_id: "paris", phase: "open", node_count: 1 });
+    expect((await call("GET", "/v1/rollouts/wt-plan/stages/paris/gates")).body).toMatchObject({ stage_phase: "open" });
+  });
+
   it("halts on an event_rate gate, skips a failed stage, and completes", async () => {
     await enrol("ev", ["ev-1", "ev-2", "ev-3"]);
     await call("POST", "/v1/releases", release("ev-r1", "ev", true));

@@ -4,7 +4,9 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createOrchestratorClients, type OrchestratorClients } from "../clients/index.js";
 import { AUTONOMY_BIN, runProgram } from "./helpers/child.js";
+import { h1 } from "./helpers/http.js";
 import { startTestServer, type TestServer } from "./helpers/server.js";
+import { until } from "./helpers/wait.js";
 
 // Every case runs the built programs, a second or more each on a busy machine.
 vi.setConfig({ testTimeout: 120_000 });
@@ -93,6 +95,47 @@ describe("autonomy rollout and rollback commands", () => {
 
     const audit = await server.store.auditRecords({ resource: "cli-plan", limit: 10 });
     expect(audit.filter((a) => a.source === "api").map((a) => a.actor)).toEqual(["carol", "carol", "carol"]);
+  });
+
+  it("shows a stage that selects no node as waiting, with why, over REST and in the CLI, then open once a node qualifies", async () => {
+    await api.nodes.enrollNode({ nodeId: "w-1", channel: "wait", labels: { site: "oslo" } });
+    await api.nodes.heartbeat({ nodeId: "w-1" });
+    const release = file("w.yaml", `release_id: wait-r1\nchannel: wait\nversion: 1.0\nstaged: true\nartifacts:\n  - name: app\n    digest: ${DIGEST}\n`);
+    expect((await cli("release", "publish", "--file", release)).code).toBe(0);
+    const plan = file("wait.yaml", "plan_id: wait-plan\nrelease_id: wait-r1\nstages:\n  - stage_id: paris\n    match_labels: {site: paris}\n    gates: [{kind: manual}]\n");
+    expect((await cli("rollout", "plan", "create", "--file", plan)).code).toBe(0);
+    const why = "no node selected: no node of the channel matches site=paris";
+    const rest = async () => (await h1(`${server.url}/v1/rollouts/wait-plan/status`)).json().status;
+    const held = await until("the stage opened", async () => {
+      const s = await rest();
+      return s.current_stage_id === "paris" ? s : undefined;
+    });
+    expect(held).toMatchObject({ phase: "active", stages: [{ stage_id: "paris", phase: "waiting", detail: why }] });
+    expect(held.stages[0].node_count ?? 0).toBe(0);
+    expect((await api.rollouts.getStageGates({ planId: "wait-plan", stageId: "paris" })).stagePhase).toBe("waiting");
+
+    expect((await cli("rollout", "status", "wait-plan")).stdout).toBe(`plan wait-plan: active (stage paris waiting: ${why})\n`);
+    const described = (await cli("rollout", "plan", "describe", "wait-plan")).stdout;
+    expect(described).toMatch(/^\*paris\s+site=paris\s+waiting\s+0\s/m);
+    expect(described).toContain(`  paris: ${why}\n`);
+    expect(described).toContain(`gates of paris (waiting):\n  [ ] manual: ${why}\n`);
+    const json = JSON.parse((await cli("--output", "json", "rollout", "plan", "describe", "wait-plan")).stdout);
+    expect(json.status.stages[0]).toMatchObject({ stage_id: "paris", phase: "waiting", detail: why });
+    expect(JSON.parse((await cli("--output", "json", "rollout", "status", "wait-plan")).stdout).stages[0].phase).toBe("waiting");
+
+    // A node qualifies: the controller selects it at its next resync and the stage reads open.
+    await api.nodes.enrollNode({ nodeId: "w-2", channel: "wait", labels: { site: "paris" } });
+    await api.nodes.heartbeat({ nodeId: "w-2" });
+    await server.rollouts.resync();
+    await server.rollouts.settled("wait-plan");
+    const opened = await until("the stage selected w-2", async () => {
+      const s = await rest();
+      return s.stages[0].node_count === 1 ? s : undefined;
+    });
+    expect(opened.stages[0]).toMatchObject({ phase: "open", node_count: 1 });
+    expect(opened.stages[0].detail ?? "").not.toMatch(/no node selected/);
+    expect((await cli("rollout", "status", "wait-plan")).stdout).toBe("plan wait-plan: active (stage paris)\n");
+    expect((await cli("rollout", "plan", "describe", "wait-plan")).stdout).toMatch(/^\*paris\s+site=paris\s+open\s+1\s/m);
   });
 
   it.each([

@@ -327,4 +327,19 @@ describe("the dashboard in Chromium", { timeout: 60_000 }, () => {
       await analyst.close();
     }
   });
+
+  it("shows a stage that selects no node as waiting for nodes, with why", async () => {
+    await admin.releases.publishRelease({ release: { releaseId: "edge-r1", channel: "edge", version: "2.0", staged: true, artifacts: [{ name: "app", digest: DIGEST }] } });
+    await admin.rollouts.createRolloutPlan({
+      plan: { planId: "edge-wait", releaseId: "edge-r1", stages: [{ stageId: "paris", matchLabels: { site: "paris" }, gates: [{ kind: "manual" }] }] },
+    });
+    const why = "no node selected: no node of the channel matches site=paris";
+    await page.goto(ui("#/rollouts"));
+    const card = page.getByRole("article", { name: "plan edge-wait" });
+    await card.getByTestId("waiting").getByText(`stage paris waiting for nodes: ${why}; promote to go on without it`).waitFor();
+    const stage = card.locator("ol.stages > li").filter({ hasText: "paris" });
+    expect(await stage.locator(".badge").textContent()).toBe("waiting");
+    expect(await stage.textContent()).toContain(why);
+    expect(await a11y(page)).toEqual([]);
+  });
 });

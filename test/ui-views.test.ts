@@ -128,6 +128,15 @@ describe("the dashboard's wording", () => {
     expect(waitingOn(plan, create(RolloutStatusSchema, { phase: "paused", reason: "lunch" }), undefined, nowMs)).toBe("paused by an operator: lunch; resume to continue");
     expect(duration(7_260_000)).toBe("2h01m");
   });
+
+  it("says that a stage which selected no node waits for nodes, and why", () => {
+    const plan = create(RolloutPlanSchema, { planId: "p", stages: [{ stageId: "paris", matchLabels: { site: "paris" }, gates: [{ kind: "manual" }] }] });
+    const why = "no node selected: no node of the channel matches site=paris";
+    const status = create(RolloutStatusSchema, { phase: "active", currentStageId: "paris", stages: [{ stageId: "paris", phase: "waiting", detail: why }] });
+    const gates = [create(GateStatusSchema, { kind: "manual", passed: false, detail: why })];
+    expect(waitingOn(plan, status, gates, 0)).toBe(`stage paris waiting for nodes: ${why}; promote to go on without it`);
+    expect(waitingOn(plan, status, undefined, 0)).toBe(`stage paris waiting for nodes: ${why}; promote to go on without it`);
+  });
 });
 
 describe("acks over time", () => {

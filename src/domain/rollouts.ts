@@ -18,6 +18,13 @@ export const PLAN_PHASES = ["published", "active", "paused", "halted", "rolling_
 export type PlanPhase = (typeof PLAN_PHASES)[number];
 export const STAGE_PHASES = ["pending", "open", "passed", "halted", "skipped"] as const;
 export type StagePhase = (typeof STAGE_PHASES)[number];
+/**
+ * The phases a stage is shown in: its stored phase, except that an open stage that selected no
+ * node (and is not covered by earlier stages) is shown `waiting` until some node qualifies.
+ * `waiting` is never stored; every action treats such a stage as open.
+ */
+export const SHOWN_STAGE_PHASES = ["pending", "waiting", "open", "passed", "halted", "skipped"] as const;
+export type ShownStagePhase = (typeof SHOWN_STAGE_PHASES)[number];
 
 /**
  * Operator actions, recovery strategies, and the controller's own moves: `start` opens the
@@ -405,6 +412,17 @@ export interface StageEvaluation {
 }
 
 const ratio = (n: number) => Number(n.toFixed(3)).toString();
+
+/** Why an open stage waits for nodes (it selected none and earlier stages did not cover it), or undefined. */
+export function waitingReason(state: StageState): string | undefined {
+  if (state.phase !== "open" || state.nodeCount !== 0 || state.covered) return undefined;
+  return `no node selected: ${state.detail || "the selector matched no HEALTHY node"}`;
+}
+
+/** The phase a stage is shown in: `waiting` for an open stage that selected no node, else its phase. */
+export function shownStagePhase(state: StageState): ShownStagePhase {
+  return waitingReason(state) === undefined ? state.phase : "waiting";
+}
 
 /** Why a stage is held whatever its gates say: it selected no node, or its counts are not those of its nodes. */
 function heldDetail(state: StageState, t: StageTally): string | undefined {

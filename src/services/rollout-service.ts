@@ -21,6 +21,7 @@ import {
   checkReason,
   initialPlanState,
   pastDeadline,
+  shownStagePhase,
   validateRolloutPlan,
   type Action,
   type PlanState,
@@ -257,7 +258,7 @@ export function createRolloutService(deps: RolloutServiceDeps): ServiceImpl<type
       const stage = state.stages[index];
       const ev = controller.evaluate(r, index);
       return {
-        stagePhase: stage.phase,
+        stagePhase: shownStagePhase(stage),
         gates: ev.gates.map((g) => create(GateStatusSchema, g)),
         manualApproved: stage.manualApproved,
         allPassed: ev.allPassed,

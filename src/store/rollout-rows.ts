@@ -10,7 +10,7 @@ import {
   type RolloutStatus,
 } from "../../gen/autonomy/v1/rollouts_pb.js";
 import type { AuditRow } from "../domain/audit.js";
-import type { PlanPhase, PlanState, StageState, StageTally } from "../domain/rollouts.js";
+import { shownStagePhase, waitingReason, type PlanPhase, type PlanState, type StageState, type StageTally } from "../domain/rollouts.js";
 
 /** Rows of the rollout tables as both dialects hold them (see sqlite/schema.ts and pg/schema.ts). */
 export interface PlanRow {
@@ -139,7 +139,7 @@ export function stateToStatus(s: PlanState, live?: (index: number) => StageTally
       const unreachable = t?.unreachable ?? 0;
       return create(StageStatusSchema, {
         stageId: st.stageId,
-        phase: st.phase,
+        phase: shownStagePhase(st),
         nodeCount: st.nodeCount,
         healthy,
         failed,
@@ -150,7 +150,7 @@ export function stateToStatus(s: PlanState, live?: (index: number) => StageTally
         settledAt: ts(t?.settledAtMs),
         closedAt: ts(st.closedAtMs),
         manualApproved: st.manualApproved,
-        detail: st.detail,
+        detail: waitingReason(st) ?? st.detail,
       });
     }),
   });

@@ -1,4 +1,4 @@
-import { useEffect, useId, useRef, useState, type FormEvent, type ReactNode } from "react";
+import { useEffect, useId, useRef, useState, type Dispatch, type FormEvent, type ReactNode, type SetStateAction } from "react";
 import { describeError } from "./api.js";
 
 /** One segment of a stacked bar. */
@@ -150,4 +150,22 @@ export function useNow(periodMs = 1000): number {
     return () => clearInterval(t);
   }, [periodMs]);
   return now;
+}
+
+/**
+ * Previous and Next over a list the server pages with tokens. `pages` holds the tokens of the
+ * pages up to the one shown ("" for the first), so Previous goes back exactly; Next pushes the
+ * token the server returned, and is disabled on the last page.
+ */
+export function Pager({ pages, setPages, nextPageToken }: { pages: readonly string[]; setPages: Dispatch<SetStateAction<string[]>>; nextPageToken: string | undefined }) {
+  return (
+    <div className="pager">
+      <button type="button" disabled={pages.length === 1} onClick={() => setPages((p) => p.slice(0, -1))}>
+        Previous page
+      </button>
+      <button type="button" disabled={!nextPageToken} onClick={() => nextPageToken && setPages((p) => [...p, nextPageToken])}>
+        Next page
+      </button>
+    </div>
+  );
 }

@@ -58,9 +58,11 @@ export function waitingOn(plan: RolloutPlan, status: RolloutStatus, gates: reado
   }
   const stageId = status.currentStageId;
   if (!stageId) return "waiting for the first stage to open";
+  const stage = status.stages.find((s) => s.stageId === stageId);
+  // Selected no node: held until some node qualifies (the controller selects again) or an operator promotes it.
+  if (stage?.phase === "waiting") return `stage ${stageId} waiting for nodes: ${stage.detail}; promote to go on without it`;
   if (!gates) return `stage ${stageId}: reading its gates`;
   const spec = plan.stages.find((s) => s.stageId === stageId);
-  const stage = status.stages.find((s) => s.stageId === stageId);
   const open = gates.filter((g) => !g.passed);
   if (open.length === 0) return `stage ${stageId}: every gate passed; advancing`;
   const parts = open.map((g) => {

@@ -263,7 +263,8 @@ export type StageStatus = Message<"autonomy.v1.StageStatus"> & {
   stageId: string;
 
   /**
-   * pending, open, passed, halted or skipped.
+   * pending, waiting, open, passed, halted or skipped. waiting: the stage is open but selected no
+   * node (detail says why); it passes no gate until some node qualifies, then it reads open.
    *
    * @generated from field: string phase = 2;
    */
@@ -1203,6 +1204,8 @@ export const GetStageGatesRequestSchema: GenMessage<GetStageGatesRequest> = /*@_
  */
 export type GetStageGatesResponse = Message<"autonomy.v1.GetStageGatesResponse"> & {
   /**
+   * The stage's phase, as in StageStatus.phase (waiting for an open stage that selected no node).
+   *
    * @generated from field: string stage_phase = 1;
    */
   stagePhase: string;

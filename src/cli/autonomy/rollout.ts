@@ -248,8 +248,11 @@ export function rolloutCommand(): Command {
         for (;;) {
           const { status } = await api.rollouts.getRolloutStatus({ planId });
           const s = status!;
+          // A stage that selected no node says so: it waits until some node qualifies.
+          const current = s.stages.find((x) => x.stageId === s.currentStageId);
+          const waiting = current?.phase === "waiting" ? ` waiting: ${current.detail}` : "";
           const line = escapeControl(
-            `plan ${s.planId}: ${s.phase}${s.currentStageId ? ` (stage ${s.currentStageId})` : ""}${s.reason ? `: ${s.reason}` : ""}`,
+            `plan ${s.planId}: ${s.phase}${s.currentStageId ? ` (stage ${s.currentStageId}${waiting})` : ""}${s.reason ? `: ${s.reason}` : ""}`,
           );
           const finished = DONE_PHASES.has(s.phase) || s.phase === "halted";
           if (!opts.wait || finished) {
@@ -302,7 +305,7 @@ export function rolloutCommand(): Command {
       withClients(cmd, async (api, options) => {
         const res = await api.rollouts.getStageGates(opts);
         if (options.output !== "text") return printMessage(options.output, GetStageGatesResponseSchema, res);
-        process.stdout.write(escapeControl(`stage ${opts.stageId}: ${res.stagePhase}; ${res.allPassed ? "every gate passes" : "waiting"}`) + "\n");
+        process.stdout.write(escapeControl(`stage ${opts.stageId}: ${res.stagePhase}; ${res.allPassed ? "every gate passes" : res.stagePhase === "waiting" ? "held until some node qualifies" : "waiting"}`) + "\n");
         for (const g of res.gates) process.stdout.write(escapeControl(`  [${g.passed ? "x" : " "}] ${g.kind}: ${g.detail}`) + "\n");
       }),
     );

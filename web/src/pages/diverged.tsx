@@ -3,7 +3,7 @@ import { useState, type FormEvent } from "react";
 import type { DivergedNode } from "../../../gen/autonomy/v1/operations_pb.js";
 import { api } from "../api.js";
 import { useSession } from "../auth.js";
-import { ActionButton, ErrorNote, useNow } from "../components.js";
+import { ActionButton, ErrorNote, Pager, useNow } from "../components.js";
 import { ago, duration, when } from "../format.js";
 
 const POLL_MS = 5000;
@@ -235,20 +235,7 @@ export function DivergedPage() {
         </div>
       )}
       {report.data && nodes.length === 0 && pages.length === 1 && <p>{filters.olderThan > 0 ? "No node has diverged for longer than that." : "No node has diverged."}</p>}
-      {(pages.length > 1 || report.data?.nextPageToken) && (
-        <div className="pager">
-          <button type="button" disabled={pages.length === 1} onClick={() => setPages((p) => p.slice(0, -1))}>
-            Previous page
-          </button>
-          <button
-            type="button"
-            disabled={!report.data?.nextPageToken}
-            onClick={() => report.data?.nextPageToken && setPages((p) => [...p, report.data!.nextPageToken])}
-          >
-            Next page
-          </button>
-        </div>
-      )}
+      {(pages.length > 1 || report.data?.nextPageToken) && <Pager pages={pages} setPages={setPages} nextPageToken={report.data?.nextPageToken} />}
     </section>
   );
 }

@@ -2,7 +2,7 @@ import { keepPreviousData, useQuery } from "@tanstack/react-query";
 import { useState, type FormEvent } from "react";
 import type { FleetTotals } from "../../../gen/autonomy/v1/nodes_pb.js";
 import { api } from "../api.js";
-import { ErrorNote, useNow } from "../components.js";
+import { ErrorNote, Pager, useNow } from "../components.js";
 import { useSession } from "../auth.js";
 import { ago } from "../format.js";
 import { IngestChart } from "./ingest-chart.js";
@@ -182,18 +182,7 @@ export function FleetPage() {
           </tbody>
         </table>
       </div>
-      <div className="pager">
-        <button type="button" disabled={pages.length === 1} onClick={() => setPages((p) => p.slice(0, -1))}>
-          Previous page
-        </button>
-        <button
-          type="button"
-          disabled={!search.data?.nextPageToken}
-          onClick={() => search.data?.nextPageToken && setPages((p) => [...p, search.data!.nextPageToken])}
-        >
-          Next page
-        </button>
-      </div>
+      <Pager pages={pages} setPages={setPages} nextPageToken={search.data?.nextPageToken} />
     </section>
   );
 }

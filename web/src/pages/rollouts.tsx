@@ -88,7 +88,8 @@ function PlanCard({ r }: { r: Rollout }) {
     return explainConflict(err, plan.planId, version);
   };
   const manualOpen =
-    current?.phase === "open" && !current.manualApproved && plan.stages.find((s) => s.stageId === current.stageId)?.gates.some((g) => g.kind === "manual");
+    (current?.phase === "open" || current?.phase === "waiting") &&
+    !current.manualApproved && plan.stages.find((s) => s.stageId === current.stageId)?.gates.some((g) => g.kind === "manual");
   const actionButton = (a: PlanAction | Recovery, run: (reason: string) => Promise<string>) => (
     <ActionButton
       key={a}
