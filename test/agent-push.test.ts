@@ -103,6 +103,28 @@ describe.each(["2", "1.1"] as const)("the push stream over HTTP/%s", (httpVersio
     expect(moved.sequence).toBe(hello.sequence + 1n);
     s.close();
   });
+
+  it("tells the nodes a rollback gives their previous release back", async () => {
+    const planId = `back-${httpVersion === "2" ? "h2" : "h1"}`;
+    await api.nodes.heartbeat({ nodeId: "p-1" });
+    const s = open(api, "p-1");
+    await s.next();
+    await publish(`bad-${httpVersion}`, "pc", true);
+    // A manual gate keeps the plan active until it is rolled back.
+    await api.rollouts.createRolloutPlan({ plan: { planId, releaseId: `bad-${httpVersion}`, stages: [{ stageId: "all", nodeIds: ["p-1"], gates: [{ kind: "manual" }] }] } });
+    const moved = await s.nextNews();
+    expect(moved.kind).toMatchObject({ case: "desiredReleaseChanged", value: { releaseId: `bad-${httpVersion}`, planId } });
+    const before = (await api.nodes.getNodeSummary({ nodeId: "p-1" })).desiredRelease?.releaseId;
+    const res = await api.rollouts.recoverRollout({ planId, strategy: "rollback", reason: "bad build" });
+    expect(res.toPhase).toBe("rolling_back");
+    const back = await s.nextNews();
+    const restored = (await api.nodes.getNodeSummary({ nodeId: "p-1" })).desiredRelease?.releaseId;
+    expect(restored).not.toBe(`bad-${httpVersion}`);
+    expect(before).toBe(`bad-${httpVersion}`);
+    expect(back.kind).toMatchObject({ case: "desiredReleaseChanged", value: { planId } });
+    expect(back.sequence).toBe(moved.sequence + 1n);
+    s.close();
+  });
 });
 
 describe("the push hub", () => {

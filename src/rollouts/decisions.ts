@@ -101,6 +101,8 @@ export class DecisionWriter {
       const audited = d.action === "restoring" ? [] : [audit];
       await store.commitRollout({ expectedVersion: d.before.version, fenceEpoch, status: stateToRow(next), moves: d.restores ?? [], audit: audited });
       stored = next;
+      // A rollback moves nodes too (back to what each ran before): they hear of it as of a stage's moves.
+      if (d.restores && d.restores.length > 0) for (const moves of restoredMoves(d.planId, d.restores)) this.deps.onMovesCommitted?.(moves);
     } else {
       const opened = await store.openRolloutStage({
         planId: d.planId,
@@ -122,4 +124,16 @@ export class DecisionWriter {
     metrics.rolloutTransitions.inc({ action: d.action, phase: stored.phase });
     return stored;
   }
+}
+
+/** A rollback's restore rows as the moves they are: one group per stage and release restored. */
+function restoredMoves(planId: string, restores: readonly MoveRow[]): MovesCommitted[] {
+  const groups = new Map<string, MovesCommitted & { nodeIds: string[] }>();
+  for (const r of restores) {
+    const key = `${r.stageId}\u0000${r.releaseId}`;
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { planId, stageId: r.stageId, releaseId: r.releaseId, nodeIds: [] }));
+    g.nodeIds.push(r.nodeId);
+  }
+  return [...groups.values()];
 }
