@@ -158,7 +158,7 @@ export function edgeClients(target: EdgeTarget, opts: { interactive?: boolean; t
 
 /** Clients whose certificate can be swapped for a renewed one (edgectl run with an enrolled identity). */
 export function renewableEdgeClients(target: EdgeTarget, opts: { timeoutMs?: number } = {}): RenewableClients {
-  return createRenewableClients({ baseUrl: target.url, timeoutMs: opts.timeoutMs ?? 30_000, tls: target.tls, token: target.token });
+  return createRenewableClients({ baseUrl: target.url, timeoutMs: opts.timeoutMs ?? target.options.requestTimeout ?? 30_000, tls: target.tls, token: target.token });
 }
 
 /** A TransportError naming the URL and its source when a call never reached the orchestrator's handlers. */
