@@ -98,6 +98,28 @@ describe("autonomy against something that is not a working orchestrator", () => 
     );
   });
 
+  it("edgectl names the URL and how long it waited when no answer comes, as autonomy does", async () => {
+    const s = await listen(net.createServer(() => {}));
+    closers.push(s.close);
+    const url = `http://127.0.0.1:${s.port}`;
+    const stateDir = mkdtempSync(path.join(os.tmpdir(), "edgectl-timeout-"));
+    try {
+      const enroll = await runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "--orchestrator-url", url, "--request-timeout", "2s", "enroll", "--node-id", "n1", "--channel", "stable"]);
+      expect(enroll.code).toBe(1);
+      expect(enroll.stderr).toBe(`edgectl: waiting for ${url} ...\n` + `edgectl: error: no answer from ${url} (from --orchestrator-url) within 2s (--request-timeout)\n`);
+      const fromEnv = await runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "--orchestrator-url", url, "enroll", "--node-id", "n1", "--channel", "stable"], {
+        EDGECTL_REQUEST_TIMEOUT: "1s",
+      });
+      expect(fromEnv.code).toBe(1);
+      expect(fromEnv.stderr.trim().split("\n").at(-1)).toBe(`edgectl: error: no answer from ${url} (from --orchestrator-url) within 1s (--request-timeout)`);
+      const version = await runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "--orchestrator-url", url, "--request-timeout", "2s", "version"]);
+      expect(version.code).toBe(0);
+      expect(version.stdout).toContain(`server: not reachable (no answer from ${url} (from --orchestrator-url) within 2s (--request-timeout))`);
+    } finally {
+      rmSync(stateDir, { recursive: true, force: true });
+    }
+  });
+
   it("says https:// to a cleartext server needs http://", async () => {
     const server = await startTestServer("sqlite");
     try {

@@ -126,6 +126,25 @@ describe("output, help and conventions of the CLIs", () => {
     expect((await autonomy(["fleet", "status", "--chanel", "x"])).stderr).toContain("(run `autonomy fleet status --help` for usage)");
   });
 
+  it("an unknown subcommand in any group is named, with the closest commands suggested, exit 2", async () => {
+    const cases: [string, string[], string][] = [
+      [AUTONOMY_BIN, ["audit", "list"], "unknown command 'list' (Did you mean query?)"],
+      [AUTONOMY_BIN, ["node", "lsit"], "unknown command 'lsit' (Did you mean list?)"],
+      [AUTONOMY_BIN, ["rollout", "plan", "lst"], "unknown command 'lst' (Did you mean list?)"],
+      [AUTONOMY_BIN, ["rollout", "lst"], "unknown command 'lst' (autonomy rollout has: status, plan,"],
+      [EDGECTL_BIN, ["statsu"], "unknown command 'statsu' (Did you mean status?)"],
+      [EDGECTL_BIN, ["spool", "lst"], "unknown command 'lst' (edgectl spool has: status, flush)"],
+    ];
+    for (const [bin, args, message] of cases) {
+      const r = await runProgram(bin, args);
+      expect({ args, code: r.code }).toEqual({ args, code: 2 });
+      expect(r.stderr).toContain(message);
+    }
+    const json = await autonomy(["audit", "list", "-o", "json"]);
+    expect(json.code).toBe(2);
+    expect(JSON.parse(json.stderr)).toEqual({ error: { code: "usage", message: "unknown command 'list' (Did you mean query?)" } });
+  });
+
   it("usage errors exit 2: unknown option, bad duration, bad choice, missing required option, bad --before", async () => {
     for (const args of [
       ["node", "list", "--no-such"],

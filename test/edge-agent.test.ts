@@ -245,6 +245,61 @@ describe("edgectl: stopping during an install, enrolment, status, signed plans",
     expect(after.stdout).toMatch(/agent\s+not running/);
   });
 
+  it("the last ack outlives the agent: killed with -9 and started again, status still shows it; a corrupt last-ack.json is ignored with a line", async () => {
+    const stateDir = path.join(work, "ack-1");
+    const env = { AUTONOMY_ORCHESTRATOR_URL: server.url };
+    expect((await runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "enroll", "--node-id", "ack-1", "--channel", "ack"], env)).code).toBe(0);
+    const run = (url = server.url) => {
+      const proc = spawn(process.execPath, [EDGECTL_BIN, "--state-dir", stateDir, "run", "--log-format", "json", "--poll-interval", "100ms", "--heartbeat-interval", "100ms"], {
+        env: { ...process.env, AUTONOMY_ORCHESTRATOR_URL: url },
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let log = "";
+      proc.stderr!.on("data", (c: Buffer) => (log += c.toString()));
+      const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
+      return { proc, exited, log: () => log };
+    };
+    const status = async () => (await runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "status"])).stdout;
+    const first = run();
+    try {
+      await eventually(async () => expect((await api.nodes.getNodeSummary({ nodeId: "ack-1" })).node?.lifecycle).toBe("HEALTHY"));
+      await api.releases.publishRelease({ release: { releaseId: "ack-r1", channel: "ack", version: "1", staged: true, artifacts: [{ name: "app", digest: DIGEST }] } });
+      await api.rollouts.createRolloutPlan({ plan: { planId: "ack-plan", releaseId: "ack-r1", stages: [{ stageId: "all", nodeIds: ["ack-1"] }] } });
+      await eventually(async () => expect(await status()).toMatch(/last ack\s+healthy of ack-r1 at /));
+    } finally {
+      first.proc.kill("SIGKILL");
+      await first.exited;
+    }
+    // The new run cannot reach the orchestrator, so it sends no ack of its own.
+    const second = run("http://127.0.0.1:1");
+    try {
+      // Once the new run has written its status, the ack of the run before is still there.
+      await eventually(async () => expect(JSON.parse(readFileSync(path.join(stateDir, "status.json"), "utf8")).pid).toBe(second.proc.pid));
+      expect(await status()).toMatch(/last ack\s+healthy of ack-r1 at /);
+      expect(await status()).toMatch(/agent\s+running/);
+    } finally {
+      second.proc.kill("SIGTERM");
+      expect(await second.exited).toBe(0);
+    }
+    expect(await status()).toMatch(/last ack\s+healthy of ack-r1 at /);
+    // A corrupt file is no ack, said once on stderr; neither status nor the agent stops for it.
+    rmSync(path.join(stateDir, "status.json"));
+    writeFileSync(path.join(stateDir, "last-ack.json"), "{not json");
+    const corrupt = await runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "status"]);
+    expect(corrupt.code).toBe(0);
+    expect(corrupt.stdout).toMatch(/last ack\s+-\n/);
+    expect(corrupt.stderr).toContain(`edgectl: ${path.join(stateDir, "last-ack.json")}: not JSON`);
+    const third = run();
+    try {
+      await eventually(async () => expect(JSON.parse(readFileSync(path.join(stateDir, "status.json"), "utf8")).pid).toBe(third.proc.pid));
+      expect(third.log()).toContain("last-ack.json: not JSON");
+      expect(third.proc.exitCode).toBeNull();
+    } finally {
+      third.proc.kill("SIGTERM");
+      expect(await third.exited).toBe(0);
+    }
+  });
+
   it("status shows the event spool: empty before anything is spooled, then the unsent events and the deadletter", async () => {
     const stateDir = path.join(work, "spool-status");
     const edgectl = (...args: string[]) => runProgram(EDGECTL_BIN, ["--state-dir", stateDir, ...args], { AUTONOMY_ORCHESTRATOR_URL: server.url });

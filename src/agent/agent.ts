@@ -11,7 +11,7 @@ import { runHook } from "./hooks.js";
 import { followPushStream, type PushState } from "./push.js";
 import { takeReapply } from "./reapply.js";
 import { writeState, type AgentState } from "./state.js";
-import { writeAgentStatus, type AgentStatus } from "./status.js";
+import { readLastAck, writeAgentStatus, writeLastAck, type AgentStatus, type LastAck } from "./status.js";
 import { WorkloadRunner, type Capacity } from "./workloads/runner.js";
 
 export interface AgentOptions {
@@ -97,7 +97,21 @@ class Connection {
   workloads: WorkloadRunner | undefined;
   private readonly startedAt = new Date().toISOString();
 
-  constructor(private readonly opts: AgentOptions) {}
+  constructor(private readonly opts: AgentOptions) {
+    // The last ack of an earlier run, until this run sends one.
+    this.lastAck = readLastAck(opts.stateDir, (message) => opts.logger.warn(message));
+  }
+
+  /** Records an ack the orchestrator took: in status.json and in last-ack.json, which outlives this run. */
+  acked(ack: LastAck): void {
+    this.lastAck = ack;
+    try {
+      writeLastAck(this.opts.stateDir, ack);
+    } catch (err) {
+      this.opts.logger.warn({ err: (err as Error).message }, "cannot write last-ack.json");
+    }
+    this.save();
+  }
 
   ok(): void {
     const wasDown = this.state !== "ok";
@@ -268,8 +282,7 @@ async function follow(opts: AgentOptions, state: AgentState, conn: Connection, w
     observedAt: timestampNow(),
   });
   const acked = (release: Release, ackState: string, message: string) => {
-    conn.lastAck = { release_id: release.releaseId, state: ackState, at: new Date().toISOString(), message: message || undefined };
-    conn.save();
+    conn.acked({ release_id: release.releaseId, state: ackState, at: new Date().toISOString(), message: message || undefined });
   };
   const ack = async (release: Release, ackState: string, message = "") => {
     await retrying(() => api.releases.upsertAck(ackRequest(release, ackState, message), { signal }), conn, signal);

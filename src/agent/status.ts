@@ -40,6 +40,45 @@ export function readAgentStatus(dir: string): AgentStatus | undefined {
   }
 }
 
+export type LastAck = NonNullable<AgentStatus["last_ack"]>;
+
+const LAST_ACK_FILE = "last-ack.json";
+
+export function lastAckFile(dir: string): string {
+  return path.join(dir, LAST_ACK_FILE);
+}
+
+/**
+ * The last acknowledgement the agent sent, kept in last-ack.json so that it outlives the agent
+ * (a restart, kill -9). Absent: undefined. Unreadable or not an ack: undefined, and `warn` says
+ * why; it is never a reason to stop.
+ */
+export function readLastAck(dir: string, warn: (message: string) => void = () => {}): LastAck | undefined {
+  let text: string;
+  try {
+    text = readFileSync(lastAckFile(dir), "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") warn(`${lastAckFile(dir)}: unreadable (${(err as Error).message}); ignored`);
+    return undefined;
+  }
+  try {
+    const ack = JSON.parse(text) as Partial<LastAck> | null;
+    if (ack && typeof ack.release_id === "string" && typeof ack.state === "string" && typeof ack.at === "string") {
+      return { release_id: ack.release_id, state: ack.state, at: ack.at, message: typeof ack.message === "string" ? ack.message : undefined };
+    }
+    warn(`${lastAckFile(dir)}: not an acknowledgement (release_id, state, at); ignored`);
+  } catch (err) {
+    warn(`${lastAckFile(dir)}: not JSON (${(err as Error).message}); ignored`);
+  }
+  return undefined;
+}
+
+/** Replaces last-ack.json atomically and durably (temporary file, fsync, rename). */
+export function writeLastAck(dir: string, ack: LastAck): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeFileAtomic(lastAckFile(dir), JSON.stringify(ack, null, 2) + "\n", 0o600);
+}
+
 export function writeAgentStatus(dir: string, status: AgentStatus): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   writeFileAtomic(statusFile(dir), JSON.stringify(status, null, 2) + "\n", 0o600);

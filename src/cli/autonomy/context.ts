@@ -2,8 +2,7 @@ import type { Command } from "commander";
 import { createOrchestratorClients, diagnoseTransportError, type OrchestratorClients } from "../../../clients/index.js";
 import { configPath, readConfig, type ConfigContext } from "../shared/config.js";
 import { runCommand, TransportError, UsageError, type OutputFormat } from "../shared/output.js";
-import { formatDuration } from "../shared/parse.js";
-import { waitingNotice } from "../shared/waiting.js";
+import { transportFailureMessage, waitingNotice } from "../shared/waiting.js";
 import { clientTls, clientToken, type ClientTlsFlags } from "../shared/tls-options.js";
 
 export interface GlobalOptions extends ClientTlsFlags {
@@ -108,10 +107,7 @@ export function commandContext(cmd: Command): CommandContext {
       if (!resolved) return err;
       const failure = await diagnoseTransportError(err, { url: resolved.url, tls: clientTls(withFiles()) });
       if (!failure) return err;
-      const message =
-        failure.kind === "timeout"
-          ? `no answer from ${resolved.url} (${resolved.source}) within ${formatDuration(options.requestTimeout)} (--request-timeout)`
-          : `cannot reach the orchestrator at ${resolved.url} (${resolved.source}): ${failure.message}`;
+      const message = transportFailureMessage(failure, resolved, options.requestTimeout);
       return new TransportError(message, failure.kind, resolved.url, resolved.source);
     },
   };

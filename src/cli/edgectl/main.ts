@@ -19,10 +19,12 @@ const version = clientVersionCommand(
       return undefined;
     }
     const api = edgeClients(target);
+    // The version is a quick look: at most 5s, less when --request-timeout says so.
+    const timeoutMs = Math.min(5000, target.options.requestTimeout ?? 5000);
     try {
-      return await serverVersion(api, target.url).catch(async (err: unknown) => ({
+      return await serverVersion(api, target.url, timeoutMs).catch(async (err: unknown) => ({
         url: target.url,
-        error: ((await explainEdgeError(err, target)) as Error).message,
+        error: ((await explainEdgeError(err, target, timeoutMs)) as Error).message,
       }));
     } finally {
       api.close();

@@ -8,13 +8,16 @@ import { identityPath, readIdentity, type LoadedIdentity } from "../../agent/ide
 import { defaultStateDir } from "../../agent/state.js";
 import { runCommand, TransportError, UsageError, type OutputFormat } from "../shared/output.js";
 import { suggest } from "../shared/spec-file.js";
-import { waitingNotice } from "../shared/waiting.js";
+import { transportFailureMessage, waitingNotice } from "../shared/waiting.js";
+import { parsePositiveDuration } from "../shared/parse.js";
 import { addClientTlsOptions, clientTls, clientToken, type ClientTlsFlags } from "../shared/tls-options.js";
 
 export interface EdgeOptions extends ClientTlsFlags {
   orchestratorUrl?: string;
   stateDir: string;
   output?: OutputFormat;
+  /** How long a command waits for each answer of the orchestrator (ms). */
+  requestTimeout?: number;
 }
 
 /** Keys of `config.yaml` in the state dir, each the name of the flag it stands for. */
@@ -64,6 +67,12 @@ export function addEdgeGlobalOptions(cmd: Command): Command {
       new Option("--state-dir <dir>", "where the agent keeps what the node runs, its status and config.yaml")
         .env("AUTONOMY_EDGE_STATE_DIR")
         .default(defaultStateDir(), "$XDG_STATE_HOME/autonomyops/edgectl"),
+    )
+    .addOption(
+      new Option("--request-timeout <duration>", "how long a command waits for each answer of the orchestrator")
+        .env("EDGECTL_REQUEST_TIMEOUT")
+        .argParser(parsePositiveDuration)
+        .default(30_000, "30s"),
     );
 }
 
@@ -140,7 +149,7 @@ export function edgeTarget(cmd: Command): EdgeTarget {
 export function edgeClients(target: EdgeTarget, opts: { interactive?: boolean; timeoutMs?: number } = {}): OrchestratorClients {
   return createOrchestratorClients({
     baseUrl: target.url,
-    timeoutMs: opts.timeoutMs ?? 30_000,
+    timeoutMs: opts.timeoutMs ?? target.options.requestTimeout ?? 30_000,
     tls: target.tls,
     token: target.token,
     interceptors: opts.interactive ? [waitingNotice(target.url, "edgectl")] : [],
@@ -149,14 +158,14 @@ export function edgeClients(target: EdgeTarget, opts: { interactive?: boolean; t
 
 /** Clients whose certificate can be swapped for a renewed one (edgectl run with an enrolled identity). */
 export function renewableEdgeClients(target: EdgeTarget, opts: { timeoutMs?: number } = {}): RenewableClients {
-  return createRenewableClients({ baseUrl: target.url, timeoutMs: opts.timeoutMs ?? 30_000, tls: target.tls, token: target.token });
+  return createRenewableClients({ baseUrl: target.url, timeoutMs: opts.timeoutMs ?? target.options.requestTimeout ?? 30_000, tls: target.tls, token: target.token });
 }
 
 /** A TransportError naming the URL and its source when a call never reached the orchestrator's handlers. */
-export async function explainEdgeError(err: unknown, target: EdgeTarget): Promise<unknown> {
+export async function explainEdgeError(err: unknown, target: EdgeTarget, timeoutMs = target.options.requestTimeout ?? 30_000): Promise<unknown> {
   const failure = await diagnoseTransportError(err, { url: target.url, tls: target.tls });
   if (!failure) return err;
-  return new TransportError(`cannot reach the orchestrator at ${target.url} (${target.source}): ${failure.message}`, failure.kind, target.url, target.source);
+  return new TransportError(transportFailureMessage(failure, target, timeoutMs), failure.kind, target.url, target.source);
 }
 
 /** Runs a command body with clients of the orchestrator; errors are one line (or JSON), exit 1. */

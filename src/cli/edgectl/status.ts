@@ -4,7 +4,7 @@ import path from "node:path";
 import { Command, Option } from "commander";
 import { readState } from "../../agent/state.js";
 import { readIdentity } from "../../agent/identity.js";
-import { readAgentStatus, statusFile } from "../../agent/status.js";
+import { readAgentStatus, readLastAck, statusFile } from "../../agent/status.js";
 import { Spool, spoolDir } from "../../agent/spool/spool.js";
 import { formatBytes } from "../../agent/throttle.js";
 import type { WorkloadStatus } from "../../agent/workloads/runner.js";
@@ -76,6 +76,8 @@ export function statusCommand(): Command {
           const global = cmd.optsWithGlobals() as EdgeOptions;
           const state = readState(global.stateDir);
           const status = readAgentStatus(global.stateDir);
+          // The agent keeps its last ack in last-ack.json too, for when status.json has none (or is gone).
+          const lastAck = status?.last_ack ?? readLastAck(global.stateDir, (message) => process.stderr.write(`edgectl: ${message}\n`));
           const config = readEdgeConfig(global.stateDir);
           const running = status !== undefined && status.stopped_at === undefined && alive(status.pid);
           const explicit = global.tlsCertFile ?? config["tls-cert-file"];
@@ -102,7 +104,7 @@ export function statusCommand(): Command {
               ? { unsent_frames: spool.unsent_frames, unsent_bytes: spool.unsent_bytes, oldest_unsent_at: spool.oldest_unsent_at, deadletter_entries: spool.deadletter_entries }
               : null,
             installing: status?.installing ?? null,
-            last_ack: status?.last_ack ?? null,
+            last_ack: lastAck ?? null,
             workloads: status?.workloads ?? null,
             certificate: cert ? { ...cert, ...enrolled } : null,
           };
@@ -120,7 +122,7 @@ export function statusCommand(): Command {
           ];
           if (state.failedReleaseId) fields.push(["failed", `${state.failedReleaseId} (not tried again until another release is desired)`]);
           if (status?.installing) fields.push(["installing", status.installing]);
-          fields.push(["last ack", status?.last_ack ? `${status.last_ack.state} of ${status.last_ack.release_id} at ${status.last_ack.at}${status.last_ack.message ? `: ${status.last_ack.message}` : ""}` : "-"]);
+          fields.push(["last ack", lastAck ? `${lastAck.state} of ${lastAck.release_id} at ${lastAck.at}${lastAck.message ? `: ${lastAck.message}` : ""}` : "-"]);
           fields.push([
             "agent",
             status

@@ -41,6 +41,52 @@ function findCommand(root: CommandType, names: string[]): CommandType {
   return cmd;
 }
 
+/** Names an operator may type for a command that goes by another name in this tree. */
+const SYNONYMS: Record<string, string[]> = {
+  list: ["query", "ls", "show", "status"],
+  ls: ["list", "query"],
+  get: ["describe", "show", "query", "status"],
+  show: ["describe", "status", "query", "list"],
+  describe: ["show", "status"],
+  rm: ["delete", "remove", "revoke"],
+  remove: ["delete", "revoke", "prune"],
+  delete: ["remove", "revoke", "prune"],
+  new: ["create", "add"],
+  add: ["create"],
+  create: ["add", "new"],
+};
+
+/**
+ * Commander's "unknown command" error, which suggests only a name a typo away: when none is,
+ * a likely synonym's command is suggested, else every subcommand is listed, so
+ * `autonomy audit list` points at `query` rather than only at the help.
+ */
+function unknownCommand(this: CommandType): never {
+  const unknownName = this.args[0];
+  const visible = this.createHelp().visibleCommands(this).filter((c) => c.name() !== "help");
+  const names = visible.flatMap((c) => [c.name(), ...c.aliases()]);
+  const close = names.filter((n) => editDistance(unknownName, n) <= Math.max(1, Math.floor(n.length / 3)));
+  const synonyms = (SYNONYMS[unknownName] ?? []).filter((n) => names.includes(n));
+  const suggested = [...new Set([...close, ...synonyms])];
+  const hint = suggested.length
+    ? ` (Did you mean ${suggested.join(" or ")}?)`
+    : ` (${commandPath(this)} has: ${visible.map((c) => c.name()).join(", ")})`;
+  this.error(`error: unknown command '${unknownName}'${hint}`, { code: "commander.unknownCommand", exitCode: 2 });
+}
+
+/** Optimal string alignment distance: insertions, deletions, substitutions, adjacent swaps. */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
+}
+
 /**
  * The format `-o`/`--output json|yaml` asks for anywhere on the command line (the last one
  * wins), read before parsing so that the parser's own errors come in that format too.
@@ -89,6 +135,7 @@ export function finishProgram(root: CommandType): CommandType {
     cmd.createHelp = () => Object.assign(new ProgramHelp(), cmd.configureHelp());
     cmd.exitOverride((err) => process.exit(err.exitCode === 1 ? 2 : err.exitCode));
     cmd.showSuggestionAfterError(true);
+    if (cmd.commands.length) (cmd as unknown as { unknownCommand: () => never }).unknownCommand = unknownCommand.bind(cmd);
     if (format) {
       cmd.configureOutput({
         outputError: (message) => reportError(root.name(), new UsageError(message.trim().replace(/^error: /, "").replace(/\s*\n\s*/g, " ")), format),

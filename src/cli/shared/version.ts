@@ -12,9 +12,9 @@ export interface ServerVersion {
 }
 
 /** Asks the orchestrator's health check for its version (a response header). */
-export async function serverVersion(api: OrchestratorClients, url: string): Promise<ServerVersion> {
+export async function serverVersion(api: OrchestratorClients, url: string, timeoutMs = 5000): Promise<ServerVersion> {
   let version: string | undefined;
-  await api.health.check({}, { onHeader: (h) => (version = h.get(SERVER_VERSION_HEADER) ?? undefined), timeoutMs: 5000 });
+  await api.health.check({}, { onHeader: (h) => (version = h.get(SERVER_VERSION_HEADER) ?? undefined), timeoutMs });
   return { url, version: version ?? "unknown (older than this client)" };
 }
 

@@ -1,4 +1,21 @@
 import type { Interceptor } from "@connectrpc/connect";
+import { formatDuration } from "./parse.js";
+
+/**
+ * The one line a CLI prints when a call never reached the orchestrator's handlers: for a
+ * timeout, the URL, where it came from and how long the call waited (and the flag that sets it).
+ */
+export function transportFailureMessage(
+  failure: { kind: string; message: string },
+  target: { url: string; source: string },
+  timeoutMs: number,
+  flag = "--request-timeout",
+): string {
+  const from = target.source ? ` (${target.source})` : "";
+  return failure.kind === "timeout"
+    ? `no answer from ${target.url}${from} within ${formatDuration(timeoutMs)} (${flag})`
+    : `cannot reach the orchestrator at ${target.url}${from}: ${failure.message}`;
+}
 
 /**
  * Says on stderr, once, that a call has been waiting more than a second, so a server that
