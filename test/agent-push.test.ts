@@ -121,7 +121,7 @@ describe.each(["2", "1.1"] as const)("the push stream over HTTP/%s", (httpVersio
     const restored = (await api.nodes.getNodeSummary({ nodeId: "p-1" })).desiredRelease?.releaseId;
     expect(restored).not.toBe(`bad-${httpVersion}`);
     expect(before).toBe(`bad-${httpVersion}`);
-    expect(back.kind).toMatchObject({ case: "desiredReleaseChanged", value: { planId } });
+    expect(back.kind).toMatchObject({ case: "desiredReleaseChanged", value: { planId, releaseId: restored } });
     expect(back.sequence).toBe(moved.sequence + 1n);
     s.close();
   });

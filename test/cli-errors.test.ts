@@ -108,7 +108,7 @@ describe("autonomy against something that is not a working orchestrator", () => 
       expect(enroll.code).toBe(1);
       expect(enroll.stderr).toBe(`edgectl: waiting for ${url} ...\n` + `edgectl: error: no answer from ${url} (from --orchestrator-url) within 2s (--request-timeout)\n`);
       const fromEnv = await runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "--orchestrator-url", url, "enroll", "--node-id", "n1", "--channel", "stable"], {
-        EDGECTL_REQUEST_TIMEOUT: "1s",
+        AUTONOMY_EDGE_REQUEST_TIMEOUT: "1s",
       });
       expect(fromEnv.code).toBe(1);
       expect(fromEnv.stderr.trim().split("\n").at(-1)).toBe(`edgectl: error: no answer from ${url} (from --orchestrator-url) within 1s (--request-timeout)`);

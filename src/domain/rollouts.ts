@@ -413,10 +413,13 @@ export interface StageEvaluation {
 
 const ratio = (n: number) => Number(n.toFixed(3)).toString();
 
+/** What a stage that selected no node says about it. */
+const noNodeDetail = (state: StageState) => `no node selected: ${state.detail || "the selector matched no HEALTHY node"}`;
+
 /** Why an open stage waits for nodes (it selected none and earlier stages did not cover it), or undefined. */
 export function waitingReason(state: StageState): string | undefined {
   if (state.phase !== "open" || state.nodeCount !== 0 || state.covered) return undefined;
-  return `no node selected: ${state.detail || "the selector matched no HEALTHY node"}`;
+  return noNodeDetail(state);
 }
 
 /** The phase a stage is shown in: `waiting` for an open stage that selected no node, else its phase. */
@@ -427,7 +430,7 @@ export function shownStagePhase(state: StageState): ShownStagePhase {
 /** Why a stage is held whatever its gates say: it selected no node, or its counts are not those of its nodes. */
 function heldDetail(state: StageState, t: StageTally): string | undefined {
   if (state.phase === "pending") return "the stage has not opened yet";
-  if (state.nodeCount === 0) return `no node selected: ${state.detail || "the selector matched no HEALTHY node"}`;
+  if (state.nodeCount === 0) return noNodeDetail(state);
   if (t.nodeCount !== state.nodeCount) return `counting the stage's nodes: ${t.nodeCount} of ${state.nodeCount} counted`;
   return undefined;
 }

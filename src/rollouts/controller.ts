@@ -163,7 +163,7 @@ export class RolloutController {
     await this.follow();
   }
 
-  /** Calls fn after each committed write that moved nodes to a plan's release. */
+  /** Calls fn after each committed write that moved nodes: to a plan's release, or back by a rollback. */
   subscribeMoves(fn: (m: MovesCommitted) => void): void {
     this.moveListeners.push(fn);
   }

@@ -22,9 +22,10 @@ const REFUSED_DURING_STOP: ReadonlySet<Action> = new Set<Action>(["start", "adva
 /** Who the controller's own decisions are recorded as. */
 export const CONTROLLER_ACTOR: Actor = { actor: "system:rollout-controller", source: "controller" };
 
-/** Nodes a committed decision moved to a plan's release (for whoever tells the nodes). */
+/** Nodes a committed decision moved to a plan's release, or back by a rollback (for whoever tells the nodes). */
 export interface MovesCommitted {
   planId: string;
+  /** The stage that opened; "" for a rollback's restores (which span the plan's stages). */
   stageId: string;
   releaseId: string;
   nodeIds: readonly string[];
@@ -126,13 +127,16 @@ export class DecisionWriter {
   }
 }
 
-/** A rollback's restore rows as the moves they are: one group per stage and release restored. */
+/**
+ * A rollback's restore rows as the moves they are: one group per release restored. A node that
+ * ran no release before the move is restored to "" (its channel's latest unstaged release, as
+ * the desired-release rule reads it); the agent reads its desired release on any push.
+ */
 function restoredMoves(planId: string, restores: readonly MoveRow[]): MovesCommitted[] {
   const groups = new Map<string, MovesCommitted & { nodeIds: string[] }>();
   for (const r of restores) {
-    const key = `${r.stageId}\u0000${r.releaseId}`;
-    let g = groups.get(key);
-    if (!g) groups.set(key, (g = { planId, stageId: r.stageId, releaseId: r.releaseId, nodeIds: [] }));
+    let g = groups.get(r.releaseId);
+    if (!g) groups.set(r.releaseId, (g = { planId, stageId: "", releaseId: r.releaseId, nodeIds: [] }));
     g.nodeIds.push(r.nodeId);
   }
   return [...groups.values()];

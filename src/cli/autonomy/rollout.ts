@@ -305,7 +305,7 @@ export function rolloutCommand(): Command {
       withClients(cmd, async (api, options) => {
         const res = await api.rollouts.getStageGates(opts);
         if (options.output !== "text") return printMessage(options.output, GetStageGatesResponseSchema, res);
-        process.stdout.write(escapeControl(`stage ${opts.stageId}: ${res.stagePhase}; ${res.allPassed ? "every gate passes" : res.stagePhase === "waiting" ? "held until some node qualifies" : "waiting"}`) + "\n");
+        process.stdout.write(escapeControl(`stage ${opts.stageId}: ${res.stagePhase}; ${res.allPassed ? "every gate passes" : res.stagePhase === "waiting" ? "held until some node qualifies" : "gates not yet passed"}`) + "\n");
         for (const g of res.gates) process.stdout.write(escapeControl(`  [${g.passed ? "x" : " "}] ${g.kind}: ${g.detail}`) + "\n");
       }),
     );

@@ -70,7 +70,7 @@ export function addEdgeGlobalOptions(cmd: Command): Command {
     )
     .addOption(
       new Option("--request-timeout <duration>", "how long a command waits for each answer of the orchestrator")
-        .env("EDGECTL_REQUEST_TIMEOUT")
+        .env("AUTONOMY_EDGE_REQUEST_TIMEOUT")
         .argParser(parsePositiveDuration)
         .default(30_000, "30s"),
     );

@@ -133,7 +133,7 @@ export function prepareFleetReads(db: BetterSQLite3Database, reader: Database.Da
       const where: SQL[] = [];
       if (q.channel !== undefined) where.push(eq(nodes.channel, q.channel));
       if (q.afterNodeId !== undefined) where.push(gt(nodes.nodeId, q.afterNodeId));
-    if (q.reportingWorkloads) where.push(inArray(nodes.nodeId, db.select({ id: workloadNodes.nodeId }).from(workloadNodes)));
+      if (q.reportingWorkloads) where.push(inArray(nodes.nodeId, db.select({ id: workloadNodes.nodeId }).from(workloadNodes)));
       const query = db.select().from(nodes).where(and(...where)).orderBy(asc(nodes.nodeId));
       return (q.limit === undefined ? query.all() : query.limit(q.limit).all()).map(rowToNode);
     },
