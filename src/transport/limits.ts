@@ -132,15 +132,10 @@ export class ConnectionGuard {
     this.rate = new RateLimiter({ perSecond: limits.connectionRatePerClient ?? 0, burst: limits.connectionBurstPerClient ?? 1 });
   }
 
-  /** Admits the socket (counted until it closes), or destroys it and returns false. */
-  admit(socket: net.Socket): boolean {
-    const address = socket.remoteAddress ?? "unknown";
-    return this.count(socket, address);
-  }
-
   /**
-   * Admits the socket like `admit`, then calls `start` with the bytes it sent so far once the
-   * address's rate lets it be served: at once within the burst, else in its turn.
+   * Admits the socket (counted until it closes; destroyed, and false, beyond the caps), then
+   * calls `start` with the bytes it sent so far once the address's rate lets it be served: at
+   * once within the burst, else in its turn.
    */
   pace(socket: net.Socket, start: (early: Buffer) => void): boolean {
     const address = socket.remoteAddress ?? "unknown";
