@@ -6,7 +6,7 @@ import { buildInfo } from "../../build-info.js";
 import { nodeIdOfEnrollmentToken } from "../../domain/enrollment.js";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { escapeControl, formatTime, runCommand, UsageError } from "../shared/output.js";
-import { collectLabel, edgeTarget, explainEdgeError, withEdgeClients, type EdgeTarget } from "./options.js";
+import { collectLabel, edgeTarget, explainEdgeError, requestTimeoutOf, withEdgeClients, type EdgeTarget } from "./options.js";
 import { waitingNotice } from "../shared/waiting.js";
 
 interface EnrollOptions {
@@ -49,7 +49,7 @@ async function enrollWithToken(opts: EnrollOptions & { token: string }, target: 
   const pending = PendingKey.write(stateDir, keyPem);
   // No client certificate and no bearer token: the one-time token is the credential.
   const tls = { ca: target.tls?.ca };
-  const api = createOrchestratorClients({ baseUrl: target.url, timeoutMs: target.options.requestTimeout ?? 30_000, tls, interceptors: [waitingNotice(target.url, "edgectl")] });
+  const api = createOrchestratorClients({ baseUrl: target.url, timeoutMs: requestTimeoutOf(target), tls, interceptors: [waitingNotice(target.url, "edgectl")] });
   let res;
   try {
     res = await api.enrollment.enroll({ token: opts.token, csrPem, labels: opts.label ?? {}, agentVersion: buildInfo().version });

@@ -5,7 +5,7 @@ import { finishProgram } from "../shared/program.js";
 import { clientVersionCommand, serverVersion } from "../shared/version.js";
 import { OUTPUT_FORMATS, type OutputFormat } from "../shared/output.js";
 import { enrollCommand } from "./enroll.js";
-import { addEdgeGlobalOptions, edgeClients, edgeTarget, explainEdgeError } from "./options.js";
+import { addEdgeGlobalOptions, edgeClients, edgeTarget, explainEdgeError, requestTimeoutOf } from "./options.js";
 import { runAgentCommand } from "./run.js";
 import { statusCommand } from "./status.js";
 
@@ -20,7 +20,7 @@ const version = clientVersionCommand(
     }
     const api = edgeClients(target);
     // The version is a quick look: at most 5s, less when --request-timeout says so.
-    const timeoutMs = Math.min(5000, target.options.requestTimeout ?? 5000);
+    const timeoutMs = Math.min(5000, requestTimeoutOf(target));
     try {
       return await serverVersion(api, target.url, timeoutMs).catch(async (err: unknown) => ({
         url: target.url,

@@ -20,6 +20,14 @@ export interface EdgeOptions extends ClientTlsFlags {
   requestTimeout?: number;
 }
 
+/** How long a call waits for its answer unless --request-timeout says otherwise. */
+const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+
+/** The wait for each answer of the orchestrator that a command's options ask for. */
+export function requestTimeoutOf(target: EdgeTarget): number {
+  return target.options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT_MS;
+}
+
 /** Keys of `config.yaml` in the state dir, each the name of the flag it stands for. */
 export const EDGE_CONFIG_KEYS = [
   "orchestrator-url",
@@ -72,7 +80,7 @@ export function addEdgeGlobalOptions(cmd: Command): Command {
       new Option("--request-timeout <duration>", "how long a command waits for each answer of the orchestrator")
         .env("AUTONOMY_EDGE_REQUEST_TIMEOUT")
         .argParser(parsePositiveDuration)
-        .default(30_000, "30s"),
+        .default(DEFAULT_REQUEST_TIMEOUT_MS, "30s"),
     );
 }
 
@@ -149,7 +157,7 @@ export function edgeTarget(cmd: Command): EdgeTarget {
 export function edgeClients(target: EdgeTarget, opts: { interactive?: boolean; timeoutMs?: number } = {}): OrchestratorClients {
   return createOrchestratorClients({
     baseUrl: target.url,
-    timeoutMs: opts.timeoutMs ?? target.options.requestTimeout ?? 30_000,
+    timeoutMs: opts.timeoutMs ?? requestTimeoutOf(target),
     tls: target.tls,
     token: target.token,
     interceptors: opts.interactive ? [waitingNotice(target.url, "edgectl")] : [],
@@ -158,11 +166,11 @@ export function edgeClients(target: EdgeTarget, opts: { interactive?: boolean; t
 
 /** Clients whose certificate can be swapped for a renewed one (edgectl run with an enrolled identity). */
 export function renewableEdgeClients(target: EdgeTarget, opts: { timeoutMs?: number } = {}): RenewableClients {
-  return createRenewableClients({ baseUrl: target.url, timeoutMs: opts.timeoutMs ?? target.options.requestTimeout ?? 30_000, tls: target.tls, token: target.token });
+  return createRenewableClients({ baseUrl: target.url, timeoutMs: opts.timeoutMs ?? requestTimeoutOf(target), tls: target.tls, token: target.token });
 }
 
 /** A TransportError naming the URL and its source when a call never reached the orchestrator's handlers. */
-export async function explainEdgeError(err: unknown, target: EdgeTarget, timeoutMs = target.options.requestTimeout ?? 30_000): Promise<unknown> {
+export async function explainEdgeError(err: unknown, target: EdgeTarget, timeoutMs = requestTimeoutOf(target)): Promise<unknown> {
   const failure = await diagnoseTransportError(err, { url: target.url, tls: target.tls });
   if (!failure) return err;
   return new TransportError(transportFailureMessage(failure, target, timeoutMs), failure.kind, target.url, target.source);

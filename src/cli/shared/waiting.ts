@@ -3,17 +3,13 @@ import { formatDuration } from "./parse.js";
 
 /**
  * The one line a CLI prints when a call never reached the orchestrator's handlers: for a
- * timeout, the URL, where it came from and how long the call waited (and the flag that sets it).
+ * timeout, the URL, where it came from and how long the call waited (and --request-timeout,
+ * which sets it).
  */
-export function transportFailureMessage(
-  failure: { kind: string; message: string },
-  target: { url: string; source: string },
-  timeoutMs: number,
-  flag = "--request-timeout",
-): string {
+export function transportFailureMessage(failure: { kind: string; message: string }, target: { url: string; source: string }, timeoutMs: number): string {
   const from = target.source ? ` (${target.source})` : "";
   return failure.kind === "timeout"
-    ? `no answer from ${target.url}${from} within ${formatDuration(timeoutMs)} (${flag})`
+    ? `no answer from ${target.url}${from} within ${formatDuration(timeoutMs)} (--request-timeout)`
     : `cannot reach the orchestrator at ${target.url}${from}: ${failure.message}`;
 }
 
