@@ -10,29 +10,31 @@
  * open stage counted again, and evaluated: a lost signal or a failed write delays a decision,
  * it never loses or corrupts one. Memory is a cache of the store.
  *
- * The parts: PlanRuntime (a plan's queue, timers and signals), StageTracker (the counts),
- * DecisionWriter (every write: one transaction each, conditional on the status version), and
- * the pure applyAction and evaluateStage of src/domain.
+ * The parts: RunningPlans (running-plans.ts: the plans this leader runs, and its signals passed
+ * on to them), PlanRuntime (a plan's queue and timers), LiveStage (live-stage.ts: its open
+ * stage's counts and the signals they take), StageTracker (the counts), OperatorActions
+ * (operator-actions.ts: operators' actions, on the leader or on a follower), DecisionWriter
+ * (every write: one transaction each, conditional on the status version), and the pure
+ * applyAction and evaluateStage of src/domain.
  */
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Event } from "../../gen/autonomy/v1/events_pb.js";
 import type { NodeAck } from "../../gen/autonomy/v1/releases_pb.js";
-import { AbortedError, FailedPreconditionError, NotFoundError } from "../domain/errors.js";
-import { applyAction } from "../domain/rollout-actions.js";
-import { evaluateStage, isTerminal, SYSTEM_ACTIONS, transition, type Action, type PlanState, type StageEvaluation, type StageTally } from "../domain/rollouts.js";
+import { evaluateStage, isTerminal, type Action, type PlanState, type StageEvaluation, type StageTally } from "../domain/rollouts.js";
 import type { Logger } from "../observability/logger.js";
 import type { Metrics } from "../observability/metrics.js";
-import { rowToPlan, rowToState, type MoveRow, type RolloutRecord } from "../store/rollout-rows.js";
+import { rowToPlan, rowToState, type RolloutRecord } from "../store/rollout-rows.js";
 import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
-import type { Actor } from "../services/audit-record.js";
 import { DecisionWriter, type MovesCommitted } from "./decisions.js";
 import { ControllerStoppedError } from "./errors.js";
-import { PlanRuntime } from "./plan-runtime.js";
+import { OperatorActions, type ActionRequest, type ActionResult } from "./operator-actions.js";
+import { RunningPlans } from "./running-plans.js";
 import { loadStageTracker, type TrackedAck } from "./stage-tracker.js";
 
 export { CONTROLLER_ACTOR } from "./decisions.js";
 export type { MovesCommitted } from "./decisions.js";
+export type { ActionRequest, ActionResult } from "./operator-actions.js";
 
 /** --rollout-resync: how often every unfinished plan is read back and evaluated. */
 export const DEFAULT_ROLLOUT_RESYNC_MS = 30_000;
@@ -67,24 +69,6 @@ export interface ControllerRelay {
   plan(planId: string): void;
 }
 
-/** The result of an operator action. */
-export interface ActionResult {
-  state: PlanState;
-  fromPhase: string;
-  moved: MoveRow[];
-  /** For approve: whether the stage advanced. */
-  promoted?: boolean;
-  message: string;
-}
-
-export interface ActionRequest extends Actor {
-  reason: string;
-  expectedVersion?: number;
-  /** approve: the stage approved. recover: when set, it must be the current stage. */
-  stageId?: string;
-  dryRun?: boolean;
-}
-
 /** What one resync pass did: plans evaluated, and those whose counts in memory differed from the store's. */
 export interface ResyncResult {
   plans: number;
@@ -92,9 +76,10 @@ export interface ResyncResult {
 }
 
 export class RolloutController {
-  private readonly runtimes = new Map<string, PlanRuntime>();
+  private readonly runtimes: RunningPlans;
   private readonly now: () => number;
   private readonly decisions: DecisionWriter;
+  private readonly actions: OperatorActions;
   private readonly moveListeners: ((m: MovesCommitted) => void)[] = [];
   private stopped = false;
   /** Runs the plans (start() to follow()); a follower only takes operators' actions. */
@@ -102,7 +87,6 @@ export class RolloutController {
   private running = false;
   private timer?: NodeJS.Timeout;
   private pass?: Promise<ResyncResult>;
-  private drifted: string[] = [];
 
   constructor(private readonly deps: ControllerDeps) {
     this.now = deps.now ?? Date.now;
@@ -115,6 +99,15 @@ export class RolloutController {
       onMovesCommitted: (m) => {
         for (const fn of this.moveListeners) fn(m);
       },
+    });
+    this.runtimes = new RunningPlans({ ...deps, now: this.now, decisions: this.decisions, retryMs: deps.retryMs ?? DEFAULT_ROLLOUT_RETRY_MS });
+    this.actions = new OperatorActions({
+      store: deps.store,
+      now: this.now,
+      stopped: () => this.stopped,
+      leading: () => this.leading,
+      plans: this.runtimes,
+      relayPlan: (planId) => this.deps.relay?.plan(planId),
     });
     deps.sightings.subscribe((s) => this.onSeen(s.nodeId, s.lastSeenMs));
   }
@@ -152,9 +145,7 @@ export class RolloutController {
     this.running = false;
     clearInterval(this.timer);
     await this.pass?.catch(() => undefined);
-    const runtimes = [...this.runtimes.values()];
-    this.runtimes.clear();
-    await Promise.all(runtimes.map((rt) => rt.stop()));
+    await Promise.all(this.runtimes.clear().map((rt) => rt.stop()));
   }
 
   /** Stops the resync and every plan's timers, and waits until no step or action is running. */
@@ -179,7 +170,7 @@ export class RolloutController {
   }
 
   private async resyncPass(): Promise<ResyncResult> {
-    this.drifted = [];
+    this.runtimes.drifted = [];
     let records: RolloutRecord[];
     try {
       records = await this.deps.store.listRollouts({ unfinished: true });
@@ -193,17 +184,17 @@ export class RolloutController {
     for (const record of records) {
       listed.add(record.plan.planId);
       const rt = this.runtimes.get(record.plan.planId);
-      runs.push(rt ? rt.resync() : this.load(record).queue.settled());
+      runs.push(rt ? rt.resync() : this.runtimes.load(record).queue.settled());
     }
     for (const rt of this.runtimes.values()) if (!listed.has(rt.planId)) runs.push(rt.resync());
     await Promise.all(runs);
-    return { plans: runs.length, drifted: this.drifted };
+    return { plans: runs.length, drifted: this.runtimes.drifted };
   }
 
   /** A plan just published: track it and start it. */
   async track(record: RolloutRecord): Promise<void> {
     if (!this.leading) this.deps.relay?.plan(record.plan.planId);
-    else if (!this.stopped && !this.runtimes.has(record.plan.planId)) this.load(record);
+    else if (!this.stopped && !this.runtimes.has(record.plan.planId)) this.runtimes.load(record);
   }
 
   /** A plan changed outside the controller (the emergency stop halted it): the leader reads it back, a follower tells the leader. */
@@ -218,39 +209,13 @@ export class RolloutController {
     const rt = this.runtimes.get(planId);
     if (rt) return rt.resync();
     const record = await this.deps.store.getRollout(planId);
-    if (record && !isTerminal(record.status.phase as PlanState["phase"]) && this.leading && !this.runtimes.has(planId)) this.load(record);
-  }
-
-  private load(record: RolloutRecord): PlanRuntime {
-    const rt = this.runtime(record);
-    this.runtimes.set(rt.planId, rt);
-    void rt.resync(record);
-    return rt;
-  }
-
-  private runtime(record: RolloutRecord): PlanRuntime {
-    return new PlanRuntime(
-      {
-        ...this.deps,
-        now: this.now,
-        decisions: this.decisions,
-        retryMs: this.deps.retryMs ?? DEFAULT_ROLLOUT_RETRY_MS,
-        onFinished: (done) => {
-          if (this.runtimes.get(done.planId) === done) this.runtimes.delete(done.planId);
-        },
-        onDrift: (drift, memory, stored) => {
-          this.drifted.push(drift.planId);
-          this.deps.logger.warn({ plan_id: drift.planId, memory, stored }, "rollout stage counts differed from the store; counted again");
-        },
-      },
-      record,
-    );
+    if (record && !isTerminal(record.status.phase as PlanState["phase"]) && this.leading && !this.runtimes.has(planId)) this.runtimes.load(record);
   }
 
   /** The live counts of a plan's stage, when the controller tracks it and has counted it. */
   liveTally(planId: string, stageIndex: number): StageTally | undefined {
     const rt = this.runtimes.get(planId);
-    return rt && rt.state.currentStage === stageIndex ? rt.tracker?.tally() : undefined;
+    return rt && rt.state.currentStage === stageIndex ? rt.live.tracker?.tally() : undefined;
   }
 
   /** The counts of a plan's open stage as the store holds them now, counted apart from the controller's. */
@@ -281,7 +246,7 @@ export class RolloutController {
     const plan = rt?.plan ?? rowToPlan(record.plan);
     const state = rt?.state ?? rowToState(record.status, record.plan.createdAtMs);
     const stage = state.stages[stageIndex];
-    const live = rt && state.currentStage === stageIndex ? rt.tracker?.tally() : undefined;
+    const live = rt && state.currentStage === stageIndex ? rt.live.tracker?.tally() : undefined;
     const tally = live ?? stage.tally ?? { nodeCount: stage.nodeCount, healthy: 0, failed: 0, unreachable: 0, gatedEvents: 0 };
     return evaluateStage(plan.stages[stageIndex], stage, tally, this.now());
   }
@@ -296,110 +261,26 @@ export class RolloutController {
 
   /** An ack stored here or on another replica. */
   applyAck(releaseId: string, ack: TrackedAck): void {
-    if (!this.leading) {
-      this.deps.relay?.ack(releaseId, ack);
-      return;
-    }
-    for (const rt of this.runtimes.values()) {
-      // A rollback counts acks of the releases it restores: the runtime counts again.
-      if (rt.state.phase === "rolling_back") rt.schedule();
-      if (rt.plan.releaseId === releaseId) rt.onAck(ack);
-    }
+    if (this.leading) this.runtimes.ack(releaseId, ack);
+    else this.deps.relay?.ack(releaseId, ack);
   }
 
   /** A node seen here or on another replica. */
   onSeen(nodeId: string, atMs: number): void {
-    if (!this.leading) {
-      this.deps.relay?.seen(nodeId, atMs);
-      return;
-    }
-    for (const rt of this.runtimes.values()) rt.onSeen(nodeId, atMs);
+    if (this.leading) this.runtimes.seen(nodeId, atMs);
+    else this.deps.relay?.seen(nodeId, atMs);
   }
 
   /** Events just stored; allNew false when some of the batch were duplicates (which ones is unknown here). */
   onEvents(events: readonly Pick<Event, "nodeId" | "eventType">[], allNew: boolean): void {
-    if (!this.leading) {
-      if (events.length > 0) this.deps.relay?.events(events.map((e) => ({ nodeId: e.nodeId, eventType: e.eventType })), allNew);
-      return;
-    }
-    for (const rt of this.runtimes.values()) {
-      const type = rt.gatedType();
-      if (type === undefined) continue;
-      for (const e of events) if (e.eventType === type) rt.onEvent(e.nodeId, allNew);
-    }
+    if (this.leading) this.runtimes.events(events, allNew);
+    else if (events.length > 0) this.deps.relay?.events(events.map((e) => ({ nodeId: e.nodeId, eventType: e.eventType })), allNew);
   }
 
-  // -- operator actions -------------------------------------------------------------------
+  // -- operator actions (src/rollouts/operator-actions.ts) ---------------------------------
 
   /** Applies an operator action or recovery strategy; FailedPrecondition when the plan's phase forbids it. */
-  async act(planId: string, action: Action, req: ActionRequest): Promise<ActionResult> {
-    if (this.stopped) throw new ControllerStoppedError();
-    if (SYSTEM_ACTIONS.includes(action)) throw new FailedPreconditionError(`${action} is taken by the controller only`);
-    if (!this.leading) return this.actAsFollower(planId, action, req);
-    let rt = this.runtimes.get(planId);
-    if (!rt) {
-      const record = await this.deps.store.getRollout(planId);
-      if (!record) throw new NotFoundError(`rollout plan "${planId}" not found`);
-      const phase = record.status.phase as PlanState["phase"];
-      if (isTerminal(phase)) transition(phase, action); // throws: a finished plan allows nothing
-      if (this.stopped) throw new ControllerStoppedError();
-      rt = this.runtimes.get(planId) ?? this.load(record);
-    }
-    const runtime = rt;
-    return runtime.queue.run(() => this.actOn(runtime, action, req));
-  }
-
-  /**
-   * An operator's action on a replica that does not lead: written here (conditional on the
-   * version, like any action) by a runtime that lives for this action only; the leader is told
-   * to read the plan back and goes on from there.
-   */
-  private async actAsFollower(planId: string, action: Action, req: ActionRequest): Promise<ActionResult> {
-    const record = await this.deps.store.getRollout(planId);
-    if (!record) throw new NotFoundError(`rollout plan "${planId}" not found`);
-    const phase = record.status.phase as PlanState["phase"];
-    if (isTerminal(phase)) transition(phase, action); // throws: a finished plan allows nothing
-    const rt = this.runtime(record);
-    try {
-      return await rt.queue.run(() => this.actOn(rt, action, req));
-    } finally {
-      await rt.stop();
-      if (!req.dryRun) this.deps.relay?.plan(planId);
-    }
-  }
-
-  private async actOn(rt: PlanRuntime, action: Action, req: ActionRequest): Promise<ActionResult> {
-    const state = await rt.current();
-    if (req.expectedVersion !== undefined && req.expectedVersion !== state.version) {
-      throw new AbortedError(`plan "${state.planId}" is at version ${state.version}, not ${req.expectedVersion}: it changed since it was read`);
-    }
-    const fromPhase = state.phase;
-    const index = state.currentStage;
-    const current = index >= 0 ? state.stages[index] : undefined;
-    if (action === "approve" && current?.manualApproved && current.stageId === req.stageId) {
-      return { state, fromPhase, moved: [], promoted: false, message: `stage "${current.stageId}" was already approved` };
-    }
-    const who: Actor = { actor: req.actor, source: req.source };
-    if (req.dryRun) {
-      const { next } = applyAction(rt.plan, state, action, { nowMs: this.now(), reason: req.reason, actor: req.actor, stageId: req.stageId });
-      const moved = await this.deps.store.movesOfPlan(rt.planId);
-      return { state: { ...next, version: state.version, updatedAtMs: state.updatedAtMs }, fromPhase, moved, message: `would ${action}: ${fromPhase} -> ${next.phase}` };
-    }
-    const done = await rt.decide(action, who, req.reason, { stageId: req.stageId });
-    let message = done?.message ?? "";
-    let promoted: boolean | undefined;
-    if (action === "approve" && !this.leading) {
-      promoted = false;
-      message = "approved; the leader evaluates the stage's other gates";
-    } else if (action === "approve") {
-      // The approval is written; now see whether every gate passes.
-      if (!isTerminal(rt.state.phase)) await rt.progress();
-      promoted = rt.state.currentStage !== index || rt.state.phase === "completed";
-      message = promoted ? "approved; every gate passed and the plan advanced" : "approved; the stage waits for its other gates";
-    } else if (!isTerminal(rt.state.phase) && this.leading) {
-      rt.schedule();
-    }
-    const moved = action === "rollback" || action === "cancel" || action === "abort" ? await this.deps.store.movesOfPlan(rt.planId) : [];
-    return { state: rt.state, fromPhase, moved, promoted, message };
+  act(planId: string, action: Action, req: ActionRequest): Promise<ActionResult> {
+    return this.actions.act(planId, action, req);
   }
 }

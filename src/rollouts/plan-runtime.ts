@@ -1,6 +1,7 @@
 /**
- * One unfinished plan as the controller runs it: its queue, its timers, the signals it is told
- * of. Decisions come from the domain (evaluateStage, applyAction), counts from its StageTracker,
+ * One unfinished plan as the controller runs it: its queue and its timers (the wake-up at a
+ * gate's time or a rollback's next count, the retry after an error). Decisions come from the domain (evaluateStage,
+ * applyAction), counts and the signals they take from its LiveStage (src/rollouts/live-stage.ts),
  * writes go through the DecisionWriter. Memory is a cache of the store: after an error, or on a
  * resync, the plan is read back and its stage counted again from the store.
  */
@@ -16,8 +17,9 @@ import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
 import { CONTROLLER_ACTOR, type DecisionWriter } from "./decisions.js";
 import { ControllerStoppedError } from "./errors.js";
+import { LiveStage } from "./live-stage.js";
 import { PlanQueue } from "./plan-queue.js";
-import { loadStageTracker, sameTally, type StageTracker, type TrackedAck, type TrackerSignal } from "./stage-tracker.js";
+import { sameTally, type StageTracker } from "./stage-tracker.js";
 
 /** How often a rolling-back plan counts its nodes back on their previous release (acks also wake it). */
 export const RESTORE_POLL_MS = 2000;
@@ -42,18 +44,15 @@ export class PlanRuntime {
   readonly planId: string;
   plan: RolloutPlan;
   state: PlanState;
-  /** The open stage's counts; undefined while they are unknown (being read, or after an error). */
-  tracker?: StageTracker;
-  private held?: TrackerSignal[];
+  /** The open stage's counts and the signals they take. */
+  readonly live: LiveStage;
   /** Every step and action of the plan runs in this queue. */
   readonly queue = new PlanQueue();
   private stepQueued = false;
   private refreshing?: Promise<void>;
   /** The status or counts may differ from the store's: read them back before deciding. */
   private stale = true;
-  private recountEvents = false;
   private wake?: NodeJS.Timeout;
-  private sweep?: NodeJS.Timeout;
   private retry?: NodeJS.Timeout;
   private stopped = false;
 
@@ -64,6 +63,7 @@ export class PlanRuntime {
     this.planId = record.plan.planId;
     this.plan = rowToPlan(record.plan);
     this.state = rowToState(record.status, record.plan.createdAtMs);
+    this.live = new LiveStage(deps, () => this.schedule());
   }
 
   /** The event type the open stage's event_rate gate counts, if any. */
@@ -104,7 +104,7 @@ export class PlanRuntime {
 
   private clearTimers(): void {
     clearTimeout(this.wake);
-    clearInterval(this.sweep);
+    this.live.stopSweep();
     clearTimeout(this.retry);
   }
 
@@ -112,37 +112,13 @@ export class PlanRuntime {
     if (this.stopped) return;
     // Memory may be behind the store now (a write may have landed): counted again before any decision.
     this.stale = true;
-    this.tracker = undefined;
+    this.live.forget();
     const { logger, retryMs } = this.deps;
     if (err instanceof AbortedError) logger.info({ plan_id: this.planId }, "rollout status changed elsewhere; reading the plan again");
     else logger.error({ plan_id: this.planId, err: (err as Error).message }, "rollout step failed; reading the plan again shortly");
     clearTimeout(this.retry);
     this.retry = setTimeout(() => void this.resync(), err instanceof AbortedError ? 0 : retryMs);
     this.retry.unref();
-  }
-
-  // -- signals --------------------------------------------------------------------------
-
-  onAck(ack: TrackedAck): void {
-    if (this.held) this.held.push({ ack });
-    else if (this.tracker?.ack(ack)) this.schedule();
-  }
-
-  onSeen(nodeId: string, atMs: number): void {
-    if (this.held) this.held.push({ seen: nodeId, atMs });
-    else if (this.tracker?.seen(nodeId, atMs)) this.schedule();
-  }
-
-  /** An event of the gated type; allNew false: some of its batch were duplicates, so count again. */
-  onEvent(nodeId: string, allNew: boolean): void {
-    if (this.held) {
-      this.held.push({ event: nodeId });
-      return;
-    }
-    if (!this.tracker?.has(nodeId)) return;
-    if (allNew) this.tracker.event(nodeId);
-    else this.recountEvents = true;
-    this.schedule();
   }
 
   // -- steps (each runs in the queue) -----------------------------------------------------
@@ -171,41 +147,24 @@ export class PlanRuntime {
       this.finish();
       return;
     }
-    const before = this.tracker;
+    const before = this.live.tracker;
     before?.sweep(this.deps.now() - this.deps.staleAfterMs);
     await this.track(before);
-    const now = this.tracker?.tally();
-    if (before && now && before.stageId === this.tracker!.stageId && !sameTally(before.tally(), now)) this.deps.onDrift?.(this, before.tally(), now);
+    const now = this.live.tracker?.tally();
+    if (before && now && before.stageId === this.live.tracker!.stageId && !sameTally(before.tally(), now)) this.deps.onDrift?.(this, before.tally(), now);
   }
 
-  /**
-   * Counts the current stage from the store; signals that arrive meanwhile are applied after
-   * (to the counts being replaced too, so that comparing them shows only what memory missed).
-   */
+  /** Counts the current stage from the store when it is open (src/rollouts/live-stage.ts). */
   private async track(previous?: StageTracker): Promise<void> {
-    this.tracker = undefined;
-    clearInterval(this.sweep);
+    this.live.forget();
+    this.live.stopSweep();
     const index = this.state.currentStage;
     if (index < 0 || this.state.stages[index].phase !== "open") {
       this.stale = false;
       return;
     }
-    const { store, sightings, staleAfterMs, now } = this.deps;
-    this.held = [];
-    let tracker: StageTracker;
-    try {
-      tracker = await loadStageTracker({ store, sightings, staleAfterMs }, this.plan, this.state, now());
-      if (tracker.replay(this.held)) this.recountEvents = true;
-      previous?.replay(this.held);
-    } finally {
-      this.held = undefined;
-    }
-    this.tracker = tracker;
+    await this.live.count(this.plan, this.state, previous);
     this.stale = false;
-    this.sweep = setInterval(() => {
-      if (this.tracker?.sweep(this.deps.now() - this.deps.staleAfterMs)) this.schedule();
-    }, Math.max(1000, Math.floor(staleAfterMs / 4)));
-    this.sweep.unref();
   }
 
   /** One run of the machine: start, then halt or advance for as long as the gates allow (in a queued task). */
@@ -222,10 +181,10 @@ export class PlanRuntime {
         return;
       }
       const index = this.state.currentStage;
-      if (this.state.phase !== "active" || index < 0 || !this.tracker) return;
-      if (this.recountEvents) await this.countEvents();
+      if (this.state.phase !== "active" || index < 0 || !this.live.tracker) return;
+      if (this.live.recountPending) await this.live.countEvents(this.gatedType(), this.state.stages[this.state.currentStage]?.openedEventSeq);
       this.deps.metrics.rolloutEvaluations.inc();
-      const ev = evaluateStage(this.plan.stages[index], this.state.stages[index], this.tracker.tally(), this.deps.now());
+      const ev = evaluateStage(this.plan.stages[index], this.state.stages[index], this.live.tracker.tally(), this.deps.now());
       clearTimeout(this.wake);
       if (ev.halt !== undefined) {
         await this.decide("auto_halt", CONTROLLER_ACTOR, ev.halt);
@@ -258,14 +217,6 @@ export class PlanRuntime {
     this.wake.unref();
   }
 
-  private async countEvents(): Promise<void> {
-    this.recountEvents = false;
-    const type = this.gatedType();
-    const seq = this.state.stages[this.state.currentStage]?.openedEventSeq;
-    if (type === undefined || seq === undefined || !this.tracker) return;
-    this.tracker.countEvents(await this.deps.store.eventCountsSince(type, BigInt(seq)));
-  }
-
   /**
    * Applies an action and writes it; then memory follows the store: a stage it opened is
    * counted from the store. Undefined when nothing was written (a re-selection of none).
@@ -287,7 +238,7 @@ export class PlanRuntime {
       restores = moves.map((m) => ({ planId: m.planId, stageId: m.stageId, nodeId: m.nodeId, releaseId: m.previousReleaseId ?? "", movedAtMs: nowMs, kind: "restore" }));
       restore = { nodes: moves.length, restored: 0, failed: 0 };
     }
-    const outcome = applyAction(this.plan, before, action, { nowMs, reason, actor: who.actor, tally: this.tracker?.tally(), stageId: opts.stageId, restore });
+    const outcome = applyAction(this.plan, before, action, { nowMs, reason, actor: who.actor, tally: this.live.tracker?.tally(), stageId: opts.stageId, restore });
     // An opening selects by the stored last-seen times: write the buffered ones first.
     if (outcome.opens !== undefined) await this.deps.sightings.flush();
     this.stale = true;
@@ -324,7 +275,7 @@ export class PlanRuntime {
 
   private finish(): void {
     this.stale = false;
-    this.tracker = undefined;
+    this.live.forget();
     this.clearTimers();
     this.deps.onFinished(this);
   }
