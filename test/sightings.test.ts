@@ -64,3 +64,36 @@ describe("SightingBuffer", () => {
     await buffer.close();
   });
 });
+
+describe("SightingBuffer slices", () => {
+  it("writes a flush in slices, and keeps the slices a failure left unwritten", async () => {
+    const writes: string[][] = [];
+    let calls = 0;
+    const store = {
+      recordSightings: async (s: readonly NodeSighting[]) => {
+        calls++;
+        if (calls === 2) throw new Error("disk full");
+        writes.push(s.map((x) => x.nodeId));
+      },
+    } as unknown as Store;
+    const errors: unknown[] = [];
+    const flushed: number[] = [];
+    const buffer = new SightingBuffer({ store, flushIntervalMs: 3_600_000, sliceSize: 10, onFlushError: (e) => errors.push(e), onFlush: (n) => flushed.push(n) });
+    for (let i = 0; i < 25; i++) buffer.record({ nodeId: `n${String(i).padStart(2, "0")}`, lastSeenMs: 1_000 + i });
+    await buffer.flush();
+    // The first slice is stored; the second failed, so it and the third are kept.
+    expect(writes).toEqual([Array.from({ length: 10 }, (_, i) => `n${String(i).padStart(2, "0")}`)]);
+    expect(errors).toHaveLength(1);
+    expect(flushed).toEqual([]);
+    expect(buffer.latest("n05")).toBeUndefined();
+    expect(buffer.latest("n10")?.lastSeenMs).toBe(1_010);
+    expect(buffer.latest("n24")?.lastSeenMs).toBe(1_024);
+    buffer.record({ nodeId: "n12", lastSeenMs: 2_000 });
+    await buffer.flush();
+    expect(writes.slice(1).map((w) => w.length)).toEqual([10, 5]);
+    expect(writes.slice(1).flat().sort()).toEqual(Array.from({ length: 15 }, (_, i) => `n${String(i + 10).padStart(2, "0")}`));
+    expect(flushed).toEqual([15]);
+    expect(buffer.pending()).toEqual([]);
+    await buffer.close();
+  });
+});
