@@ -1,11 +1,10 @@
 import type http from "node:http";
 import path from "node:path";
 import type http2 from "node:http2";
-import { getOption } from "@bufbuild/protobuf";
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { permission } from "../gen/autonomy/v1/options_pb.js";
 import { MAX_BODY_BYTES } from "./domain/events.js";
+import { permissionOf } from "./domain/permissions.js";
 import type { Logger, LogRing } from "./observability/logger.js";
 import { EventRetention } from "./ops/retention.js";
 import { EventFeed } from "./services/event-feed.js";
@@ -458,7 +457,7 @@ export async function startServer(
         onCertlessRefused: () => metrics.tlsRefusals.inc({ reason: "NO_CERTIFICATE" }),
         services,
         resolveRest: createRestResolver(services),
-        isOpen: (method) => !authorizer.enforced || getOption(method, permission) === "public",
+        isOpen: (method) => !authorizer.enforced || permissionOf(method) === "public",
         checkCredential: (method, peer, header, source) => authorizer.checkCredential(method, peer, header, source),
         infoOf: (req) => infos.get(req) ?? {},
         limiter: new RateLimiter(config.unauthenticatedRate ?? DEFAULT_UNAUTHENTICATED_RATE),

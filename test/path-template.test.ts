@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { compilePathTemplate, PathTemplateError } from "../src/transport/path-template.js";
+import { compilePathTemplate, pathHead, PathTemplateError } from "../src/transport/path-template.js";
 
 describe("compilePathTemplate", () => {
   it.each([
@@ -31,5 +31,35 @@ describe("compilePathTemplate", () => {
 
   it.each(["v1/events", "/v1//events", "/v1/{a"])("refuses the malformed template %s", (template) => {
     expect(() => compilePathTemplate(template)).toThrow(PathTemplateError);
+  });
+});
+
+describe("template heads", () => {
+  it.each([
+    ["/v1/releases/{release_id}/acks/{node_id}", "/v1/releases"],
+    ["/v1/events", "/v1/events"],
+    ["/v1/rollouts/{plan_id}:approve", "/v1/rollouts"],
+    ["/v1/{name=shelves/*}", undefined],
+    ["/v1/abc:cancel", undefined],
+    ["/v1/*/parts", undefined],
+    ["/metrics", undefined],
+  ])("%s has the head %s", (template, head) => {
+    expect(compilePathTemplate(template).head).toBe(head);
+  });
+
+  it("reads a request path's head as templates write theirs, so every path a template matches has its head", () => {
+    expect(pathHead("/v1/releases/r1/acks/n1")).toBe("/v1/releases");
+    expect(pathHead("/v1/events")).toBe("/v1/events");
+    expect(pathHead("/metrics")).toBe("/metrics");
+    expect(pathHead("/")).toBe("/");
+    for (const [template, path] of [
+      ["/v1/releases/{release_id}/acks/{node_id}", "/v1/releases/r%201/acks/n-7"],
+      ["/v1/rollouts/{plan_id}:approve", "/v1/rollouts/p1:approve"],
+      ["/v1/events", "/v1/events"],
+    ]) {
+      const t = compilePathTemplate(template);
+      expect(t.match(path)).toBeDefined();
+      expect(pathHead(path)).toBe(t.head);
+    }
   });
 });

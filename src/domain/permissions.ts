@@ -1,4 +1,4 @@
-import { getOption } from "@bufbuild/protobuf";
+import { getOption, type DescMethod } from "@bufbuild/protobuf";
 import { AuditService } from "../../gen/autonomy/v1/audit_pb.js";
 import { EventService } from "../../gen/autonomy/v1/events_pb.js";
 import { HaService } from "../../gen/autonomy/v1/ha_pb.js";
@@ -15,6 +15,14 @@ import { SupportService } from "../../gen/autonomy/v1/support_pb.js";
 import { WorkloadService } from "../../gen/autonomy/v1/workloads_pb.js";
 
 let declared: ReadonlySet<string> | undefined;
+const byMethod = new Map<DescMethod, string>();
+
+/** The permission an RPC needs, as its .proto option declares it ("public", or "" when it declares none); read once per method. */
+export function permissionOf(method: DescMethod): string {
+  let p = byMethod.get(method);
+  if (p === undefined) byMethod.set(method, (p = getOption(method, permission)));
+  return p;
+}
 
 /**
  * Every permission some RPC needs, as the .proto method options declare them: a role can grant

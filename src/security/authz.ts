@@ -4,16 +4,16 @@
  * interceptor checks every RPC, whatever the protocol, and the REST paths, which run through
  * the same interceptors.
  */
-import { getOption, type DescMethod } from "@bufbuild/protobuf";
+import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { Gauge, type Registry } from "prom-client";
 import type { TLSSocket } from "node:tls";
-import { permission as permissionOption } from "../../gen/autonomy/v1/options_pb.js";
 import { RolloutService } from "../../gen/autonomy/v1/rollouts_pb.js";
 import { OPERATOR_HEADER } from "../../clients/index.js";
 import { boundClaim } from "../domain/audit.js";
 import { ANONYMOUS, hashToken, principalId, type PeerIdentity, type Principal } from "../domain/identity.js";
 import { BUILTIN_ROLES, grants, isBootstrapPrincipal, NODE_ROLE } from "../domain/rbac.js";
+import { permissionOf } from "../domain/permissions.js";
 import type { Logger } from "../observability/logger.js";
 import { retireBootstrapBindings } from "../services/rbac-service.js";
 import type { Store } from "../store/store.js";
@@ -216,12 +216,6 @@ export class Authorizer {
 
   /** The interceptor: identity, then the RPC's permission, then a node's own-data rules. */
   interceptor(): Interceptor {
-    const permissions = new Map<DescMethod, string>();
-    const permissionOf = (method: DescMethod) => {
-      let p = permissions.get(method);
-      if (p === undefined) permissions.set(method, (p = getOption(method, permissionOption)));
-      return p;
-    };
     return (next) => async (req) => {
       const info: RequestInfo = req.contextValues.get(requestInfoKey) ?? {};
       const rpc = `${req.service.typeName}/${req.method.name}`;
@@ -301,7 +295,7 @@ export class Authorizer {
    * enforcement off, or a credential that names a principal: `principal`, its id).
    */
   async checkCredential(method: DescMethod, peer: PeerIdentity | undefined, header: Headers, source = "unknown"): Promise<CredentialCheck> {
-    const needed = getOption(method, permissionOption);
+    const needed = permissionOf(method);
     if (!this.deps.enforced || !needed || needed === "public") return {};
     const rpc = `${method.parent.typeName}/${method.name}`;
     const claimed = header.get(OPERATOR_HEADER)?.trim() ?? "";

@@ -32,7 +32,7 @@ import type { RequestInfo } from "./context.js";
 import { domainToConnectError, RequestTimeoutError, restErrorBody, restStatus } from "./errors.js";
 import type { RequestHandler } from "./listener.js";
 import type { RateLimiter } from "./rate-limit.js";
-import type { NodeRequest, NodeResponse, RestResolver } from "./rest.js";
+import { requestHeaders, type NodeRequest, type NodeResponse, type RestResolver } from "./rest.js";
 import type { ServiceEntry } from "./services.js";
 
 /** How long a throttled call waits for its 429. */
@@ -105,16 +105,6 @@ function protocolOf(contentType: string): Exclude<Protocol, "rest"> {
   if (contentType.startsWith("application/grpc")) return "grpc";
   if (contentType.startsWith("application/connect+")) return "connect-stream";
   return "connect";
-}
-
-/** Request headers as a Headers object (pseudo-headers left out). */
-export function headersOf(req: NodeRequest): Headers {
-  const headers = new Headers();
-  for (const [key, value] of Object.entries(req.headers)) {
-    if (key.startsWith(":") || value === undefined) continue;
-    headers.set(key, Array.isArray(value) ? value.join(", ") : value);
-  }
-  return headers;
 }
 
 /** The client's IP address, the key of throttling and of the connection caps. */
@@ -365,7 +355,7 @@ export function createGate(opts: GateOptions, next: RequestHandler): RequestHand
 
   async function handle(req: NodeRequest, res: NodeResponse, protocol: Protocol, method: DescMethod, contentType: string): Promise<void> {
     const info = opts.infoOf(req);
-    const header = headersOf(req);
+    const header = requestHeaders(req);
     const address = throttleKey(clientAddress(req));
     if (opts.isOpen(method)) return passBody(req, res, protocol, method, contentType, header, refusalKeys(address, undefined));
     // A verified client certificate is never throttled. A call with no credential at all is

@@ -15,10 +15,23 @@ export interface PathTemplate {
   readonly fields: readonly string[];
   /** Higher wins when several templates match one path: literal segments count most. */
   readonly specificity: number;
+  /**
+   * The template's first two segments when both are literal and more follows or no verb ends
+   * the second ("/v1/releases"): only a path that begins with exactly these can match.
+   */
+  readonly head?: string;
   match(path: string): Record<string, string> | undefined;
 }
 
 export class PathTemplateError extends Error {}
+
+/** The first two segments of a request path ("/v1/releases" of "/v1/releases/r1/acks"), as PathTemplate.head is written. */
+export function pathHead(path: string): string {
+  const second = path.indexOf("/", 1);
+  if (second < 0) return path;
+  const third = path.indexOf("/", second + 1);
+  return third < 0 ? path : path.slice(0, third);
+}
 
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
@@ -78,10 +91,14 @@ export function compilePathTemplate(source: string): PathTemplate {
     return `(${segmentsRegExp(splitSegments(inner), source, score)})`;
   });
   const regex = new RegExp(`^/${parts.join("/")}${verb ? ":" + escapeRegExp(verb) : ""}$`);
+  const segments = splitSegments(body);
+  const literal = (seg: string | undefined) => seg !== undefined && seg !== "" && !/[{}*]/.test(seg);
+  const headed = literal(segments[0]) && literal(segments[1]) && (segments.length > 2 || verb === "");
   return {
     source,
     fields,
     specificity: score.value,
+    head: headed ? `/${segments[0]}/${segments[1]}` : undefined,
     match(path) {
       const m = regex.exec(path);
       if (!m) return undefined;

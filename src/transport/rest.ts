@@ -9,16 +9,15 @@ import {
   type DescField,
   type DescMessage,
   type DescMethod,
-  type DescService,
   type JsonObject,
   type JsonValue,
 } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
-  createHandlerContext,
   createMethodImplSpec,
   type ContextValues,
+  type HandlerContext,
   type Interceptor,
   type MethodImplSpec,
 } from "@connectrpc/connect";
@@ -27,7 +26,7 @@ import { http } from "../../gen/google/api/annotations_pb.js";
 import { PayloadTooLargeError, ValidationError } from "../domain/errors.js";
 import { requestInfoKey } from "./context.js";
 import { domainToConnectError, restErrorBody, restStatus } from "./errors.js";
-import { compilePathTemplate, type PathTemplate } from "./path-template.js";
+import { compilePathTemplate, pathHead, type PathTemplate } from "./path-template.js";
 import { invokeUnary } from "./unary-adapter.js";
 import type { ServiceEntry } from "./services.js";
 
@@ -178,13 +177,45 @@ async function readBody(req: NodeRequest, limit: number): Promise<Buffer> {
   return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
 }
 
-function headersOf(req: NodeRequest): Headers {
-  const headers = new Headers();
+const requestHeaderCache = new WeakMap<NodeRequest, Headers>();
+
+/**
+ * A request's headers as a Headers object (pseudo-headers left out), made once per request:
+ * the gate and the transcoder both read them. Connect makes its own from the request.
+ */
+export function requestHeaders(req: NodeRequest): Headers {
+  let headers = requestHeaderCache.get(req);
+  if (headers) return headers;
+  headers = new Headers();
   for (const [key, value] of Object.entries(req.headers)) {
     if (key.startsWith(":") || value === undefined) continue;
     headers.set(key, Array.isArray(value) ? value.join(", ") : value);
   }
+  requestHeaderCache.set(req, headers);
   return headers;
+}
+
+/**
+ * The context of a transcoded call, as Connect's createHandlerContext makes it for a call
+ * without a deadline, with one abort controller where that one links three (a REST call has
+ * no deadline header and no request signal to link) and the request headers as they are.
+ */
+function restContext(method: DescMethod, req: NodeRequest, url: URL, contextValues: ContextValues): HandlerContext & { abort(reason?: unknown): void } {
+  const controller = new AbortController();
+  return {
+    service: method.parent,
+    method,
+    protocolName: "rest",
+    requestMethod: req.method ?? "GET",
+    url: url.toString(),
+    signal: controller.signal,
+    timeoutMs: () => undefined,
+    requestHeader: requestHeaders(req),
+    responseHeader: new Headers(),
+    responseTrailer: new Headers(),
+    values: contextValues,
+    abort: (reason) => controller.abort(reason),
+  };
 }
 
 function sendJson(res: NodeResponse, status: number, body: string, extra?: Headers): void {
@@ -196,27 +227,54 @@ function sendJson(res: NodeResponse, status: number, body: string, extra?: Heade
   res.end(body);
 }
 
-/** The most specific route for a method and path, and every method the path allows. */
-function matchRoute<R extends { method: string; template: PathTemplate }>(
-  routes: readonly R[],
+/** Routes by the head of their template (PathTemplate.head), so a request tries only the few that can match it. */
+class RouteTable<R extends { method: string; template: PathTemplate }> {
+  private readonly byHead = new Map<string, R[]>();
+  private readonly headless: R[] = [];
+
+  constructor(private readonly routes: readonly R[]) {
+    for (const route of routes) {
+      const head = route.template.head;
+      if (head === undefined) this.headless.push(route);
+      else {
+        let list = this.byHead.get(head);
+        if (!list) this.byHead.set(head, (list = []));
+        list.push(route);
+      }
+    }
+  }
+
+  /** The most specific route for a method and path, and (when none) every method the path allows. */
+  match(method: string | undefined, pathname: string): { best?: { route: R; vars: Record<string, string> }; allowed: Set<string> } {
+    const candidates = this.byHead.get(pathHead(pathname));
+    const best = bestOf(candidates, method, pathname, bestOf(this.headless, method, pathname, undefined));
+    if (best) return { best, allowed: new Set([best.route.method]) };
+    const allowed = new Set<string>();
+    for (const route of this.routes) if (matchVars(route, pathname)) allowed.add(route.method);
+    return { allowed };
+  }
+}
+
+function matchVars(route: { template: PathTemplate }, pathname: string): Record<string, string> | undefined {
+  try {
+    return route.template.match(pathname);
+  } catch {
+    throw new ValidationError("path", "malformed percent-encoding");
+  }
+}
+
+function bestOf<R extends { method: string; template: PathTemplate }>(
+  routes: readonly R[] | undefined,
   method: string | undefined,
   pathname: string,
-): { best?: { route: R; vars: Record<string, string> }; allowed: Set<string> } {
-  let best: { route: R; vars: Record<string, string> } | undefined;
-  const allowed = new Set<string>();
-  for (const route of routes) {
-    let vars: Record<string, string> | undefined;
-    try {
-      vars = route.template.match(pathname);
-    } catch {
-      throw new ValidationError("path", "malformed percent-encoding");
-    }
-    if (!vars) continue;
-    allowed.add(route.method);
-    if (route.method !== method) continue;
-    if (!best || route.template.specificity > best.route.template.specificity) best = { route, vars };
+  best: { route: R; vars: Record<string, string> } | undefined,
+): { route: R; vars: Record<string, string> } | undefined {
+  for (const route of routes ?? []) {
+    if (route.method !== method || (best && route.template.specificity <= best.route.template.specificity)) continue;
+    const vars = matchVars(route, pathname);
+    if (vars) best = { route, vars };
   }
-  return { best, allowed };
+  return best;
 }
 
 /** The RPC a REST request calls, with its route label, without reading the request; undefined when it calls none. */
@@ -224,11 +282,11 @@ export type RestResolver = (method: string | undefined, pathname: string) => { m
 
 /** Resolves REST requests to the RPCs of `services` exactly as the transcoder does. */
 export function createRestResolver(services: readonly ServiceEntry[]): RestResolver {
-  const routes = collectRpcRoutes(services);
+  const routes = new RouteTable(collectRpcRoutes(services));
   return (method, pathname) => {
     let match;
     try {
-      match = matchRoute(routes, method, pathname).best;
+      match = routes.match(method, pathname).best;
     } catch {
       return undefined; // the transcoder answers the malformed path
     }
@@ -254,10 +312,10 @@ export interface RestHandlerOptions {
  * `Allow`. Adding a REST path to an RPC is one option in its .proto file.
  */
 export function createRestHandler(opts: RestHandlerOptions): (req: NodeRequest, res: NodeResponse) => Promise<void> {
-  const routes: Route[] = [
+  const routes = new RouteTable<Route>([
     ...collectRpcRoutes(opts.services),
     ...(opts.plainRoutes ?? []).map((r) => ({ ...r, kind: "plain" as const, template: compilePathTemplate(r.path) })),
-  ];
+  ]);
 
   return async function handleRest(req, res) {
     const contextValues = opts.contextValues(req);
@@ -269,7 +327,7 @@ export function createRestHandler(opts: RestHandlerOptions): (req: NodeRequest, 
       } catch {
         throw new ValidationError("path", "not a valid request target");
       }
-      const { best, allowed } = matchRoute(routes, req.method, url.pathname);
+      const { best, allowed } = routes.match(req.method, url.pathname);
       if (!best) {
         if (info) info.route = allowed.size > 0 ? "method_not_allowed" : "not_found";
         if (allowed.size > 0) {
@@ -340,15 +398,7 @@ export function createRestHandler(opts: RestHandlerOptions): (req: NodeRequest, 
     }
     const info = contextValues.get(requestInfoKey);
     if (info) info.protocol = "rest";
-    const context = createHandlerContext({
-      service: method.parent as DescService,
-      method,
-      protocolName: "rest",
-      requestMethod: req.method ?? "GET",
-      url: url.toString(),
-      requestHeader: headersOf(req),
-      contextValues,
-    });
+    const context = restContext(method, req, url, contextValues);
     const output = await invokeUnary(route.spec, context, message, opts.interceptors);
     let json = toJson(method.output, output, { useProtoFieldName: true, alwaysEmitImplicit: true }) as JsonObject;
     if (route.responseBody) json = json[route.responseBody] as JsonObject;

@@ -44,7 +44,10 @@ import { prepareEventDeletes, type DeleteEventsResult, type DeleteEventsWrite } 
  * An event batch to store (its rows flattened, EVENT_COLUMNS.length values per row), a
  * fleet write, or the request to stop.
  */
-export type WriterRequest = { id: number; rows: unknown[]; audit?: AuditRow } | { id: number; write: StoreWrite } | { close: true };
+/** One request: an event batch or a write. */
+export type WriterWork = { id: number; rows: unknown[]; audit?: AuditRow } | { id: number; write: StoreWrite };
+/** A message to this thread: requests (several per message), or the close. */
+export type WriterRequest = WriterWork[] | { close: true };
 /** A write of the fleet or rollout tables. */
 export type StoreWrite = FleetWrite | RolloutWrite | RbacWrite | EnrollmentWrite | WorkloadWrite | OperationWrite | DeleteEventsWrite;
 /**
@@ -64,7 +67,7 @@ interface RolloutWriteResults {
 /** What each write answers, by operation: the typed op map SqliteStore.write is checked against. */
 export type StoreWriteResults = FleetWriteResults & RbacWriteResults & EnrollmentWriteResults & WorkloadWriteResults & RolloutWriteResults & OperationWriteResults & { deleteEvents: DeleteEventsResult };
 export type StoreWriteResult = StoreWriteResults[StoreWrite["op"]];
-type Work = Exclude<WriterRequest, { close: true }>;
+type Work = WriterWork;
 
 /** This thread's answer: how many rows were new, a fleet write's result or refusal, or the kind of failure. */
 export type WriterReply =
@@ -116,7 +119,8 @@ const refusalKind = (err: unknown): RefusalKind | undefined =>
 const MAX_GROUP = 32;
 
 const port = parentPort!;
-const post = (reply: WriterReply) => port.postMessage(reply);
+/** Posts one reply, or several in one message (the store takes both). */
+const post = (reply: WriterReply | WriterReply[]) => port.postMessage(reply);
 /** The driver's message, for the server log only (it may name the file); callers see the kind. */
 const detailOf = (err: unknown) => String((err as Error)?.message ?? err);
 const failure = (id: number, err: unknown): WriterReply => ({ id, failure: classifySqliteError(err), detail: detailOf(err) });
@@ -267,16 +271,16 @@ function start(): void {
       // BEGIN or COMMIT failed, or the transaction was lost: nothing of the group is stored.
       if (sqlite.inTransaction) s.rollback.run();
       const retried = classifySqliteError(err) === "full" && retryWithReserve(group.filter(isRelief));
-      for (const req of group) if (!(retried && isRelief(req))) post(failure(req.id, err));
+      post(group.filter((req) => !(retried && isRelief(req))).map((req) => failure(req.id, err)));
       return;
     }
     const fullRelief = group.filter((req, i) => isRelief(req) && "failure" in replies[i] && replies[i].failure === "full");
     const retried = retryWithReserve(fullRelief);
-    for (const [i, reply] of replies.entries()) if (!(retried && fullRelief.includes(group[i]))) post(reply);
+    post(retried ? replies.filter((_, i) => !fullRelief.includes(group[i])) : replies);
   };
 
   port.on("message", (req: WriterRequest) => {
-    if ("close" in req) {
+    if (!Array.isArray(req)) {
       // Commit what is queued, then close the connection so the WAL is folded back into the file.
       while (queue.length > 0) flush();
       sqlite.close();
@@ -284,8 +288,9 @@ function start(): void {
       port.close();
       return;
     }
-    queue.push(req);
-    if (queue.length === 1) setImmediate(flush);
+    const idle = queue.length === 0;
+    queue.push(...req);
+    if (idle && queue.length > 0) setImmediate(flush);
   });
   post({ ready: true });
 }
