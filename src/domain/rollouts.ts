@@ -311,20 +311,28 @@ export function selectionRank(planId: string, nodeId: string): string {
   return hash("sha256", `${planId}\n${nodeId}`, "hex");
 }
 
-/** Hex digits of a rank read as a number: 52 bits, exact in a double. */
-const RANK_PREFIX = 13;
-
 /**
- * The `need` candidates of lowest selectionRank, in rank order. The same order as sorting the
- * rank strings, but sorted on their first 52 bits as numbers (the full strings only break a
- * tie), which costs a stage opening over 100,000 nodes far less than comparing strings.
+ * The `need` candidates of lowest selectionRank (in no particular order: callers sort). The
+ * same set as sorting the rank strings, found without sorting them: each rank's first 52 bits,
+ * read from the digest as a number (exact in a double), go into a typed array that sorts
+ * natively; the need-th smallest is the threshold, and only ranks equal to it on those bits are
+ * compared whole. A stage that takes every free candidate ranks none.
  */
 function lowestRanked(planId: string, free: readonly Candidate[], need: number): string[] {
-  const ranks = free.map((c) => selectionRank(planId, c.nodeId));
-  const keys = Float64Array.from(ranks, (r) => parseInt(r.slice(0, RANK_PREFIX), 16));
-  const order = Uint32Array.from(ranks, (_, i) => i).sort((a, b) => keys[a] - keys[b] || (ranks[a] < ranks[b] ? -1 : ranks[a] > ranks[b] ? 1 : 0));
+  if (need >= free.length) return free.map((c) => c.nodeId);
+  if (need <= 0) return [];
+  const digests = free.map((c) => hash("sha256", `${planId}\n${c.nodeId}`, "buffer"));
+  // The first 52 bits: 6 bytes and the high half of the seventh.
+  const keys = Float64Array.from(digests, (d) => d.readUIntBE(0, 6) * 16 + (d[6] >> 4));
+  const threshold = Float64Array.from(keys).sort()[need - 1];
   const out: string[] = [];
-  for (let i = 0; i < Math.min(need, order.length); i++) out.push(free[order[i]].nodeId);
+  const ties: number[] = [];
+  for (let i = 0; i < free.length; i++) {
+    if (keys[i] < threshold) out.push(free[i].nodeId);
+    else if (keys[i] === threshold) ties.push(i);
+  }
+  ties.sort((a, b) => Buffer.compare(digests[a], digests[b]));
+  for (const i of ties.slice(0, need - out.length)) out.push(free[i].nodeId);
   return out;
 }
 

@@ -66,8 +66,10 @@ export function planStageOpening(
     healthy: nodeLifecycle({ drained: Boolean(n.drained), lastSeenMs: n.lastSeenMs ?? undefined }, o.nowMs, o.staleAfterMs) === "HEALTHY",
   }));
   const selection = selectStageNodes(plan.planId, stage, candidates, taken);
-  const byId = new Map(fleet.map((n) => [n.nodeId, n]));
   if (o.onlyIfSelected && selection.nodeIds.length === 0) return undefined;
+  const selected = new Set(selection.nodeIds);
+  const previous = new Map<string, string | null>();
+  for (const n of fleet) if (selected.has(n.nodeId)) previous.set(n.nodeId, previousRelease(n));
   const eventSeq = gatedEventType(stage) === undefined ? undefined : newestEventSeq();
   const next = withStageOpened(o.next, o.index, selection, o.nowMs, eventSeq);
   const fields = { ...(JSON.parse(o.audit.fieldsJson) as object), stage_id: stage.stageId, moved_nodes: selection.nodeIds.length };
@@ -80,14 +82,14 @@ export function planStageOpening(
       releaseId: plan.releaseId,
       movedAtMs: o.nowMs,
       kind: "move",
-      previousReleaseId: previousRelease(byId.get(nodeId)),
+      previousReleaseId: previous.get(nodeId) ?? null,
     })),
     audit: { ...o.audit, fieldsJson: JSON.stringify(fields) },
   };
 }
 
 /** The release a node ran before a move: the one it reports, else the one it was to run; null when neither. */
-function previousRelease(n: CandidateRow | undefined): string | null {
-  if (n?.reportedReleaseId) return n.reportedReleaseId;
-  return n?.desiredReleaseId || null;
+function previousRelease(n: CandidateRow): string | null {
+  if (n.reportedReleaseId) return n.reportedReleaseId;
+  return n.desiredReleaseId || null;
 }
