@@ -235,7 +235,7 @@ async function main(): Promise<void> {
     const perFlush = (NODES / 60) * (FLUSH_MS / 1000);
     let out = `\nFleet: ${fmt(NODES)} nodes, ${fmt(EVENTS)} events stored, one load process\n`;
     out += `  heartbeats   ${fmt(r.heartbeats.requestsPerSecond).padStart(7)}/s  p99 ${fmt(r.heartbeats.p99Ms, 2)} ms   bare node:http2 ${fmt(r.heartbeats.ceiling)}/s   ratio ${fmt(r.heartbeats.requestsPerSecond / r.heartbeats.ceiling, 2)}\n`;
-    out += `  SQLite tx per heartbeat  ${fmt(r.heartbeats.txPerHeartbeat, 5)} (${r.heartbeats.flushes} flushes for ${fmt(r.heartbeats.accepted)} heartbeats in ${HEARTBEAT_MS / 1000}s; target < 0.05)\n`;
+    out += `  SQLite tx per heartbeat  ${fmt(r.heartbeats.txPerHeartbeat, 5)} (${r.heartbeats.flushes} flush transactions for ${fmt(r.heartbeats.accepted)} heartbeats in ${HEARTBEAT_MS / 1000}s; target < 0.05)\n`;
     out += `    at the real rate (${fmt(NODES)} nodes once a minute, ${FLUSH_MS / 1000}s flushes): ${fmt(1 / perFlush, 5)} (one per ${fmt(perFlush)} heartbeats)\n`;
     out += `  acks         ${fmt(r.acks.perSecond).padStart(7)}/s  (3 storms: every node acks downloading, applied, healthy)   better-sqlite3 one commit per ack ${fmt(r.acks.ceiling)}/s   ratio ${fmt(r.acks.perSecond / r.acks.ceiling, 2)}\n`;
     out += `  GET /v1/fleet (${fmt(Math.min(1000, NODES))} rows of ${fmt(NODES)}, ${fmt(r.fleet.bytes)} bytes)  p50 ${fmt(r.fleet.p50Ms, 1)} ms  p99 ${fmt(r.fleet.p99Ms, 1)} ms  ${fmt(r.fleet.requestsPerSecond, 1)} req/s   bare ${fmt(r.fleet.ceiling)} req/s   ratio ${fmt(r.fleet.requestsPerSecond / r.fleet.ceiling, 3)}\n`;

@@ -81,8 +81,6 @@ function prepareEventQuery(db: BetterSQLite3Database, reader: Database.Database,
 
 // The worker runs compiled JavaScript, also when the caller runs from TypeScript sources.
 const WRITER_SCRIPT = path.join(packageRoot, "dist", "src", "store", "sqlite", "writer.js");
-/** The writer thread's young generation, in MiB (the server's main thread runs with a 32 MiB semi-space, see its #! line). */
-const WRITER_YOUNG_GENERATION_MB = 96;
 
 /**
  * The embedded default store: one SQLite file in WAL mode. Writes go through a dedicated
@@ -142,9 +140,7 @@ export class SqliteStore implements Store {
       busyTimeoutMs: opts.busyTimeoutMs,
       maxDbBytes: opts.maxDbBytes,
     };
-    // A young generation of WRITER_YOUNG_GENERATION_MB: a stage opening reads and ranks a whole
-    // channel in this thread, and with the default (16 MiB) scavenges took a quarter of it.
-    const worker = new Worker(WRITER_SCRIPT, { workerData: connection, resourceLimits: { maxYoungGenerationSizeMb: WRITER_YOUNG_GENERATION_MB } });
+    const worker = new Worker(WRITER_SCRIPT, { workerData: connection });
     const first = await new Promise<WriterReply>((resolve, reject) => {
       worker.once("message", resolve);
       worker.once("error", reject);
