@@ -264,6 +264,28 @@ describe.each(STORE_KINDS)("fleet store contract: %s", (kind) => {
       expect(stored.find((a) => a.nodeId === "ack-n1")).toMatchObject({ state: "healthy" });
     });
 
+    it("answers every ack of one turn, more than one transaction takes, each with its own result", async () => {
+      const nodes = Array.from({ length: 40 }, (_, i) => `ack-many-${i}`);
+      for (const n of nodes) await enrol(store, n);
+      // 120 writes sent in one turn of the event loop: the SQLite store hands them to its writer
+      // together, which commits them in groups; a refused one in the middle fails alone.
+      const sent = await Promise.allSettled(
+        Array.from({ length: 120 }, (_, i) =>
+          i === 61 ? store.upsertAck(ack("nope", nodes[0], "pending", 5_000)) : store.upsertAck(ack("ack-r1", nodes[i % 40], i < 80 ? "applied" : "healthy", 5_000 + i)),
+        ),
+      );
+      expect(sent.filter((s) => s.status === "rejected")).toHaveLength(1);
+      expect((sent[61] as PromiseRejectedResult).reason).toBeInstanceOf(NotFoundError);
+      for (const [i, s] of sent.entries()) {
+        if (i === 61) continue;
+        expect(s.status).toBe("fulfilled");
+        expect((s as PromiseFulfilledResult<Awaited<ReturnType<Store["upsertAck"]>>>).value.ack).toMatchObject({ nodeId: nodes[i % 40], releaseId: "ack-r1" });
+      }
+      const stored = new Map((await store.acksOfRelease("ack-r1")).map((a) => [a.nodeId, a]));
+      for (const n of nodes) expect(stored.get(n)?.state).toBe("healthy");
+      expect(timestampMs(stored.get(nodes[1])!.observedAt!)).toBe(5_000 + 81);
+    });
+
     it("lists a release's acks by node and a node's acks newest first", async () => {
       await store.upsertAck(ack("ack-r2", "ack-n2", "pending", 400));
       await store.upsertAck(ack("ack-r2", "ack-n1", "pending", 500));
