@@ -99,14 +99,14 @@ class Connection {
 
   constructor(private readonly opts: AgentOptions) {
     // The last ack of an earlier run, until this run sends one.
-    this.lastAck = readLastAck(opts.stateDir, (message) => opts.logger.warn(message));
+    this.lastAck = readLastAck(opts.stateDir, opts.nodeId, (message) => opts.logger.warn(message));
   }
 
   /** Records an ack the orchestrator took: in status.json and in last-ack.json, which outlives this run. */
   acked(ack: LastAck): void {
     this.lastAck = ack;
     try {
-      writeLastAck(this.opts.stateDir, ack);
+      writeLastAck(this.opts.stateDir, this.opts.nodeId, ack);
     } catch (err) {
       this.opts.logger.warn({ err: (err as Error).message }, "cannot write last-ack.json");
     }

@@ -49,11 +49,13 @@ export function lastAckFile(dir: string): string {
 }
 
 /**
- * The last acknowledgement the agent sent, kept in last-ack.json so that it outlives the agent
- * (a restart, kill -9). Absent: undefined. Unreadable or not an ack: undefined, and `warn` says
- * why; it is never a reason to stop.
+ * The last acknowledgement the agent sent as node `nodeId`, kept in last-ack.json so that it
+ * outlives the agent (a restart, kill -9). Absent, or sent as another node (the state dir was
+ * enrolled again under another id): undefined. A file that names no node (written by an older
+ * agent) is taken as this node's. Unreadable or not an ack: undefined, and `warn` says why; it
+ * is never a reason to stop.
  */
-export function readLastAck(dir: string, warn: (message: string) => void = () => {}): LastAck | undefined {
+export function readLastAck(dir: string, nodeId: string | undefined, warn: (message: string) => void = () => {}): LastAck | undefined {
   let text: string;
   try {
     text = readFileSync(lastAckFile(dir), "utf8");
@@ -62,8 +64,9 @@ export function readLastAck(dir: string, warn: (message: string) => void = () =>
     return undefined;
   }
   try {
-    const ack = JSON.parse(text) as Partial<LastAck> | null;
+    const ack = JSON.parse(text) as (Partial<LastAck> & { node_id?: unknown }) | null;
     if (ack && typeof ack.release_id === "string" && typeof ack.state === "string" && typeof ack.at === "string") {
+      if (typeof ack.node_id === "string" && nodeId !== undefined && ack.node_id !== nodeId) return undefined;
       return { release_id: ack.release_id, state: ack.state, at: ack.at, message: typeof ack.message === "string" ? ack.message : undefined };
     }
     warn(`${lastAckFile(dir)}: not an acknowledgement (release_id, state, at); ignored`);
@@ -73,10 +76,10 @@ export function readLastAck(dir: string, warn: (message: string) => void = () =>
   return undefined;
 }
 
-/** Replaces last-ack.json atomically and durably (temporary file, fsync, rename). */
-export function writeLastAck(dir: string, ack: LastAck): void {
+/** Replaces last-ack.json atomically and durably (temporary file, fsync, rename), naming the node that sent the ack. */
+export function writeLastAck(dir: string, nodeId: string, ack: LastAck): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  writeFileAtomic(lastAckFile(dir), JSON.stringify(ack, null, 2) + "\n", 0o600);
+  writeFileAtomic(lastAckFile(dir), JSON.stringify({ node_id: nodeId, ...ack }, null, 2) + "\n", 0o600);
 }
 
 export function writeAgentStatus(dir: string, status: AgentStatus): void {

@@ -76,8 +76,10 @@ export function statusCommand(): Command {
           const global = cmd.optsWithGlobals() as EdgeOptions;
           const state = readState(global.stateDir);
           const status = readAgentStatus(global.stateDir);
-          // The agent keeps its last ack in last-ack.json too, for when status.json has none (or is gone).
-          const lastAck = status?.last_ack ?? readLastAck(global.stateDir, (message) => process.stderr.write(`edgectl: ${message}\n`));
+          // The agent keeps its last ack in last-ack.json too, for when status.json has none (or is gone);
+          // either is shown only when it was sent as the node the state dir is enrolled as now.
+          const sameNode = state.nodeId === undefined || status?.node_id === state.nodeId;
+          const lastAck = (sameNode ? status?.last_ack : undefined) ?? readLastAck(global.stateDir, state.nodeId, (message) => process.stderr.write(`edgectl: ${message}\n`));
           const config = readEdgeConfig(global.stateDir);
           const running = status !== undefined && status.stopped_at === undefined && alive(status.pid);
           const explicit = global.tlsCertFile ?? config["tls-cert-file"];
