@@ -358,8 +358,9 @@ export async function startServer(
         metrics.sightingFlushes.inc({ outcome: "ok" });
         metrics.sightingsWritten.inc(nodes);
       },
-      onFlushError: (err) => {
+      onFlushError: (err, written) => {
         metrics.sightingFlushes.inc({ outcome: "error" });
+        metrics.sightingsWritten.inc(written);
         logger.warn({ err: (err as Error).message }, "writing node last-seen times failed; kept for the next flush");
       },
     });

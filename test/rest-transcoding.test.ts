@@ -154,3 +154,31 @@ describe("REST transcoding from google.api.http options", () => {
     expect(res.status).toBe(413);
   });
 });
+
+describe("REST route choice", () => {
+  // Both templates match /v1/b/c with the same specificity; only the first has a literal head.
+  const plain = (path: string, answer: string) => ({ method: "GET", path, handle: (_req: unknown, res: { end(body: string): void }) => res.end(answer) });
+
+  it.each([
+    [["/v1/b/*", "/v1/{a}/c"], "/v1/b/*"],
+    [["/v1/{a}/c", "/v1/b/*"], "/v1/{a}/c"],
+  ])("of %j, as specific as each other, takes the one declared first", async (paths, expected) => {
+    const handler = createRestHandler({
+      services: [],
+      plainRoutes: paths.map((p) => plain(p, p)),
+      interceptors: [],
+      contextValues: () => createContextValues(),
+      maxBodyBytes: 1024,
+    });
+    const listener = await listenCleartext({ host: "127.0.0.1", port: 0 }, (req, res) => void handler(req, res));
+    try {
+      const base = `http://127.0.0.1:${listener.address.port}`;
+      expect((await h1(`${base}/v1/b/c`)).text).toBe(expected);
+      const wrongMethod = await h1(`${base}/v1/b/c`, { method: "POST" });
+      expect([wrongMethod.status, wrongMethod.headers.allow]).toEqual([405, "GET"]);
+      expect((await h1(`${base}/v1/x/y`)).status).toBe(404);
+    } finally {
+      await listener.close();
+    }
+  });
+});

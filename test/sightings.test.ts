@@ -76,14 +76,14 @@ describe("SightingBuffer slices", () => {
         writes.push(s.map((x) => x.nodeId));
       },
     } as unknown as Store;
-    const errors: unknown[] = [];
+    const errors: [unknown, number][] = [];
     const flushed: number[] = [];
-    const buffer = new SightingBuffer({ store, flushIntervalMs: 3_600_000, sliceSize: 10, onFlushError: (e) => errors.push(e), onFlush: (n) => flushed.push(n) });
+    const buffer = new SightingBuffer({ store, flushIntervalMs: 3_600_000, sliceSize: 10, onFlushError: (e, written) => errors.push([e, written]), onFlush: (n) => flushed.push(n) });
     for (let i = 0; i < 25; i++) buffer.record({ nodeId: `n${String(i).padStart(2, "0")}`, lastSeenMs: 1_000 + i });
     await buffer.flush();
     // The first slice is stored; the second failed, so it and the third are kept.
     expect(writes).toEqual([Array.from({ length: 10 }, (_, i) => `n${String(i).padStart(2, "0")}`)]);
-    expect(errors).toHaveLength(1);
+    expect(errors.map(([, written]) => written)).toEqual([10]);
     expect(flushed).toEqual([]);
     expect(buffer.latest("n05")).toBeUndefined();
     expect(buffer.latest("n10")?.lastSeenMs).toBe(1_010);

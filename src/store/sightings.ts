@@ -8,8 +8,8 @@ export interface SightingBufferOptions {
   store: Store;
   /** How often buffered sightings are written, in milliseconds. */
   flushIntervalMs: number;
-  /** Called when a flush fails; the sightings stay buffered for the next one. */
-  onFlushError: (err: unknown) => void;
+  /** Called when a flush fails, with how many nodes its slices wrote before; the rest stay buffered for the next one. */
+  onFlushError: (err: unknown, written: number) => void;
   /** Called after each successful flush with how many nodes it wrote. */
   onFlush?: (nodes: number) => void;
   /** Sightings per write (FLUSH_SLICE by default). */
@@ -39,7 +39,10 @@ export class SightingBuffer {
   private readonly timer: NodeJS.Timeout;
 
   constructor(private readonly opts: SightingBufferOptions) {
-    this.timer = setInterval(() => void this.flush(), opts.flushIntervalMs);
+    // A tick while a flush is still writing its slices is skipped: the next one takes what came meanwhile.
+    this.timer = setInterval(() => {
+      if (!this.flushing) void this.flush();
+    }, opts.flushIntervalMs);
     this.timer.unref();
   }
 
@@ -95,14 +98,14 @@ export class SightingBuffer {
 
   /** Writes a batch slice by slice, each awaited before the next; what a failure left unwritten is kept. */
   private async writeSlices(batch: NodeSighting[]): Promise<void> {
-    const size = this.opts.sliceSize ?? FLUSH_SLICE;
+    const size = Math.max(1, this.opts.sliceSize ?? FLUSH_SLICE);
     let written = 0;
     try {
       for (; written < batch.length; written += size) await this.opts.store.recordSightings(batch.slice(written, written + size));
     } catch (err) {
       // Keep them: a newer sighting recorded meanwhile wins field by field.
       for (const s of batch.slice(written)) this.buffered.set(s.nodeId, merge(s, this.buffered.get(s.nodeId)));
-      this.opts.onFlushError(err);
+      this.opts.onFlushError(err, written);
       return;
     }
     this.opts.onFlush?.(batch.length);

@@ -231,8 +231,11 @@ function sendJson(res: NodeResponse, status: number, body: string, extra?: Heade
 class RouteTable<R extends { method: string; template: PathTemplate }> {
   private readonly byHead = new Map<string, R[]>();
   private readonly headless: R[] = [];
+  /** Declaration order: of two routes as specific as each other, the one declared first wins. */
+  private readonly order = new Map<R, number>();
 
   constructor(private readonly routes: readonly R[]) {
+    routes.forEach((route, i) => this.order.set(route, i));
     for (const route of routes) {
       const head = route.template.head;
       if (head === undefined) this.headless.push(route);
@@ -247,11 +250,26 @@ class RouteTable<R extends { method: string; template: PathTemplate }> {
   /** The most specific route for a method and path, and (when none) every method the path allows. */
   match(method: string | undefined, pathname: string): { best?: { route: R; vars: Record<string, string> }; allowed: Set<string> } {
     const candidates = this.byHead.get(pathHead(pathname));
-    const best = bestOf(candidates, method, pathname, bestOf(this.headless, method, pathname, undefined));
+    const best = this.bestOf(candidates, method, pathname, this.bestOf(this.headless, method, pathname, undefined));
     if (best) return { best, allowed: new Set([best.route.method]) };
     const allowed = new Set<string>();
     for (const route of this.routes) if (matchVars(route, pathname)) allowed.add(route.method);
     return { allowed };
+  }
+
+  private bestOf(routes: readonly R[] | undefined, method: string | undefined, pathname: string, best: { route: R; vars: Record<string, string> } | undefined) {
+    for (const route of routes ?? []) {
+      if (route.method !== method || (best && !this.beats(route, best.route))) continue;
+      const vars = matchVars(route, pathname);
+      if (vars) best = { route, vars };
+    }
+    return best;
+  }
+
+  private beats(route: R, than: R): boolean {
+    const a = route.template.specificity;
+    const b = than.template.specificity;
+    return a > b || (a === b && this.order.get(route)! < this.order.get(than)!);
   }
 }
 
@@ -261,20 +279,6 @@ function matchVars(route: { template: PathTemplate }, pathname: string): Record<
   } catch {
     throw new ValidationError("path", "malformed percent-encoding");
   }
-}
-
-function bestOf<R extends { method: string; template: PathTemplate }>(
-  routes: readonly R[] | undefined,
-  method: string | undefined,
-  pathname: string,
-  best: { route: R; vars: Record<string, string> } | undefined,
-): { route: R; vars: Record<string, string> } | undefined {
-  for (const route of routes ?? []) {
-    if (route.method !== method || (best && route.template.specificity <= best.route.template.specificity)) continue;
-    const vars = matchVars(route, pathname);
-    if (vars) best = { route, vars };
-  }
-  return best;
 }
 
 /** The RPC a REST request calls, with its route label, without reading the request; undefined when it calls none. */

@@ -455,10 +455,19 @@ export class SqliteStore implements Store {
   }
 
   private readonly postOutbox = () => {
-    if (this.outbox.length === 0 || this.fatal) return;
     const batch = this.outbox;
     this.outbox = [];
-    this.worker.postMessage(batch satisfies WriterRequest);
+    // After a fatal error every waiter was rejected already (fail); the requests are dropped.
+    if (batch.length === 0 || this.fatal) return;
+    try {
+      this.worker.postMessage(batch satisfies WriterRequest);
+    } catch (err) {
+      // A request that cannot cross to the thread (not cloneable): its batch fails, the store goes on.
+      for (const request of batch) {
+        this.pending.get(request.id)?.reject(err as Error);
+        this.pending.delete(request.id);
+      }
+    }
   };
 
   /** Lets the writer commit what it holds and close its connection, then closes the reader. */

@@ -289,7 +289,7 @@ function start(): void {
       return;
     }
     const idle = queue.length === 0;
-    queue.push(...req);
+    for (const work of req) queue.push(work);
     if (idle && queue.length > 0) setImmediate(flush);
   });
   post({ ready: true });
