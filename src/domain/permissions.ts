@@ -31,7 +31,7 @@ export function permissionOf(method: DescMethod): string {
 export function declaredPermissions(): ReadonlySet<string> {
   declared ??= new Set(
     [AuditService, EnrollmentService, EventService, HaService, HealthService, NodeService, OperationsService, RbacService, ReleaseService, RolloutService, EventFollowService, SupportService, WorkloadService]
-      .flatMap((s) => s.methods.map((m) => getOption(m, permission)))
+      .flatMap((s) => s.methods.map(permissionOf))
       .filter((p) => p !== "" && p !== "public"),
   );
   return declared;

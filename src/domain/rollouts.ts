@@ -308,7 +308,12 @@ export interface Selection {
 
 /** The order percentage stages pick nodes in: a hash of plan and node id, the same on every replica. */
 export function selectionRank(planId: string, nodeId: string): string {
-  return hash("sha256", `${planId}\n${nodeId}`, "hex");
+  return rankDigest(planId, nodeId).toString("hex");
+}
+
+/** The SHA-256 digest whose hex is the selection rank. */
+function rankDigest(planId: string, nodeId: string): Buffer {
+  return hash("sha256", `${planId}\n${nodeId}`, "buffer");
 }
 
 /**
@@ -321,7 +326,7 @@ export function selectionRank(planId: string, nodeId: string): string {
 function lowestRanked(planId: string, free: readonly Candidate[], need: number): string[] {
   if (need >= free.length) return free.map((c) => c.nodeId);
   if (need <= 0) return [];
-  const digests = free.map((c) => hash("sha256", `${planId}\n${c.nodeId}`, "buffer"));
+  const digests = free.map((c) => rankDigest(planId, c.nodeId));
   // The first 52 bits: 6 bytes and the high half of the seventh.
   const keys = Float64Array.from(digests, (d) => d.readUIntBE(0, 6) * 16 + (d[6] >> 4));
   const threshold = Float64Array.from(keys).sort()[need - 1];

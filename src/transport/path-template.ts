@@ -82,7 +82,8 @@ export function compilePathTemplate(source: string): PathTemplate {
   const fields: string[] = [];
   const multi: boolean[] = [];
   const score = { value: 0 };
-  const parts = splitSegments(body).map((seg) => {
+  const segments = splitSegments(body);
+  const parts = segments.map((seg) => {
     const variable = /^\{([A-Za-z_][A-Za-z0-9_.]*)(?:=(.+))?\}$/.exec(seg);
     if (!variable) return segmentsRegExp([seg], source, score);
     fields.push(variable[1]);
@@ -91,7 +92,6 @@ export function compilePathTemplate(source: string): PathTemplate {
     return `(${segmentsRegExp(splitSegments(inner), source, score)})`;
   });
   const regex = new RegExp(`^/${parts.join("/")}${verb ? ":" + escapeRegExp(verb) : ""}$`);
-  const segments = splitSegments(body);
   const literal = (seg: string | undefined) => seg !== undefined && seg !== "" && !/[{}*]/.test(seg);
   const headed = literal(segments[0]) && literal(segments[1]) && (segments.length > 2 || verb === "");
   return {

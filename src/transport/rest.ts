@@ -235,8 +235,8 @@ class RouteTable<R extends { method: string; template: PathTemplate }> {
   private readonly order = new Map<R, number>();
 
   constructor(private readonly routes: readonly R[]) {
-    routes.forEach((route, i) => this.order.set(route, i));
-    for (const route of routes) {
+    for (const [i, route] of routes.entries()) {
+      this.order.set(route, i);
       const head = route.template.head;
       if (head === undefined) this.headless.push(route);
       else {

@@ -67,7 +67,6 @@ interface RolloutWriteResults {
 /** What each write answers, by operation: the typed op map SqliteStore.write is checked against. */
 export type StoreWriteResults = FleetWriteResults & RbacWriteResults & EnrollmentWriteResults & WorkloadWriteResults & RolloutWriteResults & OperationWriteResults & { deleteEvents: DeleteEventsResult };
 export type StoreWriteResult = StoreWriteResults[StoreWrite["op"]];
-type Work = WriterWork;
 
 /** This thread's answer: how many rows were new, a fleet write's result or refusal, or the kind of failure. */
 export type WriterReply =
@@ -206,7 +205,7 @@ function start(): void {
   } satisfies WriteHandlers<StoreWrite, StoreWriteResults>;
   // The one place the request's operation picks its handler (TypeScript cannot correlate the two).
   const write = (w: StoreWrite): StoreWriteResult => (handlers[w.op] as (w: StoreWrite) => StoreWriteResult)(w);
-  const run = (req: Work): WriterReply =>
+  const run = (req: WriterWork): WriterReply =>
     "rows" in req ? { id: req.id, inserted: ingest(req.rows, req.audit) } : { id: req.id, result: write(req.write) };
 
   const { maxDbBytes } = workerData as SqliteConnectionOptions;
@@ -215,15 +214,15 @@ function start(): void {
   const usedPages = () => (sqlite.pragma("page_count", { simple: true }) as number) - (sqlite.pragma("freelist_count", { simple: true }) as number);
   const fullError = () => Object.assign(new Error("the database has reached --max-db-size"), { code: "SQLITE_FULL" });
 
-  const queue: Work[] = [];
+  const queue: WriterWork[] = [];
   const reserveFile = `${(workerData as SqliteConnectionOptions).file}-reserve`;
   let reserveHeld = holdReserve(reserveFile);
-  const isRelief = (req: Work) => "write" in req && RELIEF_OPS.has(req.write.op);
+  const isRelief = (req: WriterWork) => "write" in req && RELIEF_OPS.has(req.write.op);
   /**
    * A disk that is really full refused writes that make room: give up the reserve and run them
    * again, once (the reserve is taken again at the next start).
    */
-  const retryWithReserve = (reqs: Work[]): boolean => {
+  const retryWithReserve = (reqs: WriterWork[]): boolean => {
     if (!reserveHeld || reqs.length === 0) return false;
     try {
       unlinkSync(reserveFile);
