@@ -10,7 +10,7 @@ import { createHaDatabase } from "./helpers/ha-db.js";
 import { ORCHESTRATOR_BIN } from "./helpers/child.js";
 import { h1, h2 } from "./helpers/http.js";
 import { memoryLogger, startTestServer, type TestServer } from "./helpers/server.js";
-import { until } from "./helpers/wait.js";
+import { until, within } from "./helpers/wait.js";
 
 describe("HA endpoints, standalone (SQLite)", () => {
   let s: TestServer;
@@ -153,7 +153,8 @@ describe("PostgreSQL unreachable at start", () => {
     await sleep(2500);
     expect(log.lines.filter((l) => String(l.msg).startsWith("PostgreSQL cannot be reached")).length).toBe(1);
     proxy.set("pass");
-    const server = await starting;
+    // The next attempt comes within the backoff (at most 4 s here), then the store opens and migrates.
+    const server = await within("the start once PostgreSQL answers", starting, 30_000);
     try {
       expect(log.lines.some((l) => l.msg === "PostgreSQL reached; starting")).toBe(true);
       expect((await h1(`${server.url}/v1/health/write-ready`)).status).toBe(200);
@@ -165,10 +166,10 @@ describe("PostgreSQL unreachable at start", () => {
       proxy.set("pass");
       await until("leads again", async () => server.ha.leadership.isLeader(), 15_000);
     } finally {
-      await server.close();
+      await within("the server's close", server.close(), 15_000);
       await proxy.close();
-      await db.drop();
+      await within("the test database's drop", db.drop(), 15_000);
       rmSync(dataDir, { recursive: true, force: true });
     }
-  }, 60_000);
+  }, 120_000);
 });
