@@ -252,6 +252,8 @@ function answerStarting(req: NodeRequest, res: NodeResponse, reason: string): vo
  * failed start and a stop undo exactly what was done, in reverse order. A failing step is
  * logged and the rest still run.
  */
+const SLOW_CLEANUP_MS = 5_000;
+
 class Teardown {
   private readonly steps: { name: string; run: () => unknown }[] = [];
   constructor(private readonly logger: Logger) {}
@@ -262,10 +264,16 @@ class Teardown {
 
   async run(): Promise<void> {
     for (let step = this.steps.pop(); step; step = this.steps.pop()) {
+      const name = step.name;
+      // A step that hangs is named, once, so that a stuck shutdown says where it is.
+      const slow = setTimeout(() => this.logger.warn({ step: name, waited_ms: SLOW_CLEANUP_MS }, "a cleanup step is still running"), SLOW_CLEANUP_MS);
+      slow.unref();
       try {
         await step.run();
       } catch (err) {
-        this.logger.error({ err, step: step.name }, "a cleanup step failed");
+        this.logger.error({ err, step: name }, "a cleanup step failed");
+      } finally {
+        clearTimeout(slow);
       }
     }
   }

@@ -166,7 +166,9 @@ describe("PostgreSQL unreachable at start", () => {
       proxy.set("pass");
       await until("leads again", async () => server.ha.leadership.isLeader(), 15_000);
     } finally {
-      await within("the server's close", server.close(), 15_000);
+      await within("the server's close", server.close(), 15_000).catch((err: Error) => {
+        throw new Error(`${err.message}; the server's last log lines:\n${log.lines.slice(-15).map((l) => JSON.stringify(l)).join("\n")}`);
+      });
       await proxy.close();
       await within("the test database's drop", db.drop(), 15_000);
       rmSync(dataDir, { recursive: true, force: true });

@@ -27,6 +27,7 @@ import { PayloadTooLargeError, ValidationError } from "../domain/errors.js";
 import { requestInfoKey } from "./context.js";
 import { domainToConnectError, restErrorBody, restStatus } from "./errors.js";
 import { compilePathTemplate, pathHead, type PathTemplate } from "./path-template.js";
+import { jsonText } from "./json-text.js";
 import { invokeUnary } from "./unary-adapter.js";
 import type { ServiceEntry } from "./services.js";
 
@@ -404,8 +405,14 @@ export function createRestHandler(opts: RestHandlerOptions): (req: NodeRequest, 
     if (info) info.protocol = "rest";
     const context = restContext(method, req, url, contextValues);
     const output = await invokeUnary(route.spec, context, message, opts.interceptors);
-    let json = toJson(method.output, output, { useProtoFieldName: true, alwaysEmitImplicit: true }) as JsonObject;
-    if (route.responseBody) json = json[route.responseBody] as JsonObject;
-    sendJson(res, 200, JSON.stringify(json), context.responseHeader);
+    let body: string;
+    if (route.responseBody) {
+      // response_body: one field of the response is the body (no RPC declares one today).
+      const json = toJson(method.output, output, { useProtoFieldName: true, alwaysEmitImplicit: true }) as JsonObject;
+      body = JSON.stringify(json[route.responseBody]);
+    } else {
+      body = jsonText(method.output, output);
+    }
+    sendJson(res, 200, body, context.responseHeader);
   }
 }
