@@ -133,7 +133,8 @@ describe("--event-retention on a running server", () => {
     try {
       await server.store.ingestEvents(events("e", 50));
       await until("the events are deleted", async () => (await server.store.queryEvents({ limit: 10 })).length === 0, 10_000);
-      const [record] = await server.store.auditRecords({ eventName: "events.retention.deleted", limit: 1 });
+      // A run records what it deleted once its last batch is done, a moment after the deletion shows.
+      const record = await until("the run's audit record", async () => (await server.store.auditRecords({ eventName: "events.retention.deleted", limit: 1 }))[0], 10_000);
       expect(JSON.parse(record.fieldsJson)).toMatchObject({ deleted: 50, retention_seconds: 1 });
     } finally {
       await server.stop();

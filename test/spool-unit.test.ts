@@ -4,7 +4,7 @@ import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { crc32c } from "../src/agent/spool/crc32c.js";
 import { normalizeEvent, parseEventLines } from "../src/agent/spool/events.js";
-import { decodeFrame, encodeFrame, FRAME_OVERHEAD, HEADER_BYTES } from "../src/agent/spool/frame.js";
+import { decodeFrame, encodeFrame, FRAME_OVERHEAD, HEADER_BYTES, salvage } from "../src/agent/spool/frame.js";
 import { Spool, SpoolFullError, type SpoolLog } from "../src/agent/spool/spool.js";
 import { formatBytes, parseRate, readThrottleConfig, Throttle, throttleState, writeThrottleConfig } from "../src/agent/throttle.js";
 
@@ -43,6 +43,18 @@ describe("frames", () => {
       }
     }
     expect(decodeFrame(frame.subarray(0, frame.length - 1), 0)).toBe("incomplete");
+  });
+
+  it("salvage finds the event of a frame whose length prefix is zeroed, whatever bytes its header holds", () => {
+    const payload = Buffer.from('{"event_id":"e-7","event_type":"t","payload":{"x":"}"}}');
+    // Brace bytes (0x7b, and 0x7b 0x22 as `{"`) in the sequence number and the time: none is where the payload starts.
+    for (const [seq, at] of [[0x7b, 1_700_000_000_000], [0x7b7b7b7b, 0x7b_7b7b_7b7b], [0x7b22_7b22, 0x7b22_7b22_7b], [1, 1_700_000_000_123]] as const) {
+      const frame = encodeFrame(seq, at, payload);
+      frame.writeUInt32BE(0, 4);
+      expect(salvage(frame), `seq ${seq}`).toEqual(JSON.parse(payload.toString()));
+      expect(salvage(Buffer.concat([frame.subarray(4), Buffer.from([0x7b, 0])])), `headless, seq ${seq}`).toEqual(JSON.parse(payload.toString()));
+    }
+    expect(salvage(Buffer.from("no json here"))).toBeUndefined();
   });
 });
 

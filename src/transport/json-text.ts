@@ -16,7 +16,7 @@ import { base64Encode } from "@bufbuild/protobuf/wire";
  * (test/json-text.test.ts compares the two over every message of every service), written
  * straight to a string: no intermediate JSON object, a Struct field written from the JSON
  * object the message holds instead of through Struct and Value messages, and Timestamps
- * formatted without a Date. A list of 100 events is written in about a fifth of the time.
+ * formatted without a Date. A page of 100 events is written in about half the time.
  *
  * The other well-known types with a JSON form of their own (Any, Duration, FieldMask, Value,
  * ListValue, wrappers in lists) are written by protobuf-es itself.

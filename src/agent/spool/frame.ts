@@ -96,14 +96,17 @@ export function salvage(region: Buffer): Record<string, unknown> | undefined {
       if (value) return value;
     }
   }
-  // Else the longest JSON object from the first brace (a few tries: damaged bytes are not worth a long search).
-  const start = region.indexOf("{");
-  if (start < 0) return undefined;
-  const text = region.subarray(start).toString("utf8");
-  let end = text.lastIndexOf("}");
-  for (let tries = 0; end > 0 && tries < 16; tries++, end = text.lastIndexOf("}", end - 1)) {
-    const value = parse(text.slice(0, end + 1));
-    if (value) return value;
+  // Else the longest JSON object from one of the first `{"` (an event's JSON starts so; a few
+  // tries: damaged bytes are not worth a long search). The payload starts after a header that is
+  // still there, whose binary fields (sequence, time, CRC) may hold such bytes of their own.
+  const from = region.length >= HEADER_BYTES && region.readUInt32BE(0) === MAGIC ? HEADER_BYTES : 0;
+  for (let start = region.indexOf('{"', from), starts = 0; start >= 0 && starts < 8; start = region.indexOf('{"', start + 1), starts++) {
+    const text = region.subarray(start).toString("utf8");
+    let end = text.lastIndexOf("}");
+    for (let tries = 0; end > 0 && tries < 16; tries++, end = text.lastIndexOf("}", end - 1)) {
+      const value = parse(text.slice(0, end + 1));
+      if (value) return value;
+    }
   }
   return undefined;
 }
