@@ -5,6 +5,7 @@
  *
  *   node dist/bench/load.js '{"kind":"ingest","url":"http://127.0.0.1:8888","mode":"rest","batches":400,"concurrency":8}'
  *   node dist/bench/load.js '{"kind":"query","url":"...","paths":["/v1/events?node_id=n1&limit=100"],"durationMs":10000,"concurrency":8}'
+ *   node dist/bench/load.js '{"kind":"query-turns","urls":["...","..."],"paths":[...],"roundMs":2000,"rounds":5,"concurrency":1}'
  */
 import { readFileSync } from "node:fs";
 import http2 from "node:http2";
@@ -41,6 +42,20 @@ export interface QuerySpec {
   concurrency: number;
   tls?: TlsFilesSpec;
 }
+/**
+ * The same queries against two servers in turns, from one warm process: `rounds` rounds of
+ * `roundMs` each, the first server first in even rounds, the second in odd ones.
+ */
+export interface QueryTurnsSpec {
+  kind: "query-turns";
+  urls: [string, string];
+  paths: string[];
+  roundMs: number;
+  rounds: number;
+  concurrency: number;
+}
+/** Per round, the result of each of the two servers. */
+export type QueryTurnsResult = [QueryResult, QueryResult][];
 /** A new connection (and, over TLS, a full handshake) for every GET /v1/health. */
 export interface ConnectionsSpec {
   kind: "connections";
@@ -152,6 +167,23 @@ async function query(spec: QuerySpec): Promise<QueryResult> {
   return summarize(latencies, seconds);
 }
 
+async function queryTurns(spec: QueryTurnsSpec): Promise<QueryTurnsResult> {
+  const on = (url: string, durationMs: number) => query({ kind: "query", url, paths: spec.paths, durationMs, concurrency: spec.concurrency });
+  // Warms this process (and both servers) up first.
+  for (const url of spec.urls) await on(url, spec.roundMs);
+  const out: QueryTurnsResult = [];
+  for (let round = 0; round < spec.rounds; round++) {
+    if (round % 2 === 0) {
+      const a = await on(spec.urls[0], spec.roundMs);
+      out.push([a, await on(spec.urls[1], spec.roundMs)]);
+    } else {
+      const b = await on(spec.urls[1], spec.roundMs);
+      out.push([await on(spec.urls[0], spec.roundMs), b]);
+    }
+  }
+  return out;
+}
+
 async function connections(spec: ConnectionsSpec): Promise<QueryResult> {
   const options = connectOptions(spec.tls);
   const latencies: number[] = [];
@@ -173,6 +205,7 @@ async function connections(spec: ConnectionsSpec): Promise<QueryResult> {
   return summarize(latencies, Number(process.hrtime.bigint() - started) / 1e9);
 }
 
-const spec = JSON.parse(process.argv[2]) as IngestSpec | QuerySpec | ConnectionsSpec;
-const result = spec.kind === "ingest" ? await ingest(spec) : spec.kind === "query" ? await query(spec) : await connections(spec);
+const spec = JSON.parse(process.argv[2]) as IngestSpec | QuerySpec | QueryTurnsSpec | ConnectionsSpec;
+const result =
+  spec.kind === "ingest" ? await ingest(spec) : spec.kind === "query" ? await query(spec) : spec.kind === "query-turns" ? await queryTurns(spec) : await connections(spec);
 process.stdout.write(JSON.stringify(result) + "\n");

@@ -8,7 +8,8 @@
  *            REST JSON, Connect protobuf and gRPC
  *
  * and GET /v1/events with a node filter and limit 100 on a store of 1,000,000 events, with one
- * and with four concurrent streams, against a bare node:http2 server answering the same bytes. Prints a table and writes
+ * and with four concurrent streams, against a bare node:http2 server answering the same bytes
+ * (the two measured in turns, round by round). Prints a table and writes
  * bench/results/bench-<time>.json. BENCH_REPS (default 3) and BENCH_BATCHES (default 400
  * batches of 500 events) size the run.
  */
@@ -18,7 +19,7 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { packageRoot } from "../src/paths.js";
 import { DB_FILE_NAME } from "../src/store/sqlite/store.js";
-import type { IngestMode, IngestResult, IngestSpec, QueryResult, QuerySpec } from "./load.js";
+import type { IngestMode, IngestResult, IngestSpec, QueryResult, QueryTurnsResult, QueryTurnsSpec } from "./load.js";
 import { runToEnd, startOrchestrator, startPort } from "./processes.js";
 import { applySchema, durablePragmas, INSERT_SQL } from "./sqlite-schema.js";
 import { BATCH_SIZE, jsonBatch, rowOf } from "./workload.js";
@@ -29,6 +30,7 @@ const CONCURRENCY = 8;
 const QUERY_EVENTS = 1_000_000;
 const QUERY_NODES = 1000;
 const QUERY_SECONDS = 10;
+const QUERY_ROUNDS = 5;
 const QUERY_CONCURRENCIES = [1, 4];
 
 const dist = path.join(packageRoot, "dist");
@@ -67,7 +69,7 @@ function ceiling(durable = true): number {
   }
 }
 
-async function load<R>(spec: IngestSpec | QuerySpec): Promise<R> {
+async function load<R>(spec: IngestSpec | QueryTurnsSpec): Promise<R> {
   return JSON.parse(await runToEnd(LOAD, [JSON.stringify(spec)])) as R;
 }
 
@@ -106,21 +108,40 @@ async function fillStore(dir: string): Promise<void> {
 }
 
 interface QueryRuns {
-  /** By concurrency. */
+  /** By concurrency: requests and seconds summed over the rounds, p50 and p99 the median round's. */
   server: Record<number, QueryResult>;
   bare: Record<number, QueryResult>;
+  /** By concurrency: server over bare, one per round; the reported ratio is their median. */
+  ratios: Record<number, number[]>;
   peakRssMiB: number;
   responseBytes: number;
 }
 
-/** Warms up, then measures at each concurrency in turn. */
-async function measureQueries(url: string, paths: string[]): Promise<Record<number, QueryResult>> {
-  await load<QueryResult>({ kind: "query", url, paths, durationMs: 2000, concurrency: 4 });
-  const out: Record<number, QueryResult> = {};
-  for (const concurrency of QUERY_CONCURRENCIES) {
-    out[concurrency] = await load<QueryResult>({ kind: "query", url, paths, durationMs: QUERY_SECONDS * 1000, concurrency });
+/** Rounds of one side at one concurrency, as one result: rates summed, latencies the median round's. */
+function combine(rounds: QueryResult[]): QueryResult {
+  const requests = rounds.reduce((a, r) => a + r.requests, 0);
+  const seconds = rounds.reduce((a, r) => a + r.seconds, 0);
+  return { requests, seconds, requestsPerSecond: requests / seconds, p50Ms: median(rounds.map((r) => r.p50Ms)), p99Ms: median(rounds.map((r) => r.p99Ms)) };
+}
+
+/**
+ * The server and the bare server in turns, QUERY_ROUNDS rounds of QUERY_SECONDS / QUERY_ROUNDS
+ * each per concurrency from one load process (which of the two goes first alternates), so that
+ * the machine's speed, which drifts on a shared machine by a quarter from one minute to the next,
+ * is the same for both sides of each ratio.
+ */
+async function measureInTurns(serverUrl: string, bareUrl: string, paths: string[]) {
+  const server: Record<number, QueryResult> = {};
+  const bare: Record<number, QueryResult> = {};
+  const ratios: Record<number, number[]> = {};
+  for (const c of QUERY_CONCURRENCIES) {
+    const spec: QueryTurnsSpec = { kind: "query-turns", urls: [serverUrl, bareUrl], paths, roundMs: (QUERY_SECONDS * 1000) / QUERY_ROUNDS, rounds: QUERY_ROUNDS, concurrency: c };
+    const rounds = await load<QueryTurnsResult>(spec);
+    server[c] = combine(rounds.map(([s]) => s));
+    bare[c] = combine(rounds.map(([, b]) => b));
+    ratios[c] = rounds.map(([s, b]) => s.requestsPerSecond / b.requestsPerSecond);
   }
-  return out;
+  return { server, bare, ratios };
 }
 
 async function queryRun(): Promise<QueryRuns> {
@@ -130,26 +151,20 @@ async function queryRun(): Promise<QueryRuns> {
     await fillStore(dir);
     const paths = Array.from({ length: QUERY_NODES }, (_, n) => `/v1/events?node_id=node-${n}&limit=100`);
     const server = await startOrchestrator(dir);
-    let result: Record<number, QueryResult>;
-    let body: Buffer;
-    let peak: number;
     try {
-      body = Buffer.from(await (await fetch(server.url + paths[0])).arrayBuffer());
-      result = await measureQueries(server.url, paths);
-      peak = server.peakRssMiB();
+      const body = Buffer.from(await (await fetch(server.url + paths[0])).arrayBuffer());
+      const bodyFile = path.join(dir, "body.json");
+      writeFileSync(bodyFile, body);
+      const bare = await startPort(BARE, [bodyFile]);
+      try {
+        const measured = await measureInTurns(server.url, bare.url, paths);
+        return { ...measured, peakRssMiB: server.peakRssMiB(), responseBytes: body.length };
+      } finally {
+        await bare.stop();
+      }
     } finally {
       await server.stop();
     }
-    const bodyFile = path.join(dir, "body.json");
-    writeFileSync(bodyFile, body);
-    const bare = await startPort(BARE, [bodyFile]);
-    let bareResult: Record<number, QueryResult>;
-    try {
-      bareResult = await measureQueries(bare.url, paths);
-    } finally {
-      await bare.stop();
-    }
-    return { server: result, bare: bareResult, peakRssMiB: peak, responseBytes: body.length };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -190,13 +205,15 @@ async function main(): Promise<void> {
   const line = (c: string[]) => c.map((x, i) => (i < 3 ? (i === 0 ? x.padEnd(w[i]) : x.padStart(w[i])) : "  " + x)).join("");
   let out = "\nIngest (median of runs)\n" + line(["", "events/s", "ratio", "target"]) + "\n";
   for (const r of rows) out += line(r) + "\n";
-  out += `\nGET /v1/events?node_id=...&limit=100 on ${fmt(QUERY_EVENTS)} events, ${QUERY_SECONDS}s per row (p99 target < 10 ms)\n`;
+  out += `\nGET /v1/events?node_id=...&limit=100 on ${fmt(QUERY_EVENTS)} events, ${QUERY_SECONDS}s per row in ${QUERY_ROUNDS} rounds taken in turns with the bare server (p99 target < 10 ms)\n`;
   for (const c of QUERY_CONCURRENCIES) {
     const s = query.server[c];
     const b = query.bare[c];
+    const r = query.ratios[c];
     out +=
       `  ${c} stream${c > 1 ? "s" : " "}  orchestrator ${fmt(s.requestsPerSecond).padStart(6)} req/s  p50 ${fmt(s.p50Ms, 2)} ms  p99 ${fmt(s.p99Ms, 2)} ms` +
-      `   bare node:http2 ${fmt(b.requestsPerSecond).padStart(6)} req/s  p99 ${fmt(b.p99Ms, 2)} ms   ratio ${fmt(s.requestsPerSecond / b.requestsPerSecond, 2)}\n`;
+      `   bare node:http2 ${fmt(b.requestsPerSecond).padStart(6)} req/s  p99 ${fmt(b.p99Ms, 2)} ms` +
+      `   ratio ${fmt(median(r), 2)} (rounds ${fmt(Math.min(...r), 2)}-${fmt(Math.max(...r), 2)})\n`;
   }
   out += `  (the bare server answers the same ${fmt(query.responseBytes)}-byte body without doing any work)\n`;
   out += `\nServer peak RSS over all runs: ${fmt(peakRssMiB, 1)} MiB (target < 300 MB)\n`;
@@ -218,7 +235,7 @@ async function main(): Promise<void> {
       events: QUERY_EVENTS,
       nodes: QUERY_NODES,
       ...query,
-      ratioToBare: Object.fromEntries(QUERY_CONCURRENCIES.map((c) => [c, query.server[c].requestsPerSecond / query.bare[c].requestsPerSecond])),
+      ratioToBare: Object.fromEntries(QUERY_CONCURRENCIES.map((c) => [c, median(query.ratios[c])])),
     },
     peakRssMiB,
   };

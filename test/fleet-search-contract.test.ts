@@ -22,6 +22,7 @@ import type { Store } from "../src/store/store.js";
 import { searchFleet, type FleetSearchRow } from "./helpers/fleet-search-reference.js";
 import { STORE_KINDS } from "./helpers/server.js";
 import { openStore } from "./helpers/store.js";
+import { rng, type Rng } from "./helpers/rng.js";
 
 const SEED = Number(process.env.FLEET_SEARCH_SEED ?? 20261202);
 const FLEETS = Number(process.env.FLEET_SEARCH_FLEETS ?? 3);
@@ -36,23 +37,6 @@ const CHANNELS = ["stable", "beta", "\u{1F680}", "\uFF21ch"];
 const LABEL_KEYS = ["site", "tier", "k\u{1F600}"];
 const LABEL_VALUES = ["x", "y", "\uFFFF", "1", "\u{1F600}"];
 
-/** mulberry32: a small seeded generator, so a failing fleet can be made again from its seed. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  const pick = <T,>(xs: readonly T[]): T => xs[int(xs.length)];
-  const chance = (p: number) => next() < p;
-  const subset = <T,>(xs: readonly T[], p: number) => xs.filter(() => chance(p));
-  return { int, pick, chance, subset };
-}
-type Rng = ReturnType<typeof rng>;
 
 const audit = (resource: string): AuditRow => ({
   atMs: 1,

@@ -19,6 +19,7 @@ import { file_autonomy_v1_support } from "../gen/autonomy/v1/support_pb.js";
 import { file_autonomy_v1_workloads } from "../gen/autonomy/v1/workloads_pb.js";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { jsonText, referenceJsonText, timestampText } from "../src/transport/json-text.js";
+import { rng, type Rng } from "./helpers/rng.js";
 
 const FILES: DescFile[] = [
   file_autonomy_v1_agent,
@@ -42,21 +43,6 @@ const FILES: DescFile[] = [
 
 const MESSAGES = FILES.flatMap((f) => [...nestedTypes(f)].filter((t): t is DescMessage => t.kind === "message"));
 
-/** A small seeded generator (mulberry32), so that a failure names a seed that repeats it. */
-function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
-  return { next, int, pick };
-}
-type Rng = ReturnType<typeof rng>;
 
 const STRINGS = ["", "a", "node-1", "ünïcödé ✓", 'quote " and \\ backslash', "line\nbreak\ttab", "\u0000\u001f\u2028\u2029", "__proto__", "😀 astral", "\ud800 lone surrogate"];
 

@@ -2,12 +2,16 @@
  * The server entry: one teardown stack for a failed start and for a stop, and errors raised
  * outside the interceptor chain logged with their cause (and answered without detail).
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { createHook } from "node:async_hooks";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { initCa, issueCert } from "../src/security/ca.js";
 import { startServer } from "../src/server.js";
+import { listenCleartext } from "../src/transport/listener.js";
+import { listenTls } from "../src/transport/tls-listener.js";
 import { h1 } from "./helpers/http.js";
 import { freePort } from "./helpers/net.js";
 import { memoryLogger, startTestServer } from "./helpers/server.js";
@@ -46,6 +50,40 @@ describe("server teardown", () => {
     } finally {
       blocker.close();
       rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it("a listener whose port is taken leaves no timer behind, cleartext or TLS", async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", () => resolve()));
+    const port = (blocker.address() as net.AddressInfo).port;
+    const dir = mkdtempSync(path.join(os.tmpdir(), "ao-listen-"));
+    try {
+      const ca = path.join(dir, "ca");
+      await initCa(ca);
+      const cert = await issueCert(ca, { profile: "server", name: "api" });
+      const tls = { cert: readFileSync(cert.certFile), key: readFileSync(cert.keyFile) };
+      const events = { onRefused: () => {}, onRevokedClosed: () => {} };
+      for (const listen of [
+        () => listenCleartext({ host: "127.0.0.1", port }, () => {}),
+        () => listenTls({ host: "127.0.0.1", port }, () => {}, tls, events),
+      ]) {
+        const live = new Set<number>();
+        const hook = createHook({
+          init: (id, type) => void (type === "Timeout" && live.add(id)),
+          destroy: (id) => void live.delete(id),
+        }).enable();
+        try {
+          await expect(listen()).rejects.toThrow(/EADDRINUSE/);
+          await new Promise((r) => setImmediate(r));
+        } finally {
+          hook.disable();
+        }
+        expect(live.size).toBe(0);
+      }
+    } finally {
+      blocker.close();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

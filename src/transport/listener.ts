@@ -132,7 +132,11 @@ export async function listenCleartext(address: ListenAddress, handler: RequestHa
     });
   });
 
-  const bound = await listenOn(server, address);
+  // A port that cannot be bound leaves nothing running: h1's connection checks stop too.
+  const bound = await listenOn(server, address).catch((err: unknown) => {
+    h1.close(() => {});
+    throw err;
+  });
 
   return {
     address: bound,

@@ -128,7 +128,11 @@ export async function listenTls(
     socket.destroy();
   });
 
-  const bound = await listenOn(accept, address);
+  // A port that cannot be bound leaves nothing running: the server's connection checks stop too.
+  const bound = await listenOn(accept, address).catch((err: unknown) => {
+    server.close(() => {});
+    throw err;
+  });
 
   return {
     address: bound,
