@@ -1,7 +1,7 @@
 import { desc, getTableColumns, sql, type SQL } from "drizzle-orm";
 import { drizzle, type NodePgDatabase } from "drizzle-orm/node-postgres";
 import { migrate } from "drizzle-orm/node-postgres/migrator";
-import pg from "pg";
+import type pg from "pg";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import { StoreBusyError, StoreFullError, StoreUnavailableError } from "../../domain/errors.js";
 import { migrationsFolder } from "../../paths.js";
@@ -28,6 +28,7 @@ import type { AuditRow, PlanRow, RolloutChange, SigningKeyRow, StatusRow } from 
 import { events } from "./schema.js";
 import { ingestCounts, type IngestRateQuery } from "../ingest-rate.js";
 import { pgEventMaintenance } from "./event-maintenance.js";
+import { StorePool } from "./pool.js";
 
 export interface PostgresStoreOptions {
   url: string;
@@ -88,7 +89,7 @@ export class PostgresStore implements Store {
 
   /** Connects and applies the schema migrations, one replica at a time. */
   static async open(opts: PostgresStoreOptions): Promise<PostgresStore> {
-    const pool = new pg.Pool({ connectionString: opts.url, max: opts.poolSize ?? 10 });
+    const pool = new StorePool({ connectionString: opts.url, max: opts.poolSize ?? 10 });
     // An idle client losing its connection must not crash the process; the next query reports it.
     pool.on("error", () => {});
     // A connection ended while checked out between two statements (a transaction, when the
