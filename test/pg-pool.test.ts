@@ -12,40 +12,26 @@ import { within } from "./helpers/wait.js";
 
 type ConnectCallback = (err: Error | undefined, client: pg.PoolClient | undefined, done: (release?: unknown) => void) => void;
 
-/** Cuts a client's connection right after its checkout, before drizzle's BEGIN, when asked. */
-const dropping = (asked: { dropNext: boolean }) => (client: pg.PoolClient) => {
-  if (asked.dropNext) {
-    asked.dropNext = false;
-    (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
-  }
-  return client;
-};
-
-class DroppingStorePool extends StorePool {
-  dropNext = false;
-  override connect(): Promise<pg.PoolClient>;
-  override connect(callback: ConnectCallback): void;
-  override connect(callback?: ConnectCallback): Promise<pg.PoolClient> | void {
-    if (callback) return super.connect(callback);
-    return super.connect().then(dropping(this));
-  }
-}
-
-class DroppingPgPool extends pg.Pool {
-  dropNext = false;
-  override connect(): Promise<pg.PoolClient>;
-  override connect(callback: ConnectCallback): void;
-  override connect(callback?: ConnectCallback): Promise<pg.PoolClient> | void {
-    if (callback) return super.connect(callback);
-    return super.connect().then(dropping(this));
-  }
+/** `pool`, cutting a client's connection right after its checkout (before drizzle's BEGIN) when asked. */
+function dropping<P extends pg.Pool>(pool: P): P & { dropNext: boolean } {
+  const asked = Object.assign(pool, { dropNext: false });
+  const connect = pool.connect.bind(pool) as (callback?: ConnectCallback) => Promise<pg.PoolClient> | void;
+  const drop = (client: pg.PoolClient) => {
+    if (asked.dropNext) {
+      asked.dropNext = false;
+      (client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+    }
+    return client;
+  };
+  (asked as { connect: unknown }).connect = (callback?: ConnectCallback) => (callback ? connect(callback) : (connect() as Promise<pg.PoolClient>).then(drop));
+  return asked;
 }
 
 describe("the store's PostgreSQL pool", () => {
   const url = inject("postgresAdminUrl");
 
   it("gives back a client whose connection dropped before BEGIN: the pool serves on and ends", async () => {
-    const pool = new DroppingStorePool({ connectionString: url, max: 1 });
+    const pool = dropping(new StorePool({ connectionString: url, max: 1 }));
     pool.on("error", () => {});
     pool.on("connect", (client) => client.on("error", () => {}));
     const db = drizzle({ client: pool });
@@ -59,7 +45,7 @@ describe("the store's PostgreSQL pool", () => {
   });
 
   it("without it, pg.Pool keeps that client out for good (the behaviour it guards against)", async () => {
-    const pool = new DroppingPgPool({ connectionString: url, max: 1, connectionTimeoutMillis: 1000 });
+    const pool = dropping(new pg.Pool({ connectionString: url, max: 1, connectionTimeoutMillis: 1000 }));
     pool.on("error", () => {});
     pool.on("connect", (client) => client.on("error", () => {}));
     const db = drizzle({ client: pool });
