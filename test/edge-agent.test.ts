@@ -243,6 +243,10 @@ describe("edgectl: stopping during an install, enrolment, status, signed plans",
     }
     const after = await runProgram(EDGECTL_BIN, ["--state-dir", stateDir, "status"]);
     expect(after.stdout).toMatch(/agent\s+not running/);
+    // What the stopped agent last saw, said to be so.
+    expect(after.stdout).toMatch(/connection\s+ok since \S+ \(when it last ran\)\n/);
+    expect(after.stdout).toMatch(/updates\s+.* \(when it last ran\)\n/);
+    expect(after.stdout).not.toMatch(/next try/);
   });
 
   it("the last ack outlives the agent: killed with -9 and started again, status still shows it; a corrupt last-ack.json is ignored with a line", async () => {

@@ -141,10 +141,12 @@ export function statusCommand(): Command {
                 : c.state === "tls-cert-refused" || c.state === "tls-cert-required"
                   ? `CERTIFICATE REFUSED since ${c.since}: ${c.message ?? ""}`
                   : `${c.state} since ${c.since}${c.message ? `: ${c.message}` : ""}`;
-            fields.push(["connection", stateText]);
+            // A stopped agent's connection is that of its last run, and says so.
+            const lastRun = running ? "" : " (when it last ran)";
+            fields.push(["connection", stateText + lastRun]);
             fields.push(["last contact", c.last_contact_at ?? "never"]);
-            if (c.retry_in_ms !== undefined && c.state !== "ok") fields.push(["next try", `in ${Math.round(c.retry_in_ms / 1000)}s after ${status!.updated_at}`]);
-            fields.push(["updates", status!.updates]);
+            if (running && c.retry_in_ms !== undefined && c.state !== "ok") fields.push(["next try", `in ${Math.round(c.retry_in_ms / 1000)}s after ${status!.updated_at}`]);
+            fields.push(["updates", status!.updates + lastRun]);
           }
           if (status?.workloads) fields.push(...workloadFields(status.workloads));
           fields.push([
