@@ -173,13 +173,9 @@ async function queryTurns(spec: QueryTurnsSpec): Promise<QueryTurnsResult> {
   for (const url of spec.urls) await on(url, spec.roundMs);
   const out: QueryTurnsResult = [];
   for (let round = 0; round < spec.rounds; round++) {
-    if (round % 2 === 0) {
-      const a = await on(spec.urls[0], spec.roundMs);
-      out.push([a, await on(spec.urls[1], spec.roundMs)]);
-    } else {
-      const b = await on(spec.urls[1], spec.roundMs);
-      out.push([await on(spec.urls[0], spec.roundMs), b]);
-    }
+    const pair: QueryResult[] = [];
+    for (const i of round % 2 === 0 ? [0, 1] : [1, 0]) pair[i] = await on(spec.urls[i], spec.roundMs);
+    out.push([pair[0], pair[1]]);
   }
   return out;
 }

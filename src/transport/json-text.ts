@@ -8,6 +8,7 @@ import {
   type Message,
 } from "@bufbuild/protobuf";
 import { base64Encode } from "@bufbuild/protobuf/wire";
+import { hasCustomJsonRepresentation, isWrapperDesc } from "@bufbuild/protobuf/wkt";
 
 /**
  * The proto3 JSON text of a message as the REST paths answer it: proto field names, fields with
@@ -58,10 +59,11 @@ function compileMessage(desc: DescMessage): Write {
     }
     return out + "}";
   };
+  const writer = typed(write);
   // Registered before its fields compile, so that a recursive type finds itself.
-  writers.set(desc, typed(write));
+  writers.set(desc, writer);
   for (const field of [...desc.fields].sort((a, b) => a.number - b.number)) fields.push(compileField(field));
-  return typed(write);
+  return writer;
 }
 
 /** `"name":value` of one field, or undefined when the field is not written. */
@@ -120,7 +122,7 @@ const IMPLICIT = 2;
 function messageWriter(field: DescField & { message: DescMessage }): Write {
   const desc = field.message;
   if (desc.typeName === "google.protobuf.Struct" && field.parent.typeName !== "google.protobuf.Value") return plainJson;
-  if (field.fieldKind === "message" && !field.oneof && isWrapper(desc)) return scalarWriter(desc.fields[0].scalar!);
+  if (field.fieldKind === "message" && !field.oneof && isWrapperDesc(desc)) return scalarWriter(desc.fields[0].scalar);
   const known = writers.get(desc);
   if (known) return known;
   // Compiled on first use, so that recursive types need not be complete yet.
@@ -136,36 +138,15 @@ const plainJson: Write = (value) => JSON.stringify(value);
 
 /** The well-known types with their own JSON form, written as messages (a Timestamp field's value, say). */
 function compileWkt(desc: DescMessage): Write | undefined {
-  switch (desc.typeName) {
-    case "google.protobuf.Timestamp":
-      return typed((m: { seconds: bigint; nanos: number }) => '"' + timestampText(m.seconds, m.nanos) + '"');
-    case "google.protobuf.Struct":
-    case "google.protobuf.Value":
-    case "google.protobuf.ListValue":
-    case "google.protobuf.Any":
-    case "google.protobuf.Duration":
-    case "google.protobuf.FieldMask":
-      return typed((m: Message) => JSON.stringify(toJson(desc, m, OPTIONS)));
-  }
-  if (isWrapper(desc)) return typed((m: Message) => JSON.stringify(toJson(desc, m, OPTIONS)));
+  if (desc.typeName === "google.protobuf.Timestamp") return typed((m: { seconds: bigint; nanos: number }) => '"' + timestampText(m.seconds, m.nanos) + '"');
+  if (hasCustomJsonRepresentation(desc)) return typed((m: Message) => JSON.stringify(toJson(desc, m, OPTIONS)));
   return undefined;
-}
-
-function isWrapper(desc: DescMessage): boolean {
-  return (
-    desc.typeName.startsWith("google.protobuf.") &&
-    desc.typeName.endsWith("Value") &&
-    desc.typeName !== "google.protobuf.Value" &&
-    desc.typeName !== "google.protobuf.ListValue" &&
-    desc.fields.length === 1 &&
-    desc.fields[0].fieldKind === "scalar"
-  );
 }
 
 function enumWriter(desc: DescEnum): Write {
   if (desc.typeName === "google.protobuf.NullValue") return () => "null";
   // An unknown number is written as the number, as protobuf-es does.
-  const names = new Map(desc.values.map((v) => [v.number, JSON.stringify(v.name)]));
+  const names = new Map(desc.values.map((v) => [v.number, JSON.stringify(v.jsonName)]));
   return (value) => {
     if (typeof value !== "number") throw new Error(`cannot encode ${desc} to JSON: expected number, got ${typeof value}`);
     return names.get(value) ?? String(value);
