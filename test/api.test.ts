@@ -2,6 +2,8 @@ import { ConnectError, Code } from "@connectrpc/connect";
 import { ENFORCEMENT_OFF_WARNING } from "../src/services/health-service.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createOrchestratorClients } from "../clients/index.js";
+import { QueryEventsResponseSchema } from "../gen/autonomy/v1/events_pb.js";
+import { referenceJsonText } from "../src/domain/json-text.js";
 import { h2, TRANSPORTS } from "./helpers/http.js";
 import { STORE_KINDS, startTestServer, type TestServer } from "./helpers/server.js";
 
@@ -82,6 +84,41 @@ describe.each(STORE_KINDS)("REST API on %s", (kind) => {
       expect(Object.keys(body.events[0]).every((k) => /^[a-z_]+$/.test(k))).toBe(true);
       const page2 = await request(`${server.url}/v1/events?node_id=${tag}-qnode&before=${body.events[0].seq}`);
       expect(page2.json().events.map((e: { event_id: string }) => e.event_id)).toEqual([`${tag}-q1`]);
+    });
+
+    it("answers an event page with the text protobuf-es writes for the RPC's answer, for every filter and cursor", async () => {
+      const node = `${tag}-page`;
+      const odd = { "2": "two", "1": ["one", 1e21, -0.5, null], ünï: "\u2028 \"q\" \\", nested: { deep: [{ x: true }] }, __proto__x: 0 };
+      const batch = Array.from({ length: 30 }, (_, i) =>
+        event(`${tag}-p${i}`, i % 3 ? node : `${node}-other`, {
+          event_type: i % 2 ? "boot" : "heartbeat",
+          timestamp: `2026-11-22T10:00:${String(i).padStart(2, "0")}.${i % 4 ? "5" : "123456789"}Z`,
+          ...(i % 5 ? { payload: { ...odd, i } } : {}),
+          ...(i % 4 === 1 ? { release_id: "r1", lock_fingerprint: "lf" } : {}),
+        }),
+      );
+      expect((await post({ events: batch })).json().inserted).toBe(30);
+      const api = createOrchestratorClients({ baseUrl: server.url, protocol: "connect", useBinaryFormat: true });
+      try {
+        const newest = await api.events.queryEvents({ nodeId: node, limit: 1 });
+        const queries = [
+          { nodeId: node },
+          { nodeId: node, eventType: "boot", limit: 3 },
+          { eventType: "heartbeat", limit: 1000 },
+          { nodeId: node, before: newest.events[0].seq, limit: 7 },
+          { nodeId: `${node}-nobody` },
+        ];
+        for (const q of queries) {
+          const params = new URLSearchParams(Object.entries({ node_id: q.nodeId, event_type: q.eventType, limit: q.limit, before: q.before }).flatMap(([k, v]) => (v === undefined ? [] : [[k, String(v)] as [string, string]])));
+          const res = await request(`${server.url}/v1/events?${params}`);
+          expect(res.status, params.toString()).toBe(200);
+          const rpc = await api.events.queryEvents(q);
+          expect(res.text, params.toString()).toBe(referenceJsonText(QueryEventsResponseSchema, rpc));
+        }
+        expect(JSON.parse((await request(`${server.url}/v1/events?node_id=${node}&limit=1`)).text).events[0].payload).toEqual({ ...odd, i: 29 });
+      } finally {
+        api.close();
+      }
     });
 
     it("answers the health probe", async () => {

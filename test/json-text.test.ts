@@ -18,7 +18,7 @@ import { file_autonomy_v1_rollouts } from "../gen/autonomy/v1/rollouts_pb.js";
 import { file_autonomy_v1_support } from "../gen/autonomy/v1/support_pb.js";
 import { file_autonomy_v1_workloads } from "../gen/autonomy/v1/workloads_pb.js";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import { jsonText, referenceJsonText, timestampText } from "../src/transport/json-text.js";
+import { jsonListText, jsonText, jsonTextWith, referenceJsonText, timestampText } from "../src/domain/json-text.js";
 import { rng, type Rng } from "./helpers/rng.js";
 
 const FILES: DescFile[] = [
@@ -187,6 +187,21 @@ describe("the REST JSON writer", () => {
     );
     const page = create(QueryEventsResponseSchema, { events, count: events.length });
     expect(jsonText(QueryEventsResponseSchema, page)).toBe(referenceJsonText(QueryEventsResponseSchema, page));
+  });
+
+  it("writes a message with a field given as text where the field's own text stands, and a list of messages as an array", () => {
+    const events = Array.from({ length: 5 }, (_, i) =>
+      create(EventSchema, { seq: BigInt(i + 1), eventId: `e-${i}`, eventType: "t", nodeId: "n", timestamp: timestampFromMs(1_780_000_000_000 + i), payload: { i } }),
+    );
+    const list = jsonListText(EventSchema, events);
+    expect(list).toBe(JSON.stringify(events.map((e) => JSON.parse(referenceJsonText(EventSchema, e)))));
+    expect(jsonListText(EventSchema, [])).toBe("[]");
+    const page = create(QueryEventsResponseSchema, { events, count: 5 });
+    expect(jsonTextWith(QueryEventsResponseSchema, create(QueryEventsResponseSchema, { count: 5 }), { events: list })).toBe(referenceJsonText(QueryEventsResponseSchema, page));
+    // The text stands in for what the message holds in that field.
+    expect(jsonTextWith(QueryEventsResponseSchema, page, { events: "[]" })).toBe('{"events":[],"count":5}');
+    expect(() => jsonTextWith(QueryEventsResponseSchema, page, { colour: "1" })).toThrow(/no field colour/);
+    expect(() => jsonTextWith(file_google_protobuf_timestamp.messages[0], create(file_google_protobuf_timestamp.messages[0]), { seconds: "1" })).toThrow(/JSON form of its own/);
   });
 
   it("formats Timestamps as RFC 3339 with 0, 3, 6 or 9 digits across days, before 1970 and at both ends of the range", () => {

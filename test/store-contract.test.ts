@@ -6,6 +6,7 @@ type EventInit = Omit<MessageInitShape<typeof EventSchema>, "$typeName">;
 import type { Store } from "../src/store/store.js";
 import { STORE_KINDS } from "./helpers/server.js";
 import { openStore } from "./helpers/store.js";
+import { jsonListText } from "../src/domain/json-text.js";
 
 function ev(id: string, node = "n1", type = "boot", extra: EventInit = {}): Event {
   return create(EventSchema, { eventId: id, nodeId: node, eventType: type, timestamp: { seconds: 1_790_000_000n, nanos: 5 }, ...extra });
@@ -87,6 +88,26 @@ describe.each(STORE_KINDS)("store contract: %s", (kind) => {
       before = page[page.length - 1].seq;
     }
     expect(seen).toEqual(Array.from({ length: 25 }, (_, i) => `p${24 - i}`));
+  });
+
+  it("answers an event page as the JSON text of the events the same query returns, payloads written as stored", async () => {
+    // Integer-like keys (which JSON.parse puts first), numbers JSON writes in exponent form,
+    // escapes and characters outside the BMP: the stored text must be what writing the parsed object gives.
+    const payload = { b: [true, null, "x", 1e21, 5e-7, -0, 0.1], "10": 1, "2": { "1": [] }, c: { d: "é€😀\u2028\u0000\"\\" }, __proto__x: {} };
+    for (let i = 0; i < 20; i++) {
+      await store.ingestEvents([ev(`pg${i}`, "paged", i % 2 ? "boot" : "t", i % 3 ? { payload: { ...payload, i }, releaseId: "r", ...(i % 4 ? { lockFingerprint: "lf" } : {}) } : {})]);
+      const page = await store.queryEventPage({ nodeId: "paged", limit: 1 });
+      expect(JSON.parse(page.text)[0].event_id).toBe(`pg${i}`);
+    }
+    const queries = [{ nodeId: "paged", limit: 100 }, { nodeId: "paged", eventType: "boot", limit: 4 }, { eventType: "t", limit: 1000 }, { nodeId: "nobody", limit: 10 }];
+    const [, second] = await store.queryEvents({ nodeId: "paged", limit: 2 });
+    queries.push({ nodeId: "paged", limit: 5, before: second.seq } as (typeof queries)[number]);
+    for (const q of queries) {
+      const events = await store.queryEvents(q);
+      const page = await store.queryEventPage(q);
+      expect(page.count).toBe(events.length);
+      expect(page.text).toBe(jsonListText(EventSchema, events));
+    }
   });
 
   it("takes a batch of 10,000 events in one call", async () => {

@@ -1,12 +1,14 @@
 import type { ServiceImpl } from "@connectrpc/connect";
 import { RateLimitedError } from "../domain/errors.js";
-import type { Event, EventService } from "../../gen/autonomy/v1/events_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { QueryEventsResponseSchema, type Event, type EventService, type QueryEventsRequest } from "../../gen/autonomy/v1/events_pb.js";
+import { jsonTextWith } from "../domain/json-text.js";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { dedupeWithinBatch, ingestRateWindow, queryCursor, queryLimit, validateEventBatch } from "../domain/events.js";
 import type { Metrics } from "../observability/metrics.js";
 import type { RolloutController } from "../rollouts/controller.js";
 import { actorOf, auditRecord, type Actor } from "./audit-record.js";
-import type { Store } from "../store/store.js";
+import type { EventQuery, Store } from "../store/store.js";
 import type { EventFeed } from "./event-feed.js";
 
 /** The audit record of an ingested batch (--audit-data-plane): who sent it and for which nodes. */
@@ -20,6 +22,22 @@ function ingestAudit(who: Actor, received: number, events: readonly Event[]) {
     resource: nodeIds.length === 1 ? nodeIds[0] : `${nodeIds.length} nodes`,
     fields: { received, node_ids: nodeIds.slice(0, 20) },
   });
+}
+
+/** The store query of a QueryEvents request, its limit and cursor validated. */
+function eventQueryOf(req: QueryEventsRequest): EventQuery {
+  return { nodeId: req.nodeId || undefined, eventType: req.eventType || undefined, limit: queryLimit(req.limit), before: queryCursor(req.before) };
+}
+
+/**
+ * QueryEvents on its REST binding: the same events as the RPC, asked of the store as a page of
+ * JSON text written from the stored rows (no message, no payload parsed), in the response's JSON.
+ */
+export function createEventPageText(deps: { store: Store }): (req: QueryEventsRequest) => Promise<string> {
+  return async (req) => {
+    const page = await deps.store.queryEventPage(eventQueryOf(req));
+    return jsonTextWith(QueryEventsResponseSchema, create(QueryEventsResponseSchema, { count: page.count }), { events: page.text });
+  };
 }
 
 /** A token bucket per node in events (src/transport/rate-limit.ts RateLimiter). */
@@ -86,9 +104,7 @@ export function createEventService(deps: {
     },
 
     async queryEvents(req) {
-      const limit = queryLimit(req.limit);
-      const before = queryCursor(req.before);
-      const events = await store.queryEvents({ nodeId: req.nodeId || undefined, eventType: req.eventType || undefined, limit, before });
+      const events = await store.queryEvents(eventQueryOf(req));
       return { events, count: events.length };
     },
 

@@ -1,5 +1,7 @@
 import type { JsonObject } from "@bufbuild/protobuf";
-import type { Event } from "../../gen/autonomy/v1/events_pb.js";
+import { EventSchema, type Event } from "../../gen/autonomy/v1/events_pb.js";
+import { jsonText, jsonTextWith } from "../domain/json-text.js";
+import type { EventPage } from "./store.js";
 import type { RowOf } from "./schema-check.js";
 
 /**
@@ -46,6 +48,31 @@ export function appendEventRow(out: unknown[], e: Event, receivedAtMs: number): 
 }
 
 export function rowToEvent(r: Omit<EventRow, "receivedAtMs">): Event {
+  const event = eventOfRow(r);
+  if (r.payload !== null) event.payload = JSON.parse(r.payload) as JsonObject;
+  return event;
+}
+
+/**
+ * A stored event's proto3 JSON text, the text jsonText writes for rowToEvent(r), with its
+ * payload written as stored: the payload column holds what JSON.stringify wrote for it
+ * (eventToRow), which is what JSON.stringify writes again for the object parsed from it, so
+ * the payload is neither parsed nor written again.
+ */
+export function rowToEventText(r: Omit<EventRow, "receivedAtMs">): string {
+  const event = eventOfRow(r);
+  return r.payload === null ? jsonText(EventSchema, event) : jsonTextWith(EventSchema, event, { payload: r.payload });
+}
+
+/** Stored events as a page of JSON text (Store.queryEventPage). */
+export function eventPageOfRows(rows: readonly Omit<EventRow, "receivedAtMs">[]): EventPage {
+  let text = "[";
+  for (let i = 0; i < rows.length; i++) text += (i > 0 ? "," : "") + rowToEventText(rows[i]);
+  return { count: rows.length, text: text + "]" };
+}
+
+/** An event's message without its payload. */
+function eventOfRow(r: Omit<EventRow, "receivedAtMs">): Event {
   // A literal, not create(): this runs for every row of every event query.
   const event: Event = {
     $typeName: "autonomy.v1.Event",
@@ -57,6 +84,5 @@ export function rowToEvent(r: Omit<EventRow, "receivedAtMs">): Event {
   };
   if (r.lockFingerprint !== null) event.lockFingerprint = r.lockFingerprint;
   if (r.releaseId !== null) event.releaseId = r.releaseId;
-  if (r.payload !== null) event.payload = JSON.parse(r.payload) as JsonObject;
   return event;
 }

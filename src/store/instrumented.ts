@@ -17,6 +17,7 @@ async function timed<T>(metrics: Metrics, operation: string, fn: () => Promise<T
 const OPERATIONS = {
   ingestEvents: "ingest_events",
   queryEvents: "query_events",
+  queryEventPage: "query_event_page",
   ingestCounts: "ingest_counts",
   eventsAfter: "events_after",
   eventAtOrAfter: "event_at_or_after",

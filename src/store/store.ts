@@ -24,6 +24,12 @@ export interface EventQuery {
   before?: bigint;
 }
 
+/** A page of events written as JSON: `text` is the array of the `count` events. */
+export interface EventPage {
+  count: number;
+  text: string;
+}
+
 /** Filter and cursor of a follow: events stored after a sequence number, oldest first. */
 export interface EventFollowQuery {
   nodeId?: string;
@@ -145,6 +151,12 @@ export interface Store {
   ingestEvents(events: readonly Event[], audit?: AuditRow): Promise<number>;
   /** Stored events newest first (by insertion sequence). */
   queryEvents(query: EventQuery): Promise<Event[]>;
+  /**
+   * The same events as queryEvents, as the JSON text of their list (what jsonText writes for
+   * each, in an array), written from the stored rows with each payload as stored: what a REST
+   * event query answers.
+   */
+  queryEventPage(query: EventQuery): Promise<EventPage>;
   /** Events stored per bucket of time from sinceMs, oldest bucket first (src/store/ingest-rate.ts). */
   ingestCounts(q: IngestRateQuery): Promise<number[]>;
   /**

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import {
+  create,
   fromJson,
   getOption,
   hasOption,
@@ -15,6 +16,7 @@ import {
 import {
   Code,
   ConnectError,
+  createContextKey,
   createMethodImplSpec,
   type ContextValues,
   type HandlerContext,
@@ -27,9 +29,9 @@ import { PayloadTooLargeError, ValidationError } from "../domain/errors.js";
 import { requestInfoKey } from "./context.js";
 import { domainToConnectError, restErrorBody, restStatus } from "./errors.js";
 import { compilePathTemplate, pathHead, type PathTemplate } from "./path-template.js";
-import { jsonText } from "./json-text.js";
+import { jsonText } from "../domain/json-text.js";
 import { invokeUnary } from "./unary-adapter.js";
-import type { ServiceEntry } from "./services.js";
+import type { JsonTextImpl, ServiceEntry } from "./services.js";
 
 export type NodeRequest = IncomingMessage | Http2ServerRequest;
 export type NodeResponse = ServerResponse | Http2ServerResponse;
@@ -50,7 +52,16 @@ interface RpcRoute {
   body: string;
   responseBody: string;
   spec: UnarySpec;
+  /**
+   * When the service writes this RPC's REST answer itself (ServiceEntry.jsonText): the same
+   * call through the same interceptors, whose implementation leaves the JSON text in the
+   * request's slot (writtenTextKey) and hands the interceptors an empty response message.
+   */
+  textSpec?: UnarySpec;
 }
+
+/** Where a JSON text implementation leaves the answer it wrote, per request. */
+const writtenTextKey = createContextKey<{ text?: string } | undefined>(undefined, { description: "REST answer written as JSON text" });
 
 type UnarySpec = Extract<MethodImplSpec, { kind: "unary" }>;
 
@@ -61,7 +72,7 @@ const PATTERN_METHOD = { get: "GET", put: "PUT", post: "POST", delete: "DELETE",
 /** The REST bindings declared on the RPCs of the given services, read from their options at run time. */
 export function collectRpcRoutes(services: readonly ServiceEntry[]): RpcRoute[] {
   const routes: RpcRoute[] = [];
-  for (const { service, impl } of services) {
+  for (const { service, impl, jsonText: textImpls } of services) {
     for (const method of service.methods) {
       if (!hasOption(method, http)) continue;
       const fn = (impl as Record<string, unknown>)[method.localName];
@@ -70,6 +81,20 @@ export function collectRpcRoutes(services: readonly ServiceEntry[]): RpcRoute[] 
       // REST bindings on streaming RPCs are not transcoded: JSON bodies are single messages.
       if (spec.kind !== "unary") continue;
       const rule = getOption(method, http);
+      const textImpl = (textImpls as Record<string, JsonTextImpl | undefined> | undefined)?.[method.localName];
+      let textSpec: UnarySpec | undefined;
+      if (textImpl) {
+        if (rule.responseBody || rule.additionalBindings.some((b) => b.responseBody)) {
+          throw new Error(`${method.parent.typeName}.${method.name}: a JSON text implementation cannot serve a response_body binding`);
+        }
+        const answer = async (input: never, context: HandlerContext) => {
+          const slot = context.values.get(writtenTextKey);
+          if (!slot) throw new Error("a JSON text implementation was called outside the REST transcoder");
+          slot.text = await textImpl(input, context);
+          return create(method.output);
+        };
+        textSpec = createMethodImplSpec(method, answer as never) as UnarySpec;
+      }
       for (const binding of [rule, ...rule.additionalBindings]) {
         const pattern = binding.pattern;
         if (pattern.case === undefined) continue;
@@ -84,6 +109,7 @@ export function collectRpcRoutes(services: readonly ServiceEntry[]): RpcRoute[] 
           body: binding.body,
           responseBody: binding.responseBody,
           spec,
+          textSpec,
         });
       }
     }
@@ -404,9 +430,13 @@ export function createRestHandler(opts: RestHandlerOptions): (req: NodeRequest, 
     const info = contextValues.get(requestInfoKey);
     if (info) info.protocol = "rest";
     const context = restContext(method, req, url, contextValues);
-    const output = await invokeUnary(route.spec, context, message, opts.interceptors);
+    const written: { text?: string } = {};
+    if (route.textSpec) contextValues.set(writtenTextKey, written);
+    const output = await invokeUnary(route.textSpec ?? route.spec, context, message, opts.interceptors);
     let body: string;
-    if (route.responseBody) {
+    if (written.text !== undefined) {
+      body = written.text;
+    } else if (route.responseBody) {
       // response_body: one field of the response is the body (no RPC declares one today).
       const json = toJson(method.output, output, { useProtoFieldName: true, alwaysEmitImplicit: true }) as JsonObject;
       body = JSON.stringify(json[route.responseBody]);

@@ -1,5 +1,5 @@
-import type { DescService } from "@bufbuild/protobuf";
-import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
+import type { DescMessage, DescService, MessageShape } from "@bufbuild/protobuf";
+import type { ConnectRouter, HandlerContext, ServiceImpl } from "@connectrpc/connect";
 import { AgentService } from "../../gen/autonomy/v1/agent_pb.js";
 import { AuditService } from "../../gen/autonomy/v1/audit_pb.js";
 import { EventService } from "../../gen/autonomy/v1/events_pb.js";
@@ -35,21 +35,34 @@ import { createRolloutService } from "../services/rollout-service.js";
 import type { Metrics } from "../observability/metrics.js";
 import { createAgentService, type PushHub } from "../services/agent-push.js";
 import { createAuditService } from "../services/audit-service.js";
-import { createEventService } from "../services/event-service.js";
+import { createEventPageText, createEventService } from "../services/event-service.js";
 import { createHealthService } from "../services/health-service.js";
 import { createNodeService } from "../services/node-service.js";
 import { createReleaseService } from "../services/release-service.js";
 import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
 
+/**
+ * A unary RPC answered on its REST binding by writing the JSON text of its response itself
+ * (the REST transcoder sends it as it is), where that costs far less than building the
+ * response message and writing it: an event page read and written off the event loop.
+ */
+export type JsonTextImpl<I extends DescMessage = DescMessage> = (request: MessageShape<I>, context: HandlerContext) => Promise<string>;
+
+type UnaryInputs<S extends DescService> = {
+  [M in keyof S["method"]]: S["method"][M] extends { methodKind: "unary"; input: infer I extends DescMessage } ? JsonTextImpl<I> : never;
+};
+
 /** A service and its implementation, served over Connect, gRPC, gRPC-Web and REST alike. */
 export interface ServiceEntry<S extends DescService = DescService> {
   service: S;
   impl: ServiceImpl<S>;
+  /** RPCs whose REST binding the implementation answers as JSON text, by local name. */
+  jsonText?: Partial<UnaryInputs<S>>;
 }
 
-function entry<S extends DescService>(service: S, impl: ServiceImpl<S>): ServiceEntry {
-  return { service, impl } as unknown as ServiceEntry;
+function entry<S extends DescService>(service: S, impl: ServiceImpl<S>, jsonText?: Partial<UnaryInputs<S>>): ServiceEntry {
+  return { service, impl, jsonText } as unknown as ServiceEntry;
 }
 
 export interface ServiceDeps {
@@ -98,7 +111,7 @@ export function createServices(deps: ServiceDeps): ServiceEntry[] {
   );
   for (const part of deps.bundle.parts ?? []) bundle.register(part);
   return [
-    entry(EventService, createEventService(deps)),
+    entry(EventService, createEventService(deps), { queryEvents: createEventPageText(deps) }),
     entry(EventFollowService, createFollowService(deps)),
     entry(SupportService, createSupportService({ bundle })),
     entry(ReleaseService, createReleaseService(deps)),

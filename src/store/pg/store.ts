@@ -5,7 +5,7 @@ import type pg from "pg";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
 import { StoreBusyError, StoreFullError, StoreUnavailableError } from "../../domain/errors.js";
 import { migrationsFolder } from "../../paths.js";
-import { eventToRow, rowToEvent } from "../event-rows.js";
+import { eventPageOfRows, eventToRow, rowToEvent } from "../event-rows.js";
 import { withInserted } from "../../domain/audit.js";
 import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
@@ -157,10 +157,16 @@ export class PostgresStore implements Store {
   }
 
   async queryEvents(q: EventQuery): Promise<Event[]> {
-    const query = this.queries.get(q);
+    return (await this.eventRows(q)).map(rowToEvent);
+  }
+
+  async queryEventPage(q: EventQuery) {
+    return eventPageOfRows(await this.eventRows(q));
+  }
+
+  private async eventRows(q: EventQuery) {
     try {
-      const rows = await query.execute(eventQueryParams(q));
-      return rows.map(rowToEvent);
+      return await this.queries.get(q).execute(eventQueryParams(q));
     } catch (err) {
       throw translate(err);
     }

@@ -1,7 +1,6 @@
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import { Worker } from "node:worker_threads";
-import { desc, getTableColumns, sql } from "drizzle-orm";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
 import type Database from "better-sqlite3";
 import type { Event } from "../../../gen/autonomy/v1/events_pb.js";
@@ -9,18 +8,13 @@ import type { Node } from "../../../gen/autonomy/v1/nodes_pb.js";
 import type { NodeAck, Release } from "../../../gen/autonomy/v1/releases_pb.js";
 import { AbortedError, ConflictError, FailedPreconditionError, NotFoundError, StoreCorruptError, StoreUnavailableError } from "../../domain/errors.js";
 import { packageRoot } from "../../paths.js";
-import { appendEventRow, rowToEvent } from "../event-rows.js";
-import {
-  eventQueryParams,
-  eventQueryWhere,
-  placeholderNames,
-  PreparedEventQueries,
-  type EventQueryShape,
-} from "../prepared-queries.js";
+import { appendEventRow } from "../event-rows.js";
+import { eventQueryParams, PreparedEventQueries } from "../prepared-queries.js";
+import { prepareEventQuery } from "./event-query.js";
 import { rowToAck, rowToNode, rowToRelease, type AckRow, type NodeSighting, type ReleaseRow } from "../fleet-rows.js";
 import type { FleetTotalsQuery } from "../fleet-totals.js";
 import type { FleetSearchQuery } from "../fleet-search.js";
-import type { AuditQuery, Enrollment, EventDeletion, EventFollowQuery, EventQuery, NodeQuery, RolloutQuery, StageNodeQuery, Store } from "../store.js";
+import type { AuditQuery, Enrollment, EventDeletion, EventFollowQuery, EventPage, EventQuery, NodeQuery, RolloutQuery, StageNodeQuery, Store } from "../store.js";
 import type { OpenedStage, StageOpening } from "../rollout-opening.js";
 import { openConnection, sqliteUnavailable, type SqliteConnectionOptions } from "./connection.js";
 import { classifySqliteError, sqliteDomainError } from "./errors.js";
@@ -35,7 +29,6 @@ import type { EnrollmentTokenRow, NodeCertificateRow, TokenEnrollment } from "..
 import { prepareOperationReads } from "./operation-reads.js";
 import type { DivergenceQuery, EmergencyChange } from "../operation-rows.js";
 import type { BindingRow, RoleRow, TokenRow } from "../rbac-rows.js";
-import { events } from "./schema.js";
 import { ingestCounts, type IngestRateQuery } from "../ingest-rate.js";
 import { fromDeleteEventsResult, prepareEventMaintenanceReads, toDeleteEventsWrite } from "./event-maintenance.js";
 import type { StoreWrite, StoreWriteResult, StoreWriteResults, WriterReply, WriterRequest, WriterWork } from "./writer.js";
@@ -52,31 +45,6 @@ export interface SqliteStoreOptions {
    * thread). The server logs it and exits: serving on would risk acknowledged writes.
    */
   onFatal: (err: Error) => void;
-}
-
-/**
- * The query of one filter shape, prepared once on the reader connection. Drizzle builds the
- * SQL; the statement returns rows as arrays, mapped here without drizzle's per-row decoding,
- * which cost about a tenth of a query (npm run bench).
- */
-function prepareEventQuery(db: BetterSQLite3Database, reader: Database.Database, shape: EventQueryShape) {
-  const { receivedAtMs: _, ...columns } = getTableColumns(events);
-  const query = db
-    .select(columns)
-    .from(events)
-    .where(eventQueryWhere(events, shape))
-    .orderBy(desc(events.seq))
-    .limit(sql.placeholder("limit"))
-    .toSQL();
-  const paramNames = placeholderNames(query.params);
-  const keys = Object.keys(columns) as (keyof typeof columns)[];
-  const statement = reader.prepare(query.sql).raw(true);
-  return (params: Record<string, unknown>): Event[] =>
-    (statement.all(paramNames.map((name) => params[name])) as unknown[][]).map((values) => {
-      const row: Record<string, unknown> = {};
-      for (let i = 0; i < keys.length; i++) row[keys[i]] = values[i];
-      return rowToEvent(row as unknown as Parameters<typeof rowToEvent>[0]);
-    });
 }
 
 // The worker runs compiled JavaScript, also when the caller runs from TypeScript sources.
@@ -381,7 +349,12 @@ export class SqliteStore implements Store {
 
   queryEvents(q: EventQuery): Promise<Event[]> {
     const query = this.queries.get(q);
-    return this.read(() => query(eventQueryParams(q)));
+    return this.read(() => query.events(eventQueryParams(q)));
+  }
+
+  queryEventPage(q: EventQuery): Promise<EventPage> {
+    const query = this.queries.get(q);
+    return this.read(() => query.page(eventQueryParams(q)));
   }
 
   private ingestRate?: { range: Database.Statement; at: Database.Statement; count: Database.Statement };

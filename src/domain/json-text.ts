@@ -26,6 +26,38 @@ export function jsonText(schema: DescMessage, message: Message): string {
   return writerOf(schema)(message);
 }
 
+/**
+ * The JSON text of a message some of whose fields come already written: `written` maps a
+ * field's proto name to the JSON text of its value (a page of events rendered where it was
+ * read, say), which stands in for what the message holds in that field. A field of implicit
+ * presence that is not in `written` is written from the message as jsonText writes it.
+ */
+export function jsonTextWith(schema: DescMessage, message: Message, written: Readonly<Record<string, string>>): string {
+  writerOf(schema);
+  const fields = members.get(schema);
+  if (!fields) throw new Error(`${schema.typeName} has a JSON form of its own: its fields cannot be given as text`);
+  for (const name of Object.keys(written)) {
+    if (!fields.some((f) => f.name === name)) throw new Error(`${schema.typeName} has no field ${name}`);
+  }
+  let out = "{";
+  for (const field of fields) {
+    const text = written[field.name];
+    const member = text !== undefined ? field.key + text : field.write(message as unknown as Fields);
+    if (member === undefined) continue;
+    if (out.length > 1) out += ",";
+    out += member;
+  }
+  return out + "}";
+}
+
+/** The JSON array of messages of one type, each as jsonText writes it. */
+export function jsonListText(schema: DescMessage, messages: readonly Message[]): string {
+  const write = writerOf(schema);
+  let out = "[";
+  for (let i = 0; i < messages.length; i++) out += (i > 0 ? "," : "") + write(messages[i]);
+  return out + "]";
+}
+
 type Write = (value: unknown) => string;
 type Fields = Record<string, unknown>;
 
@@ -35,6 +67,15 @@ const typed = <T>(write: (value: T) => string): Write => write as Write;
 const OPTIONS = { useProtoFieldName: true, alwaysEmitImplicit: true } as const;
 
 const writers = new WeakMap<DescMessage, Write>();
+
+/** The field writers of a compiled message (not of a well-known type), in field-number order. */
+interface Member {
+  name: string;
+  /** `"name":` */
+  key: string;
+  write: (message: Fields) => string | undefined;
+}
+const members = new WeakMap<DescMessage, Member[]>();
 
 function writerOf(desc: DescMessage): Write {
   let write = writers.get(desc);
@@ -62,7 +103,13 @@ function compileMessage(desc: DescMessage): Write {
   const writer = typed(write);
   // Registered before its fields compile, so that a recursive type finds itself.
   writers.set(desc, writer);
-  for (const field of [...desc.fields].sort((a, b) => a.number - b.number)) fields.push(compileField(field));
+  const list: Member[] = [];
+  members.set(desc, list);
+  for (const field of [...desc.fields].sort((a, b) => a.number - b.number)) {
+    const member = { name: field.name, key: JSON.stringify(field.name) + ":", write: compileField(field) };
+    list.push(member);
+    fields.push(member.write);
+  }
   return writer;
 }
 
