@@ -431,9 +431,13 @@ export async function startServer(
     if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
     const feed = new EventFeed();
+    // Requests being answered, streams included: an event page asked for beside others is read on
+    // the SQLite store's event page thread (Store.queryEventPage).
+    let requestsInFlight = 0;
     const bundle = { config: deps.flags ?? config, logRing: deps.logRing, startedAtMs: Date.now(), parts: [haBundlePart(ha), divergenceBundlePart(fleet)] };
     const services = [
       ...createServices({ ...fleet, metrics, controller, workloads, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, logger, push, feed, bundle, ca: nodeCa,
+        busy: () => requestsInFlight > 1,
         nodeIngestLimiter: config.nodeIngestRate && config.nodeIngestRate.perSecond > 0 ? new RateLimiter(config.nodeIngestRate) : undefined,
       }),
       haServiceEntry(ha),
@@ -486,7 +490,9 @@ export async function startServer(
         remoteAddress: req.socket?.remoteAddress,
       };
       infos.set(req, info);
+      requestsInFlight++;
       res.once("close", () => {
+        requestsInFlight--;
         const seconds = Number(process.hrtime.bigint() - started) / 1e9;
         const route = info.route ?? "unmatched";
         const method = methodLabel(req.method);

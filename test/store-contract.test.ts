@@ -6,6 +6,7 @@ type EventInit = Omit<MessageInitShape<typeof EventSchema>, "$typeName">;
 import type { Store } from "../src/store/store.js";
 import { STORE_KINDS } from "./helpers/server.js";
 import { openStore } from "./helpers/store.js";
+import type { SqliteStore } from "../src/store/sqlite/store.js";
 import { jsonListText } from "../src/domain/json-text.js";
 
 function ev(id: string, node = "n1", type = "boot", extra: EventInit = {}): Event {
@@ -104,9 +105,11 @@ describe.each(STORE_KINDS)("store contract: %s", (kind) => {
     queries.push({ nodeId: "paged", limit: 5, before: second.seq } as (typeof queries)[number]);
     for (const q of queries) {
       const events = await store.queryEvents(q);
-      const page = await store.queryEventPage(q);
-      expect(page.count).toBe(events.length);
-      expect(page.text).toBe(jsonListText(EventSchema, events));
+      for (const busy of [false, true]) {
+        const page = await store.queryEventPage(q, { busy });
+        expect(page.count).toBe(events.length);
+        expect(page.text).toBe(jsonListText(EventSchema, events));
+      }
     }
   });
 
@@ -114,5 +117,60 @@ describe.each(STORE_KINDS)("store contract: %s", (kind) => {
     const batch = Array.from({ length: 10_000 }, (_, i) => ev(`big${i}`, "big"));
     expect(await store.ingestEvents(batch)).toBe(10_000);
     expect(await store.queryEvents({ nodeId: "big", limit: 1 })).toHaveLength(1);
+  });
+});
+
+describe("the SQLite event page thread", () => {
+  let store: SqliteStore;
+  let cleanup: () => Promise<void>;
+  beforeAll(async () => {
+    const opened = await openStore("sqlite");
+    store = opened.store as SqliteStore;
+    cleanup = opened.cleanup;
+    await store.ingestEvents(Array.from({ length: 50 }, (_, i) => ev(`t${i}`, "thread", "t", { payload: { i } })));
+  });
+  afterAll(async () => cleanup());
+
+  it("sees every write answered before a page is asked for", async () => {
+    for (let i = 0; i < 30; i++) {
+      await store.ingestEvents([ev(`seen${i}`, "seen", "t")]);
+      // Committed by the writer thread, read at once on the page thread's own connection.
+      const page = await store.queryEventPage({ nodeId: "seen", limit: 1 }, { busy: true });
+      expect(JSON.parse(page.text)[0].event_id).toBe(`seen${i}`);
+    }
+  });
+
+  it("answers pages on the thread, and the same pages on the event loop once the thread is gone, the waiting ones too", async () => {
+    const q = { nodeId: "thread", limit: 10 };
+    const expected = jsonListText(EventSchema, await store.queryEvents(q));
+    expect((await store.queryEventPage(q, { busy: true })).text).toBe(expected);
+    expect(store.eventPages.onThread).toBe(true);
+    // Pages asked for as the thread stops: none is lost.
+    const waiting = Array.from({ length: 20 }, () => store.queryEventPage(q, { busy: true }));
+    await store.eventPages.stopThreadForTest();
+    for (const page of await Promise.all(waiting)) expect(page.text).toBe(expected);
+    expect(store.eventPages.onThread).toBe(false);
+    await store.ingestEvents([ev("after", "thread", "t")]);
+    const after = await store.queryEventPage({ nodeId: "thread", limit: 1 }, { busy: true });
+    expect(JSON.parse(after.text)[0].event_id).toBe("after");
+  });
+});
+
+describe("a closed SQLite store's event pages", () => {
+  it("are refused as the store's other reads are, the waiting ones too", async () => {
+    const { store, cleanup } = await openStore("sqlite");
+    await store.ingestEvents([ev("x", "closing", "t")]);
+    expect((await store.queryEventPage({ nodeId: "closing", limit: 1 }, { busy: true })).count).toBe(1);
+    const waiting = store.queryEventPage({ nodeId: "closing", limit: 1 }, { busy: true });
+    const cleaned = cleanup();
+    const outcome = await waiting.then(
+      (page) => page.count,
+      (err: Error) => err.message,
+    );
+    // Answered before the close took the thread, or refused as closed: never left waiting.
+    expect([1, "the store is closed"]).toContain(outcome);
+    await cleaned;
+    await expect(store.queryEventPage({ nodeId: "closing", limit: 1 }, { busy: true })).rejects.toThrow(/closed/);
+    await expect(store.queryEventPage({ nodeId: "closing", limit: 1 })).rejects.toThrow(/closed/);
   });
 });

@@ -154,9 +154,11 @@ export interface Store {
   /**
    * The same events as queryEvents, as the JSON text of their list (what jsonText writes for
    * each, in an array), written from the stored rows with each payload as stored: what a REST
-   * event query answers.
+   * event query answers. With `busy` (other calls are being answered) SQLite reads and writes
+   * the page on its event page thread, where it does not hold them up; without, on the event
+   * loop, which answers a lone page sooner than a hop to the thread and back.
    */
-  queryEventPage(query: EventQuery): Promise<EventPage>;
+  queryEventPage(query: EventQuery, opts?: { busy?: boolean }): Promise<EventPage>;
   /** Events stored per bucket of time from sinceMs, oldest bucket first (src/store/ingest-rate.ts). */
   ingestCounts(q: IngestRateQuery): Promise<number[]>;
   /**

@@ -89,6 +89,8 @@ export interface ServiceDeps {
   logger?: Logger;
   /** Wakes followers of the event stream when this process stores events. */
   feed: EventFeed;
+  /** True while the API answers other calls than the one asking (streams included). */
+  busy?: () => boolean;
   /**
    * What the support bundle's standard parts read (besides the store, metrics and audit chain),
    * and the parts other features add by name after them (HA status, the divergence report).

@@ -9,6 +9,7 @@ import type { NodeAck, Release } from "../../../gen/autonomy/v1/releases_pb.js";
 import { AbortedError, ConflictError, FailedPreconditionError, NotFoundError, StoreCorruptError, StoreUnavailableError } from "../../domain/errors.js";
 import { packageRoot } from "../../paths.js";
 import { appendEventRow } from "../event-rows.js";
+import { EventPageReader } from "./event-pages.js";
 import { eventQueryParams, PreparedEventQueries } from "../prepared-queries.js";
 import { prepareEventQuery } from "./event-query.js";
 import { rowToAck, rowToNode, rowToRelease, type AckRow, type NodeSighting, type ReleaseRow } from "../fleet-rows.js";
@@ -71,6 +72,7 @@ export class SqliteStore implements Store {
   private readonly workloads: ReturnType<typeof prepareWorkloadReads>;
   private readonly operations: ReturnType<typeof prepareOperationReads>;
   private readonly maintenance: ReturnType<typeof prepareEventMaintenanceReads>;
+  private readonly pages: EventPageReader;
 
   private constructor(
     private readonly worker: Worker,
@@ -78,7 +80,13 @@ export class SqliteStore implements Store {
     db: BetterSQLite3Database & { $client: Database.Database },
     private readonly onFatal: (err: Error) => void,
     file: string,
+    connection: SqliteConnectionOptions,
   ) {
+    this.pages = new EventPageReader(
+      connection,
+      (q) => this.pageInline(q),
+      (err, kind) => this.translate(err, kind),
+    );
     this.maintenance = prepareEventMaintenanceReads(db, reader, file);
     this.queries = new PreparedEventQueries((shape) => prepareEventQuery(db, reader, shape));
     this.fleet = prepareFleetReads(db, reader);
@@ -124,7 +132,7 @@ export class SqliteStore implements Store {
     const reader = openConnection(connection, "reader");
     // Loaded here, not at the top: drizzle's driver imports better-sqlite3, an optional dependency.
     const { drizzle } = await import("drizzle-orm/better-sqlite3");
-    return new SqliteStore(worker, reader, drizzle({ client: reader }), opts.onFatal, file);
+    return new SqliteStore(worker, reader, drizzle({ client: reader }), opts.onFatal, file, connection);
   }
 
   async ingestEvents(batch: readonly Event[], audit?: AuditRow): Promise<number> {
@@ -352,9 +360,19 @@ export class SqliteStore implements Store {
     return this.read(() => query.events(eventQueryParams(q)));
   }
 
-  queryEventPage(q: EventQuery): Promise<EventPage> {
+  async queryEventPage(q: EventQuery, opts: { busy?: boolean } = {}): Promise<EventPage> {
+    if (this.fatal) throw this.fatal;
+    return opts.busy ? this.pages.page(q) : this.pageInline(q);
+  }
+
+  private pageInline(q: EventQuery): Promise<EventPage> {
     const query = this.queries.get(q);
     return this.read(() => query.page(eventQueryParams(q)));
+  }
+
+  /** For tests: the event page thread's reader. */
+  get eventPages(): EventPageReader {
+    return this.pages;
   }
 
   private ingestRate?: { range: Database.Statement; at: Database.Statement; count: Database.Statement };
@@ -447,6 +465,7 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.pages.close();
     this.reader.close();
     if (!this.fatal) {
       const exited = new Promise<void>((resolve) => this.worker.once("exit", () => resolve()));
