@@ -20,7 +20,7 @@ import { WorkloadController } from "./workloads/controller.js";
 import { SpecSigner } from "./rollouts/signing.js";
 import type { Store } from "./store/store.js";
 import { requestInfoKey, type RequestInfo } from "./transport/context.js";
-import { createErrorInterceptor, createObserveInterceptor } from "./transport/interceptors.js";
+import { CallsInFlight, createErrorInterceptor, createObserveInterceptor } from "./transport/interceptors.js";
 import { listenCleartext, parseListenAddress, type Listener, type ListenAddress } from "./transport/listener.js";
 import { createRestHandler, createRestResolver, type NodeRequest, type NodeResponse, type PlainRoute } from "./transport/rest.js";
 import { createGate } from "./transport/gate.js";
@@ -431,18 +431,18 @@ export async function startServer(
     if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
     const feed = new EventFeed();
-    // Requests being answered, streams included: an event page asked for beside others is read on
-    // the SQLite store's event page thread (Store.queryEventPage).
-    let requestsInFlight = 0;
+    // Unary calls being answered: an event page asked for beside others is read on the SQLite
+    // store's event page thread (Store.queryEventPage).
+    const calls = new CallsInFlight();
     const bundle = { config: deps.flags ?? config, logRing: deps.logRing, startedAtMs: Date.now(), parts: [haBundlePart(ha), divergenceBundlePart(fleet)] };
     const services = [
       ...createServices({ ...fleet, metrics, controller, workloads, signer, authorizer, auditCheckpoints, auditDataPlane: config.auditDataPlane, logger, push, feed, bundle, ca: nodeCa,
-        busy: () => requestsInFlight > 1,
+        busy: () => calls.unary > 1,
         nodeIngestLimiter: config.nodeIngestRate && config.nodeIngestRate.perSecond > 0 ? new RateLimiter(config.nodeIngestRate) : undefined,
       }),
       haServiceEntry(ha),
     ];
-    const interceptors = [createObserveInterceptor(metrics), createErrorInterceptor(logger), authorizer.interceptor()];
+    const interceptors = [createObserveInterceptor(metrics, calls), createErrorInterceptor(logger), authorizer.interceptor()];
     const infos = new WeakMap<NodeRequest, RequestInfo>();
     const contextValues = (req: NodeRequest) => createContextValues().set(requestInfoKey, infos.get(req));
     const onUnexpected = (err: unknown, req: NodeRequest) => logger.error({ err, path: req.url, method: req.method }, "unexpected error outside the interceptors");
@@ -490,9 +490,7 @@ export async function startServer(
         remoteAddress: req.socket?.remoteAddress,
       };
       infos.set(req, info);
-      requestsInFlight++;
       res.once("close", () => {
-        requestsInFlight--;
         const seconds = Number(process.hrtime.bigint() - started) / 1e9;
         const route = info.route ?? "unmatched";
         const method = methodLabel(req.method);

@@ -119,6 +119,16 @@ describe.each(STORE_KINDS)("REST API on %s", (kind) => {
           const together = await Promise.all(Array.from({ length: 6 }, () => request(`${server.url}/v1/events?${params}`)));
           for (const r of together) expect(r.text, params.toString()).toBe(expected);
         }
+        const pagesOn = async () => Object.fromEntries((await server.metrics.eventPages.get()).values.map((v) => [v.labels.on, v.value]));
+        const before = await pagesOn();
+        await request(`${server.url}/v1/events?node_id=${node}`);
+        const after = await pagesOn();
+        // A page asked for alone is answered on the event loop.
+        expect(after.event_loop).toBe((before.event_loop ?? 0) + 1);
+        if (kind === "postgres") expect(after.thread).toBeUndefined();
+        // Six pages asked for at once over HTTP/2 overlap, so SQLite wrote some on its thread
+        // (over HTTP/1.1 each can be answered before the next is read).
+        else if (name === "HTTP/2 cleartext") expect(after.thread).toBeGreaterThan(0);
         expect(JSON.parse((await request(`${server.url}/v1/events?node_id=${node}&limit=1`)).text).events[0].payload).toEqual({ ...odd, i: 29 });
       } finally {
         api.close();

@@ -7,7 +7,7 @@ import type { Store } from "../src/store/store.js";
 import { STORE_KINDS } from "./helpers/server.js";
 import { openStore } from "./helpers/store.js";
 import type { SqliteStore } from "../src/store/sqlite/store.js";
-import { jsonListText } from "../src/domain/json-text.js";
+import { jsonListText, referenceJsonText } from "../src/domain/json-text.js";
 
 function ev(id: string, node = "n1", type = "boot", extra: EventInit = {}): Event {
   return create(EventSchema, { eventId: id, nodeId: node, eventType: type, timestamp: { seconds: 1_790_000_000n, nanos: 5 }, ...extra });
@@ -94,7 +94,14 @@ describe.each(STORE_KINDS)("store contract: %s", (kind) => {
   it("answers an event page as the JSON text of the events the same query returns, payloads written as stored", async () => {
     // Integer-like keys (which JSON.parse puts first), numbers JSON writes in exponent form,
     // escapes and characters outside the BMP: the stored text must be what writing the parsed object gives.
-    const payload = { b: [true, null, "x", 1e21, 5e-7, -0, 0.1], "10": 1, "2": { "1": [] }, c: { d: "é€😀\u2028\u0000\"\\" }, __proto__x: {} };
+    const payload = {
+      b: [true, null, "x", 1e21, 5e-7, -0, 0.1, 2 ** 53 + 1, Number.MAX_VALUE],
+      "10": 1,
+      "2": { "1": [] },
+      c: { d: "é€😀\u2028\u0000\"\\", lone: "\ud800 \udfff" },
+      // Own keys that name Object.prototype's members, as a parsed request holds them.
+      ...(JSON.parse('{"__proto__": {"x": 1}, "constructor": "c", "toJSON": 2}') as object),
+    };
     for (let i = 0; i < 20; i++) {
       await store.ingestEvents([ev(`pg${i}`, "paged", i % 2 ? "boot" : "t", i % 3 ? { payload: { ...payload, i }, releaseId: "r", ...(i % 4 ? { lockFingerprint: "lf" } : {}) } : {})]);
       const page = await store.queryEventPage({ nodeId: "paged", limit: 1 });
@@ -105,9 +112,12 @@ describe.each(STORE_KINDS)("store contract: %s", (kind) => {
     queries.push({ nodeId: "paged", limit: 5, before: second.seq } as (typeof queries)[number]);
     for (const q of queries) {
       const events = await store.queryEvents(q);
+      // What protobuf-es writes for each event, not the page writer's own path.
+      const reference = "[" + events.map((e) => referenceJsonText(EventSchema, e)).join(",") + "]";
       for (const busy of [false, true]) {
         const page = await store.queryEventPage(q, { busy });
         expect(page.count).toBe(events.length);
+        expect(page.text).toBe(reference);
         expect(page.text).toBe(jsonListText(EventSchema, events));
       }
     }

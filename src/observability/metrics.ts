@@ -14,6 +14,8 @@ export interface Metrics {
   readonly eventsReceived: Counter;
   readonly eventsInserted: Counter;
   readonly eventsDeduped: Counter;
+  /** REST event pages answered, by where they were read and written ("thread" or "event_loop"). */
+  readonly eventPages: Counter<"on">;
   /** Ingest calls refused by the per-node limit, by node (enrolled ones; "unenrolled" for the rest). */
   readonly ingestThrottled: Counter<"node">;
   readonly storeDuration: Histogram<"operation" | "outcome">;
@@ -120,6 +122,12 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     eventsDeduped: new Counter({
       name: "cp_events_deduped_total",
       help: "Events ignored by ingestion because their node had sent their event_id before (stored, or earlier in the batch).",
+      registers,
+    }),
+    eventPages: new Counter({
+      name: "cp_event_pages_total",
+      help: "REST event pages (GET /v1/events) answered, by where they were read and written: on SQLite's event page thread (beside other calls) or on the event loop.",
+      labelNames: ["on"],
       registers,
     }),
     storeDuration: new Histogram({

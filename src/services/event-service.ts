@@ -32,11 +32,12 @@ function eventQueryOf(req: QueryEventsRequest): EventQuery {
 /**
  * QueryEvents on its REST binding: the same events as the RPC, asked of the store as a page of
  * JSON text written from the stored rows (no message, no payload parsed), in the response's JSON.
- * While the API answers other calls (`busy`), SQLite writes the page on its event page thread.
+ * While the API answers other unary calls (`busy`), SQLite writes the page on its event page thread.
  */
-export function createEventPageText(deps: { store: Store; busy?: () => boolean }): (req: QueryEventsRequest) => Promise<string> {
+export function createEventPageText(deps: { store: Store; metrics: Metrics; busy?: () => boolean }): (req: QueryEventsRequest) => Promise<string> {
   return async (req) => {
     const page = await deps.store.queryEventPage(eventQueryOf(req), { busy: deps.busy?.() ?? false });
+    deps.metrics.eventPages.inc({ on: page.onThread ? "thread" : "event_loop" });
     return jsonTextWith(QueryEventsResponseSchema, create(QueryEventsResponseSchema, { count: page.count }), { events: page.text });
   };
 }

@@ -57,7 +57,8 @@ export function rowToEvent(r: Omit<EventRow, "receivedAtMs">): Event {
  * A stored event's proto3 JSON text, the text jsonText writes for rowToEvent(r), with its
  * payload written as stored: the payload column holds what JSON.stringify wrote for it
  * (eventToRow), which is what JSON.stringify writes again for the object parsed from it, so
- * the payload is neither parsed nor written again.
+ * the payload is neither parsed nor written again. The column is the server's own: a payload
+ * put there by other means (by hand in SQL) is answered as it was put there.
  */
 export function rowToEventText(r: Omit<EventRow, "receivedAtMs">): string {
   const event = eventOfRow(r);

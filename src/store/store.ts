@@ -28,6 +28,8 @@ export interface EventQuery {
 export interface EventPage {
   count: number;
   text: string;
+  /** True when the page was read and written on SQLite's event page thread. */
+  onThread?: boolean;
 }
 
 /** Filter and cursor of a follow: events stored after a sequence number, oldest first. */

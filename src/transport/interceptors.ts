@@ -13,11 +13,22 @@ function protocolOf(header: Headers): string {
 }
 
 /**
- * Records the RPC, its protocol and its result code for the request log line, and the
- * per-RPC counters and latency histogram. Outermost, so it sees the final code.
+ * Unary calls being answered, over every protocol, REST included. Streams are left out: an open
+ * agent stream or a follow waits, mostly idle, and is no sign of a loop with work queued.
  */
-export function createObserveInterceptor(metrics: Metrics): Interceptor {
+export class CallsInFlight {
+  unary = 0;
+}
+
+/**
+ * Records the RPC, its protocol and its result code for the request log line, and the
+ * per-RPC counters and latency histogram. Outermost, so it sees the final code. Counts unary
+ * calls in `calls` while they run.
+ */
+export function createObserveInterceptor(metrics: Metrics, calls?: CallsInFlight): Interceptor {
   return (next) => async (req) => {
+    const counted = calls !== undefined && req.method.methodKind === "unary";
+    if (counted) calls.unary++;
     const info = req.contextValues.get(requestInfoKey);
     const rpc = `${req.service.typeName}/${req.method.name}`;
     const protocol = info?.protocol ?? protocolOf(req.header);
@@ -34,6 +45,7 @@ export function createObserveInterceptor(metrics: Metrics): Interceptor {
       code = codeToString(ConnectError.from(err).code);
       throw err;
     } finally {
+      if (counted) calls.unary--;
       end();
       metrics.rpcRequests.inc({ rpc, protocol, code });
       if (info) info.code = code;

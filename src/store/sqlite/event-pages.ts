@@ -105,7 +105,7 @@ export class EventPageReader {
     const waiter = this.waiting.get(reply.id);
     if (!waiter) return;
     this.waiting.delete(reply.id);
-    if ("text" in reply) waiter.resolve({ count: reply.count, text: reply.text });
+    if ("text" in reply) waiter.resolve({ count: reply.count, text: reply.text, onThread: true });
     else waiter.reject(this.translate(new Error(reply.detail), reply.failure));
   }
 
