@@ -6,6 +6,7 @@ import { startChildServer, type ChildServer } from "./helpers/child.js";
 import { createTestDatabase } from "./helpers/postgres.js";
 import { h1 } from "./helpers/http.js";
 import { STORE_KINDS } from "./helpers/server.js";
+import { until } from "./helpers/wait.js";
 
 const BATCH = 200;
 
@@ -138,7 +139,11 @@ describe("crash safety of fleet writes", () => {
         }
       };
       const running = Promise.all(nodes.map(sender));
-      await new Promise((r) => setTimeout(r, 800));
+      // Every node has had an ack answered (however slow the machine), then writes go on a while
+      // longer, so that the kill lands among publishes and acks in flight.
+      await until(`an answered ack for each of ${nodes.length} nodes`, async () => lastAcked.size === nodes.length, 15_000);
+      const answered = new Map(lastAcked);
+      await until("a second round of answered acks", async () => [...lastAcked].filter(([n, k]) => k > answered.get(n)!).length >= nodes.length / 2, 15_000);
       server.proc.kill("SIGKILL");
       await server.exited;
       stop = true;
@@ -162,5 +167,5 @@ describe("crash safety of fleet writes", () => {
       rmSync(dataDir, { recursive: true, force: true });
       await database?.drop();
     }
-  });
+  }, 60_000);
 });
