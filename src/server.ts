@@ -431,8 +431,8 @@ export async function startServer(
     if (!authorizer.enforced) logger.warn(ENFORCEMENT_OFF_WARNING);
 
     const feed = new EventFeed();
-    // Unary calls being answered: an event page asked for beside others is read on the SQLite
-    // store's event page thread (Store.queryEventPage).
+    // Requests being answered other than streams: an event page asked for beside others is read
+    // on the SQLite store's event page thread (Store.queryEventPage).
     const calls = new CallsInFlight();
     const bundle = { config: deps.flags ?? config, logRing: deps.logRing, startedAtMs: Date.now(), parts: [haBundlePart(ha), divergenceBundlePart(fleet)] };
     const services = [
@@ -490,7 +490,11 @@ export async function startServer(
         remoteAddress: req.socket?.remoteAddress,
       };
       infos.set(req, info);
+      calls.requests++;
       res.once("close", () => {
+        info.closed = true;
+        calls.requests--;
+        if (info.stream) calls.streams--;
         const seconds = Number(process.hrtime.bigint() - started) / 1e9;
         const route = info.route ?? "unmatched";
         const method = methodLabel(req.method);

@@ -17,6 +17,10 @@ export interface RequestInfo {
   remoteAddress?: string;
   /** Who the authorization interceptor took the caller for. */
   principal?: Principal;
+  /** Set when the request is a streaming call (CallsInFlight counts it until the response closes). */
+  stream?: boolean;
+  /** Set when the response has closed. */
+  closed?: boolean;
 }
 
 export const requestInfoKey = createContextKey<RequestInfo | undefined>(undefined, {

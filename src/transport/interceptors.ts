@@ -13,23 +13,33 @@ function protocolOf(header: Headers): string {
 }
 
 /**
- * Unary calls being answered, over every protocol, REST included. Streams are left out: an open
- * agent stream or a follow waits, mostly idle, and is no sign of a loop with work queued.
+ * Requests being answered, from their arrival to their response's close, and the streaming
+ * calls among them, both counted by the server's request handler (the observe interceptor marks
+ * a request as a stream). A request waiting for its turn counts from its arrival; an open agent
+ * stream, which mostly waits, is taken off again as a stream.
  */
 export class CallsInFlight {
-  unary = 0;
+  requests = 0;
+  streams = 0;
+
+  /** Requests in flight other than streams. */
+  get unary(): number {
+    return this.requests - this.streams;
+  }
 }
 
 /**
  * Records the RPC, its protocol and its result code for the request log line, and the
- * per-RPC counters and latency histogram. Outermost, so it sees the final code. Counts unary
- * calls in `calls` while they run.
+ * per-RPC counters and latency histogram. Outermost, so it sees the final code. Marks a
+ * streaming call in its request info and counts it in `calls`.
  */
 export function createObserveInterceptor(metrics: Metrics, calls?: CallsInFlight): Interceptor {
   return (next) => async (req) => {
-    const counted = calls !== undefined && req.method.methodKind === "unary";
-    if (counted) calls.unary++;
     const info = req.contextValues.get(requestInfoKey);
+    if (calls && info && !info.stream && !info.closed && req.method.methodKind !== "unary") {
+      info.stream = true;
+      calls.streams++;
+    }
     const rpc = `${req.service.typeName}/${req.method.name}`;
     const protocol = info?.protocol ?? protocolOf(req.header);
     if (info) {
@@ -45,7 +55,6 @@ export function createObserveInterceptor(metrics: Metrics, calls?: CallsInFlight
       code = codeToString(ConnectError.from(err).code);
       throw err;
     } finally {
-      if (counted) calls.unary--;
       end();
       metrics.rpcRequests.inc({ rpc, protocol, code });
       if (info) info.code = code;
