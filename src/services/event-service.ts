@@ -32,7 +32,7 @@ function eventQueryOf(req: QueryEventsRequest): EventQuery {
 /**
  * QueryEvents on its REST binding: the same events as the RPC, asked of the store as a page of
  * JSON text written from the stored rows (no message, no payload parsed), in the response's JSON.
- * While the API answers other unary calls (`busy`), SQLite writes the page on its event page thread.
+ * While the API answers other requests (`busy`), SQLite writes the page on its event page thread.
  */
 export function createEventPageText(deps: { store: Store; metrics: Metrics; busy?: () => boolean }): (req: QueryEventsRequest) => Promise<string> {
   return async (req) => {

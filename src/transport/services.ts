@@ -89,7 +89,7 @@ export interface ServiceDeps {
   logger?: Logger;
   /** Wakes followers of the event stream when this process stores events. */
   feed: EventFeed;
-  /** True while the API answers other unary calls than the one asking (CallsInFlight). */
+  /** True while the API answers other requests than the one asking, streams left out (CallsInFlight). */
   busy?: () => boolean;
   /**
    * What the support bundle's standard parts read (besides the store, metrics and audit chain),
