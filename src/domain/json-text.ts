@@ -36,13 +36,26 @@ export function jsonTextWith(schema: DescMessage, message: Message, written: Rea
   writerOf(schema);
   const fields = members.get(schema);
   if (!fields) throw new Error(`${schema.typeName} has a JSON form of its own: its fields cannot be given as text`);
-  for (const name of Object.keys(written)) {
-    if (!fields.some((f) => f.name === name)) throw new Error(`${schema.typeName} has no field ${name}`);
+  const used = { count: 0 };
+  const out = writeMembers(fields, message as unknown as Fields, written, used);
+  if (used.count !== Object.keys(written).length) {
+    const unknown = Object.keys(written).find((name) => !fields.some((f) => f.name === name));
+    throw new Error(`${schema.typeName} has no field ${unknown}`);
   }
+  return out;
+}
+
+/** `{...}` of a message's members, each from `written` when given there (counted in `used`). */
+function writeMembers(fields: readonly Member[], message: Fields, written?: Readonly<Record<string, string>>, used?: { count: number }): string {
   let out = "{";
-  for (const field of fields) {
-    const text = written[field.name];
-    const member = text !== undefined ? field.key + text : field.write(message as unknown as Fields);
+  for (let i = 0; i < fields.length; i++) {
+    const text = written?.[fields[i].name];
+    let member: string | undefined;
+    if (text === undefined) member = fields[i].write(message);
+    else {
+      member = fields[i].key + text;
+      used!.count++;
+    }
     if (member === undefined) continue;
     if (out.length > 1) out += ",";
     out += member;
@@ -89,26 +102,13 @@ function compileMessage(desc: DescMessage): Write {
     writers.set(desc, wkt);
     return wkt;
   }
-  const fields: ((message: Fields) => string | undefined)[] = [];
-  const write = (message: Fields): string => {
-    let out = "{";
-    for (let i = 0; i < fields.length; i++) {
-      const member = fields[i](message);
-      if (member === undefined) continue;
-      if (out.length > 1) out += ",";
-      out += member;
-    }
-    return out + "}";
-  };
-  const writer = typed(write);
+  const fields: Member[] = [];
+  const writer = typed((message: Fields) => writeMembers(fields, message));
   // Registered before its fields compile, so that a recursive type finds itself.
   writers.set(desc, writer);
-  const list: Member[] = [];
-  members.set(desc, list);
+  members.set(desc, fields);
   for (const field of [...desc.fields].sort((a, b) => a.number - b.number)) {
-    const member = { name: field.name, key: JSON.stringify(field.name) + ":", write: compileField(field) };
-    list.push(member);
-    fields.push(member.write);
+    fields.push({ name: field.name, key: JSON.stringify(field.name) + ":", write: compileField(field) });
   }
   return writer;
 }
