@@ -10,6 +10,7 @@ import http2 from "node:http2";
 import { pathToFileURL } from "node:url";
 import Database from "better-sqlite3";
 import { request, summarize } from "./h2-request.js";
+import { h2loadPost } from "./h2load.js";
 
 export interface FleetLoadSpec {
   op: "enroll" | "heartbeat" | "ack";
@@ -28,6 +29,12 @@ export interface FleetLoadSpec {
    * only), so that reading them costs the server's process nothing.
    */
   stageOf?: { dbFile: string; planId: string; stageId: string };
+  /**
+   * ack: who sends the requests. "h2load" (bench/h2load.ts) POSTs each node's ack on its own
+   * path (POST /v1/nodes/{node_id}/ack, one body for all) for a fraction of this process's CPU;
+   * "node" (the default) sends them from here.
+   */
+  via?: "node" | "h2load";
 }
 
 export interface FleetLoadResult {
@@ -71,6 +78,11 @@ function stageNodeIds(q: { dbFile: string; planId: string; stageId: string }): s
 async function run(spec: FleetLoadSpec): Promise<FleetLoadResult> {
   const ids = spec.stageOf !== undefined ? stageNodeIds(spec.stageOf) : spec.nodeIdsFile === undefined ? undefined : (JSON.parse(readFileSync(spec.nodeIdsFile, "utf8")) as string[]);
   const nodes = ids?.length ?? spec.nodes;
+  if (spec.via === "h2load" && spec.op === "ack") {
+    const body = JSON.stringify({ release_id: spec.releaseId, state: spec.state, reported_release_id: spec.state === "healthy" ? spec.releaseId : "bench-r0" });
+    const urls = Array.from({ length: nodes }, (_, n) => `${spec.url}/v1/nodes/${ids?.[n] ?? nodeName(n)}/ack`);
+    return h2loadPost({ urls, body, concurrency: spec.concurrency });
+  }
   const session = http2.connect(spec.url);
   session.on("error", () => {});
   const latencies: number[] = [];

@@ -24,7 +24,7 @@ import { DB_FILE_NAME } from "../src/store/sqlite/store.js";
 import type { FleetLoadResult, FleetLoadSpec } from "./fleet-load.js";
 import { nodeName } from "./fleet-load.js";
 import { metric } from "./h2-request.js";
-import { h2loadAvailable, h2loadPost } from "./h2load.js";
+import { h2loadAvailable } from "./h2load.js";
 import type { QueryResult, QuerySpec } from "./load.js";
 import { runToEnd, startOrchestrator, startPort } from "./processes.js";
 import { applySchema, durablePragmas, INSERT_SQL } from "./sqlite-schema.js";
@@ -113,12 +113,7 @@ function ackCeiling(dir: string): number {
 type AckLoad = "h2load" | "node";
 
 /** Every node acks `state` once, 64 streams in flight on one connection. */
-function ackStorm(url: string, state: string, load: AckLoad): Promise<FleetLoadResult> {
-  if (load === "node") return fleetLoad({ op: "ack", url, nodes: NODES, concurrency: 64, releaseId: "bench-r1", state });
-  // The node's own ack path (POST /v1/nodes/{node_id}/ack), so one body serves every node.
-  const body = JSON.stringify({ release_id: "bench-r1", state, reported_release_id: state === "healthy" ? "bench-r1" : "bench-r0" });
-  return h2loadPost({ urls: Array.from({ length: NODES }, (_, n) => `${url}/v1/nodes/${nodeName(n)}/ack`), body, concurrency: 64 });
-}
+const ackStorm = (url: string, state: string, load: AckLoad) => fleetLoad({ op: "ack", url, nodes: NODES, concurrency: 64, releaseId: "bench-r1", state, via: load });
 
 interface PageRun {
   nodes: number;

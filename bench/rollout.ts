@@ -37,6 +37,7 @@ import { DB_FILE_NAME } from "../src/store/sqlite/store.js";
 import type { FleetLoadResult, FleetLoadSpec } from "./fleet-load.js";
 import { nodeName } from "./fleet-load.js";
 import { metric, request } from "./h2-request.js";
+import { h2loadAvailable } from "./h2load.js";
 import { runToEnd, startOrchestrator, startPort } from "./processes.js";
 import { applySchema, durablePragmas } from "./sqlite-schema.js";
 
@@ -160,7 +161,7 @@ function startIdleProbe(): { stop(): Promise<{ maxMs: number; p99Ms: number }> }
 }
 
 /** Five stages over the whole fleet, every stage node acking healthy over REST. */
-async function progression(dir: string) {
+async function progression(dir: string, ackLoad: "h2load" | "node") {
   const dataDir = await prepareDataDir(dir, "progression", NODES);
   const server = await inProcessServer(dataDir, "info");
   const loop = monitorEventLoopDelay({ resolution: 10 });
@@ -184,7 +185,7 @@ async function progression(dir: string) {
       // generator's start, not the server's work, so the delay monitor skips it.
       loop.disable();
       const stageOf = { dbFile: path.join(dataDir, DB_FILE_NAME), planId: "bench-plan", stageId };
-      const load = fleetLoad({ op: "ack", url: server.url, nodes: 0, concurrency: 64, releaseId: "bench-r1", state: "healthy", stageOf });
+      const load = fleetLoad({ op: "ack", url: server.url, nodes: 0, concurrency: 64, releaseId: "bench-r1", state: "healthy", stageOf, via: ackLoad });
       loop.enable();
       const acks = await load;
       lastAckDone = nowNs();
@@ -433,7 +434,9 @@ async function main(): Promise<void> {
     log("  progression ceiling (better-sqlite3: the same acks and moves)...");
     const ceilingSeconds = progressionCeiling(dir);
     log("  five-stage progression...");
-    const prog = await progression(dir);
+    const ackLoad = (await h2loadAvailable()) ? "h2load" : "node";
+    if (ackLoad === "node") log("  h2load not found (apt-get install nghttp2-client): the acks run from the Node generator");
+    const prog = await progression(dir, ackLoad);
     let halt;
     let single;
     try {
@@ -450,13 +453,13 @@ async function main(): Promise<void> {
 
     const results = {
       nodes: NODES,
-      progression: { stages: prog.stages, completeMs: prog.completeMs, totalSeconds: prog.totalSeconds, eventLoopDelay: prog.loopDelay, statusVersion: prog.version, storeOperations: prog.ops, ceilingSeconds },
+      progression: { ackLoad, stages: prog.stages, completeMs: prog.completeMs, totalSeconds: prog.totalSeconds, eventLoopDelay: prog.loopDelay, statusVersion: prog.version, storeOperations: prog.ops, ceilingSeconds },
       singleAcks: single,
       reevaluation: { small, large },
       halt,
     };
     const moved = prog.stages.reduce((s, x) => s + x.nodes, 0);
-    let out = `\nRollouts: ${fmt(NODES)} simulated nodes, stages ${STAGES.join("% / ")}% (cumulative), healthy acks over REST\n`;
+    let out = `\nRollouts: ${fmt(NODES)} simulated nodes, stages ${STAGES.join("% / ")}% (cumulative), healthy acks over REST from ${ackLoad}\n`;
     out += `  five stages to completed   ${fmt(prog.totalSeconds, 1)} s for ${fmt(moved)} node moves and ${fmt(moved)} acks   better-sqlite3 same writes ${fmt(ceilingSeconds, 1)} s   ratio ${fmt(ceilingSeconds / prog.totalSeconds, 2)}\n`;
     out += `    stage opens after the previous stage passed (selection among ${fmt(NODES)} nodes + moves written): ${prog.stages.map((s) => `${fmt(s.openMs)} ms`).join(", ")}; completed ${fmt(prog.completeMs)} ms after the last ack\n`;
     const ops = Object.entries(prog.ops).map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
