@@ -10,7 +10,6 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import type { FleetLoadResult } from "./fleet-load.js";
 import { summarize } from "./h2-request.js";
 
 const run = promisify(execFile);
@@ -39,7 +38,7 @@ export interface H2loadSpec {
  * POSTs `body` once to each URL over one HTTP/2 connection with `concurrency` streams in
  * flight. Throws unless every answer is 200. Latencies are h2load's own, per request.
  */
-export async function h2loadPost(spec: H2loadSpec): Promise<FleetLoadResult> {
+export async function h2loadPost(spec: H2loadSpec): Promise<ReturnType<typeof summarize>> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "ao-h2load-"));
   try {
     const urls = path.join(dir, "urls");
