@@ -10,7 +10,7 @@ import http2 from "node:http2";
 import { pathToFileURL } from "node:url";
 import Database from "better-sqlite3";
 import { request, summarize } from "./h2-request.js";
-import { h2loadPost } from "./h2load.js";
+import { h2loadPost, type AckLoad } from "./h2load.js";
 
 export interface FleetLoadSpec {
   op: "enroll" | "heartbeat" | "ack";
@@ -34,7 +34,7 @@ export interface FleetLoadSpec {
    * path (POST /v1/nodes/{node_id}/ack, one body for all) for a fraction of this process's CPU;
    * "node" (the default) sends them from here.
    */
-  via?: "node" | "h2load";
+  via?: AckLoad;
 }
 
 export interface FleetLoadResult {
@@ -46,6 +46,9 @@ export interface FleetLoadResult {
 }
 
 export const nodeName = (n: number) => `fleet-${String(n).padStart(5, "0")}`;
+
+/** What an acking node says it runs: the acked release once healthy, the old one before. */
+const reportedRelease = (spec: FleetLoadSpec) => (spec.state === "healthy" ? spec.releaseId : "bench-r0");
 
 function call(spec: FleetLoadSpec, node: string): { headers: http2.OutgoingHttpHeaders; body: Buffer } {
   const json = (method: string, path: string, body: unknown) => ({
@@ -60,7 +63,7 @@ function call(spec: FleetLoadSpec, node: string): { headers: http2.OutgoingHttpH
     case "ack":
       return json("PUT", `/v1/releases/${spec.releaseId}/acks/${node}`, {
         state: spec.state,
-        reported_release_id: spec.state === "healthy" ? spec.releaseId : "bench-r0",
+        reported_release_id: reportedRelease(spec),
         observed_at: new Date().toISOString(),
       });
   }
@@ -79,7 +82,7 @@ async function run(spec: FleetLoadSpec): Promise<FleetLoadResult> {
   const ids = spec.stageOf !== undefined ? stageNodeIds(spec.stageOf) : spec.nodeIdsFile === undefined ? undefined : (JSON.parse(readFileSync(spec.nodeIdsFile, "utf8")) as string[]);
   const nodes = ids?.length ?? spec.nodes;
   if (spec.via === "h2load" && spec.op === "ack") {
-    const body = JSON.stringify({ release_id: spec.releaseId, state: spec.state, reported_release_id: spec.state === "healthy" ? spec.releaseId : "bench-r0" });
+    const body = JSON.stringify({ release_id: spec.releaseId, state: spec.state, reported_release_id: reportedRelease(spec) });
     const urls = Array.from({ length: nodes }, (_, n) => `${spec.url}/v1/nodes/${ids?.[n] ?? nodeName(n)}/ack`);
     return h2loadPost({ urls, body, concurrency: spec.concurrency });
   }

@@ -24,7 +24,7 @@ import { DB_FILE_NAME } from "../src/store/sqlite/store.js";
 import type { FleetLoadResult, FleetLoadSpec } from "./fleet-load.js";
 import { nodeName } from "./fleet-load.js";
 import { metric } from "./h2-request.js";
-import { h2loadAvailable } from "./h2load.js";
+import { ackLoadTool, type AckLoad } from "./h2load.js";
 import type { QueryResult, QuerySpec } from "./load.js";
 import { runToEnd, startOrchestrator, startPort } from "./processes.js";
 import { applySchema, durablePragmas, INSERT_SQL } from "./sqlite-schema.js";
@@ -109,9 +109,6 @@ function ackCeiling(dir: string): number {
   return (NODES * ACK_STATES.length) / seconds;
 }
 
-/** What sends the ack storms: h2load when it is installed (it leaves the shared cores to the server), else bench/fleet-load.ts. */
-type AckLoad = "h2load" | "node";
-
 /** Every node acks `state` once, 64 streams in flight on one connection. */
 const ackStorm = (url: string, state: string, load: AckLoad) => fleetLoad({ op: "ack", url, nodes: NODES, concurrency: 64, releaseId: "bench-r1", state, via: load });
 
@@ -180,8 +177,7 @@ async function main(): Promise<void> {
     log("  ack ceiling (better-sqlite3, one durable commit per ack)...");
     const ceilingAcks = ackCeiling(dir);
 
-    const ackLoad: AckLoad = (await h2loadAvailable()) ? "h2load" : "node";
-    if (ackLoad === "node") log("  h2load not found (apt-get install nghttp2-client): the ack storms run from the Node generator");
+    const ackLoad = await ackLoadTool(log);
     const server = await startServer(dataDir);
     let results;
     try {

@@ -14,14 +14,24 @@ import { summarize } from "./h2-request.js";
 
 const run = promisify(execFile);
 
-/** True when h2load can be run (BENCH_LOAD=node asks for the Node generator instead). */
-export async function h2loadAvailable(): Promise<boolean> {
-  if (process.env.BENCH_LOAD === "node") return false;
+/** What sends a bench's acks: h2load, or the Node generator (bench/fleet-load.ts). */
+export type AckLoad = "h2load" | "node";
+
+/**
+ * h2load when it can be run, else the Node generator, saying why through `log`;
+ * BENCH_LOAD=node asks for the Node generator.
+ */
+export async function ackLoadTool(log: (line: string) => void): Promise<AckLoad> {
+  if (process.env.BENCH_LOAD === "node") {
+    log("  BENCH_LOAD=node: the acks run from the Node generator");
+    return "node";
+  }
   try {
     await run("h2load", ["--version"]);
-    return true;
+    return "h2load";
   } catch {
-    return false;
+    log("  h2load not found (apt-get install nghttp2-client): the acks run from the Node generator");
+    return "node";
   }
 }
 
@@ -31,11 +41,10 @@ export interface H2loadSpec {
   /** The body POSTed with each request. */
   body: string;
   concurrency: number;
-  headers?: Record<string, string>;
 }
 
 /**
- * POSTs `body` once to each URL over one HTTP/2 connection with `concurrency` streams in
+ * POSTs `body` (JSON) once to each URL over one HTTP/2 connection with `concurrency` streams in
  * flight. Throws unless every answer is 200. Latencies are h2load's own, per request.
  */
 export async function h2loadPost(spec: H2loadSpec): Promise<ReturnType<typeof summarize>> {
@@ -46,9 +55,8 @@ export async function h2loadPost(spec: H2loadSpec): Promise<ReturnType<typeof su
     const log = path.join(dir, "log");
     writeFileSync(urls, spec.urls.join("\n") + "\n");
     writeFileSync(body, spec.body);
-    const headers = Object.entries({ "content-type": "application/json", ...spec.headers }).flatMap(([k, v]) => ["-H", `${k}: ${v}`]);
     // execFile, not its Sync form: the bench process must keep draining the server's output meanwhile.
-    const { stdout } = await run("h2load", ["-n", String(spec.urls.length), "-c", "1", "-m", String(spec.concurrency), "-i", urls, "-d", body, ...headers, "--log-file", log], {
+    const { stdout } = await run("h2load", ["-n", String(spec.urls.length), "-c", "1", "-m", String(spec.concurrency), "-i", urls, "-d", body, "-H", "content-type: application/json", "--log-file", log], {
       maxBuffer: 16 * 1024 * 1024,
     });
     const finished = /finished in ([\d.]+)(s|ms|us),/.exec(stdout);

@@ -37,7 +37,7 @@ import { DB_FILE_NAME } from "../src/store/sqlite/store.js";
 import type { FleetLoadResult, FleetLoadSpec } from "./fleet-load.js";
 import { nodeName } from "./fleet-load.js";
 import { metric, request } from "./h2-request.js";
-import { h2loadAvailable } from "./h2load.js";
+import { ackLoadTool, type AckLoad } from "./h2load.js";
 import { runToEnd, startOrchestrator, startPort } from "./processes.js";
 import { applySchema, durablePragmas } from "./sqlite-schema.js";
 
@@ -161,7 +161,7 @@ function startIdleProbe(): { stop(): Promise<{ maxMs: number; p99Ms: number }> }
 }
 
 /** Five stages over the whole fleet, every stage node acking healthy over REST. */
-async function progression(dir: string, ackLoad: "h2load" | "node") {
+async function progression(dir: string, ackLoad: AckLoad) {
   const dataDir = await prepareDataDir(dir, "progression", NODES);
   const server = await inProcessServer(dataDir, "info");
   const loop = monitorEventLoopDelay({ resolution: 10 });
@@ -434,8 +434,7 @@ async function main(): Promise<void> {
     log("  progression ceiling (better-sqlite3: the same acks and moves)...");
     const ceilingSeconds = progressionCeiling(dir);
     log("  five-stage progression...");
-    const ackLoad = (await h2loadAvailable()) ? "h2load" : "node";
-    if (ackLoad === "node") log("  h2load not found (apt-get install nghttp2-client): the acks run from the Node generator");
+    const ackLoad = await ackLoadTool(log);
     const prog = await progression(dir, ackLoad);
     let halt;
     let single;
