@@ -72,8 +72,11 @@ export const nodes = pgTable(
   (t) => [
     index("nodes_channel_id").on(t.channel, t.nodeId),
     index("nodes_channel_seen").on(t.channel, t.lastSeenMs),
-    index("nodes_diverged").on(t.divergedSinceMs, t.nodeId),
-    index("nodes_channel_diverged").on(t.channel, t.divergedSinceMs, t.nodeId),
+    // Only diverged nodes are in the divergence indexes: a node converging removes its entry
+    // and a node diverging adds one, where a full index rewrote two entries for each (about a
+    // third of a sighting's cost when a rollout's acks converge a stage).
+    index("nodes_diverged").on(t.divergedSinceMs, t.nodeId).where(sql`${t.divergedSinceMs} IS NOT NULL`),
+    index("nodes_channel_diverged").on(t.channel, t.divergedSinceMs, t.nodeId).where(sql`${t.divergedSinceMs} IS NOT NULL`),
     // The fleet search's orders (src/store/fleet-search.ts spells its keys the same), in the "C"
     // collation it compares text in, whatever the database's: so also node_id and channel here,
     // which SQLite's primary key and nodes_channel_id serve. No index on last seen: every
