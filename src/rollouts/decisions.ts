@@ -8,6 +8,7 @@ import type { ActionOutcome } from "../domain/rollout-actions.js";
 import { ACTION_EVENT_NAMES, type Action, type PlanState } from "../domain/rollouts.js";
 import type { Metrics } from "../observability/metrics.js";
 import { auditRecord, type Actor } from "../services/audit-record.js";
+import type { NodeSighting } from "../store/fleet-rows.js";
 import { rowToState, stateToRow, type MoveRow } from "../store/rollout-rows.js";
 import type { Store } from "../store/store.js";
 import { refuseDuringStop } from "../store/operation-rows.js";
@@ -59,6 +60,8 @@ export interface Decision {
   onlyIfSelected?: boolean;
   /** A rollback: the restore rows written with it (each moved node back to its previous release). */
   restores?: readonly MoveRow[];
+  /** An opening: the sightings not yet stored, read over the stored nodes (StageOpening.sightings). */
+  sightings?: readonly NodeSighting[];
 }
 
 export class DecisionWriter {
@@ -114,6 +117,7 @@ export class DecisionWriter {
         nowMs: d.nowMs,
         staleAfterMs: this.deps.staleAfterMs,
         onlyIfSelected: d.onlyIfSelected ?? false,
+        sightings: d.sightings,
         audit,
       });
       if (!opened) return undefined;

@@ -13,6 +13,7 @@ import type { Logger } from "../observability/logger.js";
 import type { Metrics } from "../observability/metrics.js";
 import type { Actor } from "../services/audit-record.js";
 import { rowToPlan, rowToState, type MoveRow, type RolloutRecord } from "../store/rollout-rows.js";
+import type { NodeSighting } from "../store/fleet-rows.js";
 import type { SightingBuffer } from "../store/sightings.js";
 import type { Store } from "../store/store.js";
 import { CONTROLLER_ACTOR, type DecisionWriter } from "./decisions.js";
@@ -239,8 +240,6 @@ export class PlanRuntime {
       restore = { nodes: moves.length, restored: 0, failed: 0 };
     }
     const outcome = applyAction(this.plan, before, action, { nowMs, reason, actor: who.actor, tally: this.live.tracker?.tally(), stageId: opts.stageId, restore });
-    // An opening selects by the stored last-seen times: write the buffered ones first.
-    if (outcome.opens !== undefined) await this.deps.sightings.flush();
     this.stale = true;
     const stored = await this.deps.decisions.write({
       planId: this.planId,
@@ -253,6 +252,7 @@ export class PlanRuntime {
       nowMs,
       onlyIfSelected: opts.onlyIfSelected,
       restores,
+      sightings: outcome.opens === undefined ? undefined : this.unstoredSightings(),
     });
     if (!stored) {
       this.stale = false;
@@ -264,6 +264,16 @@ export class PlanRuntime {
     else if (outcome.opens !== undefined || stored.currentStage !== before.currentStage) await this.track();
     else this.stale = false;
     return { state: stored, message: outcome.message };
+  }
+
+  /**
+   * What an opening reads over the stored nodes (it selects by last-seen times): the buffered
+   * sightings, but for the nodes of the stage the plan leaves, which it moved already and so
+   * will not select again (after an ack storm of a stage, most of the buffer).
+   */
+  private unstoredSightings(): NodeSighting[] {
+    const leaving = this.live.tracker;
+    return this.deps.sightings.pending(leaving ? (nodeId) => !leaving.has(nodeId) : undefined);
   }
 
   /** The state an action starts from: read back first when memory may be behind the store. */

@@ -1,6 +1,7 @@
 import { nodeLifecycle } from "../domain/nodes.js";
 import { withStageOpened } from "../domain/rollout-actions.js";
-import { gatedEventType, selectStageNodes, type Candidate, type PlanState } from "../domain/rollouts.js";
+import { gatedEventType, selectStageNodes, type Candidate, type PlanState, type RankKeys } from "../domain/rollouts.js";
+import type { NodeSighting } from "./fleet-rows.js";
 import { rowToPlan, stateToRow, type AuditRow, type MoveRow, type PlanRow, type StatusRow } from "./rollout-rows.js";
 
 /**
@@ -23,6 +24,13 @@ export interface StageOpening {
   staleAfterMs: number;
   /** Write nothing when no node is selected (a held stage selected again). */
   onlyIfSelected: boolean;
+  /**
+   * Sightings this server holds that the store may not have yet (its SightingBuffer): the
+   * selection reads each over the stored node as writing it would (newer last seen, its
+   * reported release), so a node seen a moment ago counts as HEALTHY and its move records
+   * the release it reported. Passing them spares writing the buffer before every opening.
+   */
+  sightings?: readonly NodeSighting[];
   /** The action's audit record; its fields get the number of nodes moved. */
   audit: AuditRow;
 }
@@ -53,19 +61,22 @@ export interface CandidateRow {
 export function planStageOpening(
   plan: PlanRow,
   o: StageOpening,
-  fleet: readonly CandidateRow[],
+  stored: readonly CandidateRow[],
   taken: ReadonlySet<string>,
   newestEventSeq: () => bigint,
+  ranks?: RankKeys,
 ): { status: StatusRow; moves: MoveRow[]; audit: AuditRow } | undefined {
+  let fleet = stored;
   const spec = rowToPlan(plan);
   const stage = spec.stages[o.index];
+  if (o.sightings && o.sightings.length > 0) fleet = withSightings(fleet, o.sightings);
   const withLabels = Object.keys(stage.matchLabels).length > 0;
   const candidates: Candidate[] = fleet.map((n) => ({
     nodeId: n.nodeId,
     labels: withLabels ? (JSON.parse(n.labels) as Record<string, string>) : {},
     healthy: nodeLifecycle({ drained: Boolean(n.drained), lastSeenMs: n.lastSeenMs ?? undefined }, o.nowMs, o.staleAfterMs) === "HEALTHY",
   }));
-  const selection = selectStageNodes(plan.planId, stage, candidates, taken);
+  const selection = selectStageNodes(plan.planId, stage, candidates, taken, ranks);
   if (o.onlyIfSelected && selection.nodeIds.length === 0) return undefined;
   const selected = new Set(selection.nodeIds);
   const previous = new Map<string, string | null>();
@@ -86,6 +97,27 @@ export function planStageOpening(
     })),
     audit: { ...o.audit, fieldsJson: JSON.stringify(fields) },
   };
+}
+
+/**
+ * The channel's nodes with the sightings not yet stored applied, by the rule the store writes
+ * them with (recordSightings): the newer last seen wins, and a sighting's reported release
+ * replaces the stored one when it is not older than the stored last seen.
+ */
+function withSightings(fleet: readonly CandidateRow[], sightings: readonly NodeSighting[]): CandidateRow[] {
+  const byNode = new Map<string, NodeSighting>();
+  for (const s of sightings) byNode.set(s.nodeId, s);
+  return fleet.map((n) => {
+    const s = byNode.get(n.nodeId);
+    if (!s) return n;
+    const stored = n.lastSeenMs ?? 0;
+    const newer = s.lastSeenMs >= stored;
+    return {
+      ...n,
+      lastSeenMs: Math.max(stored, s.lastSeenMs),
+      reportedReleaseId: newer && s.reportedReleaseId !== undefined ? s.reportedReleaseId : n.reportedReleaseId,
+    };
+  });
 }
 
 /** The release a node ran before a move: the one it reports, else the one it was to run; null when neither. */

@@ -66,10 +66,11 @@ export class SightingBuffer {
     return a && b ? merge(b, a) : (a ?? b);
   }
 
-  /** The newest sighting of every node with one not yet visible in the store. */
-  pending(): NodeSighting[] {
-    const out = [...this.buffered.values()].map((s) => this.latest(s.nodeId)!);
-    for (const s of this.inFlight.values()) if (!this.buffered.has(s.nodeId)) out.push(s);
+  /** The newest sighting of every node with one not yet visible in the store (of those `wanted` keeps, when given). */
+  pending(wanted?: (nodeId: string) => boolean): NodeSighting[] {
+    const out: NodeSighting[] = [];
+    for (const s of this.buffered.values()) if (!wanted || wanted(s.nodeId)) out.push(this.latest(s.nodeId)!);
+    for (const s of this.inFlight.values()) if (!this.buffered.has(s.nodeId) && (!wanted || wanted(s.nodeId))) out.push(s);
     return out;
   }
 

@@ -1,0 +1,52 @@
+import { describe, expect, it } from "vitest";
+import { createLogger } from "../src/observability/logger.js";
+import { createMetrics } from "../src/observability/metrics.js";
+import { RolloutController } from "../src/rollouts/controller.js";
+import { SightingBuffer } from "../src/store/sightings.js";
+import { FakeRolloutStore } from "./helpers/controller-store.js";
+
+const NOW = 10_000_000;
+const STALE_AFTER = 3_600_000;
+
+describe("a stage opening reads the sightings not yet stored", () => {
+  it("selects a node only the buffer has seen lately and records the release its sighting reported, writing no sighting first", async () => {
+    const fake = new FakeRolloutStore();
+    // Stored: every node last seen two hours ago (stale), reporting r0; "fresh" was seen just now and reports r-stored.
+    for (const id of ["back", "quiet", "plain", "fresh"]) {
+      fake.addNode(id, { lastSeenMs: id === "fresh" ? NOW : NOW - 2 * STALE_AFTER });
+      fake.nodes.get(id)!.reportedReleaseId = id === "fresh" ? "r-stored" : "r0";
+    }
+    const sightings = new SightingBuffer({ store: fake.asStore(), flushIntervalMs: 3_600_000, onFlushError: () => {} });
+    // Seen again a moment ago, held in the buffer only: "back" reports a new release, "plain" none.
+    sightings.record({ nodeId: "back", lastSeenMs: NOW - 1000, reportedReleaseId: "r-buffered" });
+    sightings.record({ nodeId: "plain", lastSeenMs: NOW - 1000 });
+    // Older than what the store holds: it changes neither the last seen nor the reported release.
+    sightings.record({ nodeId: "fresh", lastSeenMs: NOW - 5000, reportedReleaseId: "r-older" });
+    const controller = new RolloutController({
+      store: fake.asStore(),
+      sightings,
+      metrics: createMetrics(),
+      logger: createLogger({ format: "json", level: "error" }),
+      staleAfterMs: STALE_AFTER,
+      now: () => NOW,
+    });
+    fake.publish({ planId: "p", stages: [{ stageId: "all", percent: 100, gates: [{ kind: "manual" }] }] });
+    await controller.start();
+    await controller.settled("p");
+
+    const moves = new Map(fake.moves.filter((m) => m.planId === "p").map((m) => [m.nodeId, m.previousReleaseId]));
+    expect(moves).toEqual(
+      new Map([
+        ["back", "r-buffered"],
+        ["plain", "r0"],
+        ["fresh", "r-stored"],
+      ]),
+    );
+    // "quiet" was seen by nobody within --node-stale-after: left out.
+    expect(fake.movesOf("p")).not.toContain("quiet");
+    // The opening did not write the buffer first: it still holds all three.
+    expect(sightings.pending().map((s) => s.nodeId).sort()).toEqual(["back", "fresh", "plain"]);
+    await controller.stop();
+    await sightings.close();
+  });
+});
