@@ -11,6 +11,7 @@ import {
   pastDeadline,
   selectStageNodes,
   selectionRank,
+  RankKeys,
   shownStagePhase,
   transition,
   validateRolloutPlan,
@@ -188,6 +189,21 @@ describe("stage node selection", () => {
       const need = Math.ceil((percent / 100) * many.length) - taken.size;
       const expected = byRank.slice(0, need).map((r) => r.id).sort();
       expect(selectStageNodes("rank-plan", stage({ percent }), many, taken).nodeIds).toEqual(expected);
+    }
+  });
+
+  it("selects the same nodes with rank keys kept between openings as with none, for each plan in turn", () => {
+    const many = Array.from({ length: 3000 }, (_, i) => ({ nodeId: `node-${i}`, labels: {}, healthy: i % 7 !== 0 }));
+    const ranks = new RankKeys();
+    for (const planId of ["plan-x", "plan-y", "plan-x"]) {
+      const taken = new Set<string>();
+      for (const percent of [1, 20, 60]) {
+        const fresh = selectStageNodes(planId, stage({ percent }), many, taken).nodeIds;
+        const kept = selectStageNodes(planId, stage({ percent }), many, taken, ranks).nodeIds;
+        expect(kept).toEqual(fresh);
+        expect(kept.length).toBeGreaterThan(0);
+        for (const id of kept) taken.add(id);
+      }
     }
   });
 

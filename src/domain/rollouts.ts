@@ -316,19 +316,40 @@ function rankDigest(planId: string, nodeId: string): Buffer {
   return hash("sha256", `${planId}\n${nodeId}`, "buffer");
 }
 
+/** A rank's first 52 bits, read from its digest as a number (exact in a double): 6 bytes and the high half of the seventh. */
+const rankKeyOf = (d: Buffer): number => d.readUIntBE(0, 6) * 16 + (d[6] >> 4);
+
+/**
+ * The rank keys (rankKeyOf) of one plan's nodes, kept between its stage openings by whoever
+ * opens them (the store): a node's rank never changes, so an opening hashes only the nodes no
+ * earlier opening of the plan ranked. Holds one plan at a time; another plan starts it over.
+ */
+export class RankKeys {
+  private planId = "";
+  private keys = new Map<string, number>();
+
+  key(planId: string, nodeId: string): number {
+    if (planId !== this.planId) {
+      this.planId = planId;
+      this.keys = new Map();
+    }
+    let k = this.keys.get(nodeId);
+    if (k === undefined) this.keys.set(nodeId, (k = rankKeyOf(rankDigest(planId, nodeId))));
+    return k;
+  }
+}
+
 /**
  * The `need` candidates of lowest selectionRank (in no particular order: callers sort). The
- * same set as sorting the rank strings, found without sorting them: each rank's first 52 bits,
- * read from the digest as a number (exact in a double), go into a typed array that sorts
- * natively; the need-th smallest is the threshold, and only ranks equal to it on those bits are
- * compared whole. A stage that takes every free candidate ranks none.
+ * same set as sorting the rank strings, found without sorting them: each rank's key (its first
+ * 52 bits) goes into a typed array that sorts natively; the need-th smallest is the threshold,
+ * and only ranks equal to it on those bits are compared whole. A stage that takes every free
+ * candidate ranks none.
  */
-function lowestRanked(planId: string, free: readonly Candidate[], need: number): string[] {
+function lowestRanked(planId: string, free: readonly Candidate[], need: number, ranks: RankKeys): string[] {
   if (need >= free.length) return free.map((c) => c.nodeId);
   if (need <= 0) return [];
-  const digests = free.map((c) => rankDigest(planId, c.nodeId));
-  // The first 52 bits: 6 bytes and the high half of the seventh.
-  const keys = Float64Array.from(digests, (d) => d.readUIntBE(0, 6) * 16 + (d[6] >> 4));
+  const keys = Float64Array.from(free, (c) => ranks.key(planId, c.nodeId));
   const threshold = Float64Array.from(keys).sort()[need - 1];
   const out: string[] = [];
   const ties: number[] = [];
@@ -336,7 +357,8 @@ function lowestRanked(planId: string, free: readonly Candidate[], need: number):
     if (keys[i] < threshold) out.push(free[i].nodeId);
     else if (keys[i] === threshold) ties.push(i);
   }
-  ties.sort((a, b) => Buffer.compare(digests[a], digests[b]));
+  const digest = (i: number) => rankDigest(planId, free[i].nodeId);
+  ties.sort((a, b) => Buffer.compare(digest(a), digest(b)));
   for (const i of ties.slice(0, need - out.length)) out.push(free[i].nodeId);
   return out;
 }
@@ -344,8 +366,9 @@ function lowestRanked(planId: string, free: readonly Candidate[], need: number):
 /**
  * The nodes a stage moves. `fleet` is every node of the plan's channel; `taken` the nodes
  * earlier stages moved. Explicit ids keep their order; other selections come out sorted.
+ * `ranks` keeps the plan's rank keys for its next opening (a new one ranks from scratch).
  */
-export function selectStageNodes(planId: string, stage: Stage, fleet: readonly Candidate[], taken: ReadonlySet<string>): Selection {
+export function selectStageNodes(planId: string, stage: Stage, fleet: readonly Candidate[], taken: ReadonlySet<string>, ranks = new RankKeys()): Selection {
   const free = (c: Candidate) => c.healthy && !taken.has(c.nodeId);
   if (stage.nodeIds.length > 0) {
     const byId = new Map(fleet.map((c) => [c.nodeId, c]));
@@ -381,7 +404,7 @@ export function selectStageNodes(planId: string, stage: Stage, fleet: readonly C
   }
   const target = Math.ceil((stage.percent / 100) * fleet.length - 1e-9);
   const need = Math.max(0, target - taken.size);
-  const chosen = lowestRanked(planId, fleet.filter(free), need);
+  const chosen = lowestRanked(planId, fleet.filter(free), need, ranks);
   chosen.sort();
   const detail =
     chosen.length < need

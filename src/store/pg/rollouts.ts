@@ -1,7 +1,7 @@
 import { and, asc, count, desc, eq, gt, inArray, max, notInArray, sql, type SQL } from "drizzle-orm";
 import type { NodePgDatabase } from "drizzle-orm/node-postgres";
 import { pruneRecord, refuseStaleStatus, requireChannelFree, requireRelease, requireSamePlanSpec } from "../write-rules.js";
-import { TERMINAL_PHASES } from "../../domain/rollouts.js";
+import { TERMINAL_PHASES, type RankKeys } from "../../domain/rollouts.js";
 import { FencedError } from "../../domain/errors.js";
 import type { AuditRow, MoveRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StageNodeRow, StatusRow } from "../rollout-rows.js";
 import type { AuditQuery, RolloutQuery, StageNodeQuery } from "../store.js";
@@ -116,7 +116,8 @@ export const pgRollouts = {
     });
   },
 
-  async openRolloutStage(db: Db, o: StageOpening): Promise<OpenedStage | undefined> {
+  /** `ranks`: the store's rank keys of the plan it opened last (kept between openings). */
+  async openRolloutStage(db: Db, o: StageOpening, ranks?: RankKeys): Promise<OpenedStage | undefined> {
     return db.transaction(async (tx) => {
       if (o.fenceEpoch !== undefined) await requireEpoch(tx, o.fenceEpoch);
       refuseDuringStop(await stopForWrite(tx), "opening a rollout stage");
@@ -145,7 +146,7 @@ export const pgRollouts = {
         ).map((m) => m.nodeId),
       );
       const [newest] = await tx.select({ seq: max(events.seq) }).from(events);
-      const planned = planStageOpening(plan, o, fleet, taken, () => BigInt(newest?.seq ?? 0));
+      const planned = planStageOpening(plan, o, fleet, taken, () => BigInt(newest?.seq ?? 0), ranks);
       if (!planned) return undefined;
       await tx.update(rolloutStatus).set(planned.status).where(eq(rolloutStatus.planId, o.planId));
       for (let i = 0; i < planned.moves.length; i += MOVES_PER_INSERT) {

@@ -7,6 +7,7 @@ import { StoreBusyError, StoreFullError, StoreUnavailableError } from "../../dom
 import { migrationsFolder } from "../../paths.js";
 import { eventPageOfRows, eventToRow, rowToEvent } from "../event-rows.js";
 import { withInserted } from "../../domain/audit.js";
+import { RankKeys } from "../../domain/rollouts.js";
 import { eventQueryParams, eventQueryWhere, PreparedEventQueries, type EventQueryShape } from "../prepared-queries.js";
 import type { AckRow, NodeSighting, ReleaseRow } from "../fleet-rows.js";
 import type { FleetTotalsQuery } from "../fleet-totals.js";
@@ -73,6 +74,8 @@ function translate(err: unknown): unknown {
 /** The high-availability store: PostgreSQL over a connection pool, shared by every replica. */
 export class PostgresStore implements Store {
   readonly dialect = "postgres" as const;
+  /** The rank keys of the plan this store opened a stage of last (src/domain/rollouts.ts). */
+  private readonly ranks = new RankKeys();
   private readonly queries = new PreparedEventQueries((shape) => prepareEventQuery(this.db, shape));
   private readonly acks = new GroupCommit(
     (items: readonly { row: AckRow; audit?: AuditRow }[]) =>
@@ -246,7 +249,7 @@ export class PostgresStore implements Store {
     return this.run(() => pgRollouts.commitRollout(this.db, change));
   }
   openRolloutStage(opening: StageOpening) {
-    return this.run(() => pgRollouts.openRolloutStage(this.db, opening));
+    return this.run(() => pgRollouts.openRolloutStage(this.db, opening, this.ranks));
   }
   stageNodes(q: StageNodeQuery) {
     return this.run(() => pgRollouts.stageNodes(this.db, q));

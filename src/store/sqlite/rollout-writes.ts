@@ -1,7 +1,7 @@
 import { and, eq, max, notInArray, sql } from "drizzle-orm";
 import type Database from "better-sqlite3";
 import type { BetterSQLite3Database } from "drizzle-orm/better-sqlite3";
-import { TERMINAL_PHASES } from "../../domain/rollouts.js";
+import { RankKeys, TERMINAL_PHASES } from "../../domain/rollouts.js";
 import type { AuditRow, PlanRow, RolloutChange, RolloutRecord, SigningKeyRow, StatusRow } from "../rollout-rows.js";
 import { refuseStaleStatus, requireChannelFree, requireRelease, requireSamePlanSpec } from "../write-rules.js";
 import { planStageOpening, type CandidateRow, type OpenedStage, type StageOpening } from "../rollout-opening.js";
@@ -79,6 +79,8 @@ export function prepareRolloutWrites(db: BetterSQLite3Database & { $client: Data
       ([nodeId, labels, drained, lastSeenMs, reportedReleaseId, desiredReleaseId]) => ({ nodeId, labels, drained, lastSeenMs, reportedReleaseId, desiredReleaseId }),
     );
   const newestEventSeq = db.select({ seq: max(events.seq) }).from(events).prepare();
+  // The writer opens every stage: it keeps the running plan's rank keys between its openings.
+  const ranks = new RankKeys();
   const stop = prepareStopRead(db);
 
   /** The status update conditional on the version, refused as the contract says when it does not apply. */
@@ -133,7 +135,7 @@ export function prepareRolloutWrites(db: BetterSQLite3Database & { $client: Data
         const current = statusById.get({ id: o.planId });
         if (!plan || !current || current.version !== o.expectedVersion) refuseStaleStatus(o.planId, plan && current?.version, o.expectedVersion);
         const taken = new Set((movedByPlan.all(o.planId) as [string][]).map(([nodeId]) => nodeId));
-        const planned = planStageOpening(plan, o, candidates(plan.channel), taken, () => BigInt(newestEventSeq.get()?.seq ?? 0));
+        const planned = planStageOpening(plan, o, candidates(plan.channel), taken, () => BigInt(newestEventSeq.get()?.seq ?? 0), ranks);
         if (!planned) return { opened: undefined };
         updateStatus(planned.status, o.expectedVersion);
         for (const m of planned.moves) {
