@@ -2,6 +2,8 @@ import { describe, expect, it } from "vitest";
 import { createLogger } from "../src/observability/logger.js";
 import { createMetrics } from "../src/observability/metrics.js";
 import { RolloutController } from "../src/rollouts/controller.js";
+import type { NodeSighting } from "../src/store/fleet-rows.js";
+import type { StageOpening } from "../src/store/rollout-opening.js";
 import { SightingBuffer } from "../src/store/sightings.js";
 import { FakeRolloutStore } from "./helpers/controller-store.js";
 
@@ -46,6 +48,45 @@ describe("a stage opening reads the sightings not yet stored", () => {
     expect(fake.movesOf("p")).not.toContain("quiet");
     // The opening did not write the buffer first: it still holds all three.
     expect(sightings.pending().map((s) => s.nodeId).sort()).toEqual(["back", "fresh", "plain"]);
+    await controller.stop();
+    await sightings.close();
+  });
+
+  it("leaves out the sightings of the stage it leaves, whose nodes the plan moved already", async () => {
+    const fake = new FakeRolloutStore();
+    fake.addNode("lead", { lastSeenMs: NOW });
+    fake.addNode("back", { lastSeenMs: NOW - 2 * STALE_AFTER });
+    const sent: (readonly NodeSighting[] | undefined)[] = [];
+    const open = fake.openRolloutStage.bind(fake);
+    fake.openRolloutStage = (o: StageOpening) => {
+      sent.push(o.sightings);
+      return open(o);
+    };
+    const sightings = new SightingBuffer({ store: fake.asStore(), flushIntervalMs: 3_600_000, onFlushError: () => {} });
+    const controller = new RolloutController({
+      store: fake.asStore(),
+      sightings,
+      metrics: createMetrics(),
+      logger: createLogger({ format: "json", level: "error" }),
+      staleAfterMs: STALE_AFTER,
+      now: () => NOW,
+    });
+    fake.publish({
+      planId: "p",
+      stages: [
+        { stageId: "first", nodeIds: ["lead"], gates: [{ kind: "manual" }] },
+        { stageId: "rest", percent: 100, gates: [{ kind: "manual" }] },
+      ],
+    });
+    await controller.start();
+    await controller.settled("p");
+    expect(fake.movesOf("p", "first")).toEqual(["lead"]);
+    sightings.record({ nodeId: "lead", lastSeenMs: NOW, reportedReleaseId: "r" });
+    sightings.record({ nodeId: "back", lastSeenMs: NOW - 1000 });
+    await controller.act("p", "approve", { actor: "alice", source: "api", reason: "first is fine", stageId: "first" });
+    await controller.settled("p");
+    expect(fake.movesOf("p", "rest")).toEqual(["back"]);
+    expect(sent.at(-1)?.map((s) => s.nodeId)).toEqual(["back"]);
     await controller.stop();
     await sightings.close();
   });
