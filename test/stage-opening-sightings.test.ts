@@ -10,6 +10,19 @@ import { FakeRolloutStore } from "./helpers/controller-store.js";
 const NOW = 10_000_000;
 const STALE_AFTER = 3_600_000;
 
+/** A buffer that is not written during the test: what it holds is what the store has not. */
+const unflushedBuffer = (fake: FakeRolloutStore) => new SightingBuffer({ store: fake.asStore(), flushIntervalMs: 3_600_000, onFlushError: () => {} });
+
+const controllerOver = (fake: FakeRolloutStore, sightings: SightingBuffer) =>
+  new RolloutController({
+    store: fake.asStore(),
+    sightings,
+    metrics: createMetrics(),
+    logger: createLogger({ format: "json", level: "error" }),
+    staleAfterMs: STALE_AFTER,
+    now: () => NOW,
+  });
+
 describe("a stage opening reads the sightings not yet stored", () => {
   it("selects a node only the buffer has seen lately and records the release its sighting reported, writing no sighting first", async () => {
     const fake = new FakeRolloutStore();
@@ -18,20 +31,13 @@ describe("a stage opening reads the sightings not yet stored", () => {
       fake.addNode(id, { lastSeenMs: id === "fresh" ? NOW : NOW - 2 * STALE_AFTER });
       fake.nodes.get(id)!.reportedReleaseId = id === "fresh" ? "r-stored" : "r0";
     }
-    const sightings = new SightingBuffer({ store: fake.asStore(), flushIntervalMs: 3_600_000, onFlushError: () => {} });
+    const sightings = unflushedBuffer(fake);
     // Seen again a moment ago, held in the buffer only: "back" reports a new release, "plain" none.
     sightings.record({ nodeId: "back", lastSeenMs: NOW - 1000, reportedReleaseId: "r-buffered" });
     sightings.record({ nodeId: "plain", lastSeenMs: NOW - 1000 });
     // Older than what the store holds: it changes neither the last seen nor the reported release.
     sightings.record({ nodeId: "fresh", lastSeenMs: NOW - 5000, reportedReleaseId: "r-older" });
-    const controller = new RolloutController({
-      store: fake.asStore(),
-      sightings,
-      metrics: createMetrics(),
-      logger: createLogger({ format: "json", level: "error" }),
-      staleAfterMs: STALE_AFTER,
-      now: () => NOW,
-    });
+    const controller = controllerOver(fake, sightings);
     fake.publish({ planId: "p", stages: [{ stageId: "all", percent: 100, gates: [{ kind: "manual" }] }] });
     await controller.start();
     await controller.settled("p");
@@ -62,15 +68,8 @@ describe("a stage opening reads the sightings not yet stored", () => {
       sent.push(o.sightings);
       return open(o);
     };
-    const sightings = new SightingBuffer({ store: fake.asStore(), flushIntervalMs: 3_600_000, onFlushError: () => {} });
-    const controller = new RolloutController({
-      store: fake.asStore(),
-      sightings,
-      metrics: createMetrics(),
-      logger: createLogger({ format: "json", level: "error" }),
-      staleAfterMs: STALE_AFTER,
-      now: () => NOW,
-    });
+    const sightings = unflushedBuffer(fake);
+    const controller = controllerOver(fake, sightings);
     fake.publish({
       planId: "p",
       stages: [
