@@ -26,17 +26,28 @@ const controllerOver = (fake: FakeRolloutStore, sightings: SightingBuffer) =>
 describe("a stage opening reads the sightings not yet stored", () => {
   it("selects a node only the buffer has seen lately and records the release its sighting reported, writing no sighting first", async () => {
     const fake = new FakeRolloutStore();
-    // Stored: every node last seen two hours ago (stale), reporting r0; "fresh" was seen just now and reports r-stored.
-    for (const id of ["back", "quiet", "plain", "fresh"]) {
-      fake.addNode(id, { lastSeenMs: id === "fresh" ? NOW : NOW - 2 * STALE_AFTER });
-      fake.nodes.get(id)!.reportedReleaseId = id === "fresh" ? "r-stored" : "r0";
+    // Stored: last seen two hours ago (stale), reporting r0; "fresh" and "tie" seen lately, "never" never seen.
+    const stored: Record<string, { seen: number | null; release: string | null }> = {
+      back: { seen: NOW - 2 * STALE_AFTER, release: "r0" },
+      quiet: { seen: NOW - 2 * STALE_AFTER, release: "r0" },
+      plain: { seen: NOW - 2 * STALE_AFTER, release: "r0" },
+      fresh: { seen: NOW, release: "r-stored" },
+      tie: { seen: NOW - 1000, release: "r-stored" },
+      never: { seen: null, release: null },
+    };
+    for (const [id, n] of Object.entries(stored)) {
+      fake.addNode(id, { lastSeenMs: n.seen });
+      fake.nodes.get(id)!.reportedReleaseId = n.release;
     }
     const sightings = unflushedBuffer(fake);
     // Seen again a moment ago, held in the buffer only: "back" reports a new release, "plain" none.
     sightings.record({ nodeId: "back", lastSeenMs: NOW - 1000, reportedReleaseId: "r-buffered" });
     sightings.record({ nodeId: "plain", lastSeenMs: NOW - 1000 });
-    // Older than what the store holds: it changes neither the last seen nor the reported release.
-    sightings.record({ nodeId: "fresh", lastSeenMs: NOW - 5000, reportedReleaseId: "r-older" });
+    sightings.record({ nodeId: "never", lastSeenMs: NOW - 1000, reportedReleaseId: "r-first" });
+    // As old as what the store holds: its release is the newer word (the write's rule is >=).
+    sightings.record({ nodeId: "tie", lastSeenMs: NOW - 1000, reportedReleaseId: "r-tie" });
+    // Older than the store's, and stale itself: it changes neither the last seen (still HEALTHY) nor the release.
+    sightings.record({ nodeId: "fresh", lastSeenMs: NOW - 3 * STALE_AFTER, reportedReleaseId: "r-older" });
     const controller = controllerOver(fake, sightings);
     fake.publish({ planId: "p", stages: [{ stageId: "all", percent: 100, gates: [{ kind: "manual" }] }] });
     await controller.start();
@@ -48,12 +59,14 @@ describe("a stage opening reads the sightings not yet stored", () => {
         ["back", "r-buffered"],
         ["plain", "r0"],
         ["fresh", "r-stored"],
+        ["tie", "r-tie"],
+        ["never", "r-first"],
       ]),
     );
     // "quiet" was seen by nobody within --node-stale-after: left out.
     expect(fake.movesOf("p")).not.toContain("quiet");
-    // The opening did not write the buffer first: it still holds all three.
-    expect(sightings.pending().map((s) => s.nodeId).sort()).toEqual(["back", "fresh", "plain"]);
+    // The opening did not write the buffer first: it still holds them all.
+    expect(sightings.pending().map((s) => s.nodeId).sort()).toEqual(["back", "fresh", "never", "plain", "tie"]);
     await controller.stop();
     await sightings.close();
   });
