@@ -32,10 +32,12 @@ import pino from "pino";
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import Database from "better-sqlite3";
+import { drizzle } from "drizzle-orm/better-sqlite3";
 import { NodeAckSchema } from "../gen/autonomy/v1/releases_pb.js";
 import { createLogger } from "../src/observability/logger.js";
 import { packageRoot } from "../src/paths.js";
 import { startServer as startInProcess } from "../src/server.js";
+import { prepareSightingUpdate } from "../src/store/sqlite/fleet-writes.js";
 import { DB_FILE_NAME } from "../src/store/sqlite/store.js";
 import type { FleetLoadResult, FleetLoadSpec } from "./fleet-load.js";
 import { nodeName } from "./fleet-load.js";
@@ -233,16 +235,12 @@ function progressionCeiling(dir: string, sightings: boolean): number {
     "INSERT INTO node_acks (release_id, node_id, state, message, reported_release_id, observed_at_ms, updated_at_ms) VALUES ('r', ?, 'healthy', '', 'r', ?, ?) " +
       "ON CONFLICT (release_id, node_id) DO UPDATE SET state = excluded.state, observed_at_ms = excluded.observed_at_ms WHERE node_acks.observed_at_ms <= excluded.observed_at_ms",
   );
-  const seen = db.prepare(
-    "UPDATE nodes SET last_seen_ms = max(coalesce(last_seen_ms, 0), @seen), " +
-      "reported_release_id = CASE WHEN @release IS NOT NULL AND @seen >= coalesce(last_seen_ms, 0) THEN @release ELSE reported_release_id END, " +
-      "agent_version = coalesce(@version, agent_version) WHERE node_id = @id",
-  );
+  const seen = prepareSightingUpdate(drizzle(db));
   const ackWithSighting = db.transaction((nodeId: string, atMs: number) => {
     upsert.run(nodeId, atMs, atMs);
     seen.run({ id: nodeId, seen: atMs, release: "r", version: null });
   });
-  const ack = sightings ? (nodeId: string, atMs: number) => ackWithSighting(nodeId, atMs) : (nodeId: string, atMs: number) => upsert.run(nodeId, atMs, atMs);
+  const ack = sightings ? ackWithSighting : (nodeId: string, atMs: number) => upsert.run(nodeId, atMs, atMs);
   const started = nowNs();
   let covered = 0;
   for (const [i, percent] of STAGES.entries()) {

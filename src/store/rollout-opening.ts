@@ -66,10 +66,9 @@ export function planStageOpening(
   newestEventSeq: () => bigint,
   ranks?: RankKeys,
 ): { status: StatusRow; moves: MoveRow[]; audit: AuditRow } | undefined {
-  let fleet = stored;
+  const fleet = o.sightings && o.sightings.length > 0 ? withSightings(stored, o.sightings) : stored;
   const spec = rowToPlan(plan);
   const stage = spec.stages[o.index];
-  if (o.sightings && o.sightings.length > 0) fleet = withSightings(fleet, o.sightings);
   const withLabels = Object.keys(stage.matchLabels).length > 0;
   const candidates: Candidate[] = fleet.map((n) => ({
     nodeId: n.nodeId,

@@ -30,6 +30,23 @@ export interface FleetWriteResults {
 }
 
 /**
+ * The update a sighting makes to its node, run with { id, seen, release, version } (release and
+ * version null when the sighting carries none). Set expressions read the old row, so the
+ * reported release follows only a newer sighting. The rollout bench's ceiling runs it too.
+ */
+export function prepareSightingUpdate(db: BetterSQLite3Database) {
+  return db
+    .update(nodes)
+    .set({
+      lastSeenMs: sql`max(coalesce(${nodes.lastSeenMs}, 0), ${sql.placeholder("seen")})`,
+      reportedReleaseId: sql`case when ${sql.placeholder("release")} is not null and ${sql.placeholder("seen")} >= coalesce(${nodes.lastSeenMs}, 0) then ${sql.placeholder("release")} else ${nodes.reportedReleaseId} end`,
+      agentVersion: sql`coalesce(${sql.placeholder("version")}, ${nodes.agentVersion})`,
+    })
+    .where(eq(nodes.nodeId, sql.placeholder("id")))
+    .prepare();
+}
+
+/**
  * The fleet writes of the SQLite store. They run synchronously on the writer connection, so
  * each is atomic inside the writer's transaction and commits durably with its group.
  */
@@ -67,16 +84,7 @@ export function prepareFleetWrites(db: BetterSQLite3Database, audit: AppendAudit
     })
     .returning()
     .prepare();
-  // Set expressions read the old row, so the reported release follows only a newer sighting.
-  const sighting = db
-    .update(nodes)
-    .set({
-      lastSeenMs: sql`max(coalesce(${nodes.lastSeenMs}, 0), ${sql.placeholder("seen")})`,
-      reportedReleaseId: sql`case when ${sql.placeholder("release")} is not null and ${sql.placeholder("seen")} >= coalesce(${nodes.lastSeenMs}, 0) then ${sql.placeholder("release")} else ${nodes.reportedReleaseId} end`,
-      agentVersion: sql`coalesce(${sql.placeholder("version")}, ${nodes.agentVersion})`,
-    })
-    .where(eq(nodes.nodeId, sql.placeholder("id")))
-    .prepare();
+  const sighting = prepareSightingUpdate(db);
 
   const node = (id: string): NodeRow => requireNode(id, nodeById.get({ id }));
   const stop = prepareStopRead(db);
